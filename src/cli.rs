@@ -1,0 +1,451 @@
+//! The command line: clap types, and the dispatch from each subcommand to the library.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
+
+use crate::net::{parse_net, Acl, Addr, BindOptions, Datagram, Listener, DEFAULT_BACKLOG};
+use crate::server::{self, serve, serve_datagram, Config, Mode, ProcessCommand};
+use crate::service::bench::{self, BenchError, EchoLoad, HoldLoad};
+use crate::service::echo::{self, Echo, EchoDatagram};
+use crate::service::netcat::{self, ListenOptions, NetcatError};
+use crate::service::serve::{bind_all, ServeConfig, DEFAULT_CONFIG};
+
+/// A socket toolkit: echo, netcat, load generator and more, secure by default.
+#[derive(Debug, Parser)]
+#[command(name = "sockit", version, about)]
+pub struct Cli {
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less logging (-q warnings only, -qq errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub quiet: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a set of services (the embedded loopback-only default, or --config FILE).
+    Serve(ServeArgs),
+    /// Echo server over TCP, UDP or Unix sockets.
+    Echo(EchoArgs),
+    /// Connect to ADDR: stdin goes to the socket, the socket to stdout (like `nc HOST PORT`).
+    Connect(ConnectArgs),
+    /// Listen on ADDR for a peer (like `nc -l`), or run a command per connection (--exec).
+    Listen(ListenArgs),
+    /// Load generators.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Engine options shared by servers.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// Maximum concurrent connections; more wait in the backlog.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_CONNS)]
+    pub max_conns: usize,
+    /// Close connections idle this long (e.g. 30s, 5m; 0 for never).
+    #[arg(long, value_parser = parse_duration, default_value = "300s")]
+    pub idle_timeout: Duration,
+    /// Time connections get to finish at shutdown.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub drain_timeout: Duration,
+    /// Only serve peers in this network (CIDR or IP; repeatable).
+    #[arg(long, value_parser = parse_net)]
+    pub allow: Vec<IpNet>,
+    /// Never serve peers in this network (CIDR or IP; repeatable; wins over --allow).
+    #[arg(long, value_parser = parse_net)]
+    pub deny: Vec<IpNet>,
+    /// Listen backlog.
+    #[arg(long, default_value_t = DEFAULT_BACKLOG)]
+    pub backlog: u32,
+    /// Set SO_REUSEPORT so several processes can share the port.
+    #[arg(long)]
+    pub reuse_port: bool,
+}
+
+impl EngineArgs {
+    fn config(&self, service: &str, mode: Mode) -> Config {
+        Config {
+            service: service.into(),
+            mode,
+            max_conns: self.max_conns,
+            idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
+            drain_timeout: self.drain_timeout,
+            acl: self.acl(),
+            ..Config::default()
+        }
+    }
+
+    fn acl(&self) -> Acl {
+        Acl {
+            allow: self.allow.clone(),
+            deny: self.deny.clone(),
+        }
+    }
+
+    fn bind_options(&self) -> BindOptions {
+        BindOptions {
+            backlog: self.backlog,
+            reuse_port: self.reuse_port,
+            ..BindOptions::default()
+        }
+    }
+}
+
+/// `sockit serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A TOML service set (see --print-config for the format).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print the embedded default service set and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// `sockit echo`.
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    /// Address: HOST:PORT, [IPv6]:PORT or unix:/path.
+    #[arg(long, default_value = "127.0.0.1:7007")]
+    pub listen: Addr,
+    /// UDP (or Unix datagram) instead of a stream.
+    #[arg(long)]
+    pub udp: bool,
+    /// Upper-case ASCII letters, like the tutorials' server.
+    #[arg(long)]
+    pub upper: bool,
+    /// sequential (one at a time), concurrent (a task each) or process (a child each).
+    #[arg(long, default_value = "concurrent")]
+    pub mode: Mode,
+    /// UDP: datagrams answered per second per non-loopback source IP.
+    #[arg(long, default_value_t = echo::DEFAULT_UDP_RATE_PER_SOURCE)]
+    pub udp_rate: u32,
+    /// Echo stdin to stdout once (what each child runs in process mode).
+    #[arg(long, hide = true)]
+    pub stdio: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub engine: EngineArgs,
+}
+
+/// `sockit connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Address: HOST:PORT, [IPv6]:PORT or unix:/path.
+    pub addr: Addr,
+    /// UDP (or Unix datagram).
+    #[arg(long, short)]
+    pub udp: bool,
+    /// Write peer bytes unescaped even when stdout is a terminal.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+/// `sockit listen`.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Address: HOST:PORT, [IPv6]:PORT or unix:/path.
+    pub addr: Addr,
+    /// UDP (or Unix datagram): talk to whoever sends first.
+    #[arg(long, short)]
+    pub udp: bool,
+    /// Keep accepting peers: stdin goes to all of them.
+    #[arg(long, short)]
+    pub keep_open: bool,
+    /// Run this command per connection with the socket as stdin/stdout (split on spaces).
+    #[arg(long, short, conflicts_with = "sh_exec")]
+    pub exec: Option<String>,
+    /// Like --exec, through `sh -c`.
+    #[arg(long)]
+    pub sh_exec: Option<String>,
+    /// Write peer bytes unescaped even when stdout is a terminal.
+    #[arg(long)]
+    pub raw: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub engine: EngineArgs,
+}
+
+/// `sockit bench ...`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Drive an echo server and report requests/s, MB/s and latency percentiles.
+    Echo(BenchEchoArgs),
+    /// Hold many idle connections open and probe that the server still answers.
+    Hold(BenchHoldArgs),
+}
+
+/// `sockit bench echo`.
+#[derive(Debug, Args)]
+pub struct BenchEchoArgs {
+    /// The echo server: HOST:PORT, [IPv6]:PORT or unix:/path.
+    pub addr: Addr,
+    /// Concurrent connections (or UDP clients).
+    #[arg(long, default_value_t = 1)]
+    pub conns: usize,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// How long to run (e.g. 10s).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Messages in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+    /// UDP echo.
+    #[arg(long)]
+    pub udp: bool,
+    /// Check every echoed byte.
+    #[arg(long)]
+    pub verify: bool,
+    /// Open a connection per request (measures connection rate).
+    #[arg(long)]
+    pub connect_per_request: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sockit bench hold`.
+#[derive(Debug, Args)]
+pub struct BenchHoldArgs {
+    /// The echo server: HOST:PORT.
+    pub addr: Addr,
+    /// Connections to hold.
+    #[arg(long, default_value_t = 1000)]
+    pub conns: usize,
+    /// How long to hold them.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub seconds: Duration,
+    /// Probe round trips on a fresh connection while holding.
+    #[arg(long, default_value_t = 200)]
+    pub probes: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `300ms`, `5s`, `2m`, `1h` or a bare number of seconds.
+///
+/// # Errors
+/// A message naming the bad input.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 5s, 2m"))?;
+    let scale = match unit {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+/// How a command failed, for the exit code: 1 network error, 2 usage error.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad input: exit 2.
+    Usage(anyhow::Error),
+    /// Network or other runtime error: exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        // An address in use is a usage error: the user asked for a port that is taken.
+        let in_use = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+        });
+        if in_use {
+            Failure::Usage(e)
+        } else {
+            Failure::Runtime(e)
+        }
+    }
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// A [`Failure`] carrying the exit-code class.
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Serve(args) => run_serve(args).await,
+        Command::Echo(args) => run_echo(args).await,
+        Command::Connect(args) => netcat::connect(&args.addr, args.udp, args.raw)
+            .await
+            .map_err(netcat_failure),
+        Command::Listen(args) => run_listen(args).await,
+        Command::Bench(cmd) => run_bench(cmd).await,
+    }
+}
+
+fn netcat_failure(e: NetcatError) -> Failure {
+    match e {
+        NetcatError::Usage(msg) => Failure::Usage(anyhow::anyhow!(msg)),
+        NetcatError::Io(e) => Failure::from(anyhow::Error::from(e)),
+    }
+}
+
+async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
+    if args.print_config {
+        print!("{DEFAULT_CONFIG}");
+        return Ok(());
+    }
+    let text = match &args.config {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))
+            .map_err(Failure::Usage)?,
+        None => DEFAULT_CONFIG.to_string(),
+    };
+    let config = ServeConfig::parse(&text).map_err(|e| Failure::Usage(e.into()))?;
+    let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
+    let (banner, run) = bind_all(&config, shutdown)
+        .await
+        .map_err(|e| Failure::from(anyhow::Error::from(e)))?;
+    for line in &banner {
+        println!("{line}");
+    }
+    println!("serving {} services; Ctrl-C to stop", banner.len());
+    run.await.map_err(|e| Failure::Runtime(e.into()))
+}
+
+async fn run_echo(args: EchoArgs) -> Result<(), Failure> {
+    if args.stdio {
+        let upper = args.upper;
+        return tokio::task::spawn_blocking(move || echo::echo_stdio(upper))
+            .await
+            .context("echo task failed")?
+            .map(drop)
+            .context("stdio echo")
+            .map_err(Failure::from);
+    }
+    let config = args.engine.config("echo", args.mode);
+    let opts = args.engine.bind_options();
+    let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
+    if args.udp {
+        let socket = Datagram::bind(&args.listen, &opts).await.context("echo")?;
+        eprintln!("echo listening on {} (udp)", socket.local_addr().context("echo")?);
+        let handler = EchoDatagram::new(args.upper, args.udp_rate, false);
+        serve_datagram(socket, handler, config, shutdown)
+            .await
+            .context("echo")?;
+    } else {
+        let listener = Listener::bind(&args.listen, &opts).await.context("echo")?;
+        eprintln!("echo listening on {}", listener.local_addr().context("echo")?);
+        serve(listener, Echo { upper: args.upper }, config, shutdown)
+            .await
+            .context("echo")?;
+    }
+    Ok(())
+}
+
+async fn run_listen(args: ListenArgs) -> Result<(), Failure> {
+    let exec = match (&args.exec, &args.sh_exec) {
+        (Some(line), _) => {
+            let mut words = line.split_whitespace().map(OsString::from);
+            let program = words
+                .next()
+                .ok_or_else(|| Failure::Usage(anyhow::anyhow!("--exec needs a command")))?;
+            Some(ProcessCommand {
+                program: program.into(),
+                args: words.collect(),
+            })
+        }
+        (None, Some(line)) => Some(ProcessCommand {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), line.into()],
+        }),
+        (None, None) => None,
+    };
+    let shutdown: CancellationToken =
+        server::shutdown_on_signals().context("cannot install signal handlers")?;
+    let opts = ListenOptions {
+        addr: args.addr,
+        udp: args.udp,
+        keep_open: args.keep_open,
+        exec,
+        acl: args.engine.acl(),
+        bind: args.engine.bind_options(),
+        max_conns: args.engine.max_conns,
+        raw: args.raw,
+    };
+    netcat::listen(opts, shutdown).await.map_err(netcat_failure)
+}
+
+async fn run_bench(cmd: BenchCommand) -> Result<(), Failure> {
+    let (text, json) = match cmd {
+        BenchCommand::Echo(a) => {
+            let load = EchoLoad {
+                addr: a.addr,
+                conns: a.conns,
+                size: a.size,
+                duration: a.duration,
+                pipeline: a.pipeline,
+                udp: a.udp,
+                verify: a.verify,
+                connect_per_request: a.connect_per_request,
+            };
+            let report = bench::run_echo(&load).await.map_err(bench_failure)?;
+            let json = serde_json::to_string(&report).context("report")?;
+            (report.table(), a.json.then_some(json))
+        }
+        BenchCommand::Hold(a) => {
+            let load = HoldLoad {
+                addr: a.addr,
+                conns: a.conns,
+                seconds: a.seconds,
+                probes: a.probes,
+            };
+            let report = bench::run_hold(&load).await.map_err(bench_failure)?;
+            let json = serde_json::to_string(&report).context("report")?;
+            (report.table(), a.json.then_some(json))
+        }
+    };
+    println!("{}", json.unwrap_or(text));
+    Ok(())
+}
+
+fn bench_failure(e: BenchError) -> Failure {
+    match e {
+        BenchError::InvalidLoad(_) => Failure::Usage(e.into()),
+        e => Failure::Runtime(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

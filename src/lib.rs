@@ -1,0 +1,23 @@
+//! sockit: a socket toolkit. A tokio server engine modelled on Python's `socketserver`, a framed
+//! wire protocol, and the classic socket-programming services done properly.
+//!
+//! # Layout
+//!
+//! ```text
+//!  cli            clap types; `main.rs` only parses, sets up tracing and calls in here
+//!  service        one module per service (echo, netcat, bench, serve): server + client halves
+//!  wire           the frame format, sans-IO: codec state machine + Connection wrapper
+//!  server         the engine: serve(listener, handler, config, shutdown); modes, limits, drain
+//!  net            bind/connect: TCP, UDP, Unix stream/datagram, socket options, ACL
+//! ```
+//!
+//! Each layer knows only the one below: a service never touches socket options, the engine
+//! never parses frames, the codec never does I/O.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod net;
+pub mod server;
+pub mod service;
+pub mod text;
+// pub mod wire;

@@ -1,0 +1,381 @@
+//! The engine: Python `socketserver`'s family on tokio. `serve` runs a bound stream listener
+//! and `serve_datagram` a datagram socket until a shutdown token fires, with connection
+//! limits, access lists, idle timeouts, accept-error backoff and a bounded drain.
+//!
+//! ```no_run
+//! use sockit::net::{Addr, BindOptions, Listener};
+//! use sockit::server::{serve, Config};
+//! use sockit::service::echo::Echo;
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let addr: Addr = "127.0.0.1:0".parse().unwrap();
+//! let listener = Listener::bind(&addr, &BindOptions::default()).await?;
+//! let shutdown = CancellationToken::new();
+//! serve(listener, Echo::default(), Config::default(), shutdown).await?;
+//! # Ok(()) }
+//! ```
+
+mod datagram;
+mod idle;
+mod process;
+
+use std::future::Future;
+use std::io;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::net::{Acl, Addr, Listener, PeerAddr, Stream};
+
+pub use datagram::{serve_datagram, DatagramHandler};
+pub use idle::IdleTimeout;
+pub use process::{command_env, ProcessCommand};
+
+/// Default cap on concurrent connections (`max_conns`).
+pub const DEFAULT_MAX_CONNS: usize = 10_000;
+/// Default idle timeout: a connection with no progress for this long is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default time handlers get to finish after shutdown before they are cancelled.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// First pause after an accept error such as EMFILE; doubles up to [`MAX_ACCEPT_BACKOFF`].
+pub const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+/// Longest pause between accept attempts while resources are exhausted.
+pub const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How connections are scheduled, after Python's socketserver mix-ins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// One connection at a time; the rest wait in the kernel backlog (`TCPServer`).
+    Sequential,
+    /// A task per connection or datagram, up to `max_conns` (`ThreadingMixIn`).
+    #[default]
+    Concurrent,
+    /// A child process per connection with the socket as its stdin and stdout
+    /// (`ForkingMixIn`, inetd, `ncat --exec`); the command comes from
+    /// [`Handler::process_command`].
+    Process,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sequential" => Ok(Mode::Sequential),
+            "concurrent" => Ok(Mode::Concurrent),
+            "process" => Ok(Mode::Process),
+            _ => Err(format!(
+                "unknown mode {s:?} (expected sequential, concurrent or process)"
+            )),
+        }
+    }
+}
+
+/// Engine settings. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Service name, recorded on every connection's span.
+    pub service: String,
+    /// Scheduling mode.
+    pub mode: Mode,
+    /// Connections served at once; further clients wait in the backlog.
+    pub max_conns: usize,
+    /// Close a connection after this long without progress (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// How long handlers may run after shutdown before they are cancelled.
+    pub drain_timeout: Duration,
+    /// Which peers are served; a denied peer is closed at once.
+    pub acl: Acl,
+    /// Largest datagram accepted; longer ones are dropped as truncated.
+    pub max_datagram: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            service: "sockit".to_string(),
+            mode: Mode::Concurrent,
+            max_conns: DEFAULT_MAX_CONNS,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            acl: Acl::default(),
+            max_datagram: datagram::DEFAULT_MAX_DATAGRAM,
+        }
+    }
+}
+
+/// What a handler knows about its connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The peer's address.
+    pub peer: PeerAddr,
+    /// The local address the connection arrived on.
+    pub local: Addr,
+    /// Fires when the server starts shutting down: finish up and return.
+    pub shutdown: CancellationToken,
+}
+
+/// The stream a handler gets: the connection, with the idle timeout applied.
+pub type Conn = IdleTimeout<Stream>;
+
+/// Serves one connection (`BaseRequestHandler.handle()`).
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one connection. An error ends only this connection and is logged with the peer.
+    fn handle(&self, conn: Conn, info: ConnInfo) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// The command that serves one connection in [`Mode::Process`], with the socket as its
+    /// stdin and stdout; `None` if this handler cannot run as a process.
+    fn process_command(&self) -> Option<ProcessCommand> {
+        None
+    }
+}
+
+/// Serves `listener` with `handler` until `shutdown` is cancelled, then drains.
+///
+/// Shutdown: accepting stops at once, handlers see `ConnInfo::shutdown` fire, they get up to
+/// `config.drain_timeout` to finish, then the rest are cancelled.
+///
+/// # Errors
+/// Only if the configuration cannot work (e.g. `Mode::Process` with a handler that has no
+/// process form). Accept errors are retried with backoff, never returned.
+pub async fn serve<H: Handler>(
+    listener: Listener,
+    handler: H,
+    config: Config,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let process = match config.mode {
+        Mode::Process => Some(Arc::new(handler.process_command().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("service {} cannot run in process mode", config.service),
+            )
+        })?)),
+        _ => None,
+    };
+    let local = listener.local_addr()?;
+    let engine = Engine {
+        handler: Arc::new(handler),
+        process,
+        config: Arc::new(config),
+        local,
+        shutdown: shutdown.clone(),
+        force: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    };
+    engine.accept_loop(&listener).await;
+    drop(listener);
+    engine.drain().await;
+    Ok(())
+}
+
+struct Engine<H> {
+    handler: Arc<H>,
+    process: Option<Arc<ProcessCommand>>,
+    config: Arc<Config>,
+    local: Addr,
+    shutdown: CancellationToken,
+    /// Cancelled when the drain deadline passes: handlers still running are dropped.
+    force: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl<H: Handler> Engine<H> {
+    async fn accept_loop(&self, listener: &Listener) {
+        let limit = match self.config.mode {
+            Mode::Sequential => 1,
+            _ => self.config.max_conns.max(1),
+        };
+        let permits = Arc::new(Semaphore::new(limit));
+        let mut backoff = MIN_ACCEPT_BACKOFF;
+        loop {
+            // The permit is taken before accept so that clients beyond the limit wait in the
+            // kernel backlog instead of being accepted and parked.
+            let permit = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let accepted = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return,
+                res = listener.accept() => res,
+            };
+            let (stream, peer) = match accepted {
+                Ok(conn) => {
+                    backoff = MIN_ACCEPT_BACKOFF;
+                    conn
+                }
+                Err(e) => {
+                    if !self.back_off(&e, &mut backoff).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if !self.config.acl.permits(&peer) {
+                warn!(service = %self.config.service, %peer, "denied by access list");
+                continue;
+            }
+            // Sequential mode is the same path with one permit: the next accept waits until
+            // this connection is done, and shutdown drains it like any other.
+            let task = self.connection_task(stream, peer);
+            self.tracker.spawn(async move {
+                task.await;
+                drop(permit);
+            });
+        }
+    }
+
+    /// Sleeps after an accept error when it means resources ran out; returns false if
+    /// shutdown fired meanwhile.
+    ///
+    /// Per-connection failures (the peer reset before accept completed) are retried at once;
+    /// EMFILE, ENFILE, ENOBUFS and ENOMEM would otherwise spin: the pending connection stays
+    /// in the backlog and accept fails again immediately.
+    async fn back_off(&self, e: &io::Error, backoff: &mut Duration) -> bool {
+        let resource = matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        );
+        if !resource {
+            debug!(service = %self.config.service, error = %e, "accept failed");
+            return true;
+        }
+        warn!(service = %self.config.service, error = %e, pause = ?*backoff, "accept failed; backing off");
+        let pause = *backoff;
+        *backoff = (*backoff * 2).min(MAX_ACCEPT_BACKOFF);
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            _ = tokio::time::sleep(pause) => true,
+        }
+    }
+
+    /// The future that serves one accepted connection, catching errors and panics.
+    fn connection_task(&self, stream: Stream, peer: PeerAddr) -> impl Future<Output = ()> {
+        let span = info_span!("conn", service = %self.config.service, peer = %peer);
+        let info = ConnInfo {
+            peer,
+            local: self.local.clone(),
+            shutdown: self.shutdown.clone(),
+        };
+        let handler = self.handler.clone();
+        let process = self.process.clone();
+        let idle = self.config.idle_timeout;
+        let force = self.force.clone();
+        async move {
+            debug!("accepted");
+            let work = async {
+                match process {
+                    Some(cmd) => process::run(&cmd, stream, &info).await,
+                    None => {
+                        let conn = IdleTimeout::new(stream, idle.unwrap_or(Duration::MAX / 4));
+                        handler.handle(conn, info).await
+                    }
+                }
+            };
+            let outcome = tokio::select! {
+                res = CatchUnwind(AssertUnwindSafe(work)) => res,
+                _ = force.cancelled() => {
+                    warn!("cancelled at the drain deadline");
+                    return;
+                }
+            };
+            match outcome {
+                Ok(Ok(())) => debug!("closed"),
+                Ok(Err(e)) if is_disconnect(&e) => debug!(error = %e, "peer went away"),
+                Ok(Err(e)) => info!(error = %e, "connection ended with an error"),
+                Err(panic) => warn!(panic = panic_message(&panic), "handler panicked"),
+            }
+        }
+        .instrument(span)
+    }
+
+    async fn drain(&self) {
+        self.tracker.close();
+        if self.tracker.is_empty() {
+            return;
+        }
+        info!(
+            service = %self.config.service,
+            connections = self.tracker.len(),
+            deadline = ?self.config.drain_timeout,
+            "draining"
+        );
+        if tokio::time::timeout(self.config.drain_timeout, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(service = %self.config.service, remaining = self.tracker.len(), "drain deadline passed; closing the rest");
+            self.force.cancel();
+            self.tracker.wait().await;
+        }
+    }
+}
+
+/// Errors that only mean the peer left: logged quietly.
+fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)")
+}
+
+/// Polls a future, turning a panic inside it into an `Err` so it ends only its connection.
+struct CatchUnwind<F>(AssertUnwindSafe<F>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: the inner future is never moved out of the pinned wrapper.
+        let fut = unsafe { self.map_unchecked_mut(|s| &mut s.0 .0) };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// Cancels `token` on SIGINT or SIGTERM, for binaries; returns the token.
+///
+/// # Errors
+/// If the signal handlers cannot be installed.
+pub fn shutdown_on_signals() -> io::Result<CancellationToken> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let token = CancellationToken::new();
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let t = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => info!("SIGINT: shutting down"),
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+        }
+        t.cancel();
+    });
+    Ok(token)
+}

@@ -1,0 +1,273 @@
+//! Echo: stream echo (TCP, Unix) that writes bytes back as they arrive, optionally ASCII
+//! upper-cased like the lessons' server, and UDP/Unix-datagram echo that will not act as a
+//! reflector.
+
+use std::collections::hash_map::RandomState;
+use std::future::poll_fn;
+use std::hash::BuildHasher;
+use std::io::{self, Read, Write};
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{ready, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use crate::net::{Datagram, PeerAddr};
+use crate::server::{Conn, ConnInfo, DatagramHandler, Handler, ProcessCommand};
+
+/// Bytes read per syscall. The buffer lives on the stack only while a read is being handled,
+/// so an idle connection holds none.
+pub const ECHO_READ_BYTES: usize = 64 * 1024;
+/// Default datagrams per second answered per source IP (non-loopback sources).
+pub const DEFAULT_UDP_RATE_PER_SOURCE: u32 = 1_000;
+/// Number of slots in the fixed-size rate-limit table; sources that hash alike share a slot.
+pub const RATE_TABLE_SLOTS: usize = 4096;
+
+/// The stream echo handler.
+#[derive(Debug, Clone, Default)]
+pub struct Echo {
+    /// Upper-case ASCII letters before echoing (the classic tutorial server).
+    pub upper: bool,
+}
+
+impl Handler for Echo {
+    async fn handle(&self, conn: Conn, _info: ConnInfo) -> io::Result<()> {
+        echo_stream(conn, self.upper).await.map(drop)
+    }
+
+    fn process_command(&self) -> Option<ProcessCommand> {
+        let program = std::env::current_exe().ok()?;
+        let mut args = vec!["echo".into(), "--stdio".into()];
+        if self.upper {
+            args.push("--upper".into());
+        }
+        Some(ProcessCommand { program, args })
+    }
+}
+
+/// Echoes `stream` until the peer half-closes, then half-closes back. Returns bytes echoed.
+///
+/// Each read is written back from the same stack buffer in the same poll when the socket
+/// accepts it (the common case); only a short write copies the rest to the heap, and no more
+/// is read until it is flushed, so a peer that does not read cannot grow memory.
+///
+/// # Errors
+/// The first I/O error (including the idle timeout).
+pub async fn echo_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    upper: bool,
+) -> io::Result<u64> {
+    let mut unsent: Vec<u8> = Vec::new();
+    let mut total = 0u64;
+    loop {
+        if !unsent.is_empty() {
+            stream.write_all(&unsent).await?;
+            unsent = Vec::new();
+        }
+        let n = poll_fn(|cx| {
+            let mut buf = [MaybeUninit::<u8>::uninit(); ECHO_READ_BYTES];
+            let mut buf = ReadBuf::uninit(&mut buf);
+            ready!(Pin::new(&mut stream).poll_read(cx, &mut buf))?;
+            let data = buf.filled_mut();
+            if upper {
+                data.make_ascii_uppercase();
+            }
+            let mut written = 0;
+            while written < data.len() {
+                match Pin::new(&mut stream).poll_write(cx, &data[written..]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => written += n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        unsent.extend_from_slice(&data[written..]);
+                        break;
+                    }
+                }
+            }
+            Poll::Ready(Ok(data.len()))
+        })
+        .await?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    stream.shutdown().await?;
+    Ok(total)
+}
+
+/// Echo over blocking stdin/stdout: what a `Mode::Process` child runs per connection.
+///
+/// # Errors
+/// The first I/O error.
+pub fn echo_stdio(upper: bool) -> io::Result<u64> {
+    let mut input = io::stdin().lock();
+    let mut output = io::stdout().lock();
+    let mut buf = vec![0u8; ECHO_READ_BYTES];
+    let mut total = 0u64;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if upper {
+            buf[..n].make_ascii_uppercase();
+        }
+        output.write_all(&buf[..n])?;
+        output.flush()?;
+        total += n as u64;
+    }
+}
+
+/// The datagram echo handler: replies to each datagram's source, within a per-source rate.
+#[derive(Debug)]
+pub struct EchoDatagram {
+    upper: bool,
+    limiter: RateLimiter,
+}
+
+impl EchoDatagram {
+    /// A datagram echo answering at most `rate_per_source` datagrams per second per source IP.
+    /// Loopback sources are exempt unless `limit_loopback`: they cannot be spoofed from off
+    /// the host, so they cannot turn the server into a reflector.
+    pub fn new(upper: bool, rate_per_source: u32, limit_loopback: bool) -> Self {
+        EchoDatagram {
+            upper,
+            limiter: RateLimiter::new(rate_per_source, limit_loopback),
+        }
+    }
+}
+
+impl DatagramHandler for EchoDatagram {
+    async fn handle(&self, packet: &[u8], peer: &PeerAddr, socket: &Datagram) -> io::Result<()> {
+        if let Some(ip) = peer.ip() {
+            if !self.limiter.allow(ip) {
+                return Ok(());
+            }
+        }
+        if self.upper {
+            let reply = packet.to_ascii_uppercase();
+            socket.send_to(&reply, peer).await?;
+        } else {
+            socket.send_to(packet, peer).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A token bucket per source IP in a fixed-size table: memory does not grow with the number
+/// of sources, however many an attacker spoofs.
+#[derive(Debug)]
+struct RateLimiter {
+    rate: f64,
+    limit_loopback: bool,
+    hasher: RandomState,
+    slots: Mutex<Vec<Bucket>>,
+    epoch: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    /// Seconds since the limiter's epoch at the last refill.
+    refilled: f64,
+}
+
+impl RateLimiter {
+    fn new(rate: u32, limit_loopback: bool) -> Self {
+        let rate = f64::from(rate.max(1));
+        RateLimiter {
+            rate,
+            limit_loopback,
+            hasher: RandomState::new(),
+            slots: Mutex::new(vec![
+                Bucket {
+                    tokens: rate,
+                    refilled: 0.0
+                };
+                RATE_TABLE_SLOTS
+            ]),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Takes a token for `ip`; false when its bucket is empty. The burst is one second's rate.
+    fn allow(&self, ip: IpAddr) -> bool {
+        if ip.is_loopback() && !self.limit_loopback {
+            return true;
+        }
+        let slot = (self.hasher.hash_one(ip) as usize) % RATE_TABLE_SLOTS;
+        let now = self.epoch.elapsed().as_secs_f64();
+        let mut slots = match self.slots.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let bucket = &mut slots[slot];
+        bucket.tokens = (bucket.tokens + (now - bucket.refilled) * self.rate).min(self.rate);
+        bucket.refilled = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// How long a datagram echo client waits for replies after its input ends.
+pub const UDP_REPLY_LINGER: Duration = Duration::from_millis(500);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn stream_echo_returns_bytes_and_half_closes() {
+        let (client, server) = tokio::io::duplex(1024);
+        let task = tokio::spawn(echo_stream(server, true));
+        let (mut rd, mut wr) = tokio::io::split(client);
+        wr.write_all(b"hello, World 123").await.unwrap();
+        wr.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        rd.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, b"HELLO, WORLD 123");
+        assert_eq!(task.await.unwrap().unwrap(), 16);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_does_not_read_stalls_the_echo_without_growing_memory() {
+        // A 4 KiB pipe: the echo can hold at most one read's worth of unsent bytes.
+        let (client, server) = tokio::io::duplex(4096);
+        let task = tokio::spawn(echo_stream(server, false));
+        let (mut rd, mut wr) = tokio::io::split(client);
+        let writer = tokio::spawn(async move {
+            let chunk = vec![7u8; 1000];
+            for _ in 0..1000 {
+                wr.write_all(&chunk).await?;
+            }
+            wr.shutdown().await
+        });
+        // Reading everything back proves nothing was lost or duplicated under backpressure.
+        let mut out = Vec::new();
+        rd.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out.len(), 1_000_000);
+        writer.await.unwrap().unwrap();
+        assert_eq!(task.await.unwrap().unwrap(), 1_000_000);
+    }
+
+    #[test]
+    fn rate_limiter_caps_a_source_and_spares_others() {
+        let limiter = RateLimiter::new(10, true);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let allowed = (0..100).filter(|_| limiter.allow(a)).count();
+        assert!((10..=11).contains(&allowed), "allowed {allowed}");
+        let exempt = RateLimiter::new(10, false);
+        assert!((0..100).all(|_| exempt.allow("127.0.0.1".parse().unwrap())));
+    }
+}

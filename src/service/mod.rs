@@ -1,0 +1,6 @@
+//! The services, one module each, with their server and client halves side by side.
+
+pub mod bench;
+pub mod echo;
+pub mod netcat;
+pub mod serve;

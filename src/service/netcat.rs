@@ -1,0 +1,369 @@
+//! The netcat role: `connect` (stdin → socket → stdout) and `listen` (one peer, many with
+//! keep-open, or a process per connection with exec), over TCP, UDP and Unix sockets.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{broadcast, Mutex};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::net::{Acl, Addr, BindOptions, Datagram, Listener, PeerAddr, Stream};
+use crate::server::{serve, Config, Conn, ConnInfo, Handler, Mode, ProcessCommand};
+use crate::text::TerminalEscaper;
+
+/// Bytes per read from stdin or the socket.
+pub const PUMP_BUFFER_BYTES: usize = 64 * 1024;
+/// How long a datagram client waits for more replies after its stdin ends.
+pub const DATAGRAM_LINGER: Duration = Duration::from_millis(500);
+/// Chunks of stdin queued for keep-open peers; a peer further behind is disconnected.
+pub const BROADCAST_QUEUE_CHUNKS: usize = 1024;
+
+/// Errors of the netcat role, split so the CLI can pick exit codes.
+#[derive(Debug, thiserror::Error)]
+pub enum NetcatError {
+    /// The request cannot be honoured as given (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    /// A socket or process error (exit code 1).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Where peer bytes go: stdout, escaped when it is a terminal unless `raw`.
+struct Output {
+    stdout: tokio::io::Stdout,
+    escaper: Option<TerminalEscaper>,
+}
+
+impl Output {
+    fn new(raw: bool) -> Self {
+        let escape = !raw && std::io::stdout().is_terminal();
+        Output {
+            stdout: tokio::io::stdout(),
+            escaper: escape.then(TerminalEscaper::default),
+        }
+    }
+
+    async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match &mut self.escaper {
+            Some(esc) => {
+                let text = esc.push(data);
+                self.stdout.write_all(text.as_bytes()).await?;
+            }
+            None => self.stdout.write_all(data).await?,
+        }
+        self.stdout.flush().await
+    }
+
+    async fn finish(&mut self) -> std::io::Result<()> {
+        if let Some(esc) = &mut self.escaper {
+            let text = esc.finish();
+            self.stdout.write_all(text.as_bytes()).await?;
+        }
+        self.stdout.flush().await
+    }
+}
+
+/// Connects to `addr` and pumps stdin to the socket and the socket to stdout.
+///
+/// Stream sockets: stdin EOF half-closes the write side; returns when the peer closes.
+/// Datagram sockets (`udp`): each stdin read is one datagram; returns [`DATAGRAM_LINGER`]
+/// after stdin ends and replies stop.
+///
+/// # Errors
+/// Connect and I/O errors.
+pub async fn connect(addr: &Addr, udp: bool, raw: bool) -> Result<(), NetcatError> {
+    if udp {
+        return connect_datagram(addr, raw).await;
+    }
+    let stream = Stream::connect(addr).await?;
+    pump(stream, raw).await?;
+    Ok(())
+}
+
+/// Pumps stdin → `stream` and `stream` → stdout until the peer closes.
+async fn pump<S: AsyncRead + AsyncWrite>(stream: S, raw: bool) -> std::io::Result<()> {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let upload = async {
+        let mut stdin = tokio::io::stdin();
+        tokio::io::copy(&mut stdin, &mut wr).await?;
+        wr.shutdown().await
+    };
+    let download = async {
+        let mut out = Output::new(raw);
+        let mut buf = vec![0u8; PUMP_BUFFER_BYTES];
+        loop {
+            let n = rd.read(&mut buf).await?;
+            if n == 0 {
+                return out.finish().await;
+            }
+            out.write(&buf[..n]).await?;
+        }
+    };
+    tokio::pin!(upload, download);
+    let mut uploading = true;
+    loop {
+        tokio::select! {
+            res = &mut upload, if uploading => {
+                uploading = false;
+                // The peer closing its read side first is not our error: keep reading.
+                if let Err(e) = res {
+                    if e.kind() != std::io::ErrorKind::BrokenPipe {
+                        return Err(e);
+                    }
+                }
+            }
+            res = &mut download => return res,
+        }
+    }
+}
+
+async fn connect_datagram(addr: &Addr, raw: bool) -> Result<(), NetcatError> {
+    // A Unix datagram client needs a name of its own, or the server could not reply.
+    let (local, cleanup) = match addr {
+        Addr::Inet(sa) if sa.is_ipv4() => ("0.0.0.0:0".parse().map_err(usage)?, None),
+        Addr::Inet(_) => ("[::]:0".parse().map_err(usage)?, None),
+        Addr::Unix(_) => {
+            let path = std::env::temp_dir().join(format!(
+                "sockit-client-{}-{}.sock",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or(0)
+            ));
+            (Addr::Unix(path.clone()), Some(path))
+        }
+    };
+    let socket = Datagram::bind(&local, &BindOptions::default()).await?;
+    let peer = match addr {
+        Addr::Inet(sa) => PeerAddr::Inet(*sa),
+        Addr::Unix(p) => PeerAddr::Unix(Some(p.clone())),
+    };
+    let res = datagram_session(&socket, Some(peer), raw, false).await;
+    if let Some(path) = cleanup {
+        let _ = std::fs::remove_file(path);
+    }
+    res.map_err(NetcatError::Io)
+}
+
+fn usage(e: impl std::fmt::Display) -> NetcatError {
+    NetcatError::Usage(e.to_string())
+}
+
+/// Exchanges datagrams with `peer` (or, when `None`, with whoever sends first).
+async fn datagram_session(
+    socket: &Datagram,
+    mut peer: Option<PeerAddr>,
+    raw: bool,
+    listening: bool,
+) -> std::io::Result<()> {
+    let mut out = Output::new(raw);
+    let mut stdin = tokio::io::stdin();
+    let mut inbuf = vec![0u8; PUMP_BUFFER_BYTES];
+    let mut netbuf = vec![0u8; crate::server::Config::default().max_datagram];
+    let mut stdin_open = true;
+    loop {
+        let linger = async {
+            match stdin_open || listening {
+                true => std::future::pending().await,
+                false => tokio::time::sleep(DATAGRAM_LINGER).await,
+            }
+        };
+        tokio::select! {
+            res = stdin.read(&mut inbuf), if stdin_open && peer.is_some() => {
+                let n = res?;
+                if n == 0 {
+                    stdin_open = false;
+                    continue;
+                }
+                if let Some(p) = &peer {
+                    socket.send_to(&inbuf[..n], p).await?;
+                }
+            }
+            res = socket.recv_from(&mut netbuf) => {
+                let (n, truncated, from) = match res {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        return Err(std::io::Error::new(e.kind(), "nothing is listening there (ICMP port unreachable)"));
+                    }
+                    Err(e) => return Err(e),
+                };
+                match &peer {
+                    None => {
+                        info!(%from, "first datagram; talking to this peer");
+                        peer = Some(from);
+                    }
+                    Some(p) if *p != from => continue,
+                    Some(_) => {}
+                }
+                if truncated {
+                    warn!("a datagram longer than {} bytes was cut", netbuf.len());
+                }
+                out.write(&netbuf[..n]).await?;
+            }
+            _ = linger => return out.finish().await,
+        }
+    }
+}
+
+/// What `listen` should do.
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    /// Where to listen.
+    pub addr: Addr,
+    /// Datagram socket instead of stream.
+    pub udp: bool,
+    /// Serve many peers, one after another or at once, until interrupted.
+    pub keep_open: bool,
+    /// Run this per connection with the socket as stdin/stdout (`Mode::Process`).
+    pub exec: Option<ProcessCommand>,
+    /// Access lists; `--exec` off loopback requires a non-empty allow list.
+    pub acl: Acl,
+    /// Socket options.
+    pub bind: BindOptions,
+    /// Concurrent peers with keep-open or exec.
+    pub max_conns: usize,
+    /// Print peer bytes unescaped even to a terminal.
+    pub raw: bool,
+}
+
+/// Listens on `opts.addr`: one peer by default, many with `keep_open`, a process per
+/// connection with `exec`. Returns when the peer leaves (single) or `shutdown` fires.
+///
+/// # Errors
+/// `Usage` for `exec` on a non-loopback address without an allow list or with `udp`;
+/// bind and I/O errors otherwise.
+pub async fn listen(opts: ListenOptions, shutdown: CancellationToken) -> Result<(), NetcatError> {
+    if opts.exec.is_some() && !opts.addr.is_local() && opts.acl.allow.is_empty() {
+        return Err(NetcatError::Usage(format!(
+            "refusing --exec on non-loopback address {}: anyone who can reach it could run the \
+             command; add --allow CIDR for the peers you trust",
+            opts.addr
+        )));
+    }
+    if opts.udp {
+        if opts.exec.is_some() || opts.keep_open {
+            return Err(usage("--exec and --keep-open need a stream socket, not --udp"));
+        }
+        let socket = Datagram::bind(&opts.addr, &opts.bind).await?;
+        eprintln!("listening on {} (udp)", socket.local_addr()?);
+        return tokio::select! {
+            res = datagram_session(&socket, None, opts.raw, true) => res.map_err(NetcatError::Io),
+            _ = shutdown.cancelled() => Ok(()),
+        };
+    }
+    let listener = Listener::bind(&opts.addr, &opts.bind).await?;
+    eprintln!("listening on {}", listener.local_addr()?);
+    let mut config = Config {
+        service: "listen".into(),
+        acl: opts.acl.clone(),
+        max_conns: opts.max_conns,
+        idle_timeout: None,
+        ..Config::default()
+    };
+    if let Some(cmd) = opts.exec {
+        config.mode = Mode::Process;
+        serve(listener, Exec(cmd), config, shutdown).await?;
+        return Ok(());
+    }
+    if opts.keep_open {
+        let (tx, _) = broadcast::channel(BROADCAST_QUEUE_CHUNKS);
+        let stdin_task = tokio::spawn(broadcast_stdin(tx.clone()));
+        let handler = Broadcast {
+            stdin: tx,
+            output: Arc::new(Mutex::new(())),
+            raw: opts.raw,
+        };
+        let res = serve(listener, handler, config, shutdown).await;
+        stdin_task.abort();
+        return res.map_err(NetcatError::Io);
+    }
+    loop {
+        let (stream, peer) = tokio::select! {
+            res = listener.accept() => res?,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        if !opts.acl.permits(&peer) {
+            warn!(%peer, "denied by access list");
+            continue;
+        }
+        eprintln!("connection from {peer}");
+        return tokio::select! {
+            res = pump(stream, opts.raw) => res.map_err(NetcatError::Io),
+            _ = shutdown.cancelled() => Ok(()),
+        };
+    }
+}
+
+/// `--exec`: the handler exists only in its process form.
+struct Exec(ProcessCommand);
+
+impl Handler for Exec {
+    async fn handle(&self, _conn: Conn, _info: ConnInfo) -> std::io::Result<()> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "exec runs only in process mode",
+        ))
+    }
+
+    fn process_command(&self) -> Option<ProcessCommand> {
+        Some(self.0.clone())
+    }
+}
+
+async fn broadcast_stdin(tx: broadcast::Sender<Bytes>) -> std::io::Result<()> {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = vec![0u8; PUMP_BUFFER_BYTES];
+    loop {
+        let n = stdin.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        // No receivers is fine: nobody is connected yet.
+        let _ = tx.send(Bytes::copy_from_slice(&buf[..n]));
+    }
+}
+
+/// `--keep-open` without exec: stdin goes to every peer, every peer's bytes to stdout.
+struct Broadcast {
+    stdin: broadcast::Sender<Bytes>,
+    /// Serialises peers' output so chunks do not interleave mid-write.
+    output: Arc<Mutex<()>>,
+    raw: bool,
+}
+
+impl Handler for Broadcast {
+    async fn handle(&self, conn: Conn, info: ConnInfo) -> std::io::Result<()> {
+        eprintln!("connection from {}", info.peer);
+        let mut from_stdin = self.stdin.subscribe();
+        let (mut rd, mut wr) = tokio::io::split(conn);
+        let mut out = Output::new(self.raw);
+        let mut buf = vec![0u8; PUMP_BUFFER_BYTES];
+        loop {
+            tokio::select! {
+                n = rd.read(&mut buf) => {
+                    let n = n?;
+                    if n == 0 {
+                        return out.finish().await;
+                    }
+                    let _guard = self.output.lock().await;
+                    out.write(&buf[..n]).await?;
+                }
+                chunk = from_stdin.recv() => match chunk {
+                    Ok(chunk) => wr.write_all(&chunk).await?,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        return Err(std::io::Error::other(format!("peer fell {n} chunks behind stdin")));
+                    }
+                    // The handler holds a sender, so the channel outlives every peer.
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+                _ = info.shutdown.cancelled() => return Ok(()),
+            }
+        }
+    }
+}
