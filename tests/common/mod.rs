@@ -1,0 +1,144 @@
+//! Shared test helpers: in-process servers on port 0, and the built binary as a child.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::time::Duration;
+
+use sockit::net::{Addr, BindOptions, Datagram, Listener};
+use sockit::server::{serve, serve_datagram, Config, DatagramHandler, Handler};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Bounds every wait in tests so a broken server fails the test instead of hanging it.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server running in-process.
+pub struct TestServer {
+    pub addr: Addr,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    /// Cancels the server and waits for `serve` to return.
+    pub async fn stop(self) -> std::io::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(TEST_TIMEOUT, self.task)
+            .await
+            .expect("server did not stop")
+            .expect("server task panicked")
+    }
+}
+
+/// Starts a stream server on `addr` (use port 0).
+pub async fn start_at<H: Handler>(addr: &str, handler: H, config: Config) -> TestServer {
+    let listener = Listener::bind(&addr.parse().unwrap(), &BindOptions::default())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(serve(listener, handler, config, shutdown.clone()));
+    TestServer {
+        addr,
+        shutdown,
+        task,
+    }
+}
+
+/// Starts a stream server on 127.0.0.1:0.
+pub async fn start<H: Handler>(handler: H, config: Config) -> TestServer {
+    start_at("127.0.0.1:0", handler, config).await
+}
+
+/// Starts a datagram server on `addr`.
+pub async fn start_datagram<H: DatagramHandler>(addr: &str, handler: H, config: Config) -> TestServer {
+    let socket = Datagram::bind(&addr.parse().unwrap(), &BindOptions::default())
+        .await
+        .unwrap();
+    let addr = socket.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(serve_datagram(socket, handler, config, shutdown.clone()));
+    TestServer {
+        addr,
+        shutdown,
+        task,
+    }
+}
+
+/// The built `sockit` binary.
+pub fn sockit() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sockit"))
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub stderr: Option<BufReader<ChildStderr>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Spawns `cmd` with stderr piped.
+    pub fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd.stderr(Stdio::piped()).spawn().expect("spawn sockit");
+        let stderr = child.stderr.take().map(BufReader::new);
+        Proc { child, stderr }
+    }
+
+    /// Reads stderr lines until one contains `needle`; returns that line. Panics at EOF.
+    pub fn wait_for_stderr(&mut self, needle: &str) -> String {
+        let stderr = self.stderr.as_mut().expect("stderr piped");
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            let n = stderr.read_line(&mut line).expect("read stderr");
+            assert!(n > 0, "stderr closed before {needle:?}; saw:\n{seen}");
+            if line.contains(needle) {
+                return line;
+            }
+            seen.push_str(&line);
+        }
+    }
+
+    /// Waits for the "listening on ADDR" line and returns ADDR.
+    pub fn listening_addr(&mut self) -> String {
+        let line = self.wait_for_stderr("listening on ");
+        let rest = line.split("listening on ").nth(1).unwrap().trim();
+        rest.split_whitespace().next().unwrap().to_string()
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+/// Whether an external program is installed; prints why a test is skipped if not.
+pub fn have(program: &str, test: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("SKIPPED {test}: `{program}` is not installed (CI installs it via .ci/run)");
+    }
+    found
+}
+
+/// The TCP port of an `Addr`.
+pub fn port(addr: &Addr) -> u16 {
+    match addr {
+        Addr::Inet(sa) => sa.port(),
+        Addr::Unix(_) => panic!("not an IP address"),
+    }
+}
