@@ -120,6 +120,7 @@ async fn sequential_mode_serves_one_client_at_a_time() {
         .unwrap()
         .unwrap();
     assert_eq!(&b, b"2");
+    drop(second);
     server.stop().await.unwrap();
 }
 
@@ -250,6 +251,7 @@ async fn a_denied_peer_is_closed_at_once_and_allowed_peers_are_served() {
     let mut buf = [0u8; 7];
     timeout(TEST_TIMEOUT, ok.read_exact(&mut buf)).await.unwrap().unwrap();
     assert_eq!(&buf, b"allowed");
+    drop(ok);
     server.stop().await.unwrap();
 }
 

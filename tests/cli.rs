@@ -1,0 +1,366 @@
+//! The built binary: exit codes, signals, process mode, netcat role, `serve`, fd exhaustion,
+//! and real peers (nc, socat, ncat, Python).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{have, sockit, Proc, TEST_TIMEOUT};
+
+fn start_echo(args: &[&str]) -> (Proc, String) {
+    let mut cmd = sockit();
+    cmd.args(["echo", "--listen", "127.0.0.1:0"]).args(args);
+    let mut proc = Proc::spawn(cmd);
+    let addr = proc.listening_addr();
+    (proc, addr)
+}
+
+fn tcp_round_trip(addr: &str, msg: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+    s.write_all(msg).unwrap();
+    let mut buf = vec![0u8; msg.len()];
+    s.read_exact(&mut buf).unwrap();
+    buf
+}
+
+/// Runs `cmd` with `input` on stdin; returns (exit code, stdout, stderr). Bounded by a timeout.
+fn run_with_input(mut cmd: Command, input: &[u8]) -> (i32, Vec<u8>, String) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(out) = rx.recv_timeout(TEST_TIMEOUT) else {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        panic!("command did not exit: {cmd:?}");
+    };
+    let out = out.unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn invalid_command_line_input_exits_2_with_clap_error() {
+    for args in [
+        &["echo", "--listen", "nonsense"][..],
+        &["echo", "--mode", "forking"],
+        &["connect"],
+        &["bench", "echo", "127.0.0.1:1", "--conns", "many"],
+        &["frobnicate"],
+    ] {
+        let out = sockit().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty());
+    }
+}
+
+#[test]
+fn an_address_already_in_use_is_a_clear_error_with_exit_2() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = sockit().args(["echo", "--listen", &addr]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&addr) && err.contains("in use"), "{err}");
+}
+
+#[test]
+fn connecting_to_a_closed_port_exits_1() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = sockit();
+    cmd.args(["connect", &format!("127.0.0.1:{port}")]);
+    let (code, _, err) = run_with_input(cmd, b"");
+    assert_eq!(code, 1);
+    assert!(err.contains("refused"), "{err}");
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully_with_exit_0() {
+    let (mut proc, addr) = start_echo(&["--upper"]);
+    assert_eq!(tcp_round_trip(&addr, b"tutorial"), b"TUTORIAL");
+    let status = proc.terminate();
+    assert_eq!(status.code(), Some(0));
+    assert!(TcpStream::connect(&addr).is_err());
+}
+
+#[test]
+fn process_mode_runs_a_child_per_connection() {
+    let (_proc, addr) = start_echo(&["--mode", "process", "--upper"]);
+    let mut a = TcpStream::connect(&addr).unwrap();
+    let mut b = TcpStream::connect(&addr).unwrap();
+    for (s, msg) in [(&mut a, &b"first"[..]), (&mut b, b"second")] {
+        s.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+        s.write_all(msg).unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, msg.to_ascii_uppercase());
+    }
+    // Half-close: the child sees EOF, exits, and the peer sees the close.
+    a.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    a.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn listen_exec_gives_the_child_the_peer_address() {
+    let mut cmd = sockit();
+    cmd.args([
+        "listen",
+        "127.0.0.1:0",
+        "--sh-exec",
+        "echo \"$SOCKIT_PROTO $SOCKIT_REMOTE_ADDR $SOCKIT_REMOTE_PORT $SOCKIT_LOCAL_PORT\"",
+    ]);
+    let mut proc = Proc::spawn(cmd);
+    let addr = proc.listening_addr();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let me = s.local_addr().unwrap();
+    let server_port = addr.rsplit(':').next().unwrap();
+    assert_eq!(
+        out.trim(),
+        format!("TCP {} {} {server_port}", me.ip(), me.port())
+    );
+}
+
+#[test]
+fn exec_on_a_public_address_without_allow_is_refused() {
+    let out = sockit()
+        .args(["listen", "0.0.0.0:0", "--exec", "/bin/cat"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow"));
+}
+
+#[test]
+fn connect_sends_stdin_half_closes_and_exits_when_the_peer_closes() {
+    let (_proc, addr) = start_echo(&[]);
+    let input: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut cmd = sockit();
+    cmd.args(["connect", &addr]);
+    let (code, out, err) = run_with_input(cmd, &input);
+    assert_eq!(code, 0, "{err}");
+    assert!(out == input, "echoed bytes differ");
+}
+
+#[test]
+fn listen_and_connect_make_a_one_to_one_chat() {
+    let mut listen = sockit();
+    listen
+        .args(["listen", "127.0.0.1:0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut server = Proc::spawn(listen);
+    let addr = server.listening_addr();
+    let mut server_in = server.child.stdin.take().unwrap();
+    let mut server_out = server.child.stdout.take().unwrap();
+
+    let mut connect = sockit();
+    connect
+        .args(["connect", &addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut client = Proc::spawn(connect);
+    let mut client_in = client.child.stdin.take().unwrap();
+    let mut client_out = client.child.stdout.take().unwrap();
+
+    client_in.write_all(b"hi from the client\n").unwrap();
+    let mut buf = [0u8; 19];
+    server_out.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hi from the client\n");
+    server_in.write_all(b"hi back\n").unwrap();
+    let mut buf = [0u8; 8];
+    client_out.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hi back\n");
+    // The client hangs up; the listener sees EOF and exits 0.
+    drop(client_in);
+    drop(server_in);
+    assert_eq!(client.child.wait().unwrap().code(), Some(0));
+    assert_eq!(server.child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn serve_runs_the_configured_set_and_stops_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        "[[service]]\nkind = \"echo\"\nlisten = \"127.0.0.1:0\"\n\n\
+         [[service]]\nkind = \"echo\"\nlisten = \"127.0.0.1:0\"\nudp = true\nupper = true\n",
+    )
+    .unwrap();
+    let mut cmd = sockit();
+    cmd.args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped());
+    let mut proc = Proc::spawn(cmd);
+    let mut stdout = std::io::BufReader::new(proc.child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        lines.push(line);
+    }
+    let addr_of = |transport: &str| {
+        let line = lines.iter().find(|l| l.contains(transport)).unwrap();
+        line.split_whitespace().last().unwrap().to_string()
+    };
+    assert_eq!(tcp_round_trip(&addr_of(" tcp "), b"abc"), b"abc");
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+    udp.send_to(b"dgram", addr_of(" udp ")).unwrap();
+    let mut buf = [0u8; 16];
+    let n = udp.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"DGRAM");
+    assert!(lines[2].contains("serving 2 services"));
+    assert_eq!(proc.terminate().code(), Some(0));
+}
+
+#[test]
+fn serve_default_config_binds_loopback_only() {
+    let out = sockit().args(["serve", "--print-config"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let listens: Vec<_> = text.lines().filter(|l| l.starts_with("listen")).collect();
+    assert!(!listens.is_empty());
+    assert!(listens.iter().all(|l| l.contains("127.0.0.1")), "{listens:?}");
+}
+
+/// CPU time (user + system) of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_comm.split(' ').collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn running_out_of_file_descriptors_backs_off_without_spinning_and_recovers() {
+    if !have("prlimit", "running_out_of_file_descriptors") {
+        return;
+    }
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=64", "--"])
+        .arg(env!("CARGO_BIN_EXE_sockit"))
+        .args(["echo", "--listen", "127.0.0.1:0"]);
+    let mut proc = Proc::spawn(cmd);
+    let addr = proc.listening_addr();
+    // More clients than the server has descriptors: accept starts failing with EMFILE.
+    let clients: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    proc.wait_for_stderr("backing off");
+    let pid = proc.child.id();
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1)); // an interval to measure CPU over
+    let used = cpu_ticks(pid) - before;
+    // 100 ticks would be one core spinning for the whole second.
+    assert!(used < 20, "server used {used} ticks of CPU in 1 s while out of fds");
+    drop(clients);
+    // Once descriptors free up, new clients are served.
+    assert_eq!(tcp_round_trip(&addr, b"recovered"), b"recovered");
+}
+
+#[test]
+fn real_peers_nc_socat_and_python_talk_to_echo() {
+    let (_proc, addr) = start_echo(&["--upper"]);
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    if have("nc", "real_peers: nc") {
+        let mut cmd = Command::new("nc");
+        cmd.args(["-N", host, port]);
+        let (code, out, err) = run_with_input(cmd, b"from nc\n");
+        assert_eq!((code, out.as_slice()), (0, &b"FROM NC\n"[..]), "{err}");
+    }
+    if have("socat", "real_peers: socat") {
+        let mut cmd = Command::new("socat");
+        cmd.args(["-", &format!("TCP:{addr}")]);
+        let (code, out, err) = run_with_input(cmd, b"from socat\n");
+        assert_eq!((code, out.as_slice()), (0, &b"FROM SOCAT\n"[..]), "{err}");
+    }
+    if have("python3", "real_peers: python3") {
+        // The lessons' client: send a line, recv(1024), print it.
+        let script = format!(
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n\
+             s.connect(('{host}', {port}))\ns.send(b'hello from python')\n\
+             print(s.recv(1024).decode())\ns.close()\n"
+        );
+        let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "HELLO FROM PYTHON");
+    }
+}
+
+#[test]
+fn udp_echo_and_connect_work_with_socat_and_each_other() {
+    let (_proc, addr) = start_echo(&["--udp"]);
+    let mut cmd = sockit();
+    cmd.args(["connect", "--udp", &addr]);
+    let (code, out, err) = run_with_input(cmd, b"datagram\n");
+    assert_eq!((code, out.as_slice()), (0, &b"datagram\n"[..]), "{err}");
+    if have("socat", "udp_echo: socat") {
+        let mut cmd = Command::new("socat");
+        cmd.args(["-", &format!("UDP:{addr}")]);
+        let (_, out, err) = run_with_input(cmd, b"via socat\n");
+        assert_eq!(out, b"via socat\n", "{err}");
+    }
+}
+
+#[test]
+fn sockit_connect_talks_to_an_nc_listener() {
+    if !have("nc", "sockit_connect_talks_to_an_nc_listener") {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // nc -l prints nothing when ready, so retry connecting until it listens (bounded).
+    let mut nc = Command::new("nc")
+        .args(["-l", "127.0.0.1", &port.to_string()])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    let addr = format!("127.0.0.1:{port}");
+    let (code, err) = loop {
+        let mut cmd = sockit();
+        cmd.args(["connect", &addr]);
+        let (code, _, err) = run_with_input(cmd, b"to nc\n");
+        if code == 0 || Instant::now() > deadline {
+            break (code, err);
+        }
+        std::thread::sleep(Duration::from_millis(20)); // retry interval while nc starts
+    };
+    assert_eq!(code, 0, "{err}");
+    let mut got = String::new();
+    nc.stdout.take().unwrap().read_to_string(&mut got).unwrap();
+    let _ = nc.wait();
+    assert_eq!(got, "to nc\n");
+}
