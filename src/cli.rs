@@ -242,7 +242,9 @@ pub struct BenchHoldArgs {
 /// A message naming the bad input.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let value: f64 = num
         .parse()
@@ -342,14 +344,20 @@ async fn run_echo(args: EchoArgs) -> Result<(), Failure> {
     let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
     if args.udp {
         let socket = Datagram::bind(&args.listen, &opts).await.context("echo")?;
-        eprintln!("echo listening on {} (udp)", socket.local_addr().context("echo")?);
+        eprintln!(
+            "echo listening on {} (udp)",
+            socket.local_addr().context("echo")?
+        );
         let handler = EchoDatagram::new(args.upper, args.udp_rate, false);
         serve_datagram(socket, handler, config, shutdown)
             .await
             .context("echo")?;
     } else {
         let listener = Listener::bind(&args.listen, &opts).await.context("echo")?;
-        eprintln!("echo listening on {}", listener.local_addr().context("echo")?);
+        eprintln!(
+            "echo listening on {}",
+            listener.local_addr().context("echo")?
+        );
         serve(listener, Echo { upper: args.upper }, config, shutdown)
             .await
             .context("echo")?;

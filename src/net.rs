@@ -53,7 +53,9 @@ impl FromStr for Addr {
         }
         // `localhost:PORT` and `:PORT` are common enough to accept without DNS.
         let (host, port) = s.rsplit_once(':').ok_or_else(|| err("missing port"))?;
-        let port: u16 = port.parse().map_err(|_| err("port is not a number 0-65535"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| err("port is not a number 0-65535"))?;
         let ip: IpAddr = match host {
             "" | "localhost" => IpAddr::from([127, 0, 0, 1]),
             _ => return Err(err("host must be an IP address or localhost")),

@@ -23,7 +23,11 @@ fn push_escaped(out: &mut String, c: char) {
         c if c.is_control() => {
             let _ = write!(out, "\\x{:02x}", u32::from(c));
         }
-        '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+        '\u{200e}'
+        | '\u{200f}'
+        | '\u{061c}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2066}'..='\u{2069}' => {
             let _ = write!(out, "\\u{{{:04x}}}", u32::from(c));
         }
         c => out.push(c),

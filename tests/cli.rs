@@ -250,7 +250,10 @@ fn serve_default_config_binds_loopback_only() {
     let text = String::from_utf8(out.stdout).unwrap();
     let listens: Vec<_> = text.lines().filter(|l| l.starts_with("listen")).collect();
     assert!(!listens.is_empty());
-    assert!(listens.iter().all(|l| l.contains("127.0.0.1")), "{listens:?}");
+    assert!(
+        listens.iter().all(|l| l.contains("127.0.0.1")),
+        "{listens:?}"
+    );
 }
 
 /// CPU time (user + system) of a process, in clock ticks.
@@ -274,14 +277,19 @@ fn running_out_of_file_descriptors_backs_off_without_spinning_and_recovers() {
     let mut proc = Proc::spawn(cmd);
     let addr = proc.listening_addr();
     // More clients than the server has descriptors: accept starts failing with EMFILE.
-    let clients: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let clients: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
     proc.wait_for_stderr("backing off");
     let pid = proc.child.id();
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(1)); // an interval to measure CPU over
     let used = cpu_ticks(pid) - before;
     // 100 ticks would be one core spinning for the whole second.
-    assert!(used < 20, "server used {used} ticks of CPU in 1 s while out of fds");
+    assert!(
+        used < 20,
+        "server used {used} ticks of CPU in 1 s while out of fds"
+    );
     drop(clients);
     // Once descriptors free up, new clients are served.
     assert_eq!(tcp_round_trip(&addr, b"recovered"), b"recovered");
@@ -310,8 +318,14 @@ fn real_peers_nc_socat_and_python_talk_to_echo() {
              s.connect(('{host}', {port}))\ns.send(b'hello from python')\n\
              print(s.recv(1024).decode())\ns.close()\n"
         );
-        let out = Command::new("python3").args(["-c", &script]).output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "HELLO FROM PYTHON");
+        let out = Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "HELLO FROM PYTHON"
+        );
     }
 }
 

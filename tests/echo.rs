@@ -21,17 +21,27 @@ fn udp_target(addr: &Addr) -> std::net::SocketAddr {
 #[tokio::test]
 async fn udp_echo_replies_to_each_datagram_source_in_both_modes() {
     for mode in [Mode::Concurrent, Mode::Sequential] {
-        let config = Config { mode, ..Config::default() };
-        let server = start_datagram("127.0.0.1:0", EchoDatagram::new(true, 1000, false), config).await;
+        let config = Config {
+            mode,
+            ..Config::default()
+        };
+        let server =
+            start_datagram("127.0.0.1:0", EchoDatagram::new(true, 1000, false), config).await;
         let target = udp_target(&server.addr);
         let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         a.send_to(b"from a", target).await.unwrap();
         b.send_to(b"from b", target).await.unwrap();
         let mut buf = [0u8; 64];
-        let (n, from) = timeout(TEST_TIMEOUT, a.recv_from(&mut buf)).await.unwrap().unwrap();
+        let (n, from) = timeout(TEST_TIMEOUT, a.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((&buf[..n], from), (&b"FROM A"[..], target));
-        let (n, _) = timeout(TEST_TIMEOUT, b.recv_from(&mut buf)).await.unwrap().unwrap();
+        let (n, _) = timeout(TEST_TIMEOUT, b.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(&buf[..n], b"FROM B");
         server.stop().await.unwrap();
     }
@@ -39,7 +49,11 @@ async fn udp_echo_replies_to_each_datagram_source_in_both_modes() {
 
 #[tokio::test]
 async fn a_datagram_larger_than_the_buffer_gets_no_reply_and_the_next_does() {
-    let config = Config { max_datagram: 512, mode: Mode::Sequential, ..Config::default() };
+    let config = Config {
+        max_datagram: 512,
+        mode: Mode::Sequential,
+        ..Config::default()
+    };
     let server = start_datagram("127.0.0.1:0", EchoDatagram::new(false, 1000, false), config).await;
     let target = udp_target(&server.addr);
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -47,7 +61,10 @@ async fn a_datagram_larger_than_the_buffer_gets_no_reply_and_the_next_does() {
     client.send_to(&[b'y'; 512], target).await.unwrap();
     // Loopback keeps order: the first reply must be the one for the datagram that fit.
     let mut buf = [0u8; 2048];
-    let (n, _) = timeout(TEST_TIMEOUT, client.recv_from(&mut buf)).await.unwrap().unwrap();
+    let (n, _) = timeout(TEST_TIMEOUT, client.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf[..n], &[b'y'; 512][..]);
     server.stop().await.unwrap();
 }
@@ -55,7 +72,10 @@ async fn a_datagram_larger_than_the_buffer_gets_no_reply_and_the_next_does() {
 #[tokio::test]
 async fn a_flooding_source_is_rate_limited() {
     // limit_loopback: treat the loopback client like a remote one for this test.
-    let config = Config { mode: Mode::Sequential, ..Config::default() };
+    let config = Config {
+        mode: Mode::Sequential,
+        ..Config::default()
+    };
     let server = start_datagram("127.0.0.1:0", EchoDatagram::new(false, 20, true), config).await;
     let target = udp_target(&server.addr);
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -69,8 +89,14 @@ async fn a_flooding_source_is_rate_limited() {
     while let Ok(Ok(_)) = timeout(Duration::from_millis(300), client.recv_from(&mut buf)).await {
         replies += 1;
     }
-    assert!(replies >= 20, "only {replies} replies: the burst should pass");
-    assert!(replies < 60, "{replies} of 200 replies: the flood was not limited");
+    assert!(
+        replies >= 20,
+        "only {replies} replies: the burst should pass"
+    );
+    assert!(
+        replies < 60,
+        "{replies} of 200 replies: the flood was not limited"
+    );
     server.stop().await.unwrap();
 }
 
@@ -87,7 +113,10 @@ async fn unix_datagram_echo_replies_to_a_named_client() {
     let client = UnixDatagram::bind(dir.path().join("client.dgram")).unwrap();
     client.send_to(b"over unix", &server_path).await.unwrap();
     let mut buf = [0u8; 64];
-    let n = timeout(TEST_TIMEOUT, client.recv(&mut buf)).await.unwrap().unwrap();
+    let n = timeout(TEST_TIMEOUT, client.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf[..n], b"over unix");
     server.stop().await.unwrap();
 }

@@ -26,7 +26,10 @@ async fn round_trip(addr: &Addr, msg: &[u8]) -> io::Result<Vec<u8>> {
 /// Reads until EOF or error; true if the server closed the connection.
 async fn closed_by_server(s: &mut Stream) -> bool {
     let mut buf = [0u8; 16];
-    matches!(timeout(TEST_TIMEOUT, s.read(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)))
+    matches!(
+        timeout(TEST_TIMEOUT, s.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
 }
 
 #[tokio::test]
@@ -53,7 +56,10 @@ async fn shutdown_stops_accepting_at_once_and_serve_returns() {
     let addr = server.addr.clone();
     assert_eq!(round_trip(&addr, b"x").await.unwrap(), b"x");
     server.stop().await.unwrap();
-    assert!(Stream::connect(&addr).await.is_err(), "listener still open after shutdown");
+    assert!(
+        Stream::connect(&addr).await.is_err(),
+        "listener still open after shutdown"
+    );
 }
 
 #[tokio::test]
@@ -141,18 +147,28 @@ async fn twice_max_conns_clients_wait_and_none_is_lost() {
     let mut served = Vec::new();
     for (i, s) in clients.iter_mut().enumerate().take(4) {
         let mut buf = [0u8; 100];
-        timeout(TEST_TIMEOUT, s.read_exact(&mut buf)).await.unwrap().unwrap();
+        timeout(TEST_TIMEOUT, s.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(buf, [i as u8; 100]);
         served.push(i);
     }
     let mut fifth = [0u8; 100];
-    let waited = timeout(Duration::from_millis(300), clients[4].read_exact(&mut fifth)).await;
+    let waited = timeout(
+        Duration::from_millis(300),
+        clients[4].read_exact(&mut fifth),
+    )
+    .await;
     assert!(waited.is_err(), "a fifth client was served past max_conns");
     // Closing the first four lets every waiting client through, data intact.
     clients.drain(..4);
     for (i, mut s) in clients.into_iter().enumerate() {
         let mut buf = [0u8; 100];
-        timeout(TEST_TIMEOUT, s.read_exact(&mut buf)).await.unwrap().unwrap();
+        timeout(TEST_TIMEOUT, s.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(buf, [(i + 4) as u8; 100]);
     }
     server.stop().await.unwrap();
@@ -176,7 +192,9 @@ async fn an_idle_peer_is_closed_at_the_idle_timeout_and_the_next_is_served() {
 #[tokio::test]
 async fn an_abrupt_reset_mid_stream_ends_only_that_connection() {
     let server = start(Echo::default(), Config::default()).await;
-    let Addr::Inet(sa) = server.addr else { unreachable!() };
+    let Addr::Inet(sa) = server.addr else {
+        unreachable!()
+    };
     for _ in 0..20 {
         let s = std::net::TcpStream::connect(sa).unwrap();
         let sock = socket2::Socket::from(s);
@@ -186,7 +204,10 @@ async fn an_abrupt_reset_mid_stream_ends_only_that_connection() {
         std::io::Write::write_all(&mut s, &[1u8; 200_000]).unwrap();
         drop(s);
     }
-    assert_eq!(round_trip(&server.addr, b"still here").await.unwrap(), b"still here");
+    assert_eq!(
+        round_trip(&server.addr, b"still here").await.unwrap(),
+        b"still here"
+    );
     server.stop().await.unwrap();
 }
 
@@ -249,7 +270,10 @@ async fn a_denied_peer_is_closed_at_once_and_allowed_peers_are_served() {
         .unwrap();
     ok.write_all(b"allowed").await.unwrap();
     let mut buf = [0u8; 7];
-    timeout(TEST_TIMEOUT, ok.read_exact(&mut buf)).await.unwrap().unwrap();
+    timeout(TEST_TIMEOUT, ok.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf, b"allowed");
     drop(ok);
     server.stop().await.unwrap();

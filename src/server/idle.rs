@@ -60,7 +60,11 @@ impl<S> IdleTimeout<S> {
         }
     }
 
-    fn progress<T>(&mut self, cx: &mut Context<'_>, res: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    fn progress<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        res: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
         match res {
             Poll::Ready(r) => {
                 self.last_progress = Instant::now();

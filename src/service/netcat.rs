@@ -248,7 +248,9 @@ pub async fn listen(opts: ListenOptions, shutdown: CancellationToken) -> Result<
     }
     if opts.udp {
         if opts.exec.is_some() || opts.keep_open {
-            return Err(usage("--exec and --keep-open need a stream socket, not --udp"));
+            return Err(usage(
+                "--exec and --keep-open need a stream socket, not --udp",
+            ));
         }
         let socket = Datagram::bind(&opts.addr, &opts.bind).await?;
         eprintln!("listening on {} (udp)", socket.local_addr()?);

@@ -143,8 +143,13 @@ impl std::fmt::Display for Running {
 pub async fn bind_all(
     config: &ServeConfig,
     shutdown: CancellationToken,
-) -> Result<(Vec<Running>, impl std::future::Future<Output = Result<(), ServeError>>), ServeError>
-{
+) -> Result<
+    (
+        Vec<Running>,
+        impl std::future::Future<Output = Result<(), ServeError>>,
+    ),
+    ServeError,
+> {
     let mut bound = Vec::new();
     let mut banner = Vec::new();
     for svc in &config.services {
@@ -164,12 +169,23 @@ pub async fn bind_all(
         let (transport, b) = if svc.udp {
             let socket = Datagram::bind(&addr, &opts).await.map_err(bind_err)?;
             let handler = EchoDatagram::new(svc.upper, DEFAULT_UDP_RATE_PER_SOURCE, false);
-            let t = if matches!(addr, Addr::Unix(_)) { "unixgram" } else { "udp" };
+            let t = if matches!(addr, Addr::Unix(_)) {
+                "unixgram"
+            } else {
+                "udp"
+            };
             (t, Bound::Datagram(socket, handler, engine))
         } else {
             let listener = Listener::bind(&addr, &opts).await.map_err(bind_err)?;
-            let t = if matches!(addr, Addr::Unix(_)) { "unix" } else { "tcp" };
-            (t, Bound::Stream(listener, Echo { upper: svc.upper }, engine))
+            let t = if matches!(addr, Addr::Unix(_)) {
+                "unix"
+            } else {
+                "tcp"
+            };
+            (
+                t,
+                Bound::Stream(listener, Echo { upper: svc.upper }, engine),
+            )
         };
         let addr = match &b {
             Bound::Stream(l, ..) => l.local_addr(),

@@ -52,7 +52,11 @@ pub async fn start<H: Handler>(handler: H, config: Config) -> TestServer {
 }
 
 /// Starts a datagram server on `addr`.
-pub async fn start_datagram<H: DatagramHandler>(addr: &str, handler: H, config: Config) -> TestServer {
+pub async fn start_datagram<H: DatagramHandler>(
+    addr: &str,
+    handler: H,
+    config: Config,
+) -> TestServer {
     let socket = Datagram::bind(&addr.parse().unwrap(), &BindOptions::default())
         .await
         .unwrap();
