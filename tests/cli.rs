@@ -378,3 +378,45 @@ fn sockit_connect_talks_to_an_nc_listener() {
     let _ = nc.wait();
     assert_eq!(got, "to nc\n");
 }
+
+#[test]
+fn telnet_talks_to_echo() {
+    if !have("telnet", "telnet_talks_to_echo") {
+        return;
+    }
+    let (_proc, addr) = start_echo(&["--upper"]);
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let mut telnet = Command::new("telnet")
+        .args([host, port])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = telnet.stdin.take().unwrap();
+    let stdout = telnet.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    stdin.write_all(b"hello telnet\r\n").unwrap();
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    let mut seen = Vec::new();
+    let found = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("HELLO TELNET") => break true,
+            Ok(line) => seen.push(line),
+            Err(_) => break false,
+        }
+    };
+    drop(stdin);
+    let _ = telnet.kill();
+    let _ = telnet.wait();
+    assert!(found, "telnet never showed the echo; saw {seen:?}");
+}

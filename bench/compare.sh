@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Side-by-side echo benchmark, in one run on one machine:
+#   sockit echo  vs  a minimal tokio echo (bench/tokio_echo.rs)  vs  Python ThreadingTCPServer
+# driven by `sockit bench echo` over {1,64 conns} x {64 B, 16 KiB} x {pipeline 1,16}, plus
+# connection rate and UDP echo with 1 and 16 clients. Peers are interleaved within each
+# repetition; the summary quotes medians and sockit/tokio ratios.
+# Then (unless HOLD=0) idle-connection memory: 10,000 and 50,000 held connections.
+#
+# usage: bench/compare.sh [SECONDS_PER_CELL (3)] [REPETITIONS (3)]
+# output: a markdown summary on stdout; raw JSON lines in $OUT (default a temp dir).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DUR=${1:-3}
+REPS=${2:-3}
+HOLD=${HOLD:-1}
+OUT=${OUT:-$(mktemp -d /tmp/sockit-bench.XXXXXX)}
+mkdir -p "$OUT"
+
+cargo build --release --quiet --bin sockit --example tokio_echo
+SOCKIT=target/release/sockit
+TOKIO=target/release/examples/tokio_echo
+
+# Everything here may open tens of thousands of sockets.
+ulimit -n "$(ulimit -Hn)" || true
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+# wait_addr FILE: waits (bounded) until a server has written its address into FILE.
+wait_addr() {
+  for _ in $(seq 1 200); do
+    if [ -s "$1" ]; then grep -oE '[0-9.]+:[0-9]+' "$1" | head -n1; return; fi
+    sleep 0.05
+  done
+  echo "server did not start: $1" >&2; exit 1
+}
+
+start_servers() { # $1 = "" or "--udp"
+  local udp=$1 tag=${1:+udp}
+  tag=${tag:-tcp}
+  "$SOCKIT" echo --listen 127.0.0.1:0 --max-conns 60000 $udp 2>"$OUT/sockit-$tag.addr" &
+  pids+=($!)
+  "$TOKIO" $udp >"$OUT/tokio-$tag.addr" &
+  pids+=($!)
+  python3 bench/py_upper_echo.py $udp >"$OUT/python-$tag.addr" &
+  pids+=($!)
+}
+
+start_servers ""
+start_servers "--udp"
+declare -A ADDR
+for peer in sockit tokio python; do
+  for tag in tcp udp; do ADDR[$peer-$tag]=$(wait_addr "$OUT/$peer-$tag.addr"); done
+done
+
+RESULTS="$OUT/results.jsonl"
+: >"$RESULTS"
+run_cell() { # cell-name peer transport bench-args...
+  local cell=$1 peer=$2 tag=$3
+  shift 3
+  local json
+  json=$("$SOCKIT" -q bench echo "${ADDR[$peer-$tag]}" --duration "${DUR}s" --json "$@" || echo '{}')
+  printf '{"cell":"%s","peer":"%s","report":%s}\n' "$cell" "$peer" "$json" >>"$RESULTS"
+}
+
+CELLS=()
+for conns in 1 64; do
+  for size in 64 16384; do
+    for pipe in 1 16; do
+      CELLS+=("tcp c=$conns size=$size p=$pipe|tcp|--conns $conns --size $size --pipeline $pipe")
+    done
+  done
+done
+CELLS+=("connect rate c=16|tcp|--conns 16 --size 64 --connect-per-request")
+CELLS+=("udp c=1|udp|--udp --conns 1 --size 64")
+CELLS+=("udp c=16|udp|--udp --conns 16 --size 64")
+
+for rep in $(seq 1 "$REPS"); do
+  for spec in "${CELLS[@]}"; do
+    IFS='|' read -r cell tag args <<<"$spec"
+    # Rotate the order of peers each repetition so no peer always runs first.
+    case $((rep % 3)) in
+      1) order="sockit tokio python" ;;
+      2) order="tokio python sockit" ;;
+      0) order="python sockit tokio" ;;
+    esac
+    for peer in $order; do
+      # shellcheck disable=SC2086
+      run_cell "$cell" "$peer" "$tag" $args
+    done
+    echo "rep $rep: $cell" >&2
+  done
+done
+cleanup
+pids=()
+
+HOLD_RESULTS="$OUT/hold.jsonl"
+: >"$HOLD_RESULTS"
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+hold_run() { # peer conns
+  local peer=$1 conns=$2 pid addr base peak json
+  case $peer in
+    sockit) prlimit --nofile=200000:200000 -- "$SOCKIT" -q echo --listen 127.0.0.1:0 \
+              --max-conns 60000 --idle-timeout 0 2>"$OUT/hold-$peer.addr" & ;;
+    tokio) prlimit --nofile=200000:200000 -- "$TOKIO" >"$OUT/hold-$peer.addr" & ;;
+  esac
+  pid=$!
+  pids+=("$pid")
+  addr=$(wait_addr "$OUT/hold-$peer.addr")
+  base=$(rss_kib "$pid")
+  prlimit --nofile=200000:200000 -- "$SOCKIT" -q bench hold "$addr" --conns "$conns" \
+    --seconds 8s --json >"$OUT/hold-$peer-$conns.json" &
+  local bench=$!
+  peak=$base
+  while kill -0 "$bench" 2>/dev/null; do
+    r=$(rss_kib "$pid"); [ "$r" -gt "$peak" ] && peak=$r
+    sleep 0.2
+  done
+  wait "$bench" || true
+  json=$(cat "$OUT/hold-$peer-$conns.json")
+  printf '{"peer":"%s","conns":%s,"base_kib":%s,"peak_kib":%s,"report":%s}\n' \
+    "$peer" "$conns" "$base" "$peak" "${json:-{\}}" >>"$HOLD_RESULTS"
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+if [ "$HOLD" = 1 ]; then
+  for conns in 10000 50000; do
+    for peer in sockit tokio; do
+      echo "hold: $peer $conns" >&2
+      hold_run "$peer" "$conns"
+    done
+  done
+fi
+
+python3 bench/summarize.py "$RESULTS" "$HOLD_RESULTS"
+echo "raw results: $OUT" >&2
