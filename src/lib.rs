@@ -20,4 +20,4 @@ pub mod net;
 pub mod server;
 pub mod service;
 pub mod text;
-// pub mod wire;
+pub mod wire;

@@ -17,6 +17,22 @@ pub fn escape_for_terminal(text: &str) -> String {
     out
 }
 
+/// Escapes `text` for one line of a log or an error message: like [`escape_for_terminal`], but
+/// newlines and tabs are escaped too (so a peer cannot forge log lines), and at most
+/// `max_chars` characters of the input are kept.
+pub fn escape_one_line(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars));
+    for c in text.chars().take(max_chars) {
+        match c {
+            '\n' | '\t' => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c => push_escaped(&mut out, c),
+        }
+    }
+    out
+}
+
 fn push_escaped(out: &mut String, c: char) {
     match c {
         '\n' | '\t' => out.push(c),
@@ -99,6 +115,11 @@ mod tests {
             "a\\x1b]52;c;aGk=\\x07b\\x1b[2J\\x0d\n\\u{202e}x"
         );
         assert_eq!(escape_for_terminal("héllo\tworld"), "héllo\tworld");
+    }
+
+    #[test]
+    fn one_line_escaping_escapes_newlines_and_truncates() {
+        assert_eq!(escape_one_line("a\nb\u{202e}cdef", 4), "a\\x0ab\\u{202e}");
     }
 
     #[test]
