@@ -13,6 +13,7 @@ use crate::net::{parse_net, Acl, Addr, BindOptions, Datagram, Listener, DEFAULT_
 use crate::server::{self, serve, serve_datagram, Config, Mode, ProcessCommand};
 use crate::service::bench::{self, BenchError, EchoLoad, HoldLoad};
 use crate::service::echo::{self, Echo, EchoDatagram};
+use crate::service::framed_echo::FramedEcho;
 use crate::service::netcat::{self, ListenOptions, NetcatError};
 use crate::service::serve::{bind_all, ServeConfig, DEFAULT_CONFIG};
 
@@ -128,6 +129,9 @@ pub struct EchoArgs {
     /// sequential (one at a time), concurrent (a task each) or process (a child each).
     #[arg(long, default_value = "concurrent")]
     pub mode: Mode,
+    /// Echo wire-v1 frames (length, JSON header, body) instead of raw bytes.
+    #[arg(long, conflicts_with_all = ["udp", "upper"])]
+    pub framed: bool,
     /// UDP: datagrams answered per second per non-loopback source IP.
     #[arg(long, default_value_t = echo::DEFAULT_UDP_RATE_PER_SOURCE)]
     pub udp_rate: u32,
@@ -358,9 +362,11 @@ async fn run_echo(args: EchoArgs) -> Result<(), Failure> {
             "echo listening on {}",
             listener.local_addr().context("echo")?
         );
-        serve(listener, Echo { upper: args.upper }, config, shutdown)
-            .await
-            .context("echo")?;
+        let served = match args.framed {
+            true => serve(listener, FramedEcho, config, shutdown).await,
+            false => serve(listener, Echo { upper: args.upper }, config, shutdown).await,
+        };
+        served.context("echo")?;
     }
     Ok(())
 }

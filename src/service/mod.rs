@@ -2,5 +2,6 @@
 
 pub mod bench;
 pub mod echo;
+pub mod framed_echo;
 pub mod netcat;
 pub mod serve;

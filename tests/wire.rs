@@ -1,0 +1,180 @@
+//! Hostile frames against a framed server (the framed echo): each gets a clear error frame
+//! or a clean close, and the next client is still served.
+
+mod common;
+
+use common::{start, TEST_TIMEOUT};
+use sockit::net::{Addr, Stream};
+use sockit::server::Config;
+use sockit::service::framed_echo::{EchoMessage, FramedEcho};
+use sockit::wire::{Connection, ErrorFrame, MAX_HEADER_BYTES};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::timeout;
+
+fn frame(header: &[u8]) -> Vec<u8> {
+    let mut out = u32::try_from(header.len()).unwrap().to_be_bytes().to_vec();
+    out.extend_from_slice(header);
+    out
+}
+
+/// Sends `bytes` raw (optionally half-closing), then expects an error frame with `code` and
+/// the connection closed after it.
+async fn expect_error(addr: &Addr, bytes: &[u8], half_close: bool, code: &str) {
+    let mut s = Stream::connect(addr).await.unwrap();
+    // The server may reject and close before reading everything; that is its right.
+    let _ = s.write_all(bytes).await;
+    if half_close {
+        s.shutdown().await.unwrap();
+    }
+    let mut conn = Connection::new(s);
+    let err: ErrorFrame = timeout(TEST_TIMEOUT, conn.read_frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("an error frame before the close");
+    assert_eq!(err.code, code, "{}", err.message);
+    let (mut s, rest) = conn.into_parts();
+    assert!(rest.is_empty());
+    let mut buf = [0u8; 1];
+    let after = timeout(TEST_TIMEOUT, s.read(&mut buf)).await.unwrap();
+    assert!(matches!(after, Ok(0) | Err(_)), "connection left open");
+}
+
+async fn next_client_is_served(addr: &Addr) {
+    let mut conn = Connection::new(Stream::connect(addr).await.unwrap());
+    let body = b"still serving";
+    conn.write_frame(&EchoMessage::Echo { size: 13 }, body)
+        .await
+        .unwrap();
+    let got: EchoMessage = conn.read_frame().await.unwrap().unwrap();
+    assert_eq!(got, EchoMessage::Echo { size: 13 });
+    let mut echoed = Vec::new();
+    while let Some(chunk) = conn.read_body_chunk().await.unwrap() {
+        echoed.extend_from_slice(&chunk);
+    }
+    assert_eq!(echoed, body);
+}
+
+#[tokio::test]
+async fn framed_echo_streams_a_large_body_back() {
+    let server = start(FramedEcho, Config::default()).await;
+    let Addr::Inet(sa) = server.addr else {
+        unreachable!()
+    };
+    let (rd, mut wr) = tokio::net::TcpStream::connect(sa)
+        .await
+        .unwrap()
+        .into_split();
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let size = body.len() as u64;
+    let mut bytes = bytes::BytesMut::new();
+    sockit::wire::encode_frame(&EchoMessage::Echo { size }, &body, &mut bytes).unwrap();
+    let writer = tokio::spawn(async move { wr.write_all(&bytes).await.map(|_| wr) });
+    let mut conn = Connection::new(tokio::io::join(rd, tokio::io::sink()));
+    let got: EchoMessage = timeout(TEST_TIMEOUT, conn.read_frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, EchoMessage::Echo { size });
+    let mut echoed = Vec::with_capacity(body.len());
+    while let Some(chunk) = conn.read_body_chunk().await.unwrap() {
+        echoed.extend_from_slice(&chunk);
+    }
+    assert!(echoed == body, "body differs");
+    drop(writer.await.unwrap().unwrap());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn hostile_frames_get_clear_errors_and_the_next_client_is_served() {
+    let server = start(FramedEcho, Config::default()).await;
+    let addr = server.addr.clone();
+    let nested = format!(
+        r#"{{"type":"echo","x":{}{}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let oversized = format!(
+        r#"{{"type":"echo","pad":"{}"}}"#,
+        "a".repeat(MAX_HEADER_BYTES)
+    );
+    let cases: Vec<(&str, Vec<u8>, bool, &str)> = vec![
+        (
+            "length 0xFFFFFFFF",
+            vec![0xff, 0xff, 0xff, 0xff],
+            false,
+            "header_too_large",
+        ),
+        (
+            "header over the limit",
+            frame(oversized.as_bytes()),
+            false,
+            "header_too_large",
+        ),
+        (
+            "not JSON",
+            frame(b"this is not json"),
+            false,
+            "invalid_header",
+        ),
+        ("not an object", frame(b"[1,2,3]"), false, "invalid_header"),
+        (
+            "nested 10,000 deep",
+            frame(nested.as_bytes()),
+            false,
+            "invalid_header",
+        ),
+        (
+            "duplicate key",
+            frame(br#"{"type":"echo","size":1,"size":2}"#),
+            false,
+            "invalid_header",
+        ),
+        (
+            "unknown type",
+            frame(br#"{"type":"rm -rf"}"#),
+            false,
+            "invalid_header",
+        ),
+        (
+            "size -1",
+            frame(br#"{"type":"echo","size":-1}"#),
+            false,
+            "invalid_header",
+        ),
+        (
+            "body over the cap",
+            frame(br#"{"type":"echo","size":18446744073709551615}"#),
+            false,
+            "body_too_large",
+        ),
+        ("EOF inside the length", vec![0, 0], true, "unexpected_eof"),
+        (
+            "EOF inside the header",
+            frame(br#"{"type":"echo"}"#)[..8].to_vec(),
+            true,
+            "unexpected_eof",
+        ),
+    ];
+    for (what, bytes, half_close, code) in cases {
+        eprintln!("case: {what}");
+        expect_error(&addr, &bytes, half_close, code).await;
+        next_client_is_served(&addr).await;
+    }
+    // EOF inside a body: the header and the bytes that came were already streamed back, so
+    // the server cannot append an error frame mid-body; it closes, and the frame stays short.
+    let mut s = Stream::connect(&addr).await.unwrap();
+    s.write_all(&[frame(br#"{"type":"echo","size":10}"#), b"abc".to_vec()].concat())
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let mut echoed = Vec::new();
+    timeout(TEST_TIMEOUT, s.read_to_end(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(echoed.ends_with(b"abc") && echoed.len() < 4 + 40 + 10);
+    next_client_is_served(&addr).await;
+    server.stop().await.unwrap();
+}
