@@ -5,7 +5,7 @@
 //! `cargo run --release --example tokio_echo -- [--udp] [ADDR]`
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -24,7 +24,17 @@ async fn main() -> std::io::Result<()> {
             let _ = socket.send_to(&buf[..n], peer).await;
         }
     }
-    let listener = TcpListener::bind(addr).await?;
+    // The same backlog sockit uses (TcpListener::bind would give 128), so hold runs compare
+    // servers, not accept queues.
+    let addr: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener: TcpListener = socket.listen(1024)?;
     println!("{}", listener.local_addr()?);
     loop {
         let (mut socket, _) = listener.accept().await?;

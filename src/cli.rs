@@ -425,7 +425,7 @@ async fn run_bench(cmd: BenchCommand) -> Result<(), Failure> {
             let load = HoldLoad {
                 addr: a.addr,
                 conns: a.conns,
-                seconds: a.seconds,
+                duration: a.seconds,
                 probes: a.probes,
             };
             let report = bench::run_hold(&load).await.map_err(bench_failure)?;

@@ -5,10 +5,11 @@
 //!
 //! ```text
 //!  cli            clap types; `main.rs` only parses, sets up tracing and calls in here
-//!  service        one module per service (echo, netcat, bench, serve): server + client halves
+//!  service        one module per service (echo, framed_echo, netcat, bench, serve)
 //!  wire           the frame format, sans-IO: codec state machine + Connection wrapper
 //!  server         the engine: serve(listener, handler, config, shutdown); modes, limits, drain
 //!  net            bind/connect: TCP, UDP, Unix stream/datagram, socket options, ACL
+//!  text           escaping peer text before it reaches a terminal or a log
 //! ```
 //!
 //! Each layer knows only the one below: a service never touches socket options, the engine
