@@ -4,7 +4,7 @@
 # driven by `sockit bench echo` over {1,64 conns} x {64 B, 16 KiB} x {pipeline 1,16}, plus
 # connection rate and UDP echo with 1 and 16 clients. Peers are interleaved within each
 # repetition; the summary quotes medians and sockit/tokio ratios.
-# Then (unless HOLD=0) idle-connection memory: 10,000 and 50,000 held connections.
+# MATRIX=0 skips the throughput matrix. Then (unless HOLD=0) idle-connection memory: 10,000 and 50,000 held connections.
 #
 # usage: bench/compare.sh [SECONDS_PER_CELL (3)] [REPETITIONS (3)]
 # output: a markdown summary on stdout; raw JSON lines in $OUT (default a temp dir).
@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 DUR=${1:-3}
 REPS=${2:-3}
 HOLD=${HOLD:-1}
+MATRIX=${MATRIX:-1}
 OUT=${OUT:-$(mktemp -d /tmp/sockit-bench.XXXXXX)}
 mkdir -p "$OUT"
 
@@ -77,6 +78,7 @@ CELLS+=("connect rate c=16|tcp|--conns 16 --size 64 --connect-per-request")
 CELLS+=("udp c=1|udp|--udp --conns 1 --size 64")
 CELLS+=("udp c=16|udp|--udp --conns 16 --size 64")
 
+[ "$MATRIX" = 1 ] || REPS=0
 for rep in $(seq 1 "$REPS"); do
   for spec in "${CELLS[@]}"; do
     IFS='|' read -r cell tag args <<<"$spec"
@@ -99,18 +101,32 @@ pids=()
 HOLD_RESULTS="$OUT/hold.jsonl"
 : >"$HOLD_RESULTS"
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# Each side needs one descriptor per held connection. Raise the limit if this machine lets us
+# (prlimit needs CAP_SYS_RESOURCE to go past the hard limit); otherwise say so and skip.
+fd_limit_for() { # conns -> prints the nofile limit to use, or nothing if it cannot be had
+  local want=$(($1 + 1000))
+  if [ "$want" -le "$(ulimit -Hn)" ]; then echo "$(ulimit -Hn)";
+  elif prlimit --nofile="$want:$want" -- true 2>/dev/null; then echo "$want"; fi
+}
 hold_run() { # peer conns
-  local peer=$1 conns=$2 pid addr base peak json
+  local peer=$1 conns=$2 pid addr base peak json limit
+  limit=$(fd_limit_for "$conns")
+  if [ -z "$limit" ]; then
+    echo "hold: skipping $conns connections: the hard fd limit is $(ulimit -Hn) and cannot be raised here" >&2
+    printf '{"peer":"%s","conns":%s,"skipped":"hard fd limit %s cannot be raised (no CAP_SYS_RESOURCE)"}\n' \
+      "$peer" "$conns" "$(ulimit -Hn)" >>"$HOLD_RESULTS"
+    return
+  fi
   case $peer in
-    sockit) prlimit --nofile=200000:200000 -- "$SOCKIT" -q echo --listen 127.0.0.1:0 \
+    sockit) prlimit --nofile="$limit:$limit" -- "$SOCKIT" echo --listen 127.0.0.1:0 \
               --max-conns 60000 --idle-timeout 0 2>"$OUT/hold-$peer.addr" & ;;
-    tokio) prlimit --nofile=200000:200000 -- "$TOKIO" >"$OUT/hold-$peer.addr" & ;;
+    tokio) prlimit --nofile="$limit:$limit" -- "$TOKIO" >"$OUT/hold-$peer.addr" & ;;
   esac
   pid=$!
   pids+=("$pid")
   addr=$(wait_addr "$OUT/hold-$peer.addr")
   base=$(rss_kib "$pid")
-  prlimit --nofile=200000:200000 -- "$SOCKIT" -q bench hold "$addr" --conns "$conns" \
+  prlimit --nofile="$limit:$limit" -- "$SOCKIT" -q bench hold "$addr" --conns "$conns" \
     --seconds 8s --json >"$OUT/hold-$peer-$conns.json" &
   local bench=$!
   peak=$base
@@ -121,7 +137,7 @@ hold_run() { # peer conns
   wait "$bench" || true
   json=$(cat "$OUT/hold-$peer-$conns.json")
   printf '{"peer":"%s","conns":%s,"base_kib":%s,"peak_kib":%s,"report":%s}\n' \
-    "$peer" "$conns" "$base" "$peak" "${json:-{\}}" >>"$HOLD_RESULTS"
+    "$peer" "$conns" "$base" "$peak" "${json:-null}" >>"$HOLD_RESULTS"
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }

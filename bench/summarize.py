@@ -63,6 +63,9 @@ def hold_table(path):
           "growth per conn | probe p50 µs | probe p99 µs |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
+        if "skipped" in r:
+            print(f"| {r['peer']} | {r['conns']:,} | skipped: {r['skipped']} | | | | | | |")
+            continue
         rep = r["report"] or {}
         est = rep.get("established", 0)
         growth = (r["peak_kib"] - r["base_kib"]) * 1024 / est if est else float("nan")

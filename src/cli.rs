@@ -127,8 +127,9 @@ pub struct EchoArgs {
     #[arg(long)]
     pub upper: bool,
     /// sequential (one at a time), concurrent (a task each) or process (a child each).
-    #[arg(long, default_value = "concurrent")]
-    pub mode: Mode,
+    /// Default: concurrent for streams, sequential (inline) for datagrams.
+    #[arg(long)]
+    pub mode: Option<Mode>,
     /// Echo wire-v1 frames (length, JSON header, body) instead of raw bytes.
     #[arg(long, conflicts_with_all = ["udp", "upper"])]
     pub framed: bool,
@@ -343,7 +344,8 @@ async fn run_echo(args: EchoArgs) -> Result<(), Failure> {
             .context("stdio echo")
             .map_err(Failure::from);
     }
-    let config = args.engine.config("echo", args.mode);
+    let mode = args.mode.unwrap_or(echo::default_mode(args.udp));
+    let config = args.engine.config("echo", mode);
     let opts = args.engine.bind_options();
     let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
     if args.udp {

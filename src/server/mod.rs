@@ -278,7 +278,9 @@ impl<H: Handler> Engine<H> {
             debug!("accepted");
             let work = async {
                 match process {
-                    Some(cmd) => process::run(&cmd, stream, &info).await,
+                    // Boxed: the process future is large, and inlining it would make every
+                    // connection's task that size, process mode or not.
+                    Some(cmd) => Box::pin(process::run(&cmd, stream, &info)).await,
                     None => {
                         let conn = IdleTimeout::new(stream, idle.unwrap_or(Duration::MAX / 4));
                         handler.handle(conn, info).await

@@ -61,7 +61,8 @@ pub struct ServiceConfig {
     /// Echo: upper-case ASCII.
     #[serde(default)]
     pub upper: bool,
-    /// `sequential`, `concurrent` (default) or `process`.
+    /// `sequential`, `concurrent` or `process` (default: concurrent for streams, sequential
+    /// for datagrams).
     #[serde(default)]
     pub mode: Option<String>,
     /// Concurrent connection cap.
@@ -227,9 +228,10 @@ fn engine_config(svc: &ServiceConfig, drain_secs: Option<u64>) -> Result<Config,
         service: format!("{:?}", svc.kind).to_lowercase(),
         ..Config::default()
     };
-    if let Some(mode) = &svc.mode {
-        config.mode = mode.parse::<Mode>().map_err(ServeError::Config)?;
-    }
+    config.mode = match &svc.mode {
+        Some(mode) => mode.parse::<Mode>().map_err(ServeError::Config)?,
+        None => crate::service::echo::default_mode(svc.udp),
+    };
     if let Some(n) = svc.max_conns {
         config.max_conns = n;
     }

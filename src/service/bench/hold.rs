@@ -154,6 +154,11 @@ pub async fn run_hold(load: &HoldLoad) -> Result<HoldReport, BenchError> {
             .duration
             .mul_f64((2 * k + 1) as f64 / (2 * load.probes) as f64);
         tokio::time::sleep_until((hold_start + at).into()).await;
+        // Probes that time out (a server at its connection limit) must not stretch the run
+        // past the hold duration: the remaining probes are skipped.
+        if hold_start.elapsed() >= load.duration {
+            break;
+        }
         prober.probe_fresh().await;
         let sample = k * held.len() / load.probes;
         prober.probe_held(&mut held[sample]).await;
