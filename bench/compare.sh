@@ -4,7 +4,7 @@
 # driven by `sockit bench echo` over {1,64 conns} x {64 B, 16 KiB} x {pipeline 1,16}, plus
 # connection rate and UDP echo with 1 and 16 clients. Peers are interleaved within each
 # repetition; the summary quotes medians and sockit/tokio ratios.
-# MATRIX=0 skips the throughput matrix. Then (unless HOLD=0) idle-connection memory: 10,000 and 50,000 held connections.
+# MATRIX=0 skips the throughput matrix; ONLY=REGEX runs only the cells whose name matches. Then (unless HOLD=0) idle-connection memory: 10,000 and 50,000 held connections.
 #
 # usage: bench/compare.sh [SECONDS_PER_CELL (3)] [REPETITIONS (3)]
 # output: a markdown summary on stdout; raw JSON lines in $OUT (default a temp dir).
@@ -82,6 +82,7 @@ CELLS+=("udp c=16|udp|--udp --conns 16 --size 64")
 for rep in $(seq 1 "$REPS"); do
   for spec in "${CELLS[@]}"; do
     IFS='|' read -r cell tag args <<<"$spec"
+    [[ "$cell" =~ ${ONLY:-.} ]] || continue
     # Rotate the order of peers each repetition so no peer always runs first.
     case $((rep % 3)) in
       1) order="sockit tokio python" ;;

@@ -393,39 +393,24 @@ impl Datagram {
         }
     }
 
-    /// Receives one datagram into `buf`, returning its length, whether it was truncated
-    /// (longer than `buf`), and its source.
+    /// Receives one datagram into `buf`, returning its length, whether it filled `buf`
+    /// completely (so it may have been cut: size `buf` one byte past the largest datagram you
+    /// accept, and a full buffer means "too long"), and its source.
     ///
     /// # Cancel safety
     /// Cancel safe: a cancelled call receives nothing.
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, bool, PeerAddr)> {
-        match self {
-            Datagram::Udp(s) => loop {
-                s.readable().await?;
-                match s.try_io(tokio::io::Interest::READABLE, || recv_trunc(s, buf)) {
-                    Ok((n, truncated, Some(sa))) => {
-                        let peer = sa
-                            .as_socket()
-                            .ok_or_else(|| io::Error::other("UDP source is not an IP address"))?;
-                        return Ok((n, truncated, PeerAddr::Inet(peer)));
-                    }
-                    Ok((_, _, None)) => return Err(io::Error::other("datagram without source")),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
-                }
-            },
-            Datagram::Unix(s) => loop {
-                s.readable().await?;
-                match s.try_io(tokio::io::Interest::READABLE, || recv_trunc(s, buf)) {
-                    Ok((n, truncated, sa)) => {
-                        let path = sa.and_then(|sa| sa.as_pathname().map(Path::to_path_buf));
-                        return Ok((n, truncated, PeerAddr::Unix(path)));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
-                }
-            },
-        }
+        let (n, peer) = match self {
+            Datagram::Udp(s) => {
+                let (n, sa) = s.recv_from(buf).await?;
+                (n, PeerAddr::Inet(sa))
+            }
+            Datagram::Unix(s) => {
+                let (n, sa) = s.recv_from(buf).await?;
+                (n, PeerAddr::Unix(sa.as_pathname().map(Path::to_path_buf)))
+            }
+        };
+        Ok((n, n == buf.len(), peer))
     }
 
     /// Sends one datagram to `peer`.
@@ -442,26 +427,6 @@ impl Datagram {
             )),
         }
     }
-}
-
-/// `recvmsg` with MSG_TRUNC reporting, so a datagram larger than the buffer is detected
-/// instead of silently cut.
-fn recv_trunc(
-    fd: &impl std::os::fd::AsFd,
-    buf: &mut [u8],
-) -> io::Result<(usize, bool, Option<SockAddr>)> {
-    let sock = socket2::SockRef::from(fd);
-    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and recv only ever writes initialised
-    // bytes into an already-initialised buffer.
-    let uninit = unsafe {
-        std::slice::from_raw_parts_mut(
-            buf.as_mut_ptr().cast::<std::mem::MaybeUninit<u8>>(),
-            buf.len(),
-        )
-    };
-    let mut bufs = [socket2::MaybeUninitSlice::new(uninit)];
-    let (n, flags, src) = sock.recv_from_vectored(&mut bufs)?;
-    Ok((n, flags.is_truncated(), Some(src)))
 }
 
 fn bind_udp(sa: SocketAddr, opts: &BindOptions) -> io::Result<UdpSocket> {

@@ -53,10 +53,14 @@ pub async fn serve_datagram<H: DatagramHandler>(
     let tracker = TaskTracker::new();
     // One byte more than the limit so that a datagram of exactly the limit is not "truncated".
     let mut buf = vec![0u8; config.max_datagram.saturating_add(1)];
+    // Registered once: a fresh `cancelled()` per datagram would take the token's lock twice
+    // for every packet.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let received = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
+            _ = &mut cancelled => break,
             res = socket.recv_from(&mut buf) => res,
         };
         let (len, truncated, peer) = match received {
@@ -87,7 +91,7 @@ pub async fn serve_datagram<H: DatagramHandler>(
             Mode::Concurrent => {
                 let permit = tokio::select! {
                     biased;
-                    _ = shutdown.cancelled() => break,
+                    _ = &mut cancelled => break,
                     p = permits.clone().acquire_owned() => p.map_err(io::Error::other)?,
                 };
                 let packet = packet.to_vec();

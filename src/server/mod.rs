@@ -196,12 +196,14 @@ impl<H: Handler> Engine<H> {
         };
         let permits = Arc::new(Semaphore::new(limit));
         let mut backoff = MIN_ACCEPT_BACKOFF;
+        let cancelled = self.shutdown.cancelled();
+        tokio::pin!(cancelled);
         loop {
             // The permit is taken before accept so that clients beyond the limit wait in the
             // kernel backlog instead of being accepted and parked.
             let permit = tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => return,
+                _ = &mut cancelled => return,
                 permit = permits.clone().acquire_owned() => match permit {
                     Ok(p) => p,
                     Err(_) => return,
@@ -209,7 +211,7 @@ impl<H: Handler> Engine<H> {
             };
             let accepted = tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => return,
+                _ = &mut cancelled => return,
                 res = listener.accept() => res,
             };
             let (stream, peer) = match accepted {
