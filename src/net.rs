@@ -529,6 +529,40 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn reuse_port_lets_two_listeners_share_a_port_and_is_off_by_default() {
+        let opts = BindOptions {
+            reuse_port: true,
+            ..BindOptions::default()
+        };
+        let first = Listener::bind(&"127.0.0.1:0".parse().unwrap(), &opts)
+            .await
+            .unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = Listener::bind(&addr, &opts).await;
+        assert!(second.is_ok(), "{second:?}");
+        let err = Listener::bind(&addr, &BindOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_stale_unix_socket_file_is_replaced_but_a_live_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = Addr::Unix(dir.path().join("s.sock"));
+        let live = Listener::bind(&addr, &BindOptions::default())
+            .await
+            .unwrap();
+        let err = Listener::bind(&addr, &BindOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        drop(live); // the socket file stays behind, with nobody listening
+        assert!(Listener::bind(&addr, &BindOptions::default()).await.is_ok());
+    }
+
     #[test]
     fn deny_wins_over_allow() {
         let acl = Acl {

@@ -420,3 +420,34 @@ fn telnet_talks_to_echo() {
     let _ = telnet.wait();
     assert!(found, "telnet never showed the echo; saw {seen:?}");
 }
+
+#[test]
+fn listen_keep_open_serves_many_peers_and_broadcasts_stdin() {
+    let mut listen = sockit();
+    listen
+        .args(["listen", "127.0.0.1:0", "--keep-open"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut server = Proc::spawn(listen);
+    let addr = server.listening_addr();
+    let mut server_in = server.child.stdin.take().unwrap();
+    let mut server_out = std::io::BufReader::new(server.child.stdout.take().unwrap());
+    let mut peers: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    for (i, p) in peers.iter_mut().enumerate() {
+        p.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+        p.write_all(format!("peer {i}\n").as_bytes()).unwrap();
+    }
+    let mut lines = vec![String::new(), String::new()];
+    for line in &mut lines {
+        std::io::BufRead::read_line(&mut server_out, line).unwrap();
+    }
+    lines.sort();
+    assert_eq!(lines, ["peer 0\n", "peer 1\n"]);
+    // Both peers announced themselves, so both are subscribed: stdin reaches each.
+    server_in.write_all(b"to all\n").unwrap();
+    for p in &mut peers {
+        let mut buf = [0u8; 7];
+        p.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"to all\n");
+    }
+}

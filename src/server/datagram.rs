@@ -73,7 +73,7 @@ pub async fn serve_datagram<H: DatagramHandler>(
             debug!(service = %config.service, %peer, "dropped a datagram over {} bytes", config.max_datagram);
             continue;
         }
-        if matches!(&peer, PeerAddr::Inet(sa) if sa.port() == 0) {
+        if !answerable(&peer) {
             debug!(service = %config.service, %peer, "dropped a datagram from port 0");
             continue;
         }
@@ -111,6 +111,12 @@ pub async fn serve_datagram<H: DatagramHandler>(
     Ok(())
 }
 
+/// A UDP source port of 0 cannot be answered by a real client: it is a spoofing tell, and
+/// replying would aim traffic at whoever owns that address.
+fn answerable(peer: &PeerAddr) -> bool {
+    !matches!(peer, PeerAddr::Inet(sa) if sa.port() == 0)
+}
+
 fn transient(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -119,4 +125,16 @@ fn transient(e: &io::Error) -> bool {
             | io::ErrorKind::Interrupted
             | io::ErrorKind::WouldBlock
     ) || matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENOMEM))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagrams_from_port_zero_are_not_answered() {
+        assert!(!answerable(&PeerAddr::Inet("192.0.2.7:0".parse().unwrap())));
+        assert!(answerable(&PeerAddr::Inet("192.0.2.7:53".parse().unwrap())));
+        assert!(answerable(&PeerAddr::Unix(None)));
+    }
 }
