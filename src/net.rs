@@ -173,11 +173,7 @@ impl Listener {
     pub fn local_addr(&self) -> io::Result<Addr> {
         match self {
             Listener::Tcp(l, _) => l.local_addr().map(Addr::Inet),
-            Listener::Unix(l) => {
-                let sa = l.local_addr()?;
-                let path = sa.as_pathname().map(Path::to_path_buf).unwrap_or_default();
-                Ok(Addr::Unix(path))
-            }
+            Listener::Unix(l) => Ok(Addr::Unix(unix_path(&l.local_addr()?).unwrap_or_default())),
         }
     }
 
@@ -197,11 +193,15 @@ impl Listener {
             }
             Listener::Unix(l) => {
                 let (s, peer) = l.accept().await?;
-                let path = peer.as_pathname().map(Path::to_path_buf);
-                Ok((Stream::Unix(s), PeerAddr::Unix(path)))
+                Ok((Stream::Unix(s), PeerAddr::Unix(unix_path(&peer))))
             }
         }
     }
+}
+
+/// The path of a Unix socket address; unnamed and abstract sockets have none.
+fn unix_path(sa: &tokio::net::unix::SocketAddr) -> Option<PathBuf> {
+    sa.as_pathname().map(Path::to_path_buf)
 }
 
 fn with_addr(e: io::Error, op: &str, addr: &Addr) -> io::Error {
@@ -299,12 +299,7 @@ impl Stream {
     pub fn local_addr(&self) -> io::Result<Addr> {
         match self {
             Stream::Tcp(s) => s.local_addr().map(Addr::Inet),
-            Stream::Unix(s) => {
-                let sa = s.local_addr()?;
-                Ok(Addr::Unix(
-                    sa.as_pathname().map(Path::to_path_buf).unwrap_or_default(),
-                ))
-            }
+            Stream::Unix(s) => Ok(Addr::Unix(unix_path(&s.local_addr()?).unwrap_or_default())),
         }
     }
 }
@@ -384,12 +379,7 @@ impl Datagram {
     pub fn local_addr(&self) -> io::Result<Addr> {
         match self {
             Datagram::Udp(s) => s.local_addr().map(Addr::Inet),
-            Datagram::Unix(s) => {
-                let sa = s.local_addr()?;
-                Ok(Addr::Unix(
-                    sa.as_pathname().map(Path::to_path_buf).unwrap_or_default(),
-                ))
-            }
+            Datagram::Unix(s) => Ok(Addr::Unix(unix_path(&s.local_addr()?).unwrap_or_default())),
         }
     }
 
@@ -407,7 +397,7 @@ impl Datagram {
             }
             Datagram::Unix(s) => {
                 let (n, sa) = s.recv_from(buf).await?;
-                (n, PeerAddr::Unix(sa.as_pathname().map(Path::to_path_buf)))
+                (n, PeerAddr::Unix(unix_path(&sa)))
             }
         };
         Ok((n, n == buf.len(), peer))

@@ -451,3 +451,20 @@ fn listen_keep_open_serves_many_peers_and_broadcasts_stdin() {
         assert_eq!(&buf, b"to all\n");
     }
 }
+
+#[test]
+fn connect_speaks_unix_stream_and_unix_datagram() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, name) in [(None, "stream.sock"), (Some("--udp"), "dgram.sock")] {
+        let path = format!("unix:{}", dir.path().join(name).display());
+        let mut cmd = sockit();
+        cmd.args(["echo", "--upper", "--listen", &path]).args(flag);
+        let mut server = Proc::spawn(cmd);
+        server.wait_for_stderr("listening on");
+        let mut cmd = sockit();
+        cmd.arg("connect").args(flag).arg(&path);
+        let (code, out, err) = run_with_input(cmd, b"over a unix socket\n");
+        assert_eq!(code, 0, "{flag:?}: {err}");
+        assert_eq!(out, b"OVER A UNIX SOCKET\n", "{flag:?}");
+    }
+}
