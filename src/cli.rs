@@ -345,6 +345,11 @@ async fn run_echo(args: EchoArgs) -> Result<(), Failure> {
             .map_err(Failure::from);
     }
     let mode = args.mode.unwrap_or(echo::default_mode(args.udp));
+    if args.udp && mode == Mode::Process {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--mode process needs a stream socket: a datagram has no connection to hand a child"
+        )));
+    }
     let config = args.engine.config("echo", mode);
     let opts = args.engine.bind_options();
     let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;

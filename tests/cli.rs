@@ -65,6 +65,7 @@ fn invalid_command_line_input_exits_2_with_clap_error() {
     for args in [
         &["echo", "--listen", "nonsense"][..],
         &["echo", "--mode", "forking"],
+        &["echo", "--udp", "--mode", "process"],
         &["connect"],
         &["bench", "echo", "127.0.0.1:1", "--conns", "many"],
         &["frobnicate"],
