@@ -255,7 +255,7 @@ async fn a_denied_peer_is_closed_at_once_and_allowed_peers_are_served() {
         },
         ..Config::default()
     };
-    let server = start_at("0.0.0.0:0", Echo::default(), config).await;
+    let server = start_at("127.0.0.1:0", Echo::default(), config).await;
     let port = common::port(&server.addr);
     let denied: Addr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut s = Stream::connect(&denied).await.unwrap();
