@@ -6,6 +6,7 @@
 //! ```text
 //!  cli            clap types; `main.rs` only parses, sets up tracing and calls in here
 //!  service        one module per service (echo, framed_echo, netcat, bench, serve)
+//!  session        what every framed service shares: hello, auth, error frames
 //!  wire           the frame format, sans-IO: codec state machine + Connection wrapper
 //!  server         the engine: serve(listener, handler, config, shutdown); modes, limits, drain
 //!  net            bind/connect: TCP, UDP, Unix stream/datagram, socket options, ACL
@@ -20,5 +21,6 @@ pub mod cli;
 pub mod net;
 pub mod server;
 pub mod service;
+pub mod session;
 pub mod text;
 pub mod wire;

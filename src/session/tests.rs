@@ -1,0 +1,375 @@
+//! Handshake tests over in-memory pipes, with paused time so delays and deadlines cost nothing.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::Serialize;
+use tokio::io::{duplex, AsyncWriteExt, DuplexStream};
+use tokio::time::Instant;
+
+use super::*;
+use crate::session::auth::Nonce;
+use crate::session::{FIRST_FAILURE_DELAY, HANDSHAKE_TIMEOUT, NONCE_BYTES};
+use crate::wire::{encode_frame, Message, WireError};
+
+type Conn = Connection<DuplexStream>;
+
+const PEER: Option<IpAddr> = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
+
+fn pair() -> (Conn, Conn) {
+    let (client, server) = duplex(64 * 1024);
+    (Connection::new(client), Connection::new(server))
+}
+
+fn token(secret: &str) -> Token {
+    Token::for_tests(secret)
+}
+
+/// Runs both halves to completion over a fresh pipe.
+async fn run(
+    client_cfg: &SessionConfig,
+    client_token: Option<&Token>,
+    server_token: Option<&Token>,
+    limiter: &AuthLimiter,
+) -> (
+    Result<(), SessionError>,
+    Result<(), SessionError>,
+    Conn,
+    Conn,
+) {
+    let (mut client, mut server) = pair();
+    let server_cfg = SessionConfig::new("exec");
+    let (client_res, server_res) = tokio::join!(
+        connect(&mut client, client_cfg, client_token),
+        accept(&mut server, &server_cfg, server_token, PEER, limiter),
+    );
+    (client_res, server_res, client, server)
+}
+
+/// A message type no handshake expects.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Rogue {
+    Exec { argv: Vec<String> },
+}
+
+impl Message for Rogue {}
+
+async fn send_hello(client: &mut Conn, service: &str, version: u32) {
+    let hello = Hello {
+        service: service.into(),
+        version,
+    };
+    client.write_frame(&hello, &[]).await.expect("hello");
+}
+
+async fn read_challenge(client: &mut Conn) -> Nonce {
+    match client.read_frame::<ServerMessage>().await {
+        Ok(Some(ServerMessage::Challenge { nonce })) => decode_hex32(&nonce).expect("hex nonce"),
+        other => panic!("expected a challenge, got {other:?}"),
+    }
+}
+
+async fn read_error_code(client: &mut Conn) -> String {
+    match client.read_frame::<ErrorFrame>().await {
+        Ok(Some(frame)) => frame.code,
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+}
+
+/// A correct `auth` answer to `server_nonce`, as an honest client would send it.
+fn answer(token: &Token, server_nonce: &Nonce) -> ClientMessage {
+    let client_nonce = [7u8; NONCE_BYTES];
+    let transcript = Transcript {
+        service: "exec",
+        server_nonce,
+        client_nonce: &client_nonce,
+    };
+    ClientMessage::Auth {
+        nonce: hex::encode(client_nonce),
+        mac: hex::encode(transcript.client_proof(token).expect("mac")),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn matching_tokens_authenticate_both_ways_and_lift_the_pre_auth_limits() {
+    let (t, limiter) = (token("secret"), AuthLimiter::new());
+    let cfg = SessionConfig::new("exec");
+    let (client_res, server_res, mut client, mut server) =
+        run(&cfg, Some(&t), Some(&t), &limiter).await;
+    client_res.expect("client authenticated the server");
+    server_res.expect("server authenticated the client");
+    // A 20 KiB header would break the 16 KiB pre-auth cap.
+    let big = ErrorFrame::new("note", "x".repeat(20 * 1024));
+    client.write_frame(&big, &[]).await.expect("write");
+    server.write_frame(&big, &[]).await.expect("write");
+    assert_eq!(server.read_frame().await.ok(), Some(Some(big.clone())));
+    assert_eq!(client.read_frame().await.ok(), Some(Some(big)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wrong_token_is_auth_failed_on_both_sides() {
+    let limiter = AuthLimiter::new();
+    let cfg = SessionConfig::new("exec");
+    let (client_res, server_res, ..) = run(
+        &cfg,
+        Some(&token("guess")),
+        Some(&token("secret")),
+        &limiter,
+    )
+    .await;
+    let (client_err, server_err) = (client_res.unwrap_err(), server_res.unwrap_err());
+    assert!(matches!(server_err, SessionError::AuthFailed));
+    assert!(matches!(&client_err, SessionError::Remote(f) if f.code == "auth_failed"));
+    assert_eq!(client_err.code(), "auth_failed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_without_a_token_is_told_the_server_requires_one() {
+    let (mut client, mut server) = pair();
+    let (t, cfg, limiter) = (
+        token("secret"),
+        SessionConfig::new("exec"),
+        AuthLimiter::new(),
+    );
+    let tokenless = async move {
+        // The caller drops the connection after a failed handshake, as a client would.
+        connect(&mut client, &cfg, None).await
+    };
+    let server_cfg = SessionConfig::new("exec");
+    let (client_res, server_res) = tokio::join!(
+        tokenless,
+        accept(&mut server, &server_cfg, Some(&t), PEER, &limiter)
+    );
+    assert!(matches!(client_res, Err(SessionError::TokenRequired)));
+    assert_eq!(client_res.unwrap_err().code(), "token_required");
+    assert!(matches!(server_res, Err(SessionError::Closed)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_skips_auth_is_refused_with_auth_required() {
+    let (mut client, mut server) = pair();
+    let (t, limiter, cfg) = (
+        token("secret"),
+        AuthLimiter::new(),
+        SessionConfig::new("exec"),
+    );
+    let rogue = async {
+        send_hello(&mut client, "exec", PROTOCOL_VERSION).await;
+        read_challenge(&mut client).await;
+        let exec = Rogue::Exec {
+            argv: vec!["id".into()],
+        };
+        client.write_frame(&exec, &[]).await.expect("write");
+        read_error_code(&mut client).await
+    };
+    let (code, server_res) =
+        tokio::join!(rogue, accept(&mut server, &cfg, Some(&t), PEER, &limiter));
+    assert_eq!(code, "auth_required");
+    assert!(matches!(server_res, Err(SessionError::AuthRequired)));
+    assert_eq!(limiter.penalty(PEER), FIRST_FAILURE_DELAY);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replayed_auth_answer_fails_on_a_new_connection() {
+    let (t, limiter, cfg) = (
+        token("secret"),
+        AuthLimiter::new(),
+        SessionConfig::new("exec"),
+    );
+    let (mut client, mut server) = pair();
+    let recorded = async {
+        send_hello(&mut client, "exec", PROTOCOL_VERSION).await;
+        let auth = answer(&t, &read_challenge(&mut client).await);
+        client.write_frame(&auth, &[]).await.expect("write");
+        let welcome = client.read_frame::<ServerMessage>().await.expect("read");
+        assert!(matches!(
+            welcome,
+            Some(ServerMessage::Welcome { mac: Some(_) })
+        ));
+        auth
+    };
+    let (auth, first) = tokio::join!(
+        recorded,
+        accept(&mut server, &cfg, Some(&t), PEER, &limiter)
+    );
+    first.expect("the original answer is accepted");
+
+    let (mut client, mut server) = pair();
+    let replay = async {
+        send_hello(&mut client, "exec", PROTOCOL_VERSION).await;
+        read_challenge(&mut client).await;
+        client.write_frame(&auth, &[]).await.expect("write");
+        read_error_code(&mut client).await
+    };
+    let (code, second) = tokio::join!(replay, accept(&mut server, &cfg, Some(&t), PEER, &limiter));
+    assert_eq!(code, "auth_failed");
+    assert!(matches!(second, Err(SessionError::AuthFailed)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_with_another_token_is_detected_by_the_client() {
+    let (mut client, mut server) = pair();
+    let cfg = SessionConfig::new("exec");
+    let fake = async {
+        let _hello: Hello = server.read_frame().await.expect("read").expect("hello");
+        let server_nonce = [3u8; NONCE_BYTES];
+        let challenge = ServerMessage::Challenge {
+            nonce: hex::encode(server_nonce),
+        };
+        server.write_frame(&challenge, &[]).await.expect("write");
+        let Some(ClientMessage::Auth { nonce, .. }) = server.read_frame().await.expect("read")
+        else {
+            panic!("expected auth");
+        };
+        let client_nonce = decode_hex32(&nonce).expect("hex");
+        let transcript = Transcript {
+            service: "exec",
+            server_nonce: &server_nonce,
+            client_nonce: &client_nonce,
+        };
+        let mac = transcript
+            .server_proof(&token("not-the-secret"))
+            .expect("mac");
+        let welcome = ServerMessage::Welcome {
+            mac: Some(hex::encode(mac)),
+        };
+        server.write_frame(&welcome, &[]).await.expect("write");
+    };
+    let secret = token("secret");
+    let (client_res, ()) = tokio::join!(connect(&mut client, &cfg, Some(&secret)), fake);
+    let err = client_res.unwrap_err();
+    assert!(matches!(err, SessionError::ServerNotAuthenticated));
+    assert_eq!(err.code(), "server_not_authenticated");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_holding_a_token_refuses_a_server_that_skips_the_challenge() {
+    let cfg = SessionConfig::new("exec");
+    let t = token("secret");
+    let (client_res, server_res, ..) = run(&cfg, Some(&t), None, &AuthLimiter::new()).await;
+    assert!(matches!(
+        client_res,
+        Err(SessionError::ServerNotAuthenticated)
+    ));
+    server_res.expect("an open server welcomes anyone");
+    let (client_res, server_res, ..) = run(&cfg, None, None, &AuthLimiter::new()).await;
+    client_res.expect("no token, no auth");
+    server_res.expect("no token, no auth");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_at_the_wrong_service_gets_wrong_service() {
+    let cfg = SessionConfig::new("files");
+    let t = token("secret");
+    let (client_res, server_res, ..) = run(&cfg, Some(&t), Some(&t), &AuthLimiter::new()).await;
+    match client_res {
+        Err(SessionError::Remote(frame)) => {
+            assert_eq!(frame.code, "wrong_service");
+            assert_eq!(frame.message, "this port serves exec, not files");
+        }
+        other => panic!("expected wrong_service, got {other:?}"),
+    }
+    assert!(matches!(server_res, Err(SessionError::WrongService { .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unsupported_version_is_refused() {
+    let (mut client, mut server) = pair();
+    let (t, cfg) = (token("secret"), SessionConfig::new("exec"));
+    let future_client = async {
+        send_hello(&mut client, "exec", PROTOCOL_VERSION + 1).await;
+        read_error_code(&mut client).await
+    };
+    let limiter = AuthLimiter::new();
+    let (code, server_res) = tokio::join!(
+        future_client,
+        accept(&mut server, &cfg, Some(&t), PEER, &limiter)
+    );
+    assert_eq!(code, "unsupported_version");
+    assert!(matches!(
+        server_res,
+        Err(SessionError::UnsupportedVersion { asked: 2, .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_oversized_pre_auth_header_is_rejected() {
+    let (mut client, mut server) = pair();
+    let (t, cfg) = (token("secret"), SessionConfig::new("exec"));
+    let hog = async {
+        send_hello(&mut client, &"x".repeat(20 * 1024), PROTOCOL_VERSION).await;
+        read_error_code(&mut client).await
+    };
+    let limiter = AuthLimiter::new();
+    let (code, server_res) = tokio::join!(hog, accept(&mut server, &cfg, Some(&t), PEER, &limiter));
+    assert_eq!(code, "header_too_large");
+    assert!(matches!(
+        server_res,
+        Err(SessionError::Wire(WireError::HeaderTooLarge {
+            max: 16384,
+            ..
+        }))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slowloris_hello_is_closed_at_the_handshake_timeout() {
+    let (client_io, server_io) = duplex(64 * 1024);
+    let (mut client_io, mut server) = (client_io, Connection::new(server_io));
+    let mut hello = bytes::BytesMut::new();
+    let hello_msg = Hello {
+        service: "exec".into(),
+        version: 1,
+    };
+    encode_frame(&hello_msg, &[], &mut hello).expect("encode");
+    assert!(hello.len() > 20, "the hello outlasts the deadline");
+    let (t, cfg, limiter) = (
+        token("secret"),
+        SessionConfig::new("exec"),
+        AuthLimiter::new(),
+    );
+    let start = Instant::now();
+    let drip = async {
+        for byte in hello.iter() {
+            client_io.write_all(&[*byte]).await.expect("write");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    let server_side = async {
+        let res = accept(&mut server, &cfg, Some(&t), PEER, &limiter).await;
+        (res, start.elapsed())
+    };
+    let ((), (server_res, elapsed)) = tokio::join!(drip, server_side);
+    assert!(matches!(server_res, Err(SessionError::Timeout(d)) if d == HANDSHAKE_TIMEOUT));
+    assert!(elapsed >= HANDSHAKE_TIMEOUT && elapsed < HANDSHAKE_TIMEOUT + Duration::from_secs(1));
+    drop(server);
+    let mut client = Connection::new(client_io);
+    assert_eq!(read_error_code(&mut client).await, "timeout");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_attempts_from_one_source_wait_longer_each_time() {
+    let limiter = AuthLimiter::new();
+    let (good, bad) = (token("secret"), token("guess"));
+    let cfg = SessionConfig::new("exec");
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        let start = Instant::now();
+        let (client_res, ..) = run(&cfg, Some(&bad), Some(&good), &limiter).await;
+        assert_eq!(client_res.unwrap_err().code(), "auth_failed");
+        waits.push(start.elapsed());
+    }
+    // Each attempt waits out the delay it owes, then the doubled delay of its own failure.
+    let expected = [100, 100 + 200, 200 + 400, 400 + 800].map(Duration::from_millis);
+    for (wait, expected) in waits.iter().zip(expected) {
+        assert!(
+            *wait >= expected && *wait < expected + Duration::from_millis(50),
+            "{waits:?}"
+        );
+    }
+    assert_eq!(limiter.penalty(PEER), Duration::from_millis(800));
+    let (client_res, server_res, ..) = run(&cfg, Some(&good), Some(&good), &limiter).await;
+    client_res.expect("the right token still works");
+    server_res.expect("the right token still works");
+    assert_eq!(limiter.penalty(PEER), Duration::ZERO);
+}
