@@ -4,6 +4,7 @@
 # driven by `sockit bench echo` over {1,64 conns} x {64 B, 16 KiB} x {pipeline 1,16}, plus
 # connection rate and UDP echo with 1 and 16 clients. Peers are interleaved within each
 # repetition; the summary quotes medians and sockit/tokio ratios.
+# PIN=1 pins servers and load generator to separate cores.
 # MATRIX=0 skips the throughput matrix; ONLY=REGEX runs only the cells whose name matches. Then (unless HOLD=0) idle-connection memory: 10,000 and 50,000 held connections.
 #
 # usage: bench/compare.sh [SECONDS_PER_CELL (3)] [REPETITIONS (3)]
@@ -15,6 +16,8 @@ DUR=${1:-3}
 REPS=${2:-3}
 HOLD=${HOLD:-1}
 MATRIX=${MATRIX:-1}
+# PIN=1: servers on CPU 0, the load generator on CPU 1, so they do not steal each other's core.
+if [ "${PIN:-0}" = 1 ]; then SRV="taskset -c 0"; CLI="taskset -c 1"; else SRV=""; CLI=""; fi
 OUT=${OUT:-$(mktemp -d /tmp/sockit-bench.XXXXXX)}
 mkdir -p "$OUT"
 
@@ -41,11 +44,11 @@ wait_addr() {
 start_servers() { # $1 = "" or "--udp"
   local udp=$1 tag=${1:+udp}
   tag=${tag:-tcp}
-  "$SOCKIT" echo --listen 127.0.0.1:0 --max-conns 60000 $udp 2>"$OUT/sockit-$tag.addr" &
+  $SRV "$SOCKIT" echo --listen 127.0.0.1:0 --max-conns 60000 $udp 2>"$OUT/sockit-$tag.addr" &
   pids+=($!)
-  "$TOKIO" $udp >"$OUT/tokio-$tag.addr" &
+  $SRV "$TOKIO" $udp >"$OUT/tokio-$tag.addr" &
   pids+=($!)
-  python3 bench/py_upper_echo.py $udp >"$OUT/python-$tag.addr" &
+  $SRV python3 bench/py_upper_echo.py $udp >"$OUT/python-$tag.addr" &
   pids+=($!)
 }
 
@@ -62,7 +65,7 @@ run_cell() { # cell-name peer transport bench-args...
   local cell=$1 peer=$2 tag=$3
   shift 3
   local json
-  json=$("$SOCKIT" -q bench echo "${ADDR[$peer-$tag]}" --duration "${DUR}s" --json "$@" || echo '{}')
+  json=$($CLI "$SOCKIT" -q bench echo "${ADDR[$peer-$tag]}" --duration "${DUR}s" --json "$@" || echo '{}')
   printf '{"cell":"%s","peer":"%s","report":%s}\n' "$cell" "$peer" "$json" >>"$RESULTS"
 }
 
