@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod echo;
+pub mod exec;
 pub mod framed_echo;
 pub mod netcat;
 pub mod serve;

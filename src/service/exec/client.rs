@@ -1,0 +1,243 @@
+//! The client half: authenticate, send one `run`, forward local stdin and signals while
+//! writing the command's output locally as it arrives, and return its exit status.
+
+use std::io;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::messages::{ClientMessage, RemoteExit, ServerMessage, SignalName};
+use super::{session_config, split_framed, OUTPUT_CHUNK_BYTES};
+use crate::net::{Addr, Stream};
+use crate::session::{self, SessionError, Token};
+use crate::text::escape_one_line;
+use crate::wire::{Connection, ErrorFrame, WireError};
+
+/// Longest remote error text kept.
+const MAX_REMOTE_TEXT_CHARS: usize = 500;
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRequest {
+    /// Program and arguments (or, with `shell`, the words of one shell line).
+    pub argv: Vec<String>,
+    /// Ask for `sh -c` (the server must allow it).
+    pub shell: bool,
+}
+
+/// The local ends a remote command is wired to.
+#[derive(Debug)]
+pub struct LocalIo<I, O, E> {
+    /// Forwarded to the command's stdin, then closed at EOF.
+    pub stdin: I,
+    /// Receives the command's stdout.
+    pub stdout: O,
+    /// Receives the command's stderr.
+    pub stderr: E,
+    /// Signals to forward to the command's process group (e.g. SIGINT on Ctrl-C).
+    pub signals: mpsc::Receiver<SignalName>,
+}
+
+/// How a remote command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// Its exit status.
+    pub exit: RemoteExit,
+    /// An error the server reported before the exit, e.g. `not_found` before exit 127
+    /// (text escaped).
+    pub error: Option<ErrorFrame>,
+}
+
+/// Everything that can stop a remote command from reporting an exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The server could not be reached.
+    #[error("{0}")]
+    Connect(io::Error),
+    /// The handshake failed (wrong token, wrong service, …).
+    #[error("{0}")]
+    Session(#[from] SessionError),
+    /// The connection broke or the server sent an invalid frame.
+    #[error("{0}")]
+    Wire(#[from] WireError),
+    /// The server refused the request (text escaped).
+    #[error("the server refused: {} ({})", .0.message, .0.code)]
+    Remote(ErrorFrame),
+    /// The server closed the connection without an exit status.
+    #[error("the server closed the connection before the command's exit status")]
+    Closed,
+    /// The server broke the exec protocol.
+    #[error("exec protocol error: {0}")]
+    Protocol(&'static str),
+    /// Writing the command's output locally failed.
+    #[error("cannot write the command's output: {0}")]
+    Local(io::Error),
+}
+
+impl ExecError {
+    /// Stable snake_case code: the server's for a refusal, else what failed locally.
+    pub fn code(&self) -> &str {
+        match self {
+            ExecError::Connect(_) => "connect",
+            ExecError::Session(e) => e.code(),
+            ExecError::Wire(e) => e.code(),
+            ExecError::Remote(frame) => &frame.code,
+            ExecError::Closed => "closed",
+            ExecError::Protocol(_) => "protocol_error",
+            ExecError::Local(_) => "local_io",
+        }
+    }
+}
+
+/// Runs `request` on the exec server at `addr`, authenticating with `token`.
+///
+/// Output is written to `io.stdout` / `io.stderr` as it arrives, and local stdin is forwarded
+/// at the same time, so the remote command never waits on a full pipe.
+///
+/// # Errors
+///
+/// [`ExecError`]: anything that keeps the command's exit status from arriving. A command
+/// that fails still returns `Ok` with its status.
+pub async fn run<I, O, E>(
+    addr: &Addr,
+    token: &Token,
+    request: &RunRequest,
+    io: LocalIo<I, O, E>,
+) -> Result<RunOutcome, ExecError>
+where
+    I: AsyncRead + Unpin,
+    O: AsyncWrite + Unpin,
+    E: AsyncWrite + Unpin,
+{
+    let cfg = session_config();
+    let stream = tokio::time::timeout(cfg.handshake_timeout, Stream::connect(addr))
+        .await
+        .map_err(|_| ExecError::Connect(io::ErrorKind::TimedOut.into()))?
+        .map_err(ExecError::Connect)?;
+    let mut framed = Connection::new(stream);
+    session::connect(&mut framed, &cfg, Some(token)).await?;
+    let run = ClientMessage::Run {
+        argv: request.argv.clone(),
+        shell: request.shell,
+    };
+    framed.write_frame(&run, &[]).await?;
+    let (mut reader, mut writer) = split_framed(framed, cfg.limits);
+    let LocalIo {
+        stdin,
+        stdout,
+        stderr,
+        signals,
+    } = io;
+    let receive = receive_output(&mut reader, stdout, stderr);
+    let send = send_input(&mut writer, stdin, signals);
+    tokio::pin!(receive, send);
+    let mut sending = true;
+    loop {
+        tokio::select! {
+            res = &mut receive => return res,
+            // A failed send means the server is gone or done; `receive` says which.
+            _ = &mut send, if sending => sending = false,
+        }
+    }
+}
+
+/// Reads the server's frames until `exit`, writing output bodies locally as they arrive.
+async fn receive_output<R, O, E>(
+    reader: &mut Connection<R>,
+    mut stdout: O,
+    mut stderr: E,
+) -> Result<RunOutcome, ExecError>
+where
+    R: AsyncRead + AsyncWrite + Unpin,
+    O: AsyncWrite + Unpin,
+    E: AsyncWrite + Unpin,
+{
+    let mut error = None;
+    loop {
+        match reader.read_frame::<ServerMessage>().await? {
+            None => return Err(error.map_or(ExecError::Closed, ExecError::Remote)),
+            Some(ServerMessage::Stdout { .. }) => copy_body(reader, &mut stdout).await?,
+            Some(ServerMessage::Stderr { .. }) => copy_body(reader, &mut stderr).await?,
+            Some(ServerMessage::Error { code, message }) => {
+                error = Some(ErrorFrame::new(
+                    escape_one_line(&code, MAX_REMOTE_TEXT_CHARS),
+                    escape_one_line(&message, MAX_REMOTE_TEXT_CHARS),
+                ));
+            }
+            Some(ServerMessage::Exit { code, signal }) => {
+                let exit = match (code, signal) {
+                    (Some(code), _) => RemoteExit::Code(code),
+                    (None, Some(sig)) => RemoteExit::Signal(sig),
+                    (None, None) => {
+                        return Err(ExecError::Protocol("an exit with neither code nor signal"))
+                    }
+                };
+                return Ok(RunOutcome { exit, error });
+            }
+        }
+    }
+}
+
+async fn copy_body<R, W>(reader: &mut Connection<R>, out: &mut W) -> Result<(), ExecError>
+where
+    R: AsyncRead + AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    while let Some(chunk) = reader.read_body_chunk().await? {
+        out.write_all(&chunk).await.map_err(ExecError::Local)?;
+    }
+    out.flush().await.map_err(ExecError::Local)
+}
+
+/// Forwards local stdin as `stdin` frames then `stdin_eof`, and `signals` as `signal`
+/// frames, until both are exhausted.
+///
+/// # Cancel safety
+///
+/// Not cancel safe (a frame may be half written); dropped only when the run is over.
+async fn send_input<W, I>(
+    writer: &mut Connection<W>,
+    mut stdin: I,
+    mut signals: mpsc::Receiver<SignalName>,
+) -> Result<(), WireError>
+where
+    W: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + Unpin,
+{
+    let mut buf = vec![0u8; OUTPUT_CHUNK_BYTES];
+    let (mut stdin_open, mut signals_open) = (true, true);
+    while stdin_open || signals_open {
+        // Both are cancel safe: a read that loses the race has read nothing.
+        tokio::select! {
+            n = stdin.read(&mut buf), if stdin_open => {
+                stdin_open = send_stdin(writer, &buf, n).await?;
+            }
+            sig = signals.recv(), if signals_open => match sig {
+                Some(signal) => writer.write_frame(&ClientMessage::Signal { signal }, &[]).await?,
+                None => signals_open = false,
+            },
+        }
+    }
+    Ok(())
+}
+
+/// Sends one chunk of local stdin, or `stdin_eof` at its end (a read error counts as the
+/// end); returns whether stdin is still open.
+async fn send_stdin<W: AsyncRead + AsyncWrite + Unpin>(
+    writer: &mut Connection<W>,
+    buf: &[u8],
+    read: io::Result<usize>,
+) -> Result<bool, WireError> {
+    match read {
+        Ok(n) if n > 0 => {
+            writer
+                .write_frame(&ClientMessage::Stdin { size: n as u64 }, &buf[..n])
+                .await?;
+            Ok(true)
+        }
+        _ => {
+            writer.write_frame(&ClientMessage::StdinEof, &[]).await?;
+            Ok(false)
+        }
+    }
+}

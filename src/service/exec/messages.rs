@@ -1,0 +1,235 @@
+//! The exec protocol's typed frames, named by their sender.
+//!
+//! ```text
+//! client                                         server
+//!   {"type":"run","argv":["ls","-l"],"shell":false} ->
+//!   {"type":"stdin","size":N} + N bytes          ->      (any number, then)
+//!   {"type":"stdin_eof"}                         ->
+//!   {"type":"signal","signal":"INT"}             ->      (any time)
+//!                                                <-  {"type":"stdout","size":N} + N bytes
+//!                                                <-  {"type":"stderr","size":N} + N bytes
+//!                                                <-  {"type":"error","code":"…","message":"…"}
+//!                                                <-  {"type":"exit","code":0,"signal":null}
+//! ```
+//!
+//! `exit` is the server's last frame. An `error` is followed by `exit` only when the command
+//! got as far as a shell would have (`not_found` then exit 127); otherwise the server closes.
+
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+
+use crate::wire::Message;
+
+/// A frame from the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Run a command: the first frame after the handshake, once per connection.
+    Run {
+        /// Program and arguments; with `shell`, the words joined by spaces form one
+        /// `sh -c` line (ssh's rule).
+        argv: Vec<String>,
+        /// Run through `sh -c`; honoured only by a server started with `--shell`.
+        #[serde(default)]
+        shell: bool,
+    },
+    /// Bytes for the command's stdin follow.
+    Stdin {
+        /// Body length in bytes.
+        size: u64,
+    },
+    /// The client's stdin ended: close the command's stdin.
+    StdinEof,
+    /// Deliver a signal to the command's process group.
+    Signal {
+        /// Which signal.
+        signal: SignalName,
+    },
+}
+
+impl Message for ClientMessage {
+    fn body_size(&self) -> u64 {
+        match self {
+            ClientMessage::Stdin { size } => *size,
+            _ => 0,
+        }
+    }
+}
+
+/// A frame from the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ServerMessage {
+    /// Bytes the command wrote to its stdout follow.
+    Stdout {
+        /// Body length in bytes.
+        size: u64,
+    },
+    /// Bytes the command wrote to its stderr follow.
+    Stderr {
+        /// Body length in bytes.
+        size: u64,
+    },
+    /// The command ended: exactly one of `code` and `signal` is set.
+    Exit {
+        /// Exit code, if it exited.
+        code: Option<i32>,
+        /// Number of the signal that killed it, if one did.
+        signal: Option<i32>,
+    },
+    /// The request was refused or failed; see the module docs for what follows.
+    Error {
+        /// Machine-readable snake_case code, e.g. `command_not_allowed`.
+        code: String,
+        /// Human-readable sentence.
+        message: String,
+    },
+}
+
+impl Message for ServerMessage {
+    fn body_size(&self) -> u64 {
+        match self {
+            ServerMessage::Stdout { size } | ServerMessage::Stderr { size } => *size,
+            _ => 0,
+        }
+    }
+}
+
+impl ServerMessage {
+    /// An `error` frame.
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The signals a client may forward, by their names without `SIG`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum SignalName {
+    /// SIGHUP.
+    Hup,
+    /// SIGINT (Ctrl-C).
+    Int,
+    /// SIGQUIT.
+    Quit,
+    /// SIGKILL.
+    Kill,
+    /// SIGTERM.
+    Term,
+    /// SIGUSR1.
+    Usr1,
+    /// SIGUSR2.
+    Usr2,
+}
+
+impl From<SignalName> for Signal {
+    fn from(name: SignalName) -> Signal {
+        match name {
+            SignalName::Hup => Signal::SIGHUP,
+            SignalName::Int => Signal::SIGINT,
+            SignalName::Quit => Signal::SIGQUIT,
+            SignalName::Kill => Signal::SIGKILL,
+            SignalName::Term => Signal::SIGTERM,
+            SignalName::Usr1 => Signal::SIGUSR1,
+            SignalName::Usr2 => Signal::SIGUSR2,
+        }
+    }
+}
+
+/// How the remote command ended, as carried by the `exit` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteExit {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal number.
+    Signal(i32),
+}
+
+impl RemoteExit {
+    /// The local exit status by ssh's rule: the remote code, or 128+N when killed by signal N.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            // Like a shell, only the low 8 bits of a code survive.
+            RemoteExit::Code(code) => (code & 0xff) as u8,
+            RemoteExit::Signal(n) => u8::try_from(128 + n.clamp(0, 127)).unwrap_or(255),
+        }
+    }
+
+    /// The `exit` frame for this status.
+    pub fn to_message(self) -> ServerMessage {
+        match self {
+            RemoteExit::Code(code) => ServerMessage::Exit {
+                code: Some(code),
+                signal: None,
+            },
+            RemoteExit::Signal(n) => ServerMessage::Exit {
+                code: None,
+                signal: Some(n),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for RemoteExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RemoteExit::Code(code) => write!(f, "exit {code}"),
+            RemoteExit::Signal(n) => write!(f, "signal {n}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_serialize_with_their_type_tag() {
+        let run = ClientMessage::Run {
+            argv: vec!["ls".into(), "a b".into()],
+            shell: false,
+        };
+        assert_eq!(
+            serde_json::to_string(&run).unwrap(),
+            r#"{"type":"run","argv":["ls","a b"],"shell":false}"#
+        );
+        let sig: ClientMessage =
+            serde_json::from_str(r#"{"type":"signal","signal":"INT"}"#).unwrap();
+        assert_eq!(
+            sig,
+            ClientMessage::Signal {
+                signal: SignalName::Int
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&RemoteExit::Signal(9).to_message()).unwrap(),
+            r#"{"type":"exit","code":null,"signal":9}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ServerMessage::error("not_found", "no such program")).unwrap(),
+            r#"{"type":"error","code":"not_found","message":"no such program"}"#
+        );
+    }
+
+    #[test]
+    fn unknown_signals_and_fields_are_rejected() {
+        for bad in [
+            r#"{"type":"signal","signal":"SEGV"}"#,
+            r#"{"type":"run","argv":["ls"],"env":{}}"#,
+            r#"{"type":"stdin"}"#,
+        ] {
+            assert!(serde_json::from_str::<ClientMessage>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_ssh() {
+        assert_eq!(RemoteExit::Code(3).exit_code(), 3);
+        assert_eq!(RemoteExit::Code(256 + 7).exit_code(), 7);
+        assert_eq!(RemoteExit::Signal(9).exit_code(), 137);
+        assert_eq!(RemoteExit::Signal(2).exit_code(), 130);
+    }
+}

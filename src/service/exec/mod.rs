@@ -1,0 +1,127 @@
+//! `sockit exec`: remote command execution, the tutorials' "simulated ssh" made safe and exact.
+//! Authenticated sessions, argv by default, output streamed as frames, ssh's exit codes.
+//!
+//! One connection runs one command: the session handshake (always with a token), a `run`
+//! request, then stdout/stderr frames from the server and stdin/signal frames from the client
+//! flowing at once, and finally the server's `exit` (see [`messages`] for the frames).
+//!
+//! Seams for what is not here yet: TLS wraps the stream before [`ExecServer`] sees it (the
+//! handler is generic over the engine's `Conn`), a pty would be a `run` field and another
+//! spawn path in `server.rs`, and `exec shell` / `--compat tutorial` are separate front ends.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use sockit::service::exec::{run, LocalIo, RunRequest};
+//! use sockit::session::Token;
+//!
+//! # async fn demo(token: Token) -> Result<(), sockit::service::exec::ExecError> {
+//! let addr = "127.0.0.1:7008".parse().unwrap();
+//! let request = RunRequest { argv: vec!["uname".into(), "-a".into()], shell: false };
+//! let (_signals, rx) = tokio::sync::mpsc::channel(1);
+//! let io = LocalIo {
+//!     stdin: tokio::io::empty(),
+//!     stdout: tokio::io::stdout(),
+//!     stderr: tokio::io::stderr(),
+//!     signals: rx,
+//! };
+//! let outcome = run(&addr, &token, &request, io).await?;
+//! std::process::exit(i32::from(outcome.exit.exit_code()));
+//! # }
+//! ```
+
+mod client;
+pub mod messages;
+mod server;
+
+use std::io::Cursor;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{
+    AsyncRead, AsyncReadExt, AsyncWrite, Chain, Empty, Join, ReadHalf, Sink, WriteHalf,
+};
+
+use crate::session::SessionConfig;
+use crate::wire::{Connection, Limits, WireError, MAX_HEADER_BYTES};
+
+pub use client::{run, ExecError, LocalIo, RunOutcome, RunRequest};
+pub use messages::{ClientMessage, RemoteExit, ServerMessage, SignalName};
+pub use server::{ExecConfig, ExecServer};
+
+/// The service name sent in the hello.
+pub const SERVICE: &str = "exec";
+
+/// Default listen address of `sockit exec serve`: loopback only.
+pub const DEFAULT_EXEC_ADDR: &str = "127.0.0.1:7008";
+
+/// Largest command line accepted, in bytes (each argument counts one more for its
+/// separator). Kept well under the header cap so an overlong command gets a clear
+/// `command_too_long` rather than a bare `header_too_large`.
+pub const MAX_COMMAND_BYTES: usize = 32 * 1024;
+
+/// Largest body of one `stdin`, `stdout` or `stderr` frame a peer accepts.
+pub const MAX_DATA_FRAME_BYTES: u64 = 1024 * 1024;
+
+/// Size of the reads from the child's pipes and from local stdin: one frame each at most.
+pub const OUTPUT_CHUNK_BYTES: usize = 32 * 1024;
+
+/// Deadline for the `run` request once the handshake is done.
+pub const RUN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The session settings both halves use: service `exec`, data frames capped.
+pub fn session_config() -> SessionConfig {
+    SessionConfig {
+        limits: Limits {
+            max_header: MAX_HEADER_BYTES,
+            max_body: MAX_DATA_FRAME_BYTES,
+        },
+        ..SessionConfig::new(SERVICE)
+    }
+}
+
+/// A refusal sent as an `error` frame: a stable code and a sentence.
+#[derive(Debug, Clone)]
+struct Refusal {
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn to_message(&self) -> ServerMessage {
+        ServerMessage::error(self.code, self.message.clone())
+    }
+}
+
+impl From<&WireError> for Refusal {
+    fn from(e: &WireError) -> Self {
+        Refusal::new(e.code(), e.to_string())
+    }
+}
+
+/// The read side of a split session: bytes already buffered, then the stream.
+type ReadSide<S> = Join<Chain<Cursor<BytesMut>, ReadHalf<S>>, Sink>;
+/// The write side of a split session.
+type WriteSide<S> = Join<Empty, WriteHalf<S>>;
+
+/// Splits a framed connection so frames can be read and written at the same time, keeping
+/// the bytes the handshake connection had already buffered. Call only at a frame boundary.
+fn split_framed<S: AsyncRead + AsyncWrite + Unpin>(
+    framed: Connection<S>,
+    limits: Limits,
+) -> (Connection<ReadSide<S>>, Connection<WriteSide<S>>) {
+    let (stream, buffered) = framed.into_parts();
+    let (rd, wr) = tokio::io::split(stream);
+    let rd = Cursor::new(buffered).chain(rd);
+    (
+        Connection::with_limits(tokio::io::join(rd, tokio::io::sink()), limits),
+        Connection::new(tokio::io::join(tokio::io::empty(), wr)),
+    )
+}
