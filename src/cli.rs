@@ -13,9 +13,11 @@ use crate::net::{parse_net, Acl, Addr, BindOptions, Datagram, Listener, DEFAULT_
 use crate::server::{self, serve, serve_datagram, Config, Mode, ProcessCommand};
 use crate::service::bench::{self, BenchError, EchoLoad, HoldLoad};
 use crate::service::echo::{self, Echo, EchoDatagram};
+use crate::service::exec::{self, ExecConfig, ExecServer, LocalIo, RunRequest, SignalName};
 use crate::service::framed_echo::FramedEcho;
 use crate::service::netcat::{self, ListenOptions, NetcatError};
 use crate::service::serve::{bind_all, ServeConfig, DEFAULT_CONFIG};
+use crate::session::{load_token, Token};
 
 /// A socket toolkit: echo, netcat, load generator and more, secure by default.
 #[derive(Debug, Parser)]
@@ -43,9 +45,63 @@ pub enum Command {
     Connect(ConnectArgs),
     /// Listen on ADDR for a peer (like `nc -l`), or run a command per connection (--exec).
     Listen(ListenArgs),
+    /// Remote command execution with token auth (a safe "simulated ssh").
+    #[command(subcommand)]
+    Exec(ExecCommand),
     /// Load generators.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// `sockit exec ...`.
+#[derive(Debug, Subcommand)]
+pub enum ExecCommand {
+    /// Run commands for authenticated clients, one per connection.
+    Serve(ExecServeArgs),
+    /// Run one command on an exec server; exits with its status (ssh's rule).
+    Run(ExecRunArgs),
+}
+
+/// `sockit exec serve`.
+#[derive(Debug, Args)]
+pub struct ExecServeArgs {
+    /// Address: HOST:PORT, [IPv6]:PORT or unix:/path.
+    #[arg(long, default_value = exec::DEFAULT_EXEC_ADDR)]
+    pub listen: Addr,
+    /// File holding the token (mode 0600); else SOCKIT_TOKEN; else one is generated and printed.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Allow clients to run `sh -c LINE` (exec run --shell).
+    #[arg(long, conflicts_with = "allow_cmd")]
+    pub shell: bool,
+    /// Only run this program (exact argv[0]; repeatable).
+    #[arg(long)]
+    pub allow_cmd: Vec<String>,
+    /// Kill a command's whole process group after this long (e.g. 30s, 5m).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Maximum concurrent sessions; more wait in the backlog.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_CONNS)]
+    pub max_conns: usize,
+}
+
+/// `sockit exec run`.
+#[derive(Debug, Args)]
+pub struct ExecRunArgs {
+    /// The exec server: HOST:PORT, [IPv6]:PORT or unix:/path.
+    pub addr: Addr,
+    /// File holding the token (mode 0600); else SOCKIT_TOKEN.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Give up after this long (exit 255; the server then kills the command).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Run the words as one `sh -c` line (the server must run with --shell).
+    #[arg(long)]
+    pub shell: bool,
+    /// The program and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 /// Engine options shared by servers.
@@ -264,14 +320,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
-/// How a command failed, for the exit code: 1 network error, 2 usage error.
+/// How a command failed, for the exit code: 1 network error, 2 usage error, or an explicit
+/// code (`exec run`: the remote status, 255 for a connection, protocol or auth error).
 #[derive(Debug)]
 pub enum Failure {
     /// Bad input: exit 2.
     Usage(anyhow::Error),
     /// Network or other runtime error: exit 1.
     Runtime(anyhow::Error),
+    /// Exit with `code`, printing `error` if there is one.
+    Exit {
+        /// The process exit status.
+        code: u8,
+        /// What to report on stderr first.
+        error: Option<anyhow::Error>,
+    },
 }
+
+/// `exec run`'s status for a failure that is not the remote command's (ssh's rule).
+const EXEC_FAILURE_CODE: u8 = 255;
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
@@ -300,6 +367,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             .await
             .map_err(netcat_failure),
         Command::Listen(args) => run_listen(args).await,
+        Command::Exec(ExecCommand::Serve(args)) => run_exec_serve(args).await,
+        Command::Exec(ExecCommand::Run(args)) => run_exec_run(args).await,
         Command::Bench(cmd) => run_bench(cmd).await,
     }
 }
@@ -409,6 +478,99 @@ async fn run_listen(args: ListenArgs) -> Result<(), Failure> {
         raw: args.raw,
     };
     netcat::listen(opts, shutdown).await.map_err(netcat_failure)
+}
+
+async fn run_exec_serve(args: ExecServeArgs) -> Result<(), Failure> {
+    let token =
+        match load_token(args.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))? {
+            Some(token) => token,
+            None => {
+                let token = Token::generate().context("exec")?;
+                // Shown once, to the operator, on stdout; never logged.
+                println!("exec token: {}", token.reveal());
+                token
+            }
+        };
+    let config = ExecConfig {
+        shell: args.shell,
+        allow_cmds: args.allow_cmd,
+        timeout: args.timeout,
+        ..ExecConfig::default()
+    };
+    let engine = Config {
+        service: exec::SERVICE.into(),
+        max_conns: args.max_conns,
+        // A quiet command may run for hours; --timeout bounds commands, and the handshake and
+        // the run request have their own deadlines.
+        idle_timeout: None,
+        ..Config::default()
+    };
+    let listener = Listener::bind(&args.listen, &BindOptions::default())
+        .await
+        .context("exec")?;
+    let addr = listener.local_addr().context("exec")?;
+    if !addr.is_local() {
+        tracing::warn!(%addr, "exec listens beyond loopback: anyone holding the token can run commands");
+    }
+    let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
+    eprintln!("exec listening on {addr}");
+    serve(listener, ExecServer::new(config, token), engine, shutdown)
+        .await
+        .context("exec")?;
+    Ok(())
+}
+
+async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
+    let fail = |e: anyhow::Error| Failure::Exit {
+        code: EXEC_FAILURE_CODE,
+        error: Some(e),
+    };
+    let token = load_token(args.token_file.as_deref())
+        .map_err(|e| fail(e.into()))?
+        .ok_or_else(|| {
+            fail(anyhow::anyhow!(
+                "no token: give --token-file or set SOCKIT_TOKEN"
+            ))
+        })?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    // Ctrl-C goes to the remote command, which decides whether to die of it.
+    let mut interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot install signal handlers")
+        .map_err(fail)?;
+    tokio::spawn(async move {
+        while interrupts.recv().await.is_some() {
+            if tx.send(SignalName::Int).await.is_err() {
+                break;
+            }
+        }
+    });
+    let io = LocalIo {
+        stdin: tokio::io::stdin(),
+        stdout: tokio::io::stdout(),
+        stderr: tokio::io::stderr(),
+        signals: rx,
+    };
+    let request = RunRequest {
+        argv: args.command,
+        shell: args.shell,
+    };
+    let running = exec::run(&args.addr, &token, &request, io);
+    let result = match args.timeout {
+        Some(limit) => tokio::time::timeout(limit, running).await.map_err(|_| {
+            fail(anyhow::anyhow!(
+                "the command did not finish within {limit:?}"
+            ))
+        })?,
+        None => running.await,
+    };
+    let outcome = result.map_err(|e| fail(e.into()))?;
+    if let Some(error) = &outcome.error {
+        eprintln!("sockit: remote: {} ({})", error.message, error.code);
+    }
+    match outcome.exit.exit_code() {
+        0 => Ok(()),
+        code => Err(Failure::Exit { code, error: None }),
+    }
 }
 
 async fn run_bench(cmd: BenchCommand) -> Result<(), Failure> {

@@ -42,5 +42,11 @@ fn main() -> ExitCode {
             eprintln!("sockit: {e:#}");
             ExitCode::from(1)
         }
+        Err(Failure::Exit { code, error }) => {
+            if let Some(e) = error {
+                eprintln!("sockit: {e:#}");
+            }
+            ExitCode::from(code)
+        }
     }
 }
