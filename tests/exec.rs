@@ -1,0 +1,493 @@
+//! The exec service end to end: in-process servers on port 0 driven by the library client or
+//! by raw frames, and the built binary for exit codes, tokens and server memory.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{sockit, start, Proc, TestServer, TEST_TIMEOUT};
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+use sockit::net::{Addr, Stream};
+use sockit::server::Config;
+use sockit::service::exec::{
+    self, run, ClientMessage, ExecConfig, ExecError, ExecServer, LocalIo, RemoteExit, RunOutcome,
+    RunRequest, ServerMessage, SignalName,
+};
+use sockit::session::{self, Token};
+use sockit::wire::Connection;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+async fn start_exec(config: ExecConfig) -> (TestServer, Token) {
+    let token = Token::generate().unwrap();
+    let engine = Config {
+        service: "exec".into(),
+        idle_timeout: None,
+        ..Config::default()
+    };
+    let server = start(ExecServer::new(config, token.clone()), engine).await;
+    (server, token)
+}
+
+struct Ran {
+    outcome: Result<RunOutcome, ExecError>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// Runs `argv` with `stdin`, forwarding whatever arrives on `signals`.
+async fn run_with(
+    addr: &Addr,
+    token: &Token,
+    argv: &[&str],
+    shell: bool,
+    stdin: &[u8],
+    signals: mpsc::Receiver<SignalName>,
+) -> Ran {
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let request = RunRequest {
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        shell,
+    };
+    let io = LocalIo {
+        stdin,
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+        signals,
+    };
+    let outcome = timeout(TEST_TIMEOUT, run(addr, token, &request, io))
+        .await
+        .expect("the run finishes in time");
+    Ran {
+        outcome,
+        stdout,
+        stderr,
+    }
+}
+
+async fn run_cmd(addr: &Addr, token: &Token, argv: &[&str], shell: bool, stdin: &[u8]) -> Ran {
+    let (_, signals) = mpsc::channel(1);
+    run_with(addr, token, argv, shell, stdin, signals).await
+}
+
+fn exit_of(ran: &Ran) -> RemoteExit {
+    ran.outcome.as_ref().expect("an exit status").exit
+}
+
+fn refusal_code(ran: &Ran) -> String {
+    match &ran.outcome {
+        Err(e) => e.code().to_owned(),
+        Ok(outcome) => panic!("expected a refusal, got {outcome:?}"),
+    }
+}
+
+async fn assert_still_serves(addr: &Addr, token: &Token) {
+    let ran = run_cmd(addr, token, &["echo", "still serving"], false, b"").await;
+    assert_eq!(exit_of(&ran), RemoteExit::Code(0));
+    assert_eq!(ran.stdout, b"still serving\n");
+}
+
+/// A framed connection that has completed the handshake.
+async fn authenticated(addr: &Addr, token: &Token) -> Connection<Stream> {
+    let mut conn = Connection::new(Stream::connect(addr).await.unwrap());
+    timeout(
+        TEST_TIMEOUT,
+        session::connect(&mut conn, &exec::session_config(), Some(token)),
+    )
+    .await
+    .unwrap()
+    .expect("handshake");
+    conn
+}
+
+async fn next_frame(conn: &mut Connection<Stream>) -> Option<ServerMessage> {
+    timeout(TEST_TIMEOUT, conn.read_frame())
+        .await
+        .expect("a frame in time")
+        .expect("a valid frame")
+}
+
+#[tokio::test]
+async fn stdout_and_stderr_arrive_separately_with_the_exit_code() {
+    let config = ExecConfig {
+        shell: true,
+        ..ExecConfig::default()
+    };
+    let (server, token) = start_exec(config).await;
+    let ran = run_cmd(
+        &server.addr,
+        &token,
+        &["echo out;", "echo err >&2;", "exit 3"],
+        true,
+        b"",
+    )
+    .await;
+    assert_eq!(exit_of(&ran), RemoteExit::Code(3));
+    assert_eq!(ran.stdout, b"out\n");
+    assert_eq!(ran.stderr, b"err\n");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn argv_form_keeps_spaces_and_never_runs_a_shell() {
+    let (server, token) = start_exec(ExecConfig::default()).await;
+    let ran = run_cmd(
+        &server.addr,
+        &token,
+        &["printf", "%s|", "a b", "$HOME;x"],
+        false,
+        b"",
+    )
+    .await;
+    assert_eq!(exit_of(&ran), RemoteExit::Code(0));
+    assert_eq!(ran.stdout, b"a b|$HOME;x|");
+    let shell = run_cmd(&server.addr, &token, &["exit 3"], true, b"").await;
+    assert_eq!(refusal_code(&shell), "shell_not_allowed");
+    assert_still_serves(&server.addr, &token).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn stdin_is_forwarded_with_its_eof() {
+    let (server, token) = start_exec(ExecConfig::default()).await;
+    let input: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    // More than the pipes hold in both directions: cat must read and write at once.
+    let cat = run_cmd(&server.addr, &token, &["cat"], false, &input).await;
+    assert_eq!(exit_of(&cat), RemoteExit::Code(0));
+    assert!(cat.stdout == input, "cat returned different bytes");
+    let wc = run_cmd(&server.addr, &token, &["wc", "-c"], false, &input).await;
+    assert_eq!(String::from_utf8_lossy(&wc.stdout).trim(), "1000000");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_refused_and_the_next_client_is_served() {
+    let (server, token) = start_exec(ExecConfig::default()).await;
+    let wrong = Token::generate().unwrap();
+    let ran = run_cmd(&server.addr, &wrong, &["echo", "hi"], false, b"").await;
+    assert_eq!(refusal_code(&ran), "auth_failed");
+    assert!(ran.stdout.is_empty());
+    assert_still_serves(&server.addr, &token).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_command_outside_allow_cmd_is_refused_and_the_next_client_is_served() {
+    let config = ExecConfig {
+        allow_cmds: vec!["echo".into()],
+        ..ExecConfig::default()
+    };
+    let (server, token) = start_exec(config).await;
+    let ran = run_cmd(&server.addr, &token, &["cat", "/etc/passwd"], false, b"").await;
+    assert_eq!(refusal_code(&ran), "command_not_allowed");
+    let by_path = run_cmd(&server.addr, &token, &["/bin/echo", "x"], false, b"").await;
+    assert_eq!(refusal_code(&by_path), "command_not_allowed");
+    assert_still_serves(&server.addr, &token).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_program_reports_not_found_and_exit_127() {
+    let (server, token) = start_exec(ExecConfig::default()).await;
+    let ran = run_cmd(&server.addr, &token, &["no-such-program-xyz"], false, b"").await;
+    let outcome = ran.outcome.expect("an exit status");
+    assert_eq!(outcome.exit, RemoteExit::Code(127));
+    assert_eq!(outcome.exit.exit_code(), 127);
+    assert_eq!(outcome.error.map(|e| e.code), Some("not_found".to_owned()));
+    assert_still_serves(&server.addr, &token).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn overlong_command_lines_are_refused_and_the_next_client_is_served() {
+    let (server, token) = start_exec(ExecConfig::default()).await;
+    let long = "x".repeat(exec::MAX_COMMAND_BYTES);
+    let ran = run_cmd(&server.addr, &token, &["echo", &long], false, b"").await;
+    assert_eq!(refusal_code(&ran), "command_too_long");
+    assert_still_serves(&server.addr, &token).await;
+    // A 1 MiB command line does not even fit in a header: refused before it is sent.
+    let huge = "x".repeat(1024 * 1024);
+    let ran = run_cmd(&server.addr, &token, &["echo", &huge], false, b"").await;
+    assert_eq!(refusal_code(&ran), "header_too_large");
+    assert_still_serves(&server.addr, &token).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_run_header_with_a_duplicate_argv_key_is_an_invalid_header() {
+    let (server, token) = start_exec(ExecConfig::default()).await;
+    let mut conn = authenticated(&server.addr, &token).await;
+    let header = br#"{"type":"run","argv":["echo","hi"],"argv":["rm","-rf","/"]}"#;
+    let mut raw = u32::try_from(header.len()).unwrap().to_be_bytes().to_vec();
+    raw.extend_from_slice(header);
+    conn.get_mut().write_all(&raw).await.unwrap();
+    match next_frame(&mut conn).await {
+        Some(ServerMessage::Error { code, .. }) => assert_eq!(code, "invalid_header"),
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+    assert_eq!(next_frame(&mut conn).await, None, "closed after the error");
+    assert_still_serves(&server.addr, &token).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_child_that_never_exits_is_killed_at_the_timeout() {
+    let config = ExecConfig {
+        timeout: Some(Duration::from_millis(300)),
+        ..ExecConfig::default()
+    };
+    let (server, token) = start_exec(config).await;
+    let ran = run_cmd(&server.addr, &token, &["sleep", "1000"], false, b"").await;
+    assert_eq!(exit_of(&ran), RemoteExit::Signal(9));
+    assert_eq!(exit_of(&ran).exit_code(), 137);
+    assert_still_serves(&server.addr, &token).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_forwarded_signal_reaches_the_command() {
+    let (server, token) = start_exec(ExecConfig::default()).await;
+    let (tx, signals) = mpsc::channel(1);
+    // The run frame precedes the signal on the wire, so the child exists when it arrives.
+    tx.send(SignalName::Term).await.unwrap();
+    let ran = run_with(
+        &server.addr,
+        &token,
+        &["sleep", "1000"],
+        false,
+        b"",
+        signals,
+    )
+    .await;
+    assert_eq!(exit_of(&ran), RemoteExit::Signal(15));
+    assert_eq!(exit_of(&ran).exit_code(), 143);
+    server.stop().await.unwrap();
+}
+
+/// Whether `pid` is gone: no such process, or a zombie waiting for a reaper we do not control.
+fn is_gone(pid: i32) -> bool {
+    if kill(Pid::from_raw(pid), None).is_err() {
+        return true;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+    state.is_empty() || state.starts_with('Z')
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_takes_the_grandchild_down_too() {
+    let (server, token) = start_exec(ExecConfig::default()).await;
+    let mut conn = authenticated(&server.addr, &token).await;
+    let run = ClientMessage::Run {
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            "sleep 1000 & echo $!; wait".into(),
+        ],
+        shell: false,
+    };
+    conn.write_frame(&run, &[]).await.unwrap();
+    let mut out = Vec::new();
+    while !out.ends_with(b"\n") {
+        match next_frame(&mut conn).await {
+            Some(ServerMessage::Stdout { .. }) => {
+                while let Some(chunk) = conn.read_body_chunk().await.unwrap() {
+                    out.extend_from_slice(&chunk);
+                }
+            }
+            other => panic!("expected stdout, got {other:?}"),
+        }
+    }
+    let pid: i32 = String::from_utf8_lossy(&out).trim().parse().unwrap();
+    assert!(
+        !is_gone(pid),
+        "the grandchild runs while the client is connected"
+    );
+    drop(conn);
+    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+    while !is_gone(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "grandchild {pid} outlived its client"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_still_serves(&server.addr, &token).await;
+    server.stop().await.unwrap();
+}
+
+// ---- the built binary ----
+
+fn token_file(token: &str) -> tempfile::NamedTempFile {
+    // NamedTempFile is created with mode 0600, as a token file must be.
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(file, "{token}").unwrap();
+    file
+}
+
+fn start_exec_binary(token_path: &std::path::Path) -> (Proc, String) {
+    let mut cmd = sockit();
+    cmd.args(["exec", "serve", "--listen", "127.0.0.1:0", "--token-file"])
+        .arg(token_path)
+        .stdout(Stdio::null());
+    let mut proc = Proc::spawn(cmd);
+    let addr = proc.listening_addr();
+    (proc, addr)
+}
+
+/// Runs `cmd` with `input`; returns (exit code, stdout, stderr), bounded by a timeout.
+fn output_of(mut cmd: Command, input: &[u8]) -> (i32, Vec<u8>, String) {
+    let mut child = cmd
+        .env_remove("SOCKIT_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(out) = rx.recv_timeout(TEST_TIMEOUT) else {
+        let _ = kill(Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        panic!("command did not exit: {cmd:?}");
+    };
+    let out = out.unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn exec_run(addr: &str, token_path: Option<&std::path::Path>, command: &[&str]) -> Command {
+    let mut cmd = sockit();
+    cmd.args(["exec", "run", addr]);
+    if let Some(path) = token_path {
+        cmd.arg("--token-file").arg(path);
+    }
+    cmd.arg("--").args(command);
+    cmd
+}
+
+#[test]
+fn exec_run_exits_with_the_remote_status_or_255() {
+    let token = token_file(Token::generate().unwrap().reveal());
+    let (_server, addr) = start_exec_binary(token.path());
+
+    let (code, out, _) = output_of(exec_run(&addr, Some(token.path()), &["cat"]), b"hello\n");
+    assert_eq!((code, out.as_slice()), (0, &b"hello\n"[..]));
+
+    let (code, _, _) = output_of(
+        exec_run(
+            &addr,
+            Some(token.path()),
+            &["sh", "-c", "echo e >&2; exit 3"],
+        ),
+        b"",
+    );
+    assert_eq!(code, 3);
+
+    let (code, _, err) = output_of(
+        exec_run(&addr, Some(token.path()), &["no-such-program-xyz"]),
+        b"",
+    );
+    assert_eq!(code, 127, "{err}");
+    assert!(err.contains("not_found"), "{err}");
+
+    let wrong = token_file(Token::generate().unwrap().reveal());
+    let (code, _, err) = output_of(exec_run(&addr, Some(wrong.path()), &["true"]), b"");
+    assert_eq!(code, 255, "{err}");
+    assert!(err.contains("auth_failed"), "{err}");
+
+    let (code, _, err) = output_of(exec_run(&addr, None, &["true"]), b"");
+    assert_eq!(code, 255, "{err}");
+    assert!(err.contains("no token"), "{err}");
+
+    let (code, _, _) = output_of(exec_run(&addr, Some(token.path()), &["true"]), b"");
+    assert_eq!(code, 0, "still serving after the bad clients");
+}
+
+#[test]
+fn exec_serve_without_a_token_prints_a_generated_one_once() {
+    let mut cmd = sockit();
+    cmd.args(["exec", "serve", "--listen", "127.0.0.1:0"])
+        .env_remove("SOCKIT_TOKEN")
+        .stdout(Stdio::piped());
+    let mut server = Proc::spawn(cmd);
+    let addr = server.listening_addr();
+    let mut line = String::new();
+    BufReader::new(server.child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let token = line
+        .trim()
+        .strip_prefix("exec token: ")
+        .expect("a token line");
+    assert_eq!(token.len(), 64);
+    let file = token_file(token);
+    let (code, out, err) = output_of(exec_run(&addr, Some(file.path()), &["echo", "hi"]), b"");
+    assert_eq!((code, out.as_slice()), (0, &b"hi\n"[..]), "{err}");
+}
+
+/// The server's peak resident memory, from /proc.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_slow_reader_of_100_mib_keeps_server_memory_bounded() {
+    const TOTAL: u64 = 100 * 1024 * 1024;
+    const PEAK_LIMIT_KIB: u64 = 64 * 1024;
+    let token = Token::generate().unwrap();
+    let file = token_file(token.reveal());
+    let (server, addr) = start_exec_binary(file.path());
+    let addr: Addr = addr.parse().unwrap();
+    let mut conn = authenticated(&addr, &token).await;
+    let run = ClientMessage::Run {
+        argv: vec![
+            "head".into(),
+            "-c".into(),
+            TOTAL.to_string(),
+            "/dev/zero".into(),
+        ],
+        shell: false,
+    };
+    conn.write_frame(&run, &[]).await.unwrap();
+    let (mut received, mut next_pause) = (0u64, 0u64);
+    let exit = loop {
+        if received >= next_pause {
+            // Stop reading for a while: the server must wait for us, not buffer.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            next_pause += TOTAL / 8;
+        }
+        match next_frame(&mut conn).await {
+            Some(ServerMessage::Stdout { .. }) => {
+                while let Some(chunk) = conn.read_body_chunk().await.unwrap() {
+                    received += chunk.len() as u64;
+                }
+            }
+            Some(ServerMessage::Exit { code, signal }) => break (code, signal),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(exit, (Some(0), None));
+    assert_eq!(received, TOTAL);
+    let peak = peak_rss_kib(server.child.id());
+    assert!(peak < PEAK_LIMIT_KIB, "server peak RSS {peak} KiB");
+}
