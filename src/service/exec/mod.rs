@@ -32,6 +32,7 @@
 
 mod client;
 pub mod messages;
+mod pumps;
 mod server;
 
 use std::io::Cursor;
