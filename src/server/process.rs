@@ -5,9 +5,11 @@ use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use tokio::process::Child;
 use tracing::{debug, info};
 
 use super::ConnInfo;
@@ -49,22 +51,43 @@ pub fn command_env(peer: &PeerAddr, local: &Addr) -> Vec<(&'static str, String)>
     env
 }
 
-/// Kills the child's whole process group if the connection task is dropped before the child
-/// was reaped (the drain deadline passed), so no grandchild outlives the server.
-struct GroupGuard {
-    pgid: Option<Pid>,
+/// A child's process group (the child was started with `process_group(0)`): signalled as a
+/// whole, and SIGKILLed when dropped while armed, so no grandchild outlives a cancelled
+/// connection. Disarm it once the leader is reaped, since its id may then be reused.
+#[derive(Debug)]
+pub struct ProcessGroup {
+    /// The group id, or 0 once disarmed.
+    pgid: AtomicI32,
 }
 
-impl GroupGuard {
-    fn signal(&self, sig: Signal) {
-        if let Some(pgid) = self.pgid {
-            // ESRCH only means the group is already gone.
-            let _ = killpg(pgid, sig);
+impl ProcessGroup {
+    /// The group led by `child`.
+    pub fn of(child: &Child) -> Self {
+        let pgid = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .unwrap_or(0);
+        ProcessGroup {
+            pgid: AtomicI32::new(pgid),
         }
+    }
+
+    /// Sends `sig` to every process in the group (nothing once disarmed).
+    pub fn signal(&self, sig: Signal) {
+        let pgid = self.pgid.load(Ordering::Relaxed);
+        if pgid > 0 {
+            // ESRCH only means the group is already gone.
+            let _ = killpg(Pid::from_raw(pgid), sig);
+        }
+    }
+
+    /// Stops signalling the group: call after reaping the leader.
+    pub fn disarm(&self) {
+        self.pgid.store(0, Ordering::Relaxed);
     }
 }
 
-impl Drop for GroupGuard {
+impl Drop for ProcessGroup {
     fn drop(&mut self) {
         self.signal(Signal::SIGKILL);
     }
@@ -93,21 +116,16 @@ pub(super) async fn run(cmd: &ProcessCommand, stream: Stream, info: &ConnInfo) -
             format!("cannot run {}: {e}", cmd.program.display()),
         )
     })?;
-    let mut guard = GroupGuard {
-        pgid: child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .map(Pid::from_raw),
-    };
-    debug!(pid = ?guard.pgid, "started child");
+    let group = ProcessGroup::of(&child);
+    debug!(pid = ?child.id(), "started child");
     let status = tokio::select! {
         status = child.wait() => status?,
         _ = info.shutdown.cancelled() => {
-            guard.signal(Signal::SIGTERM);
+            group.signal(Signal::SIGTERM);
             child.wait().await?
         }
     };
-    guard.pgid = None;
+    group.disarm();
     info!(%status, "child exited");
     Ok(())
 }

@@ -2,53 +2,14 @@
 //! frames to it, and the pump that streams its output back.
 
 use std::io;
-use std::sync::atomic::{AtomicI32, Ordering};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 
 use super::messages::{ClientMessage, ServerMessage};
 use super::{Refusal, OUTPUT_CHUNK_BYTES};
+use crate::server::ProcessGroup;
 use crate::wire::{Connection, WireError};
-
-/// The child's process group: signalled as a whole, and SIGKILLed when dropped while armed
-/// (a cancelled session), so no grandchild outlives it.
-pub(super) struct ProcessGroup {
-    /// The group id, or 0 once the leader is reaped and the id may be reused.
-    pgid: AtomicI32,
-}
-
-impl ProcessGroup {
-    pub(super) fn of(child: &Child) -> Self {
-        let pgid = child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .unwrap_or(0);
-        ProcessGroup {
-            pgid: AtomicI32::new(pgid),
-        }
-    }
-
-    pub(super) fn signal(&self, sig: Signal) {
-        let pgid = self.pgid.load(Ordering::Relaxed);
-        if pgid > 0 {
-            // ESRCH only means the group is already gone.
-            let _ = killpg(Pid::from_raw(pgid), sig);
-        }
-    }
-
-    pub(super) fn disarm(&self) {
-        self.pgid.store(0, Ordering::Relaxed);
-    }
-}
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        self.signal(Signal::SIGKILL);
-    }
-}
 
 /// Why the client's side of a session ended.
 pub(super) enum InputEnd {

@@ -12,8 +12,9 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{info, warn};
 
 use super::messages::{ClientMessage, RemoteExit};
-use super::pumps::{pump_input, pump_output, InputEnd, ProcessGroup};
+use super::pumps::{pump_input, pump_output, InputEnd};
 use super::{split_framed, Refusal, MAX_COMMAND_BYTES, RUN_REQUEST_TIMEOUT};
+use crate::server::ProcessGroup;
 use crate::server::{command_env, Conn, ConnInfo, Handler};
 use crate::session::{self, AuthLimiter, SessionConfig, Token};
 use crate::text::escape_one_line;
