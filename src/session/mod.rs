@@ -132,7 +132,7 @@ pub enum SessionError {
     #[error("refused by the peer: {} ({})", .0.message, .0.code)]
     Remote(ErrorFrame),
     /// Reading or writing frames failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Wire(#[from] WireError),
     /// A token could not be loaded or used.
     #[error("{0}")]

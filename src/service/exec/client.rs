@@ -55,10 +55,10 @@ pub enum ExecError {
     #[error("{0}")]
     Connect(io::Error),
     /// The handshake failed (wrong token, wrong service, …).
-    #[error("{0}")]
+    #[error(transparent)]
     Session(#[from] SessionError),
     /// The connection broke or the server sent an invalid frame.
-    #[error("{0}")]
+    #[error(transparent)]
     Wire(#[from] WireError),
     /// The server refused the request (text escaped).
     #[error("the server refused: {} ({})", .0.message, .0.code)]
