@@ -1,5 +1,7 @@
 //! Addresses, binding and connecting: TCP (v4/v6), UDP, Unix stream and datagram sockets, their
-//! socket options (through socket2), and the allow/deny address lists.
+//! socket options (through socket2), the allow/deny address lists, and the TLS wrap ([`tls`]).
+
+pub mod tls;
 
 use std::fmt;
 use std::io;
