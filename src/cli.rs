@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 
+use crate::net::tls::{Fingerprint, ServerIdentity, ServerTrust, TlsAcceptor, TlsConnector};
 use crate::net::{parse_net, Acl, Addr, BindOptions, Datagram, Listener, DEFAULT_BACKLOG};
 use crate::server::{self, serve, serve_datagram, Config, Mode, ProcessCommand};
 use crate::service::bench::{self, BenchError, EchoLoad, HoldLoad};
@@ -83,6 +84,16 @@ pub struct ExecServeArgs {
     /// Maximum concurrent sessions; more wait in the backlog.
     #[arg(long, default_value_t = server::DEFAULT_MAX_CONNS)]
     pub max_conns: usize,
+    /// Serve over TLS; without --cert/--key a self-signed certificate is generated and its
+    /// fingerprint printed for clients' --tls-pin.
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM certificate chain for --tls (leaf first).
+    #[arg(long, requires_all = ["tls", "key"])]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for --cert.
+    #[arg(long, requires_all = ["tls", "cert"])]
+    pub key: Option<PathBuf>,
 }
 
 /// `sockit exec run`.
@@ -99,6 +110,15 @@ pub struct ExecRunArgs {
     /// Run the words as one `sh -c` line (the server must run with --shell).
     #[arg(long)]
     pub shell: bool,
+    /// Connect over TLS (never falls back to plaintext); needs --tls-pin or --tls-ca.
+    #[arg(long)]
+    pub tls: bool,
+    /// Accept only the server certificate with this fingerprint (sha256:AB:CD:...).
+    #[arg(long, requires = "tls", conflicts_with = "tls_ca")]
+    pub tls_pin: Option<Fingerprint>,
+    /// Accept server certificates issued by a CA in this PEM file.
+    #[arg(long, requires = "tls")]
+    pub tls_ca: Option<PathBuf>,
     /// The program and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -512,6 +532,25 @@ async fn run_exec_serve(args: ExecServeArgs) -> Result<(), Failure> {
     if !addr.is_local() {
         tracing::warn!(%addr, "exec listens beyond loopback: anyone holding the token can run commands");
     }
+    let tls = match (args.tls, &args.cert, &args.key) {
+        (false, _, _) => None,
+        (true, Some(cert), Some(key)) => {
+            Some(ServerIdentity::from_pem_files(cert, key).map_err(|e| Failure::Usage(e.into()))?)
+        }
+        (true, _, _) => Some(ServerIdentity::self_signed(&addr).context("exec")?),
+    };
+    let config = ExecConfig {
+        tls: match tls {
+            Some(identity) => {
+                let acceptor = TlsAcceptor::new(identity).map_err(|e| Failure::Usage(e.into()))?;
+                // For clients' --tls-pin; public, so stdout next to the token line.
+                println!("tls fingerprint: {}", acceptor.fingerprint());
+                Some(acceptor)
+            }
+            None => None,
+        },
+        ..config
+    };
     let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
     eprintln!("exec listening on {addr}");
     serve(listener, ExecServer::new(config, token), engine, shutdown)
@@ -524,6 +563,21 @@ async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
     let fail = |e: anyhow::Error| Failure::Exit {
         code: EXEC_FAILURE_CODE,
         error: Some(e),
+    };
+    let trust = match (args.tls, args.tls_pin, args.tls_ca) {
+        (false, _, _) => None,
+        (true, Some(pin), _) => Some(ServerTrust::Pin(pin)),
+        (true, None, Some(ca)) => Some(ServerTrust::CaFile(ca)),
+        (true, None, None) => {
+            return Err(Failure::Usage(anyhow::anyhow!(
+                "--tls needs --tls-pin FINGERPRINT or --tls-ca FILE; the fingerprint is the \
+                 `tls fingerprint: sha256:...` line `sockit exec serve --tls` prints at start"
+            )))
+        }
+    };
+    let tls = match trust {
+        Some(trust) => Some(TlsConnector::new(&trust).map_err(|e| Failure::Usage(e.into()))?),
+        None => None,
     };
     let token = load_token(args.token_file.as_deref())
         .map_err(|e| fail(e.into()))?
@@ -554,7 +608,12 @@ async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
         argv: args.command,
         shell: args.shell,
     };
-    let running = exec::run(&args.addr, &token, &request, io);
+    let running = async {
+        match &tls {
+            Some(tls) => exec::run_tls(&args.addr, tls, &token, &request, io).await,
+            None => exec::run(&args.addr, &token, &request, io).await,
+        }
+    };
     let result = match args.timeout {
         Some(limit) => tokio::time::timeout(limit, running).await.map_err(|_| {
             fail(anyhow::anyhow!(

@@ -58,6 +58,14 @@ pub enum TlsError {
     /// rustls refused the configuration (e.g. a key that does not match the certificate).
     #[error("invalid TLS configuration: {0}")]
     Config(rustls::Error),
+    /// The server's certificate is not the pinned one.
+    #[error("the server's certificate is {got}, not the pinned {expected}: refusing to connect")]
+    PinMismatch {
+        /// The pinned fingerprint.
+        expected: Fingerprint,
+        /// The fingerprint of the certificate the server presented.
+        got: Fingerprint,
+    },
     /// The handshake failed: not TLS on the other side, a certificate not trusted, ….
     #[error("TLS handshake failed: {0}")]
     Handshake(io::Error),
@@ -327,7 +335,27 @@ impl TlsConnector {
         tokio::time::timeout(self.handshake_timeout, self.inner.connect(name, stream))
             .await
             .map_err(|_| TlsError::Timeout(self.handshake_timeout))?
-            .map_err(TlsError::Handshake)
+            .map_err(client_error)
+    }
+}
+
+/// A failed client handshake, with a pin mismatch brought out of rustls' error.
+fn client_error(err: io::Error) -> TlsError {
+    let mismatch = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|tls| match tls {
+            rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+                other.0.downcast_ref::<PinMismatch>()
+            }
+            _ => None,
+        });
+    match mismatch {
+        Some(m) => TlsError::PinMismatch {
+            expected: m.expected,
+            got: m.got,
+        },
+        None => TlsError::Handshake(err),
     }
 }
 
@@ -344,9 +372,10 @@ struct PinnedCert {
     provider: Arc<CryptoProvider>,
 }
 
-/// The server presented another certificate than the pinned one.
+/// The server presented another certificate than the pinned one; carried through rustls and
+/// turned into [`TlsError::PinMismatch`] by [`client_error`].
 #[derive(Debug, thiserror::Error)]
-#[error("the server's certificate is {got}, not the pinned {expected}: refusing to connect")]
+#[error("the server's certificate is {got}, not the pinned {expected}")]
 struct PinMismatch {
     expected: Fingerprint,
     got: Fingerprint,

@@ -82,7 +82,9 @@ async fn a_pin_that_does_not_match_is_refused_with_both_fingerprints() {
     let wrong = Fingerprint::of(b"some other certificate");
     let connector = TlsConnector::new(&ServerTrust::Pin(wrong)).unwrap();
     let (client, server) = handshake(&acceptor, &connector).await;
-    let message = client.unwrap_err().to_string();
+    let err = client.unwrap_err();
+    assert!(matches!(err, TlsError::PinMismatch { .. }), "{err:?}");
+    let message = err.to_string();
     assert!(message.contains(&wrong.to_string()), "{message}");
     assert!(
         message.contains(&acceptor.fingerprint().to_string()),

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use super::messages::{ClientMessage, RemoteExit, ServerMessage, SignalName};
 use super::{session_config, split_framed, OUTPUT_CHUNK_BYTES};
+use crate::net::tls::{TlsConnector, TlsError};
 use crate::net::{Addr, Stream};
 use crate::session::{self, SessionError, Token};
 use crate::text::escape_one_line;
@@ -54,6 +55,9 @@ pub enum ExecError {
     /// The server could not be reached.
     #[error("{0}")]
     Connect(io::Error),
+    /// The TLS handshake failed (pin mismatch, untrusted certificate, a plaintext server, …).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The handshake failed (wrong token, wrong service, …).
     #[error(transparent)]
     Session(#[from] SessionError),
@@ -79,6 +83,7 @@ impl ExecError {
     pub fn code(&self) -> &str {
         match self {
             ExecError::Connect(_) => "connect",
+            ExecError::Tls(_) => "tls",
             ExecError::Session(e) => e.code(),
             ExecError::Wire(e) => e.code(),
             ExecError::Remote(frame) => &frame.code,
@@ -109,11 +114,54 @@ where
     O: AsyncWrite + Unpin,
     E: AsyncWrite + Unpin,
 {
-    let cfg = session_config();
-    let stream = tokio::time::timeout(cfg.handshake_timeout, Stream::connect(addr))
+    let stream = connect(addr).await?;
+    run_on(stream, token, request, io).await
+}
+
+/// Like [`run`], over TLS: the server must present a certificate `tls` trusts. Never falls
+/// back to plaintext.
+///
+/// # Errors
+///
+/// As [`run`], plus [`ExecError::Tls`] when the TLS handshake fails.
+pub async fn run_tls<I, O, E>(
+    addr: &Addr,
+    tls: &TlsConnector,
+    token: &Token,
+    request: &RunRequest,
+    io: LocalIo<I, O, E>,
+) -> Result<RunOutcome, ExecError>
+where
+    I: AsyncRead + Unpin,
+    O: AsyncWrite + Unpin,
+    E: AsyncWrite + Unpin,
+{
+    let stream = connect(addr).await?;
+    let stream = tls.connect(addr, stream).await?;
+    run_on(stream, token, request, io).await
+}
+
+async fn connect(addr: &Addr) -> Result<Stream, ExecError> {
+    tokio::time::timeout(session_config().handshake_timeout, Stream::connect(addr))
         .await
         .map_err(|_| ExecError::Connect(io::ErrorKind::TimedOut.into()))?
-        .map_err(ExecError::Connect)?;
+        .map_err(ExecError::Connect)
+}
+
+/// The session and the run over a connected stream, plaintext or TLS.
+async fn run_on<S, I, O, E>(
+    stream: S,
+    token: &Token,
+    request: &RunRequest,
+    io: LocalIo<I, O, E>,
+) -> Result<RunOutcome, ExecError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + Unpin,
+    O: AsyncWrite + Unpin,
+    E: AsyncWrite + Unpin,
+{
+    let cfg = session_config();
     let mut framed = Connection::new(stream);
     session::connect(&mut framed, &cfg, Some(token)).await?;
     let run = ClientMessage::Run {

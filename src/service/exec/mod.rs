@@ -5,8 +5,8 @@
 //! request, then stdout/stderr frames from the server and stdin/signal frames from the client
 //! flowing at once, and finally the server's `exit` (see [`messages`] for the frames).
 //!
-//! Seams for what is not here yet: TLS wraps the stream before [`ExecServer`] sees it (the
-//! handler is generic over the engine's `Conn`), a pty would be a `run` field and another
+//! TLS ([`ExecConfig::tls`], [`run_tls`]) wraps the stream inside the connection's task before
+//! the session starts. Seams for what is not here yet: a pty would be a `run` field and another
 //! spawn path in `server.rs`, and `exec shell` / `--compat tutorial` are separate front ends.
 //!
 //! # Example
@@ -46,7 +46,7 @@ use tokio::io::{
 use crate::session::SessionConfig;
 use crate::wire::{Connection, Limits, WireError, MAX_HEADER_BYTES};
 
-pub use client::{run, ExecError, LocalIo, RunOutcome, RunRequest};
+pub use client::{run, run_tls, ExecError, LocalIo, RunOutcome, RunRequest};
 pub use messages::{ClientMessage, RemoteExit, ServerMessage, SignalName};
 pub use server::{ExecConfig, ExecServer};
 

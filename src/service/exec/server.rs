@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use super::messages::{ClientMessage, RemoteExit};
 use super::pumps::{pump_input, pump_output, InputEnd};
 use super::{split_framed, Refusal, MAX_COMMAND_BYTES, RUN_REQUEST_TIMEOUT};
+use crate::net::tls::TlsAcceptor;
 use crate::server::ProcessGroup;
 use crate::server::{command_env, Conn, ConnInfo, Handler};
 use crate::session::{self, AuthLimiter, SessionConfig, Token};
@@ -40,6 +41,9 @@ pub struct ExecConfig {
     pub run_request_timeout: Duration,
     /// The handshake: service name, deadline, post-auth limits.
     pub session: SessionConfig,
+    /// Wrap every connection in TLS first (its handshake deadline is
+    /// [`TlsAcceptor::handshake_timeout`]); `None` serves plaintext.
+    pub tls: Option<TlsAcceptor>,
 }
 
 impl Default for ExecConfig {
@@ -50,6 +54,7 @@ impl Default for ExecConfig {
             timeout: None,
             run_request_timeout: RUN_REQUEST_TIMEOUT,
             session: super::session_config(),
+            tls: None,
         }
     }
 }
@@ -72,6 +77,10 @@ impl ExecServer {
     }
 }
 
+/// What a session runs over: the engine's [`Conn`], or TLS around it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
 /// A program and its arguments, validated and ready to spawn.
 struct Plan {
     program: String,
@@ -87,7 +96,24 @@ enum Ending {
 
 impl Handler for ExecServer {
     async fn handle(&self, conn: Conn, info: ConnInfo) -> io::Result<()> {
-        let mut framed = Connection::new(conn);
+        let Some(tls) = &self.config.tls else {
+            return self.serve_session(conn, info).await;
+        };
+        // In the connection's task, under its own deadline: a slow client holds only itself.
+        match tls.accept(conn).await {
+            Ok(stream) => self.serve_session(stream, info).await,
+            Err(e) => {
+                warn!(peer = %info.peer, service = "exec", error = %e, "tls handshake failed");
+                Ok(())
+            }
+        }
+    }
+}
+
+impl ExecServer {
+    /// The session over a ready stream, plaintext or TLS: authenticate, run, log.
+    async fn serve_session<S: Stream>(&self, stream: S, info: ConnInfo) -> io::Result<()> {
+        let mut framed = Connection::new(stream);
         let peer_ip = info.peer.ip();
         let accepted = session::accept(
             &mut framed,
@@ -112,11 +138,13 @@ impl Handler for ExecServer {
         info!(peer = %info.peer, service = "exec", argv = %argv, %status, duration_ms, "exec session");
         Ok(())
     }
-}
 
-impl ExecServer {
     /// Reads the request, runs it and reports; returns the escaped command line and the ending.
-    async fn run_session(&self, mut framed: Connection<Conn>, info: &ConnInfo) -> (String, Ending) {
+    async fn run_session<S: Stream>(
+        &self,
+        mut framed: Connection<S>,
+        info: &ConnInfo,
+    ) -> (String, Ending) {
         let request = timeout(
             self.config.run_request_timeout,
             framed.read_frame::<ClientMessage>(),
@@ -210,9 +238,9 @@ impl ExecServer {
 
     /// A missing or non-executable program is answered like a shell: an error, then exit 127
     /// or 126.
-    async fn report_spawn_failure(
+    async fn report_spawn_failure<S: Stream>(
         &self,
-        framed: &mut Connection<Conn>,
+        framed: &mut Connection<S>,
         plan: &Plan,
         err: &io::Error,
     ) -> Ending {
@@ -245,9 +273,9 @@ impl ExecServer {
 
     /// Streams the child's output, forwards input and signals, enforces the timeout, and
     /// reports the exit. The group dies with the session however it ends.
-    async fn supervise(
+    async fn supervise<S: Stream>(
         &self,
-        framed: Connection<Conn>,
+        framed: Connection<S>,
         mut child: Child,
         info: &ConnInfo,
     ) -> Ending {
@@ -327,7 +355,7 @@ impl ExecServer {
 }
 
 /// Writes `refusal` and ends the session.
-async fn refuse(framed: &mut Connection<Conn>, refusal: Refusal) -> Ending {
+async fn refuse<S: Stream>(framed: &mut Connection<S>, refusal: Refusal) -> Ending {
     if framed.write_frame(&refusal.to_message(), &[]).await.is_ok() {
         close(framed).await;
     }
@@ -335,7 +363,7 @@ async fn refuse(framed: &mut Connection<Conn>, refusal: Refusal) -> Ending {
 }
 
 /// Half-closes after the last frame and lets the client close first (see [`drain`]).
-async fn close(framed: &mut Connection<Conn>) {
+async fn close<S: Stream>(framed: &mut Connection<S>) {
     let stream = framed.get_mut();
     let _ = stream.shutdown().await;
     drain(stream).await;
