@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +14,7 @@ use crate::net::{parse_net, Acl, Addr, BindOptions, Datagram, Listener, DEFAULT_
 use crate::server::{self, serve, serve_datagram, Config, Mode, ProcessCommand};
 use crate::service::bench::{self, BenchError, EchoLoad, HoldLoad};
 use crate::service::echo::{self, Echo, EchoDatagram};
+use crate::service::exec::tutorial::{self, TutorialConfig, TutorialServer};
 use crate::service::exec::{self, ExecConfig, ExecServer, LocalIo, RunRequest, SignalName};
 use crate::service::framed_echo::FramedEcho;
 use crate::service::netcat::{self, ListenOptions, NetcatError};
@@ -63,6 +64,14 @@ pub enum ExecCommand {
     Run(ExecRunArgs),
 }
 
+/// Another program's protocol to speak instead of sockit's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compat {
+    /// The Python socket lessons' "simulated ssh": a raw command line in; a
+    /// `struct.pack("i")` length, a JSON header and stdout+stderr out. No auth: loopback only.
+    Tutorial,
+}
+
 /// `sockit exec serve`.
 #[derive(Debug, Args)]
 pub struct ExecServeArgs {
@@ -78,12 +87,14 @@ pub struct ExecServeArgs {
     /// Only run this program (exact argv[0]; repeatable).
     #[arg(long)]
     pub allow_cmd: Vec<String>,
-    /// Kill a command's whole process group after this long (e.g. 30s, 5m).
+    /// Kill a command's whole process group after this long (e.g. 30s, 5m; with --compat
+    /// tutorial the default is 60s).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// Maximum concurrent sessions; more wait in the backlog.
-    #[arg(long, default_value_t = server::DEFAULT_MAX_CONNS)]
-    pub max_conns: usize,
+    /// Maximum concurrent sessions; more wait in the backlog (default 10000; 16 with
+    /// --compat tutorial, whose sessions hold a command's whole output in memory).
+    #[arg(long)]
+    pub max_conns: Option<usize>,
     /// Serve over TLS; without --cert/--key a self-signed certificate is generated and its
     /// fingerprint printed for clients' --tls-pin.
     #[arg(long)]
@@ -94,6 +105,10 @@ pub struct ExecServeArgs {
     /// PEM private key for --cert.
     #[arg(long, requires_all = ["tls", "cert"])]
     pub key: Option<PathBuf>,
+    /// Speak another protocol: `tutorial` for the Python lessons' client (no auth, no TLS, so
+    /// only on loopback or a Unix socket).
+    #[arg(long, value_enum, conflicts_with_all = ["token_file", "shell", "allow_cmd", "tls"])]
+    pub compat: Option<Compat>,
 }
 
 /// `sockit exec run`.
@@ -119,6 +134,10 @@ pub struct ExecRunArgs {
     /// Accept server certificates issued by a CA in this PEM file.
     #[arg(long, requires = "tls")]
     pub tls_ca: Option<PathBuf>,
+    /// Speak another protocol: `tutorial` talks to the Python lessons' server (the words are
+    /// joined with spaces into one command line; no auth, no TLS).
+    #[arg(long, value_enum, conflicts_with_all = ["token_file", "shell", "tls"])]
+    pub compat: Option<Compat>,
     /// The program and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -501,6 +520,9 @@ async fn run_listen(args: ListenArgs) -> Result<(), Failure> {
 }
 
 async fn run_exec_serve(args: ExecServeArgs) -> Result<(), Failure> {
+    if args.compat == Some(Compat::Tutorial) {
+        return run_tutorial_serve(args).await;
+    }
     let token =
         match load_token(args.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))? {
             Some(token) => token,
@@ -519,7 +541,7 @@ async fn run_exec_serve(args: ExecServeArgs) -> Result<(), Failure> {
     };
     let engine = Config {
         service: exec::SERVICE.into(),
-        max_conns: args.max_conns,
+        max_conns: args.max_conns.unwrap_or(server::DEFAULT_MAX_CONNS),
         // A quiet command may run for hours; --timeout bounds commands, and the handshake and
         // the run request have their own deadlines.
         idle_timeout: None,
@@ -559,11 +581,43 @@ async fn run_exec_serve(args: ExecServeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+async fn run_tutorial_serve(args: ExecServeArgs) -> Result<(), Failure> {
+    if !args.listen.is_local() {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--compat tutorial has no authentication, so it only listens on loopback or a Unix \
+             socket, not {}",
+            args.listen
+        )));
+    }
+    let config = TutorialConfig {
+        timeout: args.timeout.unwrap_or(tutorial::DEFAULT_COMMAND_TIMEOUT),
+        ..TutorialConfig::default()
+    };
+    let engine = Config {
+        service: "exec-tutorial".into(),
+        max_conns: args.max_conns.unwrap_or(tutorial::DEFAULT_MAX_CONNS),
+        ..Config::default()
+    };
+    let listener = Listener::bind(&args.listen, &BindOptions::default())
+        .await
+        .context("exec")?;
+    let addr = listener.local_addr().context("exec")?;
+    let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
+    eprintln!("exec (tutorial protocol, no auth) listening on {addr}");
+    serve(listener, TutorialServer::new(config), engine, shutdown)
+        .await
+        .context("exec")?;
+    Ok(())
+}
+
 async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
     let fail = |e: anyhow::Error| Failure::Exit {
         code: EXEC_FAILURE_CODE,
         error: Some(e),
     };
+    if args.compat == Some(Compat::Tutorial) {
+        return run_tutorial_client(args).await;
+    }
     let trust = match (args.tls, args.tls_pin, args.tls_ca) {
         (false, _, _) => None,
         (true, Some(pin), _) => Some(ServerTrust::Pin(pin)),
@@ -630,6 +684,29 @@ async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
         0 => Ok(()),
         code => Err(Failure::Exit { code, error: None }),
     }
+}
+
+async fn run_tutorial_client(args: ExecRunArgs) -> Result<(), Failure> {
+    let fail = |e: anyhow::Error| Failure::Exit {
+        code: EXEC_FAILURE_CODE,
+        error: Some(e),
+    };
+    let line = args.command.join(" ");
+    let running = tutorial::run_tutorial(&args.addr, &line, tokio::io::stdout());
+    let reply = match args.timeout {
+        Some(limit) => tokio::time::timeout(limit, running)
+            .await
+            .map_err(|_| fail(anyhow::anyhow!("no complete reply within {limit:?}")))?,
+        None => running.await,
+    }
+    .map_err(|e| fail(e.into()))?;
+    if !reply.verified && !reply.header.hash.is_empty() {
+        eprintln!(
+            "sockit: the output's hash is not SHA-256 ({} hex digits), so it was not checked",
+            reply.header.hash.len()
+        );
+    }
+    Ok(())
 }
 
 async fn run_bench(cmd: BenchCommand) -> Result<(), Failure> {

@@ -6,8 +6,9 @@
 //! flowing at once, and finally the server's `exit` (see [`messages`] for the frames).
 //!
 //! TLS ([`ExecConfig::tls`], [`run_tls`]) wraps the stream inside the connection's task before
-//! the session starts. Seams for what is not here yet: a pty would be a `run` field and another
-//! spawn path in `server.rs`, and `exec shell` / `--compat tutorial` are separate front ends.
+//! the session starts. [`tutorial`] speaks the lessons' own unauthenticated protocol
+//! (`--compat tutorial`), loopback only. Seams for what is not here yet: a pty would be a `run`
+//! field and another spawn path in `server.rs`, and `exec shell` is a separate front end.
 //!
 //! # Example
 //!
@@ -34,6 +35,7 @@ mod client;
 pub mod messages;
 mod pumps;
 mod server;
+pub mod tutorial;
 
 use std::io::Cursor;
 use std::time::Duration;
