@@ -14,6 +14,7 @@ use crate::net::{parse_net, Acl, Addr, BindOptions, Datagram, Listener, DEFAULT_
 use crate::server::{self, serve, serve_datagram, Config, Mode, ProcessCommand};
 use crate::service::bench::{self, BenchError, EchoLoad, HoldLoad};
 use crate::service::echo::{self, Echo, EchoDatagram};
+use crate::service::exec::shell::{LineForm, ShellIo};
 use crate::service::exec::tutorial::{self, TutorialConfig, TutorialServer};
 use crate::service::exec::{self, ExecConfig, ExecServer, LocalIo, RunRequest, SignalName};
 use crate::service::framed_echo::FramedEcho;
@@ -62,6 +63,22 @@ pub enum ExecCommand {
     Serve(ExecServeArgs),
     /// Run one command on an exec server; exits with its status (ssh's rule).
     Run(ExecRunArgs),
+    /// A prompt loop: each line runs on the server (a connection per line) until EOF or `exit`.
+    Shell(ExecShellArgs),
+}
+
+/// `sockit exec shell`.
+#[derive(Debug, Args)]
+pub struct ExecShellArgs {
+    /// The exec server: HOST:PORT, [IPv6]:PORT or unix:/path.
+    pub addr: Addr,
+    /// File holding the token (mode 0600); else SOCKIT_TOKEN.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Send each line split on whitespace as a program and its arguments, for servers
+    /// without --shell (default: each line is one `sh -c` line).
+    #[arg(long)]
+    pub words: bool,
 }
 
 /// Another program's protocol to speak instead of sockit's own.
@@ -408,6 +425,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Listen(args) => run_listen(args).await,
         Command::Exec(ExecCommand::Serve(args)) => run_exec_serve(args).await,
         Command::Exec(ExecCommand::Run(args)) => run_exec_run(args).await,
+        Command::Exec(ExecCommand::Shell(args)) => run_exec_shell(args).await,
         Command::Bench(cmd) => run_bench(cmd).await,
     }
 }
@@ -707,6 +725,37 @@ async fn run_tutorial_client(args: ExecRunArgs) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+async fn run_exec_shell(args: ExecShellArgs) -> Result<(), Failure> {
+    let fail = |e: anyhow::Error| Failure::Exit {
+        code: EXEC_FAILURE_CODE,
+        error: Some(e),
+    };
+    let token = load_token(args.token_file.as_deref())
+        .map_err(|e| fail(e.into()))?
+        .ok_or_else(|| {
+            fail(anyhow::anyhow!(
+                "no token: give --token-file or set SOCKIT_TOKEN"
+            ))
+        })?;
+    let form = if args.words {
+        LineForm::Words
+    } else {
+        LineForm::Shell
+    };
+    let io = ShellIo {
+        input: tokio::io::BufReader::new(tokio::io::stdin()),
+        stdout: tokio::io::stdout(),
+        stderr: tokio::io::stderr(),
+    };
+    let code = exec::shell::shell(&args.addr, &token, form, io)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    match code {
+        0 => Ok(()),
+        code => Err(Failure::Exit { code, error: None }),
+    }
 }
 
 async fn run_bench(cmd: BenchCommand) -> Result<(), Failure> {

@@ -6,9 +6,9 @@
 //! flowing at once, and finally the server's `exit` (see [`messages`] for the frames).
 //!
 //! TLS ([`ExecConfig::tls`], [`run_tls`]) wraps the stream inside the connection's task before
-//! the session starts. [`tutorial`] speaks the lessons' own unauthenticated protocol
-//! (`--compat tutorial`), loopback only. Seams for what is not here yet: a pty would be a `run`
-//! field and another spawn path in `server.rs`, and `exec shell` is a separate front end.
+//! the session starts. [`shell`] is the prompt loop (a connection per line); [`tutorial`]
+//! speaks the lessons' own unauthenticated protocol (`--compat tutorial`), loopback only. A
+//! pty (`-t`) is not here yet: it would be a `run` field and another spawn path in `server.rs`.
 //!
 //! # Example
 //!
@@ -35,6 +35,7 @@ mod client;
 pub mod messages;
 mod pumps;
 mod server;
+pub mod shell;
 pub mod tutorial;
 
 use std::io::Cursor;

@@ -1,0 +1,143 @@
+//! `sockit exec shell`: the tutorial's prompt loop on top of [`run`]. Each line is one
+//! authenticated `run` on a fresh connection (the exec protocol runs one command per
+//! connection), so a refused line costs nothing but its own connection.
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::client::{run, ExecError, LocalIo, RunRequest};
+use super::MAX_COMMAND_BYTES;
+use crate::net::Addr;
+use crate::session::Token;
+
+/// What the shell prints before reading each line.
+pub const PROMPT: &str = "sockit> ";
+
+/// How each line is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineForm {
+    /// As one `sh -c` line (the server must run with `--shell`).
+    Shell,
+    /// Split on whitespace into a program and its arguments (no shell on either side).
+    Words,
+}
+
+/// The local ends of a shell session.
+#[derive(Debug)]
+pub struct ShellIo<I, O, E> {
+    /// Command lines, one per line, until EOF or `exit`.
+    pub input: I,
+    /// The commands' stdout.
+    pub stdout: O,
+    /// The prompt, the commands' stderr, and refusals.
+    pub stderr: E,
+}
+
+/// Reads lines from `io.input` and runs each on the exec server at `addr`, until EOF or a line
+/// `exit`. Returns the last command's exit code (0 if none ran), as a shell does. A refused
+/// line (e.g. `shell_not_allowed`) is reported on `io.stderr` and the loop goes on.
+///
+/// # Errors
+///
+/// Failures that would repeat on every line end the session: the server cannot be reached,
+/// the handshake fails (wrong token), or the connection breaks.
+pub async fn shell<I, O, E>(
+    addr: &Addr,
+    token: &Token,
+    form: LineForm,
+    io: ShellIo<I, O, E>,
+) -> Result<u8, ExecError>
+where
+    I: AsyncBufRead + Unpin,
+    O: AsyncWrite + Unpin,
+    E: AsyncWrite + Unpin,
+{
+    let ShellIo {
+        mut input,
+        mut stdout,
+        mut stderr,
+    } = io;
+    let mut last = 0;
+    loop {
+        write_local(&mut stderr, PROMPT.as_bytes()).await?;
+        let Some(line) = read_line(&mut input).await.map_err(ExecError::Local)? else {
+            // End the prompt's line, as a shell does at Ctrl-D.
+            write_local(&mut stderr, b"\n").await?;
+            break;
+        };
+        let Ok(line) = String::from_utf8(line) else {
+            write_local(&mut stderr, b"sockit: the line is not UTF-8\n").await?;
+            continue;
+        };
+        let line = line.trim();
+        if line == "exit" {
+            break;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let argv = match form {
+            LineForm::Shell => vec![line.to_owned()],
+            LineForm::Words => line.split_whitespace().map(str::to_owned).collect(),
+        };
+        let request = RunRequest {
+            argv,
+            shell: form == LineForm::Shell,
+        };
+        // Nothing to forward: the command gets an empty stdin, and Ctrl-C ends the shell.
+        let (_signals, rx) = mpsc::channel(1);
+        let local = LocalIo {
+            stdin: tokio::io::empty(),
+            stdout: &mut stdout,
+            stderr: &mut stderr,
+            signals: rx,
+        };
+        match run(addr, token, &request, local).await {
+            Ok(outcome) => {
+                if let Some(error) = outcome.error {
+                    let text = format!("sockit: remote: {} ({})\n", error.message, error.code);
+                    write_local(&mut stderr, text.as_bytes()).await?;
+                }
+                last = outcome.exit.exit_code();
+            }
+            Err(ExecError::Remote(error)) => {
+                let text = format!("sockit: remote: {} ({})\n", error.message, error.code);
+                write_local(&mut stderr, text.as_bytes()).await?;
+                last = 255;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(last)
+}
+
+/// Reads one line without its newline, or `None` at EOF. Of a line longer than the exec
+/// protocol allows, only the first `MAX_COMMAND_BYTES + 1` bytes are kept (the rest is
+/// skipped), so the server's `command_too_long` refusal reports it without unbounded memory.
+async fn read_line<I: AsyncBufRead + Unpin>(input: &mut I) -> std::io::Result<Option<Vec<u8>>> {
+    let cap = (MAX_COMMAND_BYTES + 1) as u64;
+    let mut line = Vec::new();
+    let n = (&mut *input).take(cap).read_until(b'\n', &mut line).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if line.last() != Some(&b'\n') && n as u64 == cap {
+        // Skip the rest of the overlong line without holding it.
+        let mut rest = Vec::new();
+        while (&mut *input).take(cap).read_until(b'\n', &mut rest).await? > 0 {
+            if rest.last() == Some(&b'\n') {
+                break;
+            }
+            rest.clear();
+        }
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    Ok(Some(line))
+}
+
+async fn write_local<W: AsyncWrite + Unpin>(out: &mut W, bytes: &[u8]) -> Result<(), ExecError> {
+    out.write_all(bytes).await.map_err(ExecError::Local)?;
+    out.flush().await.map_err(ExecError::Local)
+}
