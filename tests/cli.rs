@@ -469,3 +469,50 @@ fn connect_speaks_unix_stream_and_unix_datagram() {
         assert_eq!(out, b"OVER A UNIX SOCKET\n", "{flag:?}");
     }
 }
+
+#[test]
+fn serve_runs_exec_with_a_generated_token_shown_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        "[[service]]\nkind = \"exec\"\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut cmd = sockit();
+    cmd.args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("SOCKIT_TOKEN")
+        .stdout(Stdio::piped());
+    let mut proc = Proc::spawn(cmd);
+    let mut stdout = std::io::BufReader::new(proc.child.stdout.take().unwrap());
+    let mut read_line = || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        line
+    };
+    let banner = read_line();
+    assert!(banner.starts_with("exec"), "{banner}");
+    let addr = banner.split_whitespace().last().unwrap().to_string();
+    let note = read_line();
+    let token = note
+        .split_whitespace()
+        .nth(1)
+        .filter(|_| note.trim_start().starts_with("token:"))
+        .unwrap_or_else(|| panic!("no token line: {note}"))
+        .to_string();
+    let out = sockit()
+        .args(["exec", "run", &addr, "--", "echo", "via serve"])
+        .env("SOCKIT_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"via serve\n");
+    let logs = proc.terminate();
+    assert_eq!(logs.code(), Some(0));
+}

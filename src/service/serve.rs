@@ -2,6 +2,7 @@
 //! default, prints one line per service, and shuts them all down together.
 
 use std::io;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -9,9 +10,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::net::tls::{ServerIdentity, TlsAcceptor};
 use crate::net::{parse_net, Acl, Addr, BindOptions, Datagram, Listener};
 use crate::server::{serve, serve_datagram, Config, Mode};
 use crate::service::echo::{Echo, EchoDatagram, DEFAULT_UDP_RATE_PER_SOURCE};
+use crate::service::exec::{ExecConfig, ExecServer};
+use crate::session::{load_token, Token};
 
 /// The default service set: loopback only.
 pub const DEFAULT_CONFIG: &str = r#"# sockit serve: the default service set. Everything binds loopback.
@@ -25,6 +29,10 @@ listen = "127.0.0.1:7007"
 kind = "echo"            # UDP echo
 listen = "127.0.0.1:7007"
 udp = true
+
+[[service]]
+kind = "exec"            # remote commands; token from token_file or SOCKIT_TOKEN, else
+listen = "127.0.0.1:7008" # generated and printed once below the banner line
 "#;
 
 /// A parsed service-set file.
@@ -45,6 +53,8 @@ pub struct ServeConfig {
 pub enum ServiceKind {
     /// Echo (TCP, Unix, UDP).
     Echo,
+    /// Remote command execution (stream only; token auth always on).
+    Exec,
 }
 
 /// One `[[service]]` entry.
@@ -77,6 +87,21 @@ pub struct ServiceConfig {
     /// Networks denied (CIDR or IP); deny wins.
     #[serde(default)]
     pub deny: Vec<String>,
+    /// Exec: a 0600 file holding the token (else `SOCKIT_TOKEN`, else one is generated).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Exec: honour shell command lines (`sh -c`).
+    #[serde(default)]
+    pub shell: bool,
+    /// Exec: the only programs that may run (exact `argv[0]`).
+    #[serde(default)]
+    pub allow_cmd: Vec<String>,
+    /// Exec: kill a command's process group after this many seconds.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// Exec: TLS with a generated self-signed certificate (its fingerprint is printed).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// A configuration that cannot be run.
@@ -117,22 +142,29 @@ impl ServeConfig {
 enum Bound {
     Stream(Listener, Echo, Config),
     Datagram(Datagram, EchoDatagram, Config),
+    Exec(Listener, Box<ExecServer>, Config),
 }
 
-/// One line of the banner: what runs where.
+/// One entry of the banner: what runs where, and what a client needs to know.
 #[derive(Debug, Clone)]
 pub struct Running {
     /// Service name.
     pub service: &'static str,
-    /// `tcp`, `udp`, `unix` or `unixgram`.
+    /// `tcp`, `udp`, `unix`, `unixgram` or `tls`.
     pub transport: &'static str,
     /// The bound address.
     pub addr: Addr,
+    /// Lines for the operator: a generated token, a TLS fingerprint.
+    pub notes: Vec<String>,
 }
 
 impl std::fmt::Display for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:<8} {:<8} {}", self.service, self.transport, self.addr)
+        write!(f, "{:<8} {:<8} {}", self.service, self.transport, self.addr)?;
+        for note in &self.notes {
+            write!(f, "\n         {note}")?;
+        }
+        Ok(())
     }
 }
 
@@ -162,41 +194,61 @@ pub async fn bind_all(
         if !addr.is_local() {
             warn!(%addr, "service listens beyond loopback");
         }
+        check_fields(svc)?;
         let bind_err = |source| ServeError::Bind {
             kind: svc.kind,
             source,
         };
         let opts = BindOptions::default();
-        let (transport, b) = if svc.udp {
-            let socket = Datagram::bind(&addr, &opts).await.map_err(bind_err)?;
-            let handler = EchoDatagram::new(svc.upper, DEFAULT_UDP_RATE_PER_SOURCE, false);
-            let t = if matches!(addr, Addr::Unix(_)) {
-                "unixgram"
-            } else {
-                "udp"
-            };
-            (t, Bound::Datagram(socket, handler, engine))
-        } else {
-            let listener = Listener::bind(&addr, &opts).await.map_err(bind_err)?;
-            let t = if matches!(addr, Addr::Unix(_)) {
-                "unix"
-            } else {
-                "tcp"
-            };
-            (
-                t,
-                Bound::Stream(listener, Echo { upper: svc.upper }, engine),
-            )
+        let mut notes = Vec::new();
+        let unix = matches!(addr, Addr::Unix(_));
+        let (service, transport, b) = match (svc.kind, svc.udp) {
+            (ServiceKind::Echo, true) => {
+                let socket = Datagram::bind(&addr, &opts).await.map_err(bind_err)?;
+                let handler = EchoDatagram::new(svc.upper, DEFAULT_UDP_RATE_PER_SOURCE, false);
+                let t = if unix { "unixgram" } else { "udp" };
+                ("echo", t, Bound::Datagram(socket, handler, engine))
+            }
+            (ServiceKind::Echo, false) => {
+                let listener = Listener::bind(&addr, &opts).await.map_err(bind_err)?;
+                let t = if unix { "unix" } else { "tcp" };
+                let handler = Echo { upper: svc.upper };
+                ("echo", t, Bound::Stream(listener, handler, engine))
+            }
+            (ServiceKind::Exec, true) => {
+                return Err(ServeError::Config(
+                    "exec needs a stream socket, not udp".into(),
+                ))
+            }
+            (ServiceKind::Exec, false) => {
+                let listener = Listener::bind(&addr, &opts).await.map_err(bind_err)?;
+                let bound_addr = listener.local_addr().map_err(bind_err)?;
+                let handler = exec_server(svc, &bound_addr, &mut notes)?;
+                let t = match (svc.tls, unix) {
+                    (true, _) => "tls",
+                    (false, true) => "unix",
+                    (false, false) => "tcp",
+                };
+                let engine = Config {
+                    // Commands may be quiet for hours; exec bounds them with timeout_secs.
+                    idle_timeout: svc
+                        .idle_timeout_secs
+                        .and_then(|secs| (secs > 0).then(|| Duration::from_secs(secs))),
+                    ..engine
+                };
+                ("exec", t, Bound::Exec(listener, Box::new(handler), engine))
+            }
         };
         let addr = match &b {
-            Bound::Stream(l, ..) => l.local_addr(),
+            Bound::Stream(l, ..) | Bound::Exec(l, ..) => l.local_addr(),
             Bound::Datagram(s, ..) => s.local_addr(),
         }
         .map_err(bind_err)?;
         banner.push(Running {
-            service: "echo",
+            service,
             transport,
             addr,
+            notes,
         });
         bound.push(b);
     }
@@ -207,6 +259,7 @@ pub async fn bind_all(
             match b {
                 Bound::Stream(l, h, c) => tasks.spawn(serve(l, h, c, token)),
                 Bound::Datagram(s, h, c) => tasks.spawn(serve_datagram(s, h, c, token)),
+                Bound::Exec(l, h, c) => tasks.spawn(serve(l, *h, c, token)),
             };
         }
         let mut first_error = None;
@@ -221,6 +274,64 @@ pub async fn bind_all(
         first_error.map_or(Ok(()), |e| Err(ServeError::Service(e)))
     };
     Ok((banner, run))
+}
+
+/// Refuses options that do not belong to the entry's kind, rather than ignoring them.
+fn check_fields(svc: &ServiceConfig) -> Result<(), ServeError> {
+    let misplaced = match svc.kind {
+        ServiceKind::Echo => {
+            let exec_only = svc.token_file.is_some()
+                || svc.shell
+                || !svc.allow_cmd.is_empty()
+                || svc.timeout_secs.is_some()
+                || svc.tls;
+            exec_only
+                .then_some("token_file, shell, allow_cmd, timeout_secs and tls are exec options")
+        }
+        ServiceKind::Exec => (svc.upper || svc.udp).then_some("upper and udp are echo options"),
+    };
+    match misplaced {
+        Some(why) => Err(ServeError::Config(format!("{:?} entry: {why}", svc.kind))),
+        None => Ok(()),
+    }
+}
+
+/// The exec handler for an entry; a generated token and a TLS fingerprint go to `notes`.
+fn exec_server(
+    svc: &ServiceConfig,
+    addr: &Addr,
+    notes: &mut Vec<String>,
+) -> Result<ExecServer, ServeError> {
+    let config_err = |e: &dyn std::fmt::Display| ServeError::Config(format!("exec: {e}"));
+    let token = match load_token(svc.token_file.as_deref()).map_err(|e| config_err(&e))? {
+        Some(token) => token,
+        None => {
+            let token = Token::generate().map_err(|e| config_err(&e))?;
+            // Shown once, to the operator; never logged.
+            notes.push(format!(
+                "token: {} (generated; clients set SOCKIT_TOKEN)",
+                token.reveal()
+            ));
+            token
+        }
+    };
+    let tls = match svc.tls {
+        false => None,
+        true => {
+            let identity = ServerIdentity::self_signed(addr).map_err(|e| config_err(&e))?;
+            let acceptor = TlsAcceptor::new(identity).map_err(|e| config_err(&e))?;
+            notes.push(format!("tls fingerprint: {}", acceptor.fingerprint()));
+            Some(acceptor)
+        }
+    };
+    let config = ExecConfig {
+        shell: svc.shell,
+        allow_cmds: svc.allow_cmd.clone(),
+        timeout: svc.timeout_secs.map(Duration::from_secs),
+        tls,
+        ..ExecConfig::default()
+    };
+    Ok(ExecServer::new(config, token))
 }
 
 fn engine_config(svc: &ServiceConfig, drain_secs: Option<u64>) -> Result<Config, ServeError> {
@@ -260,7 +371,7 @@ mod tests {
     #[test]
     fn default_config_parses_and_binds_loopback_only() {
         let config = ServeConfig::parse(DEFAULT_CONFIG).unwrap();
-        assert_eq!(config.services.len(), 2);
+        assert_eq!(config.services.len(), 3);
         for svc in &config.services {
             assert!(svc.listen.parse::<Addr>().unwrap().is_local());
         }
