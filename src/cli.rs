@@ -21,6 +21,7 @@ use crate::service::framed_echo::FramedEcho;
 use crate::service::netcat::{self, ListenOptions, NetcatError};
 use crate::service::serve::{bind_all, ServeConfig, DEFAULT_CONFIG};
 use crate::session::{load_token, Token};
+use crate::stdio::ThreadWriter;
 
 /// A socket toolkit: echo, netcat, load generator and more, secure by default.
 #[derive(Debug, Parser)]
@@ -670,10 +671,14 @@ async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
             }
         }
     });
+    // Output goes through writer threads: tokio's stdout hands every small write to its
+    // blocking pool, which capped `exec run -- cat` near 0.3 GB/s (docs/benchmarks.md).
+    let mut stdout = ThreadWriter::spawn(std::io::stdout());
+    let mut stderr = ThreadWriter::spawn(std::io::stderr());
     let io = LocalIo {
         stdin: tokio::io::stdin(),
-        stdout: tokio::io::stdout(),
-        stderr: tokio::io::stderr(),
+        stdout: &mut stdout,
+        stderr: &mut stderr,
         signals: rx,
     };
     let request = RunRequest {
@@ -691,10 +696,13 @@ async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
             fail(anyhow::anyhow!(
                 "the command did not finish within {limit:?}"
             ))
-        })?,
-        None => running.await,
+        }),
+        None => Ok(running.await),
     };
-    let outcome = result.map_err(|e| fail(e.into()))?;
+    // Everything received is written out before any error or exit status is reported.
+    let flushed = stdout.finish().await.and(stderr.finish().await);
+    let outcome = result?.map_err(|e| fail(e.into()))?;
+    flushed.map_err(|e| fail(anyhow::Error::from(e).context("cannot write the output")))?;
     if let Some(error) = &outcome.error {
         eprintln!("sockit: remote: {} ({})", error.message, error.code);
     }

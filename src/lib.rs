@@ -10,6 +10,7 @@
 //!  wire           the frame format, sans-IO: codec state machine + Connection wrapper
 //!  server         the engine: serve(listener, handler, config, shutdown); modes, limits, drain
 //!  net            bind/connect: TCP, UDP, Unix stream/datagram, socket options, ACL, TLS wrap
+//!  stdio          local stdout/stderr writers for streaming clients
 //!  text           escaping peer text before it reaches a terminal or a log
 //! ```
 //!
@@ -22,5 +23,6 @@ pub mod net;
 pub mod server;
 pub mod service;
 pub mod session;
+pub mod stdio;
 pub mod text;
 pub mod wire;
