@@ -8,7 +8,7 @@ use std::net::{TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{have, sockit, Proc, TEST_TIMEOUT};
+use common::{have, run_with_input, sockit, Proc, TEST_TIMEOUT};
 
 fn start_echo(args: &[&str]) -> (Proc, String) {
     let mut cmd = sockit();
@@ -25,39 +25,6 @@ fn tcp_round_trip(addr: &str, msg: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; msg.len()];
     s.read_exact(&mut buf).unwrap();
     buf
-}
-
-/// Runs `cmd` with `input` on stdin; returns (exit code, stdout, stderr). Bounded by a timeout.
-fn run_with_input(mut cmd: Command, input: &[u8]) -> (i32, Vec<u8>, String) {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let Ok(out) = rx.recv_timeout(TEST_TIMEOUT) else {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        panic!("command did not exit: {cmd:?}");
-    };
-    let out = out.unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        out.stdout,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -3,35 +3,23 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{sockit, start, Proc, TestServer, TEST_TIMEOUT};
+use common::{run_with_input, sockit, start_exec, token_file, Proc, TEST_TIMEOUT};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use sockit::net::{Addr, Stream};
-use sockit::server::Config;
 use sockit::service::exec::{
-    self, run, ClientMessage, ExecConfig, ExecError, ExecServer, LocalIo, RemoteExit, RunOutcome,
-    RunRequest, ServerMessage, SignalName,
+    self, run, ClientMessage, ExecConfig, ExecError, LocalIo, RemoteExit, RunOutcome, RunRequest,
+    ServerMessage, SignalName,
 };
 use sockit::session::{self, Token};
 use sockit::wire::Connection;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-
-async fn start_exec(config: ExecConfig) -> (TestServer, Token) {
-    let token = Token::generate().unwrap();
-    let engine = Config {
-        service: "exec".into(),
-        idle_timeout: None,
-        ..Config::default()
-    };
-    let server = start(ExecServer::new(config, token.clone()), engine).await;
-    (server, token)
-}
 
 struct Ran {
     outcome: Result<RunOutcome, ExecError>,
@@ -322,13 +310,6 @@ async fn a_client_that_disconnects_takes_the_grandchild_down_too() {
 
 // ---- the built binary ----
 
-fn token_file(token: &str) -> tempfile::NamedTempFile {
-    // NamedTempFile is created with mode 0600, as a token file must be.
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    writeln!(file, "{token}").unwrap();
-    file
-}
-
 fn start_exec_binary(token_path: &std::path::Path) -> (Proc, String) {
     let mut cmd = sockit();
     cmd.args(["exec", "serve", "--listen", "127.0.0.1:0", "--token-file"])
@@ -337,37 +318,6 @@ fn start_exec_binary(token_path: &std::path::Path) -> (Proc, String) {
     let mut proc = Proc::spawn(cmd);
     let addr = proc.listening_addr();
     (proc, addr)
-}
-
-/// Runs `cmd` with `input`; returns (exit code, stdout, stderr), bounded by a timeout.
-fn output_of(mut cmd: Command, input: &[u8]) -> (i32, Vec<u8>, String) {
-    let mut child = cmd
-        .env_remove("SOCKIT_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let Ok(out) = rx.recv_timeout(TEST_TIMEOUT) else {
-        let _ = kill(Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
-        panic!("command did not exit: {cmd:?}");
-    };
-    let out = out.unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        out.stdout,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn exec_run(addr: &str, token_path: Option<&std::path::Path>, command: &[&str]) -> Command {
@@ -385,10 +335,10 @@ fn exec_run_exits_with_the_remote_status_or_255() {
     let token = token_file(Token::generate().unwrap().reveal());
     let (_server, addr) = start_exec_binary(token.path());
 
-    let (code, out, _) = output_of(exec_run(&addr, Some(token.path()), &["cat"]), b"hello\n");
+    let (code, out, _) = run_with_input(exec_run(&addr, Some(token.path()), &["cat"]), b"hello\n");
     assert_eq!((code, out.as_slice()), (0, &b"hello\n"[..]));
 
-    let (code, _, _) = output_of(
+    let (code, _, _) = run_with_input(
         exec_run(
             &addr,
             Some(token.path()),
@@ -398,7 +348,7 @@ fn exec_run_exits_with_the_remote_status_or_255() {
     );
     assert_eq!(code, 3);
 
-    let (code, _, err) = output_of(
+    let (code, _, err) = run_with_input(
         exec_run(&addr, Some(token.path()), &["no-such-program-xyz"]),
         b"",
     );
@@ -406,15 +356,15 @@ fn exec_run_exits_with_the_remote_status_or_255() {
     assert!(err.contains("not_found"), "{err}");
 
     let wrong = token_file(Token::generate().unwrap().reveal());
-    let (code, _, err) = output_of(exec_run(&addr, Some(wrong.path()), &["true"]), b"");
+    let (code, _, err) = run_with_input(exec_run(&addr, Some(wrong.path()), &["true"]), b"");
     assert_eq!(code, 255, "{err}");
     assert!(err.contains("auth_failed"), "{err}");
 
-    let (code, _, err) = output_of(exec_run(&addr, None, &["true"]), b"");
+    let (code, _, err) = run_with_input(exec_run(&addr, None, &["true"]), b"");
     assert_eq!(code, 255, "{err}");
     assert!(err.contains("no token"), "{err}");
 
-    let (code, _, _) = output_of(exec_run(&addr, Some(token.path()), &["true"]), b"");
+    let (code, _, _) = run_with_input(exec_run(&addr, Some(token.path()), &["true"]), b"");
     assert_eq!(code, 0, "still serving after the bad clients");
 }
 
@@ -436,7 +386,7 @@ fn exec_serve_without_a_token_prints_a_generated_one_once() {
         .expect("a token line");
     assert_eq!(token.len(), 64);
     let file = token_file(token);
-    let (code, out, err) = output_of(exec_run(&addr, Some(file.path()), &["echo", "hi"]), b"");
+    let (code, out, err) = run_with_input(exec_run(&addr, Some(file.path()), &["echo", "hi"]), b"");
     assert_eq!((code, out.as_slice()), (0, &b"hi\n"[..]), "{err}");
 }
 

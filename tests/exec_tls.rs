@@ -3,18 +3,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{sockit, start, Proc, TestServer, TEST_TIMEOUT};
+use common::{run_with_input, sockit, start_exec, token_file, Proc, TestServer, TEST_TIMEOUT};
 use sockit::net::tls::{
     Fingerprint, ServerIdentity, ServerTrust, TlsAcceptor, TlsConnector, TlsError,
 };
 use sockit::net::{Addr, Stream};
-use sockit::server::Config;
 use sockit::service::exec::{
-    run, run_tls, ExecConfig, ExecError, ExecServer, LocalIo, RemoteExit, RunOutcome, RunRequest,
+    run, run_tls, ExecConfig, ExecError, LocalIo, RemoteExit, RunOutcome, RunRequest,
 };
 use sockit::session::Token;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,19 +31,6 @@ async fn start_tls_exec(handshake_timeout: Duration) -> (TestServer, Token, TlsA
     };
     let (server, token) = start_exec(config).await;
     (server, token, acceptor)
-}
-
-async fn start_exec(config: ExecConfig) -> (TestServer, Token) {
-    let token = Token::generate().unwrap();
-    let engine = Config {
-        service: "exec".into(),
-        idle_timeout: None,
-        ..Config::default()
-    };
-    (
-        start(ExecServer::new(config, token.clone()), engine).await,
-        token,
-    )
 }
 
 fn pinned(fingerprint: Fingerprint) -> TlsConnector {
@@ -197,39 +183,6 @@ async fn silent_and_dribbling_clients_are_closed_at_the_tls_deadline_and_others_
 
 // ---- the CLI ----
 
-fn token_file(token: &str) -> tempfile::NamedTempFile {
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    writeln!(file, "{token}").unwrap();
-    file
-}
-
-/// Runs `cmd` to completion without stdin; returns (exit code, stdout, stderr).
-fn output_of(mut cmd: Command) -> (i32, Vec<u8>, String) {
-    let child = cmd
-        .env_remove("SOCKIT_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let Ok(out) = rx.recv_timeout(TEST_TIMEOUT) else {
-        let pid = nix::unistd::Pid::from_raw(pid as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        panic!("command did not exit: {cmd:?}");
-    };
-    let out = out.unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        out.stdout,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn exec_run(addr: &str, token: &std::path::Path, tls: &[&str], command: &[&str]) -> Command {
     let mut cmd = sockit();
     cmd.args(["exec", "run", addr, "--token-file"])
@@ -268,7 +221,8 @@ fn exec_serve_tls_prints_a_fingerprint_that_exec_run_pins_and_a_wrong_pin_exits_
     assert!(fingerprint.parse::<Fingerprint>().is_ok(), "{fingerprint}");
 
     let pin = ["--tls", "--tls-pin", fingerprint.as_str()];
-    let (code, out, err) = output_of(exec_run(&addr, token.path(), &pin, &["echo", "hi"]));
+    let (code, out, err) =
+        run_with_input(exec_run(&addr, token.path(), &pin, &["echo", "hi"]), b"");
     assert_eq!((code, out.as_slice()), (0, &b"hi\n"[..]), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
@@ -276,32 +230,39 @@ fn exec_serve_tls_prints_a_fingerprint_that_exec_run_pins_and_a_wrong_pin_exits_
     let wrong = Fingerprint::of(b"another certificate").to_string();
     let wrong_pin = ["--tls", "--tls-pin", wrong.as_str()];
     let touch = ["touch", marker.to_str().unwrap()];
-    let (code, _, err) = output_of(exec_run(&addr, token.path(), &wrong_pin, &touch));
+    let (code, _, err) = run_with_input(exec_run(&addr, token.path(), &wrong_pin, &touch), b"");
     assert_eq!(code, 255, "{err}");
     assert!(err.contains("pinned"), "{err}");
     assert!(!marker.exists(), "the command ran despite the failed pin");
 
-    let (code, _, err) = output_of(exec_run(&addr, token.path(), &[], &touch));
+    let (code, _, err) = run_with_input(exec_run(&addr, token.path(), &[], &touch), b"");
     assert_eq!(code, 255, "a plaintext client fails: {err}");
     assert!(!marker.exists());
 
-    let (code, out, err) = output_of(exec_run(&addr, token.path(), &pin, &["echo", "again"]));
+    let (code, out, err) =
+        run_with_input(exec_run(&addr, token.path(), &pin, &["echo", "again"]), b"");
     assert_eq!((code, out.as_slice()), (0, &b"again\n"[..]), "{err}");
 }
 
 #[test]
 fn exec_run_tls_without_a_pin_or_ca_is_a_usage_error_that_says_where_the_pin_comes_from() {
     let token = token_file(Token::generate().unwrap().reveal());
-    let (code, _, err) = output_of(exec_run("127.0.0.1:1", token.path(), &["--tls"], &["true"]));
+    let (code, _, err) = run_with_input(
+        exec_run("127.0.0.1:1", token.path(), &["--tls"], &["true"]),
+        b"",
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--tls-pin"), "{err}");
     assert!(err.contains("tls fingerprint"), "{err}");
 
-    let (code, _, err) = output_of(exec_run(
-        "127.0.0.1:1",
-        token.path(),
-        &["--tls", "--tls-pin", "sha256:not-hex"],
-        &["true"],
-    ));
+    let (code, _, err) = run_with_input(
+        exec_run(
+            "127.0.0.1:1",
+            token.path(),
+            &["--tls", "--tls-pin", "sha256:not-hex"],
+            &["true"],
+        ),
+        b"",
+    );
     assert_eq!(code, 2, "{err}");
 }

@@ -1,12 +1,15 @@
 //! Shared test helpers: in-process servers on port 0, and the built binary as a child.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::Duration;
 
 use sockit::net::{Addr, BindOptions, Datagram, Listener};
 use sockit::server::{serve, serve_datagram, Config, DatagramHandler, Handler};
+use sockit::service::exec::{ExecConfig, ExecServer};
+use sockit::session::Token;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -145,4 +148,58 @@ pub fn port(addr: &Addr) -> u16 {
         Addr::Inet(sa) => sa.port(),
         Addr::Unix(_) => panic!("not an IP address"),
     }
+}
+
+/// Runs `cmd` with `input` on stdin (and no inherited `SOCKIT_TOKEN`); returns (exit code,
+/// stdout, stderr). Bounded by a timeout: a command that does not exit is killed.
+pub fn run_with_input(mut cmd: Command, input: &[u8]) -> (i32, Vec<u8>, String) {
+    let mut child = cmd
+        .env_remove("SOCKIT_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(out) = rx.recv_timeout(TEST_TIMEOUT) else {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        panic!("command did not exit: {cmd:?}");
+    };
+    let out = out.unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A token file for `--token-file`: `NamedTempFile` is created 0600, as a token file must be.
+pub fn token_file(token: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(file, "{token}").unwrap();
+    file
+}
+
+/// Starts an exec server in-process on 127.0.0.1:0 with a fresh token.
+pub async fn start_exec(config: ExecConfig) -> (TestServer, Token) {
+    let token = Token::generate().unwrap();
+    let engine = Config {
+        service: "exec".into(),
+        idle_timeout: None,
+        ..Config::default()
+    };
+    let server = start(ExecServer::new(config, token.clone()), engine).await;
+    (server, token)
 }
