@@ -285,10 +285,19 @@ fn check_fields(svc: &ServiceConfig) -> Result<(), ServeError> {
                 || !svc.allow_cmd.is_empty()
                 || svc.timeout_secs.is_some()
                 || svc.tls;
-            exec_only
-                .then_some("token_file, shell, allow_cmd, timeout_secs and tls are exec options")
+            if svc.udp && svc.mode.as_deref() == Some("process") {
+                Some("mode = \"process\" needs a stream socket, not udp")
+            } else {
+                exec_only.then_some(
+                    "token_file, shell, allow_cmd, timeout_secs and tls are exec options",
+                )
+            }
         }
-        ServiceKind::Exec => (svc.upper || svc.udp).then_some("upper and udp are echo options"),
+        ServiceKind::Exec => {
+            let process = svc.mode.as_deref() == Some("process");
+            (svc.upper || svc.udp || process)
+                .then_some("upper, udp and mode = \"process\" are echo options")
+        }
     };
     match misplaced {
         Some(why) => Err(ServeError::Config(format!("{:?} entry: {why}", svc.kind))),
@@ -392,5 +401,16 @@ mod tests {
         )
         .unwrap();
         assert!(engine_config(&bad_mode.services[0], None).is_err());
+        // Caught before binding, not when serve() starts after the banner was printed.
+        let process_exec = ServeConfig::parse(
+            "[[service]]\nkind = \"exec\"\nlisten = \"127.0.0.1:0\"\nmode = \"process\"\n",
+        )
+        .unwrap();
+        assert!(check_fields(&process_exec.services[0]).is_err());
+        let process_udp = ServeConfig::parse(
+            "[[service]]\nkind = \"echo\"\nlisten = \"127.0.0.1:0\"\nudp = true\nmode = \"process\"\n",
+        )
+        .unwrap();
+        assert!(check_fields(&process_udp.services[0]).is_err());
     }
 }
