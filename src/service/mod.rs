@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod echo;
 pub mod exec;
+pub mod files;
 pub mod framed_echo;
 pub mod netcat;
 pub mod serve;

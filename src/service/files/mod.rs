@@ -1,0 +1,43 @@
+//! `sockit files`, `put`, `get`, `ls`, `send`, `recv`: file transfer with a digest checked
+//! before a file becomes visible, resume from a proven prefix, and peer-named paths that never
+//! escape the target directory.
+//!
+//! After the session handshake (service `files`; a token is required off loopback) the
+//! client sends requests and the server answers each, in order ([`messages`] has the frames):
+//!
+//! ```text
+//! put (small files are pushed; large ones probe first to resume):
+//!   {"type":"probe","path":"big.iso","size":N}            ->
+//!                                       <- {"type":"partial","path":"big.iso","offset":K,"prefix":"<hex>"}
+//!   {"type":"put","path":"big.iso","size":N,"offset":K,…} + N-K bytes ->
+//!   {"type":"end","hash":"<hex of the whole file>"}        ->
+//!                                       <- {"type":"stored","path":"big.iso","name":"big.iso","size":N}
+//!                                          or {"type":"rejected","path":…,"code":…,"message":…}
+//! mkdir:  {"type":"mkdir","path":"d","mode":493}           -> <- stored | rejected
+//! ls:     {"type":"list","path":"d"}                       -> <- entries… listed | rejected
+//! get:    {"type":"get","path":"d"}                        -> <- entries… listed | rejected
+//!         {"type":"fetch","path":"d/a","offset":K,"prefix":"<hex>"} ->
+//!                                       <- {"type":"file",…} + bytes, {"type":"end","hash":…}
+//!                                          or rejected
+//! ```
+//!
+//! The client pipelines: it keeps sending while a reader task collects the answers, so many
+//! small files cost one connection and no round trip each. A `rejected` answer concerns one
+//! request; an `error` frame is fatal and the server closes.
+
+pub mod hash;
+pub mod messages;
+pub mod store;
+
+pub use hash::{HashAlg, Hasher};
+pub use messages::{ClientMessage, Entry, FileHeader, Kind, ServerMessage};
+pub use store::{FileMeta, Incoming, Partial, Policy, RelPath, Store, StoreError, StoreOptions};
+
+/// The service name sent in the hello.
+pub const SERVICE: &str = "files";
+
+/// Default listen address of `sockit files serve`: loopback only.
+pub const DEFAULT_FILES_ADDR: &str = "127.0.0.1:7009";
+
+/// Default root of the file service started by `sockit serve`.
+pub const DEFAULT_FILES_DIR: &str = "sockit-files";
