@@ -16,6 +16,10 @@ const READ_BUFFER_BYTES: usize = 8 * 1024;
 /// Below this much free space the read buffer grows by [`READ_BUFFER_BYTES`] before a read.
 const MIN_READ_SPARE_BYTES: usize = 1024;
 
+/// Largest read while inside a body: big bodies are read in steps this size rather than
+/// [`READ_BUFFER_BYTES`], so bulk data costs few syscalls while memory stays bounded.
+const BODY_READ_BYTES: usize = 256 * 1024;
+
 /// Bodies up to this size are copied behind the header and sent in one write.
 const COPY_BODY_MAX_BYTES: usize = 8 * 1024;
 
@@ -239,10 +243,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(())
     }
 
-    /// One read into the buffer, growing it by a bounded step when nearly full.
+    /// One read into the buffer, growing it by a bounded step when nearly full. Inside a
+    /// body the step is the rest of the body, up to [`BODY_READ_BYTES`].
     async fn fill(&mut self) -> io::Result<usize> {
-        if self.read_buf.capacity() - self.read_buf.len() < MIN_READ_SPARE_BYTES {
-            self.read_buf.reserve(READ_BUFFER_BYTES);
+        let body_left = usize::try_from(self.decoder.body_remaining()).unwrap_or(usize::MAX);
+        let step = body_left.clamp(READ_BUFFER_BYTES, BODY_READ_BYTES);
+        let spare = self.read_buf.capacity() - self.read_buf.len();
+        if spare < MIN_READ_SPARE_BYTES || (spare < step && self.read_buf.is_empty()) {
+            self.read_buf.reserve(step);
         }
         self.stream.read_buf(&mut self.read_buf).await
     }
@@ -399,7 +407,7 @@ mod tests {
         }
         assert_eq!(total, SIZE);
         assert!(
-            max_capacity <= 2 * READ_BUFFER_BYTES,
+            max_capacity <= 2 * BODY_READ_BYTES,
             "capacity {max_capacity}"
         );
         assert_eq!(next(&mut server).await, Some(TestMsg::Ping));
