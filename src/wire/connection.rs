@@ -41,6 +41,8 @@ pub struct Connection<S> {
     write_buf: BytesMut,
     /// Body bytes announced by `write_header` and not yet written.
     write_remaining: u64,
+    /// How much the read buffer grows by before a read when nearly full.
+    read_step: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -57,12 +59,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             decoder: FrameDecoder::with_limits(limits),
             write_buf: BytesMut::new(),
             write_remaining: 0,
+            read_step: READ_BUFFER_BYTES,
         }
+    }
+
+    /// Sets how many bytes one read may fill (default 8 KiB, and never less): bulk transfers
+    /// raise it so each read and each body chunk is large. Memory stays bounded by a few steps,
+    /// plus whatever body chunks the caller still holds.
+    pub fn set_read_buffer_bytes(&mut self, bytes: usize) {
+        self.read_step = bytes.max(READ_BUFFER_BYTES);
     }
 
     /// Replaces the read limits, e.g. after authentication; they apply from the next header.
     pub fn set_limits(&mut self, limits: Limits) {
         self.decoder.set_limits(limits);
+    }
+
+    /// The read limits in force.
+    pub fn limits(&self) -> Limits {
+        self.decoder.limits()
+    }
+
+    /// How many bytes one read may fill (see [`set_read_buffer_bytes`](Self::set_read_buffer_bytes)).
+    pub fn read_buffer_bytes(&self) -> usize {
+        self.read_step
     }
 
     /// Reads the next frame's header.
@@ -242,7 +262,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// One read into the buffer, growing it by a bounded step when nearly full.
     async fn fill(&mut self) -> io::Result<usize> {
         if self.read_buf.capacity() - self.read_buf.len() < MIN_READ_SPARE_BYTES {
-            self.read_buf.reserve(READ_BUFFER_BYTES);
+            self.read_buf.reserve(self.read_step);
         }
         self.stream.read_buf(&mut self.read_buf).await
     }
@@ -403,6 +423,28 @@ mod tests {
             "capacity {max_capacity}"
         );
         assert_eq!(next(&mut server).await, Some(TestMsg::Ping));
+        writer.await.expect("join").expect("writes");
+    }
+
+    #[tokio::test]
+    async fn a_larger_read_buffer_yields_larger_body_chunks() {
+        const SIZE: usize = 1024 * 1024;
+        let (mut client, mut server) = pair(SIZE);
+        server.set_read_buffer_bytes(256 * 1024);
+        let writer = tokio::spawn(async move {
+            client
+                .write_frame(&put(SIZE as u64), &vec![1u8; SIZE])
+                .await
+        });
+        assert!(matches!(next(&mut server).await, Some(TestMsg::Put { .. })));
+        let (mut total, mut largest) = (0, 0);
+        while let Some(chunk) = server.read_body_chunk().await.expect("reads") {
+            total += chunk.len();
+            largest = largest.max(chunk.len());
+        }
+        assert_eq!(total, SIZE);
+        assert!(largest > 2 * READ_BUFFER_BYTES, "largest chunk {largest}");
+        assert!(server.read_buf.capacity() <= 2 * 256 * 1024);
         writer.await.expect("join").expect("writes");
     }
 
