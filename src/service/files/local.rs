@@ -1,5 +1,5 @@
 //! Facts about local files both halves need: size, mode and mtime as the protocol carries
-//! them, and the digest of a file's first bytes (the resume proof).
+//! them, the digest of a file's first bytes (the resume proof), and sizes as people write them.
 
 use std::fs::{File, Metadata};
 use std::io;
@@ -54,11 +54,47 @@ pub fn prefix_digest(file: &File, len: u64, alg: HashAlg) -> io::Result<Hasher> 
     Ok(hasher)
 }
 
+/// Parses `4096`, `512K`, `512M`, `10G`, `1T` (binary units; `KiB`, `MB`… spellings too).
+///
+/// # Errors
+/// A message naming the bad input.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected e.g. 4096, 512M, 10G"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(format!("invalid size unit in {s:?}: use K, M, G or T")),
+    };
+    value
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
 
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("10G"), Ok(10 << 30));
+        assert_eq!(parse_size("1KiB"), Ok(1024));
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("1.5G").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+    }
 
     #[test]
     fn prefix_digest_covers_exactly_the_prefix() {

@@ -41,7 +41,7 @@ pub use client::{
 };
 pub use error::{FilesError, Rejection};
 pub use hash::{HashAlg, Hasher};
-pub use local::{local_meta, prefix_digest, LocalMeta};
+pub use local::{local_meta, parse_size, prefix_digest, LocalMeta};
 pub use messages::{ClientMessage, Entry, FileHeader, Kind, ServerMessage};
 pub use server::{
     check_exposure, Access, FilesConfig, FilesServer, OneShot, SessionSummary,
