@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 use super::hash::{HashAlg, Hasher};
 use super::messages::Entry;
 
+mod path;
+
+pub use path::RelPath;
+
 /// Directory under the root holding partial files kept for resume; hidden from listings.
 pub const PARTIAL_DIR: &str = ".sockit-partial";
 
@@ -64,45 +68,6 @@ impl Default for StoreOptions {
             policy: Policy::default(),
             max_file_size: DEFAULT_MAX_FILE_BYTES,
         }
-    }
-}
-
-/// A validated relative path: non-empty `/`-separated components, none of them `.`, `..`,
-/// empty, reserved, over [`MAX_COMPONENT_BYTES`], or holding NUL, `\`, `:` drive prefixes or
-/// control characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RelPath {
-    parts: Vec<String>,
-}
-
-impl RelPath {
-    /// Validates a peer's path string.
-    ///
-    /// # Errors
-    /// [`StoreError::InvalidPath`] saying which rule the name broke.
-    pub fn parse(s: &str) -> Result<RelPath, StoreError> {
-        let _ = s;
-        unimplemented!("store")
-    }
-
-    /// The components.
-    pub fn parts(&self) -> &[String] {
-        &self.parts
-    }
-
-    /// The `/`-joined form sent on the wire (unescaped: escape before printing).
-    pub fn as_wire(&self) -> String {
-        self.parts.join("/")
-    }
-}
-
-impl std::fmt::Display for RelPath {
-    /// Escaped for terminals and logs.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::text::escape_one_line(
-            &self.as_wire(),
-            MAX_PATH_BYTES,
-        ))
     }
 }
 
