@@ -67,6 +67,14 @@ impl RelPath {
     pub fn as_wire(&self) -> String {
         self.parts.join("/")
     }
+
+    /// The parent's components and the last name (a `RelPath` is never empty).
+    pub(super) fn split_last(&self) -> (&[String], &str) {
+        match self.parts.split_last() {
+            Some((name, parent)) => (parent, name),
+            None => (&[], ""),
+        }
+    }
 }
 
 impl std::fmt::Display for RelPath {
@@ -80,7 +88,8 @@ impl std::fmt::Display for RelPath {
 }
 
 /// Whether `name` may be one component of a path (`first`: the path's first one, where a
-/// drive prefix would be read as a drive by Windows peers).
+/// drive prefix would be read as a drive by Windows peers). Also used on names found on
+/// disk, so that `walk` only offers what `parse` accepts back.
 pub(super) fn check_name(name: &str, first: bool) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err(EMPTY_COMPONENT);
@@ -117,6 +126,11 @@ pub(super) fn shown_raw(s: &str) -> String {
         shown.push('…');
     }
     shown
+}
+
+/// Escapes the path made of `parts` for an error.
+pub(super) fn shown_parts(parts: &[String]) -> String {
+    crate::text::escape_one_line(&parts.join("/"), MAX_PATH_BYTES)
 }
 
 #[cfg(test)]
