@@ -3,15 +3,31 @@
 //! file and is renamed into place only once its size and digest match.
 //!
 //! Blocking by design: callers run it on a blocking thread.
-//!
-//! API CONTRACT (stub; being implemented): signatures here are what the protocol layer codes
-//! against.
 
 use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{fstat, FileStat, Mode};
+
 use super::hash::{HashAlg, Hasher};
-use super::messages::Entry;
+use super::messages::{Entry, Kind};
+
+mod at;
+mod incoming;
+mod listing;
+mod path;
+mod receive;
+#[cfg(test)]
+mod tests;
+
+use at::{io_error, kind_of, open_dir, owned, stat_at};
+pub use incoming::Incoming;
+use path::shown_parts;
+pub use path::RelPath;
 
 /// Directory under the root holding partial files kept for resume; hidden from listings.
 pub const PARTIAL_DIR: &str = ".sockit-partial";
@@ -67,45 +83,6 @@ impl Default for StoreOptions {
     }
 }
 
-/// A validated relative path: non-empty `/`-separated components, none of them `.`, `..`,
-/// empty, reserved, over [`MAX_COMPONENT_BYTES`], or holding NUL, `\`, `:` drive prefixes or
-/// control characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RelPath {
-    parts: Vec<String>,
-}
-
-impl RelPath {
-    /// Validates a peer's path string.
-    ///
-    /// # Errors
-    /// [`StoreError::InvalidPath`] saying which rule the name broke.
-    pub fn parse(s: &str) -> Result<RelPath, StoreError> {
-        let _ = s;
-        unimplemented!("store")
-    }
-
-    /// The components.
-    pub fn parts(&self) -> &[String] {
-        &self.parts
-    }
-
-    /// The `/`-joined form sent on the wire (unescaped: escape before printing).
-    pub fn as_wire(&self) -> String {
-        self.parts.join("/")
-    }
-}
-
-impl std::fmt::Display for RelPath {
-    /// Escaped for terminals and logs.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::text::escape_one_line(
-            &self.as_wire(),
-            MAX_PATH_BYTES,
-        ))
-    }
-}
-
 /// Permission bits and modification time to give a stored file.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FileMeta {
@@ -117,13 +94,25 @@ pub struct FileMeta {
     pub mtime_nsec: u32,
 }
 
-/// A partial file that a resumed transfer may continue.
+/// A partial file that a resumed transfer may continue: what [`Store::partial`] found, to be
+/// handed back to [`Store::create`].
 #[derive(Debug, Clone)]
 pub struct Partial {
     /// Bytes held.
     pub len: u64,
     /// The digest state over those bytes (its `hex()` is the prefix proof).
     pub hasher: Hasher,
+    /// What was hashed: `create` trusts `hasher` without reading the prefix again only if
+    /// neither the file nor these fields changed since.
+    seen: Seen,
+}
+
+/// The partial file and digest as [`Store::partial`] found them.
+#[derive(Debug, Clone)]
+struct Seen {
+    stat: FileStat,
+    len: u64,
+    hex: String,
 }
 
 /// A file that has landed under its final name.
@@ -225,6 +214,10 @@ impl StoreError {
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
+    /// Every operation starts from this handle, so renaming or replacing the root's path
+    /// later cannot redirect it.
+    root_fd: OwnedFd,
+    options: StoreOptions,
 }
 
 impl Store {
@@ -233,8 +226,19 @@ impl Store {
     /// # Errors
     /// [`StoreError::Io`] if it cannot be created or opened, or is not a directory.
     pub fn open(root: &Path, options: StoreOptions) -> Result<Store, StoreError> {
-        let _ = (root, options);
-        unimplemented!("store")
+        let shown = || crate::text::escape_one_line(&root.to_string_lossy(), MAX_PATH_BYTES);
+        std::fs::create_dir_all(root).map_err(|e| io_error(shown(), e))?;
+        // The root is the user's own path: following a symlink there is their choice.
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(root)
+            .map_err(|e| io_error(shown(), e))?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            root_fd: dir.into(),
+            options,
+        })
     }
 
     /// The root directory as given.
@@ -242,36 +246,9 @@ impl Store {
         &self.root
     }
 
-    /// The partial copy of `path` kept from an interrupted transfer, hashed with `alg`, if
-    /// any (none when `path` itself is invalid or refused by the policy: [`Store::create`]
-    /// reports those).
-    ///
-    /// # Errors
-    /// Validation and policy errors as [`Store::create`]; I/O errors reading the partial.
-    pub fn partial(&self, path: &RelPath, alg: HashAlg) -> Result<Option<Partial>, StoreError> {
-        let _ = (path, alg);
-        unimplemented!("store")
-    }
-
-    /// Starts receiving `path` of `size` bytes. With `resume`, the partial file is kept up
-    /// to `resume.len` bytes (which must be what [`Store::partial`] returned) and the data
-    /// continues from there; otherwise it starts empty. Missing parent directories are
-    /// created; a symlinked parent is refused. The policy, the size cap and free space are
-    /// checked here, before any data is accepted; a partial file is locked so a second
-    /// transfer of the same name gets [`StoreError::Busy`].
-    ///
-    /// # Errors
-    /// Any [`StoreError`] but the mismatches.
-    pub fn create(
-        &self,
-        path: &RelPath,
-        size: u64,
-        meta: FileMeta,
-        alg: HashAlg,
-        resume: Option<Partial>,
-    ) -> Result<Incoming, StoreError> {
-        let _ = (path, size, meta, alg, resume);
-        unimplemented!("store")
+    /// The settings it was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
     }
 
     /// Creates a directory and its missing parents; an existing directory is fine.
@@ -279,8 +256,7 @@ impl Store {
     /// # Errors
     /// Validation, symlink, wrong-kind and I/O errors.
     pub fn mkdir(&self, path: &RelPath, mode: u32) -> Result<(), StoreError> {
-        let _ = (path, mode);
-        unimplemented!("store")
+        self.open_dirs(path.parts(), Some(mode)).map(drop)
     }
 
     /// Opens a regular file for reading (never through a symlink), with its entry.
@@ -288,72 +264,85 @@ impl Store {
     /// # Errors
     /// Not found, symlink, wrong kind, I/O.
     pub fn open_file(&self, path: &RelPath) -> Result<(File, Entry), StoreError> {
-        let _ = path;
-        unimplemented!("store")
+        let (parents, name) = path.split_last();
+        let parent = self.open_dirs(parents, None)?;
+        // O_NONBLOCK: opening a fifo for reading must not wait for a writer.
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY;
+        let raw = parent.as_raw_fd();
+        let fd = match openat(Some(raw), name, flags, Mode::empty()) {
+            Ok(fd) => owned(fd),
+            Err(Errno::ENOENT) => return Err(StoreError::NotFound(path.to_string())),
+            Err(e) => {
+                return Err(match stat_at(parent.as_fd(), name).map(|st| kind_of(&st)) {
+                    Ok(Kind::Symlink) => StoreError::Symlink(path.to_string()),
+                    Ok(Kind::Other | Kind::Dir) => {
+                        StoreError::WrongKind(path.to_string(), "regular file")
+                    }
+                    _ => io_error(path.to_string(), e),
+                })
+            }
+        };
+        let raw = fd.as_raw_fd();
+        let st = fstat(raw).map_err(|e| io_error(path.to_string(), e))?;
+        if kind_of(&st) != Kind::File {
+            return Err(StoreError::WrongKind(path.to_string(), "regular file"));
+        }
+        nix::fcntl::fcntl(raw, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
+            .map_err(|e| io_error(path.to_string(), e))?;
+        Ok((File::from(fd), at::entry(path.as_wire(), &st)))
     }
 
-    /// One directory level (`None` is the root), sorted by name, reserved names hidden.
-    ///
-    /// # Errors
-    /// Not found, symlink, wrong kind, too many entries, I/O.
-    pub fn list(&self, dir: Option<&RelPath>) -> Result<Vec<Entry>, StoreError> {
-        let _ = dir;
-        unimplemented!("store")
+    /// Opens the directory made of `parts` below the root, one component at a time; with
+    /// `create`, missing ones are made (0o755, the last one with `create`'s mode).
+    fn open_dirs(&self, parts: &[String], create: Option<u32>) -> Result<OwnedFd, StoreError> {
+        let mut dir = self
+            .root_fd
+            .try_clone()
+            .map_err(|e| io_error(".".to_string(), e))?;
+        for (i, name) in parts.iter().enumerate() {
+            let mode = create.map(|mode| if i + 1 == parts.len() { mode } else { 0o755 });
+            dir = open_dir(dir.as_fd(), name, mode, || shown_parts(&parts[..=i]))?;
+        }
+        Ok(dir)
     }
 
-    /// What a `get` of `path` fetches (`None` is the root): a file gives itself; a directory
-    /// gives itself and, recursively, its directories and regular files (symlinks and special
-    /// files skipped), parents before children. Entry paths are relative to `path`'s parent,
-    /// so the requested name is kept: `get docs` yields `docs`, `docs/a.txt`, ...
-    ///
-    /// # Errors
-    /// Not found, symlink, too many entries, I/O.
-    pub fn walk(&self, path: Option<&RelPath>) -> Result<Vec<Entry>, StoreError> {
-        let _ = path;
-        unimplemented!("store")
-    }
-}
-
-/// A file being received: bytes are hashed and written as they come.
-#[derive(Debug)]
-pub struct Incoming {
-    received: u64,
-}
-
-impl Incoming {
-    /// Bytes held so far (the resumed prefix included).
-    pub fn received(&self) -> u64 {
-        self.received
+    /// Refuses what the policy refuses about the final name as it stands: a directory there
+    /// (but under [`Policy::Rename`] that is just a taken name), and under [`Policy::Refuse`]
+    /// anything at all, a dangling symlink included.
+    fn check_final(
+        &self,
+        parent: BorrowedFd<'_>,
+        name: &str,
+        path: &RelPath,
+    ) -> Result<(), StoreError> {
+        let st = match stat_at(parent, name) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(io_error(path.to_string(), e)),
+        };
+        match (self.options.policy, kind_of(&st)) {
+            (Policy::Rename, _) => Ok(()),
+            (_, Kind::Dir) => Err(StoreError::WrongKind(path.to_string(), "regular file")),
+            (Policy::Refuse, _) => Err(StoreError::Exists(path.to_string())),
+            (Policy::Overwrite, _) => Ok(()),
+        }
     }
 
-    /// Appends and hashes a chunk.
-    ///
-    /// # Errors
-    /// [`StoreError::SizeMismatch`] past the declared size; [`StoreError::NoSpace`] when the
-    /// disk or a file-size limit is hit (the partial is removed); I/O errors.
-    pub fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
-        let _ = chunk;
-        unimplemented!("store")
+    /// The directory holding partial files (made 0o700 with `create`), `None` if missing.
+    fn partial_dir(&self, create: bool) -> Result<Option<OwnedFd>, StoreError> {
+        match open_dir(
+            self.root_fd.as_fd(),
+            PARTIAL_DIR,
+            create.then_some(0o700),
+            || PARTIAL_DIR.to_string(),
+        ) {
+            Ok(dir) => Ok(Some(dir)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
-
-    /// Checks size and digest, syncs, applies mode and mtime, and renames into place by the
-    /// policy (then syncs the directory). On a mismatch the partial is removed.
-    ///
-    /// # Errors
-    /// Size or hash mismatch, a name taken meanwhile under [`Policy::Refuse`], I/O.
-    pub fn commit(self, hash_hex: &str) -> Result<Stored, StoreError> {
-        let _ = hash_hex;
-        unimplemented!("store")
-    }
-
-    /// Removes the partial data (a refused or corrupt transfer).
-    pub fn discard(self) {
-        unimplemented!("store")
-    }
-}
-
-/// Dropping an `Incoming` without `commit` or `discard` keeps the partial file (synced) for a
-/// later resume: that is what an interrupted transfer leaves, never under the final name.
-impl Drop for Incoming {
-    fn drop(&mut self) {}
 }

@@ -1,0 +1,255 @@
+//! A file being received: appended and hashed chunk by chunk into its partial file, then
+//! checked, synced and renamed into place by the store's policy.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::Flock;
+use nix::sys::time::TimeSpec;
+
+use super::super::hash::Hasher;
+use super::at::{io_error, perm, rename_noreplace, rename_replace};
+use super::{
+    FileMeta, Policy, RelPath, StoreError, Stored, MAX_COMPONENT_BYTES, MAX_RENAME_ATTEMPTS,
+};
+
+/// A file being received: bytes are hashed and written as they come.
+#[derive(Debug)]
+pub struct Incoming {
+    pub(super) path: RelPath,
+    /// The partial file, exclusively locked until this is dropped.
+    pub(super) file: Flock<File>,
+    /// The partial directory and the partial's name in it.
+    pub(super) partials: OwnedFd,
+    pub(super) partial_name: String,
+    /// The final name's directory, opened (without symlinks) when the transfer started.
+    pub(super) parent: OwnedFd,
+    pub(super) size: u64,
+    pub(super) received: u64,
+    pub(super) hasher: Hasher,
+    pub(super) meta: FileMeta,
+    pub(super) policy: Policy,
+    /// The partial's name no longer belongs to this transfer (removed, or renamed into
+    /// place): it must not be touched again, another transfer may have taken it.
+    pub(super) removed: bool,
+}
+
+impl Incoming {
+    /// Bytes held so far (the resumed prefix included).
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Appends and hashes a chunk.
+    ///
+    /// # Errors
+    /// [`StoreError::SizeMismatch`] past the declared size (nothing of the chunk is written
+    /// and the partial is removed); [`StoreError::NoSpace`] when the disk, a quota or a
+    /// file-size limit is hit (the partial is removed); I/O errors.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        self.check_live()?;
+        let total = self.received.saturating_add(chunk.len() as u64);
+        if total > self.size {
+            self.remove();
+            return Err(StoreError::SizeMismatch {
+                path: self.path.to_string(),
+                got: total,
+                declared: self.size,
+            });
+        }
+        if let Err(e) = (&*self.file).write_all(chunk) {
+            return Err(self.write_error(e));
+        }
+        self.hasher.update(chunk);
+        self.received = total;
+        Ok(())
+    }
+
+    /// Checks size and digest, applies mode and mtime, syncs, and renames into place by the
+    /// policy (then syncs the directory). Any failure removes the partial.
+    ///
+    /// Under [`Policy::Rename`] the number goes before the last extension:
+    /// `a.txt` → `a (1).txt`, `archive.tar.gz` → `archive.tar (1).gz`; a name without one,
+    /// or whose only dot leads it (`.bashrc`), gets it at the end: `.bashrc (1)`.
+    ///
+    /// # Errors
+    /// Size or hash mismatch, a name taken meanwhile under [`Policy::Refuse`], a directory
+    /// at the name under [`Policy::Overwrite`], I/O (a mount point between the root and the
+    /// target directory is one: the partial cannot be renamed across it).
+    pub fn commit(mut self, hash_hex: &str) -> Result<Stored, StoreError> {
+        self.check_live()?;
+        let result = self.finish(hash_hex);
+        if result.is_err() {
+            self.remove();
+        }
+        result
+    }
+
+    /// Removes the partial data (a refused or corrupt transfer).
+    pub fn discard(mut self) {
+        self.remove();
+    }
+
+    fn finish(&mut self, hash_hex: &str) -> Result<Stored, StoreError> {
+        if self.received != self.size {
+            return Err(StoreError::SizeMismatch {
+                path: self.path.to_string(),
+                got: self.received,
+                declared: self.size,
+            });
+        }
+        if !self.hasher.matches(hash_hex) {
+            return Err(StoreError::HashMismatch(
+                self.path.to_string(),
+                self.hasher.alg(),
+            ));
+        }
+        let fd = self.file.as_raw_fd();
+        nix::sys::stat::fchmod(fd, perm(self.meta.mode)).map_err(|e| self.io(e))?;
+        let mtime = TimeSpec::new(
+            self.meta.mtime as _,
+            self.meta.mtime_nsec.min(999_999_999) as _,
+        );
+        nix::sys::stat::futimens(fd, &TimeSpec::UTIME_NOW, &mtime).map_err(|e| self.io(e))?;
+        if let Err(e) = self.file.sync_all() {
+            return Err(self.write_error(e));
+        }
+        let name = self.place()?;
+        // The name is in place now; only its durability is in question from here.
+        nix::unistd::fsync(self.parent.as_raw_fd()).map_err(|e| self.io(e))?;
+        let (parents, _) = self.path.split_last();
+        let name = match parents {
+            [] => name,
+            _ => format!("{}/{name}", parents.join("/")),
+        };
+        Ok(Stored {
+            name,
+            size: self.size,
+        })
+    }
+
+    /// Renames the partial to its final name by the policy; returns the name used.
+    fn place(&mut self) -> Result<String, StoreError> {
+        let (_, name) = self.path.split_last();
+        let name = name.to_string();
+        let (from_dir, to_dir) = (self.partials.as_fd(), self.parent.as_fd());
+        let from = self.partial_name.as_str();
+        let placed = match self.policy {
+            Policy::Refuse => match rename_noreplace(from_dir, from, to_dir, &name) {
+                Ok(()) => Ok(name),
+                Err(Errno::EEXIST) => return Err(StoreError::Exists(self.path.to_string())),
+                Err(e) => Err(e),
+            },
+            Policy::Overwrite => match rename_replace(from_dir, from, to_dir, &name) {
+                Ok(()) => Ok(name),
+                Err(Errno::EISDIR | Errno::ENOTEMPTY | Errno::EEXIST) => {
+                    return Err(StoreError::WrongKind(self.path.to_string(), "regular file"))
+                }
+                Err(e) => Err(e),
+            },
+            Policy::Rename => {
+                let mut placed = Err(Errno::EEXIST);
+                for n in 0..=MAX_RENAME_ATTEMPTS {
+                    let candidate = if n == 0 {
+                        name.clone()
+                    } else {
+                        numbered(&name, n)
+                    };
+                    match rename_noreplace(from_dir, from, to_dir, &candidate) {
+                        Err(Errno::EEXIST) => continue,
+                        done => {
+                            placed = done.map(|()| candidate);
+                            break;
+                        }
+                    }
+                }
+                if placed == Err(Errno::EEXIST) {
+                    return Err(StoreError::Exists(self.path.to_string()));
+                }
+                placed
+            }
+        };
+        match placed {
+            Ok(name) => {
+                self.removed = true;
+                Ok(name)
+            }
+            Err(Errno::EXDEV) => Err(io_error(
+                self.path.to_string(),
+                std::io::Error::other(
+                    "its directory is on another file system than the store's root (a mount \
+                     point inside it): the received data cannot be renamed there",
+                ),
+            )),
+            Err(e) => Err(self.io(e)),
+        }
+    }
+
+    fn check_live(&self) -> Result<(), StoreError> {
+        if self.removed {
+            return Err(io_error(
+                self.path.to_string(),
+                std::io::Error::other("the transfer already ended and its data was removed"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A full disk, quota or file-size limit removes the partial; anything else keeps it.
+    fn write_error(&mut self, e: std::io::Error) -> StoreError {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => {
+                self.remove();
+                StoreError::NoSpace(self.path.to_string())
+            }
+            _ => self.io(e),
+        }
+    }
+
+    fn io(&self, e: impl Into<std::io::Error>) -> StoreError {
+        io_error(self.path.to_string(), e)
+    }
+
+    /// Unlinks the partial; it is still ours (locked and checked at open), nobody else can
+    /// have replaced it.
+    fn remove(&mut self) {
+        if std::mem::replace(&mut self.removed, true) {
+            return;
+        }
+        if let Err(e) = nix::unistd::unlinkat(
+            Some(self.partials.as_raw_fd()),
+            self.partial_name.as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        ) {
+            tracing::warn!(path = %self.path, error = %e, "could not remove partial data");
+        }
+    }
+}
+
+/// Dropping an `Incoming` without `commit` or `discard` keeps the partial file for a later
+/// resume (and releases its lock): that is what an interrupted transfer leaves, never under
+/// the final name. It is not synced: a resume proves its prefix by digest anyway.
+impl Drop for Incoming {
+    fn drop(&mut self) {}
+}
+
+/// `name` with ` (n)` before its last extension, shortened to stay within
+/// [`MAX_COMPONENT_BYTES`].
+pub(super) fn numbered(name: &str, n: u32) -> String {
+    let (mut stem, mut ext) = match name.rfind('.') {
+        Some(dot) if dot > 0 => name.split_at(dot),
+        _ => (name, ""),
+    };
+    let mut suffix = format!(" ({n}){ext}");
+    if suffix.len() >= MAX_COMPONENT_BYTES / 2 {
+        (stem, ext) = (name, "");
+        suffix = format!(" ({n}){ext}");
+    }
+    let mut cut = stem.len().min(MAX_COMPONENT_BYTES - suffix.len());
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", &stem[..cut])
+}

@@ -1,0 +1,271 @@
+//! The receiving half of the store: partial files kept for resume, and starting a transfer
+//! once everything that can be checked before the data arrives has been.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, Flock, FlockArg, OFlag};
+use nix::sys::stat::{fstat, FileStat, Mode};
+
+use super::super::hash::{HashAlg, Hasher};
+use super::super::messages::Kind;
+use super::at::{self, io_error, kind_of, owned, stat_at};
+use super::{FileMeta, Incoming, Partial, RelPath, Seen, Store, StoreError, PARTIAL_DIR};
+
+/// Bytes read at a time when hashing a partial file.
+const HASH_BUF_BYTES: usize = 256 * 1024;
+
+impl Store {
+    /// The partial copy of `path` kept from an interrupted transfer, hashed with `alg`, if
+    /// any. Nothing is created. The same refusals as [`Store::create`] apply as far as they
+    /// do not depend on the size, so a doomed `put` is refused at its probe.
+    ///
+    /// # Errors
+    /// Symlink and wrong-kind errors on the way; [`StoreError::Exists`] (or
+    /// [`StoreError::WrongKind`] for a directory) at the final name as [`Store::create`];
+    /// [`StoreError::Busy`] while another transfer of `path` is writing it; I/O errors
+    /// reading the partial.
+    pub fn partial(&self, path: &RelPath, alg: HashAlg) -> Result<Option<Partial>, StoreError> {
+        let (parents, name) = path.split_last();
+        match self.open_dirs(parents, None) {
+            Ok(parent) => self.check_final(parent.as_fd(), name, path)?,
+            // No parent, no file under the final name; a partial may still be kept.
+            Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let Some(partials) = self.partial_dir(false)? else {
+            return Ok(None);
+        };
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+        let file = match openat(
+            Some(partials.as_raw_fd()),
+            partial_name(path).as_str(),
+            flags,
+            Mode::empty(),
+        ) {
+            Ok(fd) => File::from(owned(fd)),
+            Err(Errno::ENOENT | Errno::ELOOP) => return Ok(None),
+            Err(e) => return Err(io_error(partial_shown(path), e)),
+        };
+        // Shared: a writer (an exclusive lock) can neither hold it now nor start meanwhile.
+        let file = Flock::lock(file, FlockArg::LockSharedNonblock).map_err(|(_, e)| match e {
+            Errno::EWOULDBLOCK => StoreError::Busy(path.to_string()),
+            e => io_error(partial_shown(path), e),
+        })?;
+        let seen = fstat(file.as_raw_fd()).map_err(|e| io_error(partial_shown(path), e))?;
+        if kind_of(&seen) != Kind::File {
+            return Ok(None);
+        }
+        let limit = u64::try_from(seen.st_size).unwrap_or(0);
+        let (len, hasher) =
+            hash_prefix(&file, limit, alg).map_err(|e| io_error(partial_shown(path), e))?;
+        let seen = Seen {
+            stat: seen,
+            len,
+            hex: hasher.hex(),
+        };
+        Ok((len > 0).then_some(Partial { len, hasher, seen }))
+    }
+
+    /// Starts receiving `path` of `size` bytes. With `resume`, the partial file is kept up
+    /// to `resume.len` bytes (which must be what [`Store::partial`] returned) and the data
+    /// continues from there; otherwise it starts empty. Missing parent directories are
+    /// created; a symlinked parent is refused. The policy, the size cap and free space are
+    /// checked here, before any data is accepted; a partial file is locked so a second
+    /// transfer of the same name gets [`StoreError::Busy`].
+    ///
+    /// If the partial file changed since [`Store::partial`] hashed it (another transfer of
+    /// the same name ran in between), its prefix is read again and must still match
+    /// `resume.hasher`; otherwise this is [`StoreError::Busy`] and the sender should probe
+    /// again — never a file mixing two senders' bytes.
+    ///
+    /// # Errors
+    /// Any [`StoreError`] but the hash mismatch; [`StoreError::SizeMismatch`] only for a
+    /// `resume.len` over `size`.
+    pub fn create(
+        &self,
+        path: &RelPath,
+        size: u64,
+        meta: FileMeta,
+        alg: HashAlg,
+        resume: Option<Partial>,
+    ) -> Result<Incoming, StoreError> {
+        let limit = self.options.max_file_size;
+        if size > limit {
+            return Err(StoreError::TooLarge {
+                path: path.to_string(),
+                size,
+                limit,
+            });
+        }
+        let start = resume.as_ref().map_or(0, |p| p.len);
+        if start > size {
+            return Err(StoreError::SizeMismatch {
+                path: path.to_string(),
+                got: start,
+                declared: size,
+            });
+        }
+        if resume.as_ref().is_some_and(|p| p.hasher.alg() != alg) {
+            return Err(io_error(
+                path.to_string(),
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the partial data was hashed with another digest",
+                ),
+            ));
+        }
+        let free =
+            at::free_bytes(self.root_fd.as_fd()).map_err(|e| io_error(path.to_string(), e))?;
+        if free < size - start {
+            return Err(StoreError::NoSpace(path.to_string()));
+        }
+
+        let (parents, name) = path.split_last();
+        let parent = self.open_dirs(parents, Some(0o755))?;
+        self.check_final(parent.as_fd(), name, path)?;
+        let Some(partials) = self.partial_dir(true)? else {
+            return Err(StoreError::NotFound(PARTIAL_DIR.to_string()));
+        };
+        let partial_name = partial_name(path);
+        let (file, st) = open_partial(partials.as_fd(), &partial_name, resume.is_none(), path)?;
+        let shown_err = |e| io_error(partial_shown(path), e);
+        let hasher = match resume {
+            None => {
+                file.set_len(0).map_err(shown_err)?;
+                Hasher::new(alg)
+            }
+            Some(p) => {
+                let unchanged = same_contents(&st, &p.seen.stat)
+                    && p.len == p.seen.len
+                    && p.hasher.hex() == p.seen.hex;
+                if !unchanged {
+                    let (len, again) = hash_prefix(&file, p.len, alg).map_err(shown_err)?;
+                    if len != p.len || again.hex() != p.hasher.hex() {
+                        return Err(StoreError::Busy(path.to_string()));
+                    }
+                }
+                file.set_len(p.len).map_err(shown_err)?;
+                (&*file).seek(SeekFrom::Start(p.len)).map_err(shown_err)?;
+                p.hasher
+            }
+        };
+        Ok(Incoming {
+            path: path.clone(),
+            file,
+            partials,
+            partial_name,
+            parent,
+            size,
+            received: start,
+            hasher,
+            meta,
+            policy: self.options.policy,
+            removed: false,
+        })
+    }
+}
+
+/// The partial file's name for `path`: fixed length whatever the path, so any valid path
+/// has one, and never a peer's string on disk.
+fn partial_name(path: &RelPath) -> String {
+    let digest = blake3::hash(path.as_wire().as_bytes());
+    format!("{}.part", &digest.to_hex()[..32])
+}
+
+fn partial_shown(path: &RelPath) -> String {
+    format!("{path} (partial data)")
+}
+
+/// Opens and locks the partial file `name` in `dir` for writing (creating it with `create`).
+/// The lock is taken before anything is truncated, and the name is checked to still be the
+/// locked file afterwards: a transfer that removed it meanwhile must not leave us writing
+/// an unlinked file, nor later renaming someone else's.
+fn open_partial(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    create: bool,
+    path: &RelPath,
+) -> Result<(Flock<File>, FileStat), StoreError> {
+    let raw = dir.as_raw_fd();
+    let mut flags = OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+    if create {
+        flags |= OFlag::O_CREAT;
+    }
+    for _ in 0..at::RACE_RETRIES {
+        let file = match openat(Some(raw), name, flags, Mode::from_bits_truncate(0o600)) {
+            Ok(fd) => File::from(owned(fd)),
+            Err(Errno::ENOENT) => {
+                // Resuming, and the partial is gone: another transfer completed or dropped it.
+                return Err(StoreError::Busy(path.to_string()));
+            }
+            Err(e) => return Err(io_error(partial_shown(path), e)),
+        };
+        let file =
+            Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
+                Errno::EWOULDBLOCK => StoreError::Busy(path.to_string()),
+                e => io_error(partial_shown(path), e),
+            })?;
+        let st = fstat(file.as_raw_fd()).map_err(|e| io_error(partial_shown(path), e))?;
+        if kind_of(&st) != Kind::File {
+            return Err(StoreError::WrongKind(partial_shown(path), "regular file"));
+        }
+        match stat_at(dir, name) {
+            Ok(now) if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) => {
+                if st.st_nlink == 1 {
+                    return Ok((file, st));
+                }
+                // A second name for it (a link fallback that could not unlink, or a planted
+                // hard link): truncating would change that other file. Start a fresh one.
+                let _ =
+                    nix::unistd::unlinkat(Some(raw), name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+                if !create {
+                    return Err(StoreError::Busy(path.to_string()));
+                }
+            }
+            Ok(_) | Err(Errno::ENOENT) if create => {}
+            Ok(_) | Err(Errno::ENOENT) => return Err(StoreError::Busy(path.to_string())),
+            Err(e) => return Err(io_error(partial_shown(path), e)),
+        }
+    }
+    Err(StoreError::Busy(path.to_string()))
+}
+
+/// Whether `now` is the same file as `then`, unmodified since (size, change and
+/// modification times).
+fn same_contents(now: &FileStat, then: &FileStat) -> bool {
+    let key = |st: &FileStat| {
+        (
+            st.st_dev,
+            st.st_ino,
+            st.st_size,
+            st.st_mtime,
+            st.st_mtime_nsec,
+            st.st_ctime,
+            st.st_ctime_nsec,
+        )
+    };
+    key(now) == key(then)
+}
+
+/// Hashes up to `limit` bytes from the start of `file` with a bounded buffer; returns how
+/// many there were.
+fn hash_prefix(file: &File, limit: u64, alg: HashAlg) -> std::io::Result<(u64, Hasher)> {
+    let mut hasher = Hasher::new(alg);
+    let mut buf = vec![0; HASH_BUF_BYTES];
+    let mut reader = std::io::Read::take(file, limit);
+    let mut len = 0;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((len, hasher))
+}
