@@ -1,14 +1,17 @@
 //! Shared test helpers: in-process servers on port 0, and the built binary as a child.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::Duration;
 
 use sockit::net::{Addr, BindOptions, Datagram, Listener};
 use sockit::server::{serve, serve_datagram, Config, DatagramHandler, Handler};
 use sockit::service::exec::{ExecConfig, ExecServer};
+use sockit::service::files::{FilesConfig, FilesServer};
 use sockit::session::Token;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -202,4 +205,42 @@ pub async fn start_exec(config: ExecConfig) -> (TestServer, Token) {
     };
     let server = start(ExecServer::new(config, token.clone()), engine).await;
     (server, token)
+}
+
+/// Starts a file server in-process on 127.0.0.1:0.
+pub async fn start_files(config: FilesConfig, token: Option<Token>) -> TestServer {
+    let engine = Config {
+        service: "files".into(),
+        ..Config::default()
+    };
+    start(FilesServer::new(config, token).unwrap(), engine).await
+}
+
+/// What a directory holds: every entry under `root` by relative path, with a file's bytes or
+/// `None` for a directory (or a symlink's target path). The store's `.sockit-partial` is left
+/// out: it holds resumable data, never a file under its final name.
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            if rel == Path::new(".sockit-partial") {
+                continue;
+            }
+            let kind = entry.file_type().unwrap();
+            if kind.is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.insert(rel, Some(target.into_os_string().into_encoded_bytes()));
+            } else if kind.is_dir() {
+                out.insert(rel, None);
+                stack.push(path);
+            } else {
+                out.insert(rel, Some(std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out
 }
