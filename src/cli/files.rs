@@ -320,16 +320,8 @@ pub(super) async fn run_put(args: PutArgs, verb: &str) -> Result<(), Failure> {
         eprintln!("sockit: {verb}: warning: {warning}");
     }
     print_failures(verb, &report.files);
-    let stored = report.files.iter().filter(|f| f.result.is_ok()).count();
-    let total: u64 = report.files.iter().map(|f| f.size).sum();
-    summary_line(
-        verb,
-        stored,
-        total,
-        report.bytes_sent,
-        report.elapsed,
-        report.hash,
-    );
+    let moved = (report.bytes_sent, report.elapsed, report.hash);
+    summary_line(verb, &report.files, moved);
     finish(report.failures())
 }
 
@@ -349,10 +341,8 @@ pub(super) async fn run_get(args: GetArgs) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::Runtime(e.into()))?;
     print_failures("get", &report.files);
-    let fetched = report.files.iter().filter(|f| f.result.is_ok()).count();
-    let total: u64 = report.files.iter().map(|f| f.size).sum();
-    let (bytes, elapsed, hash) = (report.bytes_received, report.elapsed, report.hash);
-    summary_line("get", fetched, total, bytes, elapsed, hash);
+    let moved = (report.bytes_received, report.elapsed, report.hash);
+    summary_line("get", &report.files, moved);
     finish(report.failures())
 }
 
@@ -406,7 +396,24 @@ fn print_failures(verb: &str, files: &[FileReport]) {
     }
 }
 
-fn summary_line(verb: &str, ok: usize, total: u64, moved: u64, elapsed: Duration, hash: HashAlg) {
+/// One line on stderr: what landed, how many bytes crossed the wire, how fast, verified how.
+fn summary_line(
+    verb: &str,
+    files: &[FileReport],
+    (moved, elapsed, hash): (u64, Duration, HashAlg),
+) {
+    let done = |kind| {
+        files
+            .iter()
+            .filter(|f| f.kind == kind && f.result.is_ok())
+            .count()
+    };
+    let (ok_files, ok_dirs) = (done(files::Kind::File), done(files::Kind::Dir));
+    let bytes: u64 = files
+        .iter()
+        .filter(|f| f.result.is_ok())
+        .map(|f| f.size)
+        .sum();
     let secs = elapsed.as_secs_f64();
     let rate = if secs > 0.0 {
         moved as f64 / secs / 1e6
@@ -414,8 +421,8 @@ fn summary_line(verb: &str, ok: usize, total: u64, moved: u64, elapsed: Duration
         0.0
     };
     eprintln!(
-        "{verb}: {ok} files/dirs, {total} bytes ({moved} transferred) in {secs:.2} s, \
-         {rate:.1} MB/s, verified {hash}"
+        "{verb}: {ok_files} files ({bytes} bytes) and {ok_dirs} directories done; {moved} bytes \
+         transferred in {secs:.2} s ({rate:.1} MB/s); verified {hash}"
     );
 }
 

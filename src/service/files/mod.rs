@@ -23,7 +23,31 @@
 //!
 //! The client pipelines: it keeps sending while a reader task collects the answers, so many
 //! small files cost one connection and no round trip each. A `rejected` answer concerns one
-//! request; an `error` frame is fatal and the server closes.
+//! request; an `error` frame is fatal and the server closes. A refused `put` body is still
+//! read and dropped (up to [`MAX_DISCARD_BYTES`]) so the conversation stays in step.
+//!
+//! Inside: [`store`] is the file system (validated names, partial files, atomic commit);
+//! `transfer` moves one file's bytes between a disk thread and the connection; `server` and
+//! `requests` are the server half, `client` the client half ([`put`], [`get`], [`list`]).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use sockit::service::files::{put, PutOptions, Remote};
+//!
+//! # async fn demo() -> Result<(), sockit::service::files::FilesError> {
+//! let remote = Remote::new("127.0.0.1:7009".parse().unwrap());
+//! let paths = ["photos".into(), "notes.txt".into()];
+//! let report = put(&remote, &paths, Some("inbox"), &PutOptions::default()).await?;
+//! for file in &report.files {
+//!     if let Err(why) = &file.result {
+//!         eprintln!("{}: {why}", file.local);
+//!     }
+//! }
+//! println!("{} bytes sent, verified {}", report.bytes_sent, report.hash);
+//! # Ok(())
+//! # }
+//! ```
 
 mod client;
 mod error;

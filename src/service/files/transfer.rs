@@ -221,7 +221,18 @@ where
         return skip_file::<S, M>(conn, body_len, joined(writer).await).await;
     }
     let mut left = body_len;
-    while let Some(chunk) = conn.read_body_chunk().await.map_err(ReceiveError::Broken)? {
+    loop {
+        let chunk = match conn.read_body_chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => {
+                // Let the disk thread settle the partial before the session ends, so a resume
+                // that follows finds all of it.
+                drop(tx);
+                let _ = writer.await;
+                return Err(ReceiveError::Broken(e));
+            }
+        };
         left = left.saturating_sub(chunk.len() as u64);
         if tx.send(Piece::Data(chunk)).await.is_err() {
             // The disk thread gave up (no space, an I/O error): skip the rest, then report.
@@ -237,9 +248,15 @@ where
         }
         Err(e @ ReceiveError::Invalid(_)) => {
             let _ = tx.send(Piece::Abort).await;
+            drop(tx);
+            let _ = writer.await;
             Err(e)
         }
-        Err(e) => Err(e),
+        Err(e) => {
+            drop(tx);
+            let _ = writer.await;
+            Err(e)
+        }
     }
 }
 
