@@ -1,55 +1,18 @@
 //! The file service end to end through the library client: round trips, many files over one
-//! connection, resume, policies, access modes, races and symlinks, on in-process servers.
+//! connection, policies, access modes, TLS and tokens, races and symlinks, on in-process
+//! servers (resume is in `files_resume.rs`, bad input in `files_hostile.rs`).
 
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
-use common::{snapshot, start_files, TEST_TIMEOUT};
-use sockit::net::{Addr, Stream};
+use common::{pattern, put_all, snapshot, start_files, write_file};
 use sockit::service::files::{
-    self, get, list, put, Access, ClientMessage, FileHeader, FilesConfig, FilesError, GetOptions,
-    HashAlg, Kind, Policy, PutOptions, PutReport, Remote, CHUNK_BYTES,
+    get, list, put, Access, FilesConfig, FilesError, GetOptions, HashAlg, Kind, Policy, PutOptions,
+    Remote,
 };
-use sockit::session;
-use sockit::wire::Connection;
-use tokio::io::AsyncWriteExt;
-use tokio::time::timeout;
-
-async fn put_all(addr: &Addr, paths: &[PathBuf], to: Option<&str>) -> PutReport {
-    let remote = Remote::new(addr.clone());
-    timeout(
-        TEST_TIMEOUT,
-        put(&remote, paths, to, &PutOptions::default()),
-    )
-    .await
-    .expect("put in time")
-    .expect("put runs")
-}
-
-fn write_file(path: &Path, bytes: &[u8], mode: u32, mtime_secs: u64) {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).unwrap();
-    }
-    fs::write(path, bytes).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-    let when = SystemTime::UNIX_EPOCH + Duration::new(mtime_secs, 123_456_789);
-    fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(when)
-        .unwrap();
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
 
 fn assert_same_file(a: &Path, b: &Path) {
     assert_eq!(fs::read(a).unwrap(), fs::read(b).unwrap(), "{a:?} vs {b:?}");
@@ -134,82 +97,6 @@ async fn five_hundred_small_files_go_over_one_connection() {
     assert_eq!(report.files.len(), 501);
     let got = snapshot(&root.path().join("in"));
     assert_eq!(got, snapshot(src.path()));
-    server.stop().await.unwrap();
-}
-
-/// A handshaken connection for hand-written frames.
-async fn raw(addr: &Addr) -> Connection<Stream> {
-    let mut conn = Connection::new(Stream::connect(addr).await.unwrap());
-    timeout(
-        TEST_TIMEOUT,
-        session::connect(&mut conn, &files::session_config(), None),
-    )
-    .await
-    .unwrap()
-    .expect("handshake");
-    conn
-}
-
-/// Sends a `put` header and only `sent` bytes of the body, then disconnects and waits for the
-/// server to close its side (it has then settled the partial data).
-async fn interrupted_put(addr: &Addr, path: &str, data: &[u8], sent: usize) {
-    let mut conn = raw(addr).await;
-    let header = FileHeader {
-        path: path.into(),
-        size: data.len() as u64,
-        offset: 0,
-        mode: 0o644,
-        mtime: 0,
-        mtime_nsec: 0,
-        hash: HashAlg::Blake3,
-    };
-    conn.write_header(&ClientMessage::Put(header))
-        .await
-        .unwrap();
-    conn.write_body(&data[..sent]).await.unwrap();
-    conn.get_mut().shutdown().await.unwrap();
-    let end = timeout(TEST_TIMEOUT, conn.read_frame::<files::ServerMessage>()).await;
-    assert!(matches!(end, Ok(Ok(None))), "{end:?}");
-}
-
-#[tokio::test]
-async fn an_interrupted_put_resumes_and_sends_only_the_rest() {
-    let (src, root) = (tempdir(), tempdir());
-    let size = 12 * 1024 * 1024;
-    let data = pattern(size, 3);
-    let file = src.path().join("big.bin");
-    write_file(&file, &data, 0o644, 5);
-    let server = start_files(FilesConfig::new(root.path()), None).await;
-    interrupted_put(&server.addr, "big.bin", &data, size / 2).await;
-    assert!(!root.path().join("big.bin").exists());
-
-    let report = put_all(&server.addr, &[file], None).await;
-    assert_eq!(report.failures(), 0, "{:?}", report.files);
-    let rest = (size - size / 2) as u64;
-    assert!(
-        report.bytes_sent >= rest && report.bytes_sent <= rest + CHUNK_BYTES as u64,
-        "sent {} of {size}",
-        report.bytes_sent
-    );
-    assert_eq!(fs::read(root.path().join("big.bin")).unwrap(), data);
-    server.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn a_partial_that_does_not_match_is_sent_again_in_full() {
-    let (src, root) = (tempdir(), tempdir());
-    let size = 10 * 1024 * 1024;
-    let old = pattern(size, 1);
-    let server = start_files(FilesConfig::new(root.path()), None).await;
-    interrupted_put(&server.addr, "big.bin", &old, size / 2).await;
-    let new = pattern(size, 2);
-    let file = src.path().join("big.bin");
-    write_file(&file, &new, 0o644, 5);
-
-    let report = put_all(&server.addr, &[file], None).await;
-    assert_eq!(report.failures(), 0, "{:?}", report.files);
-    assert_eq!(report.bytes_sent, size as u64);
-    assert_eq!(fs::read(root.path().join("big.bin")).unwrap(), new);
     server.stop().await.unwrap();
 }
 
@@ -384,4 +271,68 @@ async fn sha256_round_trips_and_a_server_can_refuse_it() {
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
+}
+
+#[tokio::test]
+async fn tls_with_a_token_carries_files_and_refuses_a_client_without_the_token() {
+    use sockit::net::tls::{ServerIdentity, ServerTrust, TlsAcceptor, TlsConnector};
+    use sockit::session::Token;
+    let (src, root) = (tempdir(), tempdir());
+    let file = src.path().join("t.txt");
+    write_file(&file, b"over tls", 0o644, 1);
+    let acceptor =
+        TlsAcceptor::new(ServerIdentity::self_signed(&"127.0.0.1:0".parse().unwrap()).unwrap())
+            .unwrap();
+    let pin = acceptor.fingerprint();
+    let mut config = FilesConfig::new(root.path());
+    config.tls = Some(acceptor);
+    let token = Token::generate().unwrap();
+    let server = start_files(config, Some(token.clone())).await;
+    let connector = TlsConnector::new(&ServerTrust::Pin(pin)).unwrap();
+    let remote = Remote {
+        addr: server.addr.clone(),
+        token: Some(token),
+        tls: Some(connector.clone()),
+    };
+    let report = put(
+        &remote,
+        std::slice::from_ref(&file),
+        None,
+        &PutOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.failures(), 0);
+    assert_eq!(fs::read(root.path().join("t.txt")).unwrap(), b"over tls");
+    let anonymous = Remote {
+        token: None,
+        ..remote
+    };
+    match put(&anonymous, &[file], None, &PutOptions::default()).await {
+        Err(FilesError::Session(e)) => assert_eq!(e.code(), "token_required"),
+        other => panic!("{other:?}"),
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_local_name_that_is_not_utf8_fails_alone() {
+    use std::os::unix::ffi::OsStrExt;
+    let (src, root) = (tempdir(), tempdir());
+    let dir = src.path().join("mixed");
+    write_file(&dir.join("ok.txt"), b"fine", 0o644, 1);
+    let bad = dir.join(std::ffi::OsStr::from_bytes(b"bad\xff.txt"));
+    fs::write(&bad, b"x").unwrap();
+    let server = start_files(FilesConfig::new(root.path()), None).await;
+    let report = put_all(&server.addr, &[dir], None).await;
+    assert_eq!(report.failures(), 1, "{:?}", report.files);
+    let failed = report
+        .files
+        .iter()
+        .find_map(|f| f.result.as_ref().err())
+        .unwrap();
+    assert_eq!(failed.code, "invalid_path");
+    assert!(failed.message.contains("UTF-8"), "{failed:?}");
+    assert_eq!(fs::read(root.path().join("mixed/ok.txt")).unwrap(), b"fine");
+    server.stop().await.unwrap();
 }

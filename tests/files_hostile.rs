@@ -7,13 +7,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use common::{snapshot, start_files, TestServer, TEST_TIMEOUT};
-use sockit::net::{Addr, Stream};
+use common::{raw_files, snapshot, start_files, TestServer, TEST_TIMEOUT};
+use sockit::net::Stream;
 use sockit::service::files::{
-    self, put, ClientMessage, FileHeader, FilesConfig, HashAlg, Hasher, PutOptions, Remote,
-    ServerMessage,
+    put, ClientMessage, FileHeader, FilesConfig, HashAlg, Hasher, PutOptions, Remote, ServerMessage,
 };
-use sockit::session;
 use sockit::wire::Connection;
 use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
@@ -57,18 +55,6 @@ impl Fixture {
         assert_eq!(report.failures(), 0, "{:?}", report.files);
         std::fs::remove_file(self.root.path().join("next.txt")).unwrap();
     }
-}
-
-async fn raw(addr: &Addr) -> Connection<Stream> {
-    let mut conn = Connection::new(Stream::connect(addr).await.unwrap());
-    timeout(
-        TEST_TIMEOUT,
-        session::connect(&mut conn, &files::session_config(), None),
-    )
-    .await
-    .unwrap()
-    .expect("handshake");
-    conn
 }
 
 async fn next(conn: &mut Connection<Stream>) -> Option<ServerMessage> {
@@ -156,7 +142,7 @@ async fn every_hostile_name_is_rejected_as_an_invalid_path() {
         long.as_str(),
         ".sockit-partial/x",
     ];
-    let mut conn = raw(&f.server.addr).await;
+    let mut conn = raw_files(&f.server.addr).await;
     for name in names {
         send_put(&mut conn, header(name, 3, 0), b"abc", &blake3(b"abc")).await;
         assert_eq!(code_of(next(&mut conn).await), "invalid_path", "{name:?}");
@@ -178,7 +164,7 @@ async fn every_hostile_name_is_rejected_as_an_invalid_path() {
 async fn sizes_that_are_not_a_u64_end_the_session_with_invalid_header() {
     let mut f = fixture().await;
     for size in ["-1", "1e30", "\"10\"", "18446744073709551616"] {
-        let mut conn = raw(&f.server.addr).await;
+        let mut conn = raw_files(&f.server.addr).await;
         let json = format!(r#"{{"type":"put","path":"s.bin","size":{size},"mode":420,"mtime":0}}"#);
         write_raw(&mut conn, &json, b"").await;
         assert_eq!(
@@ -194,7 +180,7 @@ async fn sizes_that_are_not_a_u64_end_the_session_with_invalid_header() {
 #[tokio::test]
 async fn the_largest_u64_size_is_refused_before_its_body_and_the_connection_closed() {
     let mut f = fixture().await;
-    let mut conn = raw(&f.server.addr).await;
+    let mut conn = raw_files(&f.server.addr).await;
     let head = header("huge.bin", u64::MAX, 0);
     conn.write_header(&ClientMessage::Put(head)).await.unwrap();
     assert_eq!(code_of(next(&mut conn).await), "too_large");
@@ -205,7 +191,7 @@ async fn the_largest_u64_size_is_refused_before_its_body_and_the_connection_clos
 #[tokio::test]
 async fn a_duplicate_key_ends_the_session_with_invalid_header() {
     let mut f = fixture().await;
-    let mut conn = raw(&f.server.addr).await;
+    let mut conn = raw_files(&f.server.addr).await;
     let json = r#"{"type":"put","path":"a.txt","path":"b.txt","size":3,"mode":420,"mtime":0}"#;
     write_raw(&mut conn, json, b"abc").await;
     assert_eq!(code_of(next(&mut conn).await), "error:invalid_header");
@@ -215,7 +201,7 @@ async fn a_duplicate_key_ends_the_session_with_invalid_header() {
 #[tokio::test]
 async fn a_body_shorter_than_declared_then_a_disconnect_leaves_nothing_visible() {
     let mut f = fixture().await;
-    let mut conn = raw(&f.server.addr).await;
+    let mut conn = raw_files(&f.server.addr).await;
     conn.write_header(&ClientMessage::Put(header("short.bin", 1000, 0)))
         .await
         .unwrap();
@@ -228,7 +214,7 @@ async fn a_body_shorter_than_declared_then_a_disconnect_leaves_nothing_visible()
 #[tokio::test]
 async fn a_body_longer_than_declared_is_a_broken_frame() {
     let mut f = fixture().await;
-    let mut conn = raw(&f.server.addr).await;
+    let mut conn = raw_files(&f.server.addr).await;
     let json = r#"{"type":"put","path":"long.bin","size":3,"mode":420,"mtime":0}"#;
     write_raw(&mut conn, json, b"abcdefgh").await;
     let end = ClientMessage::End {
@@ -242,7 +228,7 @@ async fn a_body_longer_than_declared_is_a_broken_frame() {
 #[tokio::test]
 async fn a_wrong_hash_is_rejected_and_the_connection_goes_on() {
     let mut f = fixture().await;
-    let mut conn = raw(&f.server.addr).await;
+    let mut conn = raw_files(&f.server.addr).await;
     send_put(&mut conn, header("w.txt", 3, 0), b"abc", &"0".repeat(64)).await;
     assert_eq!(code_of(next(&mut conn).await), "hash_mismatch");
     send_put(&mut conn, header("end.txt", 0, 0), b"", "").await;
@@ -259,7 +245,7 @@ async fn a_wrong_hash_is_rejected_and_the_connection_goes_on() {
 #[tokio::test]
 async fn a_resume_offset_without_a_matching_probe_is_a_bad_offset() {
     let mut f = fixture().await;
-    let mut conn = raw(&f.server.addr).await;
+    let mut conn = raw_files(&f.server.addr).await;
     send_put(&mut conn, header("o.txt", 5, 2), b"cde", &blake3(b"abcde")).await;
     assert_eq!(code_of(next(&mut conn).await), "bad_offset");
     let probe = ClientMessage::Probe {
@@ -289,7 +275,7 @@ async fn a_resume_offset_without_a_matching_probe_is_a_bad_offset() {
 #[tokio::test]
 async fn a_fetch_whose_prefix_does_not_match_gets_the_whole_file() {
     let mut f = fixture().await;
-    let mut conn = raw(&f.server.addr).await;
+    let mut conn = raw_files(&f.server.addr).await;
     let mut good = Hasher::new(HashAlg::Blake3);
     good.update(b"0123");
     for (prefix, start, body) in [
