@@ -212,3 +212,33 @@ fn put_to_a_closed_port_exits_1() {
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+#[test]
+fn sockit_serve_runs_a_file_service_from_its_config() {
+    let (conf_dir, root, src) = (tempdir(), tempdir(), tempdir());
+    let config = conf_dir.path().join("serve.toml");
+    let toml = format!(
+        "[[service]]\nkind = \"files\"\nlisten = \"127.0.0.1:0\"\ndir = {:?}\npolicy = \"rename\"\n",
+        path_str(root.path())
+    );
+    fs::write(&config, toml).unwrap();
+    let mut cmd = sockit();
+    cmd.args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("SOCKIT_TOKEN")
+        .stdout(std::process::Stdio::piped());
+    let mut proc = Proc::spawn(cmd);
+    let mut stdout = std::io::BufReader::new(proc.child.stdout.take().unwrap());
+    let mut banner = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut banner).unwrap();
+    assert!(banner.starts_with("files"), "{banner}");
+    let addr = banner.split_whitespace().last().unwrap().to_string();
+    let file = src.path().join("s.txt");
+    fs::write(&file, b"served").unwrap();
+    for _ in 0..2 {
+        let (code, _, err) = run(&["put", &addr, path_str(&file)]);
+        assert_eq!(code, 0, "{err}");
+    }
+    assert_eq!(fs::read(root.path().join("s (1).txt")).unwrap(), b"served");
+    assert_eq!(proc.terminate().code(), Some(0));
+}

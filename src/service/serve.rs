@@ -515,5 +515,32 @@ mod tests {
         )
         .unwrap();
         assert!(check_fields(&process_udp.services[0]).is_err());
+        let files_option_on_echo = ServeConfig::parse(
+            "[[service]]\nkind = \"echo\"\nlisten = \"127.0.0.1:0\"\ndir = \"x\"\n",
+        )
+        .unwrap();
+        assert!(check_fields(&files_option_on_echo.services[0]).is_err());
+    }
+
+    #[test]
+    fn a_files_entry_needs_a_known_policy_and_a_token_beyond_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = |listen: &str, extra: &str| {
+            let text = format!(
+                "[[service]]\nkind = \"files\"\nlisten = \"{listen}\"\ndir = {:?}\n{extra}",
+                dir.path().to_str().unwrap()
+            );
+            ServeConfig::parse(&text).unwrap().services.remove(0)
+        };
+        let local: Addr = "127.0.0.1:9".parse().unwrap();
+        let mut notes = Vec::new();
+        let bad_policy = entry("127.0.0.1:0", "policy = \"clobber\"\n");
+        assert!(files_server(&bad_policy, &local, &mut notes).is_err());
+        let public: Addr = "0.0.0.0:9".parse().unwrap();
+        assert!(check_exposure(&public, None).is_err());
+        assert!(check_exposure(&local, None).is_ok());
+        let missing_token = entry("0.0.0.0:0", "token_file = \"/nonexistent/token\"\n");
+        assert!(files_server(&missing_token, &public, &mut notes).is_err());
+        assert!(files_server(&entry("127.0.0.1:0", ""), &local, &mut notes).is_ok());
     }
 }
