@@ -23,6 +23,13 @@ use crate::service::serve::{bind_all, ServeConfig, DEFAULT_CONFIG};
 use crate::session::{load_token, Token};
 use crate::stdio::ThreadWriter;
 
+mod files;
+
+pub use files::{
+    parse_hash, parse_size, ClientArgs, FilesServeArgs, GetArgs, LsArgs, PutArgs, RecvArgs,
+    ServerArgs,
+};
+
 /// A socket toolkit: echo, netcat, load generator and more, secure by default.
 #[derive(Debug, Parser)]
 #[command(name = "sockit", version, about)]
@@ -52,9 +59,29 @@ pub enum Command {
     /// Remote command execution with token auth (a safe "simulated ssh").
     #[command(subcommand)]
     Exec(ExecCommand),
+    /// File service: serve a directory (`files serve`).
+    #[command(subcommand)]
+    Files(FilesCommand),
+    /// Send files and directories to a file server, verified and resumable.
+    Put(PutArgs),
+    /// Fetch files and directories from a file server.
+    Get(GetArgs),
+    /// List a directory of a file server.
+    Ls(LsArgs),
+    /// Wait for one sender, receive its files into --dir, exit with its status.
+    Recv(RecvArgs),
+    /// Send files to `sockit recv` (the same as put).
+    Send(PutArgs),
     /// Load generators.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// `sockit files ...`.
+#[derive(Debug, Subcommand)]
+pub enum FilesCommand {
+    /// Receive into and serve from a directory: verified, atomic, resumable transfers.
+    Serve(FilesServeArgs),
 }
 
 /// `sockit exec ...`.
@@ -427,8 +454,56 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Exec(ExecCommand::Serve(args)) => run_exec_serve(args).await,
         Command::Exec(ExecCommand::Run(args)) => run_exec_run(args).await,
         Command::Exec(ExecCommand::Shell(args)) => run_exec_shell(args).await,
+        Command::Files(FilesCommand::Serve(args)) => files::run_files_serve(args).await,
+        Command::Put(args) => files::run_put(args, "put").await,
+        Command::Get(args) => files::run_get(args).await,
+        Command::Ls(args) => files::run_ls(args).await,
+        Command::Recv(args) => files::run_recv(args).await,
+        Command::Send(args) => files::run_put(args, "send").await,
         Command::Bench(cmd) => run_bench(cmd).await,
     }
+}
+
+/// The client's TLS connector from `--tls`, `--tls-pin`, `--tls-ca`; `None` for plaintext.
+fn client_tls(
+    tls: bool,
+    pin: Option<Fingerprint>,
+    ca: Option<PathBuf>,
+) -> Result<Option<TlsConnector>, Failure> {
+    let trust = match (tls, pin, ca) {
+        (false, _, _) => return Ok(None),
+        (true, Some(pin), _) => ServerTrust::Pin(pin),
+        (true, None, Some(ca)) => ServerTrust::CaFile(ca),
+        (true, None, None) => {
+            return Err(Failure::Usage(anyhow::anyhow!(
+                "--tls needs --tls-pin FINGERPRINT or --tls-ca FILE; the fingerprint is the \
+                 `tls fingerprint: sha256:...` line the server prints at start"
+            )))
+        }
+    };
+    let connector = TlsConnector::new(&trust).map_err(|e| Failure::Usage(e.into()))?;
+    Ok(Some(connector))
+}
+
+/// The server's TLS acceptor from `--tls`, `--cert`, `--key` (a self-signed certificate for
+/// `addr` without them); its fingerprint goes to stdout for clients' `--tls-pin`.
+fn server_tls(
+    tls: bool,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+    addr: &Addr,
+) -> Result<Option<TlsAcceptor>, Failure> {
+    let identity = match (tls, cert, key) {
+        (false, _, _) => return Ok(None),
+        (true, Some(cert), Some(key)) => {
+            ServerIdentity::from_pem_files(cert, key).map_err(|e| Failure::Usage(e.into()))?
+        }
+        (true, _, _) => ServerIdentity::self_signed(addr).context("tls")?,
+    };
+    let acceptor = TlsAcceptor::new(identity).map_err(|e| Failure::Usage(e.into()))?;
+    // Public, so stdout next to any token line.
+    println!("tls fingerprint: {}", acceptor.fingerprint());
+    Ok(Some(acceptor))
 }
 
 fn netcat_failure(e: NetcatError) -> Failure {
@@ -573,23 +648,8 @@ async fn run_exec_serve(args: ExecServeArgs) -> Result<(), Failure> {
     if !addr.is_local() {
         tracing::warn!(%addr, "exec listens beyond loopback: anyone holding the token can run commands");
     }
-    let tls = match (args.tls, &args.cert, &args.key) {
-        (false, _, _) => None,
-        (true, Some(cert), Some(key)) => {
-            Some(ServerIdentity::from_pem_files(cert, key).map_err(|e| Failure::Usage(e.into()))?)
-        }
-        (true, _, _) => Some(ServerIdentity::self_signed(&addr).context("exec")?),
-    };
     let config = ExecConfig {
-        tls: match tls {
-            Some(identity) => {
-                let acceptor = TlsAcceptor::new(identity).map_err(|e| Failure::Usage(e.into()))?;
-                // For clients' --tls-pin; public, so stdout next to the token line.
-                println!("tls fingerprint: {}", acceptor.fingerprint());
-                Some(acceptor)
-            }
-            None => None,
-        },
+        tls: server_tls(args.tls, args.cert.as_deref(), args.key.as_deref(), &addr)?,
         ..config
     };
     let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
@@ -637,21 +697,7 @@ async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
     if args.compat == Some(Compat::Tutorial) {
         return run_tutorial_client(args).await;
     }
-    let trust = match (args.tls, args.tls_pin, args.tls_ca) {
-        (false, _, _) => None,
-        (true, Some(pin), _) => Some(ServerTrust::Pin(pin)),
-        (true, None, Some(ca)) => Some(ServerTrust::CaFile(ca)),
-        (true, None, None) => {
-            return Err(Failure::Usage(anyhow::anyhow!(
-                "--tls needs --tls-pin FINGERPRINT or --tls-ca FILE; the fingerprint is the \
-                 `tls fingerprint: sha256:...` line `sockit exec serve --tls` prints at start"
-            )))
-        }
-    };
-    let tls = match trust {
-        Some(trust) => Some(TlsConnector::new(&trust).map_err(|e| Failure::Usage(e.into()))?),
-        None => None,
-    };
+    let tls = client_tls(args.tls, args.tls_pin, args.tls_ca)?;
     let token = load_token(args.token_file.as_deref())
         .map_err(|e| fail(e.into()))?
         .ok_or_else(|| {

@@ -9,6 +9,15 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A file-size limit (ulimit -f) must fail a write with EFBIG, reported as "no space",
+    // rather than kill a file server mid-session.
+    // SAFETY: setting a signal to SIG_IGN installs no handler code; done before any thread.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGXFSZ,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    };
     let level = match (cli.verbose, cli.quiet) {
         (0, 0) => "info",
         (1, _) => "debug",

@@ -15,6 +15,10 @@ use crate::net::{parse_net, Acl, Addr, BindOptions, Datagram, Listener};
 use crate::server::{serve, serve_datagram, Config, Mode};
 use crate::service::echo::{Echo, EchoDatagram, DEFAULT_UDP_RATE_PER_SOURCE};
 use crate::service::exec::{ExecConfig, ExecServer};
+use crate::service::files::{
+    check_exposure, parse_size, Access, FilesConfig, FilesServer, Policy, DEFAULT_FILES_DIR,
+    DEFAULT_MAX_FILES_CONNS,
+};
 use crate::session::{load_token, Token};
 
 /// The default service set: loopback only.
@@ -33,6 +37,12 @@ udp = true
 [[service]]
 kind = "exec"            # remote commands; token from token_file or SOCKIT_TOKEN, else
 listen = "127.0.0.1:7008" # generated and printed once below the banner line
+
+[[service]]
+kind = "files"           # put / get / ls; token from token_file or SOCKIT_TOKEN if set
+listen = "127.0.0.1:7009" # (required beyond loopback)
+dir = "sockit-files"     # created if missing
+policy = "refuse"        # or "overwrite", "rename"
 "#;
 
 /// A parsed service-set file.
@@ -55,6 +65,8 @@ pub enum ServiceKind {
     Echo,
     /// Remote command execution (stream only; token auth always on).
     Exec,
+    /// File transfer (stream only; token required beyond loopback).
+    Files,
 }
 
 /// One `[[service]]` entry.
@@ -99,9 +111,25 @@ pub struct ServiceConfig {
     /// Exec: kill a command's process group after this many seconds.
     #[serde(default)]
     pub timeout_secs: Option<u64>,
-    /// Exec: TLS with a generated self-signed certificate (its fingerprint is printed).
+    /// Exec and files: TLS with a generated self-signed certificate (its fingerprint is
+    /// printed).
     #[serde(default)]
     pub tls: bool,
+    /// Files: the directory served (default `sockit-files`).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Files: `refuse` (default), `overwrite` or `rename` when a name is taken.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// Files: refuse uploads.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Files: refuse listings and downloads.
+    #[serde(default)]
+    pub write_only: bool,
+    /// Files: largest file accepted (`512M`, `10G`, …).
+    #[serde(default)]
+    pub max_file_size: Option<String>,
 }
 
 /// A configuration that cannot be run.
@@ -143,6 +171,7 @@ enum Bound {
     Stream(Listener, Echo, Config),
     Datagram(Datagram, EchoDatagram, Config),
     Exec(Listener, Box<ExecServer>, Config),
+    Files(Listener, Box<FilesServer>, Config),
 }
 
 /// One entry of the banner: what runs where, and what a client needs to know.
@@ -238,9 +267,33 @@ pub async fn bind_all(
                 };
                 ("exec", t, Bound::Exec(listener, Box::new(handler), engine))
             }
+            (ServiceKind::Files, true) => {
+                return Err(ServeError::Config(
+                    "files needs a stream socket, not udp".into(),
+                ))
+            }
+            (ServiceKind::Files, false) => {
+                let listener = Listener::bind(&addr, &opts).await.map_err(bind_err)?;
+                let bound_addr = listener.local_addr().map_err(bind_err)?;
+                let handler = files_server(svc, &bound_addr, &mut notes)?;
+                let t = match (svc.tls, unix) {
+                    (true, _) => "tls",
+                    (false, true) => "unix",
+                    (false, false) => "tcp",
+                };
+                let engine = Config {
+                    max_conns: svc.max_conns.unwrap_or(DEFAULT_MAX_FILES_CONNS),
+                    ..engine
+                };
+                (
+                    "files",
+                    t,
+                    Bound::Files(listener, Box::new(handler), engine),
+                )
+            }
         };
         let addr = match &b {
-            Bound::Stream(l, ..) | Bound::Exec(l, ..) => l.local_addr(),
+            Bound::Stream(l, ..) | Bound::Exec(l, ..) | Bound::Files(l, ..) => l.local_addr(),
             Bound::Datagram(s, ..) => s.local_addr(),
         }
         .map_err(bind_err)?;
@@ -260,6 +313,7 @@ pub async fn bind_all(
                 Bound::Stream(l, h, c) => tasks.spawn(serve(l, h, c, token)),
                 Bound::Datagram(s, h, c) => tasks.spawn(serve_datagram(s, h, c, token)),
                 Bound::Exec(l, h, c) => tasks.spawn(serve(l, *h, c, token)),
+                Bound::Files(l, h, c) => tasks.spawn(serve(l, *h, c, token)),
             };
         }
         let mut first_error = None;
@@ -278,31 +332,80 @@ pub async fn bind_all(
 
 /// Refuses options that do not belong to the entry's kind, rather than ignoring them.
 fn check_fields(svc: &ServiceConfig) -> Result<(), ServeError> {
+    let exec_only = svc.shell || !svc.allow_cmd.is_empty() || svc.timeout_secs.is_some();
+    let files_only = svc.dir.is_some()
+        || svc.policy.is_some()
+        || svc.read_only
+        || svc.write_only
+        || svc.max_file_size.is_some();
+    let process = svc.mode.as_deref() == Some("process");
     let misplaced = match svc.kind {
         ServiceKind::Echo => {
-            let exec_only = svc.token_file.is_some()
-                || svc.shell
-                || !svc.allow_cmd.is_empty()
-                || svc.timeout_secs.is_some()
-                || svc.tls;
-            if svc.udp && svc.mode.as_deref() == Some("process") {
+            if svc.udp && process {
                 Some("mode = \"process\" needs a stream socket, not udp")
             } else {
-                exec_only.then_some(
-                    "token_file, shell, allow_cmd, timeout_secs and tls are exec options",
+                (exec_only || files_only || svc.token_file.is_some() || svc.tls).then_some(
+                    "token_file, tls, shell, allow_cmd, timeout_secs and the files options \
+                     are not echo options",
                 )
             }
         }
-        ServiceKind::Exec => {
-            let process = svc.mode.as_deref() == Some("process");
-            (svc.upper || svc.udp || process)
-                .then_some("upper, udp and mode = \"process\" are echo options")
-        }
+        ServiceKind::Exec => (svc.upper || svc.udp || process || files_only)
+            .then_some("upper, udp, mode = \"process\" and the files options are not exec options"),
+        ServiceKind::Files => (svc.upper || svc.udp || process || exec_only).then_some(
+            "upper, udp, mode = \"process\", shell, allow_cmd and timeout_secs are not files \
+             options",
+        ),
     };
     match misplaced {
         Some(why) => Err(ServeError::Config(format!("{:?} entry: {why}", svc.kind))),
         None => Ok(()),
     }
+}
+
+/// The files handler for an entry; a TLS fingerprint goes to `notes`. Beyond loopback a token
+/// is required (from `token_file` or `SOCKIT_TOKEN`).
+fn files_server(
+    svc: &ServiceConfig,
+    addr: &Addr,
+    notes: &mut Vec<String>,
+) -> Result<FilesServer, ServeError> {
+    let config_err = |e: &dyn std::fmt::Display| ServeError::Config(format!("files: {e}"));
+    let token = load_token(svc.token_file.as_deref()).map_err(|e| config_err(&e))?;
+    check_exposure(addr, token.as_ref()).map_err(|e| config_err(&e))?;
+    let policy = match svc.policy.as_deref() {
+        None | Some("refuse") => Policy::Refuse,
+        Some("overwrite") => Policy::Overwrite,
+        Some("rename") => Policy::Rename,
+        Some(other) => {
+            return Err(config_err(&format!(
+                "policy {other:?}: use refuse, overwrite or rename"
+            )))
+        }
+    };
+    if svc.read_only && svc.write_only {
+        return Err(config_err(&"read_only and write_only exclude each other"));
+    }
+    let mut config = FilesConfig::new(svc.dir.clone().unwrap_or_else(|| DEFAULT_FILES_DIR.into()));
+    config.store.policy = policy;
+    if let Some(size) = &svc.max_file_size {
+        config.store.max_file_size = parse_size(size).map_err(|e| config_err(&e))?;
+    }
+    config.access = match (svc.read_only, svc.write_only) {
+        (true, _) => Access::ReadOnly,
+        (_, true) => Access::WriteOnly,
+        _ => Access::ReadWrite,
+    };
+    if svc.tls {
+        let identity = ServerIdentity::self_signed(addr).map_err(|e| config_err(&e))?;
+        let acceptor = TlsAcceptor::new(identity).map_err(|e| config_err(&e))?;
+        notes.push(format!("tls fingerprint: {}", acceptor.fingerprint()));
+        config.tls = Some(acceptor);
+    }
+    let shown = config.root.display().to_string();
+    let server = FilesServer::new(config, token).map_err(|e| config_err(&e))?;
+    notes.push(format!("dir: {shown}"));
+    Ok(server)
 }
 
 /// The exec handler for an entry; a generated token and a TLS fingerprint go to `notes`.
@@ -380,7 +483,7 @@ mod tests {
     #[test]
     fn default_config_parses_and_binds_loopback_only() {
         let config = ServeConfig::parse(DEFAULT_CONFIG).unwrap();
-        assert_eq!(config.services.len(), 3);
+        assert_eq!(config.services.len(), 4);
         for svc in &config.services {
             assert!(svc.listen.parse::<Addr>().unwrap().is_local());
         }
@@ -412,5 +515,32 @@ mod tests {
         )
         .unwrap();
         assert!(check_fields(&process_udp.services[0]).is_err());
+        let files_option_on_echo = ServeConfig::parse(
+            "[[service]]\nkind = \"echo\"\nlisten = \"127.0.0.1:0\"\ndir = \"x\"\n",
+        )
+        .unwrap();
+        assert!(check_fields(&files_option_on_echo.services[0]).is_err());
+    }
+
+    #[test]
+    fn a_files_entry_needs_a_known_policy_and_a_token_beyond_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = |listen: &str, extra: &str| {
+            let text = format!(
+                "[[service]]\nkind = \"files\"\nlisten = \"{listen}\"\ndir = {:?}\n{extra}",
+                dir.path().to_str().unwrap()
+            );
+            ServeConfig::parse(&text).unwrap().services.remove(0)
+        };
+        let local: Addr = "127.0.0.1:9".parse().unwrap();
+        let mut notes = Vec::new();
+        let bad_policy = entry("127.0.0.1:0", "policy = \"clobber\"\n");
+        assert!(files_server(&bad_policy, &local, &mut notes).is_err());
+        let public: Addr = "0.0.0.0:9".parse().unwrap();
+        assert!(check_exposure(&public, None).is_err());
+        assert!(check_exposure(&local, None).is_ok());
+        let missing_token = entry("0.0.0.0:0", "token_file = \"/nonexistent/token\"\n");
+        assert!(files_server(&missing_token, &public, &mut notes).is_err());
+        assert!(files_server(&entry("127.0.0.1:0", ""), &local, &mut notes).is_ok());
     }
 }

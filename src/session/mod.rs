@@ -1,4 +1,5 @@
-//! What every framed service shares: the hello, mutual HMAC authentication, error frames.
+//! What every framed service shares: the hello, mutual HMAC authentication, error frames, and
+//! the client's dial (connect, TLS).
 //!
 //! The handshake runs over a [`wire::Connection`](crate::wire::Connection) under
 //! [`Limits::pre_auth`] and a deadline ([`HANDSHAKE_TIMEOUT`]); the token never crosses the wire:
@@ -41,6 +42,7 @@
 //! ```
 
 mod auth;
+mod dial;
 mod handshake;
 mod limiter;
 mod token;
@@ -50,6 +52,7 @@ use std::time::Duration;
 use crate::wire::{ErrorFrame, Limits, WireError};
 
 pub use auth::NONCE_BYTES;
+pub use dial::{connect_stream, dial, ClientStream, DialError};
 pub use handshake::{accept, connect};
 pub use limiter::{
     AuthLimiter, PenaltyConfig, FIRST_FAILURE_DELAY, MAX_FAILURE_DELAY, PENALTY_QUIET_PERIOD,

@@ -45,6 +45,8 @@ pub struct Connection<S> {
     write_buf: BytesMut,
     /// Body bytes announced by `write_header` and not yet written.
     write_remaining: u64,
+    /// The largest read inside a body (headers are read in [`READ_BUFFER_BYTES`] steps).
+    read_step: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -61,12 +63,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             decoder: FrameDecoder::with_limits(limits),
             write_buf: BytesMut::new(),
             write_remaining: 0,
+            read_step: BODY_READ_BYTES,
         }
+    }
+
+    /// Sets how many bytes one read inside a body may fill (default [`BODY_READ_BYTES`], never
+    /// less than 8 KiB). Memory stays bounded by a few steps, plus whatever body chunks the
+    /// caller still holds.
+    pub fn set_read_buffer_bytes(&mut self, bytes: usize) {
+        self.read_step = bytes.max(READ_BUFFER_BYTES);
     }
 
     /// Replaces the read limits, e.g. after authentication; they apply from the next header.
     pub fn set_limits(&mut self, limits: Limits) {
         self.decoder.set_limits(limits);
+    }
+
+    /// The read limits in force.
+    pub fn limits(&self) -> Limits {
+        self.decoder.limits()
+    }
+
+    /// How many bytes one read may fill (see [`set_read_buffer_bytes`](Self::set_read_buffer_bytes)).
+    pub fn read_buffer_bytes(&self) -> usize {
+        self.read_step
     }
 
     /// Reads the next frame's header.
@@ -244,10 +264,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// One read into the buffer, growing it by a bounded step when nearly full. Inside a
-    /// body the step is the rest of the body, up to [`BODY_READ_BYTES`].
+    /// body the step is the rest of the body, up to the read step ([`BODY_READ_BYTES`] by default).
     async fn fill(&mut self) -> io::Result<usize> {
         let body_left = usize::try_from(self.decoder.body_remaining()).unwrap_or(usize::MAX);
-        let step = body_left.clamp(READ_BUFFER_BYTES, BODY_READ_BYTES);
+        let step = body_left.clamp(READ_BUFFER_BYTES, self.read_step);
         let spare = self.read_buf.capacity() - self.read_buf.len();
         if spare < MIN_READ_SPARE_BYTES || (spare < step && self.read_buf.is_empty()) {
             self.read_buf.reserve(step);
@@ -411,6 +431,28 @@ mod tests {
             "capacity {max_capacity}"
         );
         assert_eq!(next(&mut server).await, Some(TestMsg::Ping));
+        writer.await.expect("join").expect("writes");
+    }
+
+    #[tokio::test]
+    async fn a_larger_read_buffer_yields_larger_body_chunks() {
+        const SIZE: usize = 1024 * 1024;
+        let (mut client, mut server) = pair(SIZE);
+        server.set_read_buffer_bytes(256 * 1024);
+        let writer = tokio::spawn(async move {
+            client
+                .write_frame(&put(SIZE as u64), &vec![1u8; SIZE])
+                .await
+        });
+        assert!(matches!(next(&mut server).await, Some(TestMsg::Put { .. })));
+        let (mut total, mut largest) = (0, 0);
+        while let Some(chunk) = server.read_body_chunk().await.expect("reads") {
+            total += chunk.len();
+            largest = largest.max(chunk.len());
+        }
+        assert_eq!(total, SIZE);
+        assert!(largest > 2 * READ_BUFFER_BYTES, "largest chunk {largest}");
+        assert!(server.read_buf.capacity() <= 2 * 256 * 1024);
         writer.await.expect("join").expect("writes");
     }
 

@@ -1,14 +1,18 @@
 //! Shared test helpers: in-process servers on port 0, and the built binary as a child.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sockit::net::{Addr, BindOptions, Datagram, Listener};
 use sockit::server::{serve, serve_datagram, Config, DatagramHandler, Handler};
 use sockit::service::exec::{ExecConfig, ExecServer};
+use sockit::service::files::{self, FilesConfig, FilesServer, PutOptions, PutReport, Remote};
 use sockit::session::Token;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -202,4 +206,91 @@ pub async fn start_exec(config: ExecConfig) -> (TestServer, Token) {
     };
     let server = start(ExecServer::new(config, token.clone()), engine).await;
     (server, token)
+}
+
+/// Starts a file server in-process on 127.0.0.1:0.
+pub async fn start_files(config: FilesConfig, token: Option<Token>) -> TestServer {
+    let engine = Config {
+        service: "files".into(),
+        ..Config::default()
+    };
+    start(FilesServer::new(config, token).unwrap(), engine).await
+}
+
+/// What a directory holds: every entry under `root` by relative path, with a file's bytes or
+/// `None` for a directory (or a symlink's target path). The store's `.sockit-partial` is left
+/// out: it holds resumable data, never a file under its final name.
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            if rel == Path::new(".sockit-partial") {
+                continue;
+            }
+            let kind = entry.file_type().unwrap();
+            if kind.is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.insert(rel, Some(target.into_os_string().into_encoded_bytes()));
+            } else if kind.is_dir() {
+                out.insert(rel, None);
+                stack.push(path);
+            } else {
+                out.insert(rel, Some(std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// `put` with default options, bounded by [`TEST_TIMEOUT`].
+pub async fn put_all(addr: &Addr, paths: &[PathBuf], to: Option<&str>) -> PutReport {
+    let remote = Remote::new(addr.clone());
+    let options = PutOptions::default();
+    let putting = files::put(&remote, paths, to, &options);
+    tokio::time::timeout(TEST_TIMEOUT, putting)
+        .await
+        .expect("put in time")
+        .expect("put runs")
+}
+
+/// Writes a file (and its parents) with a mode and an mtime of `mtime_secs` + 123456789 ns.
+pub fn write_file(path: &Path, bytes: &[u8], mode: u32, mtime_secs: u64) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    let when = SystemTime::UNIX_EPOCH + Duration::new(mtime_secs, 123_456_789);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+}
+
+/// Deterministic bytes that differ by `seed`.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// A file-service connection past the handshake (no token), for hand-written frames.
+pub async fn raw_files(addr: &Addr) -> sockit::wire::Connection<sockit::net::Stream> {
+    let stream = sockit::net::Stream::connect(addr).await.unwrap();
+    let mut conn = sockit::wire::Connection::new(stream);
+    let cfg = sockit::service::files::session_config();
+    tokio::time::timeout(
+        TEST_TIMEOUT,
+        sockit::session::connect(&mut conn, &cfg, None),
+    )
+    .await
+    .unwrap()
+    .expect("handshake");
+    conn
 }

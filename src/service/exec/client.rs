@@ -7,7 +7,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::messages::{ClientMessage, RemoteExit, ServerMessage, SignalName};
-use super::{session_config, split_framed, OUTPUT_CHUNK_BYTES};
+use super::{session_config, OUTPUT_CHUNK_BYTES};
 use crate::net::tls::{TlsConnector, TlsError};
 use crate::net::{Addr, Stream};
 use crate::session::{self, SessionError, Token};
@@ -142,9 +142,8 @@ where
 }
 
 async fn connect(addr: &Addr) -> Result<Stream, ExecError> {
-    tokio::time::timeout(session_config().handshake_timeout, Stream::connect(addr))
+    session::connect_stream(addr, session_config().handshake_timeout)
         .await
-        .map_err(|_| ExecError::Connect(io::ErrorKind::TimedOut.into()))?
         .map_err(ExecError::Connect)
 }
 
@@ -169,7 +168,7 @@ where
         shell: request.shell,
     };
     framed.write_frame(&run, &[]).await?;
-    let (mut reader, mut writer) = split_framed(framed, cfg.limits);
+    let (mut reader, mut writer) = framed.split();
     let LocalIo {
         stdin,
         stdout,

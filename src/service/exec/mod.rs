@@ -38,16 +38,10 @@ mod server;
 pub mod shell;
 pub mod tutorial;
 
-use std::io::Cursor;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{
-    AsyncRead, AsyncReadExt, AsyncWrite, Chain, Empty, Join, ReadHalf, Sink, WriteHalf,
-};
-
 use crate::session::SessionConfig;
-use crate::wire::{Connection, Limits, WireError, MAX_HEADER_BYTES};
+use crate::wire::{Limits, WireError, MAX_HEADER_BYTES};
 
 pub use client::{run, run_tls, ExecError, LocalIo, RunOutcome, RunRequest};
 pub use messages::{ClientMessage, RemoteExit, ServerMessage, SignalName};
@@ -108,24 +102,4 @@ impl From<&WireError> for Refusal {
     fn from(e: &WireError) -> Self {
         Refusal::new(e.code(), e.to_string())
     }
-}
-
-/// The read side of a split session: bytes already buffered, then the stream.
-type ReadSide<S> = Join<Chain<Cursor<BytesMut>, ReadHalf<S>>, Sink>;
-/// The write side of a split session.
-type WriteSide<S> = Join<Empty, WriteHalf<S>>;
-
-/// Splits a framed connection so frames can be read and written at the same time, keeping
-/// the bytes the handshake connection had already buffered. Call only at a frame boundary.
-fn split_framed<S: AsyncRead + AsyncWrite + Unpin>(
-    framed: Connection<S>,
-    limits: Limits,
-) -> (Connection<ReadSide<S>>, Connection<WriteSide<S>>) {
-    let (stream, buffered) = framed.into_parts();
-    let (rd, wr) = tokio::io::split(stream);
-    let rd = Cursor::new(buffered).chain(rd);
-    (
-        Connection::with_limits(tokio::io::join(rd, tokio::io::sink()), limits),
-        Connection::new(tokio::io::join(tokio::io::empty(), wr)),
-    )
 }

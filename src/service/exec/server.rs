@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use super::messages::{ClientMessage, RemoteExit};
 use super::pumps::{pump_input, pump_output, InputEnd};
-use super::{split_framed, Refusal, MAX_COMMAND_BYTES, RUN_REQUEST_TIMEOUT};
+use super::{Refusal, MAX_COMMAND_BYTES, RUN_REQUEST_TIMEOUT};
 use crate::net::tls::TlsAcceptor;
 use crate::server::ProcessGroup;
 use crate::server::{command_env, Conn, ConnInfo, Handler};
@@ -285,7 +285,7 @@ impl ExecServer {
         else {
             return Ending::Disconnected;
         };
-        let (mut reader, mut writer) = split_framed(framed, self.config.session.limits);
+        let (mut reader, mut writer) = framed.split();
         let deadline = self.config.timeout.map(|t| Instant::now() + t);
         let mut status: Option<io::Result<ExitStatus>> = None;
         let mut output: Option<Result<(), WireError>> = None;

@@ -110,7 +110,8 @@ pub enum ClientMessage {
     },
     /// Fetch one file named by a `get` manifest, optionally resuming.
     Fetch {
-        /// The file's path as the manifest gave it.
+        /// The file's path from the root: the requested path's parent joined with the manifest
+        /// entry's path.
         path: String,
         /// Bytes the client already holds (0 for none).
         #[serde(default)]

@@ -23,15 +23,61 @@
 //!
 //! The client pipelines: it keeps sending while a reader task collects the answers, so many
 //! small files cost one connection and no round trip each. A `rejected` answer concerns one
-//! request; an `error` frame is fatal and the server closes.
+//! request; an `error` frame is fatal and the server closes. A refused `put` body is still
+//! read and dropped (up to [`MAX_DISCARD_BYTES`]) so the conversation stays in step.
+//!
+//! Inside: [`store`] is the file system (validated names, partial files, atomic commit);
+//! `transfer` moves one file's bytes between a disk thread and the connection; `server` and
+//! `requests` are the server half, `client` the client half ([`put`], [`get`], [`list`]).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use sockit::service::files::{put, PutOptions, Remote};
+//!
+//! # async fn demo() -> Result<(), sockit::service::files::FilesError> {
+//! let remote = Remote::new("127.0.0.1:7009".parse().unwrap());
+//! let paths = ["photos".into(), "notes.txt".into()];
+//! let report = put(&remote, &paths, Some("inbox"), &PutOptions::default()).await?;
+//! for file in &report.files {
+//!     if let Err(why) = &file.result {
+//!         eprintln!("{}: {why}", file.local);
+//!     }
+//! }
+//! println!("{} bytes sent, verified {}", report.bytes_sent, report.hash);
+//! # Ok(())
+//! # }
+//! ```
 
+mod client;
+mod error;
 pub mod hash;
+mod local;
 pub mod messages;
+mod requests;
+mod server;
 pub mod store;
+mod transfer;
 
+pub use client::{
+    get, list, put, FileReport, GetOptions, GetReport, PutOptions, PutReport, Remote,
+    RESUME_PROBE_MIN_BYTES, WINDOW_REQUESTS,
+};
+pub use error::{FilesError, Rejection};
 pub use hash::{HashAlg, Hasher};
+pub use local::{local_meta, parse_size, prefix_digest, LocalMeta};
 pub use messages::{ClientMessage, Entry, FileHeader, Kind, ServerMessage};
-pub use store::{FileMeta, Incoming, Partial, Policy, RelPath, Store, StoreError, StoreOptions};
+pub use server::{
+    check_exposure, Access, FilesConfig, FilesServer, OneShot, SessionSummary,
+    DEFAULT_MAX_FILES_CONNS, REQUEST_TIMEOUT,
+};
+pub use store::{
+    FileMeta, Incoming, Partial, Policy, RelPath, Store, StoreError, StoreOptions, Stored,
+};
+pub use transfer::{ABORTED_HASH, CHANNEL_CHUNKS, CHUNK_BYTES, MAX_DISCARD_BYTES};
+
+use crate::session::SessionConfig;
+use crate::wire::{Limits, MAX_HEADER_BYTES};
 
 /// The service name sent in the hello.
 pub const SERVICE: &str = "files";
@@ -41,3 +87,20 @@ pub const DEFAULT_FILES_ADDR: &str = "127.0.0.1:7009";
 
 /// Default root of the file service started by `sockit serve`.
 pub const DEFAULT_FILES_DIR: &str = "sockit-files";
+
+/// Estimated JSON bytes of entries batched into one `entries` frame (well under the header
+/// cap).
+pub const ENTRIES_FRAME_BYTES: usize = 32 * 1024;
+
+/// The session settings both halves use: service `files`; bodies are not capped by the wire
+/// layer, because the store checks each file's declared size (`--max-file-size`, free space)
+/// before reading a byte of it.
+pub fn session_config() -> SessionConfig {
+    SessionConfig {
+        limits: Limits {
+            max_header: MAX_HEADER_BYTES,
+            max_body: u64::MAX,
+        },
+        ..SessionConfig::new(SERVICE)
+    }
+}

@@ -1,0 +1,444 @@
+//! The file commands: `files serve`, `put`, `get`, `ls`, `send`, `recv`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::{client_tls, parse_duration, server_tls, Failure};
+use crate::net::tls::Fingerprint;
+use crate::net::{Addr, BindOptions, Listener};
+use crate::server::{self, serve, Config, Mode};
+pub use crate::service::files::parse_size;
+use crate::service::files::{
+    self, check_exposure, Access, FileReport, FilesConfig, FilesServer, GetOptions, HashAlg,
+    OneShot, Policy, PutOptions, Remote, StoreOptions,
+};
+use crate::session::load_token;
+
+/// Client options shared by `put`, `get`, `ls` and `send`.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// File holding the token (mode 0600); else SOCKIT_TOKEN; else none (loopback servers).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Connect over TLS (never falls back to plaintext); needs --tls-pin or --tls-ca.
+    #[arg(long)]
+    pub tls: bool,
+    /// Accept only the server certificate with this fingerprint (sha256:AB:CD:...).
+    #[arg(long, requires = "tls", conflicts_with = "tls_ca")]
+    pub tls_pin: Option<Fingerprint>,
+    /// Accept server certificates issued by a CA in this PEM file.
+    #[arg(long, requires = "tls")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// `sockit files serve`.
+#[derive(Debug, Args)]
+pub struct FilesServeArgs {
+    /// The directory to receive into and serve from (created if missing).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Address: HOST:PORT, [IPv6]:PORT or unix:/path.
+    #[arg(long, default_value = files::DEFAULT_FILES_ADDR)]
+    pub listen: Addr,
+    /// Serve files but refuse uploads.
+    #[arg(long, conflicts_with = "write_only")]
+    pub read_only: bool,
+    /// Accept uploads but refuse listing and downloads.
+    #[arg(long)]
+    pub write_only: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: ServerArgs,
+    /// Maximum concurrent sessions; more wait in the backlog.
+    #[arg(long, default_value_t = files::DEFAULT_MAX_FILES_CONNS)]
+    pub max_conns: usize,
+    /// Close connections idle this long (e.g. 30s, 5m).
+    #[arg(long, value_parser = parse_duration, default_value = "300s")]
+    pub idle_timeout: Duration,
+}
+
+/// Server options shared by `files serve` and `recv`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// File holding the token (mode 0600); else SOCKIT_TOKEN; else none, which only loopback
+    /// allows.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Serve over TLS; without --cert/--key a self-signed certificate is generated and its
+    /// fingerprint printed for clients' --tls-pin.
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM certificate chain for --tls (leaf first).
+    #[arg(long, requires_all = ["tls", "key"])]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for --cert.
+    #[arg(long, requires_all = ["tls", "cert"])]
+    pub key: Option<PathBuf>,
+    /// Largest file accepted (e.g. 512M, 10G).
+    #[arg(long, value_parser = parse_size)]
+    pub max_file_size: Option<u64>,
+    /// Replace existing files (atomically) instead of refusing.
+    #[arg(long, conflicts_with_all = ["rename", "refuse"])]
+    pub overwrite: bool,
+    /// Keep existing files and store new ones as `name (1).ext`.
+    #[arg(long, conflicts_with = "refuse")]
+    pub rename: bool,
+    /// Refuse a file whose name is taken (the default).
+    #[arg(long)]
+    pub refuse: bool,
+    /// Accept only this digest (repeatable; default: blake3 and sha256).
+    #[arg(long, value_parser = parse_hash)]
+    pub hash: Vec<HashAlg>,
+}
+
+/// `sockit put` and `sockit send`.
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// The file server: HOST:PORT, [IPv6]:PORT or unix:/path.
+    pub addr: Addr,
+    /// Files and directories to send (directories recursively).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Remote directory to put them in.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Send what symbolic links point to (default: skip them with a warning).
+    #[arg(long)]
+    pub follow: bool,
+    /// Digest to verify with: blake3 (default) or sha256.
+    #[arg(long, value_parser = parse_hash, default_value = "blake3")]
+    pub hash: HashAlg,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub client: ClientArgs,
+}
+
+/// `sockit get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The file server: HOST:PORT, [IPv6]:PORT or unix:/path.
+    pub addr: Addr,
+    /// Remote files and directories to fetch.
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+    /// Local directory to fetch into.
+    #[arg(short, long, default_value = ".")]
+    pub output: PathBuf,
+    /// Replace existing local files (atomically) instead of refusing.
+    #[arg(long, conflicts_with = "rename")]
+    pub overwrite: bool,
+    /// Keep existing local files and store new ones as `name (1).ext`.
+    #[arg(long)]
+    pub rename: bool,
+    /// Digest to verify with: blake3 (default) or sha256.
+    #[arg(long, value_parser = parse_hash, default_value = "blake3")]
+    pub hash: HashAlg,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub client: ClientArgs,
+}
+
+/// `sockit ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// The file server: HOST:PORT, [IPv6]:PORT or unix:/path.
+    pub addr: Addr,
+    /// Remote directory (default: the root).
+    #[arg(default_value = "")]
+    pub dir: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub client: ClientArgs,
+}
+
+/// `sockit recv`.
+#[derive(Debug, Args)]
+pub struct RecvArgs {
+    /// Address to wait on: HOST:PORT, [IPv6]:PORT or unix:/path.
+    #[arg(long, default_value = files::DEFAULT_FILES_ADDR)]
+    pub listen: Addr,
+    /// The directory to receive into (created if missing).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: ServerArgs,
+}
+
+/// Parses a digest name.
+///
+/// # Errors
+/// A message listing the names.
+pub fn parse_hash(s: &str) -> Result<HashAlg, String> {
+    match s {
+        "blake3" => Ok(HashAlg::Blake3),
+        "sha256" => Ok(HashAlg::Sha256),
+        _ => Err(format!("unknown digest {s:?}: use blake3 or sha256")),
+    }
+}
+
+impl ServerArgs {
+    fn policy(&self) -> Policy {
+        match (self.overwrite, self.rename) {
+            (true, _) => Policy::Overwrite,
+            (_, true) => Policy::Rename,
+            _ => Policy::Refuse,
+        }
+    }
+
+    /// The server config and token for a listener bound at `addr`.
+    fn server(
+        &self,
+        dir: &std::path::Path,
+        access: Access,
+        addr: &Addr,
+    ) -> Result<FilesServer, Failure> {
+        let token = load_token(self.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
+        check_exposure(addr, token.as_ref()).map_err(|e| Failure::Usage(anyhow::anyhow!(e)))?;
+        let mut store = StoreOptions {
+            policy: self.policy(),
+            ..StoreOptions::default()
+        };
+        if let Some(max) = self.max_file_size {
+            store.max_file_size = max;
+        }
+        let mut config = FilesConfig::new(dir);
+        config.store = store;
+        config.access = access;
+        if !self.hash.is_empty() {
+            config.hashes = self.hash.clone();
+        }
+        config.tls = server_tls(self.tls, self.cert.as_deref(), self.key.as_deref(), addr)?;
+        FilesServer::new(config, token)
+            .with_context(|| format!("cannot use {}", dir.display()))
+            .map_err(Failure::Usage)
+    }
+}
+
+impl ClientArgs {
+    fn remote(&self, addr: &Addr) -> Result<Remote, Failure> {
+        let tls = client_tls(self.tls, self.tls_pin, self.tls_ca.clone())?;
+        let token = load_token(self.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
+        Ok(Remote {
+            addr: addr.clone(),
+            token,
+            tls,
+        })
+    }
+}
+
+/// `sockit files serve`.
+pub(super) async fn run_files_serve(args: FilesServeArgs) -> Result<(), Failure> {
+    let access = match (args.read_only, args.write_only) {
+        (true, _) => Access::ReadOnly,
+        (_, true) => Access::WriteOnly,
+        _ => Access::ReadWrite,
+    };
+    let listener = Listener::bind(&args.listen, &BindOptions::default())
+        .await
+        .context("files")?;
+    let addr = listener.local_addr().context("files")?;
+    let handler = args.common.server(&args.dir, access, &addr)?;
+    let engine = Config {
+        service: files::SERVICE.into(),
+        max_conns: args.max_conns,
+        idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
+        ..Config::default()
+    };
+    let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
+    eprintln!("files listening on {addr} (dir {})", args.dir.display());
+    serve(listener, handler, engine, shutdown)
+        .await
+        .context("files")?;
+    Ok(())
+}
+
+/// `sockit recv`: one authenticated session, then exit with its status.
+pub(super) async fn run_recv(args: RecvArgs) -> Result<(), Failure> {
+    let listener = Listener::bind(&args.listen, &BindOptions::default())
+        .await
+        .context("recv")?;
+    let addr = listener.local_addr().context("recv")?;
+    let handler = args.common.server(&args.dir, Access::WriteOnly, &addr)?;
+    let signals = server::shutdown_on_signals().context("cannot install signal handlers")?;
+    let done: CancellationToken = signals.child_token();
+    let engine = Config {
+        service: "recv".into(),
+        mode: Mode::Sequential,
+        max_conns: 1,
+        ..Config::default()
+    };
+    let one_shot = std::sync::Arc::new(OneShot::new(handler, done.clone()));
+    eprintln!("recv listening on {addr} (dir {})", args.dir.display());
+    serve(listener, SharedOneShot(one_shot.clone()), engine, done)
+        .await
+        .context("recv")?;
+    match one_shot.outcome() {
+        Some(summary) if summary.success() => {
+            eprintln!("recv: {} stored, {} bytes", summary.done, summary.bytes);
+            Ok(())
+        }
+        Some(summary) => Err(Failure::Runtime(anyhow::anyhow!(
+            "recv: {} stored, {} refused{}",
+            summary.done,
+            summary.rejected,
+            summary
+                .failure
+                .map(|code| format!(", session ended: {code}"))
+                .unwrap_or_default()
+        ))),
+        None => Err(Failure::Runtime(anyhow::anyhow!(
+            "recv: interrupted before any sender connected"
+        ))),
+    }
+}
+
+/// Lets `run_recv` read the outcome after the engine has consumed the handler.
+struct SharedOneShot(std::sync::Arc<OneShot>);
+
+impl server::Handler for SharedOneShot {
+    async fn handle(&self, conn: server::Conn, info: server::ConnInfo) -> std::io::Result<()> {
+        self.0.handle(conn, info).await
+    }
+}
+
+/// `sockit put` / `sockit send`.
+pub(super) async fn run_put(args: PutArgs, verb: &str) -> Result<(), Failure> {
+    let remote = args.client.remote(&args.addr)?;
+    let options = PutOptions {
+        follow: args.follow,
+        hash: args.hash,
+    };
+    let report = files::put(&remote, &args.paths, args.to.as_deref(), &options)
+        .await
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    for warning in &report.warnings {
+        eprintln!("sockit: {verb}: warning: {warning}");
+    }
+    print_failures(verb, &report.files);
+    let moved = (report.bytes_sent, report.elapsed, report.hash);
+    summary_line(verb, &report.files, moved);
+    finish(report.failures())
+}
+
+/// `sockit get`.
+pub(super) async fn run_get(args: GetArgs) -> Result<(), Failure> {
+    let remote = args.client.remote(&args.addr)?;
+    let policy = match (args.overwrite, args.rename) {
+        (true, _) => Policy::Overwrite,
+        (_, true) => Policy::Rename,
+        _ => Policy::Refuse,
+    };
+    let options = GetOptions {
+        policy,
+        hash: args.hash,
+    };
+    let report = files::get(&remote, &args.paths, &args.output, &options)
+        .await
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    print_failures("get", &report.files);
+    let moved = (report.bytes_received, report.elapsed, report.hash);
+    summary_line("get", &report.files, moved);
+    finish(report.failures())
+}
+
+/// `sockit ls`: one line per entry on stdout, names escaped.
+pub(super) async fn run_ls(args: LsArgs) -> Result<(), Failure> {
+    let remote = args.client.remote(&args.addr)?;
+    let entries = files::list(&remote, &args.dir)
+        .await
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    for entry in entries {
+        let (kind, suffix) = match entry.kind {
+            files::Kind::Dir => ('d', "/"),
+            files::Kind::Symlink => ('l', ""),
+            files::Kind::Other => ('?', ""),
+            files::Kind::File => ('-', ""),
+        };
+        let name = crate::text::escape_one_line(&entry.path, files::store::MAX_PATH_BYTES);
+        println!(
+            "{kind}{} {:>14} {name}{suffix}",
+            mode_string(entry.mode),
+            entry.size
+        );
+    }
+    Ok(())
+}
+
+fn mode_string(mode: u32) -> String {
+    (0..9)
+        .map(|i| {
+            let bit = 1 << (8 - i);
+            match (mode & bit != 0, i % 3) {
+                (false, _) => '-',
+                (true, 0) => 'r',
+                (true, 1) => 'w',
+                (true, _) => 'x',
+            }
+        })
+        .collect()
+}
+
+fn print_failures(verb: &str, files: &[FileReport]) {
+    for file in files {
+        if let Err(rejection) = &file.result {
+            let name = if file.local.is_empty() {
+                &file.remote
+            } else {
+                &file.local
+            };
+            eprintln!("sockit: {verb}: {name}: {rejection}");
+        }
+    }
+}
+
+/// One line on stderr: what landed, how many bytes crossed the wire, how fast, verified how.
+fn summary_line(
+    verb: &str,
+    files: &[FileReport],
+    (moved, elapsed, hash): (u64, Duration, HashAlg),
+) {
+    let done = |kind| {
+        files
+            .iter()
+            .filter(|f| f.kind == kind && f.result.is_ok())
+            .count()
+    };
+    let (ok_files, ok_dirs) = (done(files::Kind::File), done(files::Kind::Dir));
+    let bytes: u64 = files
+        .iter()
+        .filter(|f| f.result.is_ok())
+        .map(|f| f.size)
+        .sum();
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 {
+        moved as f64 / secs / 1e6
+    } else {
+        0.0
+    };
+    eprintln!(
+        "{verb}: {ok_files} files ({bytes} bytes) and {ok_dirs} directories done; {moved} bytes \
+         transferred in {secs:.2} s ({rate:.1} MB/s); verified {hash}"
+    );
+}
+
+fn finish(failures: usize) -> Result<(), Failure> {
+    match failures {
+        0 => Ok(()),
+        n => Err(Failure::Runtime(anyhow::anyhow!("{n} failed"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_render_like_ls() {
+        assert_eq!(mode_string(0o754), "rwxr-xr--");
+    }
+}

@@ -1,0 +1,160 @@
+//! The client half: [`put`] files and trees, [`get`] them back, [`list`] a directory. Each
+//! command is one authenticated connection over which requests are pipelined.
+
+mod get;
+mod put;
+mod walk;
+
+use std::time::Duration;
+
+use super::error::{FilesError, Rejection};
+use super::messages::{ClientMessage, Entry, Kind, ServerMessage};
+use super::store::MAX_LISTING_ENTRIES;
+use super::transfer::CHUNK_BYTES;
+use crate::net::tls::TlsConnector;
+use crate::net::Addr;
+use crate::server::IdleTimeout;
+use crate::session::{self, ClientStream, Token};
+use crate::wire::{Connection, ErrorFrame};
+
+pub use get::{get, GetOptions, GetReport};
+pub use put::{put, PutOptions, PutReport};
+
+/// Files at least this large are probed first, so an interrupted transfer resumes; smaller
+/// ones are pushed without waiting for anything.
+pub const RESUME_PROBE_MIN_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Most requests sent and not yet answered: the server's answers are read concurrently, so
+/// they never back up against the client's writes, and this bounds the bookkeeping.
+pub const WINDOW_REQUESTS: usize = 256;
+
+/// A client connection that makes no progress for this long is given up.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The stream a client command runs over.
+type ConnStream = IdleTimeout<ClientStream>;
+
+/// A client command's connection.
+type ClientConn = Connection<ConnStream>;
+
+/// Where a file server is and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    /// The server's address.
+    pub addr: Addr,
+    /// The token, if the server requires one (off loopback it does).
+    pub token: Option<Token>,
+    /// TLS and the server certificate to trust; `None` for plaintext.
+    pub tls: Option<TlsConnector>,
+}
+
+impl Remote {
+    /// A plaintext, token-less server at `addr` (loopback file servers may run so).
+    pub fn new(addr: Addr) -> Self {
+        Remote {
+            addr,
+            token: None,
+            tls: None,
+        }
+    }
+
+    /// Connects, runs TLS if asked and the session handshake.
+    async fn open(&self) -> Result<ClientConn, FilesError> {
+        let cfg = super::session_config();
+        let stream = session::dial(&self.addr, self.tls.as_ref(), cfg.handshake_timeout).await?;
+        let mut conn = Connection::new(IdleTimeout::new(stream, CLIENT_IDLE_TIMEOUT));
+        session::connect(&mut conn, &cfg, self.token.as_ref()).await?;
+        conn.set_read_buffer_bytes(CHUNK_BYTES);
+        Ok(conn)
+    }
+}
+
+/// How one file or directory of a `put` or `get` went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileReport {
+    /// The local path (escaped for display).
+    pub local: String,
+    /// The remote path (escaped for display).
+    pub remote: String,
+    /// A file or a directory.
+    pub kind: Kind,
+    /// The file's size.
+    pub size: u64,
+    /// Body bytes that crossed the wire for it (less than `size` after a resume).
+    pub transferred: u64,
+    /// The name it was stored under (escaped), or why it failed.
+    pub result: Result<String, Rejection>,
+}
+
+/// Lists one directory level of the server (`""` is the root).
+///
+/// # Errors
+/// [`FilesError::Rejected`] if the server refuses (no such directory, write-only server, …),
+/// or any connection error.
+pub async fn list(remote: &Remote, dir: &str) -> Result<Vec<Entry>, FilesError> {
+    let mut conn = remote.open().await?;
+    let path = dir.trim_matches('/').to_owned();
+    conn.write_frame(&ClientMessage::List { path }, &[]).await?;
+    let entries = read_entries(&mut conn).await?;
+    let _ = tokio::io::AsyncWriteExt::shutdown(conn.get_mut()).await;
+    entries.map_err(FilesError::Rejected)
+}
+
+/// Reads `entries` frames up to `listed`; `Ok(Err(..))` when the server rejected the request.
+async fn read_entries<S>(
+    conn: &mut Connection<S>,
+) -> Result<Result<Vec<Entry>, Rejection>, FilesError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut all = Vec::new();
+    loop {
+        match conn.read_frame::<ServerMessage>().await? {
+            Some(ServerMessage::Entries { entries }) => {
+                if all.len() + entries.len() > MAX_LISTING_ENTRIES {
+                    return Err(FilesError::Protocol(format!(
+                        "the server listed more than {MAX_LISTING_ENTRIES} entries"
+                    )));
+                }
+                all.extend(entries);
+            }
+            Some(ServerMessage::Listed { count }) if count == all.len() as u64 => {
+                return Ok(Ok(all))
+            }
+            Some(ServerMessage::Rejected { code, message, .. }) => {
+                return Ok(Err(Rejection::from_peer(&code, &message)))
+            }
+            other => return Err(unexpected(other)),
+        }
+    }
+}
+
+/// The error for a frame that does not fit the conversation.
+fn unexpected(frame: Option<ServerMessage>) -> FilesError {
+    match frame {
+        None => FilesError::Closed,
+        Some(ServerMessage::Error { code, message }) => {
+            let r = Rejection::from_peer(&code, &message);
+            FilesError::Remote(ErrorFrame::new(r.code, r.message))
+        }
+        Some(other) => FilesError::Protocol(format!("unexpected {} frame", frame_name(&other))),
+    }
+}
+
+fn frame_name(frame: &ServerMessage) -> &'static str {
+    match frame {
+        ServerMessage::Partial { .. } => "partial",
+        ServerMessage::Stored { .. } => "stored",
+        ServerMessage::Rejected { .. } => "rejected",
+        ServerMessage::Entries { .. } => "entries",
+        ServerMessage::Listed { .. } => "listed",
+        ServerMessage::File(_) => "file",
+        ServerMessage::End { .. } => "end",
+        ServerMessage::Error { .. } => "error",
+    }
+}
+
+/// Peer or local text made safe for a terminal.
+fn shown(text: &str) -> String {
+    crate::text::escape_one_line(text, super::store::MAX_PATH_BYTES)
+}

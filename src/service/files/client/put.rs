@@ -1,0 +1,326 @@
+//! `put`: walk the local paths, then pipeline `mkdir`s and files over one connection while a
+//! reader task collects the answers; large files probe first and resume from a proven prefix.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::super::hash::{HashAlg, Hasher};
+use super::super::local::{local_meta, prefix_digest, LocalMeta};
+use super::super::messages::{ClientMessage, FileHeader, Kind, ServerMessage};
+use super::super::transfer::send_file;
+use super::super::{FilesError, Rejection};
+use super::walk::{plan, shown_path, Item};
+use super::{
+    shown, unexpected, ConnStream, FileReport, Remote, RESUME_PROBE_MIN_BYTES, WINDOW_REQUESTS,
+};
+use crate::wire::{Connection, ReadSide, WriteSide};
+
+/// How to `put`.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// Send what symbolic links point to (default: skip them with a warning).
+    pub follow: bool,
+    /// The digest to verify with.
+    pub hash: HashAlg,
+}
+
+/// What a `put` did.
+#[derive(Debug, Clone)]
+pub struct PutReport {
+    /// One entry per file and directory, in sending order.
+    pub files: Vec<FileReport>,
+    /// What was skipped on purpose (symlinks, special files), escaped.
+    pub warnings: Vec<String>,
+    /// Body bytes actually sent (after resumes, less than the files' total size).
+    pub bytes_sent: u64,
+    /// The digest used.
+    pub hash: HashAlg,
+    /// Wall time of the whole command.
+    pub elapsed: Duration,
+}
+
+impl PutReport {
+    /// How many entries failed.
+    pub fn failures(&self) -> usize {
+        self.files.iter().filter(|f| f.result.is_err()).count()
+    }
+}
+
+type Reader = Connection<ReadSide<ConnStream>>;
+type Writer = Connection<WriteSide<ConnStream>>;
+
+/// An answer the reader task waits for, in request order.
+enum Pending {
+    /// `stored` or `rejected` for entry `index`.
+    Stored(usize),
+    /// `partial` or `rejected` for a probe: handed to the writer, which waits for it.
+    Probe(oneshot::Sender<Result<(u64, Option<String>), Rejection>>),
+}
+
+/// Sends `paths` (files and, recursively, directories) to the server, under `to_dir` if given.
+///
+/// Every file is verified by the server before it becomes visible; per-file failures are in
+/// the report, not errors.
+///
+/// # Errors
+/// [`FilesError`]: the connection or the handshake failed, or `to_dir` is invalid.
+pub async fn put(
+    remote: &Remote,
+    paths: &[PathBuf],
+    to_dir: Option<&str>,
+    options: &PutOptions,
+) -> Result<PutReport, FilesError> {
+    let started = Instant::now();
+    let (paths, to, follow) = (paths.to_vec(), to_dir.map(str::to_owned), options.follow);
+    let plan = tokio::task::spawn_blocking(move || plan(&paths, to.as_deref(), follow))
+        .await
+        .map_err(|e| FilesError::Local(e.to_string()))?
+        .map_err(FilesError::Local)?;
+    let mut files: Vec<FileReport> = plan.items.iter().map(initial_report).collect();
+    let conn = remote.open().await?;
+    let (reader, writer) = conn.split();
+    let (pending_tx, pending_rx) = mpsc::channel(WINDOW_REQUESTS);
+    let answers = tokio::spawn(collect_answers(reader, pending_rx));
+    let mut sender = Sender {
+        writer,
+        pending: pending_tx,
+        hash: options.hash,
+        bytes_sent: 0,
+    };
+    let sent = sender.send_all(&plan.items, &mut files).await;
+    let _ = tokio::io::AsyncWriteExt::shutdown(sender.writer.get_mut()).await;
+    let bytes_sent = sender.bytes_sent;
+    drop(sender);
+    let answered = answers
+        .await
+        .map_err(|e| FilesError::Protocol(e.to_string()))?;
+    let (results, failure) = match answered {
+        Ok(results) => (results, None),
+        Err((results, e)) => (results, Some(e)),
+    };
+    for (index, result) in results {
+        if let Some(report) = files.get_mut(index) {
+            report.result = result;
+        }
+    }
+    // A broken connection is the command's failure; the reader's reason is the better one.
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    sent?;
+    Ok(PutReport {
+        files,
+        warnings: plan.warnings,
+        bytes_sent,
+        hash: options.hash,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn initial_report(item: &Item) -> FileReport {
+    let (local, remote, kind, result) = match item {
+        Item::Dir { local, remote, .. } => (local, remote.as_str(), Kind::Dir, not_answered()),
+        Item::File { local, remote } => (local, remote.as_str(), Kind::File, not_answered()),
+        Item::Failed { local, rejection } => (local, "", Kind::File, Err(rejection.clone())),
+    };
+    FileReport {
+        local: shown_path(local),
+        remote: shown(remote),
+        kind,
+        size: 0,
+        transferred: 0,
+        result,
+    }
+}
+
+fn not_answered() -> Result<String, Rejection> {
+    Err(Rejection::new(
+        "not_answered",
+        "the connection ended before the server answered",
+    ))
+}
+
+/// The writing half of a `put`.
+struct Sender {
+    writer: Writer,
+    pending: mpsc::Sender<Pending>,
+    hash: HashAlg,
+    bytes_sent: u64,
+}
+
+impl Sender {
+    async fn send_all(
+        &mut self,
+        items: &[Item],
+        files: &mut [FileReport],
+    ) -> Result<(), FilesError> {
+        for (index, item) in items.iter().enumerate() {
+            match item {
+                Item::Dir { remote, mode, .. } => {
+                    self.expect(Pending::Stored(index)).await?;
+                    let mkdir = ClientMessage::Mkdir {
+                        path: remote.clone(),
+                        mode: *mode,
+                    };
+                    self.writer.write_frame(&mkdir, &[]).await?;
+                }
+                Item::File { local, remote } => {
+                    if let Some(report) = files.get_mut(index) {
+                        self.send_file(index, local, remote, report).await?;
+                    }
+                }
+                Item::Failed { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues the answer a request will get; fails once the reader has stopped.
+    async fn expect(&self, pending: Pending) -> Result<(), FilesError> {
+        self.pending
+            .send(pending)
+            .await
+            .map_err(|_| FilesError::Closed)
+    }
+
+    async fn send_file(
+        &mut self,
+        index: usize,
+        local: &Path,
+        remote: &str,
+        report: &mut FileReport,
+    ) -> Result<(), FilesError> {
+        let path = local.to_owned();
+        let opened = tokio::task::spawn_blocking(move || open_local(&path))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let (file, meta) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                let message = format!("cannot read {}: {e}", shown_path(local));
+                report.result = Err(Rejection::new("local_io", message));
+                return Ok(());
+            }
+        };
+        report.size = meta.size;
+        let (file, start, hasher) = match self.resume_point(file, remote, &meta).await? {
+            Ok(point) => point,
+            Err(rejection) => {
+                report.result = Err(rejection);
+                return Ok(());
+            }
+        };
+        self.expect(Pending::Stored(index)).await?;
+        let header = ClientMessage::Put(FileHeader {
+            path: remote.to_owned(),
+            size: meta.size,
+            offset: start,
+            mode: meta.mode,
+            mtime: meta.mtime,
+            mtime_nsec: meta.mtime_nsec,
+            hash: self.hash,
+        });
+        let sent = send_file(
+            &mut self.writer,
+            &header,
+            file,
+            start,
+            meta.size - start,
+            hasher,
+        )
+        .await?;
+        report.transferred = sent.body_bytes;
+        self.bytes_sent += sent.body_bytes;
+        if let Err(e) = sent.digest {
+            // The server discards it (the body was padded, the digest left empty); say why.
+            let message = format!("{} could not be read while sending: {e}", shown_path(local));
+            report.result = Err(Rejection::new("local_io", message));
+        }
+        Ok(())
+    }
+
+    /// Where to start: 0, or, for a large file whose prefix the server proves it holds, the
+    /// end of that prefix with the digest state there. `Ok(Err(..))`: the probe was refused.
+    async fn resume_point(
+        &mut self,
+        file: File,
+        remote: &str,
+        meta: &LocalMeta,
+    ) -> Result<Result<(File, u64, Hasher), Rejection>, FilesError> {
+        let fresh = Hasher::new(self.hash);
+        if meta.size < RESUME_PROBE_MIN_BYTES {
+            return Ok(Ok((file, 0, fresh)));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.expect(Pending::Probe(tx)).await?;
+        let probe = ClientMessage::Probe {
+            path: remote.to_owned(),
+            size: meta.size,
+            hash: self.hash,
+        };
+        self.writer.write_frame(&probe, &[]).await?;
+        let (offset, prefix) = match rx.await.map_err(|_| FilesError::Closed)? {
+            Ok(answer) => answer,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        let Some(prefix) = prefix.filter(|_| offset > 0 && offset <= meta.size) else {
+            return Ok(Ok((file, 0, fresh)));
+        };
+        let alg = self.hash;
+        let checked = tokio::task::spawn_blocking(move || {
+            let mine = prefix_digest(&file, offset, alg);
+            (file, mine)
+        })
+        .await
+        .map_err(|e| FilesError::Local(e.to_string()))?;
+        match checked {
+            (file, Ok(mine)) if mine.matches(&prefix) => Ok(Ok((file, offset, mine))),
+            (file, _) => Ok(Ok((file, 0, fresh))),
+        }
+    }
+}
+
+fn open_local(path: &Path) -> std::io::Result<(File, LocalMeta)> {
+    let file = File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok((file, local_meta(&meta)))
+}
+
+type Answers = Vec<(usize, Result<String, Rejection>)>;
+
+/// The reading half: matches each answer to its request, in order, until the writer is done
+/// and every request is answered. On failure, the answers so far come back with the error.
+async fn collect_answers(
+    mut reader: Reader,
+    mut pending: mpsc::Receiver<Pending>,
+) -> Result<Answers, (Answers, FilesError)> {
+    let mut answers = Vec::new();
+    while let Some(next) = pending.recv().await {
+        let frame = match reader.read_frame::<ServerMessage>().await {
+            Ok(frame) => frame,
+            Err(e) => return Err((answers, e.into())),
+        };
+        match (next, frame) {
+            (Pending::Stored(index), Some(ServerMessage::Stored { name, .. })) => {
+                answers.push((index, Ok(shown(&name))));
+            }
+            (Pending::Stored(index), Some(ServerMessage::Rejected { code, message, .. })) => {
+                answers.push((index, Err(Rejection::from_peer(&code, &message))));
+            }
+            (Pending::Probe(reply), Some(ServerMessage::Partial { offset, prefix, .. })) => {
+                let _ = reply.send(Ok((offset, prefix)));
+            }
+            (Pending::Probe(reply), Some(ServerMessage::Rejected { code, message, .. })) => {
+                let _ = reply.send(Err(Rejection::from_peer(&code, &message)));
+            }
+            (_, other) => return Err((answers, unexpected(other))),
+        }
+    }
+    Ok(answers)
+}

@@ -1,0 +1,354 @@
+//! One authenticated session's request loop: each request answered in order, `rejected` for a
+//! refused request, `error` and close for a broken conversation.
+
+use std::sync::Arc;
+
+use tokio::time::{timeout, Instant};
+use tracing::info;
+
+use super::hash::HashAlg;
+use super::messages::{ClientMessage, FileHeader, ServerMessage};
+use super::server::{close, Access, FilesServer, SessionSummary, Stream};
+use super::store::{FileMeta, Partial, Policy, RelPath, Store, StoreError, Stored};
+use super::transfer::{receive_file, skip_file, ReceiveError, MAX_DISCARD_BYTES};
+use super::Rejection;
+use crate::server::ConnInfo;
+use crate::text::escape_one_line;
+use crate::wire::{Connection, WireError};
+
+mod reading;
+
+/// Longest escaped path kept in a log line.
+const LOG_PATH_CHARS: usize = 300;
+
+/// Why a session stops.
+enum Stop {
+    /// The client closed cleanly between requests.
+    Closed,
+    /// The connection broke; nothing more can be said.
+    Broken,
+    /// Tell the client why, then close.
+    Fatal(Rejection),
+}
+
+/// What one file request came to, for its log line.
+struct FileLog<'a> {
+    op: &'static str,
+    path: &'a str,
+    size: u64,
+    started: Instant,
+}
+
+/// A session's state: the connection and the prefix offered by the last `probe`.
+pub(super) struct Session<'a, S> {
+    server: &'a FilesServer,
+    conn: Connection<S>,
+    info: &'a ConnInfo,
+    probed: Option<(RelPath, Partial)>,
+    summary: SessionSummary,
+}
+
+impl<'a, S: Stream> Session<'a, S> {
+    pub(super) fn new(server: &'a FilesServer, conn: Connection<S>, info: &'a ConnInfo) -> Self {
+        Session {
+            server,
+            conn,
+            info,
+            probed: None,
+            summary: SessionSummary::default(),
+        }
+    }
+
+    /// Answers requests until the client closes or the conversation breaks.
+    pub(super) async fn run(&mut self) -> SessionSummary {
+        let stop = loop {
+            if let Err(stop) = self.next_request().await {
+                break stop;
+            }
+        };
+        match stop {
+            Stop::Closed => {}
+            Stop::Broken => self.summary.failure = Some("disconnected".into()),
+            Stop::Fatal(rejection) => {
+                let frame = ServerMessage::Error {
+                    code: rejection.code.clone(),
+                    message: rejection.message,
+                };
+                if self.conn.write_frame(&frame, &[]).await.is_ok() {
+                    close(&mut self.conn).await;
+                }
+                self.summary.failure = Some(rejection.code);
+            }
+        }
+        std::mem::take(&mut self.summary)
+    }
+
+    async fn next_request(&mut self) -> Result<(), Stop> {
+        let read = timeout(
+            self.server.config.request_timeout,
+            self.conn.read_frame::<ClientMessage>(),
+        )
+        .await;
+        let request = match read {
+            Err(_) => return Err(fatal("timeout", "no request arrived in time")),
+            Ok(Ok(Some(request))) => request,
+            Ok(Ok(None)) => return Err(Stop::Closed),
+            Ok(Err(WireError::Io(_) | WireError::UnexpectedEof)) => return Err(Stop::Broken),
+            Ok(Err(e)) => return Err(Stop::Fatal(Rejection::from(&e))),
+        };
+        match request {
+            ClientMessage::Probe { path, size, hash } => self.probe(path, size, hash).await,
+            ClientMessage::Put(header) => self.put(header).await,
+            ClientMessage::End { .. } => Err(fatal(
+                "unexpected_message",
+                "an end frame arrived without a file before it",
+            )),
+            ClientMessage::Mkdir { path, mode } => self.mkdir(path, mode).await,
+            ClientMessage::List { path } => self.list(path, false).await,
+            ClientMessage::Get { path } => self.list(path, true).await,
+            ClientMessage::Fetch {
+                path,
+                offset,
+                prefix,
+                hash,
+            } => self.fetch(path, offset, prefix, hash).await,
+        }
+    }
+
+    async fn reply(&mut self, msg: ServerMessage) -> Result<(), Stop> {
+        self.conn
+            .write_frame(&msg, &[])
+            .await
+            .map_err(|_| Stop::Broken)
+    }
+
+    async fn reject(&mut self, path: String, rejection: Rejection) -> Result<(), Stop> {
+        self.summary.rejected += 1;
+        self.reply(ServerMessage::Rejected {
+            path,
+            code: rejection.code,
+            message: rejection.message,
+        })
+        .await
+    }
+
+    /// Runs a store operation on a blocking thread.
+    async fn blocking<T, F>(&self, op: F) -> Result<T, Rejection>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.server.store);
+        tokio::task::spawn_blocking(move || op(&store).map_err(Rejection::from))
+            .await
+            .unwrap_or_else(|e| Err(Rejection::new("internal", format!("disk task failed: {e}"))))
+    }
+
+    fn check_access(&self, writing: bool, path: &str) -> Result<(), Rejection> {
+        let shown = escape_one_line(path, LOG_PATH_CHARS);
+        match (self.server.config.access, writing) {
+            (Access::ReadOnly, true) => Err(Rejection::new(
+                "read_only",
+                format!("this server is read-only: {shown} was refused"),
+            )),
+            (Access::WriteOnly, false) => Err(Rejection::new(
+                "write_only",
+                format!("this server is write-only: {shown} cannot be listed or fetched"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_hash(&self, alg: HashAlg) -> Result<(), Rejection> {
+        if self.server.config.hashes.contains(&alg) {
+            return Ok(());
+        }
+        Err(Rejection::new(
+            "hash_not_allowed",
+            format!("this server does not accept {alg} digests"),
+        ))
+    }
+
+    async fn probe(&mut self, path: String, size: u64, alg: HashAlg) -> Result<(), Stop> {
+        self.probed = None;
+        match self.offer_prefix(&path, size, alg).await {
+            Ok(found) => {
+                let (offset, prefix) = match &found {
+                    Some((_, partial)) => (partial.len, Some(partial.hasher.hex())),
+                    None => (0, None),
+                };
+                self.probed = found;
+                self.reply(ServerMessage::Partial {
+                    path,
+                    offset,
+                    prefix,
+                })
+                .await
+            }
+            Err(rejection) => self.reject(path, rejection).await,
+        }
+    }
+
+    /// A probe's checks, made before the client sends a large body it would have to throw
+    /// away: access, name, digest, size cap, and an existing file under the refuse policy.
+    async fn offer_prefix(
+        &self,
+        path: &str,
+        size: u64,
+        alg: HashAlg,
+    ) -> Result<Option<(RelPath, Partial)>, Rejection> {
+        self.check_access(true, path)?;
+        self.check_hash(alg)?;
+        let rel = RelPath::parse(path)?;
+        let options = &self.server.config.store;
+        if size > options.max_file_size {
+            return Err(Rejection::from(StoreError::TooLarge {
+                path: rel.to_string(),
+                size,
+                limit: options.max_file_size,
+            }));
+        }
+        let refuse = options.policy == Policy::Refuse;
+        let probe_rel = rel.clone();
+        let partial = self
+            .blocking(move |store| {
+                if refuse && store.open_file(&probe_rel).is_ok() {
+                    return Err(StoreError::Exists(probe_rel.to_string()));
+                }
+                store.partial(&probe_rel, alg)
+            })
+            .await?;
+        Ok(partial
+            .filter(|p| p.len > 0 && p.len <= size)
+            .map(|p| (rel, p)))
+    }
+
+    async fn put(&mut self, header: FileHeader) -> Result<(), Stop> {
+        let log = FileLog {
+            op: "put",
+            path: &header.path,
+            size: header.size,
+            started: Instant::now(),
+        };
+        let body = header.body_len();
+        let outcome = match self.check_put(&header) {
+            Err(rejection) => {
+                skip_file::<S, ClientMessage>(&mut self.conn, body, Err(rejection)).await
+            }
+            Ok((rel, resume)) => {
+                let store = Arc::clone(&self.server.store);
+                let meta = FileMeta {
+                    mode: header.mode,
+                    mtime: header.mtime,
+                    mtime_nsec: header.mtime_nsec,
+                };
+                let (size, alg) = (header.size, header.hash);
+                let open = move || store.create(&rel, size, meta, alg, resume);
+                receive_file::<S, ClientMessage, _>(&mut self.conn, body, open).await
+            }
+        };
+        let result = self.log_file(&log, &outcome);
+        self.summary.bytes += body;
+        let path = header.path.clone();
+        match outcome {
+            Ok(Ok(stored)) => {
+                self.summary.done += 1;
+                self.reply(ServerMessage::Stored {
+                    path,
+                    name: stored.name,
+                    size: stored.size,
+                })
+                .await
+            }
+            Ok(Err(rejection)) => self.reject(path, rejection).await,
+            Err(ReceiveError::Broken(_)) => Err(Stop::Broken),
+            Err(ReceiveError::Invalid(rejection)) => Err(Stop::Fatal(rejection)),
+            Err(ReceiveError::Unskippable(rejection)) => {
+                self.reject(path, rejection).await?;
+                Err(fatal(
+                    "discard_limit",
+                    format!(
+                        "{result}: the server skips at most {MAX_DISCARD_BYTES} bytes of a \
+                         refused file, so it closes the connection"
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// A `put`'s checks before anything is created; returns the name and the prefix to resume.
+    fn check_put(&mut self, header: &FileHeader) -> Result<(RelPath, Option<Partial>), Rejection> {
+        let probed = self.probed.take();
+        self.check_access(true, &header.path)?;
+        self.check_hash(header.hash)?;
+        let rel = RelPath::parse(&header.path)?;
+        if header.offset == 0 {
+            return Ok((rel, None));
+        }
+        match probed {
+            Some((name, partial))
+                if name == rel && partial.len == header.offset && header.offset <= header.size =>
+            {
+                Ok((rel, Some(partial)))
+            }
+            _ => Err(Rejection::new(
+                "bad_offset",
+                format!(
+                    "{rel}: a put from offset {} needs a probe just before it that found that \
+                     many bytes",
+                    header.offset
+                ),
+            )),
+        }
+    }
+
+    fn log_file(
+        &self,
+        log: &FileLog<'_>,
+        outcome: &Result<Result<Stored, Rejection>, ReceiveError>,
+    ) -> String {
+        let result = match outcome {
+            Ok(Ok(_)) => "stored".to_owned(),
+            Ok(Err(r)) | Err(ReceiveError::Invalid(r) | ReceiveError::Unskippable(r)) => {
+                r.code.clone()
+            }
+            Err(ReceiveError::Broken(_)) => "interrupted".to_owned(),
+        };
+        self.log_line(log, &result);
+        result
+    }
+
+    fn log_line(&self, log: &FileLog<'_>, result: &str) {
+        let path = escape_one_line(log.path, LOG_PATH_CHARS);
+        let duration_ms = u64::try_from(log.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        info!(peer = %self.info.peer, service = "files", op = log.op, %path, size = log.size,
+            result, duration_ms, "file");
+    }
+
+    async fn mkdir(&mut self, path: String, mode: u32) -> Result<(), Stop> {
+        let made = match self.check_access(true, &path) {
+            Ok(()) => match RelPath::parse(&path) {
+                Ok(rel) => self.blocking(move |store| store.mkdir(&rel, mode)).await,
+                Err(e) => Err(Rejection::from(e)),
+            },
+            Err(rejection) => Err(rejection),
+        };
+        match made {
+            Ok(()) => {
+                self.summary.done += 1;
+                let name = path.clone();
+                self.reply(ServerMessage::Stored {
+                    path,
+                    name,
+                    size: 0,
+                })
+                .await
+            }
+            Err(rejection) => self.reject(path, rejection).await,
+        }
+    }
+}
+
+fn fatal(code: &str, message: impl Into<String>) -> Stop {
+    Stop::Fatal(Rejection::new(code, message))
+}

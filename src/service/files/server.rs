@@ -1,0 +1,242 @@
+//! The server half: TLS (optional) and the session handshake in the connection's task, then
+//! the request loop of [`requests`](super::requests); plus the one-shot form behind `recv`.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::hash::HashAlg;
+use super::requests::Session;
+use super::store::{Store, StoreError, StoreOptions};
+use crate::net::tls::TlsAcceptor;
+use crate::net::Addr;
+use crate::server::{Conn, ConnInfo, Handler};
+use crate::session::{self, AuthLimiter, SessionConfig, Token};
+use crate::wire::Connection;
+
+/// Deadline for the next request once a session is open (the engine's idle timeout also bounds
+/// a stalled body).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Default cap on concurrent file sessions (each holds a few MiB of buffers and a disk thread).
+pub const DEFAULT_MAX_FILES_CONNS: usize = 256;
+
+/// How long a closing session waits for the client to close first, so unread client bytes
+/// do not turn the close into a reset that could eat the last frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Which requests a server honours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Access {
+    /// Everything.
+    #[default]
+    ReadWrite,
+    /// `list`, `get`, `fetch` only: `put` and `mkdir` are refused with `read_only`.
+    ReadOnly,
+    /// `put`, `probe` and `mkdir` only: `list`, `get`, `fetch` are refused with `write_only`.
+    WriteOnly,
+}
+
+/// Server settings of the file service.
+#[derive(Debug, Clone)]
+pub struct FilesConfig {
+    /// The directory files are received into and served from (created if missing).
+    pub root: PathBuf,
+    /// Collision policy and size cap.
+    pub store: StoreOptions,
+    /// Which requests are honoured.
+    pub access: Access,
+    /// Digests accepted from clients.
+    pub hashes: Vec<HashAlg>,
+    /// Deadline for each next request.
+    pub request_timeout: Duration,
+    /// The handshake: service name, deadline, post-auth limits.
+    pub session: SessionConfig,
+    /// Wrap every connection in TLS first; `None` serves plaintext.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl FilesConfig {
+    /// Defaults for a server rooted at `root`: refuse collisions, read-write, both digests.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        FilesConfig {
+            root: root.into(),
+            store: StoreOptions::default(),
+            access: Access::default(),
+            hashes: vec![HashAlg::Blake3, HashAlg::Sha256],
+            request_timeout: REQUEST_TIMEOUT,
+            session: super::session_config(),
+            tls: None,
+        }
+    }
+}
+
+/// Refuses a token-less file server beyond loopback: anyone who can reach it could write.
+///
+/// # Errors
+/// A sentence saying what to do.
+pub fn check_exposure(addr: &Addr, token: Option<&Token>) -> Result<(), String> {
+    if token.is_none() && !addr.is_local() {
+        return Err(format!(
+            "the file service listens on {addr}, beyond loopback, so it needs a token: give \
+             --token-file or set SOCKIT_TOKEN (clients use the same)"
+        ));
+    }
+    Ok(())
+}
+
+/// How one authenticated session went, for logs and for `recv`'s exit status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionSummary {
+    /// Files and directories stored (or files sent, for `get`).
+    pub done: u64,
+    /// Requests rejected.
+    pub rejected: u64,
+    /// Body bytes received and sent.
+    pub bytes: u64,
+    /// The code of the error that ended the session, if it did not end cleanly.
+    pub failure: Option<String>,
+}
+
+impl SessionSummary {
+    /// No request rejected and a clean end.
+    pub fn success(&self) -> bool {
+        self.rejected == 0 && self.failure.is_none()
+    }
+}
+
+/// The file service's [`Handler`].
+#[derive(Debug)]
+pub struct FilesServer {
+    pub(super) config: FilesConfig,
+    pub(super) store: Arc<Store>,
+    token: Option<Token>,
+    limiter: AuthLimiter,
+}
+
+/// What a session runs over: the engine's [`Conn`], or TLS around it.
+pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
+impl FilesServer {
+    /// A server for `config`, requiring `token` when given. Check [`check_exposure`] before
+    /// serving beyond loopback; without a token, connections that arrive on a non-loopback
+    /// address are refused anyway.
+    ///
+    /// # Errors
+    /// The root directory cannot be created or opened.
+    pub fn new(config: FilesConfig, token: Option<Token>) -> Result<Self, StoreError> {
+        let store = Store::open(&config.root, config.store.clone())?;
+        Ok(FilesServer {
+            config,
+            store: Arc::new(store),
+            token,
+            limiter: AuthLimiter::new(),
+        })
+    }
+
+    /// Serves one connection: TLS, handshake, requests. `None` if no session was opened.
+    pub async fn serve_connection(&self, conn: Conn, info: &ConnInfo) -> Option<SessionSummary> {
+        let Some(tls) = &self.config.tls else {
+            return self.serve_session(conn, info).await;
+        };
+        // In the connection's task, under its own deadline: a slow client holds only itself.
+        match tls.accept(conn).await {
+            Ok(stream) => self.serve_session(stream, info).await,
+            Err(e) => {
+                warn!(peer = %info.peer, service = "files", error = %e, "tls handshake failed");
+                None
+            }
+        }
+    }
+
+    async fn serve_session<S: Stream>(&self, stream: S, info: &ConnInfo) -> Option<SessionSummary> {
+        if self.token.is_none() && !info.local.is_local() {
+            warn!(peer = %info.peer, service = "files", "refused: no token configured and the connection is not on loopback");
+            return None;
+        }
+        let mut framed = Connection::new(stream);
+        let accepted = session::accept(
+            &mut framed,
+            &self.config.session,
+            self.token.as_ref(),
+            info.peer.ip(),
+            &self.limiter,
+        )
+        .await;
+        // On failure `accept` has logged the refusal and answered the peer.
+        accepted.ok()?;
+        framed.set_read_buffer_bytes(super::transfer::CHUNK_BYTES);
+        let mut session = Session::new(self, framed, info);
+        let summary = session.run().await;
+        let status = summary.failure.as_deref().unwrap_or("ok");
+        info!(peer = %info.peer, service = "files", done = summary.done, rejected = summary.rejected,
+            bytes = summary.bytes, status, "files session");
+        Some(summary)
+    }
+}
+
+impl Handler for FilesServer {
+    async fn handle(&self, conn: Conn, info: ConnInfo) -> io::Result<()> {
+        self.serve_connection(conn, &info).await;
+        Ok(())
+    }
+}
+
+/// `recv`: a [`FilesServer`] that serves one authenticated session, then fires `done`.
+/// Run it with [`Mode::Sequential`](crate::server::Mode::Sequential) and `done` (or a child of
+/// it) as the engine's shutdown token.
+#[derive(Debug)]
+pub struct OneShot {
+    server: FilesServer,
+    done: CancellationToken,
+    outcome: Mutex<Option<SessionSummary>>,
+}
+
+impl OneShot {
+    /// Wraps `server`; `done` fires when the first session ends.
+    pub fn new(server: FilesServer, done: CancellationToken) -> Self {
+        OneShot {
+            server,
+            done,
+            outcome: Mutex::new(None),
+        }
+    }
+
+    /// The first session's summary, once it has ended.
+    pub fn outcome(&self) -> Option<SessionSummary> {
+        self.outcome.lock().ok().and_then(|o| o.clone())
+    }
+}
+
+impl Handler for OneShot {
+    async fn handle(&self, conn: Conn, info: ConnInfo) -> io::Result<()> {
+        if self.done.is_cancelled() {
+            return Ok(());
+        }
+        if let Some(summary) = self.server.serve_connection(conn, &info).await {
+            if let Ok(mut outcome) = self.outcome.lock() {
+                outcome.get_or_insert(summary);
+            }
+            self.done.cancel();
+        }
+        Ok(())
+    }
+}
+
+/// Half-closes after the last frame and lets the client close first, for at most
+/// [`CLOSE_LINGER`].
+pub(super) async fn close<S: Stream>(framed: &mut Connection<S>) {
+    let stream = framed.get_mut();
+    let _ = stream.shutdown().await;
+    let discard = async {
+        let mut sink = [0u8; 4096];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(CLOSE_LINGER, discard).await;
+}

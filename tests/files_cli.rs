@@ -1,0 +1,244 @@
+//! The file commands through the built binary: put/get/ls/send/recv and their exit codes,
+//! collision policies, the loopback rule, and a disk that fills up (a file-size rlimit).
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::ExitStatus;
+
+use common::{have, run_with_input, snapshot, sockit, Proc, TEST_TIMEOUT};
+
+/// Starts `sockit files serve --dir DIR` on port 0 with `extra` flags.
+fn files_serve(dir: &Path, extra: &[&str]) -> (Proc, String) {
+    let mut cmd = sockit();
+    cmd.args(["files", "serve", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(dir)
+        .args(extra)
+        .env_remove("SOCKIT_TOKEN");
+    let mut proc = Proc::spawn(cmd);
+    let addr = proc.listening_addr();
+    (proc, addr)
+}
+
+/// Runs `sockit ARGS...`; returns (exit code, stdout, stderr).
+fn run(args: &[&str]) -> (i32, String, String) {
+    let mut cmd = sockit();
+    cmd.args(args);
+    let (code, out, err) = run_with_input(cmd, b"");
+    (code, String::from_utf8_lossy(&out).into_owned(), err)
+}
+
+/// Waits (bounded) for a child to exit.
+fn wait_exit(mut proc: Proc) -> ExitStatus {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(proc.child.wait());
+        drop(proc);
+    });
+    rx.recv_timeout(TEST_TIMEOUT)
+        .expect("the process exits in time")
+        .unwrap()
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn put_ls_and_get_through_the_binary_exit_0_and_1_on_a_refusal() {
+    let (src, root, out) = (tempdir(), tempdir(), tempdir());
+    fs::create_dir(src.path().join("docs")).unwrap();
+    fs::write(src.path().join("docs/a.txt"), b"alpha").unwrap();
+    fs::write(src.path().join("b.txt"), b"beta").unwrap();
+    let (_server, addr) = files_serve(root.path(), &[]);
+
+    let docs = src.path().join("docs");
+    let b = src.path().join("b.txt");
+    let (code, _, err) = run(&["put", &addr, path_str(&docs), path_str(&b)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("verified blake3"), "{err}");
+
+    let (code, listing, err) = run(&["ls", &addr]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        listing.contains("b.txt") && listing.contains("docs/"),
+        "{listing}"
+    );
+
+    let o = path_str(out.path());
+    let (code, _, err) = run(&["get", &addr, "docs", "b.txt", "-o", o]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(fs::read(out.path().join("docs/a.txt")).unwrap(), b"alpha");
+
+    let (code, _, err) = run(&["get", &addr, "b.txt", "-o", o]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("b.txt") && err.contains("exists"), "{err}");
+    let (code, _, err) = run(&["get", &addr, "b.txt", "-o", o, "--rename"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(fs::read(out.path().join("b (1).txt")).unwrap(), b"beta");
+
+    let (code, _, err) = run(&["put", &addr, path_str(&b)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("b.txt") && err.contains("exists"), "{err}");
+    let (code, _, err) = run(&["ls", &addr, "nowhere"]);
+    assert_eq!(code, 1, "{err}");
+}
+
+#[test]
+fn the_server_policy_flags_overwrite_or_rename() {
+    let src = tempdir();
+    let file = src.path().join("p.txt");
+    for (flag, expect) in [
+        ("--overwrite", vec!["p.txt"]),
+        ("--rename", vec!["p (1).txt", "p.txt"]),
+    ] {
+        let root = tempdir();
+        let (_server, addr) = files_serve(root.path(), &[flag]);
+        fs::write(&file, b"one").unwrap();
+        assert_eq!(run(&["put", &addr, path_str(&file)]).0, 0);
+        fs::write(&file, b"two").unwrap();
+        assert_eq!(run(&["put", &addr, path_str(&file)]).0, 0, "{flag}");
+        let names: Vec<_> = snapshot(root.path()).into_keys().collect();
+        let expect: Vec<_> = expect.iter().map(std::path::PathBuf::from).collect();
+        assert_eq!(names, expect, "{flag}");
+        assert_eq!(
+            fs::read(root.path().join("p.txt")).unwrap(),
+            match flag {
+                "--overwrite" => b"two",
+                _ => b"one",
+            }
+        );
+    }
+}
+
+#[test]
+fn send_and_recv_move_files_once_and_report_through_the_exit_status() {
+    let (src, dest) = (tempdir(), tempdir());
+    let file = src.path().join("hello.txt");
+    fs::write(&file, b"hello").unwrap();
+    for (expect_send, expect_recv) in [(0, 0), (1, 1)] {
+        let mut cmd = sockit();
+        cmd.args([
+            "recv",
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+            path_str(dest.path()),
+        ])
+        .env_remove("SOCKIT_TOKEN");
+        let mut recv = Proc::spawn(cmd);
+        let addr = recv.listening_addr();
+        // The second round sends a name the directory already holds: refused on both ends.
+        let (code, _, err) = run(&["send", &addr, path_str(&file)]);
+        assert_eq!(code, expect_send, "{err}");
+        assert_eq!(wait_exit(recv).code(), Some(expect_recv));
+        assert_eq!(fs::read(dest.path().join("hello.txt")).unwrap(), b"hello");
+    }
+}
+
+#[test]
+fn a_file_server_beyond_loopback_without_a_token_refuses_to_start() {
+    let root = tempdir();
+    let mut cmd = sockit();
+    cmd.args([
+        "files",
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        "--dir",
+        path_str(root.path()),
+    ]);
+    let (code, _, err) = run_with_input(cmd, b"");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("token"), "{err}");
+}
+
+#[test]
+fn a_disk_that_fills_up_mid_file_is_a_clear_error_and_leaves_nothing() {
+    if !have(
+        "prlimit",
+        "a_disk_that_fills_up_mid_file_is_a_clear_error_and_leaves_nothing",
+    ) {
+        return;
+    }
+    let (src, root) = (tempdir(), tempdir());
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.args(["--fsize=1048576", "--"])
+        .arg(env!("CARGO_BIN_EXE_sockit"))
+        .args(["files", "serve", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(root.path())
+        .env_remove("SOCKIT_TOKEN");
+    let mut server = Proc::spawn(cmd);
+    let addr = server.listening_addr();
+    let big = src.path().join("big.bin");
+    fs::write(&big, vec![7u8; 3 * 1024 * 1024]).unwrap();
+    let (code, _, err) = run(&["put", &addr, path_str(&big)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("big.bin") && err.contains("no_space"), "{err}");
+    assert!(snapshot(root.path()).is_empty());
+    let partials = root.path().join(".sockit-partial");
+    let leftover: u64 = fs::read_dir(&partials)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    assert_eq!(leftover, 0, "the partial data is removed");
+    let small = src.path().join("small.txt");
+    fs::write(&small, b"fits").unwrap();
+    let (code, _, err) = run(&["put", &addr, path_str(&small)]);
+    assert_eq!(code, 0, "the server survives: {err}");
+    assert!(server.child.try_wait().unwrap().is_none());
+}
+
+#[test]
+fn put_to_a_closed_port_exits_1() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let src = tempdir();
+    let file = src.path().join("x");
+    fs::write(&file, b"x").unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let (code, _, err) = run(&["put", &addr, path_str(&file)]);
+    assert_eq!(code, 1, "{err}");
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[test]
+fn sockit_serve_runs_a_file_service_from_its_config() {
+    let (conf_dir, root, src) = (tempdir(), tempdir(), tempdir());
+    let config = conf_dir.path().join("serve.toml");
+    let toml = format!(
+        "[[service]]\nkind = \"files\"\nlisten = \"127.0.0.1:0\"\ndir = {:?}\npolicy = \"rename\"\n",
+        path_str(root.path())
+    );
+    fs::write(&config, toml).unwrap();
+    let mut cmd = sockit();
+    cmd.args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("SOCKIT_TOKEN")
+        .stdout(std::process::Stdio::piped());
+    let mut proc = Proc::spawn(cmd);
+    let mut stdout = std::io::BufReader::new(proc.child.stdout.take().unwrap());
+    let mut banner = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut banner).unwrap();
+    assert!(banner.starts_with("files"), "{banner}");
+    let addr = banner.split_whitespace().last().unwrap().to_string();
+    let file = src.path().join("s.txt");
+    fs::write(&file, b"served").unwrap();
+    for _ in 0..2 {
+        let (code, _, err) = run(&["put", &addr, path_str(&file)]);
+        assert_eq!(code, 0, "{err}");
+    }
+    assert_eq!(fs::read(root.path().join("s (1).txt")).unwrap(), b"served");
+    assert_eq!(proc.terminate().code(), Some(0));
+}
