@@ -160,6 +160,7 @@ impl Store {
             parent,
             size,
             received: start,
+            writeback_from: start,
             hasher,
             meta,
             policy: self.options.policy,
