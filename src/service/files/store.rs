@@ -47,8 +47,9 @@ pub const MAX_PATH_DEPTH: usize = 64;
 /// Default cap on one file's size (`--max-file-size`).
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 40;
 
-/// Most entries one listing or `get` manifest may hold.
-pub const MAX_LISTING_ENTRIES: usize = 1_000_000;
+/// Most entries one listing or `get` manifest may hold: a manifest is held whole on both ends,
+/// so this keeps it to some tens of MiB.
+pub const MAX_LISTING_ENTRIES: usize = 200_000;
 
 /// Most `name (N).ext` candidates tried by the rename policy.
 pub const MAX_RENAME_ATTEMPTS: u32 = 10_000;
