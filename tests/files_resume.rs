@@ -6,9 +6,11 @@ mod common;
 use std::fs;
 
 use common::{pattern, put_all, raw_files, start_files, write_file, TEST_TIMEOUT};
+use indicatif::ProgressDrawTarget;
 use sockit::net::Addr;
 use sockit::service::files::{
-    self, get, ClientMessage, FileHeader, FilesConfig, GetOptions, HashAlg, Remote, CHUNK_BYTES,
+    self, get, put, ClientMessage, FileHeader, FilesConfig, GetOptions, HashAlg, Progress,
+    PutOptions, Remote, CHUNK_BYTES,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
@@ -59,6 +61,31 @@ async fn an_interrupted_put_resumes_and_sends_only_the_rest() {
 }
 
 #[tokio::test]
+async fn progress_of_a_put_with_a_resumed_file_reaches_the_total() {
+    let (src, root) = (tempdir(), tempdir());
+    let size = 9 * 1024 * 1024;
+    let data = pattern(size, 4);
+    let (big, small) = (src.path().join("big.bin"), src.path().join("small.txt"));
+    write_file(&big, &data, 0o644, 5);
+    write_file(&small, b"small\n", 0o644, 5);
+    let server = start_files(FilesConfig::new(root.path()), None).await;
+    interrupted_put(&server.addr, "big.bin", &data, size / 2).await;
+
+    let options = PutOptions {
+        progress: Progress::new(ProgressDrawTarget::hidden()),
+        ..PutOptions::default()
+    };
+    let remote = Remote::new(server.addr.clone());
+    let report = put(&remote, &[big, small], None, &options).await.unwrap();
+    assert_eq!(report.failures(), 0, "{:?}", report.files);
+    let total = size as u64 + 6;
+    assert!(report.bytes_sent < total - CHUNK_BYTES as u64, "it resumed");
+    let progress = &options.progress;
+    assert_eq!((progress.position(), progress.length()), (total, total));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_partial_that_does_not_match_is_sent_again_in_full() {
     let (src, root) = (tempdir(), tempdir());
     let size = 10 * 1024 * 1024;
@@ -96,11 +123,18 @@ async fn an_interrupted_get_resumes_from_the_local_partial() {
     let server = start_files(FilesConfig::new(root.path()), None).await;
     let remote = Remote::new(server.addr.clone());
     let wanted = ["g.bin".to_owned()];
-    let report = get(&remote, &wanted, out.path(), &GetOptions::default())
-        .await
-        .unwrap();
+    let options = GetOptions {
+        progress: Progress::new(ProgressDrawTarget::hidden()),
+        ..GetOptions::default()
+    };
+    let report = get(&remote, &wanted, out.path(), &options).await.unwrap();
     assert_eq!(report.failures(), 0, "{:?}", report.files);
     assert_eq!(report.bytes_received, (size - size / 2) as u64);
+    let progress = &options.progress;
+    assert_eq!(
+        (progress.position(), progress.length()),
+        (size as u64, size as u64)
+    );
     assert_eq!(fs::read(out.path().join("g.bin")).unwrap(), data);
     server.stop().await.unwrap();
 }

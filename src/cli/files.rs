@@ -312,6 +312,7 @@ pub(super) async fn run_put(args: PutArgs, verb: &str) -> Result<(), Failure> {
     let options = PutOptions {
         follow: args.follow,
         hash: args.hash,
+        ..PutOptions::default()
     };
     let report = files::put(&remote, &args.paths, args.to.as_deref(), &options)
         .await
@@ -336,6 +337,7 @@ pub(super) async fn run_get(args: GetArgs) -> Result<(), Failure> {
     let options = GetOptions {
         policy,
         hash: args.hash,
+        ..GetOptions::default()
     };
     let report = files::get(&remote, &args.paths, &args.output, &options)
         .await

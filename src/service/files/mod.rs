@@ -28,7 +28,8 @@
 //!
 //! Inside: [`store`] is the file system (validated names, partial files, atomic commit);
 //! `transfer` moves one file's bytes between a disk thread and the connection; `server` and
-//! `requests` are the server half, `client` the client half ([`put`], [`get`], [`list`]).
+//! `requests` are the server half, `client` the client half ([`put`], [`get`], [`list`]), which
+//! advances a [`Progress`] bar as bytes cross the wire.
 //!
 //! # Example
 //!
@@ -54,6 +55,7 @@ mod error;
 pub mod hash;
 mod local;
 pub mod messages;
+mod progress;
 mod requests;
 mod server;
 pub mod store;
@@ -67,6 +69,7 @@ pub use error::{FilesError, Rejection};
 pub use hash::{HashAlg, Hasher};
 pub use local::{local_meta, parse_size, prefix_digest, LocalMeta};
 pub use messages::{ClientMessage, Entry, FileHeader, Kind, ServerMessage};
+pub use progress::{Progress, PROGRESS_NAME_CHARS};
 pub use server::{
     check_exposure, Access, FilesConfig, FilesServer, OneShot, SessionSummary,
     DEFAULT_MAX_FILES_CONNS, REQUEST_TIMEOUT,

@@ -8,6 +8,7 @@ use tracing::info;
 
 use super::hash::HashAlg;
 use super::messages::{ClientMessage, FileHeader, ServerMessage};
+use super::progress::Progress;
 use super::server::{close, Access, FilesServer, SessionSummary, Stream};
 use super::store::{FileMeta, Partial, Policy, RelPath, Store, StoreError, Stored};
 use super::transfer::{receive_file, skip_file, ReceiveError, MAX_DISCARD_BYTES};
@@ -244,7 +245,8 @@ impl<'a, S: Stream> Session<'a, S> {
                 };
                 let (size, alg) = (header.size, header.hash);
                 let open = move || store.create(&rel, size, meta, alg, resume);
-                receive_file::<S, ClientMessage, _>(&mut self.conn, body, open).await
+                receive_file::<S, ClientMessage, _>(&mut self.conn, body, open, &Progress::hidden())
+                    .await
             }
         };
         let result = self.log_file(&log, &outcome);

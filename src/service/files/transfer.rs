@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::hash::Hasher;
 use super::messages::{ClientMessage, ServerMessage};
+use super::progress::Progress;
 use super::store::{Incoming, StoreError, Stored};
 use super::Rejection;
 use crate::wire::{Connection, Message, WireError};
@@ -78,7 +79,8 @@ pub(crate) struct Sent {
 }
 
 /// Sends `header`, then bytes `start..start + len` of `file` as its body, then `end` with the
-/// digest of the whole file (`hasher` holds the digest of `0..start`).
+/// digest of the whole file (`hasher` holds the digest of `0..start`); `progress` advances
+/// per chunk written.
 ///
 /// A local read failure mid-body pads the body to its declared length and sends
 /// [`ABORTED_HASH`], so the connection stays in step and only this file fails.
@@ -95,6 +97,7 @@ pub(crate) async fn send_file<S, M>(
     start: u64,
     len: u64,
     hasher: Hasher,
+    progress: &Progress,
 ) -> Result<Sent, WireError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -107,6 +110,7 @@ where
     while let Some(chunk) = rx.recv().await {
         conn.write_body(&chunk).await?;
         sent += chunk.len() as u64;
+        progress.advance(chunk.len() as u64);
     }
     let digest = reader.await.unwrap_or_else(|e| Err(io::Error::other(e)));
     let hash = match &digest {
@@ -195,7 +199,8 @@ enum Piece {
 
 /// Receives a file whose header announced `body_len` bytes: `open` runs on the disk thread and
 /// must create the [`Incoming`] (checking policy and size) before any body byte is read; the
-/// data is written as it arrives and committed with the digest of the `end` frame.
+/// data is written as it arrives and committed with the digest of the `end` frame;
+/// `progress` advances per chunk read.
 ///
 /// `Ok(Err(..))` is a refused or failed file after which the connection is still in step.
 ///
@@ -208,6 +213,7 @@ pub(crate) async fn receive_file<S, M, F>(
     conn: &mut Connection<S>,
     body_len: u64,
     open: F,
+    progress: &Progress,
 ) -> Result<Result<Stored, Rejection>, ReceiveError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -234,6 +240,7 @@ where
             }
         };
         left = left.saturating_sub(chunk.len() as u64);
+        progress.advance(chunk.len() as u64);
         if tx.send(Piece::Data(chunk)).await.is_err() {
             // The disk thread gave up (no space, an I/O error): skip the rest, then report.
             return skip_file::<S, M>(conn, left, joined(writer).await).await;

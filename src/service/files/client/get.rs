@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::super::hash::HashAlg;
 use super::super::messages::{ClientMessage, Entry, Kind, ServerMessage};
+use super::super::progress::Progress;
 use super::super::store::{FileMeta, Partial, Policy, RelPath, Store, StoreOptions};
 use super::super::transfer::{receive_file, ReceiveError};
 use super::super::{FilesError, Rejection};
@@ -22,6 +23,8 @@ pub struct GetOptions {
     pub policy: Policy,
     /// The digest to verify with.
     pub hash: HashAlg,
+    /// Advanced as bytes are received (default: hidden).
+    pub progress: Progress,
 }
 
 /// What a `get` did.
@@ -49,6 +52,8 @@ struct Wanted {
     index: usize,
     server_path: String,
     local: RelPath,
+    /// The size the manifest announced.
+    size: u64,
 }
 
 /// A fetch sent and not yet answered, with the local prefix it offered.
@@ -56,10 +61,13 @@ struct InFlight {
     index: usize,
     local: RelPath,
     partial: Option<Partial>,
+    /// The size the manifest announced.
+    size: u64,
 }
 
 /// Fetches `remote_paths` (files or whole directories; `""` is the root) into `local_dir`,
 /// keeping each requested name. Every file is verified before it becomes visible locally.
+/// `options.progress` totals the manifests' sizes and advances as the bytes arrive.
 ///
 /// # Errors
 /// [`FilesError`]: the local directory cannot be used, or the connection or handshake failed.
@@ -92,6 +100,9 @@ pub async fn get(
             }
         }
     }
+    options
+        .progress
+        .add_total(wanted.iter().map(|w| w.size).sum());
     let (reader, writer) = conn.split();
     let (tx, rx) = mpsc::channel(WINDOW_REQUESTS);
     let requester = tokio::spawn(send_fetches(
@@ -100,11 +111,13 @@ pub async fn get(
         Arc::clone(&store),
         options.hash,
         tx,
+        options.progress.clone(),
     ));
     let mut receiver = Receiver {
         reader,
         store,
         bytes: 0,
+        progress: options.progress.clone(),
     };
     let received = receiver.receive_all(rx, &mut files).await;
     // Done or failed: either way nothing more is to be sent.
@@ -209,6 +222,7 @@ async fn plan_entry(
                 index: files.len(),
                 server_path,
                 local,
+                size: entry.size,
             });
             files.push(file);
         }
@@ -224,6 +238,7 @@ async fn send_fetches(
     store: Arc<Store>,
     alg: HashAlg,
     pending: mpsc::Sender<InFlight>,
+    progress: Progress,
 ) -> Vec<(usize, Rejection)> {
     let mut failures = Vec::new();
     for want in wanted {
@@ -232,10 +247,12 @@ async fn send_fetches(
         let partial = match partial {
             Ok(Ok(partial)) => partial,
             Ok(Err(e)) => {
+                progress.remove_total(want.size);
                 failures.push((want.index, Rejection::from(e)));
                 continue;
             }
             Err(e) => {
+                progress.remove_total(want.size);
                 failures.push((want.index, Rejection::new("internal", e.to_string())));
                 continue;
             }
@@ -250,6 +267,7 @@ async fn send_fetches(
             index: want.index,
             local: want.local,
             partial,
+            size: want.size,
         };
         if pending.send(in_flight).await.is_err() || writer.write_frame(&fetch, &[]).await.is_err()
         {
@@ -265,6 +283,7 @@ struct Receiver {
     reader: Connection<ReadSide<ConnStream>>,
     store: Arc<Store>,
     bytes: u64,
+    progress: Progress,
 }
 
 impl Receiver {
@@ -291,7 +310,8 @@ impl Receiver {
         let header = match self.reader.read_frame::<ServerMessage>().await? {
             Some(ServerMessage::File(header)) => header,
             Some(ServerMessage::Rejected { code, message, .. }) => {
-                return Ok((Err(Rejection::from_peer(&code, &message)), 0))
+                self.progress.remove_total(next.size);
+                return Ok((Err(Rejection::from_peer(&code, &message)), 0));
             }
             other => return Err(unexpected(other)),
         };
@@ -306,6 +326,13 @@ impl Receiver {
             }
         };
         let body = header.body_len();
+        self.progress.start_file(&next.local.as_wire());
+        if header.size != next.size {
+            // It changed since the listing; the bar follows what is sent.
+            self.progress.remove_total(next.size);
+            self.progress.add_total(header.size);
+        }
+        self.progress.skip(header.offset);
         let store = Arc::clone(&self.store);
         let meta = FileMeta {
             mode: header.mode,
@@ -314,7 +341,8 @@ impl Receiver {
         };
         let (local, size, alg) = (next.local, header.size, header.hash);
         let open = move || store.create(&local, size, meta, alg, resume);
-        let received = receive_file::<_, ServerMessage, _>(&mut self.reader, body, open).await;
+        let received =
+            receive_file::<_, ServerMessage, _>(&mut self.reader, body, open, &self.progress).await;
         self.bytes += body;
         match received {
             Ok(stored) => Ok((stored.map(|s| shown(&s.name)), body)),

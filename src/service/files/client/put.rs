@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::super::hash::{HashAlg, Hasher};
 use super::super::local::{local_meta, prefix_digest, LocalMeta};
 use super::super::messages::{ClientMessage, FileHeader, Kind, ServerMessage};
+use super::super::progress::Progress;
 use super::super::transfer::send_file;
 use super::super::{FilesError, Rejection};
 use super::walk::{plan, shown_path, Item};
@@ -25,6 +26,8 @@ pub struct PutOptions {
     pub follow: bool,
     /// The digest to verify with.
     pub hash: HashAlg,
+    /// Advanced as bytes are sent (default: hidden).
+    pub progress: Progress,
 }
 
 /// What a `put` did.
@@ -63,7 +66,8 @@ enum Pending {
 /// Sends `paths` (files and, recursively, directories) to the server, under `to_dir` if given.
 ///
 /// Every file is verified by the server before it becomes visible; per-file failures are in
-/// the report, not errors.
+/// the report, not errors. `options.progress` totals the files' sizes and advances as their
+/// bytes are sent.
 ///
 /// # Errors
 /// [`FilesError`]: the connection or the handshake failed, or `to_dir` is invalid.
@@ -80,6 +84,11 @@ pub async fn put(
         .map_err(|e| FilesError::Local(e.to_string()))?
         .map_err(FilesError::Local)?;
     let mut files: Vec<FileReport> = plan.items.iter().map(initial_report).collect();
+    let total = plan.items.iter().map(|item| match item {
+        Item::File { size, .. } => *size,
+        _ => 0,
+    });
+    options.progress.add_total(total.sum());
     let conn = remote.open().await?;
     let (reader, writer) = conn.split();
     let (pending_tx, pending_rx) = mpsc::channel(WINDOW_REQUESTS);
@@ -89,6 +98,7 @@ pub async fn put(
         pending: pending_tx,
         hash: options.hash,
         bytes_sent: 0,
+        progress: options.progress.clone(),
     };
     let sent = sender.send_all(&plan.items, &mut files).await;
     let _ = tokio::io::AsyncWriteExt::shutdown(sender.writer.get_mut()).await;
@@ -123,7 +133,7 @@ pub async fn put(
 fn initial_report(item: &Item) -> FileReport {
     let (local, remote, kind, result) = match item {
         Item::Dir { local, remote, .. } => (local, remote.as_str(), Kind::Dir, not_answered()),
-        Item::File { local, remote } => (local, remote.as_str(), Kind::File, not_answered()),
+        Item::File { local, remote, .. } => (local, remote.as_str(), Kind::File, not_answered()),
         Item::Failed { local, rejection } => (local, "", Kind::File, Err(rejection.clone())),
     };
     FileReport {
@@ -149,6 +159,7 @@ struct Sender {
     pending: mpsc::Sender<Pending>,
     hash: HashAlg,
     bytes_sent: u64,
+    progress: Progress,
 }
 
 impl Sender {
@@ -167,9 +178,14 @@ impl Sender {
                     };
                     self.writer.write_frame(&mkdir, &[]).await?;
                 }
-                Item::File { local, remote } => {
+                Item::File {
+                    local,
+                    remote,
+                    size,
+                } => {
                     if let Some(report) = files.get_mut(index) {
-                        self.send_file(index, local, remote, report).await?;
+                        self.progress.start_file(remote);
+                        self.send_file(index, local, remote, *size, report).await?;
                     }
                 }
                 Item::Failed { .. } => {}
@@ -191,6 +207,7 @@ impl Sender {
         index: usize,
         local: &Path,
         remote: &str,
+        planned: u64,
         report: &mut FileReport,
     ) -> Result<(), FilesError> {
         let path = local.to_owned();
@@ -200,19 +217,27 @@ impl Sender {
         let (file, meta) = match opened {
             Ok(opened) => opened,
             Err(e) => {
+                self.progress.remove_total(planned);
                 let message = format!("cannot read {}: {e}", shown_path(local));
                 report.result = Err(Rejection::new("local_io", message));
                 return Ok(());
             }
         };
+        if meta.size != planned {
+            // It changed since the walk; the bar follows what is sent.
+            self.progress.remove_total(planned);
+            self.progress.add_total(meta.size);
+        }
         report.size = meta.size;
         let (file, start, hasher) = match self.resume_point(file, remote, &meta).await? {
             Ok(point) => point,
             Err(rejection) => {
+                self.progress.remove_total(meta.size);
                 report.result = Err(rejection);
                 return Ok(());
             }
         };
+        self.progress.skip(start);
         self.expect(Pending::Stored(index)).await?;
         let header = ClientMessage::Put(FileHeader {
             path: remote.to_owned(),
@@ -230,6 +255,7 @@ impl Sender {
             start,
             meta.size - start,
             hasher,
+            &self.progress,
         )
         .await?;
         report.transferred = sent.body_bytes;

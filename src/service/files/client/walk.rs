@@ -18,8 +18,12 @@ pub(super) enum Item {
         remote: String,
         mode: u32,
     },
-    /// Send this file.
-    File { local: PathBuf, remote: String },
+    /// Send this file, of `size` bytes when it was walked.
+    File {
+        local: PathBuf,
+        remote: String,
+        size: u64,
+    },
     /// Cannot be sent (a bad name, an unreadable directory); reported as a failure.
     Failed {
         local: PathBuf,
@@ -112,6 +116,7 @@ impl Walker {
             self.plan.items.push(Item::File {
                 local: local.to_owned(),
                 remote,
+                size: meta.len(),
             });
         } else if kind.is_dir() {
             if depth > MAX_PATH_DEPTH {

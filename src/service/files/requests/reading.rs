@@ -6,6 +6,7 @@ use tokio::time::Instant;
 
 use super::super::hash::{HashAlg, Hasher};
 use super::super::messages::{Entry, FileHeader, ServerMessage};
+use super::super::progress::Progress;
 use super::super::store::{RelPath, StoreError};
 use super::super::transfer::send_file;
 use super::super::{local_meta, prefix_digest, Rejection, ENTRIES_FRAME_BYTES};
@@ -89,7 +90,16 @@ impl<S: Stream> Session<'_, S> {
         };
         let (size, len) = (header.size, header.body_len());
         let frame = ServerMessage::File(header);
-        let sent = send_file(&mut self.conn, &frame, file, start, len, hasher).await;
+        let sent = send_file(
+            &mut self.conn,
+            &frame,
+            file,
+            start,
+            len,
+            hasher,
+            &Progress::hidden(),
+        )
+        .await;
         let log = FileLog {
             op: "fetch",
             path: &path,
