@@ -444,6 +444,7 @@ impl From<anyhow::Error> for Failure {
 /// # Errors
 /// A [`Failure`] carrying the exit-code class.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
+    let quiet = cli.quiet > 0;
     match cli.command {
         Command::Serve(args) => run_serve(args).await,
         Command::Echo(args) => run_echo(args).await,
@@ -455,11 +456,11 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Exec(ExecCommand::Run(args)) => run_exec_run(args).await,
         Command::Exec(ExecCommand::Shell(args)) => run_exec_shell(args).await,
         Command::Files(FilesCommand::Serve(args)) => files::run_files_serve(args).await,
-        Command::Put(args) => files::run_put(args, "put").await,
-        Command::Get(args) => files::run_get(args).await,
+        Command::Put(args) => files::run_put(args, "put", quiet).await,
+        Command::Get(args) => files::run_get(args, quiet).await,
         Command::Ls(args) => files::run_ls(args).await,
         Command::Recv(args) => files::run_recv(args).await,
-        Command::Send(args) => files::run_put(args, "send").await,
+        Command::Send(args) => files::run_put(args, "send", quiet).await,
         Command::Bench(cmd) => run_bench(cmd).await,
     }
 }

@@ -41,6 +41,11 @@ fn wait_exit(mut proc: Proc) -> ExitStatus {
         .unwrap()
 }
 
+/// Stderr is not a terminal here: only lines, no bar redrawn with `\r` or escapes.
+fn assert_no_progress_bar(stderr: &str) {
+    assert!(!stderr.contains(['\r', '\x1b']), "{stderr:?}");
+}
+
 fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -58,6 +63,7 @@ fn put_ls_and_get_through_the_binary_exit_0_and_1_on_a_refusal() {
     let (code, _, err) = run(&["put", &addr, path_str(&docs), path_str(&b)]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("verified blake3"), "{err}");
+    assert_no_progress_bar(&err);
 
     let (code, listing, err) = run(&["ls", &addr]);
     assert_eq!(code, 0, "{err}");
@@ -69,6 +75,7 @@ fn put_ls_and_get_through_the_binary_exit_0_and_1_on_a_refusal() {
     let o = path_str(out.path());
     let (code, _, err) = run(&["get", &addr, "docs", "b.txt", "-o", o]);
     assert_eq!(code, 0, "{err}");
+    assert_no_progress_bar(&err);
     assert_eq!(fs::read(out.path().join("docs/a.txt")).unwrap(), b"alpha");
 
     let (code, _, err) = run(&["get", &addr, "b.txt", "-o", o]);
@@ -132,6 +139,7 @@ fn send_and_recv_move_files_once_and_report_through_the_exit_status() {
         // The second round sends a name the directory already holds: refused on both ends.
         let (code, _, err) = run(&["send", &addr, path_str(&file)]);
         assert_eq!(code, expect_send, "{err}");
+        assert_no_progress_bar(&err);
         assert_eq!(wait_exit(recv).code(), Some(expect_recv));
         assert_eq!(fs::read(dest.path().join("hello.txt")).unwrap(), b"hello");
     }

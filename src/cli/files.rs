@@ -1,10 +1,12 @@
 //! The file commands: `files serve`, `put`, `get`, `ls`, `send`, `recv`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use indicatif::ProgressDrawTarget;
 use tokio_util::sync::CancellationToken;
 
 use super::{client_tls, parse_duration, server_tls, Failure};
@@ -14,7 +16,7 @@ use crate::server::{self, serve, Config, Mode};
 pub use crate::service::files::parse_size;
 use crate::service::files::{
     self, check_exposure, Access, FileReport, FilesConfig, FilesServer, GetOptions, HashAlg,
-    OneShot, Policy, PutOptions, Remote, StoreOptions,
+    OneShot, Policy, Progress, PutOptions, Remote, StoreOptions,
 };
 use crate::session::load_token;
 
@@ -307,16 +309,16 @@ impl server::Handler for SharedOneShot {
 }
 
 /// `sockit put` / `sockit send`.
-pub(super) async fn run_put(args: PutArgs, verb: &str) -> Result<(), Failure> {
+pub(super) async fn run_put(args: PutArgs, verb: &str, quiet: bool) -> Result<(), Failure> {
     let remote = args.client.remote(&args.addr)?;
     let options = PutOptions {
         follow: args.follow,
         hash: args.hash,
-        ..PutOptions::default()
+        progress: progress_bar(quiet),
     };
-    let report = files::put(&remote, &args.paths, args.to.as_deref(), &options)
-        .await
-        .map_err(|e| Failure::Runtime(e.into()))?;
+    let report = files::put(&remote, &args.paths, args.to.as_deref(), &options).await;
+    options.progress.finish_and_clear();
+    let report = report.map_err(|e| Failure::Runtime(e.into()))?;
     for warning in &report.warnings {
         eprintln!("sockit: {verb}: warning: {warning}");
     }
@@ -327,7 +329,7 @@ pub(super) async fn run_put(args: PutArgs, verb: &str) -> Result<(), Failure> {
 }
 
 /// `sockit get`.
-pub(super) async fn run_get(args: GetArgs) -> Result<(), Failure> {
+pub(super) async fn run_get(args: GetArgs, quiet: bool) -> Result<(), Failure> {
     let remote = args.client.remote(&args.addr)?;
     let policy = match (args.overwrite, args.rename) {
         (true, _) => Policy::Overwrite,
@@ -337,11 +339,11 @@ pub(super) async fn run_get(args: GetArgs) -> Result<(), Failure> {
     let options = GetOptions {
         policy,
         hash: args.hash,
-        ..GetOptions::default()
+        progress: progress_bar(quiet),
     };
-    let report = files::get(&remote, &args.paths, &args.output, &options)
-        .await
-        .map_err(|e| Failure::Runtime(e.into()))?;
+    let report = files::get(&remote, &args.paths, &args.output, &options).await;
+    options.progress.finish_and_clear();
+    let report = report.map_err(|e| Failure::Runtime(e.into()))?;
     print_failures("get", &report.files);
     let moved = (report.bytes_received, report.elapsed, report.hash);
     summary_line("get", &report.files, moved);
@@ -369,6 +371,15 @@ pub(super) async fn run_ls(args: LsArgs) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// A bar on stderr when it is a terminal and not `-q`; else none (the summary line says it
+/// all). The bar is cleared before anything else is printed.
+fn progress_bar(quiet: bool) -> Progress {
+    if quiet || !std::io::stderr().is_terminal() {
+        return Progress::hidden();
+    }
+    Progress::new(ProgressDrawTarget::stderr())
 }
 
 fn mode_string(mode: u32) -> String {
