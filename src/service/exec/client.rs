@@ -67,6 +67,14 @@ pub enum ExecError {
     /// The server refused the request (text escaped).
     #[error("the server refused: {} ({})", .0.message, .0.code)]
     Remote(ErrorFrame),
+    /// A plaintext client reached a TLS server.
+    #[error(
+        "the server at {addr} speaks TLS: use --tls with --tls-pin FINGERPRINT (or --tls-ca FILE)"
+    )]
+    ServerSpeaksTls {
+        /// The server's address.
+        addr: String,
+    },
     /// The server closed the connection without an exit status.
     #[error("the server closed the connection before the command's exit status")]
     Closed,
@@ -87,6 +95,7 @@ impl ExecError {
             ExecError::Session(e) => e.code(),
             ExecError::Wire(e) => e.code(),
             ExecError::Remote(frame) => &frame.code,
+            ExecError::ServerSpeaksTls { .. } => "server_speaks_tls",
             ExecError::Closed => "closed",
             ExecError::Protocol(_) => "protocol_error",
             ExecError::Local(_) => "local_io",
@@ -115,7 +124,14 @@ where
     E: AsyncWrite + Unpin,
 {
     let stream = connect(addr).await?;
-    run_on(stream, token, request, io).await
+    run_on(stream, token, request, io)
+        .await
+        .map_err(|e| match e {
+            ExecError::Session(SessionError::ServerSpeaksTls) => ExecError::ServerSpeaksTls {
+                addr: addr.to_string(),
+            },
+            e => e,
+        })
 }
 
 /// Like [`run`], over TLS: the server must present a certificate `tls` trusts. Never falls
