@@ -680,10 +680,12 @@ async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
         stdout: &mut stdout,
         stderr: &mut stderr,
         signals: rx,
+        resizes: None,
     };
     let request = RunRequest {
         argv: args.command,
         shell: args.shell,
+        pty: None,
     };
     let running = async {
         match &tls {

@@ -40,12 +40,14 @@ async fn run_with(
     let request = RunRequest {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         shell,
+        pty: None,
     };
     let io = LocalIo {
         stdin,
         stdout: &mut stdout,
         stderr: &mut stderr,
         signals,
+        resizes: None,
     };
     let outcome = timeout(TEST_TIMEOUT, run(addr, token, &request, io))
         .await
@@ -277,6 +279,7 @@ async fn a_client_that_disconnects_takes_the_grandchild_down_too() {
             "sleep 1000 & echo $!; wait".into(),
         ],
         shell: false,
+        pty: None,
     };
     conn.write_frame(&run, &[]).await.unwrap();
     let mut out = Vec::new();
@@ -417,6 +420,7 @@ async fn a_slow_reader_of_100_mib_keeps_server_memory_bounded() {
             "/dev/zero".into(),
         ],
         shell: false,
+        pty: None,
     };
     conn.write_frame(&run, &[]).await.unwrap();
     let (mut received, mut next_pause) = (0u64, 0u64);

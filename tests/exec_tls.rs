@@ -49,12 +49,14 @@ async fn exec(
     let request = RunRequest {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         shell: false,
+        pty: None,
     };
     let io = LocalIo {
         stdin: &b""[..],
         stdout: &mut stdout,
         stderr: &mut stderr,
         signals,
+        resizes: None,
     };
     let running = async {
         match tls {
