@@ -1,12 +1,16 @@
 //! `exec run -t`: commands on a pseudo-terminal, through the library client and raw frames
-//! against an in-process server.
+//! against an in-process server, and through the built binary with a pty as its terminal.
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::OwnedFd;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{start_exec, TEST_TIMEOUT};
-use nix::sys::signal::kill;
+use common::{run_with_input, sockit, start_exec, token_file, Proc, TEST_TIMEOUT};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::termios::{tcgetattr, LocalFlags};
 use nix::unistd::Pid;
 use sockit::net::{Addr, Stream};
 use sockit::service::exec::{
@@ -14,6 +18,7 @@ use sockit::service::exec::{
     RunRequest, ServerMessage,
 };
 use sockit::session::{self, Token};
+use sockit::terminal::{set_window_size, WindowSize};
 use sockit::wire::Connection;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -337,4 +342,135 @@ async fn a_client_that_disconnects_takes_the_pty_command_and_its_children_down()
     }
     assert_still_serves(&server.addr, &token).await;
     server.stop().await.unwrap();
+}
+
+// ---- the built binary ----
+
+fn start_exec_binary(token_path: &std::path::Path) -> (Proc, String) {
+    let mut cmd = sockit();
+    cmd.args(["exec", "serve", "--listen", "127.0.0.1:0", "--token-file"])
+        .arg(token_path)
+        .stdout(Stdio::null());
+    let mut proc = Proc::spawn(cmd);
+    let addr = proc.listening_addr();
+    (proc, addr)
+}
+
+fn exec_run(addr: &str, token: &std::path::Path, flags: &[&str], command: &[&str]) -> Command {
+    let mut cmd = sockit();
+    cmd.args(["exec", "run", addr, "--token-file"])
+        .arg(token)
+        .args(flags)
+        .arg("--")
+        .args(command);
+    cmd
+}
+
+#[test]
+fn dash_t_without_a_terminal_warns_and_runs_without_a_pty_unless_forced() {
+    let token = token_file(Token::generate().unwrap().reveal());
+    let (_server, addr) = start_exec_binary(token.path());
+    let (code, out, err) = run_with_input(
+        exec_run(&addr, token.path(), &["-t"], &["sh", "-c", "tty; echo hi"]),
+        b"",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(String::from_utf8_lossy(&out), "not a tty\nhi\n");
+    assert!(
+        err.contains("pseudo-terminal will not be allocated because stdin is not a terminal"),
+        "{err}"
+    );
+    let (code, out, err) = run_with_input(exec_run(&addr, token.path(), &["-tt"], &["tty"]), b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        String::from_utf8_lossy(&out).starts_with("/dev/pts/"),
+        "{out:?}"
+    );
+    assert!(!err.contains("will not be allocated"), "{err}");
+}
+
+fn is_raw(tty: &OwnedFd) -> bool {
+    let flags = tcgetattr(tty).unwrap().local_flags;
+    !flags.intersects(LocalFlags::ICANON | LocalFlags::ECHO | LocalFlags::ISIG)
+}
+
+/// Reads lines from the client's stdout until one equals `line` (CRLF from the remote pty).
+fn wait_for_line(stdout: &mut impl BufRead, line: &str) {
+    let mut seen = String::new();
+    loop {
+        let mut next = String::new();
+        let n = stdout.read_line(&mut next).unwrap();
+        assert!(n > 0, "stdout closed before {line:?}; saw {seen:?}");
+        if next.trim_end() == line {
+            return;
+        }
+        seen.push_str(&next);
+    }
+}
+
+#[test]
+fn exec_run_t_on_a_terminal_goes_raw_forwards_resizes_and_ctrl_c_and_restores_the_terminal() {
+    let token = token_file(Token::generate().unwrap().reveal());
+    let (_server, addr) = start_exec_binary(token.path());
+    let size = nix::pty::Winsize {
+        ws_row: 30,
+        ws_col: 90,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // The client's terminal: it gets the slave as stdin; the master is our keyboard.
+    let local = nix::pty::openpty(Some(&size), None).unwrap();
+    let before = tcgetattr(&local.slave).unwrap();
+    assert!(!is_raw(&local.slave));
+    let script = "stty size; echo ready; while :; do sleep 0.05; stty size; done";
+    let mut cmd = exec_run(&addr, token.path(), &["-t"], &["sh", "-c", script]);
+    let mut client = cmd
+        .env_remove("SOCKIT_TOKEN")
+        .stdin(Stdio::from(local.slave.try_clone().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client_pid = Pid::from_raw(client.id() as i32);
+    let mut stdout = BufReader::new(client.stdout.take().unwrap());
+    wait_for_line(&mut stdout, "30 90");
+    wait_for_line(&mut stdout, "ready");
+    assert!(
+        is_raw(&local.slave),
+        "the local terminal is raw while it runs"
+    );
+
+    set_window_size(
+        &local.master,
+        WindowSize {
+            rows: 40,
+            cols: 120,
+        },
+    )
+    .unwrap();
+    // The pty is not the client's controlling terminal, so the kernel's SIGWINCH goes
+    // elsewhere: deliver it as a window manager's terminal would.
+    kill(client_pid, Signal::SIGWINCH).unwrap();
+    wait_for_line(&mut stdout, "40 120");
+
+    // Ctrl-C is a byte in raw mode; the remote terminal turns it into SIGINT.
+    let mut keyboard = std::fs::File::from(local.master.try_clone().unwrap());
+    keyboard.write_all(b"\x03").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(client.wait_with_output());
+    });
+    let Ok(output) = rx.recv_timeout(TEST_TIMEOUT) else {
+        let _ = kill(client_pid, Signal::SIGKILL);
+        panic!("the client did not exit after Ctrl-C");
+    };
+    let output = output.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let after = tcgetattr(&local.slave).unwrap();
+    assert!(!is_raw(&local.slave), "raw mode is undone at exit");
+    assert_eq!(after.local_flags, before.local_flags);
+    assert_eq!(after.input_flags, before.input_flags);
+    assert_eq!(after.output_flags, before.output_flags);
+    assert_eq!(after.control_flags, before.control_flags);
 }

@@ -35,6 +35,7 @@
 //! ```
 
 mod client;
+pub mod local;
 pub mod messages;
 mod plan;
 mod pumps;
