@@ -1,7 +1,7 @@
 //! TLS for any stream service (rustls with the `ring` provider): server identities (PEM files
 //! or a generated self-signed certificate), an acceptor whose handshake runs under a deadline,
 //! and a connector that trusts either a pinned SHA-256 fingerprint or a CA file, never nothing.
-//! A handshake that meets plaintext says so ([`sniff`]).
+//! A handshake that meets plaintext says so ([`looks_like_tls`], [`Sniffer`]).
 
 use std::fmt;
 use std::io::{self, Read};
