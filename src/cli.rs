@@ -1,12 +1,15 @@
 //! The command line: clap types, and the dispatch from each subcommand to the library.
 
 use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
+use tokio::signal::unix::{signal as unix_signal, SignalKind};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::tls::{Fingerprint, ServerIdentity, ServerTrust, TlsAcceptor, TlsConnector};
@@ -14,6 +17,7 @@ use crate::net::{parse_net, Acl, Addr, BindOptions, Datagram, Listener, DEFAULT_
 use crate::server::{self, serve, serve_datagram, Config, Mode, ProcessCommand};
 use crate::service::bench::{self, BenchError, EchoLoad, HoldLoad};
 use crate::service::echo::{self, Echo, EchoDatagram};
+use crate::service::exec::local::{self, Hangups};
 use crate::service::exec::shell::{LineForm, ShellIo};
 use crate::service::exec::tutorial::{self, TutorialConfig, TutorialServer};
 use crate::service::exec::{self, ExecConfig, ExecServer, LocalIo, RunRequest, SignalName};
@@ -22,6 +26,7 @@ use crate::service::netcat::{self, ListenOptions, NetcatError};
 use crate::service::serve::{bind_all, ServeConfig, DEFAULT_CONFIG};
 use crate::session::{load_token, Token};
 use crate::stdio::ThreadWriter;
+use crate::terminal::{RawMode, WindowSize};
 
 mod files;
 
@@ -170,6 +175,11 @@ pub struct ExecRunArgs {
     /// Run the words as one `sh -c` line (the server must run with --shell).
     #[arg(long)]
     pub shell: bool,
+    /// Run the command on a pseudo-terminal, for interactive programs (stdout and stderr
+    /// merged, window size forwarded, this terminal in raw mode until the command ends). Only
+    /// when stdin is a terminal; -tt forces one anyway (ssh's rule).
+    #[arg(short = 't', action = clap::ArgAction::Count)]
+    pub tty: u8,
     /// Connect over TLS (never falls back to plaintext); needs --tls-pin or --tls-ca.
     #[arg(long)]
     pub tls: bool,
@@ -181,7 +191,7 @@ pub struct ExecRunArgs {
     pub tls_ca: Option<PathBuf>,
     /// Speak another protocol: `tutorial` talks to the Python lessons' server (the words are
     /// joined with spaces into one command line; no auth, no TLS).
-    #[arg(long, value_enum, conflicts_with_all = ["token_file", "shell", "tls"])]
+    #[arg(long, value_enum, conflicts_with_all = ["token_file", "shell", "tls", "tty"])]
     pub compat: Option<Compat>,
     /// The program and its arguments, after `--`.
     #[arg(last = true, required = true)]
@@ -706,9 +716,31 @@ async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
                 "no token: give --token-file or set SOCKIT_TOKEN"
             ))
         })?;
+    let stdin_is_tty = std::io::stdin().is_terminal();
+    let pty = match (args.tty, stdin_is_tty) {
+        (0, _) => None,
+        (1, false) => {
+            eprintln!(
+                "sockit: pseudo-terminal will not be allocated because stdin is not a terminal \
+                 (-tt forces one)"
+            );
+            None
+        }
+        _ => Some(local::pty_request()),
+    };
+    // With a pty and a local terminal: raw mode, so every key (Ctrl-C, Ctrl-D, Ctrl-Z too)
+    // goes to the remote terminal, which gives it its meaning. The guard restores the
+    // terminal however this function ends, and before anything is printed after the run.
+    let (resizes, mut hangups, raw) = if pty.is_some() && stdin_is_tty {
+        let (resizes, hangups, raw) = enter_pty_mode().map_err(fail)?;
+        (Some(resizes), Some(hangups), Some(raw))
+    } else {
+        (None, None, None)
+    };
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    // Ctrl-C goes to the remote command, which decides whether to die of it.
-    let mut interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+    // Ctrl-C goes to the remote command, which decides whether to die of it. (In raw mode the
+    // key is a byte on stdin; this still catches a SIGINT sent from elsewhere.)
+    let mut interrupts = unix_signal(SignalKind::interrupt())
         .context("cannot install signal handlers")
         .map_err(fail)?;
     tokio::spawn(async move {
@@ -727,10 +759,12 @@ async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
         stdout: &mut stdout,
         stderr: &mut stderr,
         signals: rx,
+        resizes,
     };
     let request = RunRequest {
         argv: args.command,
         shell: args.shell,
+        pty,
     };
     let running = async {
         match &tls {
@@ -738,16 +772,26 @@ async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
             None => exec::run(&args.addr, &token, &request, io).await,
         }
     };
-    let result = match args.timeout {
-        Some(limit) => tokio::time::timeout(limit, running).await.map_err(|_| {
-            fail(anyhow::anyhow!(
-                "the command did not finish within {limit:?}"
-            ))
-        }),
-        None => Ok(running.await),
+    let limited = async {
+        match args.timeout {
+            Some(limit) => tokio::time::timeout(limit, running).await.map_err(|_| {
+                fail(anyhow::anyhow!(
+                    "the command did not finish within {limit:?}"
+                ))
+            }),
+            None => Ok(running.await),
+        }
     };
-    // Everything received is written out before any error or exit status is reported.
+    let result = tokio::select! {
+        result = limited => result,
+        signal = Hangups::recv(&mut hangups) => {
+            Err(fail(anyhow::anyhow!("terminated by {signal}")))
+        }
+    };
+    // Everything received is written out before any error or exit status is reported, and
+    // the terminal is itself again before anything else is printed.
     let flushed = stdout.finish().await.and(stderr.finish().await);
+    drop(raw);
     let outcome = result?.map_err(|e| fail(e.into()))?;
     flushed.map_err(|e| fail(anyhow::Error::from(e).context("cannot write the output")))?;
     if let Some(error) = &outcome.error {
@@ -757,6 +801,15 @@ async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
         0 => Ok(()),
         code => Err(Failure::Exit { code, error: None }),
     }
+}
+
+/// What `exec run -t` sets up on a local terminal: the window size to follow, SIGTERM and
+/// SIGHUP caught, and raw mode (last, so nothing can fail after it but the run).
+fn enter_pty_mode() -> anyhow::Result<(watch::Receiver<WindowSize>, Hangups, RawMode)> {
+    let resizes = local::watch_window_size().context("cannot watch the window size")?;
+    let hangups = Hangups::install().context("cannot install signal handlers")?;
+    let raw = RawMode::enable(std::io::stdin()).context("cannot put the terminal in raw mode")?;
+    Ok((resizes, hangups, raw))
 }
 
 async fn run_tutorial_client(args: ExecRunArgs) -> Result<(), Failure> {

@@ -11,6 +11,7 @@
 //!  server         the engine: serve(listener, handler, config, shutdown); modes, limits, drain
 //!  net            bind/connect: TCP, UDP, Unix stream/datagram, socket options, ACL, TLS wrap
 //!  stdio          local stdout/stderr writers for streaming clients
+//!  terminal       raw mode for the local terminal, pseudo-terminals for remote commands
 //!  text           escaping peer text before it reaches a terminal or a log
 //! ```
 //!
@@ -24,5 +25,6 @@ pub mod server;
 pub mod service;
 pub mod session;
 pub mod stdio;
+pub mod terminal;
 pub mod text;
 pub mod wire;

@@ -1,5 +1,5 @@
 //! The exec service end to end: in-process servers on port 0 driven by the library client or
-//! by raw frames, and the built binary for exit codes, tokens and server memory.
+//! by raw frames, and the built binary for exit codes, Ctrl-C, tokens and server memory.
 
 mod common;
 
@@ -40,12 +40,14 @@ async fn run_with(
     let request = RunRequest {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         shell,
+        pty: None,
     };
     let io = LocalIo {
         stdin,
         stdout: &mut stdout,
         stderr: &mut stderr,
         signals,
+        resizes: None,
     };
     let outcome = timeout(TEST_TIMEOUT, run(addr, token, &request, io))
         .await
@@ -277,6 +279,7 @@ async fn a_client_that_disconnects_takes_the_grandchild_down_too() {
             "sleep 1000 & echo $!; wait".into(),
         ],
         shell: false,
+        pty: None,
     };
     conn.write_frame(&run, &[]).await.unwrap();
     let mut out = Vec::new();
@@ -417,6 +420,7 @@ async fn a_slow_reader_of_100_mib_keeps_server_memory_bounded() {
             "/dev/zero".into(),
         ],
         shell: false,
+        pty: None,
     };
     conn.write_frame(&run, &[]).await.unwrap();
     let (mut received, mut next_pause) = (0u64, 0u64);
@@ -440,4 +444,67 @@ async fn a_slow_reader_of_100_mib_keeps_server_memory_bounded() {
     assert_eq!(received, TOTAL);
     let peak = peak_rss_kib(server.child.id());
     assert!(peak < PEAK_LIMIT_KIB, "server peak RSS {peak} KiB");
+}
+
+/// Waits (bounded) for `child` to exit; kills it and fails the test if it does not.
+fn wait_bounded(mut child: std::process::Child) -> std::process::ExitStatus {
+    let pid = Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(TEST_TIMEOUT) {
+        Ok(status) => status.unwrap(),
+        Err(_) => {
+            let _ = kill(pid, nix::sys::signal::Signal::SIGKILL);
+            panic!("the client did not exit in time");
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_on_exec_run_interrupts_the_remote_command_and_exits_130() {
+    use std::os::unix::process::ExitStatusExt;
+    let token = token_file(Token::generate().unwrap().reveal());
+    let (_server, addr) = start_exec_binary(token.path());
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let script = format!(
+        "echo $$ > '{}'; echo ready; exec sleep 100",
+        pid_file.display()
+    );
+    let mut client = exec_run(&addr, Some(token.path()), &["sh", "-c", &script])
+        .env_remove("SOCKIT_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(client.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready, "ready\n", "the remote command started");
+    let remote: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!is_gone(remote), "the remote sleep runs");
+    kill(
+        Pid::from_raw(client.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = wait_bounded(client);
+    assert_eq!(status.signal(), None, "the client handled SIGINT itself");
+    assert_eq!(status.code(), Some(130), "128 + SIGINT, ssh's rule");
+    let deadline = std::time::Instant::now() + TEST_TIMEOUT;
+    while !is_gone(remote) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the remote sleep {remote} outlived the interrupt"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -49,12 +49,14 @@ async fn exec(
     let request = RunRequest {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         shell: false,
+        pty: None,
     };
     let io = LocalIo {
         stdin: &b""[..],
         stdout: &mut stdout,
         stderr: &mut stderr,
         signals,
+        resizes: None,
     };
     let running = async {
         match tls {
@@ -121,7 +123,14 @@ async fn a_pin_that_does_not_match_is_refused_and_nothing_runs() {
 async fn a_plaintext_client_against_a_tls_server_fails_and_the_next_tls_client_is_served() {
     let (server, token, acceptor) = start_tls_exec(Duration::from_secs(10)).await;
     let (outcome, _) = exec(&server.addr, None, &token, &["echo", "plain"]).await;
-    assert!(outcome.is_err(), "{outcome:?}");
+    let err = outcome.unwrap_err();
+    assert!(matches!(err, ExecError::ServerSpeaksTls { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("the server at {} speaks TLS", server.addr)),
+        "{message}"
+    );
+    assert!(message.contains("--tls-pin"), "{message}");
     assert_serves_tls(&server.addr, &pinned(acceptor.fingerprint()), &token).await;
     server.stop().await.unwrap();
 }
@@ -141,10 +150,18 @@ async fn a_tls_client_against_a_plaintext_server_fails_and_never_falls_back() {
     .await;
     let err = outcome.unwrap_err();
     assert!(
-        matches!(err, ExecError::Tls(TlsError::Handshake(_))),
+        matches!(err, ExecError::Tls(TlsError::ServerNotTls { .. })),
         "{err:?}"
     );
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("the server at {} does not speak TLS", server.addr)),
+        "{message}"
+    );
     assert!(!marker.exists(), "the command ran in plaintext");
+    let (outcome, stdout) = exec(&server.addr, None, &token, &["echo", "plain"]).await;
+    assert_eq!(outcome.expect("an exit status").exit, RemoteExit::Code(0));
+    assert_eq!(stdout, b"plain\n", "the next plaintext client is served");
     server.stop().await.unwrap();
 }
 
@@ -237,6 +254,7 @@ fn exec_serve_tls_prints_a_fingerprint_that_exec_run_pins_and_a_wrong_pin_exits_
 
     let (code, _, err) = run_with_input(exec_run(&addr, token.path(), &[], &touch), b"");
     assert_eq!(code, 255, "a plaintext client fails: {err}");
+    assert!(err.contains("speaks TLS: use --tls"), "{err}");
     assert!(!marker.exists());
 
     let (code, out, err) =

@@ -1,6 +1,7 @@
 //! TLS for any stream service (rustls with the `ring` provider): server identities (PEM files
 //! or a generated self-signed certificate), an acceptor whose handshake runs under a deadline,
 //! and a connector that trusts either a pinned SHA-256 fingerprint or a CA file, never nothing.
+//! A handshake that meets plaintext says so ([`looks_like_tls`], [`Sniffer`]).
 
 use std::fmt;
 use std::io::{self, Read};
@@ -23,9 +24,15 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Addr;
 
-pub use tokio_rustls::{
-    client::TlsStream as ClientTlsStream, server::TlsStream as ServerTlsStream,
-};
+mod sniff;
+
+pub use sniff::{looks_like_client_hello, looks_like_tls, Sniffer, SNIFF_BYTES};
+
+/// A server-side TLS stream over `S` (seen through a [`Sniffer`]).
+pub type ServerTlsStream<S> = tokio_rustls::server::TlsStream<Sniffer<S>>;
+
+/// A client-side TLS stream over `S` (seen through a [`Sniffer`]).
+pub type ClientTlsStream<S> = tokio_rustls::client::TlsStream<Sniffer<S>>;
 
 /// Default deadline for a TLS handshake, on either side.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,6 +79,16 @@ pub enum TlsError {
     /// The handshake did not finish within its deadline.
     #[error("TLS handshake not completed within {0:?}")]
     Timeout(Duration),
+    /// The client sent something other than a TLS ClientHello: a plaintext client.
+    #[error("the client did not start TLS: it sent plaintext (a client without --tls?)")]
+    ClientNotTls,
+    /// The server answered the ClientHello with something other than TLS, or closed without
+    /// a word: a plaintext server.
+    #[error("the server at {addr} does not speak TLS (is it started with --tls?)")]
+    ServerNotTls {
+        /// The server's address.
+        addr: String,
+    },
 }
 
 /// The SHA-256 digest of a DER certificate, written `sha256:AB:CD:…` (as `openssl x509
@@ -246,7 +263,8 @@ impl TlsAcceptor {
     /// accept loop: it waits on the peer.
     ///
     /// # Errors
-    /// [`TlsError::Handshake`] (e.g. a plaintext client) or [`TlsError::Timeout`].
+    /// [`TlsError::ClientNotTls`] when the client's first bytes are not TLS (a plaintext
+    /// client), else [`TlsError::Handshake`] or [`TlsError::Timeout`].
     ///
     /// # Cancel safety
     /// Not cancel safe: a cancelled handshake leaves `stream` unusable.
@@ -254,10 +272,19 @@ impl TlsAcceptor {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        tokio::time::timeout(self.handshake_timeout, self.inner.accept(stream))
-            .await
-            .map_err(|_| TlsError::Timeout(self.handshake_timeout))?
-            .map_err(TlsError::Handshake)
+        let accepting = self.inner.accept(Sniffer::new(stream)).into_fallible();
+        match tokio::time::timeout(self.handshake_timeout, accepting).await {
+            Err(_) => Err(TlsError::Timeout(self.handshake_timeout)),
+            Ok(Ok(tls)) => Ok(tls),
+            Ok(Err((err, sniffer))) if sniffer.first_bytes().len() == SNIFF_BYTES => {
+                if looks_like_client_hello(sniffer.first_bytes()) {
+                    Err(TlsError::Handshake(err))
+                } else {
+                    Err(TlsError::ClientNotTls)
+                }
+            }
+            Ok(Err((err, _))) => Err(TlsError::Handshake(err)),
+        }
     }
 }
 
@@ -318,8 +345,9 @@ impl TlsConnector {
     /// (its IP; `localhost` for a Unix socket). Never falls back to plaintext.
     ///
     /// # Errors
-    /// [`TlsError::Handshake`] (untrusted certificate, a plaintext server, …) or
-    /// [`TlsError::Timeout`].
+    /// [`TlsError::PinMismatch`], [`TlsError::ServerNotTls`] when the server answers in
+    /// anything but TLS or closes without answering (a plaintext server),
+    /// [`TlsError::Handshake`] (an untrusted certificate, …) or [`TlsError::Timeout`].
     ///
     /// # Cancel safety
     /// Not cancel safe: a cancelled handshake leaves `stream` unusable.
@@ -332,10 +360,22 @@ impl TlsConnector {
             None => ServerName::try_from("localhost")
                 .map_err(|e| TlsError::Handshake(io::Error::new(io::ErrorKind::InvalidInput, e)))?,
         };
-        tokio::time::timeout(self.handshake_timeout, self.inner.connect(name, stream))
-            .await
-            .map_err(|_| TlsError::Timeout(self.handshake_timeout))?
-            .map_err(client_error)
+        let connecting = self
+            .inner
+            .connect(name, Sniffer::new(stream))
+            .into_fallible();
+        match tokio::time::timeout(self.handshake_timeout, connecting).await {
+            Err(_) => Err(TlsError::Timeout(self.handshake_timeout)),
+            Ok(Ok(tls)) => Ok(tls),
+            Ok(Err((err, sniffer))) => match client_error(err) {
+                TlsError::Handshake(_) if !looks_like_tls(sniffer.first_bytes()) => {
+                    Err(TlsError::ServerNotTls {
+                        addr: addr.to_string(),
+                    })
+                }
+                other => Err(other),
+            },
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use tokio::time::{sleep, timeout};
 
 use super::auth::{decode_hex32, fresh_nonce, ClientMessage, ServerMessage, Transcript};
 use super::{escape_peer_text, AuthLimiter, SessionConfig, SessionError, Token, PROTOCOL_VERSION};
+use crate::net::tls::{looks_like_client_hello, looks_like_tls};
 use crate::wire::{Connection, ErrorFrame, Hello, Limits};
 
 /// Deadline for writing the final error frame to a peer that may not be reading.
@@ -113,7 +114,13 @@ async fn serve_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     cfg: &SessionConfig,
     token: Option<&Token>,
 ) -> Result<(), SessionError> {
-    let hello: Hello = conn.read_frame().await?.ok_or(SessionError::Closed)?;
+    let hello: Hello = match conn.read_frame().await {
+        Ok(hello) => hello.ok_or(SessionError::Closed)?,
+        Err(_) if looks_like_client_hello(conn.buffered()) => {
+            return Err(SessionError::ClientSpeaksTls)
+        }
+        Err(e) => return Err(e.into()),
+    };
     if hello.service != cfg.service {
         return Err(SessionError::WrongService {
             served: cfg.service.clone(),
@@ -169,7 +176,14 @@ async fn join_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         version: PROTOCOL_VERSION,
     };
     conn.write_frame(&hello, &[]).await?;
-    let server_nonce = match read_server_message(conn).await? {
+    let first = match conn.read_frame().await {
+        Ok(first) => first.ok_or(SessionError::Closed)?,
+        // A TLS server answers a plaintext hello with an alert record, whose first bytes read
+        // as an absurd frame length.
+        Err(_) if looks_like_tls(conn.buffered()) => return Err(SessionError::ServerSpeaksTls),
+        Err(e) => return Err(e.into()),
+    };
+    let server_nonce = match first {
         ServerMessage::Challenge { nonce } => nonce,
         // A bare welcome is fine only for a client that expects no auth; one holding a token
         // must not be downgraded by a server that skips the challenge.

@@ -131,6 +131,17 @@ pub enum SessionError {
     /// The handshake did not finish within its deadline.
     #[error("handshake not completed within {0:?}")]
     Timeout(Duration),
+    /// A plaintext client got a TLS record back: the server speaks TLS.
+    #[error(
+        "the server speaks TLS: connect with --tls and --tls-pin FINGERPRINT (or --tls-ca FILE)"
+    )]
+    ServerSpeaksTls,
+    /// A plaintext server got a TLS ClientHello: the client tried TLS on a plaintext port.
+    #[error(
+        "the client tried TLS on a plaintext port (connect without --tls, or start the server \
+         with --tls)"
+    )]
+    ClientSpeaksTls,
     /// The peer refused the handshake with this error frame (escaped peer text).
     #[error("refused by the peer: {} ({})", .0.message, .0.code)]
     Remote(ErrorFrame),
@@ -159,6 +170,8 @@ impl SessionError {
             SessionError::Protocol(_) => "protocol_error",
             SessionError::Closed => "closed",
             SessionError::Timeout(_) => "timeout",
+            SessionError::ServerSpeaksTls => "server_speaks_tls",
+            SessionError::ClientSpeaksTls => "client_speaks_tls",
             SessionError::Remote(frame) => &frame.code,
             SessionError::Wire(err) => err.code(),
             SessionError::Token(_) => "token",
@@ -175,7 +188,9 @@ impl SessionError {
     /// when the stream is gone, nor for a local fault the peer cannot act on.
     fn reply_frame(&self) -> Option<ErrorFrame> {
         match self {
-            SessionError::Closed
+            // A TLS client cannot read a plaintext frame: it just sees the connection close.
+            SessionError::ClientSpeaksTls
+            | SessionError::Closed
             | SessionError::Remote(_)
             | SessionError::Wire(WireError::Io(_) | WireError::UnexpectedEof) => None,
             SessionError::Token(_) | SessionError::Rng(_) => Some(ErrorFrame::new(

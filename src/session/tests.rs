@@ -312,6 +312,57 @@ async fn an_oversized_pre_auth_header_is_rejected() {
     ));
 }
 
+/// The first bytes of a TLS 1.2-style ClientHello record and of a fatal alert record.
+const CLIENT_HELLO_START: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
+const TLS_ALERT: &[u8] = &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32];
+
+#[tokio::test(start_paused = true)]
+async fn a_tls_client_on_a_plaintext_port_is_named_and_gets_no_plaintext_reply() {
+    let (mut client, mut server) = pair();
+    let (t, cfg, limiter) = (
+        token("secret"),
+        SessionConfig::new("exec"),
+        AuthLimiter::new(),
+    );
+    client
+        .get_mut()
+        .write_all(CLIENT_HELLO_START)
+        .await
+        .unwrap();
+    let server_res = accept(&mut server, &cfg, Some(&t), PEER, &limiter).await;
+    let err = server_res.unwrap_err();
+    assert!(matches!(err, SessionError::ClientSpeaksTls), "{err:?}");
+    assert!(
+        err.to_string().contains("tried TLS on a plaintext port"),
+        "{err}"
+    );
+    drop(server);
+    // Nothing was written back: a TLS client could not parse a plaintext frame anyway.
+    assert!(matches!(
+        client.read_frame::<ServerMessage>().await,
+        Ok(None)
+    ));
+    assert_eq!(limiter.penalty(PEER), Duration::ZERO, "not an auth failure");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plaintext_client_answered_with_a_tls_alert_says_the_server_speaks_tls() {
+    let (mut client, mut server) = pair();
+    let tls_server = async {
+        let mut hello = [0u8; 4];
+        tokio::io::AsyncReadExt::read_exact(server.get_mut(), &mut hello)
+            .await
+            .unwrap();
+        server.get_mut().write_all(TLS_ALERT).await.unwrap();
+    };
+    let (t, cfg) = (token("secret"), SessionConfig::new("exec"));
+    let (client_res, ()) = tokio::join!(connect(&mut client, &cfg, Some(&t)), tls_server);
+    let err = client_res.unwrap_err();
+    assert!(matches!(err, SessionError::ServerSpeaksTls), "{err:?}");
+    assert!(err.to_string().contains("--tls"), "{err}");
+    assert_eq!(err.code(), "server_speaks_tls");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_slowloris_hello_is_closed_at_the_handshake_timeout() {
     let (client_io, server_io) = duplex(64 * 1024);

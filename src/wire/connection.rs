@@ -243,6 +243,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         (self.stream, self.read_buf)
     }
 
+    /// Bytes read from the stream and not yet decoded. After a rejected length prefix (e.g.
+    /// [`WireError::HeaderTooLarge`]) they start with that prefix, so a caller can see what
+    /// the peer really sent, such as a TLS record on a plaintext port.
+    pub fn buffered(&self) -> &[u8] {
+        &self.read_buf
+    }
+
     /// The underlying stream.
     pub fn get_ref(&self) -> &S {
         &self.stream

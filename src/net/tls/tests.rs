@@ -120,7 +120,28 @@ async fn a_plaintext_peer_fails_the_server_handshake() {
         .await
         .unwrap();
     let err = acceptor.accept(server_io).await.unwrap_err();
-    assert!(matches!(err, TlsError::Handshake(_)), "{err}");
+    assert!(matches!(err, TlsError::ClientNotTls), "{err:?}");
+    assert!(err.to_string().contains("did not start TLS"), "{err}");
+}
+
+#[tokio::test]
+async fn a_plaintext_server_is_named_whether_it_answers_or_just_closes() {
+    let connector = TlsConnector::new(&ServerTrust::Pin(Fingerprint::of(b"any"))).unwrap();
+    for answer in [&b"\0\0\0\x30{\"type\":\"error\"}"[..], b""] {
+        let (client_io, mut server_io) = duplex(16 * 1024);
+        let server = async move {
+            let mut first = [0u8; 5];
+            server_io.read_exact(&mut first).await.unwrap();
+            assert!(looks_like_client_hello(&first));
+            server_io.write_all(answer).await.unwrap();
+        };
+        let addr = local();
+        let (client, ()) = tokio::join!(connector.connect(&addr, client_io), server);
+        let err = client.unwrap_err();
+        assert!(matches!(err, TlsError::ServerNotTls { .. }), "{err:?}");
+        assert!(err.to_string().contains("does not speak TLS"), "{err}");
+        assert!(err.to_string().contains("127.0.0.1"), "{err}");
+    }
 }
 
 #[tokio::test]

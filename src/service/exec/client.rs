@@ -4,13 +4,14 @@
 use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use super::messages::{ClientMessage, RemoteExit, ServerMessage, SignalName};
+use super::messages::{ClientMessage, PtyRequest, RemoteExit, ServerMessage, SignalName};
 use super::{session_config, OUTPUT_CHUNK_BYTES};
 use crate::net::tls::{TlsConnector, TlsError};
 use crate::net::{Addr, Stream};
 use crate::session::{self, SessionError, Token};
+use crate::terminal::WindowSize;
 use crate::text::escape_one_line;
 use crate::wire::{Connection, ErrorFrame, WireError};
 
@@ -24,6 +25,8 @@ pub struct RunRequest {
     pub argv: Vec<String>,
     /// Ask for `sh -c` (the server must allow it).
     pub shell: bool,
+    /// Run on a pseudo-terminal (stdout and stderr then arrive merged, as `stdout`).
+    pub pty: Option<PtyRequest>,
 }
 
 /// The local ends a remote command is wired to.
@@ -37,6 +40,9 @@ pub struct LocalIo<I, O, E> {
     pub stderr: E,
     /// Signals to forward to the command's process group (e.g. SIGINT on Ctrl-C).
     pub signals: mpsc::Receiver<SignalName>,
+    /// The local window's size, sent as `resize` whenever it changes (with a pty); `None`
+    /// when it never changes.
+    pub resizes: Option<watch::Receiver<WindowSize>>,
 }
 
 /// How a remote command ended.
@@ -67,6 +73,14 @@ pub enum ExecError {
     /// The server refused the request (text escaped).
     #[error("the server refused: {} ({})", .0.message, .0.code)]
     Remote(ErrorFrame),
+    /// A plaintext client reached a TLS server.
+    #[error(
+        "the server at {addr} speaks TLS: use --tls with --tls-pin FINGERPRINT (or --tls-ca FILE)"
+    )]
+    ServerSpeaksTls {
+        /// The server's address.
+        addr: String,
+    },
     /// The server closed the connection without an exit status.
     #[error("the server closed the connection before the command's exit status")]
     Closed,
@@ -87,6 +101,7 @@ impl ExecError {
             ExecError::Session(e) => e.code(),
             ExecError::Wire(e) => e.code(),
             ExecError::Remote(frame) => &frame.code,
+            ExecError::ServerSpeaksTls { .. } => "server_speaks_tls",
             ExecError::Closed => "closed",
             ExecError::Protocol(_) => "protocol_error",
             ExecError::Local(_) => "local_io",
@@ -115,7 +130,14 @@ where
     E: AsyncWrite + Unpin,
 {
     let stream = connect(addr).await?;
-    run_on(stream, token, request, io).await
+    run_on(stream, token, request, io)
+        .await
+        .map_err(|e| match e {
+            ExecError::Session(SessionError::ServerSpeaksTls) => ExecError::ServerSpeaksTls {
+                addr: addr.to_string(),
+            },
+            e => e,
+        })
 }
 
 /// Like [`run`], over TLS: the server must present a certificate `tls` trusts. Never falls
@@ -166,6 +188,7 @@ where
     let run = ClientMessage::Run {
         argv: request.argv.clone(),
         shell: request.shell,
+        pty: request.pty.clone(),
     };
     framed.write_frame(&run, &[]).await?;
     let (mut reader, mut writer) = framed.split();
@@ -174,9 +197,10 @@ where
         stdout,
         stderr,
         signals,
+        resizes,
     } = io;
     let receive = receive_output(&mut reader, stdout, stderr);
-    let send = send_input(&mut writer, stdin, signals);
+    let send = send_input(&mut writer, stdin, signals, resizes);
     tokio::pin!(receive, send);
     let mut sending = true;
     loop {
@@ -236,8 +260,8 @@ where
     out.flush().await.map_err(ExecError::Local)
 }
 
-/// Forwards local stdin as `stdin` frames then `stdin_eof`, and `signals` as `signal`
-/// frames, until both are exhausted.
+/// Forwards local stdin as `stdin` frames then `stdin_eof`, `signals` as `signal` frames
+/// and window sizes as `resize` frames, until all are exhausted.
 ///
 /// # Cancel safety
 ///
@@ -246,6 +270,7 @@ async fn send_input<W, I>(
     writer: &mut Connection<W>,
     mut stdin: I,
     mut signals: mpsc::Receiver<SignalName>,
+    mut resizes: Option<watch::Receiver<WindowSize>>,
 ) -> Result<(), WireError>
 where
     W: AsyncRead + AsyncWrite + Unpin,
@@ -253,8 +278,8 @@ where
 {
     let mut buf = vec![0u8; OUTPUT_CHUNK_BYTES];
     let (mut stdin_open, mut signals_open) = (true, true);
-    while stdin_open || signals_open {
-        // Both are cancel safe: a read that loses the race has read nothing.
+    while stdin_open || signals_open || resizes.is_some() {
+        // All three are cancel safe: a read that loses the race has read nothing.
         tokio::select! {
             n = stdin.read(&mut buf), if stdin_open => {
                 stdin_open = send_stdin(writer, &buf, n).await?;
@@ -263,9 +288,27 @@ where
                 Some(signal) => writer.write_frame(&ClientMessage::Signal { signal }, &[]).await?,
                 None => signals_open = false,
             },
+            size = next_size(&mut resizes), if resizes.is_some() => match size {
+                Some(WindowSize { rows, cols }) => {
+                    writer.write_frame(&ClientMessage::Resize { rows, cols }, &[]).await?;
+                }
+                None => resizes = None,
+            },
         }
     }
     Ok(())
+}
+
+/// The next window size, or `None` once the sender is gone (or there never was one).
+///
+/// # Cancel safety
+///
+/// Cancel safe, as `watch::Receiver::changed` is.
+async fn next_size(resizes: &mut Option<watch::Receiver<WindowSize>>) -> Option<WindowSize> {
+    let rx = resizes.as_mut()?;
+    rx.changed().await.ok()?;
+    let size = *rx.borrow_and_update();
+    Some(size)
 }
 
 /// Sends one chunk of local stdin, or `stdin_eof` at its end (a read error counts as the

@@ -6,6 +6,7 @@
 //!   {"type":"stdin","size":N} + N bytes          ->      (any number, then)
 //!   {"type":"stdin_eof"}                         ->
 //!   {"type":"signal","signal":"INT"}             ->      (any time)
+//!   {"type":"resize","rows":R,"cols":C}          ->      (any time; with a pty)
 //!                                                <-  {"type":"stdout","size":N} + N bytes
 //!                                                <-  {"type":"stderr","size":N} + N bytes
 //!                                                <-  {"type":"error","code":"…","message":"…"}
@@ -14,10 +15,19 @@
 //!
 //! `exit` is the server's last frame. An `error` is followed by `exit` only when the command
 //! got as far as a shell would have (`not_found` then exit 127); otherwise the server closes.
+//!
+//! With `"pty":{"rows":R,"cols":C,"term":"xterm-256color"}` in `run` (`term` optional) the
+//! command runs on a pseudo-terminal: its output, stdout and stderr merged as a terminal
+//! merges them, comes in `stdout` frames; `stdin` is what is typed (Ctrl-C is byte 0x03, which
+//! the terminal turns into SIGINT); `stdin_eof` types the terminal's EOF character (Ctrl-D)
+//! instead of closing anything; `resize` changes the window size. Without a pty, `resize` is
+//! ignored, so a client may send it whenever its window changes.
 
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
+use super::{DEFAULT_TERM, MAX_PTY_COLS, MAX_PTY_ROWS, MAX_TERM_BYTES};
+use crate::terminal::WindowSize;
 use crate::wire::Message;
 
 /// A frame from the client.
@@ -32,6 +42,9 @@ pub enum ClientMessage {
         /// Run through `sh -c`; honoured only by a server started with `--shell`.
         #[serde(default)]
         shell: bool,
+        /// Run on a pseudo-terminal of this size and type.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pty: Option<PtyRequest>,
     },
     /// Bytes for the command's stdin follow.
     Stdin {
@@ -45,6 +58,70 @@ pub enum ClientMessage {
         /// Which signal.
         signal: SignalName,
     },
+    /// The client's window changed size: resize the command's terminal (ignored without one).
+    Resize {
+        /// Lines, 1 to [`MAX_PTY_ROWS`].
+        rows: u16,
+        /// Columns, 1 to [`MAX_PTY_COLS`].
+        cols: u16,
+    },
+}
+
+/// The terminal a command asks to run on, inside `run`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PtyRequest {
+    /// Lines, 1 to [`MAX_PTY_ROWS`].
+    pub rows: u16,
+    /// Columns, 1 to [`MAX_PTY_COLS`].
+    pub cols: u16,
+    /// The command's `TERM`: up to [`MAX_TERM_BYTES`] of `A-Z a-z 0-9 . _ + -`; absent means
+    /// [`DEFAULT_TERM`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<String>,
+}
+
+impl PtyRequest {
+    /// The checked window size and `TERM` value.
+    ///
+    /// # Errors
+    /// A sentence saying which field is out of range (peer text is not repeated).
+    pub fn validate(&self) -> Result<(WindowSize, &str), String> {
+        let size = window_size(self.rows, self.cols)?;
+        let term = match self.term.as_deref() {
+            None => DEFAULT_TERM,
+            Some(term) if is_valid_term(term) => term,
+            Some(_) => {
+                return Err(format!(
+                    "TERM must be 1 to {MAX_TERM_BYTES} characters of A-Z a-z 0-9 . _ + -"
+                ))
+            }
+        };
+        Ok((size, term))
+    }
+}
+
+/// Checks a window size from a `run` or `resize` frame.
+///
+/// # Errors
+/// A sentence naming the limits.
+pub fn window_size(rows: u16, cols: u16) -> Result<WindowSize, String> {
+    if (1..=MAX_PTY_ROWS).contains(&rows) && (1..=MAX_PTY_COLS).contains(&cols) {
+        Ok(WindowSize { rows, cols })
+    } else {
+        Err(format!(
+            "a terminal of {rows} rows and {cols} columns: rows must be 1 to {MAX_PTY_ROWS}, \
+             columns 1 to {MAX_PTY_COLS}"
+        ))
+    }
+}
+
+/// Whether `term` may be a command's `TERM`: short, and only characters terminal names use.
+pub fn is_valid_term(term: &str) -> bool {
+    (1..=MAX_TERM_BYTES).contains(&term.len())
+        && term
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
 }
 
 impl Message for ClientMessage {
@@ -191,10 +268,31 @@ mod tests {
         let run = ClientMessage::Run {
             argv: vec!["ls".into(), "a b".into()],
             shell: false,
+            pty: None,
         };
         assert_eq!(
             serde_json::to_string(&run).unwrap(),
             r#"{"type":"run","argv":["ls","a b"],"shell":false}"#
+        );
+        let with_pty: ClientMessage = serde_json::from_str(
+            r#"{"type":"run","argv":["top"],"pty":{"rows":24,"cols":80,"term":"xterm-256color"}}"#,
+        )
+        .unwrap();
+        let ClientMessage::Run { pty: Some(pty), .. } = with_pty else {
+            panic!("{with_pty:?}")
+        };
+        assert_eq!(
+            pty.validate().unwrap(),
+            (WindowSize { rows: 24, cols: 80 }, "xterm-256color")
+        );
+        let resize: ClientMessage =
+            serde_json::from_str(r#"{"type":"resize","rows":50,"cols":132}"#).unwrap();
+        assert_eq!(
+            resize,
+            ClientMessage::Resize {
+                rows: 50,
+                cols: 132
+            }
         );
         let sig: ClientMessage =
             serde_json::from_str(r#"{"type":"signal","signal":"INT"}"#).unwrap();
@@ -220,9 +318,44 @@ mod tests {
             r#"{"type":"signal","signal":"SEGV"}"#,
             r#"{"type":"run","argv":["ls"],"env":{}}"#,
             r#"{"type":"stdin"}"#,
+            r#"{"type":"run","argv":["ls"],"pty":{"rows":24,"cols":80,"mode":"raw"}}"#,
+            r#"{"type":"run","argv":["ls"],"pty":{"rows":70000,"cols":80}}"#,
+            r#"{"type":"resize","rows":-1,"cols":80}"#,
         ] {
             assert!(serde_json::from_str::<ClientMessage>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn pty_sizes_and_terms_outside_the_limits_are_refused() {
+        let pty = |rows, cols, term: Option<&str>| PtyRequest {
+            rows,
+            cols,
+            term: term.map(str::to_owned),
+        };
+        assert_eq!(pty(24, 80, None).validate().unwrap().1, DEFAULT_TERM);
+        assert!(pty(MAX_PTY_ROWS, MAX_PTY_COLS, Some("vt100"))
+            .validate()
+            .is_ok());
+        for bad in [
+            pty(0, 80, None),
+            pty(24, 0, None),
+            pty(MAX_PTY_ROWS + 1, 80, None),
+            pty(24, MAX_PTY_COLS + 1, None),
+            pty(24, 80, Some("")),
+            pty(24, 80, Some("xterm\u{1b}[31m")),
+            pty(24, 80, Some("xterm 256")),
+            pty(24, 80, Some(&"x".repeat(MAX_TERM_BYTES + 1))),
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        let err = pty(24, 80, Some("\u{1b}]0;owned\u{7}"))
+            .validate()
+            .unwrap_err();
+        assert!(
+            !err.contains('\u{1b}'),
+            "peer text is not repeated: {err:?}"
+        );
     }
 
     #[test]

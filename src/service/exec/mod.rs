@@ -7,8 +7,10 @@
 //!
 //! TLS ([`ExecConfig::tls`], [`run_tls`]) wraps the stream inside the connection's task before
 //! the session starts. [`shell`] is the prompt loop (a connection per line); [`tutorial`]
-//! speaks the lessons' own unauthenticated protocol (`--compat tutorial`), loopback only. A
-//! pty (`-t`) is not here yet: it would be a `run` field and another spawn path in `server.rs`.
+//! speaks the lessons' own unauthenticated protocol (`--compat tutorial`), loopback only. With
+//! [`RunRequest::pty`] (`exec run -t`) the command runs on a pseudo-terminal
+//! ([`crate::terminal::Pty`]) in a session of its own, its output merged into `stdout`
+//! frames and the client's window size following `resize` frames.
 //!
 //! # Example
 //!
@@ -18,13 +20,14 @@
 //!
 //! # async fn demo(token: Token) -> Result<(), sockit::service::exec::ExecError> {
 //! let addr = "127.0.0.1:7008".parse().unwrap();
-//! let request = RunRequest { argv: vec!["uname".into(), "-a".into()], shell: false };
+//! let request = RunRequest { argv: vec!["uname".into(), "-a".into()], shell: false, pty: None };
 //! let (_signals, rx) = tokio::sync::mpsc::channel(1);
 //! let io = LocalIo {
 //!     stdin: tokio::io::empty(),
 //!     stdout: tokio::io::stdout(),
 //!     stderr: tokio::io::stderr(),
 //!     signals: rx,
+//!     resizes: None,
 //! };
 //! let outcome = run(&addr, &token, &request, io).await?;
 //! std::process::exit(i32::from(outcome.exit.exit_code()));
@@ -32,7 +35,9 @@
 //! ```
 
 mod client;
+pub mod local;
 pub mod messages;
+mod plan;
 mod pumps;
 mod server;
 pub mod shell;
@@ -44,7 +49,7 @@ use crate::session::SessionConfig;
 use crate::wire::{Limits, WireError, MAX_HEADER_BYTES};
 
 pub use client::{run, run_tls, ExecError, LocalIo, RunOutcome, RunRequest};
-pub use messages::{ClientMessage, RemoteExit, ServerMessage, SignalName};
+pub use messages::{ClientMessage, PtyRequest, RemoteExit, ServerMessage, SignalName};
 pub use server::{ExecConfig, ExecServer};
 
 /// The service name sent in the hello.
@@ -63,6 +68,18 @@ pub const MAX_DATA_FRAME_BYTES: u64 = 1024 * 1024;
 
 /// Size of the reads from the child's pipes and from local stdin: one frame each at most.
 pub const OUTPUT_CHUNK_BYTES: usize = 32 * 1024;
+
+/// Most rows a pty may have.
+pub const MAX_PTY_ROWS: u16 = 10_000;
+
+/// Most columns a pty may have.
+pub const MAX_PTY_COLS: u16 = 10_000;
+
+/// Longest `TERM` a client may ask for, in bytes.
+pub const MAX_TERM_BYTES: usize = 64;
+
+/// The `TERM` of a pty whose request names none.
+pub const DEFAULT_TERM: &str = "xterm";
 
 /// Deadline for the `run` request once the handshake is done.
 pub const RUN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -2,21 +2,23 @@
 //! group, its stdout and stderr streamed as frames as they are produced.
 
 use std::io;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::messages::{ClientMessage, RemoteExit};
-use super::pumps::{pump_input, pump_output, InputEnd};
-use super::{Refusal, MAX_COMMAND_BYTES, RUN_REQUEST_TIMEOUT};
+use super::plan::{exit_of, spawn, validate, CommandIo, Plan};
+use super::pumps::{pump_input, pump_output, CommandInput, CommandOutput, InputEnd};
+use super::{Refusal, RUN_REQUEST_TIMEOUT};
 use crate::net::tls::TlsAcceptor;
 use crate::server::ProcessGroup;
-use crate::server::{command_env, Conn, ConnInfo, Handler};
+use crate::server::{Conn, ConnInfo, Handler};
 use crate::session::{self, AuthLimiter, SessionConfig, Token};
 use crate::text::escape_one_line;
 use crate::wire::{Connection, WireError};
@@ -27,6 +29,12 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Longest escaped command line kept in a log line.
 const LOG_ARGV_CHARS: usize = 500;
+
+/// How long a pty's output may take to end after its command exited. It ends at once when the
+/// command leaves nothing behind; a background job still holding the terminal (one a shell
+/// moved to its own process group, out of reach of the group kill) holds the session no
+/// longer than this.
+const PTY_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Server settings of the exec service.
 #[derive(Debug, Clone)]
@@ -80,12 +88,6 @@ impl ExecServer {
 /// What a session runs over: the engine's [`Conn`], or TLS around it.
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
-
-/// A program and its arguments, validated and ready to spawn.
-struct Plan {
-    program: String,
-    args: Vec<String>,
-}
 
 /// How a session ended, for the log line.
 enum Ending {
@@ -150,8 +152,8 @@ impl ExecServer {
             framed.read_frame::<ClientMessage>(),
         )
         .await;
-        let (argv, shell) = match request {
-            Ok(Ok(Some(ClientMessage::Run { argv, shell }))) => (argv, shell),
+        let (argv, shell, pty) = match request {
+            Ok(Ok(Some(ClientMessage::Run { argv, shell, pty }))) => (argv, shell, pty),
             Ok(Ok(None) | Err(WireError::Io(_) | WireError::UnexpectedEof)) => {
                 return (String::new(), Ending::Disconnected)
             }
@@ -170,12 +172,16 @@ impl ExecServer {
         };
         // Debug keeps argument boundaries visible; escaping then covers what Debug lets through.
         let shown = escape_one_line(&format!("{argv:?}"), LOG_ARGV_CHARS);
-        let plan = match self.validate(argv, shell) {
+        let plan = match validate(&self.config, argv, shell, pty.as_ref()) {
             Ok(plan) => plan,
             Err(refusal) => return (shown, refuse(&mut framed, refusal).await),
         };
-        let child = match spawn(&plan, info) {
-            Ok(child) => child,
+        let pty = match plan.open_pty() {
+            Ok(pty) => pty,
+            Err(refusal) => return (shown, refuse(&mut framed, refusal).await),
+        };
+        let (child, io) = match spawn(&plan, pty, info) {
+            Ok(spawned) => spawned,
             Err(e) => {
                 return (
                     shown,
@@ -183,57 +189,7 @@ impl ExecServer {
                 )
             }
         };
-        (shown, self.supervise(framed, child, info).await)
-    }
-
-    fn validate(&self, argv: Vec<String>, shell: bool) -> Result<Plan, Refusal> {
-        let total: usize = argv.iter().map(|a| a.len() + 1).sum();
-        if total > MAX_COMMAND_BYTES {
-            return Err(Refusal::new(
-                "command_too_long",
-                format!("the command line has {total} bytes; the limit is {MAX_COMMAND_BYTES}"),
-            ));
-        }
-        if argv.first().filter(|p| !p.is_empty()).is_none() {
-            return Err(Refusal::new("invalid_command", "the command is empty"));
-        }
-        if argv.iter().any(|a| a.contains('\0')) {
-            return Err(Refusal::new(
-                "invalid_command",
-                "an argument contains a NUL byte",
-            ));
-        }
-        if shell {
-            if !self.config.shell {
-                return Err(Refusal::new(
-                    "shell_not_allowed",
-                    "this server does not run shell command lines",
-                ));
-            }
-            if !self.config.allow_cmds.is_empty() {
-                return Err(Refusal::new(
-                    "command_not_allowed",
-                    "a shell line cannot be checked against the allowed commands",
-                ));
-            }
-            return Ok(Plan {
-                program: "sh".to_owned(),
-                args: vec!["-c".to_owned(), argv.join(" ")],
-            });
-        }
-        let mut words = argv.into_iter();
-        let program = words.next().unwrap_or_default();
-        if !self.config.allow_cmds.is_empty() && !self.config.allow_cmds.contains(&program) {
-            let shown = escape_one_line(&program, LOG_ARGV_CHARS);
-            return Err(Refusal::new(
-                "command_not_allowed",
-                format!("{shown} is not an allowed command on this server"),
-            ));
-        }
-        Ok(Plan {
-            program,
-            args: words.collect(),
-        })
+        (shown, self.supervise(framed, child, io, info).await)
     }
 
     /// A missing or non-executable program is answered like a shell: an error, then exit 127
@@ -277,14 +233,26 @@ impl ExecServer {
         &self,
         framed: Connection<S>,
         mut child: Child,
+        io: CommandIo,
         info: &ConnInfo,
     ) -> Ending {
         let group = ProcessGroup::of(&child);
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            return Ending::Disconnected;
+        let master;
+        let (command_in, command_out) = match io {
+            CommandIo::Pipes(stdin, stdout, stderr) => (
+                CommandInput::Pipe(Some(stdin)),
+                CommandOutput::Pipes(stdout, stderr),
+            ),
+            CommandIo::Pty(pty) => {
+                master = pty;
+                (
+                    CommandInput::Pty(&master, true),
+                    CommandOutput::Pty(&master),
+                )
+            }
         };
+        let is_pty = matches!(command_out, CommandOutput::Pty(_));
+        let stop_output = CancellationToken::new();
         let (mut reader, mut writer) = framed.split();
         let deadline = self.config.timeout.map(|t| Instant::now() + t);
         let mut status: Option<io::Result<ExitStatus>> = None;
@@ -292,10 +260,11 @@ impl ExecServer {
         let mut client_error: Option<Refusal> = None;
         let (mut input_done, mut timed_out, mut terminating) = (false, false, false);
         {
-            let pump_out = pump_output(&mut writer, stdout, stderr);
-            let pump_in = pump_input(&mut reader, stdin, &group);
+            let pump_out = pump_output(&mut writer, command_out, &stop_output);
+            let pump_in = pump_input(&mut reader, command_in, &group);
             let timer = sleep_until(deadline.unwrap_or_else(far_future));
-            tokio::pin!(pump_out, pump_in, timer);
+            let drain_timer = sleep_until(far_future());
+            tokio::pin!(pump_out, pump_in, timer, drain_timer);
             while status.is_none() || output.is_none() {
                 tokio::select! {
                     res = &mut pump_out, if output.is_none() => output = Some(res),
@@ -313,6 +282,12 @@ impl ExecServer {
                         group.signal(Signal::SIGKILL);
                         group.disarm();
                         status = Some(res);
+                        if is_pty {
+                            drain_timer.as_mut().reset(Instant::now() + PTY_DRAIN_TIMEOUT);
+                        }
+                    }
+                    () = &mut drain_timer, if status.is_some() && !stop_output.is_cancelled() => {
+                        stop_output.cancel();
                     }
                     () = &mut timer, if !timed_out && deadline.is_some() => {
                         timed_out = true;
@@ -367,27 +342,6 @@ async fn close<S: Stream>(framed: &mut Connection<S>) {
     let stream = framed.get_mut();
     let _ = stream.shutdown().await;
     drain(stream).await;
-}
-
-fn spawn(plan: &Plan, info: &ConnInfo) -> io::Result<Child> {
-    Command::new(&plan.program)
-        .args(&plan.args)
-        .envs(command_env(&info.peer, &info.local))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-}
-
-fn exit_of(status: ExitStatus) -> RemoteExit {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => RemoteExit::Code(code),
-        (None, Some(sig)) => RemoteExit::Signal(sig),
-        (None, None) => RemoteExit::Code(255),
-    }
 }
 
 fn far_future() -> Instant {

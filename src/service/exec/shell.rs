@@ -83,6 +83,7 @@ where
         let request = RunRequest {
             argv,
             shell: form == LineForm::Shell,
+            pty: None,
         };
         // Nothing to forward: the command gets an empty stdin, and Ctrl-C ends the shell.
         let (_signals, rx) = mpsc::channel(1);
@@ -91,6 +92,7 @@ where
             stdout: &mut stdout,
             stderr: &mut stderr,
             signals: rx,
+            resizes: None,
         };
         match run(addr, token, &request, local).await {
             Ok(outcome) => {

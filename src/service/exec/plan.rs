@@ -1,0 +1,151 @@
+//! What a `run` request becomes: a checked [`Plan`], then a command spawned on pipes or on a
+//! pseudo-terminal, in a process group of its own.
+
+use std::io;
+use std::process::{ExitStatus, Stdio};
+
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+
+use super::messages::{PtyRequest, RemoteExit};
+use super::server::ExecConfig;
+use super::{Refusal, MAX_COMMAND_BYTES};
+use crate::server::{command_env, ConnInfo};
+use crate::terminal::{Pty, PtyMaster, WindowSize};
+use crate::text::escape_one_line;
+
+/// Longest escaped program name repeated in a refusal.
+const SHOWN_PROGRAM_CHARS: usize = 500;
+
+/// A program and its arguments, validated and ready to spawn.
+pub(super) struct Plan {
+    pub(super) program: String,
+    pub(super) args: Vec<String>,
+    /// The terminal to run it on, and its `TERM`.
+    pub(super) pty: Option<(WindowSize, String)>,
+}
+
+impl Plan {
+    /// The pty the plan asks for, opened apart from the spawn so that a host out of ptys is
+    /// not reported as a missing program.
+    pub(super) fn open_pty(&self) -> Result<Option<Pty>, Refusal> {
+        let Some((size, _)) = &self.pty else {
+            return Ok(None);
+        };
+        Pty::open(*size).map(Some).map_err(|e| {
+            Refusal::new(
+                "pty_failed",
+                format!("cannot allocate a pseudo-terminal: {e}"),
+            )
+        })
+    }
+}
+
+/// A spawned command's ends.
+pub(super) enum CommandIo {
+    Pipes(ChildStdin, ChildStdout, ChildStderr),
+    Pty(PtyMaster),
+}
+
+/// Checks a `run` request against the limits and `config`; the refusal says what is wrong.
+pub(super) fn validate(
+    config: &ExecConfig,
+    argv: Vec<String>,
+    shell: bool,
+    pty: Option<&PtyRequest>,
+) -> Result<Plan, Refusal> {
+    let total: usize = argv.iter().map(|a| a.len() + 1).sum();
+    if total > MAX_COMMAND_BYTES {
+        return Err(Refusal::new(
+            "command_too_long",
+            format!("the command line has {total} bytes; the limit is {MAX_COMMAND_BYTES}"),
+        ));
+    }
+    if argv.first().filter(|p| !p.is_empty()).is_none() {
+        return Err(Refusal::new("invalid_command", "the command is empty"));
+    }
+    if argv.iter().any(|a| a.contains('\0')) {
+        return Err(Refusal::new(
+            "invalid_command",
+            "an argument contains a NUL byte",
+        ));
+    }
+    let pty = match pty.map(PtyRequest::validate).transpose() {
+        Ok(pty) => pty.map(|(size, term)| (size, term.to_owned())),
+        Err(why) => return Err(Refusal::new("invalid_pty", why)),
+    };
+    if shell {
+        if !config.shell {
+            return Err(Refusal::new(
+                "shell_not_allowed",
+                "this server does not run shell command lines",
+            ));
+        }
+        if !config.allow_cmds.is_empty() {
+            return Err(Refusal::new(
+                "command_not_allowed",
+                "a shell line cannot be checked against the allowed commands",
+            ));
+        }
+        return Ok(Plan {
+            program: "sh".to_owned(),
+            args: vec!["-c".to_owned(), argv.join(" ")],
+            pty,
+        });
+    }
+    let mut words = argv.into_iter();
+    let program = words.next().unwrap_or_default();
+    if !config.allow_cmds.is_empty() && !config.allow_cmds.contains(&program) {
+        let shown = escape_one_line(&program, SHOWN_PROGRAM_CHARS);
+        return Err(Refusal::new(
+            "command_not_allowed",
+            format!("{shown} is not an allowed command on this server"),
+        ));
+    }
+    Ok(Plan {
+        program,
+        args: words.collect(),
+        pty,
+    })
+}
+
+/// Starts the command in a process group of its own: on pipes, or on `pty`, in a new session
+/// it leads (a session leader's group id is its pid, so the group kill still works).
+pub(super) fn spawn(
+    plan: &Plan,
+    pty: Option<Pty>,
+    info: &ConnInfo,
+) -> io::Result<(Child, CommandIo)> {
+    let mut cmd = Command::new(&plan.program);
+    cmd.args(&plan.args)
+        .envs(command_env(&info.peer, &info.local))
+        .kill_on_drop(true);
+    if let Some(pty) = pty {
+        if let Some((_, term)) = &plan.pty {
+            cmd.env("TERM", term);
+        }
+        let (child, master) = pty.spawn(cmd)?;
+        return Ok((child, CommandIo::Pty(master)));
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()?;
+    match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+        (Some(stdin), Some(stdout), Some(stderr)) => {
+            Ok((child, CommandIo::Pipes(stdin, stdout, stderr)))
+        }
+        _ => Err(io::Error::other("the command's pipes are missing")),
+    }
+}
+
+/// The exit status as the `exit` frame carries it.
+pub(super) fn exit_of(status: ExitStatus) -> RemoteExit {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => RemoteExit::Code(code),
+        (None, Some(sig)) => RemoteExit::Signal(sig),
+        (None, None) => RemoteExit::Code(255),
+    }
+}
