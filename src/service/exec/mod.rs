@@ -66,8 +66,15 @@ pub const MAX_COMMAND_BYTES: usize = 32 * 1024;
 /// Largest body of one `stdin`, `stdout` or `stderr` frame a peer accepts.
 pub const MAX_DATA_FRAME_BYTES: u64 = 1024 * 1024;
 
-/// Size of the reads from the child's pipes and from local stdin: one frame each at most.
+/// Size of the reads from the child's stderr and from local stdin: one frame each at most.
 pub const OUTPUT_CHUNK_BYTES: usize = 32 * 1024;
+
+/// Size of the reads from the child's stdout, where bulk output flows: one frame each at most
+/// (under [`MAX_DATA_FRAME_BYTES`]).
+pub const STDOUT_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Pipe size asked for the child's stdout (Linux; best effort).
+pub const STDOUT_PIPE_BYTES: usize = 1024 * 1024;
 
 /// Most rows a pty may have.
 pub const MAX_PTY_ROWS: u16 = 10_000;

@@ -8,7 +8,7 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
 use super::messages::{PtyRequest, RemoteExit};
 use super::server::ExecConfig;
-use super::{Refusal, MAX_COMMAND_BYTES};
+use super::{Refusal, MAX_COMMAND_BYTES, STDOUT_PIPE_BYTES};
 use crate::server::{command_env, ConnInfo};
 use crate::terminal::{Pty, PtyMaster, WindowSize};
 use crate::text::escape_one_line;
@@ -134,10 +134,25 @@ pub(super) fn spawn(
         .spawn()?;
     match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
         (Some(stdin), Some(stdout), Some(stderr)) => {
+            widen_pipe(&stdout);
             Ok((child, CommandIo::Pipes(stdin, stdout, stderr)))
         }
         _ => Err(io::Error::other("the command's pipes are missing")),
     }
+}
+
+/// Asks for a [`STDOUT_PIPE_BYTES`] stdout pipe, so a command that writes fast (`cat` of a
+/// big file) blocks less often and each read moves more. Best effort: the kernel caps pipe
+/// sizes for unprivileged users (`/proc/sys/fs/pipe-max-size`), and the default still works.
+fn widen_pipe(stdout: &tokio::process::ChildStdout) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let size = i32::try_from(STDOUT_PIPE_BYTES).unwrap_or(i32::MAX);
+        let _ = nix::fcntl::fcntl(stdout.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(size));
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = stdout;
 }
 
 /// The exit status as the `exit` frame carries it.

@@ -8,7 +8,7 @@ use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 use tokio_util::sync::CancellationToken;
 
 use super::messages::{window_size, ClientMessage, ServerMessage};
-use super::{Refusal, OUTPUT_CHUNK_BYTES};
+use super::{Refusal, OUTPUT_CHUNK_BYTES, STDOUT_CHUNK_BYTES};
 use crate::server::ProcessGroup;
 use crate::terminal::PtyMaster;
 use crate::wire::{Connection, WireError};
@@ -186,7 +186,7 @@ async fn pump_pipes<W: AsyncRead + AsyncWrite + Unpin>(
     mut stdout: ChildStdout,
     mut stderr: ChildStderr,
 ) -> Result<(), WireError> {
-    let mut out_buf = vec![0u8; OUTPUT_CHUNK_BYTES];
+    let mut out_buf = vec![0u8; STDOUT_CHUNK_BYTES];
     let mut err_buf = vec![0u8; OUTPUT_CHUNK_BYTES];
     let (mut out_open, mut err_open) = (true, true);
     while out_open || err_open {
