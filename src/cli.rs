@@ -1,5 +1,7 @@
 //! The command line: clap types, and the dispatch from each subcommand to the library.
 
+mod chat;
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,6 +10,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
+
+pub use chat::{ChatCommand, ChatJoinArgs, ChatServeArgs};
 
 use crate::net::tls::{Fingerprint, ServerIdentity, ServerTrust, TlsAcceptor, TlsConnector};
 use crate::net::{parse_net, Acl, Addr, BindOptions, Datagram, Listener, DEFAULT_BACKLOG};
@@ -52,6 +56,9 @@ pub enum Command {
     /// Remote command execution with token auth (a safe "simulated ssh").
     #[command(subcommand)]
     Exec(ExecCommand),
+    /// Chat: rooms, nicks, history; sockit clients and plain nc alike.
+    #[command(subcommand)]
+    Chat(ChatCommand),
     /// Load generators.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -427,6 +434,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Exec(ExecCommand::Serve(args)) => run_exec_serve(args).await,
         Command::Exec(ExecCommand::Run(args)) => run_exec_run(args).await,
         Command::Exec(ExecCommand::Shell(args)) => run_exec_shell(args).await,
+        Command::Chat(cmd) => chat::run_chat(cmd).await,
         Command::Bench(cmd) => run_bench(cmd).await,
     }
 }
