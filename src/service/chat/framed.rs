@@ -131,7 +131,15 @@ impl ChatServer {
         let mut dispatcher = Dispatcher::new(member, outbox.clone(), cfg.rate);
         let bye = farewell(cfg.queue);
         let reading = read_frames(&mut dispatcher, &mut reader);
-        let reason = pump(&outbox, &mut wr, Delivery::frame, &bye, reading).await;
+        let reason = pump(
+            &outbox,
+            &mut wr,
+            Delivery::frame,
+            &bye,
+            &info.shutdown,
+            reading,
+        )
+        .await;
         dispatcher.member.set_leave_reason(reason);
         Ok(())
     }

@@ -113,7 +113,15 @@ impl Handler for LineServer {
         let mut dispatcher = Dispatcher::new(member, outbox.clone(), self.config.rate);
         let bye = farewell(self.config.queue);
         let reading = read_commands(&mut dispatcher, &mut lines);
-        let reason = pump(&outbox, &mut wr, Delivery::line, &bye, reading).await;
+        let reason = pump(
+            &outbox,
+            &mut wr,
+            Delivery::line,
+            &bye,
+            &info.shutdown,
+            reading,
+        )
+        .await;
         dispatcher.member.set_leave_reason(reason);
         Ok(())
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::messages::ServerMessage;
 use crate::wire::encode_frame;
@@ -116,6 +117,8 @@ struct State {
 pub struct Outbox {
     state: Mutex<State>,
     wake: Notify,
+    /// Fires on overflow, so a writer stuck on a client that does not read gives up too.
+    overflow: CancellationToken,
     limits: QueueLimits,
 }
 
@@ -145,6 +148,7 @@ impl Outbox {
             state.bytes = 0;
             state.closed = Some(Closed::Overflowed);
             drop(state);
+            self.overflow.cancel();
             self.wake.notify_one();
             return false;
         }
@@ -213,8 +217,9 @@ impl Outbox {
 }
 
 /// Writes `outbox` to `writer` until it closes: each wakeup takes everything queued and sends
-/// it with a single `write_all` of one concatenated buffer. On overflow, `farewell` is written
-/// (within [`FINAL_WRITE_TIMEOUT`]) and the loop ends.
+/// it as one concatenated buffer (a single write when the socket has room). On overflow, even
+/// in the middle of a write to a client that stopped reading, the rest of that buffer and
+/// `farewell` get [`FINAL_WRITE_TIMEOUT`], and the loop ends.
 ///
 /// # Errors
 /// Write errors: the client is gone.
@@ -227,19 +232,35 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
     let mut batch = Vec::new();
     let mut buf = BytesMut::new();
     loop {
-        if let Some(closed) = outbox.next_batch(&mut batch).await {
-            if closed == Closed::Overflowed {
-                let bye = writer.write_all(encode(farewell));
-                let _ = tokio::time::timeout(FINAL_WRITE_TIMEOUT, bye).await;
-            }
-            let _ = tokio::time::timeout(FINAL_WRITE_TIMEOUT, writer.shutdown()).await;
-            return Ok(closed);
-        }
+        let closed = outbox.next_batch(&mut batch).await;
         buf.clear();
         for delivery in batch.drain(..) {
             buf.extend_from_slice(encode(&delivery));
         }
-        writer.write_all(&buf).await?;
+        let mut pending = &buf[..];
+        while !pending.is_empty() && closed.is_none() {
+            // `write` is cancel safe: when overflow wins, nothing was half-written.
+            tokio::select! {
+                n = writer.write(pending) => match n? {
+                    0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                    n => pending = &pending[n..],
+                },
+                () = outbox.overflow.cancelled() => break,
+            }
+        }
+        if outbox.overflowed() {
+            let last_words = async {
+                writer.write_all(pending).await?;
+                writer.write_all(encode(farewell)).await?;
+                writer.shutdown().await
+            };
+            let _ = tokio::time::timeout(FINAL_WRITE_TIMEOUT, last_words).await;
+            return Ok(Closed::Overflowed);
+        }
+        if let Some(closed) = closed {
+            let _ = tokio::time::timeout(FINAL_WRITE_TIMEOUT, writer.shutdown()).await;
+            return Ok(closed);
+        }
         writer.flush().await?;
     }
 }

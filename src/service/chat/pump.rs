@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 use super::broker::{Control, Member};
 use super::messages::{ClientMessage, ServerMessage};
@@ -22,6 +23,8 @@ pub(super) enum Ending {
     Quit,
     /// It broke the protocol (the error is already queued).
     Protocol,
+    /// The server is shutting down.
+    Shutdown,
 }
 
 /// A registered client's input side: its rate limit and its member handle.
@@ -82,6 +85,7 @@ pub(super) async fn pump<W: AsyncWrite + Unpin>(
     writer: &mut W,
     encode: fn(&Delivery) -> &Bytes,
     farewell: &Delivery,
+    shutdown: &CancellationToken,
     reading: impl Future<Output = Ending>,
 ) -> &'static str {
     let writing = write_loop(outbox, writer, encode, farewell);
@@ -89,6 +93,11 @@ pub(super) async fn pump<W: AsyncWrite + Unpin>(
     let ending = tokio::select! {
         ending = &mut reading => Some(ending),
         _ = &mut writing => None,
+        () = shutdown.cancelled() => {
+            let bye = Refusal::new("shutdown", "the server is shutting down");
+            outbox.push(Delivery::new(bye.to_message()));
+            Some(Ending::Shutdown)
+        }
     };
     match ending {
         Some(ending) => {
@@ -98,6 +107,7 @@ pub(super) async fn pump<W: AsyncWrite + Unpin>(
                 Ending::Quit => "quit",
                 Ending::Protocol => "protocol error",
                 Ending::Closed => "connection closed",
+                Ending::Shutdown => "server shutting down",
             }
         }
         None if outbox.overflowed() => "too slow: disconnected",
