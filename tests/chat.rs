@@ -13,6 +13,7 @@ use sockit::service::chat::{
     self, Broker, BrokerConfig, ChatClient, ChatError, ChatServer, ClientMessage, FramedConfig,
     JoinOptions, LineConfig, LineServer, RateLimit, ServerMessage,
 };
+use sockit::session::Token;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines, ReadHalf, WriteHalf};
 use tokio::time::timeout;
 
@@ -408,4 +409,73 @@ async fn a_client_that_never_reads_is_dropped_at_its_queue_limit_and_others_get_
     drop(slow);
     LineClient::join(&addr, "newcomer").await;
     feeder_drain.abort();
+}
+
+#[tokio::test]
+async fn five_hundred_clients_that_vanish_without_closing_free_their_nicks() {
+    const GHOSTS: usize = 500;
+    let chat = start_chat().await;
+    let mut watcher = LineClient::join(&chat.line.addr, "watcher").await;
+    let mut ghosts = Vec::new();
+    for i in 0..GHOSTS {
+        let stream = tokio::net::TcpStream::connect(chat.line.addr.to_string())
+            .await
+            .expect("connect");
+        let mut stream = BufReader::new(stream);
+        let mut greeting = String::new();
+        stream.read_line(&mut greeting).await.expect("greeting");
+        // Half register a nick, half never get that far.
+        if i % 2 == 0 {
+            stream
+                .get_mut()
+                .write_all(format!("ghost{i}\n").as_bytes())
+                .await
+                .expect("nick");
+        }
+        ghosts.push(stream.into_inner());
+    }
+    watcher
+        .expect(&format!("* ghost{} joined", GHOSTS - 2))
+        .await;
+    assert_eq!(chat.broker.client_count(), 1 + GHOSTS / 2);
+    for ghost in ghosts {
+        // An abortive close (RST), as when a client's machine drops off the network and
+        // comes back: no goodbye, no FIN.
+        socket2::SockRef::from(&ghost)
+            .set_linger(Some(std::time::Duration::ZERO))
+            .expect("linger");
+        drop(ghost);
+    }
+    for i in (0..GHOSTS).step_by(2) {
+        watcher.expect(&format!("* ghost{i} left #lobby")).await;
+    }
+    assert_eq!(chat.broker.client_count(), 1);
+    let mut again = LineClient::join(&chat.line.addr, "ghost0").await;
+    again.send("/who").await;
+    again.expect("* in #lobby: watcher, ghost0").await;
+}
+
+#[tokio::test]
+async fn a_server_with_a_token_refuses_clients_without_it() {
+    let token = Token::generate().expect("token");
+    let framed = FramedConfig {
+        token: Some(token.clone()),
+        ..FramedConfig::default()
+    };
+    let chat = start_chat_with("127.0.0.1:0", LineConfig::default(), framed).await;
+    let err = chat::join(&chat.framed.addr, &join_opts("mallory")).await;
+    assert!(matches!(err, Err(ChatError::Session(e)) if e.code() == "token_required"));
+    let wrong = JoinOptions {
+        token: Some(Token::generate().expect("token")),
+        ..join_opts("mallory")
+    };
+    let err = chat::join(&chat.framed.addr, &wrong).await;
+    assert!(matches!(err, Err(ChatError::Session(e)) if e.code() == "auth_failed"));
+    let right = JoinOptions {
+        token: Some(token),
+        ..join_opts("alice")
+    };
+    let alice = chat::join(&chat.framed.addr, &right).await.expect("joins");
+    assert_eq!(alice.nick, "alice");
+    assert_eq!(chat.broker.client_count(), 1);
 }
