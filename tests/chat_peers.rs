@@ -199,3 +199,38 @@ async fn sockit_chat_join_with_a_taken_nick_fails_with_a_suggestion() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn sockit_serve_runs_chat_with_a_line_port_on_one_broker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        "[[service]]\nkind = \"chat\"\nlisten = \"127.0.0.1:0\"\nline_listen = \"127.0.0.1:0\"\n",
+    )
+    .expect("write config");
+    let mut cmd = sockit();
+    cmd.args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped());
+    let mut serve = Proc::spawn(cmd);
+    let out = stdout_lines(&mut serve);
+    let (line_addr, framed_addr) = tokio::task::spawn_blocking(move || {
+        let addr = |l: String| l.split_whitespace().last().unwrap_or_default().to_string();
+        let line = addr(wait_line(&out, " line "));
+        let framed = addr(wait_line(&out, " tcp "));
+        (line, framed)
+    })
+    .await
+    .expect("banner");
+    let mut watcher = Watcher::join(&line_addr.parse().expect("addr")).await;
+    let join = tokio::task::spawn_blocking(move || {
+        let mut cmd = sockit();
+        cmd.args(["chat", "join", &framed_addr, "--nick", "framed"]);
+        run_with_input(cmd, b"across the set\n")
+    });
+    watcher.expect("<framed> across the set").await;
+    let (code, _, stderr) = join.await.expect("sockit ran");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(serve.terminate().code(), Some(0));
+}
