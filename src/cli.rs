@@ -309,6 +309,36 @@ pub enum BenchCommand {
     Echo(BenchEchoArgs),
     /// Hold many idle connections open and probe that the server still answers.
     Hold(BenchHoldArgs),
+    /// Chat fan-out: receivers and senders in one room of a line-protocol chat broker.
+    Chat(BenchChatArgs),
+}
+
+/// `sockit bench chat`.
+#[derive(Debug, Args)]
+pub struct BenchChatArgs {
+    /// The broker's line-protocol address (`sockit chat serve --line-listen`, `ncat --chat`).
+    pub addr: Addr,
+    /// Clients that only receive.
+    #[arg(long, default_value_t = 100)]
+    pub receivers: usize,
+    /// Clients that send.
+    #[arg(long, default_value_t = 1)]
+    pub senders: usize,
+    /// Bytes per message (newline excluded).
+    #[arg(long, default_value_t = 32)]
+    pub size: usize,
+    /// How long senders send (e.g. 5s).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub duration: Duration,
+    /// Messages a sender may be ahead of the slowest receiver.
+    #[arg(long, default_value_t = 1000)]
+    pub window: u64,
+    /// No nick handshake: for brokers like `ncat --chat`.
+    #[arg(long)]
+    pub raw: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `sockit bench echo`.
@@ -799,6 +829,23 @@ async fn run_bench(cmd: BenchCommand) -> Result<(), Failure> {
                 probes: a.probes,
             };
             let report = bench::run_hold(&load).await.map_err(bench_failure)?;
+            let json = serde_json::to_string(&report).context("report")?;
+            (report.table(), a.json.then_some(json))
+        }
+        BenchCommand::Chat(a) => {
+            let load = bench::ChatLoad {
+                addr: a.addr,
+                proto: match a.raw {
+                    true => bench::ChatProto::Raw,
+                    false => bench::ChatProto::Sockit,
+                },
+                receivers: a.receivers,
+                senders: a.senders,
+                size: a.size,
+                duration: a.duration,
+                window: a.window,
+            };
+            let report = bench::run_chat(&load).await.map_err(bench_failure)?;
             let json = serde_json::to_string(&report).context("report")?;
             (report.table(), a.json.then_some(json))
         }

@@ -12,7 +12,7 @@ use crate::net::{Addr, BindOptions, Listener};
 use crate::server::{self, serve, Config};
 use crate::service::chat::{
     self, Broker, BrokerConfig, ChatServer, FramedConfig, JoinOptions, LineConfig, LineServer,
-    DEFAULT_HISTORY, MAX_HISTORY,
+    RateLimit, DEFAULT_HISTORY, MAX_HISTORY,
 };
 use crate::session::{load_token, Token};
 
@@ -56,6 +56,12 @@ pub struct ChatServeArgs {
     /// PEM private key for --cert.
     #[arg(long, requires_all = ["tls", "cert"])]
     pub key: Option<PathBuf>,
+    /// Lines a connection may send per second (messages and commands alike).
+    #[arg(long, default_value_t = chat::DEFAULT_RATE_PER_SEC, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate: u32,
+    /// Lines a quiet connection may send at once.
+    #[arg(long, default_value_t = chat::DEFAULT_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    pub burst: u32,
     /// Maximum concurrent connections per listener; more wait in the backlog.
     #[arg(long, default_value_t = server::DEFAULT_MAX_CONNS)]
     pub max_conns: usize,
@@ -147,11 +153,16 @@ async fn run_serve(args: ChatServeArgs) -> Result<(), Failure> {
         idle_timeout: None,
         ..Config::default()
     };
+    let rate = RateLimit {
+        per_sec: args.rate,
+        burst: args.burst,
+    };
     let framed = ChatServer::new(
         broker.clone(),
         FramedConfig {
             token,
             tls,
+            rate,
             ..FramedConfig::default()
         },
     );
@@ -173,7 +184,13 @@ async fn run_serve(args: ChatServeArgs) -> Result<(), Failure> {
     };
     let lines = serve_lines(
         line,
-        LineServer::new(broker, LineConfig::default()),
+        LineServer::new(
+            broker,
+            LineConfig {
+                rate,
+                ..LineConfig::default()
+            },
+        ),
         &engine,
         &shutdown,
     );
