@@ -330,12 +330,16 @@ pub struct BenchChatArgs {
     /// How long senders send (e.g. 5s).
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub duration: Duration,
-    /// Messages a sender may be ahead of the slowest receiver.
-    #[arg(long, default_value_t = 1000)]
+    /// Messages a sender may be ahead of the slowest receiver (keep senders × window under
+    /// the broker's per-client queue, 4,096 messages for sockit, or receivers get dropped).
+    #[arg(long, default_value_t = 100)]
     pub window: u64,
     /// No nick handshake: for brokers like `ncat --chat`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "redis")]
     pub raw: bool,
+    /// Speak Redis pub/sub (RESP): receivers SUBSCRIBE, senders PUBLISH, to a redis-server.
+    #[arg(long)]
+    pub redis: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -835,9 +839,10 @@ async fn run_bench(cmd: BenchCommand) -> Result<(), Failure> {
         BenchCommand::Chat(a) => {
             let load = bench::ChatLoad {
                 addr: a.addr,
-                proto: match a.raw {
-                    true => bench::ChatProto::Raw,
-                    false => bench::ChatProto::Sockit,
+                proto: match (a.raw, a.redis) {
+                    (true, _) => bench::ChatProto::Raw,
+                    (_, true) => bench::ChatProto::Redis,
+                    _ => bench::ChatProto::Sockit,
                 },
                 receivers: a.receivers,
                 senders: a.senders,

@@ -1,6 +1,7 @@
 //! Chat fan-out load: K receivers and S senders in one room of a line-protocol broker
-//! (`sockit chat --line-listen`, or `ncat --chat` with `raw`), each sender at most a window of
-//! messages ahead of the slowest receiver. Reports deliveries/s and delivery latency.
+//! (`sockit chat --line-listen`, `ncat --chat` with `raw`, or Redis pub/sub), each sender at
+//! most a window of messages ahead of the slowest receiver. Reports deliveries/s and delivery
+//! latency.
 //!
 //! A message is one line, `~S SEQ MICROS` padded with `x` to `size` bytes: the sender, its
 //! sequence number, and when it was sent (µs since the load started). A receiver finds the
@@ -31,7 +32,12 @@ pub enum ChatProto {
     Sockit,
     /// No handshake at all (`ncat --chat`).
     Raw,
+    /// Redis pub/sub: receivers `SUBSCRIBE chat`, senders `PUBLISH chat PAYLOAD`.
+    Redis,
 }
+
+/// The Redis channel used by [`ChatProto::Redis`].
+const REDIS_CHANNEL: &str = "chat";
 
 /// A chat fan-out load.
 #[derive(Debug, Clone)]
@@ -134,11 +140,11 @@ pub async fn run_chat(load: &ChatLoad) -> Result<ChatReport, BenchError> {
     ensure_fd_limit(clients, 1)?;
     let mut receivers = Vec::with_capacity(load.receivers);
     for i in 0..load.receivers {
-        receivers.push(join(load, &format!("r{i}")).await?);
+        receivers.push(join(load, &format!("r{i}"), true).await?);
     }
     let mut senders = Vec::with_capacity(load.senders);
     for i in 0..load.senders {
-        senders.push(join(load, &format!("s{i}")).await?);
+        senders.push(join(load, &format!("s{i}"), false).await?);
     }
     let progress = Arc::new(Progress {
         seen: (0..load.senders)
@@ -165,8 +171,12 @@ pub async fn run_chat(load: &ChatLoad) -> Result<ChatReport, BenchError> {
     let mut first_error = None;
     for w in writers {
         match w.await {
-            Ok(Ok(n)) => sent += n,
-            Ok(Err(e)) => keep_first(&mut first_error, e),
+            Ok((n, error)) => {
+                sent += n;
+                if let Some(e) = error {
+                    keep_first(&mut first_error, e);
+                }
+            }
             Err(e) => keep_first(&mut first_error, e),
         }
     }
@@ -207,8 +217,9 @@ pub async fn run_chat(load: &ChatLoad) -> Result<ChatReport, BenchError> {
 type Lines = tokio::io::Lines<BufReader<tokio::io::ReadHalf<Stream>>>;
 type Writer = tokio::io::WriteHalf<Stream>;
 
-/// Connects one client and, for sockit, registers `nick` and waits until it is in.
-async fn join(load: &ChatLoad, nick: &str) -> Result<(Lines, Writer), BenchError> {
+/// Connects one client and, for sockit, registers `nick` and waits until it is in; for
+/// Redis, a receiver subscribes and waits for the confirmation.
+async fn join(load: &ChatLoad, nick: &str, receiver: bool) -> Result<(Lines, Writer), BenchError> {
     let connect_err = |source| BenchError::Connect {
         addr: load.addr.clone(),
         source,
@@ -219,15 +230,21 @@ async fn join(load: &ChatLoad, nick: &str) -> Result<(Lines, Writer), BenchError
         .map_err(connect_err)?;
     let (rd, mut wr) = tokio::io::split(stream);
     let mut lines = BufReader::new(rd).lines();
-    if load.proto == ChatProto::Sockit {
-        wr.write_all(format!("{nick}\n").as_bytes()).await?;
-        let joined = format!("* {nick} joined");
+    let (hello, joined) = match load.proto {
+        ChatProto::Raw => return Ok((lines, wr)),
+        ChatProto::Redis if !receiver => return Ok((lines, wr)),
+        // The subscription count reply, `:1`, ends the confirmation.
+        ChatProto::Redis => (format!("SUBSCRIBE {REDIS_CHANNEL}\r\n"), ":".to_owned()),
+        ChatProto::Sockit => (format!("{nick}\n"), format!("* {nick} joined")),
+    };
+    {
+        wr.write_all(hello.as_bytes()).await?;
         let wait = async {
             while let Some(line) = lines.next_line().await? {
                 if line.starts_with(&joined) {
                     return Ok(());
                 }
-                if line.starts_with('!') {
+                if line.starts_with('!') || line.starts_with('-') {
                     return Err(std::io::Error::other(line));
                 }
             }
@@ -285,7 +302,8 @@ async fn receive(
     got
 }
 
-/// `~S SEQ MICROS xxx…` anywhere in the line.
+/// `~S SEQ MICROS xxx…` anywhere in the line (for Redis, the bulk-string line of a
+/// `message` push).
 fn parse(line: &str) -> Option<(usize, u64, u64)> {
     let (_, rest) = line.split_once('~')?;
     let mut words = rest.split(' ');
@@ -295,39 +313,65 @@ fn parse(line: &str) -> Option<(usize, u64, u64)> {
     Some((s, seq, us))
 }
 
+/// Sends until the duration is up; returns how many messages went out, and why it stopped
+/// early if it did.
 async fn send(
-    mut writer: Writer,
+    writer: Writer,
     s: usize,
     progress: Arc<Progress>,
     load: ChatLoad,
     base: Instant,
-) -> std::io::Result<u64> {
+) -> (u64, Option<std::io::Error>) {
     let mut seq = 0u64;
+    let result = send_until(writer, s, &progress, &load, base, &mut seq).await;
+    (seq, result.err())
+}
+
+async fn send_until(
+    mut writer: Writer,
+    s: usize,
+    progress: &Progress,
+    load: &ChatLoad,
+    base: Instant,
+    seq: &mut u64,
+) -> std::io::Result<()> {
     let mut line = String::with_capacity(load.size + 1);
     while base.elapsed() < load.duration {
-        seq += 1;
-        while progress.slowest(s) + load.window < seq {
+        let next = *seq + 1;
+        while progress.slowest(s) + load.window < next {
             timeout(IO_TIMEOUT, progress.wake[s].notified())
                 .await
                 .map_err(|_| std::io::Error::other("receivers stopped making progress"))?;
         }
         line.clear();
         let now = u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX);
-        line.push_str(&format!("~{s} {seq} {now} "));
+        line.push_str(&format!("~{s} {next} {now} "));
         while line.len() < load.size {
             line.push('x');
         }
-        line.push('\n');
+        if load.proto == ChatProto::Redis {
+            let payload = std::mem::take(&mut line);
+            line = format!(
+                "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{REDIS_CHANNEL}\r\n${}\r\n{payload}\r\n",
+                REDIS_CHANNEL.len(),
+                payload.len()
+            );
+        } else {
+            line.push('\n');
+        }
         writer.write_all(line.as_bytes()).await?;
+        *seq = next;
     }
     // Wait (bounded) until every receiver has the last message.
+    let last = *seq;
     let wait = async {
-        while progress.slowest(s) < seq {
+        while progress.slowest(s) < last {
             progress.wake[s].notified().await;
         }
     };
-    let _ = timeout(IO_TIMEOUT, wait).await;
-    Ok(seq)
+    timeout(IO_TIMEOUT, wait)
+        .await
+        .map_err(|_| std::io::Error::other("receivers did not get every message in time"))
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 //! The load generator behind `sockit bench`: echo throughput and latency ([`run_echo`]), chat
-//! fan-out ([`run_chat`]) and
-//! many idle connections held open at once ([`run_hold`]).
+//! fan-out ([`run_chat`]) and many idle connections held open at once ([`run_hold`]).
 //!
 //! # Example
 //!
