@@ -8,9 +8,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::messages::{ClientMessage, ServerMessage};
-use super::nick::{normalize_room, skeleton, suggest, validate_nick, RoomName};
+use super::nick::{normalize_room, skeleton, validate_nick, RoomName};
 use super::outbox::{Delivery, Outbox};
-use super::{now_ms, sanitize, Refusal, MAX_MESSAGE_BYTES};
+use super::replies::{
+    broadcast, change_nick, check_text, gone, list_rooms, notify, private, room_notice, send,
+    send_ready, taken_check, who,
+};
+use super::{now_ms, sanitize, Refusal};
 
 /// Default number of messages a room keeps and replays to whoever joins.
 pub const DEFAULT_HISTORY: usize = 50;
@@ -49,25 +53,25 @@ pub enum Control {
 }
 
 #[derive(Debug)]
-struct Client {
-    nick: String,
-    room: Option<String>,
-    outbox: Arc<Outbox>,
+pub(super) struct Client {
+    pub nick: String,
+    pub room: Option<String>,
+    pub outbox: Arc<Outbox>,
 }
 
 #[derive(Debug, Default)]
-struct Room {
-    members: Vec<u64>,
-    history: VecDeque<Arc<Delivery>>,
+pub(super) struct Room {
+    pub members: Vec<u64>,
+    pub history: VecDeque<Arc<Delivery>>,
 }
 
 #[derive(Debug, Default)]
-struct State {
-    clients: HashMap<u64, Client>,
+pub(super) struct State {
+    pub clients: HashMap<u64, Client>,
     /// Skeleton → client: the confusable-aware nick registry.
-    nicks: HashMap<String, u64>,
-    rooms: BTreeMap<String, Room>,
-    next_id: u64,
+    pub nicks: HashMap<String, u64>,
+    pub rooms: BTreeMap<String, Room>,
+    pub next_id: u64,
 }
 
 /// The chat broker shared by every connection of a server (framed and line alike).
@@ -303,181 +307,6 @@ impl Broker {
         };
         broadcast(state, &room, Delivery::new(msg), true, self.config.history);
         Ok(())
-    }
-}
-
-fn gone() -> Refusal {
-    Refusal::new("internal", "you are not registered")
-}
-
-fn check_text(text: &str) -> Result<(), Refusal> {
-    if text.len() > MAX_MESSAGE_BYTES {
-        return Err(Refusal::new(
-            "message_too_long",
-            format!(
-                "a message has at most {MAX_MESSAGE_BYTES} bytes (this one has {}); not sent",
-                text.len()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Refuses `nick` (skeleton `key`) if someone other than `me` holds a look-alike.
-fn taken_check(state: &State, key: &str, nick: &str, me: Option<u64>) -> Result<(), Refusal> {
-    let Some(holder) = state.nicks.get(key).filter(|h| Some(**h) != me) else {
-        return Ok(());
-    };
-    let held = state.clients.get(holder).map_or("", |c| c.nick.as_str());
-    let hint = match suggest(nick, |s| state.nicks.contains_key(s)) {
-        Some(free) => format!("; try {free}"),
-        None => String::new(),
-    };
-    Err(Refusal::new(
-        "nick_taken",
-        format!("nick {nick} is taken (too close to {held}){hint}"),
-    ))
-}
-
-fn change_nick(state: &mut State, id: u64, nick: &str) -> Result<(), Refusal> {
-    validate_nick(nick).map_err(|e| Refusal::new("invalid_nick", e.to_string()))?;
-    let key = skeleton(nick);
-    taken_check(state, &key, nick, Some(id))?;
-    let client = state.clients.get_mut(&id).ok_or_else(gone)?;
-    let old = std::mem::replace(&mut client.nick, nick.to_owned());
-    let room = client.room.clone();
-    state.nicks.remove(&skeleton(&old));
-    state.nicks.insert(key, id);
-    send_ready(state, id);
-    if let Some(room) = room {
-        let text = format!("{old} is now known as {nick}");
-        broadcast(state, &room, room_notice(&room, text), false, 0);
-    }
-    Ok(())
-}
-
-fn private(state: &State, id: u64, to: &str, text: &str) -> Result<(), Refusal> {
-    check_text(text)?;
-    let from = state.clients.get(&id).ok_or_else(gone)?;
-    let not_found = || {
-        let shown = crate::text::escape_one_line(to, super::nick::MAX_NICK_CHARS);
-        Refusal::new("no_such_nick", format!("nobody is called {shown}"))
-    };
-    let target = *state.nicks.get(&skeleton(to)).ok_or_else(not_found)?;
-    let to_nick = state
-        .clients
-        .get(&target)
-        .ok_or_else(not_found)?
-        .nick
-        .clone();
-    let delivery = Delivery::new(ServerMessage::Private {
-        time: now_ms(),
-        from: from.nick.clone(),
-        to: to_nick,
-        text: sanitize(text),
-    });
-    send(state, target, delivery.clone());
-    if target != id {
-        send(state, id, delivery);
-    }
-    Ok(())
-}
-
-fn who(state: &State, id: u64) -> Result<(), Refusal> {
-    let room = state.clients.get(&id).and_then(|c| c.room.clone());
-    let Some(room) = room else {
-        return Err(Refusal::new(
-            "not_in_room",
-            "you are in no room; /join ROOM first",
-        ));
-    };
-    let members = state.rooms.get(&room).map_or(&[][..], |r| &r.members[..]);
-    let names: Vec<&str> = members
-        .iter()
-        .filter_map(|m| state.clients.get(m).map(|c| c.nick.as_str()))
-        .collect();
-    let text = format!("in {}: {}", RoomName(&room), listing(&names));
-    notify(state, id, Some(&room), text);
-    Ok(())
-}
-
-fn list_rooms(state: &State, id: u64) {
-    let names: Vec<String> = state
-        .rooms
-        .iter()
-        .map(|(name, room)| format!("{} ({})", RoomName(name), room.members.len()))
-        .collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    notify(state, id, None, format!("rooms: {}", listing(&names)));
-}
-
-/// `a, b, c` for at most [`MAX_LISTED_NAMES`] names, then `… and N more`.
-fn listing(names: &[&str]) -> String {
-    let mut text = names
-        .iter()
-        .take(MAX_LISTED_NAMES)
-        .copied()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if names.len() > MAX_LISTED_NAMES {
-        text.push_str(&format!(", … and {} more", names.len() - MAX_LISTED_NAMES));
-    }
-    if names.is_empty() {
-        text.push_str("(none)");
-    }
-    text
-}
-
-fn room_notice(room: &str, text: String) -> Arc<Delivery> {
-    Delivery::new(ServerMessage::Notice {
-        time: now_ms(),
-        room: Some(room.to_owned()),
-        text,
-    })
-}
-
-fn send_ready(state: &State, id: u64) {
-    if let Some(client) = state.clients.get(&id) {
-        let ready = ServerMessage::Ready {
-            nick: client.nick.clone(),
-            room: client.room.clone(),
-        };
-        client.outbox.push(Delivery::new(ready));
-    }
-}
-
-fn notify(state: &State, id: u64, room: Option<&str>, text: String) {
-    let msg = ServerMessage::Notice {
-        time: now_ms(),
-        room: room.map(str::to_owned),
-        text,
-    };
-    send(state, id, Delivery::new(msg));
-}
-
-/// Queues for one client; an overflow closes its outbox and its connection ends on its own.
-fn send(state: &State, id: u64, delivery: Arc<Delivery>) {
-    if let Some(client) = state.clients.get(&id) {
-        client.outbox.push(delivery);
-    }
-}
-
-/// Queues one shared delivery for every member of `room`, and keeps it in the room's
-/// history (at most `history` entries) when `keep` is set.
-fn broadcast(state: &mut State, room: &str, delivery: Arc<Delivery>, keep: bool, history: usize) {
-    let Some(entry) = state.rooms.get_mut(room) else {
-        return;
-    };
-    if keep && history > 0 {
-        if entry.history.len() >= history {
-            entry.history.pop_front();
-        }
-        entry.history.push_back(delivery.clone());
-    }
-    for member in &entry.members {
-        if let Some(client) = state.clients.get(member) {
-            client.outbox.push(delivery.clone());
-        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::service::chat::outbox::QueueLimits;
+use crate::service::chat::MAX_MESSAGE_BYTES;
 
 fn join(broker: &Arc<Broker>, nick: &str) -> (Member, Arc<Outbox>) {
     let outbox = Outbox::new(QueueLimits::default());

@@ -24,6 +24,7 @@ mod nick;
 mod outbox;
 mod pump;
 mod rate;
+mod replies;
 mod terminal;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -47,7 +48,9 @@ pub use outbox::{
     write_loop, Closed, Delivery, Outbox, QueueLimits, DELIVERY_OVERHEAD_BYTES,
     FINAL_WRITE_TIMEOUT, MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES,
 };
-pub use rate::{RateLimit, TokenBucket, Verdict, DEFAULT_BURST, DEFAULT_RATE_PER_SEC};
+pub use rate::{
+    RateLimit, TokenBucket, Verdict, DEFAULT_BURST, DEFAULT_RATE_PER_SEC, RATE_NOTICE_INTERVAL,
+};
 pub use terminal::{render, run_terminal};
 
 /// The service name sent in the hello.
