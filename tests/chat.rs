@@ -479,3 +479,36 @@ async fn a_server_with_a_token_refuses_clients_without_it() {
     assert_eq!(alice.nick, "alice");
     assert_eq!(chat.broker.client_count(), 1);
 }
+
+#[tokio::test]
+async fn framed_clients_chat_over_pinned_tls_and_plaintext_is_refused() {
+    use sockit::net::tls::{ServerIdentity, ServerTrust, TlsAcceptor, TlsConnector};
+    let identity = ServerIdentity::self_signed(&"127.0.0.1:0".parse().expect("addr")).expect("id");
+    let acceptor = TlsAcceptor::new(identity).expect("acceptor");
+    let pin = ServerTrust::Pin(acceptor.fingerprint());
+    let framed = FramedConfig {
+        tls: Some(acceptor),
+        ..FramedConfig::default()
+    };
+    let chat = start_chat_with("127.0.0.1:0", LineConfig::default(), framed).await;
+    let mut watcher = LineClient::join(&chat.line.addr, "watcher").await;
+    let secure = JoinOptions {
+        tls: Some(TlsConnector::new(&pin).expect("connector")),
+        ..join_opts("secure")
+    };
+    let mut client = chat::join(&chat.framed.addr, &secure)
+        .await
+        .expect("joins over tls");
+    let say = ClientMessage::Say {
+        text: "over tls".into(),
+    };
+    client.sender.send(&say).await.expect("send");
+    watcher.expect("<secure> over tls").await;
+    let plain = timeout(
+        TEST_TIMEOUT,
+        chat::join(&chat.framed.addr, &join_opts("plain")),
+    )
+    .await;
+    assert!(matches!(plain, Ok(Err(_))), "plaintext joined a TLS port");
+    assert_eq!(chat.broker.client_count(), 2);
+}
