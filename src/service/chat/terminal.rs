@@ -32,8 +32,11 @@ pub async fn run_terminal(client: ChatClient) -> std::io::Result<()> {
     } = client;
     let hello = ServerMessage::Ready { nick, room };
     let (lines_tx, lines_rx) = mpsc::channel::<ClientMessage>(INPUT_QUEUE_LINES);
+    let mut editor = None;
     let mut out: Box<dyn FnMut(String) + Send> = if tty {
-        start_editor(lines_tx)?
+        let (printer, thread) = start_editor(lines_tx)?;
+        editor = Some(thread);
+        printer
     } else {
         tokio::spawn(read_stdin(lines_tx));
         Box::new(|line| {
@@ -47,10 +50,13 @@ pub async fn run_terminal(client: ChatClient) -> std::io::Result<()> {
     }
     let sending = tokio::spawn(send_lines(sender, lines_rx));
     receive(receiver, tty, &mut *out).await;
-    if tty {
-        out("* disconnected; press Enter to exit".to_owned());
-    }
     sending.abort();
+    if let Some(thread) = editor.filter(|t| !t.is_finished()) {
+        // The editor holds the terminal in raw mode until its `readline` returns; exiting
+        // under it would leave the terminal raw.
+        out("* disconnected; press Enter to exit".to_owned());
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
     Ok(())
 }
 
@@ -105,18 +111,23 @@ async fn read_stdin(lines: mpsc::Sender<ClientMessage>) {
     }
 }
 
-/// Starts the line editor on its own thread; returns the printer that puts lines above it.
+/// A printer that puts lines above the line being typed.
+type Printer = Box<dyn FnMut(String) + Send>;
+
+/// Starts the line editor on its own thread; returns its printer and the thread.
 fn start_editor(
     lines: mpsc::Sender<ClientMessage>,
-) -> std::io::Result<Box<dyn FnMut(String) + Send>> {
+) -> std::io::Result<(Printer, std::thread::JoinHandle<()>)> {
     use rustyline::error::ReadlineError;
     use rustyline::ExternalPrinter;
     let mut editor = rustyline::DefaultEditor::new().map_err(std::io::Error::other)?;
     let mut printer = editor
         .create_external_printer()
         .map_err(std::io::Error::other)?;
-    std::thread::spawn(move || loop {
+    let thread = std::thread::spawn(move || loop {
         match editor.readline("> ") {
+            // The session ended while this line was being typed.
+            Ok(_) if lines.is_closed() => return,
             Ok(line) => {
                 let _ = editor.add_history_entry(line.as_str());
                 let Some(msg) = command(&line) else {
@@ -131,9 +142,13 @@ fn start_editor(
             Err(ReadlineError::Interrupted | ReadlineError::Eof) | Err(_) => return,
         }
     });
-    Ok(Box::new(move |line| {
+    // Outside `readline` (before the first prompt) the printer writes the text as is, so the
+    // newline is ours; inside it, rustyline adds one only when missing.
+    let print: Printer = Box::new(move |mut line: String| {
+        line.push('\n');
         let _ = printer.print(line);
-    }))
+    });
+    Ok((print, thread))
 }
 
 /// One server message as a line for the terminal, or `None` for nothing to show.
