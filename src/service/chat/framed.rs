@@ -141,6 +141,7 @@ impl ChatServer {
         )
         .await;
         dispatcher.member.set_leave_reason(reason);
+        tracing::info!(peer = %info.peer, service = "chat", reason, "chat client left");
         Ok(())
     }
 

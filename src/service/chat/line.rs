@@ -123,6 +123,7 @@ impl Handler for LineServer {
         )
         .await;
         dispatcher.member.set_leave_reason(reason);
+        tracing::info!(peer = %info.peer, service = "chat-line", reason, "chat client left");
         Ok(())
     }
 }
