@@ -1,5 +1,7 @@
 //! The command line: clap types, and the dispatch from each subcommand to the library.
 
+mod chat;
+
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -11,6 +13,8 @@ use ipnet::IpNet;
 use tokio::signal::unix::{signal as unix_signal, SignalKind};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+pub use chat::{ChatCommand, ChatJoinArgs, ChatServeArgs};
 
 use crate::net::tls::{Fingerprint, ServerIdentity, ServerTrust, TlsAcceptor, TlsConnector};
 use crate::net::{parse_net, Acl, Addr, BindOptions, Datagram, Listener, DEFAULT_BACKLOG};
@@ -77,6 +81,9 @@ pub enum Command {
     Recv(RecvArgs),
     /// Send files to `sockit recv` (the same as put).
     Send(PutArgs),
+    /// Chat: rooms, nicks, history; sockit clients and plain nc alike.
+    #[command(subcommand)]
+    Chat(ChatCommand),
     /// Load generators.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -339,6 +346,40 @@ pub enum BenchCommand {
     Echo(BenchEchoArgs),
     /// Hold many idle connections open and probe that the server still answers.
     Hold(BenchHoldArgs),
+    /// Chat fan-out: receivers and senders in one room of a line-protocol chat broker.
+    Chat(BenchChatArgs),
+}
+
+/// `sockit bench chat`.
+#[derive(Debug, Args)]
+pub struct BenchChatArgs {
+    /// The broker's line-protocol address (`sockit chat serve --line-listen`, `ncat --chat`).
+    pub addr: Addr,
+    /// Clients that only receive.
+    #[arg(long, default_value_t = 100)]
+    pub receivers: usize,
+    /// Clients that send.
+    #[arg(long, default_value_t = 1)]
+    pub senders: usize,
+    /// Bytes per message (newline excluded).
+    #[arg(long, default_value_t = 32)]
+    pub size: usize,
+    /// How long senders send (e.g. 5s).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub duration: Duration,
+    /// Messages a sender may be ahead of the slowest receiver (keep senders × window under
+    /// the broker's per-client queue, 4,096 messages for sockit, or receivers get dropped).
+    #[arg(long, default_value_t = 100)]
+    pub window: u64,
+    /// No nick handshake: for brokers like `ncat --chat`.
+    #[arg(long, conflicts_with = "redis")]
+    pub raw: bool,
+    /// Speak Redis pub/sub (RESP): receivers SUBSCRIBE, senders PUBLISH, to a redis-server.
+    #[arg(long)]
+    pub redis: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `sockit bench echo`.
@@ -471,6 +512,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Ls(args) => files::run_ls(args).await,
         Command::Recv(args) => files::run_recv(args).await,
         Command::Send(args) => files::run_put(args, "send", quiet).await,
+        Command::Chat(cmd) => chat::run_chat(cmd).await,
         Command::Bench(cmd) => run_bench(cmd).await,
     }
 }
@@ -891,6 +933,24 @@ async fn run_bench(cmd: BenchCommand) -> Result<(), Failure> {
                 probes: a.probes,
             };
             let report = bench::run_hold(&load).await.map_err(bench_failure)?;
+            let json = serde_json::to_string(&report).context("report")?;
+            (report.table(), a.json.then_some(json))
+        }
+        BenchCommand::Chat(a) => {
+            let load = bench::ChatLoad {
+                addr: a.addr,
+                proto: match (a.raw, a.redis) {
+                    (true, _) => bench::ChatProto::Raw,
+                    (_, true) => bench::ChatProto::Redis,
+                    _ => bench::ChatProto::Sockit,
+                },
+                receivers: a.receivers,
+                senders: a.senders,
+                size: a.size,
+                duration: a.duration,
+                window: a.window,
+            };
+            let report = bench::run_chat(&load).await.map_err(bench_failure)?;
             let json = serde_json::to_string(&report).context("report")?;
             (report.table(), a.json.then_some(json))
         }

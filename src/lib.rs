@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!  cli            clap types; `main.rs` only parses, sets up tracing and calls in here
-//!  service        one module per service (echo, exec, files, framed_echo, netcat, bench, serve)
+//!  service        one module per service (echo, exec, files, chat, framed_echo, netcat, bench, serve)
 //!  session        what every framed service shares: hello, auth, error frames
 //!  wire           the frame format, sans-IO: codec state machine + Connection wrapper
 //!  server         the engine: serve(listener, handler, config, shutdown); modes, limits, drain

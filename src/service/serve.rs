@@ -13,6 +13,10 @@ use tracing::warn;
 use crate::net::tls::{ServerIdentity, TlsAcceptor};
 use crate::net::{parse_net, Acl, Addr, BindOptions, Datagram, Listener};
 use crate::server::{serve, serve_datagram, Config, Mode};
+use crate::service::chat::{
+    Broker, BrokerConfig, ChatServer, FramedConfig, LineConfig, LineServer, DEFAULT_HISTORY,
+    MAX_HISTORY,
+};
 use crate::service::echo::{Echo, EchoDatagram, DEFAULT_UDP_RATE_PER_SOURCE};
 use crate::service::exec::{ExecConfig, ExecServer};
 use crate::service::files::{
@@ -43,6 +47,11 @@ kind = "files"           # put / get / ls; token from token_file or SOCKIT_TOKEN
 listen = "127.0.0.1:7009" # (required beyond loopback)
 dir = "sockit-files"     # created if missing
 policy = "refuse"        # or "overwrite", "rename"
+
+[[service]]
+kind = "chat"            # chat: `sockit chat join` on listen (token optional on loopback),
+listen = "127.0.0.1:7010" # plain text for nc/telnet on line_listen (no auth: loopback)
+line_listen = "127.0.0.1:7011"
 "#;
 
 /// A parsed service-set file.
@@ -67,6 +76,8 @@ pub enum ServiceKind {
     Exec,
     /// File transfer (stream only; token required beyond loopback).
     Files,
+    /// Chat: framed on `listen`, plain text on `line_listen` (stream only).
+    Chat,
 }
 
 /// One `[[service]]` entry.
@@ -111,7 +122,7 @@ pub struct ServiceConfig {
     /// Exec: kill a command's process group after this many seconds.
     #[serde(default)]
     pub timeout_secs: Option<u64>,
-    /// Exec and files: TLS with a generated self-signed certificate (its fingerprint is
+    /// Exec, files and chat: TLS with a generated self-signed certificate (its fingerprint is
     /// printed).
     #[serde(default)]
     pub tls: bool,
@@ -130,6 +141,12 @@ pub struct ServiceConfig {
     /// Files: largest file accepted (`512M`, `10G`, …).
     #[serde(default)]
     pub max_file_size: Option<String>,
+    /// Chat: also serve the unauthenticated line protocol here (loopback or Unix only).
+    #[serde(default)]
+    pub line_listen: Option<String>,
+    /// Chat: messages each room keeps and replays on join (default 50).
+    #[serde(default)]
+    pub history: Option<usize>,
 }
 
 /// A configuration that cannot be run.
@@ -172,6 +189,8 @@ enum Bound {
     Datagram(Datagram, EchoDatagram, Config),
     Exec(Listener, Box<ExecServer>, Config),
     Files(Listener, Box<FilesServer>, Config),
+    Chat(Listener, Box<ChatServer>, Config),
+    ChatLine(Listener, LineServer, Config),
 }
 
 /// One entry of the banner: what runs where, and what a client needs to know.
@@ -291,9 +310,49 @@ pub async fn bind_all(
                     Bound::Files(listener, Box::new(handler), engine),
                 )
             }
+            (ServiceKind::Chat, true) => {
+                return Err(ServeError::Config(
+                    "chat needs a stream socket, not udp".into(),
+                ))
+            }
+            (ServiceKind::Chat, false) => {
+                let listener = Listener::bind(&addr, &opts).await.map_err(bind_err)?;
+                let bound_addr = listener.local_addr().map_err(bind_err)?;
+                let (framed, line) = chat_servers(svc, &bound_addr, &mut notes)?;
+                let engine = Config {
+                    // Lurkers are normal in a chat: a quiet connection is not a dead one.
+                    idle_timeout: None,
+                    ..engine
+                };
+                if let Some(line_addr) = &svc.line_listen {
+                    let line_listener = bind_line(line_addr, &opts).await?;
+                    let line_engine = Config {
+                        service: "chat-line".into(),
+                        ..engine.clone()
+                    };
+                    let line_bound = line_listener.local_addr().map_err(bind_err)?;
+                    bound.push(Bound::ChatLine(line_listener, line, line_engine));
+                    banner.push(Running {
+                        service: "chat",
+                        transport: "line",
+                        addr: line_bound,
+                        notes: vec!["plain text: nc, telnet (no auth)".into()],
+                    });
+                }
+                let t = match (svc.tls, unix) {
+                    (true, _) => "tls",
+                    (false, true) => "unix",
+                    (false, false) => "tcp",
+                };
+                ("chat", t, Bound::Chat(listener, Box::new(framed), engine))
+            }
         };
         let addr = match &b {
-            Bound::Stream(l, ..) | Bound::Exec(l, ..) | Bound::Files(l, ..) => l.local_addr(),
+            Bound::Stream(l, ..)
+            | Bound::Exec(l, ..)
+            | Bound::Files(l, ..)
+            | Bound::Chat(l, ..)
+            | Bound::ChatLine(l, ..) => l.local_addr(),
             Bound::Datagram(s, ..) => s.local_addr(),
         }
         .map_err(bind_err)?;
@@ -314,6 +373,8 @@ pub async fn bind_all(
                 Bound::Datagram(s, h, c) => tasks.spawn(serve_datagram(s, h, c, token)),
                 Bound::Exec(l, h, c) => tasks.spawn(serve(l, *h, c, token)),
                 Bound::Files(l, h, c) => tasks.spawn(serve(l, *h, c, token)),
+                Bound::Chat(l, h, c) => tasks.spawn(serve(l, *h, c, token)),
+                Bound::ChatLine(l, h, c) => tasks.spawn(serve(l, h, c, token)),
             };
         }
         let mut first_error = None;
@@ -338,24 +399,36 @@ fn check_fields(svc: &ServiceConfig) -> Result<(), ServeError> {
         || svc.read_only
         || svc.write_only
         || svc.max_file_size.is_some();
+    let chat_only = svc.line_listen.is_some() || svc.history.is_some();
     let process = svc.mode.as_deref() == Some("process");
     let misplaced = match svc.kind {
         ServiceKind::Echo => {
             if svc.udp && process {
                 Some("mode = \"process\" needs a stream socket, not udp")
             } else {
-                (exec_only || files_only || svc.token_file.is_some() || svc.tls).then_some(
-                    "token_file, tls, shell, allow_cmd, timeout_secs and the files options \
-                     are not echo options",
+                (exec_only || files_only || chat_only || svc.token_file.is_some() || svc.tls)
+                    .then_some(
+                    "token_file, tls, shell, allow_cmd, timeout_secs, line_listen, history and \
+                     the files options are not echo options",
                 )
             }
         }
-        ServiceKind::Exec => (svc.upper || svc.udp || process || files_only)
-            .then_some("upper, udp, mode = \"process\" and the files options are not exec options"),
-        ServiceKind::Files => (svc.upper || svc.udp || process || exec_only).then_some(
-            "upper, udp, mode = \"process\", shell, allow_cmd and timeout_secs are not files \
-             options",
+        ServiceKind::Exec => (svc.upper || svc.udp || process || files_only || chat_only)
+            .then_some(
+            "upper, udp, mode = \"process\", line_listen, history and the files options are not \
+             exec options",
         ),
+        ServiceKind::Files => (svc.upper || svc.udp || process || exec_only || chat_only)
+            .then_some(
+                "upper, udp, mode = \"process\", shell, allow_cmd, timeout_secs, line_listen and \
+             history are not files options",
+            ),
+        ServiceKind::Chat => {
+            let chat_only_ok = svc.upper || svc.udp || process || exec_only || files_only;
+            chat_only_ok.then_some(
+                "chat takes listen, line_listen, history, token_file, tls and the engine options",
+            )
+        }
     };
     match misplaced {
         Some(why) => Err(ServeError::Config(format!("{:?} entry: {why}", svc.kind))),
@@ -446,6 +519,72 @@ fn exec_server(
     Ok(ExecServer::new(config, token))
 }
 
+/// The chat handlers for an entry, on one broker; a generated token (only beyond loopback)
+/// and a TLS fingerprint go to `notes`.
+fn chat_servers(
+    svc: &ServiceConfig,
+    addr: &Addr,
+    notes: &mut Vec<String>,
+) -> Result<(ChatServer, LineServer), ServeError> {
+    let config_err = |e: &dyn std::fmt::Display| ServeError::Config(format!("chat: {e}"));
+    let token = match load_token(svc.token_file.as_deref()).map_err(|e| config_err(&e))? {
+        Some(token) => Some(token),
+        None if addr.is_local() => None,
+        None => {
+            let token = Token::generate().map_err(|e| config_err(&e))?;
+            notes.push(format!(
+                "token: {} (generated; clients set SOCKIT_TOKEN)",
+                token.reveal()
+            ));
+            Some(token)
+        }
+    };
+    let tls = match svc.tls {
+        false => None,
+        true => {
+            let identity = ServerIdentity::self_signed(addr).map_err(|e| config_err(&e))?;
+            let acceptor = TlsAcceptor::new(identity).map_err(|e| config_err(&e))?;
+            notes.push(format!("tls fingerprint: {}", acceptor.fingerprint()));
+            Some(acceptor)
+        }
+    };
+    let history = svc.history.unwrap_or(DEFAULT_HISTORY);
+    if history > MAX_HISTORY {
+        return Err(config_err(&format!("history is at most {MAX_HISTORY}")));
+    }
+    let broker = Broker::new(BrokerConfig {
+        history,
+        ..BrokerConfig::default()
+    });
+    let framed = FramedConfig {
+        token,
+        tls,
+        ..FramedConfig::default()
+    };
+    Ok((
+        ChatServer::new(broker.clone(), framed),
+        LineServer::new(broker, LineConfig::default()),
+    ))
+}
+
+/// Binds the chat line protocol, which has no authentication: loopback or Unix only.
+async fn bind_line(text: &str, opts: &BindOptions) -> Result<Listener, ServeError> {
+    let addr: Addr = text
+        .parse()
+        .map_err(|e: crate::net::AddrParseError| ServeError::Config(e.to_string()))?;
+    if !addr.is_local() {
+        return Err(ServeError::Config(format!(
+            "chat: line_listen {addr} is not loopback; the line protocol has no authentication"
+        )));
+    }
+    Listener::bind(&addr, opts)
+        .await
+        .map_err(|source| ServeError::Bind {
+            kind: ServiceKind::Chat,
+            source,
+        })
+}
+
 fn engine_config(svc: &ServiceConfig, drain_secs: Option<u64>) -> Result<Config, ServeError> {
     let mut config = Config {
         service: format!("{:?}", svc.kind).to_lowercase(),
@@ -486,6 +625,9 @@ mod tests {
         assert_eq!(config.services.len(), 4);
         for svc in &config.services {
             assert!(svc.listen.parse::<Addr>().unwrap().is_local());
+            if let Some(line) = &svc.line_listen {
+                assert!(line.parse::<Addr>().unwrap().is_local());
+            }
         }
     }
 

@@ -1,5 +1,5 @@
-//! The load generator behind `sockit bench`: echo throughput and latency ([`run_echo`]) and
-//! many idle connections held open at once ([`run_hold`]).
+//! The load generator behind `sockit bench`: echo throughput and latency ([`run_echo`]), chat
+//! fan-out ([`run_chat`]) and many idle connections held open at once ([`run_hold`]).
 //!
 //! # Example
 //!
@@ -24,6 +24,7 @@
 //! # }
 //! ```
 
+mod chat;
 mod echo;
 mod hold;
 mod stream;
@@ -31,6 +32,7 @@ mod stream;
 mod testing;
 mod udp;
 
+pub use chat::{run_chat, ChatLoad, ChatProto, ChatReport, MAX_CHAT_CLIENTS};
 pub use echo::{
     run_echo, EchoLoad, EchoReport, Transport, MAX_BATCH_BYTES, MAX_REQUESTS_PER_CONN,
     MAX_UDP_PAYLOAD_BYTES, UDP_REPLY_TIMEOUT, UDP_SEQ_BYTES,

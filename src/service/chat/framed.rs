@@ -1,0 +1,206 @@
+//! The framed protocol's server side: TLS (optional), the session handshake for service
+//! `chat` (a token when the server has one), a `register`, then typed frames both ways.
+
+use std::io::{self, Cursor};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::time::{timeout_at, Instant};
+use tracing::{debug, warn};
+
+use super::broker::{Broker, Control};
+use super::line::MAX_NICK_ATTEMPTS;
+use super::messages::ClientMessage;
+use super::outbox::{Delivery, Outbox, QueueLimits};
+use super::pump::{farewell, pump, Dispatcher, Ending};
+use super::rate::RateLimit;
+use super::{Refusal, SERVICE};
+use crate::net::tls::TlsAcceptor;
+use crate::server::{Conn, ConnInfo, Handler};
+use crate::session::{self, AuthLimiter, SessionConfig, Token};
+use crate::wire::{Connection, Limits, WireError, MAX_HEADER_BYTES};
+
+/// Time after the handshake to register an acceptable nick.
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The session settings both halves use: service `chat`, frames without bodies.
+pub fn session_config() -> SessionConfig {
+    SessionConfig {
+        limits: Limits {
+            // A 4 KiB message of control characters is ~24 KiB of JSON escapes.
+            max_header: MAX_HEADER_BYTES,
+            max_body: 0,
+        },
+        ..SessionConfig::new(SERVICE)
+    }
+}
+
+/// Settings of the framed chat listener.
+#[derive(Debug, Clone)]
+pub struct FramedConfig {
+    /// Require this token in the handshake; `None` admits anyone who connects (the CLI
+    /// allows that only on loopback).
+    pub token: Option<Token>,
+    /// Wrap every connection in TLS first.
+    pub tls: Option<TlsAcceptor>,
+    /// The handshake: service, deadline, post-auth limits.
+    pub session: SessionConfig,
+    /// Per-connection rate limit.
+    pub rate: RateLimit,
+    /// Per-connection outbound queue limits.
+    pub queue: QueueLimits,
+    /// Time to register after the handshake.
+    pub register_timeout: Duration,
+}
+
+impl Default for FramedConfig {
+    fn default() -> Self {
+        FramedConfig {
+            token: None,
+            tls: None,
+            session: session_config(),
+            rate: RateLimit::default(),
+            queue: QueueLimits::default(),
+            register_timeout: REGISTER_TIMEOUT,
+        }
+    }
+}
+
+/// The framed chat [`Handler`], sharing a [`Broker`] with any other chat listener.
+pub struct ChatServer {
+    broker: Arc<Broker>,
+    config: FramedConfig,
+    limiter: AuthLimiter,
+}
+
+impl ChatServer {
+    /// A handler feeding `broker`.
+    pub fn new(broker: Arc<Broker>, config: FramedConfig) -> Self {
+        ChatServer {
+            broker,
+            config,
+            limiter: AuthLimiter::new(),
+        }
+    }
+}
+
+impl Handler for ChatServer {
+    async fn handle(&self, conn: Conn, info: ConnInfo) -> io::Result<()> {
+        let Some(tls) = &self.config.tls else {
+            return self.serve_session(conn, &info).await;
+        };
+        match tls.accept(conn).await {
+            Ok(stream) => self.serve_session(stream, &info).await,
+            Err(e) => {
+                warn!(peer = %info.peer, service = SERVICE, error = %e, "tls handshake failed");
+                Ok(())
+            }
+        }
+    }
+}
+
+impl ChatServer {
+    async fn serve_session<S>(&self, stream: S, info: &ConnInfo) -> io::Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let mut framed = Connection::new(stream);
+        let cfg = &self.config;
+        let accepted = session::accept(
+            &mut framed,
+            &cfg.session,
+            cfg.token.as_ref(),
+            info.peer.ip(),
+            &self.limiter,
+        )
+        .await;
+        if accepted.is_err() {
+            return Ok(());
+        }
+        let outbox = Outbox::new(cfg.queue);
+        let Some(member) = self.register(&mut framed, &outbox).await else {
+            return Ok(());
+        };
+        debug!(peer = %info.peer, "framed client registered");
+        let (stream, buffered) = framed.into_parts();
+        let (rd, mut wr) = tokio::io::split(stream);
+        let rd = Cursor::new(buffered).chain(rd);
+        let mut reader =
+            Connection::with_limits(tokio::io::join(rd, tokio::io::sink()), cfg.session.limits);
+        let mut dispatcher = Dispatcher::new(member, outbox.clone(), cfg.rate);
+        let bye = farewell(cfg.queue);
+        let reading = read_frames(&mut dispatcher, &mut reader);
+        let reason = pump(
+            &outbox,
+            &mut wr,
+            Delivery::frame,
+            &bye,
+            &info.shutdown,
+            reading,
+        )
+        .await;
+        dispatcher.member.set_leave_reason(reason);
+        tracing::info!(peer = %info.peer, service = "chat", reason, "chat client left");
+        Ok(())
+    }
+
+    /// Reads `register` frames until one is accepted, answering each refusal.
+    async fn register<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        framed: &mut Connection<S>,
+        outbox: &Arc<Outbox>,
+    ) -> Option<super::Member> {
+        let deadline = Instant::now() + self.config.register_timeout;
+        for _ in 0..MAX_NICK_ATTEMPTS {
+            let refusal = match timeout_at(deadline, framed.read_frame::<ClientMessage>()).await {
+                Ok(Ok(Some(ClientMessage::Register { nick, room }))) => {
+                    match self.broker.register(&nick, room.as_deref(), outbox.clone()) {
+                        Ok(member) => return Some(member),
+                        Err(refusal) => refusal,
+                    }
+                }
+                Ok(Ok(Some(_))) => Refusal::new("not_registered", "register a nick first"),
+                Ok(Ok(None) | Err(WireError::Io(_) | WireError::UnexpectedEof)) => return None,
+                Ok(Err(e)) => {
+                    let _ = framed.write_error(&e).await;
+                    return None;
+                }
+                Err(_) => Refusal::new("timeout", "no nick registered in time"),
+            };
+            let timed_out = refusal.code == "timeout";
+            if framed
+                .write_frame(&refusal.to_message(), &[])
+                .await
+                .is_err()
+                || timed_out
+            {
+                return None;
+            }
+        }
+        let refusal = Refusal::new("too_many_attempts", "too many nicks refused; bye");
+        let _ = framed.write_frame(&refusal.to_message(), &[]).await;
+        None
+    }
+}
+
+async fn read_frames<S: AsyncRead + AsyncWrite + Unpin>(
+    dispatcher: &mut Dispatcher,
+    reader: &mut Connection<S>,
+) -> Ending {
+    loop {
+        let input = match reader.read_frame::<ClientMessage>().await {
+            Ok(Some(msg)) => Ok(msg),
+            Ok(None) | Err(WireError::Io(_) | WireError::UnexpectedEof) => return Ending::Closed,
+            Err(e) => {
+                // No resynchronisation after a bad frame: say why, then close.
+                let refusal = Refusal::new(e.code(), e.to_string());
+                dispatcher.outbox.push(Delivery::new(refusal.to_message()));
+                return Ending::Protocol;
+            }
+        };
+        if dispatcher.input(input) == Control::Quit {
+            return Ending::Quit;
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! `sockit chat`: a broker many people can use at once, from `sockit chat join` (framed,
+//! authenticated, optionally TLS) or from plain `nc`/`telnet` (the line protocol).
+//!
+//! ```text
+//!  broker   nicks (confusable-aware), rooms, history, commands; no I/O
+//!  outbox   each client's bounded queue of shared deliveries, drained one write per wakeup
+//!  line     the plain-text protocol: first line the nick, then one message per line
+//!  framed   the wire-v1 protocol behind the session handshake (service `chat`)
+//!  client   the framed client: join, then a sender and a receiver
+//!  terminal `sockit chat join`'s line editor and rendering
+//! ```
+//!
+//! Both protocols feed one [`Broker`], so line and framed clients share rooms. Text from
+//! peers is escaped by the server before anyone receives it ([`sanitize`]), and again by the
+//! client before it reaches a terminal.
+
+mod broker;
+mod client;
+mod command;
+mod framed;
+mod line;
+pub mod messages;
+mod nick;
+mod outbox;
+mod pump;
+mod rate;
+mod replies;
+mod terminal;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use broker::{
+    Broker, BrokerConfig, Control, Member, DEFAULT_HISTORY, DEFAULT_ROOM, MAX_HISTORY,
+    MAX_LISTED_NAMES,
+};
+pub use client::{
+    join, join_on, ChatClient, ChatError, ChatReceiver, ChatSender, ChatStream, JoinOptions,
+};
+pub use command::{parse_line, HELP_LINES};
+pub use framed::{session_config, ChatServer, FramedConfig, REGISTER_TIMEOUT};
+pub use line::{LineConfig, LineServer, MAX_LINE_BYTES, MAX_NICK_ATTEMPTS, NICK_TIMEOUT};
+pub use messages::{ClientMessage, ServerMessage};
+pub use nick::{
+    normalize_room, skeleton, suggest, validate_nick, NameError, RoomName, MAX_NICK_CHARS,
+    MAX_ROOM_CHARS,
+};
+pub use outbox::{
+    write_loop, Closed, Delivery, Outbox, QueueLimits, DELIVERY_OVERHEAD_BYTES,
+    FINAL_WRITE_TIMEOUT, MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES,
+};
+pub use rate::{
+    RateLimit, TokenBucket, Verdict, DEFAULT_BURST, DEFAULT_RATE_PER_SEC, RATE_NOTICE_INTERVAL,
+};
+pub use terminal::{render, run_terminal};
+
+/// The service name sent in the hello.
+pub const SERVICE: &str = "chat";
+
+/// Default framed listen address of `sockit chat serve`: loopback only.
+pub const DEFAULT_CHAT_ADDR: &str = "127.0.0.1:7010";
+
+/// Default line-protocol address in `sockit serve`'s default set.
+pub const DEFAULT_LINE_ADDR: &str = "127.0.0.1:7011";
+
+/// Largest message, in bytes of UTF-8 as received (before escaping).
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// How long a closing connection gets to write what is still queued for it.
+pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A refusal: a stable snake_case code and a sentence, sent as an `error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    /// Machine-readable code, e.g. `nick_taken`.
+    pub code: &'static str,
+    /// Human-readable sentence.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with `code` and `message`.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// As an `error` frame.
+    pub fn to_message(&self) -> ServerMessage {
+        ServerMessage::error(self.code, self.message.clone())
+    }
+}
+
+/// Peer text made safe for every terminal it will reach: control characters (newlines and
+/// tabs included), ANSI/OSC escape sequences and bidi controls become visible escapes.
+pub fn sanitize(text: &str) -> String {
+    crate::text::escape_one_line(text, MAX_MESSAGE_BYTES)
+}
+
+/// Now, in Unix milliseconds (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
