@@ -622,7 +622,7 @@ mod tests {
     #[test]
     fn default_config_parses_and_binds_loopback_only() {
         let config = ServeConfig::parse(DEFAULT_CONFIG).unwrap();
-        assert_eq!(config.services.len(), 4);
+        assert_eq!(config.services.len(), 5);
         for svc in &config.services {
             assert!(svc.listen.parse::<Addr>().unwrap().is_local());
             if let Some(line) = &svc.line_listen {
