@@ -186,14 +186,20 @@ async fn pump_pipes<W: AsyncRead + AsyncWrite + Unpin>(
     mut stdout: ChildStdout,
     mut stderr: ChildStderr,
 ) -> Result<(), WireError> {
-    let mut out_buf = vec![0u8; STDOUT_CHUNK_BYTES];
+    // Stdout starts small and grows to STDOUT_CHUNK_BYTES once a read fills it: bulk output
+    // gets big reads, while a quiet command (most sessions) never touches the big buffer.
+    let mut out_buf = vec![0u8; OUTPUT_CHUNK_BYTES];
     let mut err_buf = vec![0u8; OUTPUT_CHUNK_BYTES];
     let (mut out_open, mut err_open) = (true, true);
     while out_open || err_open {
         // Both reads are cancel safe: the one that loses the race has read nothing.
         tokio::select! {
             n = stdout.read(&mut out_buf), if out_open => {
+                let filled = matches!(n, Ok(read) if read == out_buf.len());
                 out_open = forward(writer, Pipe::Stdout, &out_buf, n).await?;
+                if filled && out_buf.len() < STDOUT_CHUNK_BYTES {
+                    out_buf.resize(STDOUT_CHUNK_BYTES, 0);
+                }
             }
             n = stderr.read(&mut err_buf), if err_open => {
                 err_open = forward(writer, Pipe::Stderr, &err_buf, n).await?;
