@@ -1,11 +1,11 @@
 //! The framed protocol's server side: TLS (optional), the session handshake for service
 //! `chat` (a token when the server has one), a `register`, then typed frames both ways.
 
-use std::io::{self, Cursor};
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, warn};
 
@@ -123,23 +123,12 @@ impl ChatServer {
             return Ok(());
         };
         debug!(peer = %info.peer, "framed client registered");
-        let (stream, buffered) = framed.into_parts();
-        let (rd, mut wr) = tokio::io::split(stream);
-        let rd = Cursor::new(buffered).chain(rd);
-        let mut reader =
-            Connection::with_limits(tokio::io::join(rd, tokio::io::sink()), cfg.session.limits);
+        let (mut reader, mut writer) = framed.split();
+        let wr = writer.get_mut();
         let mut dispatcher = Dispatcher::new(member, outbox.clone(), cfg.rate);
         let bye = farewell(cfg.queue);
         let reading = read_frames(&mut dispatcher, &mut reader);
-        let reason = pump(
-            &outbox,
-            &mut wr,
-            Delivery::frame,
-            &bye,
-            &info.shutdown,
-            reading,
-        )
-        .await;
+        let reason = pump(&outbox, wr, Delivery::frame, &bye, &info.shutdown, reading).await;
         dispatcher.member.set_leave_reason(reason);
         tracing::info!(peer = %info.peer, service = "chat", reason, "chat client left");
         Ok(())
