@@ -14,15 +14,21 @@
 # does per-message work) and does not echo. Redis gets RESP PUBLISH commands and sends RESP
 # pushes. The load generator shares the machine's cores with the server under test.
 #
+# A shape `SxR@RATE` paces each sender at RATE messages/s instead of as fast as the window
+# allows (the issue's "1,000 clients in one room, one sender at 1,000 msg/s"); it runs for
+# PACED_DURATION and its latency is delivery latency, not queueing behind the window.
+#
 # usage: bench/chat.sh [DURATION (5s)]
-# env:   SHAPES="1x100 10x100" (SENDERSxRECEIVERS), WINDOW=100 (senders × WINDOW must stay
-#        under sockit's 4,096-message client queue), OUT=DIR for raw JSON.
+# env:   SHAPES="1x100 10x100 1x999@1000" (SENDERSxRECEIVERS[@RATE]), WINDOW=100 (senders ×
+#        WINDOW must stay under sockit's 4,096-message client queue), PACED_DURATION=10s,
+#        OUT=DIR for raw JSON.
 # output: a markdown table on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${1:-5s}
-SHAPES=${SHAPES:-"1x100 10x100"}
+SHAPES=${SHAPES:-"1x100 10x100 1x999@1000"}
+PACED_DURATION=${PACED_DURATION:-10s}
 WINDOW=${WINDOW:-100}
 OUT=${OUT:-$(mktemp -d /tmp/sockit-chat-bench.XXXXXX)}
 mkdir -p "$OUT"
@@ -69,10 +75,13 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
 pids+=($!); REDIS_PID=$!
 for p in "$SOCKIT_PORT" "$NCAT_PORT" "$REDIS_PORT"; do wait_port "$p"; done
 
-echo "| shape (senders×receivers) | broker | deliveries/s | p50 µs | p99 µs | delivered/expected | server RSS KiB |"
-echo "|---|---|---:|---:|---:|---:|---:|"
+echo "| shape (senders×receivers[@msg/s]) | broker | deliveries/s | p50 µs | p99 µs | delivered/expected | out of order | server RSS KiB |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
 for shape in $SHAPES; do
-  S=${shape%x*}; R=${shape#*x}
+  clients=${shape%@*}
+  S=${clients%x*}; R=${clients#*x}
+  pace=(); duration=$DURATION
+  if [ "$clients" != "$shape" ]; then pace=(--rate "${shape#*@}"); duration=$PACED_DURATION; fi
   for broker in sockit ncat redis; do
     case $broker in
       sockit) addr=127.0.0.1:$SOCKIT_PORT; flag=""; pid=$SOCKIT_PID ;;
@@ -81,15 +90,15 @@ for shape in $SHAPES; do
     esac
     json=$OUT/$broker-$shape.json
     # shellcheck disable=SC2086
-    "$SOCKIT" -q bench chat "$addr" $flag --senders "$S" --receivers "$R" \
-      --duration "$DURATION" --window "$WINDOW" --json >"$json"
+    "$SOCKIT" -q bench chat "$addr" $flag --senders "$S" --receivers "$R" "${pace[@]}" \
+      --duration "$duration" --window "$WINDOW" --json >"$json"
     python3 - "$json" "$shape" "$broker" "$(rss_kib "$pid")" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 shape, broker, rss = sys.argv[2:5]
 expected = r["sent"] * r["receivers"]
 print(f"| {shape} | {broker} | {r['deliveries_per_sec']:,.0f} | {r['p50_us']} | {r['p99_us']} "
-      f"| {r['deliveries']}/{expected} | {rss} |")
+      f"| {r['deliveries']}/{expected} | {r['out_of_order']} | {rss} |")
 EOF
   done
 done

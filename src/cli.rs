@@ -371,6 +371,10 @@ pub struct BenchChatArgs {
     /// the broker's per-client queue, 4,096 messages for sockit, or receivers get dropped).
     #[arg(long, default_value_t = 100)]
     pub window: u64,
+    /// Pace each sender at this many messages per second (default: as fast as the window
+    /// allows).
+    #[arg(long)]
+    pub rate: Option<u32>,
     /// No nick handshake: for brokers like `ncat --chat`.
     #[arg(long, conflicts_with = "redis")]
     pub raw: bool,
@@ -949,6 +953,7 @@ async fn run_bench(cmd: BenchCommand) -> Result<(), Failure> {
                 size: a.size,
                 duration: a.duration,
                 window: a.window,
+                rate: a.rate,
             };
             let report = bench::run_chat(&load).await.map_err(bench_failure)?;
             let json = serde_json::to_string(&report).context("report")?;

@@ -56,6 +56,9 @@ pub struct ChatLoad {
     pub duration: Duration,
     /// Messages a sender may be ahead of the slowest receiver.
     pub window: u64,
+    /// Messages per second per sender: `None` sends as fast as the window allows; `Some`
+    /// paces each sender on a fixed schedule (catching up in bursts when it falls behind).
+    pub rate: Option<u32>,
 }
 
 /// The outcome of [`run_chat`].
@@ -73,6 +76,11 @@ pub struct ChatReport {
     pub sent: u64,
     /// Messages received by receivers (ideally `sent × receivers`).
     pub deliveries: u64,
+    /// Deliveries whose sequence number was not the one after the last seen from that sender
+    /// (a gap, a duplicate or a reordering); 0 when every receiver got every message in order.
+    pub out_of_order: u64,
+    /// The pacing, messages per second per sender, if any.
+    pub rate: Option<u32>,
     /// Seconds from the first send to the last delivery.
     pub elapsed_secs: f64,
     /// Deliveries per second.
@@ -99,6 +107,7 @@ impl ChatReport {
         );
         table_row(&mut out, "sent", self.sent, "");
         table_row(&mut out, "deliveries", self.deliveries, "");
+        table_row(&mut out, "out of order", self.out_of_order, "");
         table_row(&mut out, "p50", self.p50_us, "µs");
         table_row(&mut out, "p99", self.p99_us, "µs");
         table_row(&mut out, "max", self.max_us, "µs");
@@ -132,40 +141,64 @@ impl Progress {
 /// cannot join, [`BenchError::FdLimit`] when the clients do not fit the descriptor limit.
 pub async fn run_chat(load: &ChatLoad) -> Result<ChatReport, BenchError> {
     let clients = load.receivers + load.senders;
-    if load.receivers == 0 || load.senders == 0 || clients > MAX_CHAT_CLIENTS || load.window == 0 {
+    if load.receivers == 0
+        || load.senders == 0
+        || clients > MAX_CHAT_CLIENTS
+        || load.window == 0
+        || load.rate == Some(0)
+    {
         return Err(BenchError::InvalidLoad(format!(
-            "receivers, senders and window must be at least 1, and at most {MAX_CHAT_CLIENTS} clients"
+            "receivers, senders, window and rate must be at least 1, and at most {MAX_CHAT_CLIENTS} clients"
         )));
     }
     ensure_fd_limit(clients, 1)?;
-    let mut receivers = Vec::with_capacity(load.receivers);
-    for i in 0..load.receivers {
-        receivers.push(join(load, &format!("r{i}"), true).await?);
-    }
-    let mut senders = Vec::with_capacity(load.senders);
-    for i in 0..load.senders {
-        senders.push(join(load, &format!("s{i}"), false).await?);
-    }
+    // Nicks unique to this load, so a load started while the broker still drops an earlier
+    // one's clients does not find its nicks taken.
+    static LOADS: AtomicU64 = AtomicU64::new(0);
+    let tag = format!(
+        "{:x}.{}",
+        std::process::id(),
+        LOADS.fetch_add(1, Ordering::Relaxed)
+    );
     let progress = Arc::new(Progress {
         seen: (0..load.senders)
             .map(|_| (0..load.receivers).map(|_| AtomicU64::new(0)).collect())
             .collect(),
         wake: (0..load.senders).map(|_| Notify::new()).collect(),
     });
+    // Timestamps count from `base`; every return, early or not, stops the client tasks.
     let base = Instant::now();
     let stop = CancellationToken::new();
-    let mut readers = Vec::new();
-    for (r, (lines, _writer)) in receivers.into_iter().enumerate() {
+    let _stop_all = stop.clone().drop_guard();
+    // Each receiver reads from the moment it is in, so join notices for later clients never
+    // pile up unread (`ncat --chat` stalls its accept loop on a client that does not read).
+    let mut readers = Vec::with_capacity(load.receivers);
+    for r in 0..load.receivers {
+        let (lines, _writer) = join(load, &format!("{tag}r{r}"), true).await?;
         let (progress, stop) = (progress.clone(), stop.clone());
         readers.push(tokio::spawn(receive(lines, r, progress, base, stop)));
     }
-    let mut writers = Vec::new();
-    for (s, (mut lines, writer)) in senders.into_iter().enumerate() {
+    let mut senders = Vec::with_capacity(load.senders);
+    for i in 0..load.senders {
+        let (mut lines, writer) = join(load, &format!("{tag}s{i}"), false).await?;
         // Whatever a sender is sent (its own echo, others' lines) is drained, so it never
-        // counts as a slow consumer.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // counts as a slow consumer. It ends with the load, which closes the connection.
+        let drain_stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    line = lines.next_line() => if !matches!(line, Ok(Some(_))) { break },
+                    () = drain_stop.cancelled() => break,
+                }
+            }
+        });
+        senders.push(writer);
+    }
+    let start = base.elapsed();
+    let mut writers = Vec::with_capacity(load.senders);
+    for (s, writer) in senders.into_iter().enumerate() {
         let (progress, load) = (progress.clone(), load.clone());
-        writers.push(tokio::spawn(send(writer, s, progress, load, base)));
+        writers.push(tokio::spawn(send(writer, s, progress, load, base, start)));
     }
     let mut sent = 0;
     let mut first_error = None;
@@ -183,11 +216,12 @@ pub async fn run_chat(load: &ChatLoad) -> Result<ChatReport, BenchError> {
     // Each sender returned once every receiver had its last message (or a timeout passed).
     stop.cancel();
     let mut latency = Latency::new();
-    let (mut deliveries, mut last_at) = (0u64, Duration::ZERO);
+    let (mut deliveries, mut out_of_order, mut last_at) = (0u64, 0u64, Duration::ZERO);
     for r in readers {
         match r.await {
             Ok(stats) => {
                 deliveries += stats.count;
+                out_of_order += stats.out_of_order;
                 last_at = last_at.max(stats.last_at);
                 latency.merge(&stats.latency);
             }
@@ -202,8 +236,10 @@ pub async fn run_chat(load: &ChatLoad) -> Result<ChatReport, BenchError> {
         size: load.size,
         sent,
         deliveries,
-        elapsed_secs: last_at.as_secs_f64(),
-        deliveries_per_sec: match last_at.as_secs_f64() {
+        out_of_order,
+        rate: load.rate,
+        elapsed_secs: last_at.saturating_sub(start).as_secs_f64(),
+        deliveries_per_sec: match last_at.saturating_sub(start).as_secs_f64() {
             secs if secs > 0.0 => deliveries as f64 / secs,
             _ => 0.0,
         },
@@ -261,6 +297,7 @@ async fn join(load: &ChatLoad, nick: &str, receiver: bool) -> Result<(Lines, Wri
 /// What one receiver saw.
 struct Received {
     count: u64,
+    out_of_order: u64,
     last_at: Duration,
     latency: Latency,
 }
@@ -274,6 +311,7 @@ async fn receive(
 ) -> Received {
     let mut got = Received {
         count: 0,
+        out_of_order: 0,
         last_at: Duration::ZERO,
         latency: Latency::new(),
     };
@@ -295,6 +333,10 @@ async fn receive(
         got.latency
             .record(now.saturating_sub(Duration::from_micros(sent_us)));
         if let Some(seen) = progress.seen.get(s).and_then(|v| v.get(r)) {
+            // Only this receiver writes its own slot, so the last value is its own.
+            if seen.load(Ordering::Relaxed) + 1 != seq {
+                got.out_of_order += 1;
+            }
             seen.store(seq, Ordering::Release);
             progress.wake[s].notify_one();
         }
@@ -321,9 +363,10 @@ async fn send(
     progress: Arc<Progress>,
     load: ChatLoad,
     base: Instant,
+    start: Duration,
 ) -> (u64, Option<std::io::Error>) {
     let mut seq = 0u64;
-    let result = send_until(writer, s, &progress, &load, base, &mut seq).await;
+    let result = send_until(writer, s, &progress, &load, base, start, &mut seq).await;
     (seq, result.err())
 }
 
@@ -333,11 +376,25 @@ async fn send_until(
     progress: &Progress,
     load: &ChatLoad,
     base: Instant,
+    start: Duration,
     seq: &mut u64,
 ) -> std::io::Result<()> {
+    let begin = base + start;
     let mut line = String::with_capacity(load.size + 1);
-    while base.elapsed() < load.duration {
+    let interval = load.rate.map(|rate| Duration::from_secs(1) / rate.max(1));
+    loop {
         let next = *seq + 1;
+        if let Some(interval) = interval {
+            // Message `next` is due at `(next - 1) × interval`; a late sender catches up, so
+            // the count is exactly what the rate and duration say.
+            let due = interval.saturating_mul(u32::try_from(*seq).unwrap_or(u32::MAX));
+            if due >= load.duration {
+                break;
+            }
+            tokio::time::sleep_until((begin + due).into()).await;
+        } else if begin.elapsed() >= load.duration {
+            break;
+        }
         while progress.slowest(s) + load.window < next {
             timeout(IO_TIMEOUT, progress.wake[s].notified())
                 .await
@@ -418,11 +475,25 @@ mod tests {
             size: 32,
             duration: Duration::from_millis(200),
             window: 10,
+            rate: None,
         };
         let report = run_chat(&load).await.expect("runs");
         assert!(report.sent > 0);
         assert_eq!(report.deliveries, report.sent * 3, "{report:?}");
+        assert_eq!(report.out_of_order, 0, "{report:?}");
         assert_eq!(report.first_error, None);
+
+        // Paced: 200 messages/s for 300 ms is 60 messages, no more, all in order.
+        let paced = ChatLoad {
+            rate: Some(200),
+            duration: Duration::from_millis(300),
+            senders: 1,
+            ..load
+        };
+        let report = run_chat(&paced).await.expect("runs");
+        assert_eq!(report.sent, 60, "{report:?}");
+        assert_eq!(report.deliveries, 60 * 3, "{report:?}");
+        assert_eq!(report.out_of_order, 0, "{report:?}");
         shutdown.cancel();
     }
 }
