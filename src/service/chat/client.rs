@@ -49,6 +49,18 @@ pub enum ChatError {
         /// The server's sentence.
         message: String,
     },
+    /// The address answered in plain text: most likely a chat server's line port.
+    #[error(
+        "{addr} answered in plain text like sockit chat's line protocol (nc-style), not the \
+         framed protocol: use the framed port (sockit chat serve --listen), or nc for the line \
+         port; it said: \"{said}\""
+    )]
+    LinePort {
+        /// The address dialled.
+        addr: String,
+        /// The start of its first line (escaped peer text).
+        said: String,
+    },
     /// The server closed the connection before accepting the nick.
     #[error("the server closed the connection before accepting the nick")]
     Closed,
@@ -122,7 +134,15 @@ pub async fn join(addr: &Addr, opts: &JoinOptions) -> Result<ChatClient, ChatErr
         Some(tls) => Box::new(tls.connect(addr, stream).await?),
         None => Box::new(stream),
     };
-    join_on(stream, opts).await
+    match join_on(stream, opts).await {
+        Err(ChatError::Session(SessionError::ServerSpeaksText { said })) => {
+            Err(ChatError::LinePort {
+                addr: addr.to_string(),
+                said,
+            })
+        }
+        joined => joined,
+    }
 }
 
 /// Like [`join`], over an already connected stream (a test pipe, a proxy).
