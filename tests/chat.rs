@@ -568,3 +568,29 @@ async fn nc_at_the_framed_port_gets_a_plain_text_line_naming_the_line_port() {
         .expect("carol joins");
     assert_eq!(carol.nick, "carol");
 }
+
+#[tokio::test]
+async fn chat_listeners_turn_tcp_keepalive_on_for_accepted_sockets() {
+    use sockit::net::{Listener, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_RETRIES};
+    let addr: Addr = "127.0.0.1:0".parse().expect("addr");
+    let listener = Listener::bind(&addr, &chat::bind_options())
+        .await
+        .expect("bind");
+    let bound = listener.local_addr().expect("local addr");
+    let (client, accepted) = tokio::join!(Stream::connect(&bound), listener.accept());
+    let (_client, (accepted, _peer)) = (client.expect("connect"), accepted.expect("accept"));
+    let Stream::Tcp(accepted) = &accepted else {
+        panic!("expected TCP, got {accepted:?}")
+    };
+    let sock = socket2::SockRef::from(accepted);
+    assert!(sock.keepalive().expect("SO_KEEPALIVE"));
+    assert_eq!(sock.keepalive_time().expect("idle"), KEEPALIVE_IDLE);
+    assert_eq!(
+        sock.keepalive_interval().expect("interval"),
+        KEEPALIVE_INTERVAL
+    );
+    assert_eq!(
+        sock.keepalive_retries().expect("retries"),
+        KEEPALIVE_RETRIES
+    );
+}
