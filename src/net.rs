@@ -1,6 +1,7 @@
 //! Addresses, binding and connecting: TCP (v4/v6), UDP, Unix stream and datagram sockets, their
 //! socket options (through socket2), the allow/deny address lists, and the TLS wrap ([`tls`]).
 
+mod keepalive;
 pub mod tls;
 
 use std::fmt;
@@ -15,6 +16,8 @@ use ipnet::IpNet;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
+
+pub use keepalive::{Keepalive, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_RETRIES};
 
 /// Default listen backlog: the kernel queue where clients wait while `max_conns` is reached.
 pub const DEFAULT_BACKLOG: u32 = 1024;
@@ -133,6 +136,9 @@ pub struct BindOptions {
     pub backlog: u32,
     /// TCP_NODELAY on accepted connections (on by default: echo replies must not wait for Nagle).
     pub nodelay: bool,
+    /// TCP keepalive on accepted connections (off by default; chat turns it on so a vanished
+    /// peer's nick is freed).
+    pub keepalive: Option<Keepalive>,
     /// Remove a stale Unix socket file before binding (only if nothing is listening on it).
     pub unlink_stale_unix: bool,
 }
@@ -144,7 +150,37 @@ impl Default for BindOptions {
             reuse_port: false,
             backlog: DEFAULT_BACKLOG,
             nodelay: true,
+            keepalive: None,
             unlink_stale_unix: true,
+        }
+    }
+}
+
+/// Options a TCP listener applies to each socket it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptOptions {
+    /// TCP_NODELAY.
+    pub nodelay: bool,
+    /// TCP keepalive, if any.
+    pub keepalive: Option<Keepalive>,
+}
+
+impl AcceptOptions {
+    fn from_bind(opts: &BindOptions) -> Self {
+        AcceptOptions {
+            nodelay: opts.nodelay,
+            keepalive: opts.keepalive,
+        }
+    }
+
+    /// Failing to set an option on a socket that may already be reset is harmless: the
+    /// connection's first read or write reports it.
+    fn apply(&self, socket: &TcpStream) {
+        if self.nodelay {
+            let _ = socket.set_nodelay(true);
+        }
+        if let Some(keepalive) = &self.keepalive {
+            let _ = keepalive.apply(socket);
         }
     }
 }
@@ -152,8 +188,8 @@ impl Default for BindOptions {
 /// A bound stream listener: TCP or Unix.
 #[derive(Debug)]
 pub enum Listener {
-    /// TCP, with whether accepted sockets get TCP_NODELAY.
-    Tcp(TcpListener, bool),
+    /// TCP, with the options each accepted socket gets.
+    Tcp(TcpListener, AcceptOptions),
     /// Unix stream.
     Unix(UnixListener),
 }
@@ -165,7 +201,9 @@ impl Listener {
     /// The bind error, e.g. `AddrInUse`, with the address in its message.
     pub async fn bind(addr: &Addr, opts: &BindOptions) -> io::Result<Listener> {
         let res = match addr {
-            Addr::Inet(sa) => bind_tcp(*sa, opts).map(|l| Listener::Tcp(l, opts.nodelay)),
+            Addr::Inet(sa) => {
+                bind_tcp(*sa, opts).map(|l| Listener::Tcp(l, AcceptOptions::from_bind(opts)))
+            }
             Addr::Unix(path) => bind_unix_stream(path, opts).map(Listener::Unix),
         };
         res.map_err(|e| with_addr(e, "bind", addr))
@@ -185,12 +223,9 @@ impl Listener {
     /// Cancel safe: if cancelled, no connection is lost.
     pub async fn accept(&self) -> io::Result<(Stream, PeerAddr)> {
         match self {
-            Listener::Tcp(l, nodelay) => {
+            Listener::Tcp(l, options) => {
                 let (s, peer) = l.accept().await?;
-                if *nodelay {
-                    // Failing to set an option on a socket that may already be reset is harmless.
-                    let _ = s.set_nodelay(true);
-                }
+                options.apply(&s);
                 Ok((Stream::Tcp(s), PeerAddr::Inet(peer)))
             }
             Listener::Unix(l) => {

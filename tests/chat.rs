@@ -512,3 +512,85 @@ async fn framed_clients_chat_over_pinned_tls_and_plaintext_is_refused() {
     assert!(matches!(plain, Ok(Err(_))), "plaintext joined a TLS port");
     assert_eq!(chat.broker.client_count(), 2);
 }
+
+#[tokio::test]
+async fn a_framed_client_at_the_line_port_is_told_to_use_the_framed_port() {
+    let chat = start_chat().await;
+    let err = timeout(
+        TEST_TIMEOUT,
+        chat::join(&chat.line.addr, &join_opts("alice")),
+    )
+    .await
+    .expect("the client gives up at once");
+    let err = match err {
+        Err(err @ ChatError::LinePort { .. }) => err,
+        Err(other) => panic!("expected a line-port error, got {other:?}"),
+        Ok(_) => panic!("joined a line port"),
+    };
+    let said = err.to_string();
+    assert!(
+        said.starts_with(&format!("{} answered in plain text", chat.line.addr))
+            && said.contains("line protocol (nc-style), not the framed protocol")
+            && said.contains("--listen")
+            && said.contains("welcome to sockit chat"),
+        "{said}"
+    );
+    // The line port still serves the next (nc-style) client.
+    let mut bob = LineClient::join(&chat.line.addr, "bob").await;
+    bob.send("/quit").await;
+    bob.read_to_end().await;
+}
+
+#[tokio::test]
+async fn nc_at_the_framed_port_gets_a_plain_text_line_naming_the_line_port() {
+    let chat = start_chat().await;
+    let mut stream = Stream::connect(&chat.framed.addr).await.expect("connect");
+    stream.write_all(b"alice\n").await.expect("send");
+    let mut reply = Vec::new();
+    timeout(
+        TEST_TIMEOUT,
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut reply),
+    )
+    .await
+    .expect("the server closes")
+    .expect("read");
+    let reply = String::from_utf8(reply).expect("text, not a binary frame");
+    assert!(
+        reply.starts_with("error: this port speaks sockit's framed protocol (service chat)")
+            && reply.contains("--line-listen")
+            && reply.ends_with('\n')
+            && reply.lines().count() == 1,
+        "{reply:?}"
+    );
+    // The framed port still serves the next client.
+    let carol = chat::join(&chat.framed.addr, &join_opts("carol"))
+        .await
+        .expect("carol joins");
+    assert_eq!(carol.nick, "carol");
+}
+
+#[tokio::test]
+async fn chat_listeners_turn_tcp_keepalive_on_for_accepted_sockets() {
+    use sockit::net::{Listener, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_RETRIES};
+    let addr: Addr = "127.0.0.1:0".parse().expect("addr");
+    let listener = Listener::bind(&addr, &chat::bind_options())
+        .await
+        .expect("bind");
+    let bound = listener.local_addr().expect("local addr");
+    let (client, accepted) = tokio::join!(Stream::connect(&bound), listener.accept());
+    let (_client, (accepted, _peer)) = (client.expect("connect"), accepted.expect("accept"));
+    let Stream::Tcp(accepted) = &accepted else {
+        panic!("expected TCP, got {accepted:?}")
+    };
+    let sock = socket2::SockRef::from(accepted);
+    assert!(sock.keepalive().expect("SO_KEEPALIVE"));
+    assert_eq!(sock.keepalive_time().expect("idle"), KEEPALIVE_IDLE);
+    assert_eq!(
+        sock.keepalive_interval().expect("interval"),
+        KEEPALIVE_INTERVAL
+    );
+    assert_eq!(
+        sock.keepalive_retries().expect("retries"),
+        KEEPALIVE_RETRIES
+    );
+}

@@ -8,6 +8,7 @@ use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::pids::{is_gone, wait_until_gone};
 use common::{run_with_input, sockit, start_exec, token_file, Proc, TEST_TIMEOUT};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::termios::{tcgetattr, LocalFlags};
@@ -305,16 +306,6 @@ async fn an_invalid_resize_ends_the_session_with_a_clear_error() {
     server.stop().await.unwrap();
 }
 
-/// Whether `pid` is gone: no such process, or a zombie waiting for a reaper we do not control.
-fn is_gone(pid: i32) -> bool {
-    if kill(Pid::from_raw(pid), None).is_err() {
-        return true;
-    }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit(')').next().unwrap_or("").trim_start();
-    state.is_empty() || state.starts_with('Z')
-}
-
 #[tokio::test]
 async fn a_client_that_disconnects_takes_the_pty_command_and_its_children_down() {
     let (server, token) = start_exec(ExecConfig::default()).await;
@@ -332,14 +323,7 @@ async fn a_client_that_disconnects_takes_the_pty_command_and_its_children_down()
         "the child runs while the client is connected"
     );
     drop(conn);
-    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
-    while !is_gone(pid) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "child {pid} outlived its client"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_gone(pid, &format!("child {pid} outlived its client")).await;
     assert_still_serves(&server.addr, &token).await;
     server.stop().await.unwrap();
 }

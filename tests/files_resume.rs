@@ -142,3 +142,59 @@ async fn an_interrupted_get_resumes_from_the_local_partial() {
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+/// The partial files kept under `root`, by name.
+fn partials(root: &std::path::Path) -> std::collections::BTreeSet<std::path::PathBuf> {
+    fs::read_dir(root.join(".sockit-partial"))
+        .map(|dir| dir.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
+}
+
+/// Sets `path`'s modification time `age` into the past.
+fn age_by(path: &std::path::Path, age: std::time::Duration) {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    let then = std::time::SystemTime::now() - age;
+    let secs = then
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mtime = TimeSpec::new(secs as _, 0);
+    utimensat(
+        None,
+        path,
+        &TimeSpec::UTIME_OMIT,
+        &mtime,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_starting_server_expires_stale_partials_and_keeps_fresh_ones() {
+    let root = tempdir();
+    let data = pattern(64 * 1024, 6);
+    let server = start_files(FilesConfig::new(root.path()), None).await;
+    interrupted_put(&server.addr, "old.bin", &data, 1000).await;
+    let stale = partials(root.path()).pop_first().expect("a partial");
+    age_by(&stale, files::DEFAULT_PARTIAL_MAX_AGE * 2);
+    interrupted_put(&server.addr, "new.bin", &data, 1000).await;
+    server.stop().await.unwrap();
+    let fresh = partials(root.path()).into_iter().find(|p| *p != stale);
+    let fresh = fresh.expect("the fresh partial");
+
+    let keeping = FilesConfig {
+        partial_max_age: None,
+        ..FilesConfig::new(root.path())
+    };
+    start_files(keeping, None).await.stop().await.unwrap();
+    assert!(stale.exists(), "partial_max_age: None keeps everything");
+
+    let server = start_files(FilesConfig::new(root.path()), None).await;
+    assert_eq!(
+        partials(root.path()),
+        [fresh].into(),
+        "only the stale one went"
+    );
+    server.stop().await.unwrap();
+}

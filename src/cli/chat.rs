@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Failure;
 use crate::net::tls::{Fingerprint, ServerIdentity, ServerTrust, TlsAcceptor, TlsConnector};
-use crate::net::{Addr, BindOptions, Listener};
+use crate::net::{Addr, Listener};
 use crate::server::{self, serve, Config};
 use crate::service::chat::{
     self, Broker, BrokerConfig, ChatServer, FramedConfig, JoinOptions, LineConfig, LineServer,
@@ -113,7 +113,7 @@ async fn run_serve(args: ChatServeArgs) -> Result<(), Failure> {
             )));
         }
     }
-    let listener = Listener::bind(&args.listen, &BindOptions::default())
+    let listener = Listener::bind(&args.listen, &chat::bind_options())
         .await
         .context("chat")?;
     let addr = listener.local_addr().context("chat")?;
@@ -170,7 +170,7 @@ async fn run_serve(args: ChatServeArgs) -> Result<(), Failure> {
     eprintln!("chat listening on {addr}");
     let line = match &args.line_listen {
         Some(line_addr) => {
-            let l = Listener::bind(line_addr, &BindOptions::default())
+            let l = Listener::bind(line_addr, &chat::bind_options())
                 .await
                 .context("chat line protocol")?;
             let bound = l.local_addr().context("chat")?;

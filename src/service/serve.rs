@@ -316,6 +316,7 @@ pub async fn bind_all(
                 ))
             }
             (ServiceKind::Chat, false) => {
+                let opts = crate::service::chat::bind_options();
                 let listener = Listener::bind(&addr, &opts).await.map_err(bind_err)?;
                 let bound_addr = listener.local_addr().map_err(bind_err)?;
                 let (framed, line) = chat_servers(svc, &bound_addr, &mut notes)?;

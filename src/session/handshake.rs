@@ -3,13 +3,16 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep, timeout};
 
 use super::auth::{decode_hex32, fresh_nonce, ClientMessage, ServerMessage, Transcript};
-use super::{escape_peer_text, AuthLimiter, SessionConfig, SessionError, Token, PROTOCOL_VERSION};
+use super::{
+    escape_peer_text, quote_first_line, AuthLimiter, SessionConfig, SessionError, Token,
+    PROTOCOL_VERSION,
+};
 use crate::net::tls::{looks_like_client_hello, looks_like_tls};
-use crate::wire::{Connection, ErrorFrame, Hello, Limits};
+use crate::wire::{looks_like_text, Connection, ErrorFrame, Hello, Limits, WireError};
 
 /// Deadline for writing the final error frame to a peer that may not be reading.
 const ERROR_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -43,9 +46,14 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     if !owed.is_zero() {
         sleep(owed).await;
     }
-    let result = timeout(cfg.handshake_timeout, serve_handshake(conn, cfg, token))
-        .await
-        .unwrap_or(Err(SessionError::Timeout(cfg.handshake_timeout)));
+    let result = match timeout(cfg.handshake_timeout, serve_handshake(conn, cfg, token)).await {
+        Ok(result) => result,
+        // A short line ("hi\n") is no frame's length prefix: the read waited for more.
+        Err(_) if conn.at_frame_start() && looks_like_text(conn.buffered()) => {
+            Err(SessionError::ClientSpeaksText)
+        }
+        Err(_) => Err(SessionError::Timeout(cfg.handshake_timeout)),
+    };
     let peer = peer_ip.map_or_else(|| "local".to_owned(), |ip| ip.to_string());
     match result {
         Ok(()) => {
@@ -67,7 +75,10 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
                 "session refused"
             );
             sleep(delay).await;
-            if let Some(frame) = err.reply_frame() {
+            if matches!(err, SessionError::ClientSpeaksText) {
+                // Best effort, as below: a frame would be binary noise on an `nc` terminal.
+                let _ = timeout(ERROR_REPLY_TIMEOUT, write_text_client_reply(conn, cfg)).await;
+            } else if let Some(frame) = err.reply_frame() {
                 // Best effort: the peer may be gone or not reading, and we are closing anyway.
                 let _ = timeout(ERROR_REPLY_TIMEOUT, conn.write_error(frame)).await;
             }
@@ -118,6 +129,10 @@ async fn serve_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(hello) => hello.ok_or(SessionError::Closed)?,
         Err(_) if looks_like_client_hello(conn.buffered()) => {
             return Err(SessionError::ClientSpeaksTls)
+        }
+        // A line ("alice\n") reads as an absurd length; the prefix stays in `buffered`.
+        Err(WireError::HeaderTooLarge { .. }) if looks_like_text(conn.buffered()) => {
+            return Err(SessionError::ClientSpeaksText)
         }
         Err(e) => return Err(e.into()),
     };
@@ -181,6 +196,12 @@ async fn join_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         // A TLS server answers a plaintext hello with an alert record, whose first bytes read
         // as an absurd frame length.
         Err(_) if looks_like_tls(conn.buffered()) => return Err(SessionError::ServerSpeaksTls),
+        // A text server (a chat line port) greets first; its line reads as an absurd length.
+        Err(WireError::HeaderTooLarge { .. }) if looks_like_text(conn.buffered()) => {
+            return Err(SessionError::ServerSpeaksText {
+                said: quote_first_line(conn.buffered()),
+            })
+        }
         Err(e) => return Err(e.into()),
     };
     let server_nonce = match first {
@@ -217,6 +238,28 @@ async fn join_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         Some(proof) if transcript.verify_server(token, &proof) => Ok(()),
         _ => Err(SessionError::ServerNotAuthenticated),
     }
+}
+
+/// The one line a plain-text client (`nc`) at a framed port gets, then end of stream.
+fn text_client_reply(cfg: &SessionConfig) -> String {
+    let service = &cfg.service;
+    let hint = cfg
+        .text_client_hint
+        .map(|h| format!("; {h}"))
+        .unwrap_or_default();
+    format!(
+        "error: this port speaks sockit's framed protocol (service {service}), not plain text: \
+         connect with `sockit {service}`{hint}\n"
+    )
+}
+
+async fn write_text_client_reply<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    cfg: &SessionConfig,
+) -> std::io::Result<()> {
+    let stream = conn.get_mut();
+    stream.write_all(text_client_reply(cfg).as_bytes()).await?;
+    stream.shutdown().await
 }
 
 async fn read_server_message<S: AsyncRead + AsyncWrite + Unpin>(

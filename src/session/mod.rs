@@ -69,6 +69,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest peer-supplied text (a service name, a remote error) kept in errors and logs.
 const MAX_PEER_TEXT_CHARS: usize = 200;
 
+/// Longest part of a text server's first line quoted in [`SessionError::ServerSpeaksText`].
+const MAX_QUOTED_LINE_CHARS: usize = 80;
+
 /// Settings of one side of a session handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
@@ -78,6 +81,9 @@ pub struct SessionConfig {
     pub handshake_timeout: Duration,
     /// Read limits once the peer is authenticated (before that: [`Limits::pre_auth`]).
     pub limits: Limits,
+    /// Appended to the one text line a server sends a plain-text client (`nc` at a framed
+    /// port), e.g. where this service's text port is.
+    pub text_client_hint: Option<&'static str>,
 }
 
 impl SessionConfig {
@@ -87,6 +93,7 @@ impl SessionConfig {
             service: service.into(),
             handshake_timeout: HANDSHAKE_TIMEOUT,
             limits: Limits::default(),
+            text_client_hint: None,
         }
     }
 }
@@ -142,6 +149,21 @@ pub enum SessionError {
          with --tls)"
     )]
     ClientSpeaksTls,
+    /// A framed client got a line of text back: the server speaks a text protocol (a chat
+    /// line port, an HTTP or SMTP server), not sockit's framed one.
+    #[error(
+        "the server answered in plain text, not sockit's framed protocol (is this the right \
+         port?); it said: \"{said}\""
+    )]
+    ServerSpeaksText {
+        /// The start of the server's first line (escaped peer text).
+        said: String,
+    },
+    /// A framed server got a line of text: `nc` or `telnet` at a framed port.
+    #[error(
+        "the client sent plain text, not sockit's framed protocol (nc or telnet at this port?)"
+    )]
+    ClientSpeaksText,
     /// The peer refused the handshake with this error frame (escaped peer text).
     #[error("refused by the peer: {} ({})", .0.message, .0.code)]
     Remote(ErrorFrame),
@@ -172,6 +194,8 @@ impl SessionError {
             SessionError::Timeout(_) => "timeout",
             SessionError::ServerSpeaksTls => "server_speaks_tls",
             SessionError::ClientSpeaksTls => "client_speaks_tls",
+            SessionError::ServerSpeaksText { .. } => "server_speaks_text",
+            SessionError::ClientSpeaksText => "client_speaks_text",
             SessionError::Remote(frame) => &frame.code,
             SessionError::Wire(err) => err.code(),
             SessionError::Token(_) => "token",
@@ -190,6 +214,8 @@ impl SessionError {
         match self {
             // A TLS client cannot read a plaintext frame: it just sees the connection close.
             SessionError::ClientSpeaksTls
+            // A text client gets a text line instead (see `handshake::text_client_reply`).
+            | SessionError::ClientSpeaksText
             | SessionError::Closed
             | SessionError::Remote(_)
             | SessionError::Wire(WireError::Io(_) | WireError::UnexpectedEof) => None,
@@ -200,6 +226,14 @@ impl SessionError {
             other => Some(ErrorFrame::new(other.code(), other.to_string())),
         }
     }
+}
+
+/// The start of the first line in `buffered` (a text server's greeting), lossily decoded and
+/// escaped: for quoting in [`SessionError::ServerSpeaksText`].
+fn quote_first_line(buffered: &[u8]) -> String {
+    let line = buffered.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    crate::text::escape_one_line(line.trim_end_matches('\r'), MAX_QUOTED_LINE_CHARS)
 }
 
 /// Peer text made safe for an error message or a log line.

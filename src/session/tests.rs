@@ -424,3 +424,67 @@ async fn failed_attempts_from_one_source_wait_longer_each_time() {
     server_res.expect("the right token still works");
     assert_eq!(limiter.penalty(PEER), Duration::ZERO);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_framed_client_at_a_text_server_says_so_and_quotes_its_greeting() {
+    let (mut client, mut server) = pair();
+    let text_server = async {
+        let greeting = b"* welcome to sockit chat; send your nick\n";
+        server.get_mut().write_all(greeting).await.unwrap();
+    };
+    let cfg = SessionConfig::new("chat");
+    let (client_res, ()) = tokio::join!(connect(&mut client, &cfg, None), text_server);
+    let err = client_res.unwrap_err();
+    assert!(
+        matches!(&err, SessionError::ServerSpeaksText { said }
+            if said == "* welcome to sockit chat; send your nick"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("plain text"), "{err}");
+    assert_eq!(err.code(), "server_speaks_text");
+}
+
+/// Reads everything the server wrote before closing, as `nc` would show it.
+async fn read_all(client: &mut Conn) -> String {
+    let mut out = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(client.get_mut(), &mut out)
+        .await
+        .unwrap();
+    String::from_utf8(out).expect("a text client gets text")
+}
+
+#[tokio::test(start_paused = true)]
+async fn nc_at_a_framed_port_gets_one_readable_line_with_the_hint() {
+    let (mut client, mut server) = pair();
+    let cfg = SessionConfig {
+        text_client_hint: Some("try the line port"),
+        ..SessionConfig::new("chat")
+    };
+    client.get_mut().write_all(b"alice\n").await.unwrap();
+    let err = accept(&mut server, &cfg, None, PEER, &AuthLimiter::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SessionError::ClientSpeaksText), "{err:?}");
+    drop(server);
+    let said = read_all(&mut client).await;
+    assert_eq!(said, text_client_reply(&cfg));
+    assert!(
+        said.starts_with("error: this port speaks sockit's framed protocol (service chat)")
+            && said.ends_with("; try the line port\n")
+            && said.lines().count() == 1,
+        "{said:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_line_shorter_than_a_length_prefix_is_answered_in_text_at_the_deadline() {
+    let (mut client, mut server) = pair();
+    let cfg = SessionConfig::new("exec");
+    client.get_mut().write_all(b"hi\n").await.unwrap();
+    let err = accept(&mut server, &cfg, None, PEER, &AuthLimiter::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SessionError::ClientSpeaksText), "{err:?}");
+    drop(server);
+    assert_eq!(read_all(&mut client).await, text_client_reply(&cfg));
+}

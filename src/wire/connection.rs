@@ -250,6 +250,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         &self.read_buf
     }
 
+    /// Whether the next byte read starts a frame: nothing of one has been decoded since the
+    /// last complete frame (and no decode error). Then [`buffered`](Self::buffered) holds what
+    /// the peer sent that is still too short for a length prefix.
+    pub fn at_frame_start(&self) -> bool {
+        self.decoder.is_idle()
+    }
+
     /// The underlying stream.
     pub fn get_ref(&self) -> &S {
         &self.stream

@@ -35,6 +35,7 @@ mod codec;
 mod connection;
 mod encode;
 mod header;
+mod sniff;
 mod split;
 #[cfg(test)]
 mod test_support;
@@ -45,6 +46,7 @@ use serde::{Deserialize, Serialize};
 pub use codec::{Decoded, FrameDecoder};
 pub use connection::Connection;
 pub use encode::{encode_frame, encode_header};
+pub use sniff::{looks_like_text, TEXT_SNIFF_BYTES};
 pub use split::{ReadSide, WriteSide};
 
 /// Largest header the format allows, in bytes of JSON (the length prefix excluded).

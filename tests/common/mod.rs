@@ -17,6 +17,8 @@ use sockit::session::Token;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod pids;
+
 /// Bounds every wait in tests so a broken server fails the test instead of hanging it.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -1,10 +1,9 @@
 //! The framed client: connect (TLS optional), the session handshake, `register`, then a
 //! sender and a receiver that can be used from two tasks at once.
 
-use std::io::{self, Cursor};
+use std::io;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, Chain, Join, ReadHalf, Sink, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::framed::session_config;
 use super::messages::{ClientMessage, ServerMessage};
@@ -12,7 +11,7 @@ use super::sanitize;
 use crate::net::tls::{TlsConnector, TlsError};
 use crate::net::{Addr, Stream};
 use crate::session::{self, SessionError, Token};
-use crate::wire::{Connection, WireError};
+use crate::wire::{Connection, ReadSide, WireError, WriteSide};
 
 /// What `join` needs besides the address.
 #[derive(Debug, Clone)]
@@ -50,6 +49,18 @@ pub enum ChatError {
         /// The server's sentence.
         message: String,
     },
+    /// The address answered in plain text: most likely a chat server's line port.
+    #[error(
+        "{addr} answered in plain text like sockit chat's line protocol (nc-style), not the \
+         framed protocol: use the framed port (sockit chat serve --listen), or nc for the line \
+         port; it said: \"{said}\""
+    )]
+    LinePort {
+        /// The address dialled.
+        addr: String,
+        /// The start of its first line (escaped peer text).
+        said: String,
+    },
     /// The server closed the connection before accepting the nick.
     #[error("the server closed the connection before accepting the nick")]
     Closed,
@@ -60,7 +71,6 @@ pub trait ChatStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> ChatStream for S {}
 
 type BoxStream = Box<dyn ChatStream>;
-type ReadSide = Join<Chain<Cursor<BytesMut>, ReadHalf<BoxStream>>, Sink>;
 
 /// A joined client: who the server says we are, and the two halves of the session.
 pub struct ChatClient {
@@ -76,24 +86,24 @@ pub struct ChatClient {
 
 /// The sending half.
 pub struct ChatSender {
-    stream: WriteHalf<BoxStream>,
+    conn: Connection<WriteSide<BoxStream>>,
 }
 
 /// The receiving half.
 pub struct ChatReceiver {
-    conn: Connection<ReadSide>,
+    conn: Connection<ReadSide<BoxStream>>,
 }
 
 impl ChatSender {
-    /// Sends one command.
+    /// Sends one command and flushes it.
     ///
     /// # Errors
     /// [`WireError`] if the connection is gone.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe, like [`Connection::write_frame`].
     pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), WireError> {
-        let mut buf = BytesMut::new();
-        crate::wire::encode_frame(msg, &[], &mut buf)?;
-        tokio::io::AsyncWriteExt::write_all(&mut self.stream, &buf).await?;
-        Ok(())
+        self.conn.write_frame(msg, &[]).await
     }
 }
 
@@ -124,7 +134,15 @@ pub async fn join(addr: &Addr, opts: &JoinOptions) -> Result<ChatClient, ChatErr
         Some(tls) => Box::new(tls.connect(addr, stream).await?),
         None => Box::new(stream),
     };
-    join_on(stream, opts).await
+    match join_on(stream, opts).await {
+        Err(ChatError::Session(SessionError::ServerSpeaksText { said })) => {
+            Err(ChatError::LinePort {
+                addr: addr.to_string(),
+                said,
+            })
+        }
+        joined => joined,
+    }
 }
 
 /// Like [`join`], over an already connected stream (a test pipe, a proxy).
@@ -156,14 +174,15 @@ pub async fn join_on<S: ChatStream + 'static>(
             None => return Err(ChatError::Closed),
         }
     };
-    let (stream, buffered) = conn.into_parts();
-    let (rd, wr) = tokio::io::split(stream);
-    let rd = Cursor::new(buffered).chain(rd);
-    let conn = Connection::with_limits(tokio::io::join(rd, tokio::io::sink()), cfg.limits);
+    let (reader, writer) = conn.split();
     Ok(ChatClient {
         nick,
         room,
-        sender: ChatSender { stream: wr },
-        receiver: ChatReceiver { conn },
+        sender: ChatSender { conn: writer },
+        receiver: ChatReceiver { conn: reader },
     })
 }
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

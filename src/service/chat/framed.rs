@@ -32,6 +32,9 @@ pub fn session_config() -> SessionConfig {
             max_header: MAX_HEADER_BYTES,
             max_body: 0,
         },
+        text_client_hint: Some(
+            "for nc or telnet use the chat server's line port (sockit chat serve --line-listen)",
+        ),
         ..SessionConfig::new(SERVICE)
     }
 }

@@ -29,6 +29,8 @@ mod terminal;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::net::{BindOptions, Keepalive};
+
 pub use broker::{
     Broker, BrokerConfig, Control, Member, DEFAULT_HISTORY, DEFAULT_ROOM, MAX_HISTORY,
     MAX_LISTED_NAMES,
@@ -67,6 +69,16 @@ pub const MAX_MESSAGE_BYTES: usize = 4096;
 
 /// How long a closing connection gets to write what is still queued for it.
 pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How chat binds its listeners (framed and line): the defaults plus TCP keepalive with
+/// [`Keepalive::default`] timings, because lurkers make quiet connections normal and a peer
+/// that vanished without a close would otherwise keep its nick forever.
+pub fn bind_options() -> BindOptions {
+    BindOptions {
+        keepalive: Some(Keepalive::default()),
+        ..BindOptions::default()
+    }
+}
 
 /// A refusal: a stable snake_case code and a sentence, sent as an `error`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

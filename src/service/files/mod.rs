@@ -59,6 +59,7 @@ mod progress;
 mod requests;
 mod server;
 pub mod store;
+mod sweep;
 mod transfer;
 
 pub use client::{
@@ -75,8 +76,10 @@ pub use server::{
     DEFAULT_MAX_FILES_CONNS, REQUEST_TIMEOUT,
 };
 pub use store::{
-    FileMeta, Incoming, Partial, Policy, RelPath, Store, StoreError, StoreOptions, Stored,
+    Expired, FileMeta, Incoming, Partial, Policy, RelPath, Store, StoreError, StoreOptions, Stored,
+    DEFAULT_PARTIAL_MAX_AGE, MAX_PARTIALS_PER_SWEEP,
 };
+pub use sweep::PARTIAL_SWEEP_INTERVAL;
 pub use transfer::{ABORTED_HASH, CHANNEL_CHUNKS, CHUNK_BYTES, MAX_DISCARD_BYTES};
 
 use crate::session::SessionConfig;

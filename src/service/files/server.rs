@@ -12,7 +12,8 @@ use tracing::{info, warn};
 
 use super::hash::HashAlg;
 use super::requests::Session;
-use super::store::{Store, StoreError, StoreOptions};
+use super::store::{Store, StoreError, StoreOptions, DEFAULT_PARTIAL_MAX_AGE};
+use super::sweep::{sweep, PartialSweeper, PARTIAL_SWEEP_INTERVAL};
 use crate::net::tls::TlsAcceptor;
 use crate::net::Addr;
 use crate::server::{Conn, ConnInfo, Handler};
@@ -59,6 +60,9 @@ pub struct FilesConfig {
     pub session: SessionConfig,
     /// Wrap every connection in TLS first; `None` serves plaintext.
     pub tls: Option<TlsAcceptor>,
+    /// Partial files (kept for resume) untouched this long are removed when the server
+    /// starts and then at most hourly; `None` keeps them forever.
+    pub partial_max_age: Option<Duration>,
 }
 
 impl FilesConfig {
@@ -72,6 +76,7 @@ impl FilesConfig {
             request_timeout: REQUEST_TIMEOUT,
             session: super::session_config(),
             tls: None,
+            partial_max_age: Some(DEFAULT_PARTIAL_MAX_AGE),
         }
     }
 }
@@ -117,6 +122,7 @@ pub struct FilesServer {
     pub(super) store: Arc<Store>,
     token: Option<Token>,
     limiter: AuthLimiter,
+    sweeper: PartialSweeper,
 }
 
 /// What a session runs over: the engine's [`Conn`], or TLS around it.
@@ -128,11 +134,18 @@ impl FilesServer {
     /// serving beyond loopback; without a token, connections that arrive on a non-loopback
     /// address are refused anyway.
     ///
+    /// Partial files older than `config.partial_max_age` are removed here, before serving.
+    ///
     /// # Errors
     /// The root directory cannot be created or opened.
     pub fn new(config: FilesConfig, token: Option<Token>) -> Result<Self, StoreError> {
         let store = Store::open(&config.root, config.store.clone())?;
+        if let Some(max_age) = config.partial_max_age {
+            sweep(&store, max_age);
+        }
+        let next_sweep = std::time::Instant::now() + PARTIAL_SWEEP_INTERVAL;
         Ok(FilesServer {
+            sweeper: PartialSweeper::new(config.partial_max_age, next_sweep),
             config,
             store: Arc::new(store),
             token,
@@ -171,6 +184,7 @@ impl FilesServer {
         .await;
         // On failure `accept` has logged the refusal and answered the peer.
         accepted.ok()?;
+        self.sweeper.spawn_if_due(&self.store);
         framed.set_read_buffer_bytes(super::transfer::CHUNK_BYTES);
         let mut session = Session::new(self, framed, info);
         let summary = session.run().await;

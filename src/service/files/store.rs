@@ -17,6 +17,7 @@ use super::hash::{HashAlg, Hasher};
 use super::messages::{Entry, Kind};
 
 mod at;
+mod expire;
 mod incoming;
 mod listing;
 mod path;
@@ -25,6 +26,7 @@ mod receive;
 mod tests;
 
 use at::{io_error, kind_of, open_dir, owned, stat_at};
+pub use expire::{Expired, DEFAULT_PARTIAL_MAX_AGE, MAX_PARTIALS_PER_SWEEP};
 pub use incoming::Incoming;
 use path::shown_parts;
 pub use path::RelPath;

@@ -1,0 +1,41 @@
+//! Waiting for a process to be gone: the bounded poll the exec tests use to check that a
+//! remote command (and its children) died with its session.
+
+use std::time::Duration;
+
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
+use super::TEST_TIMEOUT;
+
+/// How often [`wait_until_gone`] looks.
+const PID_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Whether `pid` is gone: no such process, or a zombie waiting for a reaper we do not control.
+pub fn is_gone(pid: i32) -> bool {
+    if kill(Pid::from_raw(pid), None).is_err() {
+        return true;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+    state.is_empty() || state.starts_with('Z')
+}
+
+/// Polls until `pid` [is gone](is_gone); fails the test with `what` (e.g. "child 42 outlived
+/// its client") if it is still there after [`TEST_TIMEOUT`].
+pub async fn wait_until_gone(pid: i32, what: &str) {
+    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+    while !is_gone(pid) {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(PID_POLL_INTERVAL).await;
+    }
+}
+
+/// [`wait_until_gone`] for a test without a runtime.
+pub fn wait_until_gone_blocking(pid: i32, what: &str) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime for the poll")
+        .block_on(wait_until_gone(pid, what));
+}
