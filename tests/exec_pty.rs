@@ -246,6 +246,8 @@ async fn read_until(conn: &mut Connection<Stream>, out: &mut String, needle: &st
                     out.push_str(&String::from_utf8_lossy(&chunk));
                 }
             }
+            // Typed input taken by the terminal is credited back.
+            Some(ServerMessage::StdinCredit { .. }) => {}
             other => panic!("expected {needle:?} in stdout, got {other:?} after {out:?}"),
         }
     }
@@ -262,6 +264,7 @@ async fn read_exit(conn: &mut Connection<Stream>) -> ServerMessage {
             Some(ServerMessage::Stdout { .. }) => {
                 while conn.read_body_chunk().await.unwrap().is_some() {}
             }
+            Some(ServerMessage::StdinCredit { .. }) => {}
             Some(other) => return other,
             None => panic!("closed without an exit"),
         }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, Subcommand};
 use indicatif::ProgressDrawTarget;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +19,13 @@ use crate::service::files::{
     OneShot, Policy, Progress, PutOptions, Remote, StoreOptions,
 };
 use crate::session::load_token;
+
+/// `sockit files ...`.
+#[derive(Debug, Subcommand)]
+pub enum FilesCommand {
+    /// Receive into and serve from a directory: verified, atomic, resumable transfers.
+    Serve(FilesServeArgs),
+}
 
 /// Client options shared by `put`, `get`, `ls` and `send`.
 #[derive(Debug, Args)]

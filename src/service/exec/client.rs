@@ -7,7 +7,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use super::messages::{ClientMessage, PtyRequest, RemoteExit, ServerMessage, SignalName};
-use super::{session_config, OUTPUT_CHUNK_BYTES};
+use super::{session_config, OUTPUT_CHUNK_BYTES, STDIN_WINDOW_BYTES};
 use crate::net::tls::{TlsConnector, TlsError};
 use crate::net::{Addr, Stream};
 use crate::session::{self, SessionError, Token};
@@ -199,8 +199,9 @@ where
         signals,
         resizes,
     } = io;
-    let receive = receive_output(&mut reader, stdout, stderr);
-    let send = send_input(&mut writer, stdin, signals, resizes);
+    let (credited, credits) = watch::channel(0u64);
+    let receive = receive_output(&mut reader, stdout, stderr, credited);
+    let send = send_input(&mut writer, stdin, signals, resizes, credits);
     tokio::pin!(receive, send);
     let mut sending = true;
     loop {
@@ -212,11 +213,13 @@ where
     }
 }
 
-/// Reads the server's frames until `exit`, writing output bodies locally as they arrive.
+/// Reads the server's frames until `exit`, writing output bodies locally as they arrive and
+/// adding up stdin credit in `credited`.
 async fn receive_output<R, O, E>(
     reader: &mut Connection<R>,
     mut stdout: O,
     mut stderr: E,
+    credited: watch::Sender<u64>,
 ) -> Result<RunOutcome, ExecError>
 where
     R: AsyncRead + AsyncWrite + Unpin,
@@ -229,6 +232,9 @@ where
             None => return Err(error.map_or(ExecError::Closed, ExecError::Remote)),
             Some(ServerMessage::Stdout { .. }) => copy_body(reader, &mut stdout).await?,
             Some(ServerMessage::Stderr { .. }) => copy_body(reader, &mut stderr).await?,
+            Some(ServerMessage::StdinCredit { bytes }) => {
+                credited.send_modify(|total| *total = total.saturating_add(bytes));
+            }
             Some(ServerMessage::Error { code, message }) => {
                 error = Some(ErrorFrame::new(
                     escape_one_line(&code, MAX_REMOTE_TEXT_CHARS),
@@ -263,6 +269,9 @@ where
 /// Forwards local stdin as `stdin` frames then `stdin_eof`, `signals` as `signal` frames
 /// and window sizes as `resize` frames, until all are exhausted.
 ///
+/// Stdin is sent only as far as the server's credit goes (the window plus the running total
+/// in `credited`), so a command that stops reading holds back its input, never the signals.
+///
 /// # Cancel safety
 ///
 /// Not cancel safe (a frame may be half written); dropped only when the run is over.
@@ -271,6 +280,7 @@ async fn send_input<W, I>(
     mut stdin: I,
     mut signals: mpsc::Receiver<SignalName>,
     mut resizes: Option<watch::Receiver<WindowSize>>,
+    mut credited: watch::Receiver<u64>,
 ) -> Result<(), WireError>
 where
     W: AsyncRead + AsyncWrite + Unpin,
@@ -278,11 +288,23 @@ where
 {
     let mut buf = vec![0u8; OUTPUT_CHUNK_BYTES];
     let (mut stdin_open, mut signals_open) = (true, true);
+    let mut sent = 0u64;
     while stdin_open || signals_open || resizes.is_some() {
-        // All three are cancel safe: a read that loses the race has read nothing.
+        let credit = STDIN_WINDOW_BYTES
+            .saturating_add(*credited.borrow_and_update())
+            .saturating_sub(sent);
+        let room = buf.len().min(usize::try_from(credit).unwrap_or(usize::MAX));
+        // All four are cancel safe: a read that loses the race has read nothing.
         tokio::select! {
-            n = stdin.read(&mut buf), if stdin_open => {
+            n = stdin.read(&mut buf[..room]), if stdin_open && room > 0 => {
+                sent = sent.saturating_add(n.as_ref().map_or(0, |n| *n as u64));
                 stdin_open = send_stdin(writer, &buf, n).await?;
+            }
+            more = credited.changed(), if stdin_open && room == 0 => {
+                if more.is_err() {
+                    // The run is over: nothing more will be credited.
+                    return Ok(());
+                }
             }
             sig = signals.recv(), if signals_open => match sig {
                 Some(signal) => writer.write_frame(&ClientMessage::Signal { signal }, &[]).await?,

@@ -9,9 +9,15 @@
 //!   {"type":"resize","rows":R,"cols":C}          ->      (any time; with a pty)
 //!                                                <-  {"type":"stdout","size":N} + N bytes
 //!                                                <-  {"type":"stderr","size":N} + N bytes
+//!                                                <-  {"type":"stdin_credit","bytes":N}
 //!                                                <-  {"type":"error","code":"…","message":"…"}
 //!                                                <-  {"type":"exit","code":0,"signal":null}
 //! ```
+//!
+//! Stdin is flow controlled, so that a command that stops reading cannot hold up the `signal`
+//! and `resize` frames behind its input: a client starts with [`STDIN_WINDOW_BYTES`](super::STDIN_WINDOW_BYTES) of credit,
+//! each `stdin` body spends its size, and each `stdin_credit` gives back `bytes` the command
+//! has taken. A client that sends beyond its credit is refused (`stdin_window_exceeded`).
 //!
 //! `exit` is the server's last frame. An `error` is followed by `exit` only when the command
 //! got as far as a shell would have (`not_found` then exit 127); otherwise the server closes.
@@ -146,6 +152,11 @@ pub enum ServerMessage {
     Stderr {
         /// Body length in bytes.
         size: u64,
+    },
+    /// The command took this much more stdin: the client may send as much again.
+    StdinCredit {
+        /// Bytes credited.
+        bytes: u64,
     },
     /// The command ended: exactly one of `code` and `signal` is set.
     Exit {

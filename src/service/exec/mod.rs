@@ -35,6 +35,7 @@
 //! ```
 
 mod client;
+mod input;
 pub mod local;
 pub mod messages;
 mod plan;
@@ -72,6 +73,10 @@ pub const OUTPUT_CHUNK_BYTES: usize = 32 * 1024;
 /// Size of the reads from the child's stdout, where bulk output flows: one frame each at most
 /// (under [`MAX_DATA_FRAME_BYTES`]).
 pub const STDOUT_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Stdin a client may have sent that the command has not taken yet: its credit at the start,
+/// and the bound on what the server holds for the command (see [`messages`]).
+pub const STDIN_WINDOW_BYTES: u64 = 1024 * 1024;
 
 /// Pipe size asked for the child's stdout (Linux; best effort).
 pub const STDOUT_PIPE_BYTES: usize = 1024 * 1024;

@@ -1,73 +1,23 @@
-//! The moving parts of a running command: the pump that forwards client frames to it (over
-//! pipes or its terminal), and the pump that streams its output back.
+//! The pump that streams a running command's output back to the client (from pipes or its
+//! terminal), with the `stdin_credit` frames that let the client send more input.
 
 use std::io;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::process::{ChildStderr, ChildStdout};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::messages::{window_size, ClientMessage, ServerMessage};
-use super::{Refusal, OUTPUT_CHUNK_BYTES, STDOUT_CHUNK_BYTES};
-use crate::server::ProcessGroup;
+use super::messages::ServerMessage;
+use super::{OUTPUT_CHUNK_BYTES, STDOUT_CHUNK_BYTES};
 use crate::terminal::PtyMaster;
 use crate::wire::{Connection, WireError};
-
-/// The terminal's end-of-file character (Ctrl-D), typed for `stdin_eof` on a pty.
-const EOF_CHAR: u8 = 0x04;
 
 /// Output still read from a pty after [`pump_output`] was told to stop, so a command that
 /// exited with its last output still in the terminal's buffers (at most ~64 KiB on Linux)
 /// loses nothing, while a background job that keeps the terminal busy cannot hold the
 /// session open.
 const PTY_LATE_OUTPUT_BYTES: usize = 256 * 1024;
-
-/// Where client input goes.
-pub(super) enum CommandInput<'a> {
-    /// The command's stdin pipe; `None` once closed.
-    Pipe(Option<ChildStdin>),
-    /// The command's terminal; `false` once a write failed (the command is gone).
-    Pty(&'a PtyMaster, bool),
-}
-
-impl CommandInput<'_> {
-    /// Passes on typed input; a command that stopped reading just stops receiving.
-    async fn write(&mut self, chunk: &[u8]) {
-        match self {
-            CommandInput::Pipe(pipe) => {
-                if let Some(stdin) = pipe.as_mut() {
-                    if stdin.write_all(chunk).await.is_err() {
-                        *pipe = None;
-                    }
-                }
-            }
-            CommandInput::Pty(master, open) => {
-                if *open && master.write_all(chunk).await.is_err() {
-                    *open = false;
-                }
-            }
-        }
-    }
-
-    /// The client's input ended: close the pipe, or type Ctrl-D on the terminal.
-    async fn end(&mut self) {
-        match self {
-            CommandInput::Pipe(pipe) => *pipe = None,
-            CommandInput::Pty(..) => self.write(&[EOF_CHAR]).await,
-        }
-    }
-
-    /// Resizes the terminal; without one there is nothing to resize.
-    fn resize(&self, rows: u16, cols: u16) -> Result<(), Refusal> {
-        let CommandInput::Pty(master, _) = self else {
-            return Ok(());
-        };
-        let size = window_size(rows, cols).map_err(|e| Refusal::new("invalid_pty", e))?;
-        // A terminal whose command is gone cannot be resized; nothing to report.
-        let _ = master.resize(size);
-        Ok(())
-    }
-}
 
 /// Where the command's output comes from.
 pub(super) enum CommandOutput<'a> {
@@ -77,52 +27,31 @@ pub(super) enum CommandOutput<'a> {
     Pty(&'a PtyMaster),
 }
 
-/// Why the client's side of a session ended.
-pub(super) enum InputEnd {
-    /// EOF or a broken stream: the client is gone.
-    Closed,
-    /// A frame that breaks the protocol.
-    Invalid(Refusal),
+/// The stdin the command has taken, not yet credited to the client: a running total from the
+/// input pump ([`super::input::pump_input`]) and how much of it was sent.
+pub(super) struct StdinCredits {
+    taken: watch::Receiver<u64>,
+    sent: u64,
 }
 
-/// Forwards `stdin` frames to the command, ends its input at `stdin_eof`, delivers signals
-/// and window sizes, until the client goes away or misbehaves.
-///
-/// # Cancel safety
-///
-/// Not cancel safe (a stdin chunk may be half written); it is only dropped at session end.
-pub(super) async fn pump_input<R: AsyncRead + AsyncWrite + Unpin>(
-    reader: &mut Connection<R>,
-    mut input: CommandInput<'_>,
-    group: &ProcessGroup,
-) -> InputEnd {
-    loop {
-        let msg = match reader.read_frame::<ClientMessage>().await {
-            Ok(Some(msg)) => msg,
-            Ok(None) | Err(WireError::Io(_) | WireError::UnexpectedEof) => return InputEnd::Closed,
-            Err(e) => return InputEnd::Invalid(Refusal::from(&e)),
-        };
-        match msg {
-            ClientMessage::Stdin { .. } => loop {
-                let chunk = match reader.read_body_chunk().await {
-                    Ok(Some(chunk)) => chunk,
-                    Ok(None) => break,
-                    Err(_) => return InputEnd::Closed,
-                };
-                input.write(&chunk).await;
-            },
-            ClientMessage::StdinEof => input.end().await,
-            ClientMessage::Signal { signal } => group.signal(signal.into()),
-            ClientMessage::Resize { rows, cols } => {
-                if let Err(refusal) = input.resize(rows, cols) {
-                    return InputEnd::Invalid(refusal);
-                }
-            }
-            ClientMessage::Run { .. } => {
-                return InputEnd::Invalid(Refusal::new(
-                    "unexpected_message",
-                    "one run request per connection",
-                ))
+impl StdinCredits {
+    pub(super) fn new(taken: watch::Receiver<u64>) -> Self {
+        StdinCredits { taken, sent: 0 }
+    }
+
+    /// Waits for stdin taken since the last call; `None` once the input pump is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: `watch::Receiver::changed` is, and the rest does not wait.
+    async fn next(&mut self) -> Option<u64> {
+        loop {
+            self.taken.changed().await.ok()?;
+            let total = *self.taken.borrow_and_update();
+            let fresh = total.saturating_sub(self.sent);
+            if fresh > 0 {
+                self.sent = total;
+                return Some(fresh);
             }
         }
     }
@@ -131,6 +60,9 @@ pub(super) async fn pump_input<R: AsyncRead + AsyncWrite + Unpin>(
 /// Streams the command's output, one frame per chunk as it is produced, until it ends: both
 /// pipes at EOF, or the terminal with no process left on it. Each write waits for the client,
 /// so a slow reader holds the command at its pipe or terminal instead of growing a buffer here.
+///
+/// Meanwhile, and after the output ended until `exited` fires (a command may close its output
+/// and still read), the stdin the command takes is credited to the client.
 ///
 /// Once `stop` fires (some time after the command exited) a terminal is read only while it
 /// has output ready, and for at most [`PTY_LATE_OUTPUT_BYTES`]: a background job may still
@@ -146,27 +78,54 @@ pub(super) async fn pump_input<R: AsyncRead + AsyncWrite + Unpin>(
 pub(super) async fn pump_output<W: AsyncRead + AsyncWrite + Unpin>(
     writer: &mut Connection<W>,
     output: CommandOutput<'_>,
+    credits: &mut StdinCredits,
     stop: &CancellationToken,
+    exited: &CancellationToken,
 ) -> Result<(), WireError> {
     match output {
-        CommandOutput::Pipes(stdout, stderr) => pump_pipes(writer, stdout, stderr).await,
-        CommandOutput::Pty(master) => pump_pty(writer, master, stop).await,
+        CommandOutput::Pipes(stdout, stderr) => pump_pipes(writer, stdout, stderr, credits).await,
+        CommandOutput::Pty(master) => pump_pty(writer, master, credits, stop).await,
+    }?;
+    loop {
+        // Both are cancel safe.
+        tokio::select! {
+            () = exited.cancelled() => return Ok(()),
+            fresh = credits.next() => match fresh {
+                Some(bytes) => send_credit(writer, bytes).await?,
+                None => return Ok(()),
+            },
+        }
     }
+}
+
+/// Lets the client send `bytes` more of stdin.
+async fn send_credit<W: AsyncRead + AsyncWrite + Unpin>(
+    writer: &mut Connection<W>,
+    bytes: u64,
+) -> Result<(), WireError> {
+    writer
+        .write_frame(&ServerMessage::StdinCredit { bytes }, &[])
+        .await
 }
 
 async fn pump_pty<W: AsyncRead + AsyncWrite + Unpin>(
     writer: &mut Connection<W>,
     master: &PtyMaster,
+    credits: &mut StdinCredits,
     stop: &CancellationToken,
 ) -> Result<(), WireError> {
     let mut buf = vec![0u8; OUTPUT_CHUNK_BYTES];
     let mut late = 0usize;
     loop {
-        // Biased: output that is ready is read before `stop` is even looked at. The read is
+        // Biased: output that is ready is read before `stop` is even looked at. All three are
         // cancel safe.
         let read = tokio::select! {
             biased;
             n = master.read(&mut buf) => n,
+            Some(bytes) = credits.next() => {
+                send_credit(writer, bytes).await?;
+                continue;
+            }
             () = stop.cancelled() => return Ok(()),
         };
         if stop.is_cancelled() {
@@ -185,6 +144,7 @@ async fn pump_pipes<W: AsyncRead + AsyncWrite + Unpin>(
     writer: &mut Connection<W>,
     mut stdout: ChildStdout,
     mut stderr: ChildStderr,
+    credits: &mut StdinCredits,
 ) -> Result<(), WireError> {
     // Stdout starts small and grows to STDOUT_CHUNK_BYTES once a read fills it: bulk output
     // gets big reads, while a quiet command (most sessions) never touches the big buffer.
@@ -192,7 +152,7 @@ async fn pump_pipes<W: AsyncRead + AsyncWrite + Unpin>(
     let mut err_buf = vec![0u8; OUTPUT_CHUNK_BYTES];
     let (mut out_open, mut err_open) = (true, true);
     while out_open || err_open {
-        // Both reads are cancel safe: the one that loses the race has read nothing.
+        // All three are cancel safe: a read that loses the race has read nothing.
         tokio::select! {
             n = stdout.read(&mut out_buf), if out_open => {
                 let filled = matches!(n, Ok(read) if read == out_buf.len());
@@ -204,6 +164,7 @@ async fn pump_pipes<W: AsyncRead + AsyncWrite + Unpin>(
             n = stderr.read(&mut err_buf), if err_open => {
                 err_open = forward(writer, Pipe::Stderr, &err_buf, n).await?;
             }
+            Some(bytes) = credits.next() => send_credit(writer, bytes).await?,
         }
     }
     Ok(())

@@ -8,13 +8,15 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::Child;
+use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::input::{pump_input, CommandInput, InputEnd};
 use super::messages::{ClientMessage, RemoteExit};
 use super::plan::{exit_of, spawn, validate, CommandIo, Plan};
-use super::pumps::{pump_input, pump_output, CommandInput, CommandOutput, InputEnd};
+use super::pumps::{pump_output, CommandOutput, StdinCredits};
 use super::{Refusal, RUN_REQUEST_TIMEOUT};
 use crate::net::tls::TlsAcceptor;
 use crate::server::ProcessGroup;
@@ -253,6 +255,9 @@ impl ExecServer {
         };
         let is_pty = matches!(command_out, CommandOutput::Pty(_));
         let stop_output = CancellationToken::new();
+        let exited = CancellationToken::new();
+        let (taken, credits) = watch::channel(0u64);
+        let mut credits = StdinCredits::new(credits);
         let (mut reader, mut writer) = framed.split();
         let deadline = self.config.timeout.map(|t| Instant::now() + t);
         let mut status: Option<io::Result<ExitStatus>> = None;
@@ -260,8 +265,14 @@ impl ExecServer {
         let mut client_error: Option<Refusal> = None;
         let (mut input_done, mut timed_out, mut terminating) = (false, false, false);
         {
-            let pump_out = pump_output(&mut writer, command_out, &stop_output);
-            let pump_in = pump_input(&mut reader, command_in, &group);
+            let pump_out = pump_output(
+                &mut writer,
+                command_out,
+                &mut credits,
+                &stop_output,
+                &exited,
+            );
+            let pump_in = pump_input(&mut reader, command_in, &group, taken);
             let timer = sleep_until(deadline.unwrap_or_else(far_future));
             let drain_timer = sleep_until(far_future());
             tokio::pin!(pump_out, pump_in, timer, drain_timer);
@@ -281,6 +292,7 @@ impl ExecServer {
                         // output reaches EOF and nothing outlives the session.
                         group.signal(Signal::SIGKILL);
                         group.disarm();
+                        exited.cancel();
                         status = Some(res);
                         if is_pty {
                             drain_timer.as_mut().reset(Instant::now() + PTY_DRAIN_TIMEOUT);

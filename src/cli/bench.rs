@@ -1,0 +1,166 @@
+//! The load generators: `bench echo`, `bench hold`, `bench chat`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use super::{parse_duration, Failure};
+use crate::net::Addr;
+use crate::service::bench::{self, BenchError, EchoLoad, HoldLoad};
+
+/// `sockit bench ...`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Drive an echo server and report requests/s, MB/s and latency percentiles.
+    Echo(BenchEchoArgs),
+    /// Hold many idle connections open and probe that the server still answers.
+    Hold(BenchHoldArgs),
+    /// Chat fan-out: receivers and senders in one room of a line-protocol chat broker.
+    Chat(BenchChatArgs),
+}
+
+/// `sockit bench chat`.
+#[derive(Debug, Args)]
+pub struct BenchChatArgs {
+    /// The broker's line-protocol address (`sockit chat serve --line-listen`, `ncat --chat`).
+    pub addr: Addr,
+    /// Clients that only receive.
+    #[arg(long, default_value_t = 100)]
+    pub receivers: usize,
+    /// Clients that send.
+    #[arg(long, default_value_t = 1)]
+    pub senders: usize,
+    /// Bytes per message (newline excluded).
+    #[arg(long, default_value_t = 32)]
+    pub size: usize,
+    /// How long senders send (e.g. 5s).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub duration: Duration,
+    /// Messages a sender may be ahead of the slowest receiver (keep senders × window under
+    /// the broker's per-client queue, 4,096 messages for sockit, or receivers get dropped).
+    #[arg(long, default_value_t = 100)]
+    pub window: u64,
+    /// Pace each sender at this many messages per second (default: as fast as the window
+    /// allows).
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// No nick handshake: for brokers like `ncat --chat`.
+    #[arg(long, conflicts_with = "redis")]
+    pub raw: bool,
+    /// Speak Redis pub/sub (RESP): receivers SUBSCRIBE, senders PUBLISH, to a redis-server.
+    #[arg(long)]
+    pub redis: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sockit bench echo`.
+#[derive(Debug, Args)]
+pub struct BenchEchoArgs {
+    /// The echo server: HOST:PORT, [IPv6]:PORT or unix:/path.
+    pub addr: Addr,
+    /// Concurrent connections (or UDP clients).
+    #[arg(long, default_value_t = 1)]
+    pub conns: usize,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// How long to run (e.g. 10s).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Messages in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+    /// UDP echo.
+    #[arg(long)]
+    pub udp: bool,
+    /// Check every echoed byte.
+    #[arg(long)]
+    pub verify: bool,
+    /// Open a connection per request (measures connection rate).
+    #[arg(long)]
+    pub connect_per_request: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sockit bench hold`.
+#[derive(Debug, Args)]
+pub struct BenchHoldArgs {
+    /// The echo server: HOST:PORT.
+    pub addr: Addr,
+    /// Connections to hold.
+    #[arg(long, default_value_t = 1000)]
+    pub conns: usize,
+    /// How long to hold them.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub seconds: Duration,
+    /// Probe round trips on a fresh connection while holding.
+    #[arg(long, default_value_t = 200)]
+    pub probes: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub(super) async fn run_bench(cmd: BenchCommand) -> Result<(), Failure> {
+    let (text, json) = match cmd {
+        BenchCommand::Echo(a) => {
+            let load = EchoLoad {
+                addr: a.addr,
+                conns: a.conns,
+                size: a.size,
+                duration: a.duration,
+                pipeline: a.pipeline,
+                udp: a.udp,
+                verify: a.verify,
+                connect_per_request: a.connect_per_request,
+            };
+            let report = bench::run_echo(&load).await.map_err(bench_failure)?;
+            let json = serde_json::to_string(&report).context("report")?;
+            (report.table(), a.json.then_some(json))
+        }
+        BenchCommand::Hold(a) => {
+            let load = HoldLoad {
+                addr: a.addr,
+                conns: a.conns,
+                duration: a.seconds,
+                probes: a.probes,
+            };
+            let report = bench::run_hold(&load).await.map_err(bench_failure)?;
+            let json = serde_json::to_string(&report).context("report")?;
+            (report.table(), a.json.then_some(json))
+        }
+        BenchCommand::Chat(a) => {
+            let load = bench::ChatLoad {
+                addr: a.addr,
+                proto: match (a.raw, a.redis) {
+                    (true, _) => bench::ChatProto::Raw,
+                    (_, true) => bench::ChatProto::Redis,
+                    _ => bench::ChatProto::Sockit,
+                },
+                receivers: a.receivers,
+                senders: a.senders,
+                size: a.size,
+                duration: a.duration,
+                window: a.window,
+                rate: a.rate,
+            };
+            let report = bench::run_chat(&load).await.map_err(bench_failure)?;
+            let json = serde_json::to_string(&report).context("report")?;
+            (report.table(), a.json.then_some(json))
+        }
+    };
+    println!("{}", json.unwrap_or(text));
+    Ok(())
+}
+
+fn bench_failure(e: BenchError) -> Failure {
+    match e {
+        BenchError::InvalidLoad(_) => Failure::Usage(e.into()),
+        e => Failure::Runtime(e.into()),
+    }
+}

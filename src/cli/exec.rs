@@ -1,0 +1,377 @@
+//! The exec commands: `exec serve`, `exec run` (sockit's protocol or the tutorial's) and
+//! `exec shell`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use tokio::signal::unix::{signal as unix_signal, SignalKind};
+use tokio::sync::watch;
+
+use super::{client_tls, parse_duration, server_tls, Failure};
+use crate::net::tls::Fingerprint;
+use crate::net::{Addr, BindOptions, Listener};
+use crate::server::{self, serve, Config};
+use crate::service::exec::local::{self, Hangups};
+use crate::service::exec::shell::{LineForm, ShellIo};
+use crate::service::exec::tutorial::{self, TutorialConfig, TutorialServer};
+use crate::service::exec::{self, ExecConfig, ExecServer, LocalIo, RunRequest, SignalName};
+use crate::session::{load_token, Token};
+use crate::stdio::ThreadWriter;
+use crate::terminal::{RawMode, WindowSize};
+
+/// `sockit exec ...`.
+#[derive(Debug, Subcommand)]
+pub enum ExecCommand {
+    /// Run commands for authenticated clients, one per connection.
+    Serve(ExecServeArgs),
+    /// Run one command on an exec server; exits with its status (ssh's rule).
+    Run(ExecRunArgs),
+    /// A prompt loop: each line runs on the server (a connection per line) until EOF or `exit`.
+    Shell(ExecShellArgs),
+}
+
+/// `sockit exec shell`.
+#[derive(Debug, Args)]
+pub struct ExecShellArgs {
+    /// The exec server: HOST:PORT, [IPv6]:PORT or unix:/path.
+    pub addr: Addr,
+    /// File holding the token (mode 0600); else SOCKIT_TOKEN.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Send each line split on whitespace as a program and its arguments, for servers
+    /// without --shell (default: each line is one `sh -c` line).
+    #[arg(long)]
+    pub words: bool,
+}
+
+/// Another program's protocol to speak instead of sockit's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compat {
+    /// The Python socket lessons' "simulated ssh": a raw command line in; a
+    /// `struct.pack("i")` length, a JSON header and stdout+stderr out. No auth: loopback only.
+    Tutorial,
+}
+
+/// `sockit exec serve`.
+#[derive(Debug, Args)]
+pub struct ExecServeArgs {
+    /// Address: HOST:PORT, [IPv6]:PORT or unix:/path.
+    #[arg(long, default_value = exec::DEFAULT_EXEC_ADDR)]
+    pub listen: Addr,
+    /// File holding the token (mode 0600); else SOCKIT_TOKEN; else one is generated and printed.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Allow clients to run `sh -c LINE` (exec run --shell).
+    #[arg(long, conflicts_with = "allow_cmd")]
+    pub shell: bool,
+    /// Only run this program (exact argv[0]; repeatable).
+    #[arg(long)]
+    pub allow_cmd: Vec<String>,
+    /// Kill a command's whole process group after this long (e.g. 30s, 5m; with --compat
+    /// tutorial the default is 60s).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Maximum concurrent sessions; more wait in the backlog (default 10000; 16 with
+    /// --compat tutorial, whose sessions hold a command's whole output in memory).
+    #[arg(long)]
+    pub max_conns: Option<usize>,
+    /// Serve over TLS; without --cert/--key a self-signed certificate is generated and its
+    /// fingerprint printed for clients' --tls-pin.
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM certificate chain for --tls (leaf first).
+    #[arg(long, requires_all = ["tls", "key"])]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for --cert.
+    #[arg(long, requires_all = ["tls", "cert"])]
+    pub key: Option<PathBuf>,
+    /// Speak another protocol: `tutorial` for the Python lessons' client (no auth, no TLS, so
+    /// only on loopback or a Unix socket).
+    #[arg(long, value_enum, conflicts_with_all = ["token_file", "shell", "allow_cmd", "tls"])]
+    pub compat: Option<Compat>,
+}
+
+/// `sockit exec run`.
+#[derive(Debug, Args)]
+pub struct ExecRunArgs {
+    /// The exec server: HOST:PORT, [IPv6]:PORT or unix:/path.
+    pub addr: Addr,
+    /// File holding the token (mode 0600); else SOCKIT_TOKEN.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Give up after this long (exit 255; the server then kills the command).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Run the words as one `sh -c` line (the server must run with --shell).
+    #[arg(long)]
+    pub shell: bool,
+    /// Run the command on a pseudo-terminal, for interactive programs (stdout and stderr
+    /// merged, window size forwarded, this terminal in raw mode until the command ends). Only
+    /// when stdin is a terminal; -tt forces one anyway (ssh's rule).
+    #[arg(short = 't', action = clap::ArgAction::Count)]
+    pub tty: u8,
+    /// Connect over TLS (never falls back to plaintext); needs --tls-pin or --tls-ca.
+    #[arg(long)]
+    pub tls: bool,
+    /// Accept only the server certificate with this fingerprint (sha256:AB:CD:...).
+    #[arg(long, requires = "tls", conflicts_with = "tls_ca")]
+    pub tls_pin: Option<Fingerprint>,
+    /// Accept server certificates issued by a CA in this PEM file.
+    #[arg(long, requires = "tls")]
+    pub tls_ca: Option<PathBuf>,
+    /// Speak another protocol: `tutorial` talks to the Python lessons' server (the words are
+    /// joined with spaces into one command line; no auth, no TLS).
+    #[arg(long, value_enum, conflicts_with_all = ["token_file", "shell", "tls", "tty"])]
+    pub compat: Option<Compat>,
+    /// The program and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// `exec run`'s status for a failure that is not the remote command's (ssh's rule).
+const EXEC_FAILURE_CODE: u8 = 255;
+
+pub(super) async fn run_exec_serve(args: ExecServeArgs) -> Result<(), Failure> {
+    if args.compat == Some(Compat::Tutorial) {
+        return run_tutorial_serve(args).await;
+    }
+    let token =
+        match load_token(args.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))? {
+            Some(token) => token,
+            None => {
+                let token = Token::generate().context("exec")?;
+                // Shown once, to the operator, on stdout; never logged.
+                println!("exec token: {}", token.reveal());
+                token
+            }
+        };
+    let config = ExecConfig {
+        shell: args.shell,
+        allow_cmds: args.allow_cmd,
+        timeout: args.timeout,
+        ..ExecConfig::default()
+    };
+    let engine = Config {
+        service: exec::SERVICE.into(),
+        max_conns: args.max_conns.unwrap_or(server::DEFAULT_MAX_CONNS),
+        // A quiet command may run for hours; --timeout bounds commands, and the handshake and
+        // the run request have their own deadlines.
+        idle_timeout: None,
+        ..Config::default()
+    };
+    let listener = Listener::bind(&args.listen, &BindOptions::default())
+        .await
+        .context("exec")?;
+    let addr = listener.local_addr().context("exec")?;
+    if !addr.is_local() {
+        tracing::warn!(%addr, "exec listens beyond loopback: anyone holding the token can run commands");
+    }
+    let config = ExecConfig {
+        tls: server_tls(args.tls, args.cert.as_deref(), args.key.as_deref(), &addr)?,
+        ..config
+    };
+    let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
+    eprintln!("exec listening on {addr}");
+    serve(listener, ExecServer::new(config, token), engine, shutdown)
+        .await
+        .context("exec")?;
+    Ok(())
+}
+
+async fn run_tutorial_serve(args: ExecServeArgs) -> Result<(), Failure> {
+    if !args.listen.is_local() {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--compat tutorial has no authentication, so it only listens on loopback or a Unix \
+             socket, not {}",
+            args.listen
+        )));
+    }
+    let config = TutorialConfig {
+        timeout: args.timeout.unwrap_or(tutorial::DEFAULT_COMMAND_TIMEOUT),
+        ..TutorialConfig::default()
+    };
+    let engine = Config {
+        service: "exec-tutorial".into(),
+        max_conns: args.max_conns.unwrap_or(tutorial::DEFAULT_MAX_CONNS),
+        ..Config::default()
+    };
+    let listener = Listener::bind(&args.listen, &BindOptions::default())
+        .await
+        .context("exec")?;
+    let addr = listener.local_addr().context("exec")?;
+    let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
+    eprintln!("exec (tutorial protocol, no auth) listening on {addr}");
+    serve(listener, TutorialServer::new(config), engine, shutdown)
+        .await
+        .context("exec")?;
+    Ok(())
+}
+
+pub(super) async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
+    let fail = |e: anyhow::Error| Failure::Exit {
+        code: EXEC_FAILURE_CODE,
+        error: Some(e),
+    };
+    if args.compat == Some(Compat::Tutorial) {
+        return run_tutorial_client(args).await;
+    }
+    let tls = client_tls(args.tls, args.tls_pin, args.tls_ca)?;
+    let token = load_token(args.token_file.as_deref())
+        .map_err(|e| fail(e.into()))?
+        .ok_or_else(|| {
+            fail(anyhow::anyhow!(
+                "no token: give --token-file or set SOCKIT_TOKEN"
+            ))
+        })?;
+    let stdin_is_tty = std::io::stdin().is_terminal();
+    let pty = match (args.tty, stdin_is_tty) {
+        (0, _) => None,
+        (1, false) => {
+            eprintln!(
+                "sockit: pseudo-terminal will not be allocated because stdin is not a terminal \
+                 (-tt forces one)"
+            );
+            None
+        }
+        _ => Some(local::pty_request()),
+    };
+    // With a pty and a local terminal: raw mode, so every key (Ctrl-C, Ctrl-D, Ctrl-Z too)
+    // goes to the remote terminal, which gives it its meaning. The guard restores the
+    // terminal however this function ends, and before anything is printed after the run.
+    let (resizes, mut hangups, raw) = if pty.is_some() && stdin_is_tty {
+        let (resizes, hangups, raw) = enter_pty_mode().map_err(fail)?;
+        (Some(resizes), Some(hangups), Some(raw))
+    } else {
+        (None, None, None)
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    // Ctrl-C goes to the remote command, which decides whether to die of it. (In raw mode the
+    // key is a byte on stdin; this still catches a SIGINT sent from elsewhere.)
+    let mut interrupts = unix_signal(SignalKind::interrupt())
+        .context("cannot install signal handlers")
+        .map_err(fail)?;
+    tokio::spawn(async move {
+        while interrupts.recv().await.is_some() {
+            if tx.send(SignalName::Int).await.is_err() {
+                break;
+            }
+        }
+    });
+    // Output goes through writer threads: tokio's stdout hands every small write to its
+    // blocking pool, which capped `exec run -- cat` near 0.3 GB/s (docs/benchmarks.md).
+    let mut stdout = ThreadWriter::spawn(std::io::stdout());
+    let mut stderr = ThreadWriter::spawn(std::io::stderr());
+    let io = LocalIo {
+        stdin: tokio::io::stdin(),
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+        signals: rx,
+        resizes,
+    };
+    let request = RunRequest {
+        argv: args.command,
+        shell: args.shell,
+        pty,
+    };
+    let running = async {
+        match &tls {
+            Some(tls) => exec::run_tls(&args.addr, tls, &token, &request, io).await,
+            None => exec::run(&args.addr, &token, &request, io).await,
+        }
+    };
+    let limited = async {
+        match args.timeout {
+            Some(limit) => tokio::time::timeout(limit, running).await.map_err(|_| {
+                fail(anyhow::anyhow!(
+                    "the command did not finish within {limit:?}"
+                ))
+            }),
+            None => Ok(running.await),
+        }
+    };
+    let result = tokio::select! {
+        result = limited => result,
+        signal = Hangups::recv(&mut hangups) => {
+            Err(fail(anyhow::anyhow!("terminated by {signal}")))
+        }
+    };
+    // Everything received is written out before any error or exit status is reported, and
+    // the terminal is itself again before anything else is printed.
+    let flushed = stdout.finish().await.and(stderr.finish().await);
+    drop(raw);
+    let outcome = result?.map_err(|e| fail(e.into()))?;
+    flushed.map_err(|e| fail(anyhow::Error::from(e).context("cannot write the output")))?;
+    if let Some(error) = &outcome.error {
+        eprintln!("sockit: remote: {} ({})", error.message, error.code);
+    }
+    match outcome.exit.exit_code() {
+        0 => Ok(()),
+        code => Err(Failure::Exit { code, error: None }),
+    }
+}
+
+/// What `exec run -t` sets up on a local terminal: the window size to follow, SIGTERM and
+/// SIGHUP caught, and raw mode (last, so nothing can fail after it but the run).
+fn enter_pty_mode() -> anyhow::Result<(watch::Receiver<WindowSize>, Hangups, RawMode)> {
+    let resizes = local::watch_window_size().context("cannot watch the window size")?;
+    let hangups = Hangups::install().context("cannot install signal handlers")?;
+    let raw = RawMode::enable(std::io::stdin()).context("cannot put the terminal in raw mode")?;
+    Ok((resizes, hangups, raw))
+}
+
+async fn run_tutorial_client(args: ExecRunArgs) -> Result<(), Failure> {
+    let fail = |e: anyhow::Error| Failure::Exit {
+        code: EXEC_FAILURE_CODE,
+        error: Some(e),
+    };
+    let line = args.command.join(" ");
+    let running = tutorial::run_tutorial(&args.addr, &line, tokio::io::stdout());
+    let reply = match args.timeout {
+        Some(limit) => tokio::time::timeout(limit, running)
+            .await
+            .map_err(|_| fail(anyhow::anyhow!("no complete reply within {limit:?}")))?,
+        None => running.await,
+    }
+    .map_err(|e| fail(e.into()))?;
+    if !reply.verified && !reply.header.hash.is_empty() {
+        eprintln!(
+            "sockit: the output's hash is not SHA-256 ({} hex digits), so it was not checked",
+            reply.header.hash.len()
+        );
+    }
+    Ok(())
+}
+
+pub(super) async fn run_exec_shell(args: ExecShellArgs) -> Result<(), Failure> {
+    let fail = |e: anyhow::Error| Failure::Exit {
+        code: EXEC_FAILURE_CODE,
+        error: Some(e),
+    };
+    let token = load_token(args.token_file.as_deref())
+        .map_err(|e| fail(e.into()))?
+        .ok_or_else(|| {
+            fail(anyhow::anyhow!(
+                "no token: give --token-file or set SOCKIT_TOKEN"
+            ))
+        })?;
+    let form = if args.words {
+        LineForm::Words
+    } else {
+        LineForm::Shell
+    };
+    let io = ShellIo {
+        input: tokio::io::BufReader::new(tokio::io::stdin()),
+        stdout: tokio::io::stdout(),
+        stderr: tokio::io::stderr(),
+    };
+    let code = exec::shell::shell(&args.addr, &token, form, io)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    match code {
+        0 => Ok(()),
+        code => Err(Failure::Exit { code, error: None }),
+    }
+}

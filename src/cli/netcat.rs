@@ -1,0 +1,96 @@
+//! The netcat commands: `connect` and `listen` (with `--exec`, a command per connection).
+
+use std::ffi::OsString;
+
+use anyhow::Context;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::{EngineArgs, Failure};
+use crate::net::Addr;
+use crate::server::{self, ProcessCommand};
+use crate::service::netcat::{self, ListenOptions, NetcatError};
+
+/// `sockit connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Address: HOST:PORT, [IPv6]:PORT or unix:/path.
+    pub addr: Addr,
+    /// UDP (or Unix datagram).
+    #[arg(long, short)]
+    pub udp: bool,
+    /// Write peer bytes unescaped even when stdout is a terminal.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+/// `sockit listen`.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Address: HOST:PORT, [IPv6]:PORT or unix:/path.
+    pub addr: Addr,
+    /// UDP (or Unix datagram): talk to whoever sends first.
+    #[arg(long, short)]
+    pub udp: bool,
+    /// Keep accepting peers: stdin goes to all of them.
+    #[arg(long, short)]
+    pub keep_open: bool,
+    /// Run this command per connection with the socket as stdin/stdout (split on spaces).
+    #[arg(long, short, conflicts_with = "sh_exec")]
+    pub exec: Option<String>,
+    /// Like --exec, through `sh -c`.
+    #[arg(long)]
+    pub sh_exec: Option<String>,
+    /// Write peer bytes unescaped even when stdout is a terminal.
+    #[arg(long)]
+    pub raw: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub engine: EngineArgs,
+}
+
+fn netcat_failure(e: NetcatError) -> Failure {
+    match e {
+        NetcatError::Usage(msg) => Failure::Usage(anyhow::anyhow!(msg)),
+        NetcatError::Io(e) => Failure::from(anyhow::Error::from(e)),
+    }
+}
+
+pub(super) async fn run_connect(args: ConnectArgs) -> Result<(), Failure> {
+    netcat::connect(&args.addr, args.udp, args.raw)
+        .await
+        .map_err(netcat_failure)
+}
+
+pub(super) async fn run_listen(args: ListenArgs) -> Result<(), Failure> {
+    let exec = match (&args.exec, &args.sh_exec) {
+        (Some(line), _) => {
+            let mut words = line.split_whitespace().map(OsString::from);
+            let program = words
+                .next()
+                .ok_or_else(|| Failure::Usage(anyhow::anyhow!("--exec needs a command")))?;
+            Some(ProcessCommand {
+                program: program.into(),
+                args: words.collect(),
+            })
+        }
+        (None, Some(line)) => Some(ProcessCommand {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), line.into()],
+        }),
+        (None, None) => None,
+    };
+    let shutdown: CancellationToken =
+        server::shutdown_on_signals().context("cannot install signal handlers")?;
+    let opts = ListenOptions {
+        addr: args.addr,
+        udp: args.udp,
+        keep_open: args.keep_open,
+        exec,
+        acl: args.engine.acl(),
+        bind: args.engine.bind_options(),
+        max_conns: args.engine.max_conns,
+        raw: args.raw,
+    };
+    netcat::listen(opts, shutdown).await.map_err(netcat_failure)
+}
