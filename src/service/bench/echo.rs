@@ -419,10 +419,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn batches_larger_than_socket_buffers_do_not_deadlock() {
         let addr = stream_echo("127.0.0.1:0", None).await;
+        // 16 MiB in flight per round: on a loaded 2-core machine the first reply can take
+        // longer than the other tests' 200 ms, which would leave nothing to assert on.
         let big = EchoLoad {
             size: 1 << 20,
             pipeline: 16,
             conns: 1,
+            duration: Duration::from_secs(2),
             ..load(addr)
         };
         assert_clean(&run_echo(&big).await.unwrap());
