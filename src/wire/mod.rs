@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 pub use codec::{Decoded, FrameDecoder};
 pub use connection::Connection;
 pub use encode::{encode_frame, encode_header};
-pub use split::{ReadSide, WriteSide};
+pub use split::{ReadSide, StreamHalf, WriteSide};
 
 /// Largest header the format allows, in bytes of JSON (the length prefix excluded).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
