@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::messages::{ClientMessage, RemoteExit};
 use super::plan::{exit_of, spawn, validate, CommandIo, Plan};
 use super::pumps::{pump_input, pump_output, CommandInput, CommandOutput, InputEnd};
-use super::{Refusal, RUN_REQUEST_TIMEOUT, STDOUT_CHUNK_BYTES};
+use super::{Refusal, RUN_REQUEST_TIMEOUT};
 use crate::net::splice::SpliceWrite;
 use crate::net::tls::TlsAcceptor;
 use crate::server::ProcessGroup;
@@ -27,11 +27,6 @@ use crate::wire::{Connection, WireError};
 /// How long a finished session waits for the client to close before closing itself, so
 /// unread client bytes do not turn the close into a reset that could eat the `exit` frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
-
-/// Encrypted output rustls may hold for the socket (its default is 64 KiB): a whole stdout read
-/// of [`STDOUT_CHUNK_BYTES`] is then sealed and written out in one vectored write instead of
-/// four or more.
-const TLS_SEND_BUFFER_BYTES: usize = 2 * STDOUT_CHUNK_BYTES;
 
 /// Longest escaped command line kept in a log line.
 const LOG_ARGV_CHARS: usize = 500;
@@ -109,13 +104,7 @@ impl Handler for ExecServer {
         };
         // In the connection's task, under its own deadline: a slow client holds only itself.
         match tls.accept(conn).await {
-            Ok(mut stream) => {
-                stream
-                    .get_mut()
-                    .1
-                    .set_buffer_limit(Some(TLS_SEND_BUFFER_BYTES));
-                self.serve_session(stream, info).await
-            }
+            Ok(stream) => self.serve_session(stream, info).await,
             Err(e) => {
                 warn!(peer = %info.peer, service = "exec", error = %e, "tls handshake failed");
                 Ok(())
