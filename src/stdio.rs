@@ -20,6 +20,11 @@ pub const WRITER_QUEUE_CHUNKS: usize = 16;
 /// `(WRITER_QUEUE_CHUNKS + 1) * WRITER_BATCH_BYTES`.
 pub const WRITER_BATCH_BYTES: usize = 1024 * 1024;
 
+/// Written batches the thread hands back for reuse: a fresh megabyte per batch costs a page
+/// fault per 4 KiB (measured at 5% of `exec run --tls -- cat`'s time); a few in circulation
+/// avoid that without holding on to a slow output's whole queue.
+pub const RECYCLED_BATCHES: usize = 2;
+
 /// An `AsyncWrite` whose bytes are written, in order, by a dedicated thread.
 ///
 /// Bytes are handed over in batches: once [`WRITER_BATCH_BYTES`] have gathered, and at every
@@ -31,6 +36,8 @@ pub struct ThreadWriter {
     tx: PollSender<Vec<u8>>,
     /// Bytes written and not yet handed over.
     batch: Vec<u8>,
+    /// Emptied batches coming back from the thread.
+    recycled: std::sync::mpsc::Receiver<Vec<u8>>,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
 
@@ -38,18 +45,23 @@ impl ThreadWriter {
     /// Starts a thread writing to `out`.
     pub fn spawn<W: Write + Send + 'static>(mut out: W) -> Self {
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITER_QUEUE_CHUNKS);
+        let (give_back, recycled) = std::sync::mpsc::sync_channel(RECYCLED_BATCHES);
         let thread = std::thread::spawn(move || {
-            while let Some(chunk) = rx.blocking_recv() {
+            while let Some(mut chunk) = rx.blocking_recv() {
                 out.write_all(&chunk)?;
                 if rx.is_empty() {
                     out.flush()?;
                 }
+                chunk.clear();
+                // Never waits: with enough batches in circulation, this one is just freed.
+                let _ = give_back.try_send(chunk);
             }
             out.flush()
         });
         ThreadWriter {
             tx: PollSender::new(tx),
             batch: Vec::new(),
+            recycled,
             thread: Some(thread),
         }
     }
@@ -98,8 +110,10 @@ impl AsyncWrite for ThreadWriter {
             ready!(this.poll_hand_over(cx))?;
         }
         if this.batch.capacity() == 0 {
-            // One allocation per batch; pages are touched only as bytes arrive.
-            this.batch.reserve_exact(WRITER_BATCH_BYTES);
+            this.batch = this
+                .recycled
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(WRITER_BATCH_BYTES));
         }
         let room = WRITER_BATCH_BYTES.saturating_sub(this.batch.len()).max(1);
         let take = buf.len().min(room);
