@@ -192,6 +192,15 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+impl Cli {
+    /// Whether the command is one stream pumped by one task, better served by a
+    /// single-threaded runtime: `exec run` moves its output on the thread that reads the
+    /// socket, with no hand-offs between worker threads (measured in docs/benchmarks.md).
+    pub fn single_threaded(&self) -> bool {
+        matches!(self.command, Command::Exec(ExecCommand::Run(_)))
+    }
+}
+
 /// Runs a parsed command line.
 ///
 /// # Errors

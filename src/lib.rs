@@ -9,7 +9,7 @@
 //!  session        what every framed service shares: hello, auth, error frames
 //!  wire           the frame format, sans-IO: codec state machine + Connection wrapper
 //!  server         the engine: serve(listener, handler, config, shutdown); modes, limits, drain
-//!  net            bind/connect: TCP, UDP, Unix stream/datagram, socket options, ACL, TLS wrap
+//!  net            bind/connect: TCP, UDP, Unix stream/datagram, socket options, ACL, TLS wrap, splice
 //!  stdio          local stdout/stderr writers for streaming clients
 //!  terminal       raw mode for the local terminal, pseudo-terminals for remote commands
 //!  text           escaping peer text before it reaches a terminal or a log

@@ -1,7 +1,10 @@
 //! Addresses, binding and connecting: TCP (v4/v6), UDP, Unix stream and datagram sockets, their
-//! socket options (through socket2), the allow/deny address lists, and the TLS wrap ([`tls`]).
+//! socket options (through socket2, and the receive low-water mark in [`lowat`]), the allow/deny
+//! address lists, the TLS wrap ([`tls`]) and zero-copy writes from a pipe ([`splice`]).
 
 mod keepalive;
+pub mod lowat;
+pub mod splice;
 pub mod tls;
 
 use std::fmt;

@@ -34,6 +34,9 @@ pub type ServerTlsStream<S> = tokio_rustls::server::TlsStream<Sniffer<S>>;
 /// A client-side TLS stream over `S` (seen through a [`Sniffer`]).
 pub type ClientTlsStream<S> = tokio_rustls::client::TlsStream<Sniffer<S>>;
 
+// TLS must see every byte it encrypts: never spliced.
+impl<S> super::splice::SpliceWrite for ServerTlsStream<S> {}
+
 /// Default deadline for a TLS handshake, on either side.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

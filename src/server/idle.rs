@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::net::splice::SpliceWrite;
+
 /// A stream whose reads and writes fail with `TimedOut` after `timeout` without progress.
 ///
 /// Progress only records an `Instant`; the timer is re-armed lazily when it fires, so the hot
@@ -122,6 +124,22 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl<S: SpliceWrite> SpliceWrite for IdleTimeout<S> {
+    fn can_splice(&self) -> bool {
+        self.inner.can_splice()
+    }
+
+    fn poll_splice_from(
+        &mut self,
+        cx: &mut Context<'_>,
+        pipe: std::os::fd::BorrowedFd<'_>,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        let res = self.inner.poll_splice_from(cx, pipe, len);
+        self.progress(cx, res)
     }
 }
 

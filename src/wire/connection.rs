@@ -1,6 +1,8 @@
 //! `Connection`: typed frame reads and writes over any async byte stream, with bounded buffering.
 
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
+use std::os::fd::BorrowedFd;
 
 use bytes::{Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
@@ -9,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::codec::{Decoded, FrameDecoder};
 use super::encode::{check_body_len, encode_header};
 use super::{ErrorFrame, Limits, Message, WireError};
+use crate::net::splice::SpliceWrite;
 
 /// Read buffer size at start and per growth step; headers reserve up to their (capped) length.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
@@ -224,6 +227,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(())
     }
 
+    /// Writes the next `len` bytes of the body announced by [`write_header`](Self::write_header)
+    /// straight from `pipe` into the stream (splice(2)): the bytes never enter user space.
+    /// `pipe` must hold at least `len` bytes and have no other reader (see
+    /// [`SpliceWrite::poll_splice_from`]).
+    ///
+    /// # Errors
+    ///
+    /// [`WireError::BodyLengthMismatch`] if `len` goes past the announced size (nothing is
+    /// written then), or [`WireError::Io`]: `Unsupported` on a stream that cannot splice,
+    /// `UnexpectedEof` if the pipe ran dry. After an error mid-body the connection must be
+    /// dropped, as the body is short of its declared length.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe (see [`write_frame`](Self::write_frame)).
+    pub async fn splice_body(&mut self, pipe: BorrowedFd<'_>, len: usize) -> Result<(), WireError>
+    where
+        S: SpliceWrite,
+    {
+        let len64 = u64::try_from(len).unwrap_or(u64::MAX);
+        if len64 > self.write_remaining {
+            return Err(WireError::BodyLengthMismatch {
+                declared: self.write_remaining,
+                actual: len64,
+            });
+        }
+        let mut left = len;
+        while left > 0 {
+            let n = poll_fn(|cx| self.stream.poll_splice_from(cx, pipe, left)).await?;
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::WriteZero).into());
+            }
+            let n = n.min(left);
+            left -= n;
+            self.write_remaining -= n as u64;
+        }
+        Ok(())
+    }
+
     /// Writes an error frame: pass an [`ErrorFrame`] or `&WireError`.
     ///
     /// # Errors
@@ -255,6 +297,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// the peer sent that is still too short for a length prefix.
     pub fn at_frame_start(&self) -> bool {
         self.decoder.is_idle()
+    }
+
+    /// Bytes of the current frame's body still to be read from the stream (not yet buffered);
+    /// zero between frames. The peer has committed to sending them, so a reader may wait for
+    /// them all (see [`crate::net::lowat::RecvLowat`]).
+    pub fn unread_body_bytes(&self) -> u64 {
+        if !self.decoder.in_body() {
+            return 0;
+        }
+        let buffered = u64::try_from(self.read_buf.len()).unwrap_or(u64::MAX);
+        self.decoder.body_remaining().saturating_sub(buffered)
     }
 
     /// The underlying stream.

@@ -47,7 +47,7 @@ pub use codec::{Decoded, FrameDecoder};
 pub use connection::Connection;
 pub use encode::{encode_frame, encode_header};
 pub use sniff::{looks_like_text, TEXT_SNIFF_BYTES};
-pub use split::{ReadSide, WriteSide};
+pub use split::{ReadSide, StreamHalf, WriteSide};
 
 /// Largest header the format allows, in bytes of JSON (the length prefix excluded).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;

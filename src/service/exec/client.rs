@@ -3,11 +3,12 @@
 
 use std::io;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch};
 
 use super::messages::{ClientMessage, PtyRequest, RemoteExit, ServerMessage, SignalName};
 use super::{session_config, OUTPUT_CHUNK_BYTES, STDIN_WINDOW_BYTES};
+use crate::net::lowat::RecvLowat;
 use crate::net::tls::{TlsConnector, TlsError};
 use crate::net::{Addr, Stream};
 use crate::session::{self, SessionError, Token};
@@ -17,6 +18,18 @@ use crate::wire::{Connection, ErrorFrame, WireError};
 
 /// Longest remote error text kept.
 const MAX_REMOTE_TEXT_CHARS: usize = 500;
+
+/// Largest read of output from the server: a whole spliced stdout frame (1 MiB) in one go.
+/// One run has one connection, so the memory is bounded by a few of these.
+const OUTPUT_READ_BYTES: usize = 1024 * 1024;
+
+/// Most output the client waits to have queued in its socket before it is woken to read
+/// (plaintext): bulk output then costs one wake-up per this many bytes, not per segment.
+const OUTPUT_WAKE_BYTES: usize = 512 * 1024;
+
+/// Read buffer under TLS: rustls reads the socket in steps of about one record (16 KiB);
+/// reading it this much at a time instead saves a system call per record.
+const TLS_READ_BUFFER_BYTES: usize = 256 * 1024;
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +143,9 @@ where
     E: AsyncWrite + Unpin,
 {
     let stream = connect(addr).await?;
-    run_on(stream, token, request, io)
+    // Best effort: without the mark, output is just read in smaller pieces.
+    let lowat = RecvLowat::of(&stream).ok();
+    run_on(stream, token, request, io, lowat)
         .await
         .map_err(|e| match e {
             ExecError::Session(SessionError::ServerSpeaksTls) => ExecError::ServerSpeaksTls {
@@ -159,8 +174,10 @@ where
     E: AsyncWrite + Unpin,
 {
     let stream = connect(addr).await?;
+    let stream = BufReader::with_capacity(TLS_READ_BUFFER_BYTES, stream);
     let stream = tls.connect(addr, stream).await?;
-    run_on(stream, token, request, io).await
+    // The mark counts ciphertext, which frame bodies do not measure: none under TLS.
+    run_on(stream, token, request, io, None).await
 }
 
 async fn connect(addr: &Addr) -> Result<Stream, ExecError> {
@@ -169,12 +186,14 @@ async fn connect(addr: &Addr) -> Result<Stream, ExecError> {
         .map_err(ExecError::Connect)
 }
 
-/// The session and the run over a connected stream, plaintext or TLS.
+/// The session and the run over a connected stream, plaintext or TLS; `lowat` is the
+/// plaintext socket's receive low-water mark.
 async fn run_on<S, I, O, E>(
     stream: S,
     token: &Token,
     request: &RunRequest,
     io: LocalIo<I, O, E>,
+    lowat: Option<RecvLowat>,
 ) -> Result<RunOutcome, ExecError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -192,6 +211,7 @@ where
     };
     framed.write_frame(&run, &[]).await?;
     let (mut reader, mut writer) = framed.split();
+    reader.set_read_buffer_bytes(OUTPUT_READ_BYTES);
     let LocalIo {
         stdin,
         stdout,
@@ -200,7 +220,7 @@ where
         resizes,
     } = io;
     let (credited, credits) = watch::channel(0u64);
-    let receive = receive_output(&mut reader, stdout, stderr, credited);
+    let receive = receive_output(&mut reader, stdout, stderr, lowat, credited);
     let send = send_input(&mut writer, stdin, signals, resizes, credits);
     tokio::pin!(receive, send);
     let mut sending = true;
@@ -219,6 +239,7 @@ async fn receive_output<R, O, E>(
     reader: &mut Connection<R>,
     mut stdout: O,
     mut stderr: E,
+    mut lowat: Option<RecvLowat>,
     credited: watch::Sender<u64>,
 ) -> Result<RunOutcome, ExecError>
 where
@@ -230,8 +251,12 @@ where
     loop {
         match reader.read_frame::<ServerMessage>().await? {
             None => return Err(error.map_or(ExecError::Closed, ExecError::Remote)),
-            Some(ServerMessage::Stdout { .. }) => copy_body(reader, &mut stdout).await?,
-            Some(ServerMessage::Stderr { .. }) => copy_body(reader, &mut stderr).await?,
+            Some(ServerMessage::Stdout { .. }) => {
+                copy_body(reader, &mut stdout, lowat.as_mut()).await?;
+            }
+            Some(ServerMessage::Stderr { .. }) => {
+                copy_body(reader, &mut stderr, lowat.as_mut()).await?;
+            }
             Some(ServerMessage::StdinCredit { bytes }) => {
                 credited.send_modify(|total| *total = total.saturating_add(bytes));
             }
@@ -255,13 +280,32 @@ where
     }
 }
 
-async fn copy_body<R, W>(reader: &mut Connection<R>, out: &mut W) -> Result<(), ExecError>
+/// Writes the current frame's body to `out` as it arrives. With `lowat`, each read waits for
+/// up to [`OUTPUT_WAKE_BYTES`] of the body's remaining bytes (already on their way), and the
+/// mark is back at one byte before the next header, which may be all the server sends.
+async fn copy_body<R, W>(
+    reader: &mut Connection<R>,
+    out: &mut W,
+    mut lowat: Option<&mut RecvLowat>,
+) -> Result<(), ExecError>
 where
     R: AsyncRead + AsyncWrite + Unpin,
     W: AsyncWrite + Unpin,
 {
-    while let Some(chunk) = reader.read_body_chunk().await? {
+    loop {
+        if let Some(mark) = lowat.as_deref_mut() {
+            let due = usize::try_from(reader.unread_body_bytes()).unwrap_or(usize::MAX);
+            // Best effort: a failed mark only means more wake-ups.
+            let _ = mark.set(due.min(OUTPUT_WAKE_BYTES));
+        }
+        let Some(chunk) = reader.read_body_chunk().await? else {
+            break;
+        };
         out.write_all(&chunk).await.map_err(ExecError::Local)?;
+    }
+    if let Some(mark) = lowat {
+        // A mark left above the next frame's size could stall the session: fail instead.
+        mark.set(1).map_err(|e| ExecError::Wire(e.into()))?;
     }
     out.flush().await.map_err(ExecError::Local)
 }

@@ -78,6 +78,10 @@ pub const STDOUT_CHUNK_BYTES: usize = 256 * 1024;
 /// and the bound on what the server holds for the command (see [`messages`]).
 pub const STDIN_WINDOW_BYTES: u64 = 1024 * 1024;
 
+/// Most stdout bytes spliced into one frame where the connection can splice (plain TCP or Unix
+/// on Linux): a full [`STDOUT_PIPE_BYTES`] pipe, within [`MAX_DATA_FRAME_BYTES`].
+pub const STDOUT_SPLICE_BYTES: usize = 1024 * 1024;
+
 /// Pipe size asked for the child's stdout (Linux; best effort).
 pub const STDOUT_PIPE_BYTES: usize = 1024 * 1024;
 

@@ -4,7 +4,8 @@
 use std::io;
 use std::process::{ExitStatus, Stdio};
 
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::net::unix::pipe;
+use tokio::process::{Child, ChildStderr, ChildStdin, Command};
 
 use super::messages::{PtyRequest, RemoteExit};
 use super::server::ExecConfig;
@@ -40,9 +41,10 @@ impl Plan {
     }
 }
 
-/// A spawned command's ends.
+/// A spawned command's ends. Stdout is a plain pipe receiver, so the output pump can wait for
+/// it to be readable and splice from it without reading.
 pub(super) enum CommandIo {
-    Pipes(ChildStdin, ChildStdout, ChildStderr),
+    Pipes(ChildStdin, pipe::Receiver, ChildStderr),
     Pty(PtyMaster),
 }
 
@@ -134,6 +136,7 @@ pub(super) fn spawn(
         .spawn()?;
     match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
         (Some(stdin), Some(stdout), Some(stderr)) => {
+            let stdout = pipe::Receiver::from_owned_fd(stdout.into_owned_fd()?)?;
             widen_pipe(&stdout);
             Ok((child, CommandIo::Pipes(stdin, stdout, stderr)))
         }
@@ -144,7 +147,7 @@ pub(super) fn spawn(
 /// Asks for a [`STDOUT_PIPE_BYTES`] stdout pipe, so a command that writes fast (`cat` of a
 /// big file) blocks less often and each read moves more. Best effort: the kernel caps pipe
 /// sizes for unprivileged users (`/proc/sys/fs/pipe-max-size`), and the default still works.
-fn widen_pipe(stdout: &tokio::process::ChildStdout) {
+fn widen_pipe(stdout: &pipe::Receiver) {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;

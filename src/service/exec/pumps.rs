@@ -2,14 +2,17 @@
 //! terminal), with the `stdin_credit` frames that let the client send more input.
 
 use std::io;
+use std::os::fd::AsFd;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::process::{ChildStderr, ChildStdout};
+use tokio::net::unix::pipe;
+use tokio::process::ChildStderr;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::messages::ServerMessage;
-use super::{OUTPUT_CHUNK_BYTES, STDOUT_CHUNK_BYTES};
+use super::{OUTPUT_CHUNK_BYTES, STDOUT_CHUNK_BYTES, STDOUT_SPLICE_BYTES};
+use crate::net::splice::{pipe_ready_bytes, SpliceWrite};
 use crate::terminal::PtyMaster;
 use crate::wire::{Connection, WireError};
 
@@ -22,7 +25,7 @@ const PTY_LATE_OUTPUT_BYTES: usize = 256 * 1024;
 /// Where the command's output comes from.
 pub(super) enum CommandOutput<'a> {
     /// Its stdout and stderr pipes, sent as separate frames.
-    Pipes(ChildStdout, ChildStderr),
+    Pipes(pipe::Receiver, ChildStderr),
     /// Its terminal, both outputs merged, sent as `stdout` frames.
     Pty(&'a PtyMaster),
 }
@@ -64,6 +67,9 @@ impl StdinCredits {
 /// Meanwhile, and after the output ended until `exited` fires (a command may close its output
 /// and still read), the stdin the command takes is credited to the client.
 ///
+/// On a stream that can splice (plain TCP or Unix), stdout goes from its pipe into the socket
+/// without passing through this process.
+///
 /// Once `stop` fires (some time after the command exited) a terminal is read only while it
 /// has output ready, and for at most [`PTY_LATE_OUTPUT_BYTES`]: a background job may still
 /// hold it open. Pipes ignore `stop`; they end with the process group.
@@ -75,7 +81,7 @@ impl StdinCredits {
 /// # Cancel safety
 ///
 /// Not cancel safe (a frame may be half written); it is only dropped at session end.
-pub(super) async fn pump_output<W: AsyncRead + AsyncWrite + Unpin>(
+pub(super) async fn pump_output<W: AsyncRead + AsyncWrite + SpliceWrite + Unpin>(
     writer: &mut Connection<W>,
     output: CommandOutput<'_>,
     credits: &mut StdinCredits,
@@ -83,6 +89,9 @@ pub(super) async fn pump_output<W: AsyncRead + AsyncWrite + Unpin>(
     exited: &CancellationToken,
 ) -> Result<(), WireError> {
     match output {
+        CommandOutput::Pipes(stdout, stderr) if writer.get_ref().can_splice() => {
+            pump_pipes_spliced(writer, stdout, stderr, credits).await
+        }
         CommandOutput::Pipes(stdout, stderr) => pump_pipes(writer, stdout, stderr, credits).await,
         CommandOutput::Pty(master) => pump_pty(writer, master, credits, stop).await,
     }?;
@@ -142,7 +151,7 @@ async fn pump_pty<W: AsyncRead + AsyncWrite + Unpin>(
 
 async fn pump_pipes<W: AsyncRead + AsyncWrite + Unpin>(
     writer: &mut Connection<W>,
-    mut stdout: ChildStdout,
+    mut stdout: pipe::Receiver,
     mut stderr: ChildStderr,
     credits: &mut StdinCredits,
 ) -> Result<(), WireError> {
@@ -170,6 +179,63 @@ async fn pump_pipes<W: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// [`pump_pipes`] with stdout spliced: wait until its pipe is readable, then send all it holds
+/// (up to [`STDOUT_SPLICE_BYTES`]) as one frame whose body the kernel moves from the pipe to
+/// the socket. Stderr, seldom bulky, is read and written as before.
+async fn pump_pipes_spliced<W: AsyncRead + AsyncWrite + SpliceWrite + Unpin>(
+    writer: &mut Connection<W>,
+    stdout: pipe::Receiver,
+    mut stderr: ChildStderr,
+    credits: &mut StdinCredits,
+) -> Result<(), WireError> {
+    let mut out_buf = vec![0u8; OUTPUT_CHUNK_BYTES];
+    let mut err_buf = vec![0u8; OUTPUT_CHUNK_BYTES];
+    let (mut out_open, mut err_open) = (true, true);
+    while out_open || err_open {
+        // Both are cancel safe: waiting for readiness consumes nothing, and a read that loses
+        // the race has read nothing.
+        tokio::select! {
+            ready = stdout.readable(), if out_open => {
+                out_open = match ready {
+                    Ok(()) => splice_stdout(writer, &stdout, &mut out_buf).await?,
+                    Err(_) => false,
+                };
+            }
+            n = stderr.read(&mut err_buf), if err_open => {
+                err_open = forward(writer, Pipe::Stderr, &err_buf, n).await?;
+            }
+            Some(bytes) = credits.next() => send_credit(writer, bytes).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Sends what a readable stdout pipe holds as one spliced frame; returns whether the pipe is
+/// still open. A pipe that is readable but empty is at EOF, or its readiness is stale: a plain
+/// read into `buf` tells which (and clears stale readiness), and forwards anything that
+/// arrived in between.
+async fn splice_stdout<W: AsyncRead + AsyncWrite + SpliceWrite + Unpin>(
+    writer: &mut Connection<W>,
+    stdout: &pipe::Receiver,
+    buf: &mut [u8],
+) -> Result<bool, WireError> {
+    // Nothing else reads this pipe, so all it holds now can be spliced without finding it
+    // empty. An ioctl error takes the read path below.
+    let held = pipe_ready_bytes(stdout.as_fd())
+        .unwrap_or(0)
+        .min(STDOUT_SPLICE_BYTES);
+    if held == 0 {
+        return match stdout.try_read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+            read => forward(writer, Pipe::Stdout, buf, read).await,
+        };
+    }
+    let size = held as u64;
+    writer.write_header(&ServerMessage::Stdout { size }).await?;
+    writer.splice_body(stdout.as_fd(), held).await?;
+    Ok(true)
+}
+
 #[derive(Clone, Copy)]
 enum Pipe {
     Stdout,
@@ -195,4 +261,124 @@ async fn forward<W: AsyncRead + AsyncWrite + Unpin>(
     };
     writer.write_frame(&msg, &buf[..n]).await?;
     Ok(true)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::fs::File;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    use socket2::SockRef;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::net::Stream;
+
+    /// Socket buffer size asked for in the slow-reader test: far below the frame, so the
+    /// splice must stop short and wait for the reader.
+    const SMALL_SOCKET_BYTES: usize = 16 * 1024;
+
+    /// The server's framed end and the client's, over loopback TCP.
+    async fn tcp_pair() -> (Connection<Stream>, Connection<Stream>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let server = Stream::Tcp(accepted.expect("accept").0);
+        let client = Stream::Tcp(client.expect("connect"));
+        (Connection::new(server), Connection::new(client))
+    }
+
+    fn tcp(conn: &Connection<Stream>) -> &TcpStream {
+        match conn.get_ref() {
+            Stream::Tcp(s) => s,
+            Stream::Unix(_) => unreachable!("a TCP pair"),
+        }
+    }
+
+    /// A pipe grown to the stdout pipe size, holding `data`, its read end as the pump sees it.
+    fn pipe_holding(data: &[u8]) -> (pipe::Receiver, File) {
+        let (rx, tx) = nix::unistd::pipe().expect("pipe");
+        let size = i32::try_from(super::super::STDOUT_PIPE_BYTES).expect("fits");
+        nix::fcntl::fcntl(rx.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(size))
+            .expect("grow pipe");
+        let mut tx = File::from(tx);
+        tx.write_all(data).expect("fill pipe");
+        let rx = pipe::Receiver::from_owned_fd(rx).expect("register");
+        (rx, tx)
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    /// Reads one stdout frame; returns its declared size and its body, read `step` at a time.
+    async fn read_stdout(conn: &mut Connection<Stream>, step: usize) -> (u64, Vec<u8>) {
+        conn.set_read_buffer_bytes(step);
+        let size = match conn.read_frame::<ServerMessage>().await.expect("frame") {
+            Some(ServerMessage::Stdout { size }) => size,
+            other => panic!("expected stdout, got {other:?}"),
+        };
+        let mut body = Vec::new();
+        while let Some(chunk) = conn.read_body_chunk().await.expect("body") {
+            body.extend_from_slice(&chunk);
+        }
+        (size, body)
+    }
+
+    #[tokio::test]
+    async fn all_a_pipe_holds_goes_out_as_one_spliced_frame() {
+        let (mut server, mut client) = tcp_pair().await;
+        assert!(server.get_ref().can_splice());
+        // More than a read-and-write pump ever puts in one frame.
+        let data = pattern(STDOUT_CHUNK_BYTES + 44_444);
+        let (stdout, _tx) = pipe_holding(&data);
+        let mut buf = vec![0u8; OUTPUT_CHUNK_BYTES];
+        let (open, (size, body)) = tokio::join!(
+            splice_stdout(&mut server, &stdout, &mut buf),
+            read_stdout(&mut client, 64 * 1024),
+        );
+        assert!(open.expect("spliced"));
+        assert_eq!(size, data.len() as u64);
+        assert_eq!(body, data);
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_makes_the_splice_wait_and_still_get_every_byte() {
+        let (mut server, mut client) = tcp_pair().await;
+        SockRef::from(tcp(&server))
+            .set_send_buffer_size(SMALL_SOCKET_BYTES)
+            .expect("sndbuf");
+        SockRef::from(tcp(&client))
+            .set_recv_buffer_size(SMALL_SOCKET_BYTES)
+            .expect("rcvbuf");
+        let data = pattern(STDOUT_SPLICE_BYTES);
+        let (stdout, _tx) = pipe_holding(&data);
+        let mut buf = vec![0u8; OUTPUT_CHUNK_BYTES];
+        let splice = splice_stdout(&mut server, &stdout, &mut buf);
+        tokio::pin!(splice);
+        // Nobody reads yet: the frame cannot fit in the socket buffers, so the splice stops
+        // short, finds the socket full and waits.
+        tokio::select! {
+            biased;
+            _ = &mut splice => panic!("a whole frame fit in {SMALL_SOCKET_BYTES}-byte buffers"),
+            () = tokio::task::yield_now() => {}
+        }
+        let (open, (size, body)) = tokio::join!(splice, read_stdout(&mut client, 4096));
+        assert!(open.expect("spliced"));
+        assert_eq!(size, data.len() as u64);
+        assert_eq!(body, data);
+    }
+
+    #[tokio::test]
+    async fn an_empty_pipe_at_eof_ends_stdout_without_a_frame() {
+        let (mut server, _client) = tcp_pair().await;
+        let (stdout, tx) = pipe_holding(b"");
+        drop(tx);
+        // As in the pump: called once the pipe is readable, which EOF makes it.
+        stdout.readable().await.expect("readable at eof");
+        let mut buf = vec![0u8; OUTPUT_CHUNK_BYTES];
+        let open = splice_stdout(&mut server, &stdout, &mut buf).await;
+        assert!(!open.expect("no error"));
+    }
 }

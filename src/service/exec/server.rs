@@ -18,6 +18,7 @@ use super::messages::{ClientMessage, RemoteExit};
 use super::plan::{exit_of, spawn, validate, CommandIo, Plan};
 use super::pumps::{pump_output, CommandOutput, StdinCredits};
 use super::{Refusal, RUN_REQUEST_TIMEOUT};
+use crate::net::splice::SpliceWrite;
 use crate::net::tls::TlsAcceptor;
 use crate::server::ProcessGroup;
 use crate::server::{Conn, ConnInfo, Handler};
@@ -87,9 +88,9 @@ impl ExecServer {
     }
 }
 
-/// What a session runs over: the engine's [`Conn`], or TLS around it.
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+/// What a session runs over: the engine's [`Conn`] (which can splice), or TLS around it.
+trait Stream: AsyncRead + AsyncWrite + SpliceWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + SpliceWrite + Unpin + Send> Stream for S {}
 
 /// How a session ended, for the log line.
 enum Ending {
