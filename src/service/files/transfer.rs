@@ -21,11 +21,11 @@ use super::Rejection;
 use crate::wire::{Connection, Message, WireError};
 
 /// Size of the reads from a file being sent, and of the socket reads on the receiving side.
-pub const CHUNK_BYTES: usize = 1024 * 1024;
+pub const CHUNK_BYTES: usize = 256 * 1024;
 
 /// Buffers of [`CHUNK_BYTES`] per transfer, in flight between the disk thread and the
 /// connection: at most a few MiB per transfer whatever the file size.
-pub const CHANNEL_CHUNKS: usize = 4;
+pub const CHANNEL_CHUNKS: usize = 8;
 
 /// Most body bytes a receiver reads and throws away to keep the connection in step after it
 /// refused a file; past this it answers `rejected` and closes instead.
