@@ -105,7 +105,7 @@ where
     M: DataFrames,
 {
     let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
-    let (pool, back) = chunk_pool();
+    let (pool, back) = chunk_pool(len);
     let reader =
         tokio::task::spawn_blocking(move || read_chunks(file, start, len, hasher, pool, &tx));
     conn.write_header(header).await?;
@@ -226,7 +226,7 @@ where
     F: FnOnce() -> Result<Incoming, StoreError> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-    let (mut pool, back) = chunk_pool();
+    let (mut pool, back) = chunk_pool(body_len);
     let (opened_tx, opened_rx) = oneshot::channel();
     let writer = tokio::task::spawn_blocking(move || write_chunks(open, opened_tx, rx, back));
     if !opened_rx.await.unwrap_or(false) {
