@@ -139,6 +139,20 @@ impl FrameDecoder {
         Some(chunk)
     }
 
+    /// Records that `n` bytes of the current body were taken straight from the stream, past
+    /// the buffer (see `Connection::read_body_into`); at most the bytes remaining count.
+    pub fn consume_body(&mut self, n: usize) {
+        let State::Body { remaining } = self.state else {
+            return;
+        };
+        let left = remaining.saturating_sub(u64::try_from(n).unwrap_or(u64::MAX));
+        self.state = if left == 0 {
+            State::Length
+        } else {
+            State::Body { remaining: left }
+        };
+    }
+
     fn step<M: DeserializeOwned + Message>(
         &mut self,
         buf: &mut BytesMut,

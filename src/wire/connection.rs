@@ -4,7 +4,7 @@ use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::os::fd::BorrowedFd;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -146,6 +146,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
         }
         Ok(None)
+    }
+
+    /// Reads the next bytes of the current frame's body into `out` and returns how many;
+    /// `Ok(0)` at its end (or if the last header had no body, or `out` is empty).
+    ///
+    /// Bytes already buffered are copied first; after that the stream is read straight into
+    /// `out`, so a caller with its own (reused) buffers moves bulk data with one copy.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError::UnexpectedEof`] if the stream ends inside the body, or [`WireError::Io`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: bytes count as read only once they are in `out` and the call returns.
+    pub async fn read_body_into(&mut self, out: &mut [u8]) -> Result<usize, WireError> {
+        let remaining = self.decoder.body_remaining();
+        let want = usize::try_from(remaining).map_or(out.len(), |r| r.min(out.len()));
+        let Some(out) = out.get_mut(..want).filter(|o| !o.is_empty()) else {
+            return Ok(0);
+        };
+        let n = if self.read_buf.is_empty() {
+            match self.stream.read(out).await? {
+                0 => return Err(WireError::UnexpectedEof),
+                n => n,
+            }
+        } else {
+            let n = out.len().min(self.read_buf.len());
+            out[..n].copy_from_slice(&self.read_buf[..n]);
+            self.read_buf.advance(n);
+            n
+        };
+        self.decoder.consume_body(n);
+        Ok(n)
     }
 
     /// Writes a whole frame, header then `body`, and flushes.
@@ -410,6 +444,68 @@ mod tests {
         assert_eq!(err, Some(ErrorFrame::new("done", "bye")));
         writer.await.expect("join").expect("writes");
         assert_eq!(next(&mut server).await, None);
+    }
+
+    #[tokio::test]
+    async fn bodies_read_into_caller_buffers_keep_the_framing_over_a_tiny_pipe() {
+        let (mut client, mut server) = pair(8);
+        let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = big.clone();
+        let writer = tokio::spawn(async move {
+            client.write_frame(&put(70_000), &sent).await?;
+            client.write_frame(&TestMsg::Ping, &[]).await?;
+            client.write_frame(&put(3), b"xyz").await?;
+            Ok::<_, WireError>(())
+        });
+        assert_eq!(next(&mut server).await, Some(put(70_000)));
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match server.read_body_into(&mut buf).await.expect("reads") {
+                0 => break,
+                n => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        assert_eq!(got, big);
+        assert_eq!(server.read_body_into(&mut buf).await.ok(), Some(0));
+        assert_eq!(next(&mut server).await, Some(TestMsg::Ping));
+        assert_eq!(
+            server.read_body_into(&mut buf).await.ok(),
+            Some(0),
+            "no body"
+        );
+        assert_eq!(next(&mut server).await, Some(put(3)));
+        assert_eq!(read_body(&mut server).await.ok(), Some(b"xyz".to_vec()));
+        writer.await.expect("join").expect("writes");
+        assert_eq!(next(&mut server).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_read_into_takes_buffered_bytes_first_and_stops_at_the_body_end() {
+        let mut bytes = encoded(&put(10), b"0123456789");
+        bytes.extend(encoded(&TestMsg::Ping, &[]));
+        let mut conn = reader_of(bytes).await;
+        assert_eq!(next(&mut conn).await, Some(put(10)));
+        let mut buf = [0u8; 64];
+        let n = conn.read_body_into(&mut buf[..4]).await.expect("reads");
+        assert_eq!(&buf[..n], b"0123");
+        let n = conn.read_body_into(&mut buf).await.expect("reads");
+        assert_eq!(&buf[..n], b"456789", "never past the body");
+        assert_eq!(next(&mut conn).await, Some(TestMsg::Ping));
+    }
+
+    #[tokio::test]
+    async fn eof_inside_a_body_read_into_a_buffer_is_unexpected() {
+        let frame = encoded(&put(10), b"0123456789");
+        let mut conn = reader_of(frame[..frame.len() - 3].to_vec()).await;
+        assert!(matches!(conn.read_frame::<TestMsg>().await, Ok(Some(_))));
+        let mut buf = [0u8; 64];
+        let n = conn.read_body_into(&mut buf).await.expect("the bytes sent");
+        assert_eq!(&buf[..n], b"0123456");
+        assert!(matches!(
+            conn.read_body_into(&mut buf).await,
+            Err(WireError::UnexpectedEof)
+        ));
     }
 
     #[tokio::test]

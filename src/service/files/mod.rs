@@ -50,6 +50,7 @@
 //! # }
 //! ```
 
+mod chunks;
 mod client;
 mod error;
 pub mod hash;

@@ -1,17 +1,18 @@
 //! Moving one file's bytes, the same way in both directions: a blocking thread reads and
 //! hashes (sending) or writes and hashes (receiving) while the async side moves the chunks over
-//! the connection, with a bounded channel between them, so disk and hashing run on one core
-//! and the network on the other, in bounded memory.
+//! the connection, so disk and hashing run on one core and the network on the other. The
+//! chunks are a bounded set of reused buffers ([`ChunkPool`]): bounded memory, and no
+//! allocation or zeroing per chunk.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 
-use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 
+use super::chunks::{chunk_pool, ChunkPool, ChunkReturn};
 use super::hash::Hasher;
 use super::messages::{ClientMessage, ServerMessage};
 use super::progress::Progress;
@@ -22,8 +23,8 @@ use crate::wire::{Connection, Message, WireError};
 /// Size of the reads from a file being sent, and of the socket reads on the receiving side.
 pub const CHUNK_BYTES: usize = 256 * 1024;
 
-/// Chunks in flight between the disk thread and the connection: with [`CHUNK_BYTES`], at most
-/// a few MiB per transfer whatever the file size.
+/// Buffers of [`CHUNK_BYTES`] per transfer, in flight between the disk thread and the
+/// connection: at most a few MiB per transfer whatever the file size.
 pub const CHANNEL_CHUNKS: usize = 8;
 
 /// Most body bytes a receiver reads and throws away to keep the connection in step after it
@@ -104,13 +105,16 @@ where
     M: DataFrames,
 {
     let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
-    let reader = tokio::task::spawn_blocking(move || read_chunks(file, start, len, hasher, &tx));
+    let (pool, back) = chunk_pool(len);
+    let reader =
+        tokio::task::spawn_blocking(move || read_chunks(file, start, len, hasher, pool, &tx));
     conn.write_header(header).await?;
     let mut sent = 0u64;
     while let Some(chunk) = rx.recv().await {
         conn.write_body(&chunk).await?;
         sent += chunk.len() as u64;
         progress.advance(chunk.len() as u64);
+        back.give(chunk);
     }
     let digest = reader.await.unwrap_or_else(|e| Err(io::Error::other(e)));
     let hash = match &digest {
@@ -133,13 +137,16 @@ fn read_chunks(
     start: u64,
     len: u64,
     mut hasher: Hasher,
-    tx: &mpsc::Sender<Bytes>,
+    mut pool: ChunkPool,
+    tx: &mpsc::Sender<Vec<u8>>,
 ) -> io::Result<String> {
+    let cancelled = || io::Error::other("the transfer was cancelled");
     file.seek(SeekFrom::Start(start))?;
     let mut left = len;
     while left > 0 {
         let want = usize::try_from(left).map_or(CHUNK_BYTES, |l| l.min(CHUNK_BYTES));
-        let mut buf = BytesMut::zeroed(want);
+        let mut buf = pool.blocking_take().ok_or_else(cancelled)?;
+        buf.truncate(want);
         let mut filled = 0;
         while filled < want {
             match file.read(&mut buf[filled..]) {
@@ -155,9 +162,7 @@ fn read_chunks(
             }
         }
         hasher.update(&buf);
-        if tx.blocking_send(buf.freeze()).is_err() {
-            return Err(io::Error::other("the transfer was cancelled"));
-        }
+        tx.blocking_send(buf).map_err(|_| cancelled())?;
         left -= want as u64;
     }
     Ok(hasher.hex())
@@ -192,7 +197,7 @@ pub(crate) enum ReceiveError {
 
 /// One piece of a file for the disk thread.
 enum Piece {
-    Data(Bytes),
+    Data(Vec<u8>),
     End(String),
     Abort,
 }
@@ -221,26 +226,35 @@ where
     F: FnOnce() -> Result<Incoming, StoreError> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let (mut pool, back) = chunk_pool(body_len);
     let (opened_tx, opened_rx) = oneshot::channel();
-    let writer = tokio::task::spawn_blocking(move || write_chunks(open, opened_tx, rx));
+    let writer = tokio::task::spawn_blocking(move || write_chunks(open, opened_tx, rx, back));
     if !opened_rx.await.unwrap_or(false) {
         return skip_file::<S, M>(conn, body_len, joined(writer).await).await;
     }
     let mut left = body_len;
     loop {
-        let chunk = match conn.read_body_chunk().await {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => break,
-            Err(e) => {
-                // Let the disk thread settle the partial before the session ends, so a resume
-                // that follows finds all of it.
-                drop(tx);
-                let _ = writer.await;
-                return Err(ReceiveError::Broken(e));
-            }
+        let Some(mut chunk) = pool.take().await else {
+            // The disk thread gave up: skip the rest, then report.
+            return skip_file::<S, M>(conn, left, joined(writer).await).await;
         };
-        left = left.saturating_sub(chunk.len() as u64);
-        progress.advance(chunk.len() as u64);
+        let (filled, broken) = fill_chunk(conn, &mut chunk).await;
+        chunk.truncate(filled);
+        if let Err(e) = broken {
+            // Let the disk thread keep what arrived and settle the partial before the session
+            // ends, so a resume that follows finds all of it.
+            if filled > 0 {
+                let _ = tx.send(Piece::Data(chunk)).await;
+            }
+            drop(tx);
+            let _ = writer.await;
+            return Err(ReceiveError::Broken(e));
+        }
+        if filled == 0 {
+            break;
+        }
+        left = left.saturating_sub(filled as u64);
+        progress.advance(filled as u64);
         if tx.send(Piece::Data(chunk)).await.is_err() {
             // The disk thread gave up (no space, an I/O error): skip the rest, then report.
             return skip_file::<S, M>(conn, left, joined(writer).await).await;
@@ -265,6 +279,23 @@ where
             Err(e)
         }
     }
+}
+
+/// Fills `chunk` with body bytes until it is full or the body ends; returns how many, and
+/// whether the connection broke (the bytes filled before that are good).
+async fn fill_chunk<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    chunk: &mut [u8],
+) -> (usize, Result<(), WireError>) {
+    let mut filled = 0;
+    while let Some(rest) = chunk.get_mut(filled..).filter(|r| !r.is_empty()) {
+        match conn.read_body_into(rest).await {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) => return (filled, Err(e)),
+        }
+    }
+    (filled, Ok(()))
 }
 
 /// Reads and drops `left` body bytes of a refused file and its `end` frame, then reports
@@ -322,6 +353,7 @@ fn write_chunks<F>(
     open: F,
     opened: oneshot::Sender<bool>,
     mut rx: mpsc::Receiver<Piece>,
+    back: ChunkReturn,
 ) -> Result<Stored, Rejection>
 where
     F: FnOnce() -> Result<Incoming, StoreError>,
@@ -341,6 +373,7 @@ where
                     incoming.discard();
                     return Err(Rejection::from(e));
                 }
+                back.give(chunk);
             }
             Some(Piece::End(hash)) if hash == ABORTED_HASH => {
                 incoming.discard();
