@@ -209,6 +209,7 @@ async fn join_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         // A bare welcome is fine only for a client that expects no auth; one holding a token
         // must not be downgraded by a server that skips the challenge.
         ServerMessage::Welcome { mac: None } if token.is_none() => return Ok(()),
+        ServerMessage::Welcome { mac: None } => return Err(SessionError::ServerSkippedAuth),
         ServerMessage::Welcome { .. } => return Err(SessionError::ServerNotAuthenticated),
         ServerMessage::Error { code, message } => return Err(remote_error(&code, &message)),
     };

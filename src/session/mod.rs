@@ -129,6 +129,15 @@ pub enum SessionError {
     /// The server's proof was wrong or missing: it does not know the token (a fake server?).
     #[error("the server did not prove it knows the token; refusing to continue")]
     ServerNotAuthenticated,
+    /// The server asks for no token (an open service, e.g. chat on loopback) while this client
+    /// holds one. Refused all the same, so that a fake server cannot downgrade a client that
+    /// expects mutual authentication; the message says how to join an open server.
+    #[error(
+        "the server asks for no token, but this client has one (--token-file or SOCKIT_TOKEN), \
+         so it cannot prove it is the server you meant; to join an open server, run without a \
+         token (unset SOCKIT_TOKEN)"
+    )]
+    ServerSkippedAuth,
     /// The peer sent a well-formed message out of order or with a malformed field.
     #[error("handshake protocol error: {0}")]
     Protocol(String),
@@ -189,6 +198,7 @@ impl SessionError {
             SessionError::AuthRequired => "auth_required",
             SessionError::TokenRequired => "token_required",
             SessionError::ServerNotAuthenticated => "server_not_authenticated",
+            SessionError::ServerSkippedAuth => "server_skipped_auth",
             SessionError::Protocol(_) => "protocol_error",
             SessionError::Closed => "closed",
             SessionError::Timeout(_) => "timeout",

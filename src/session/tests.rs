@@ -247,10 +247,12 @@ async fn a_client_holding_a_token_refuses_a_server_that_skips_the_challenge() {
     let cfg = SessionConfig::new("exec");
     let t = token("secret");
     let (client_res, server_res, ..) = run(&cfg, Some(&t), None, &AuthLimiter::new()).await;
-    assert!(matches!(
-        client_res,
-        Err(SessionError::ServerNotAuthenticated)
-    ));
+    let err = client_res.expect_err("a token holder refuses an open server");
+    assert!(matches!(err, SessionError::ServerSkippedAuth), "{err:?}");
+    assert!(
+        err.to_string().contains("unset SOCKIT_TOKEN"),
+        "the message says how to join an open server: {err}"
+    );
     server_res.expect("an open server welcomes anyone");
     let (client_res, server_res, ..) = run(&cfg, None, None, &AuthLimiter::new()).await;
     client_res.expect("no token, no auth");
