@@ -8,7 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::pids::{is_gone, wait_until_gone, wait_until_gone_blocking};
-use common::{run_with_input, sockit, start_exec, token_file, Proc, TEST_TIMEOUT};
+use common::{
+    authenticated_exec as authenticated, run_with_input, sockit, start_exec, token_file, Proc,
+    TEST_TIMEOUT,
+};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use sockit::net::{Addr, Stream};
@@ -16,7 +19,7 @@ use sockit::service::exec::{
     self, run, ClientMessage, ExecConfig, ExecError, LocalIo, RemoteExit, RunOutcome, RunRequest,
     ServerMessage, SignalName,
 };
-use sockit::session::{self, Token};
+use sockit::session::Token;
 use sockit::wire::Connection;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -80,19 +83,6 @@ async fn assert_still_serves(addr: &Addr, token: &Token) {
     let ran = run_cmd(addr, token, &["echo", "still serving"], false, b"").await;
     assert_eq!(exit_of(&ran), RemoteExit::Code(0));
     assert_eq!(ran.stdout, b"still serving\n");
-}
-
-/// A framed connection that has completed the handshake.
-async fn authenticated(addr: &Addr, token: &Token) -> Connection<Stream> {
-    let mut conn = Connection::new(Stream::connect(addr).await.unwrap());
-    timeout(
-        TEST_TIMEOUT,
-        session::connect(&mut conn, &exec::session_config(), Some(token)),
-    )
-    .await
-    .unwrap()
-    .expect("handshake");
-    conn
 }
 
 async fn next_frame(conn: &mut Connection<Stream>) -> Option<ServerMessage> {

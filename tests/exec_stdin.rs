@@ -6,14 +6,11 @@ mod common;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use common::{start_exec, TEST_TIMEOUT};
-use sockit::net::{Addr, Stream};
+use common::{authenticated_exec as authenticated, start_exec, TEST_TIMEOUT};
 use sockit::service::exec::{
-    self, run, ClientMessage, ExecConfig, LocalIo, RemoteExit, RunRequest, ServerMessage,
-    SignalName, STDIN_WINDOW_BYTES,
+    run, ClientMessage, ExecConfig, LocalIo, RemoteExit, RunRequest, ServerMessage, SignalName,
+    STDIN_WINDOW_BYTES,
 };
-use sockit::session::{self, Token};
-use sockit::wire::Connection;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
@@ -123,18 +120,6 @@ async fn all_stdin_reaches_the_command_well_past_the_window() {
     assert_eq!(outcome.exit, RemoteExit::Code(0));
     assert_eq!(String::from_utf8_lossy(&stdout).trim(), TOTAL.to_string());
     server.stop().await.unwrap();
-}
-
-async fn authenticated(addr: &Addr, token: &Token) -> Connection<Stream> {
-    let mut conn = Connection::new(Stream::connect(addr).await.unwrap());
-    timeout(
-        TEST_TIMEOUT,
-        session::connect(&mut conn, &exec::session_config(), Some(token)),
-    )
-    .await
-    .unwrap()
-    .expect("handshake");
-    conn
 }
 
 #[tokio::test]

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use sockit::net::{Addr, BindOptions, Datagram, Listener};
+use sockit::net::{Addr, BindOptions, Datagram, Listener, Stream};
 use sockit::server::{serve, serve_datagram, Config, DatagramHandler, Handler};
-use sockit::service::exec::{ExecConfig, ExecServer};
+use sockit::service::exec::{self, ExecConfig, ExecServer};
 use sockit::service::files::{self, FilesConfig, FilesServer, PutOptions, PutReport, Remote};
-use sockit::session::Token;
+use sockit::session::{self, Token};
+use sockit::wire::Connection;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -208,6 +209,19 @@ pub async fn start_exec(config: ExecConfig) -> (TestServer, Token) {
     };
     let server = start(ExecServer::new(config, token.clone()), engine).await;
     (server, token)
+}
+
+/// A framed connection to an exec server that has completed the handshake.
+pub async fn authenticated_exec(addr: &Addr, token: &Token) -> Connection<Stream> {
+    let mut conn = Connection::new(Stream::connect(addr).await.unwrap());
+    tokio::time::timeout(
+        TEST_TIMEOUT,
+        session::connect(&mut conn, &exec::session_config(), Some(token)),
+    )
+    .await
+    .unwrap()
+    .expect("handshake");
+    conn
 }
 
 /// Starts a file server in-process on 127.0.0.1:0.
