@@ -219,7 +219,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Put(args) => files::run_put(args, "put", quiet).await,
         Command::Get(args) => files::run_get(args, quiet).await,
         Command::Ls(args) => files::run_ls(args).await,
-        Command::Recv(args) => files::run_recv(args).await,
+        Command::Recv(args) => files::run_recv(args, quiet).await,
         Command::Send(args) => files::run_put(args, "send", quiet).await,
         Command::Chat(cmd) => chat::run_chat(cmd).await,
         Command::Bench(cmd) => bench::run_bench(cmd).await,

@@ -146,6 +146,43 @@ fn send_and_recv_move_files_once_and_report_through_the_exit_status() {
 }
 
 #[test]
+fn recv_off_a_terminal_prints_one_line_per_stored_file_with_its_size() {
+    let (src, dest) = (tempdir(), tempdir());
+    let (a, b) = (src.path().join("a.txt"), src.path().join("b.bin"));
+    fs::write(&a, b"alpha").unwrap();
+    fs::write(&b, vec![9u8; 70_000]).unwrap();
+    let mut cmd = sockit();
+    cmd.args(["recv", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(dest.path())
+        .env_remove("SOCKIT_TOKEN")
+        .stdout(std::process::Stdio::null());
+    let mut recv = Proc::spawn(cmd);
+    let addr = recv.listening_addr();
+    let (code, _, err) = run(&["send", &addr, path_str(&a), path_str(&b)]);
+    assert_eq!(code, 0, "{err}");
+    let mut stderr = String::new();
+    let lines = recv.stderr.take().unwrap();
+    for line in std::io::BufRead::lines(lines) {
+        let line = line.unwrap();
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
+    assert_eq!(wait_exit(recv).code(), Some(0), "{stderr}");
+    assert_no_progress_bar(&stderr);
+    for (name, size) in [("a.txt", 5), ("b.bin", 70_000)] {
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("recv: stored {name} ")))
+            .unwrap_or_else(|| panic!("no line for {name}: {stderr}"));
+        assert!(line.contains(&format!("({size} bytes)")), "{line}");
+        assert!(
+            line.contains("MB/s") && line.ends_with("verified blake3"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
 fn a_file_server_beyond_loopback_without_a_token_refuses_to_start() {
     let root = tempdir();
     let mut cmd = sockit();

@@ -205,6 +205,7 @@ impl ServerArgs {
         dir: &std::path::Path,
         access: Access,
         addr: &Addr,
+        progress: Progress,
     ) -> Result<FilesServer, Failure> {
         let token = load_token(self.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
         check_exposure(addr, token.as_ref()).map_err(|e| Failure::Usage(anyhow::anyhow!(e)))?;
@@ -218,6 +219,7 @@ impl ServerArgs {
         let mut config = FilesConfig::new(dir);
         config.store = store;
         config.access = access;
+        config.progress = progress;
         if !self.hash.is_empty() {
             config.hashes = self.hash.clone();
         }
@@ -251,7 +253,9 @@ pub(super) async fn run_files_serve(args: FilesServeArgs) -> Result<(), Failure>
         .await
         .context("files")?;
     let addr = listener.local_addr().context("files")?;
-    let handler = args.common.server(&args.dir, access, &addr)?;
+    let handler = args
+        .common
+        .server(&args.dir, access, &addr, Progress::hidden())?;
     let engine = Config {
         service: files::SERVICE.into(),
         max_conns: args.max_conns,
@@ -266,13 +270,17 @@ pub(super) async fn run_files_serve(args: FilesServeArgs) -> Result<(), Failure>
     Ok(())
 }
 
-/// `sockit recv`: one authenticated session, then exit with its status.
-pub(super) async fn run_recv(args: RecvArgs) -> Result<(), Failure> {
+/// `sockit recv`: one authenticated session, then exit with its status. Each file gets a bar
+/// while it arrives (as `put` does) and a line once stored.
+pub(super) async fn run_recv(args: RecvArgs, quiet: bool) -> Result<(), Failure> {
     let listener = Listener::bind(&args.listen, &BindOptions::default())
         .await
         .context("recv")?;
     let addr = listener.local_addr().context("recv")?;
-    let handler = args.common.server(&args.dir, Access::WriteOnly, &addr)?;
+    let progress = progress_bar(quiet).with_file_lines("recv");
+    let handler = args
+        .common
+        .server(&args.dir, Access::WriteOnly, &addr, progress)?;
     let signals = server::shutdown_on_signals().context("cannot install signal handlers")?;
     let done: CancellationToken = signals.child_token();
     let engine = Config {

@@ -1,8 +1,13 @@
 //! [`Progress`]: the bar a `put` or `get` advances as bytes cross the wire (bytes of total,
 //! rate, ETA, the current file), drawn by `indicatif`; hidden unless the caller asks for one.
+//! A receiving server (`recv`) restarts it per file and may print a line per stored file.
+
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::hash::HashAlg;
+use super::store::{Stored, MAX_PATH_BYTES};
 use crate::text::escape_one_line;
 
 /// Most characters of a file name shown on the bar; a longer name keeps its end.
@@ -21,6 +26,8 @@ const TEMPLATE: &str =
 #[derive(Debug, Clone, Default)]
 pub struct Progress {
     bar: Option<ProgressBar>,
+    /// Prefix of the line printed on stderr per stored file; `None` prints none.
+    file_lines: Option<&'static str>,
 }
 
 impl Progress {
@@ -36,7 +43,20 @@ impl Progress {
             |s| s.progress_chars("=> "),
         );
         let bar = ProgressBar::with_draw_target(Some(0), target).with_style(style);
-        Progress { bar: Some(bar) }
+        Progress {
+            bar: Some(bar),
+            file_lines: None,
+        }
+    }
+
+    /// Also prints a line on stderr per file a server stores (`recv: stored NAME (SIZE bytes);
+    /// ...`, `verb` first): what a receiver shows when stderr is not a terminal, and what
+    /// stays on screen when it is.
+    pub fn with_file_lines(self, verb: &'static str) -> Self {
+        Progress {
+            file_lines: Some(verb),
+            ..self
+        }
     }
 
     /// Bytes counted so far: sent or received, plus resumed prefixes.
@@ -86,6 +106,31 @@ impl Progress {
         }
     }
 
+    /// A receiving server's next file: the bar restarts at `offset` (a resumed prefix) of
+    /// `size`, named `name` (escaped).
+    pub(crate) fn begin_file(&self, name: &str, size: u64, offset: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(size);
+            bar.set_message(label(name));
+            bar.reset();
+        }
+        self.skip(offset);
+    }
+
+    /// A receiving server stored a file, `received` of its bytes in `elapsed`: prints its line
+    /// if asked for (clear the bar first).
+    pub(crate) fn print_stored(
+        &self,
+        stored: &Stored,
+        received: u64,
+        elapsed: Duration,
+        hash: HashAlg,
+    ) {
+        if let Some(verb) = self.file_lines {
+            eprintln!("{}", stored_line(verb, stored, received, elapsed, hash));
+        }
+    }
+
     /// `bytes` crossed the wire.
     pub(crate) fn advance(&self, bytes: u64) {
         if let Some(bar) = &self.bar {
@@ -106,6 +151,28 @@ fn label(name: &str) -> String {
         .skip(count - (PROGRESS_NAME_CHARS - 1))
         .collect();
     format!("…{tail}")
+}
+
+/// `verb: stored NAME (SIZE bytes); N bytes received in S s (R MB/s); verified HASH`.
+fn stored_line(
+    verb: &str,
+    stored: &Stored,
+    received: u64,
+    elapsed: Duration,
+    hash: HashAlg,
+) -> String {
+    let name = escape_one_line(&stored.name, MAX_PATH_BYTES);
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 {
+        received as f64 / secs / 1e6
+    } else {
+        0.0
+    };
+    format!(
+        "{verb}: stored {name} ({} bytes); {received} bytes received in {secs:.2} s \
+         ({rate:.1} MB/s); verified {hash}",
+        stored.size
+    )
 }
 
 #[cfg(test)]
@@ -131,6 +198,35 @@ mod tests {
         progress.skip(60);
         progress.advance(40);
         assert_eq!((progress.position(), progress.length()), (100, 100));
+    }
+
+    #[test]
+    fn a_receivers_bar_restarts_for_each_file() {
+        let progress = Progress::new(ProgressDrawTarget::hidden());
+        progress.begin_file("a", 100, 0);
+        progress.advance(100);
+        progress.begin_file("b", 50, 20);
+        assert_eq!((progress.position(), progress.length()), (20, 50));
+    }
+
+    #[test]
+    fn a_stored_line_escapes_the_name_and_gives_size_rate_and_digest() {
+        let stored = Stored {
+            name: "d/a\x1b.txt".into(),
+            size: 2_000_000,
+        };
+        let line = stored_line(
+            "recv",
+            &stored,
+            1_000_000,
+            Duration::from_secs(1),
+            HashAlg::Blake3,
+        );
+        assert_eq!(
+            line,
+            "recv: stored d/a\\x1b.txt (2000000 bytes); 1000000 bytes received in 1.00 s \
+             (1.0 MB/s); verified blake3"
+        );
     }
 
     #[test]

@@ -8,7 +8,6 @@ use tracing::info;
 
 use super::hash::HashAlg;
 use super::messages::{ClientMessage, FileHeader, ServerMessage};
-use super::progress::Progress;
 use super::server::{close, Access, FilesServer, SessionSummary, Stream};
 use super::store::{FileMeta, Partial, Policy, RelPath, Store, StoreError, Stored};
 use super::transfer::{receive_file, skip_file, ReceiveError, MAX_DISCARD_BYTES};
@@ -245,15 +244,19 @@ impl<'a, S: Stream> Session<'a, S> {
                 };
                 let (size, alg) = (header.size, header.hash);
                 let open = move || store.create(&rel, size, meta, alg, resume);
-                receive_file::<S, ClientMessage, _>(&mut self.conn, body, open, &Progress::hidden())
-                    .await
+                let progress = &self.server.config.progress;
+                progress.begin_file(&header.path, size, header.offset);
+                receive_file::<S, ClientMessage, _>(&mut self.conn, body, open, progress).await
             }
         };
+        let progress = &self.server.config.progress;
+        progress.finish_and_clear();
         let result = self.log_file(&log, &outcome);
         self.summary.bytes += body;
         let path = header.path.clone();
         match outcome {
             Ok(Ok(stored)) => {
+                progress.print_stored(&stored, body, log.started.elapsed(), header.hash);
                 self.summary.done += 1;
                 self.reply(ServerMessage::Stored {
                     path,

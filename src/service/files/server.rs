@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::hash::HashAlg;
+use super::progress::Progress;
 use super::requests::Session;
 use super::store::{Store, StoreError, StoreOptions, DEFAULT_PARTIAL_MAX_AGE};
 use super::sweep::{sweep, PartialSweeper, PARTIAL_SWEEP_INTERVAL};
@@ -63,6 +64,9 @@ pub struct FilesConfig {
     /// Partial files (kept for resume) untouched this long are removed when the server
     /// starts and then at most hourly; `None` keeps them forever.
     pub partial_max_age: Option<Duration>,
+    /// Advanced as uploaded files arrive, restarted per file (hidden by default; `recv` shows
+    /// it). Meant for a one-session server: concurrent uploads would share one bar.
+    pub progress: Progress,
 }
 
 impl FilesConfig {
@@ -77,6 +81,7 @@ impl FilesConfig {
             session: super::session_config(),
             tls: None,
             partial_max_age: Some(DEFAULT_PARTIAL_MAX_AGE),
+            progress: Progress::hidden(),
         }
     }
 }
