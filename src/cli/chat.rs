@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use super::Failure;
-use crate::net::tls::{Fingerprint, ServerIdentity, ServerTrust, TlsAcceptor, TlsConnector};
+use crate::net::tls::Fingerprint;
 use crate::net::{Addr, Listener};
 use crate::server::{self, serve, Config};
 use crate::service::chat::{
@@ -127,21 +127,7 @@ async fn run_serve(args: ChatServeArgs) -> Result<(), Failure> {
             Some(token)
         }
     };
-    let tls = match (args.tls, &args.cert, &args.key) {
-        (false, _, _) => None,
-        (true, Some(cert), Some(key)) => {
-            Some(ServerIdentity::from_pem_files(cert, key).map_err(|e| usage(e.into()))?)
-        }
-        (true, _, _) => Some(ServerIdentity::self_signed(&addr).context("chat")?),
-    };
-    let tls = match tls {
-        Some(identity) => {
-            let acceptor = TlsAcceptor::new(identity).map_err(|e| usage(e.into()))?;
-            println!("tls fingerprint: {}", acceptor.fingerprint());
-            Some(acceptor)
-        }
-        None => None,
-    };
+    let tls = super::server_tls(args.tls, args.cert.as_deref(), args.key.as_deref(), &addr)?;
     let broker = Broker::new(BrokerConfig {
         history: args.history,
         ..BrokerConfig::default()
@@ -221,21 +207,7 @@ async fn serve_lines(
 }
 
 async fn run_join(args: ChatJoinArgs) -> Result<(), Failure> {
-    let tls = match (args.tls, args.tls_pin, args.tls_ca) {
-        (false, _, _) => None,
-        (true, Some(pin), _) => Some(ServerTrust::Pin(pin)),
-        (true, None, Some(ca)) => Some(ServerTrust::CaFile(ca)),
-        (true, None, None) => {
-            return Err(Failure::Usage(anyhow::anyhow!(
-                "--tls needs --tls-pin FINGERPRINT or --tls-ca FILE; the fingerprint is the \
-                 `tls fingerprint: sha256:...` line `sockit chat serve --tls` prints at start"
-            )))
-        }
-    };
-    let tls = match tls {
-        Some(trust) => Some(TlsConnector::new(&trust).map_err(|e| Failure::Usage(e.into()))?),
-        None => None,
-    };
+    let tls = super::client_tls(args.tls, args.tls_pin, args.tls_ca)?;
     let token = load_token(args.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
     let opts = JoinOptions {
         nick: args.nick,
