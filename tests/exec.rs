@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::pids::{is_gone, wait_until_gone, wait_until_gone_blocking};
 use common::{
-    authenticated_exec as authenticated, run_with_input, sockit, start_exec, token_file, Proc,
-    TEST_TIMEOUT,
+    authenticated_exec as authenticated, run_with_input, sockit, start_exec, start_exec_binary,
+    token_file, Proc, TEST_TIMEOUT,
 };
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
@@ -286,16 +286,6 @@ async fn a_client_that_disconnects_takes_the_grandchild_down_too() {
 }
 
 // ---- the built binary ----
-
-fn start_exec_binary(token_path: &std::path::Path) -> (Proc, String) {
-    let mut cmd = sockit();
-    cmd.args(["exec", "serve", "--listen", "127.0.0.1:0", "--token-file"])
-        .arg(token_path)
-        .stdout(Stdio::null());
-    let mut proc = Proc::spawn(cmd);
-    let addr = proc.listening_addr();
-    (proc, addr)
-}
 
 fn exec_run(addr: &str, token_path: Option<&std::path::Path>, command: &[&str]) -> Command {
     let mut cmd = sockit();

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::pids::{is_gone, wait_until_gone};
-use common::{run_with_input, sockit, start_exec, token_file, Proc, TEST_TIMEOUT};
+use common::{run_with_input, sockit, start_exec, start_exec_binary, token_file, TEST_TIMEOUT};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::termios::{tcgetattr, LocalFlags};
 use nix::unistd::Pid;
@@ -332,16 +332,6 @@ async fn a_client_that_disconnects_takes_the_pty_command_and_its_children_down()
 }
 
 // ---- the built binary ----
-
-fn start_exec_binary(token_path: &std::path::Path) -> (Proc, String) {
-    let mut cmd = sockit();
-    cmd.args(["exec", "serve", "--listen", "127.0.0.1:0", "--token-file"])
-        .arg(token_path)
-        .stdout(Stdio::null());
-    let mut proc = Proc::spawn(cmd);
-    let addr = proc.listening_addr();
-    (proc, addr)
-}
 
 fn exec_run(addr: &str, token: &std::path::Path, flags: &[&str], command: &[&str]) -> Command {
     let mut cmd = sockit();

@@ -211,6 +211,17 @@ pub async fn start_exec(config: ExecConfig) -> (TestServer, Token) {
     (server, token)
 }
 
+/// The built binary's `exec serve` on 127.0.0.1:0 with `token_path`, and its address.
+pub fn start_exec_binary(token_path: &Path) -> (Proc, String) {
+    let mut cmd = sockit();
+    cmd.args(["exec", "serve", "--listen", "127.0.0.1:0", "--token-file"])
+        .arg(token_path)
+        .stdout(Stdio::null());
+    let mut proc = Proc::spawn(cmd);
+    let addr = proc.listening_addr();
+    (proc, addr)
+}
+
 /// A framed connection to an exec server that has completed the handshake.
 pub async fn authenticated_exec(addr: &Addr, token: &Token) -> Connection<Stream> {
     let mut conn = Connection::new(Stream::connect(addr).await.unwrap());
