@@ -226,46 +226,71 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-/// The client's TLS connector from `--tls`, `--tls-pin`, `--tls-ca`; `None` for plaintext.
-fn client_tls(
-    tls: bool,
-    pin: Option<Fingerprint>,
-    ca: Option<PathBuf>,
-) -> Result<Option<TlsConnector>, Failure> {
-    let trust = match (tls, pin, ca) {
-        (false, _, _) => return Ok(None),
-        (true, Some(pin), _) => ServerTrust::Pin(pin),
-        (true, None, Some(ca)) => ServerTrust::CaFile(ca),
-        (true, None, None) => {
-            return Err(Failure::Usage(anyhow::anyhow!(
-                "--tls needs --tls-pin FINGERPRINT or --tls-ca FILE; the fingerprint is the \
-                 `tls fingerprint: sha256:...` line the server prints at start"
-            )))
-        }
-    };
-    let connector = TlsConnector::new(&trust).map_err(|e| Failure::Usage(e.into()))?;
-    Ok(Some(connector))
+/// A client's TLS flags, the same for every framed service's client.
+#[derive(Debug, Args)]
+pub struct ClientTlsArgs {
+    /// Connect over TLS (never falls back to plaintext); needs --tls-pin or --tls-ca.
+    #[arg(long)]
+    pub tls: bool,
+    /// Accept only the server certificate with this fingerprint (sha256:AB:CD:...).
+    #[arg(long, requires = "tls", conflicts_with = "tls_ca")]
+    pub tls_pin: Option<Fingerprint>,
+    /// Accept server certificates issued by a CA in this PEM file.
+    #[arg(long, requires = "tls")]
+    pub tls_ca: Option<PathBuf>,
 }
 
-/// The server's TLS acceptor from `--tls`, `--cert`, `--key` (a self-signed certificate for
-/// `addr` without them); its fingerprint goes to stdout for clients' `--tls-pin`.
-fn server_tls(
-    tls: bool,
-    cert: Option<&std::path::Path>,
-    key: Option<&std::path::Path>,
-    addr: &Addr,
-) -> Result<Option<TlsAcceptor>, Failure> {
-    let identity = match (tls, cert, key) {
-        (false, _, _) => return Ok(None),
-        (true, Some(cert), Some(key)) => {
-            ServerIdentity::from_pem_files(cert, key).map_err(|e| Failure::Usage(e.into()))?
-        }
-        (true, _, _) => ServerIdentity::self_signed(addr).context("tls")?,
-    };
-    let acceptor = TlsAcceptor::new(identity).map_err(|e| Failure::Usage(e.into()))?;
-    // Public, so stdout next to any token line.
-    println!("tls fingerprint: {}", acceptor.fingerprint());
-    Ok(Some(acceptor))
+impl ClientTlsArgs {
+    /// The TLS connector these flags ask for; `None` for plaintext.
+    fn connector(&self) -> Result<Option<TlsConnector>, Failure> {
+        let trust = match (self.tls, self.tls_pin, &self.tls_ca) {
+            (false, _, _) => return Ok(None),
+            (true, Some(pin), _) => ServerTrust::Pin(pin),
+            (true, None, Some(ca)) => ServerTrust::CaFile(ca.clone()),
+            (true, None, None) => {
+                return Err(Failure::Usage(anyhow::anyhow!(
+                    "--tls needs --tls-pin FINGERPRINT or --tls-ca FILE; the fingerprint is the \
+                     `tls fingerprint: sha256:...` line the server prints at start"
+                )))
+            }
+        };
+        let connector = TlsConnector::new(&trust).map_err(|e| Failure::Usage(e.into()))?;
+        Ok(Some(connector))
+    }
+}
+
+/// A server's TLS flags, the same for every framed service.
+#[derive(Debug, Args)]
+pub struct ServerTlsArgs {
+    /// Serve over TLS; without --cert/--key a self-signed certificate is generated and its
+    /// fingerprint printed for clients' --tls-pin.
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM certificate chain for --tls (leaf first).
+    #[arg(long, requires_all = ["tls", "key"])]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for --cert.
+    #[arg(long, requires_all = ["tls", "cert"])]
+    pub key: Option<PathBuf>,
+}
+
+impl ServerTlsArgs {
+    /// The TLS acceptor these flags ask for (a self-signed certificate for `addr` without
+    /// --cert/--key), its fingerprint printed to stdout for clients' `--tls-pin`; `None` for
+    /// plaintext.
+    fn acceptor(&self, addr: &Addr) -> Result<Option<TlsAcceptor>, Failure> {
+        let identity = match (self.tls, &self.cert, &self.key) {
+            (false, _, _) => return Ok(None),
+            (true, Some(cert), Some(key)) => {
+                ServerIdentity::from_pem_files(cert, key).map_err(|e| Failure::Usage(e.into()))?
+            }
+            (true, _, _) => ServerIdentity::self_signed(addr).context("tls")?,
+        };
+        let acceptor = TlsAcceptor::new(identity).map_err(|e| Failure::Usage(e.into()))?;
+        // Public, so stdout next to any token line.
+        println!("tls fingerprint: {}", acceptor.fingerprint());
+        Ok(Some(acceptor))
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use super::Failure;
-use crate::net::tls::Fingerprint;
 use crate::net::{Addr, Listener};
 use crate::server::{self, serve, Config};
 use crate::service::chat::{
@@ -31,8 +30,8 @@ pub struct ChatServeArgs {
     /// Framed protocol address (sockit clients): HOST:PORT, [IPv6]:PORT or unix:/path.
     #[arg(long, default_value = chat::DEFAULT_CHAT_ADDR)]
     pub listen: Addr,
-    /// Also serve the plain-text line protocol (nc, telnet) here. It has no authentication,
-    /// so only loopback or a Unix socket unless --line-public.
+    /// Also serve the plain-text line protocol (nc, telnet) here. It has no authentication
+    /// and no TLS, so only loopback or a Unix socket unless --line-public.
     #[arg(long)]
     pub line_listen: Option<Addr>,
     /// Allow --line-listen beyond loopback: anyone who can connect can chat.
@@ -46,16 +45,9 @@ pub struct ChatServeArgs {
     /// generated one (printed once) beyond it.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
-    /// Serve the framed protocol over TLS; without --cert/--key a self-signed certificate is
-    /// generated and its fingerprint printed for clients' --tls-pin.
-    #[arg(long)]
-    pub tls: bool,
-    /// PEM certificate chain for --tls (leaf first).
-    #[arg(long, requires_all = ["tls", "key"])]
-    pub cert: Option<PathBuf>,
-    /// PEM private key for --cert.
-    #[arg(long, requires_all = ["tls", "cert"])]
-    pub key: Option<PathBuf>,
+    /// TLS for the framed port (--listen) only; the line port is always plain text.
+    #[command(flatten)]
+    pub tls: super::ServerTlsArgs,
     /// Lines a connection may send per second (messages and commands alike).
     #[arg(long, default_value_t = chat::DEFAULT_RATE_PER_SEC, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate: u32,
@@ -81,15 +73,9 @@ pub struct ChatJoinArgs {
     /// File holding the token (mode 0600); else SOCKIT_TOKEN; else none.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
-    /// Connect over TLS (never falls back to plaintext); needs --tls-pin or --tls-ca.
-    #[arg(long)]
-    pub tls: bool,
-    /// Accept only the server certificate with this fingerprint (sha256:AB:CD:...).
-    #[arg(long, requires = "tls", conflicts_with = "tls_ca")]
-    pub tls_pin: Option<Fingerprint>,
-    /// Accept server certificates issued by a CA in this PEM file.
-    #[arg(long, requires = "tls")]
-    pub tls_ca: Option<PathBuf>,
+    /// --tls, --tls-pin, --tls-ca.
+    #[command(flatten)]
+    pub tls: super::ClientTlsArgs,
 }
 
 /// Runs a `sockit chat` subcommand.
@@ -127,7 +113,7 @@ async fn run_serve(args: ChatServeArgs) -> Result<(), Failure> {
             Some(token)
         }
     };
-    let tls = super::server_tls(args.tls, args.cert.as_deref(), args.key.as_deref(), &addr)?;
+    let tls = args.tls.acceptor(&addr)?;
     let broker = Broker::new(BrokerConfig {
         history: args.history,
         ..BrokerConfig::default()
@@ -207,7 +193,7 @@ async fn serve_lines(
 }
 
 async fn run_join(args: ChatJoinArgs) -> Result<(), Failure> {
-    let tls = super::client_tls(args.tls, args.tls_pin, args.tls_ca)?;
+    let tls = args.tls.connector()?;
     let token = load_token(args.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
     let opts = JoinOptions {
         nick: args.nick,

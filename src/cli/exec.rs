@@ -10,8 +10,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use tokio::signal::unix::{signal as unix_signal, SignalKind};
 use tokio::sync::watch;
 
-use super::{client_tls, parse_duration, server_tls, Failure};
-use crate::net::tls::Fingerprint;
+use super::{parse_duration, Failure};
 use crate::net::{Addr, BindOptions, Listener};
 use crate::server::{self, serve, Config};
 use crate::service::exec::local::{self, Hangups};
@@ -78,16 +77,9 @@ pub struct ExecServeArgs {
     /// --compat tutorial, whose sessions hold a command's whole output in memory).
     #[arg(long)]
     pub max_conns: Option<usize>,
-    /// Serve over TLS; without --cert/--key a self-signed certificate is generated and its
-    /// fingerprint printed for clients' --tls-pin.
-    #[arg(long)]
-    pub tls: bool,
-    /// PEM certificate chain for --tls (leaf first).
-    #[arg(long, requires_all = ["tls", "key"])]
-    pub cert: Option<PathBuf>,
-    /// PEM private key for --cert.
-    #[arg(long, requires_all = ["tls", "cert"])]
-    pub key: Option<PathBuf>,
+    /// --tls, --cert, --key.
+    #[command(flatten)]
+    pub tls: super::ServerTlsArgs,
     /// Speak another protocol: `tutorial` for the Python lessons' client (no auth, no TLS, so
     /// only on loopback or a Unix socket).
     #[arg(long, value_enum, conflicts_with_all = ["token_file", "shell", "allow_cmd", "tls"])]
@@ -113,15 +105,9 @@ pub struct ExecRunArgs {
     /// when stdin is a terminal; -tt forces one anyway (ssh's rule).
     #[arg(short = 't', action = clap::ArgAction::Count)]
     pub tty: u8,
-    /// Connect over TLS (never falls back to plaintext); needs --tls-pin or --tls-ca.
-    #[arg(long)]
-    pub tls: bool,
-    /// Accept only the server certificate with this fingerprint (sha256:AB:CD:...).
-    #[arg(long, requires = "tls", conflicts_with = "tls_ca")]
-    pub tls_pin: Option<Fingerprint>,
-    /// Accept server certificates issued by a CA in this PEM file.
-    #[arg(long, requires = "tls")]
-    pub tls_ca: Option<PathBuf>,
+    /// --tls, --tls-pin, --tls-ca.
+    #[command(flatten)]
+    pub tls: super::ClientTlsArgs,
     /// Speak another protocol: `tutorial` talks to the Python lessons' server (the words are
     /// joined with spaces into one command line; no auth, no TLS).
     #[arg(long, value_enum, conflicts_with_all = ["token_file", "shell", "tls", "tty"])]
@@ -170,7 +156,7 @@ pub(super) async fn run_exec_serve(args: ExecServeArgs) -> Result<(), Failure> {
         tracing::warn!(%addr, "exec listens beyond loopback: anyone holding the token can run commands");
     }
     let config = ExecConfig {
-        tls: server_tls(args.tls, args.cert.as_deref(), args.key.as_deref(), &addr)?,
+        tls: args.tls.acceptor(&addr)?,
         ..config
     };
     let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
@@ -218,7 +204,7 @@ pub(super) async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
     if args.compat == Some(Compat::Tutorial) {
         return run_tutorial_client(args).await;
     }
-    let tls = client_tls(args.tls, args.tls_pin, args.tls_ca)?;
+    let tls = args.tls.connector()?;
     let token = load_token(args.token_file.as_deref())
         .map_err(|e| fail(e.into()))?
         .ok_or_else(|| {

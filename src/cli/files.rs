@@ -9,8 +9,7 @@ use clap::{Args, Subcommand};
 use indicatif::ProgressDrawTarget;
 use tokio_util::sync::CancellationToken;
 
-use super::{client_tls, parse_duration, server_tls, Failure};
-use crate::net::tls::Fingerprint;
+use super::{parse_duration, Failure};
 use crate::net::{Addr, BindOptions, Listener};
 use crate::server::{self, serve, Config, Mode};
 pub use crate::service::files::parse_size;
@@ -33,15 +32,9 @@ pub struct ClientArgs {
     /// File holding the token (mode 0600); else SOCKIT_TOKEN; else none (loopback servers).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
-    /// Connect over TLS (never falls back to plaintext); needs --tls-pin or --tls-ca.
-    #[arg(long)]
-    pub tls: bool,
-    /// Accept only the server certificate with this fingerprint (sha256:AB:CD:...).
-    #[arg(long, requires = "tls", conflicts_with = "tls_ca")]
-    pub tls_pin: Option<Fingerprint>,
-    /// Accept server certificates issued by a CA in this PEM file.
-    #[arg(long, requires = "tls")]
-    pub tls_ca: Option<PathBuf>,
+    /// --tls, --tls-pin, --tls-ca.
+    #[command(flatten)]
+    pub tls: super::ClientTlsArgs,
 }
 
 /// `sockit files serve`.
@@ -77,16 +70,9 @@ pub struct ServerArgs {
     /// allows.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
-    /// Serve over TLS; without --cert/--key a self-signed certificate is generated and its
-    /// fingerprint printed for clients' --tls-pin.
-    #[arg(long)]
-    pub tls: bool,
-    /// PEM certificate chain for --tls (leaf first).
-    #[arg(long, requires_all = ["tls", "key"])]
-    pub cert: Option<PathBuf>,
-    /// PEM private key for --cert.
-    #[arg(long, requires_all = ["tls", "cert"])]
-    pub key: Option<PathBuf>,
+    /// --tls, --cert, --key.
+    #[command(flatten)]
+    pub tls: super::ServerTlsArgs,
     /// Largest file accepted (e.g. 512M, 10G).
     #[arg(long, value_parser = parse_size)]
     pub max_file_size: Option<u64>,
@@ -223,7 +209,7 @@ impl ServerArgs {
         if !self.hash.is_empty() {
             config.hashes = self.hash.clone();
         }
-        config.tls = server_tls(self.tls, self.cert.as_deref(), self.key.as_deref(), addr)?;
+        config.tls = self.tls.acceptor(addr)?;
         FilesServer::new(config, token)
             .with_context(|| format!("cannot use {}", dir.display()))
             .map_err(Failure::Usage)
@@ -232,7 +218,7 @@ impl ServerArgs {
 
 impl ClientArgs {
     fn remote(&self, addr: &Addr) -> Result<Remote, Failure> {
-        let tls = client_tls(self.tls, self.tls_pin, self.tls_ca.clone())?;
+        let tls = self.tls.connector()?;
         let token = load_token(self.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
         Ok(Remote {
             addr: addr.clone(),
