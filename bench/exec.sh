@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side remote-exec benchmark, in one run on one machine, everything on 127.0.0.1:
-#   sockit exec (TLS and plaintext)  vs  OpenSSH (fresh and through a ControlMaster)  vs  ncat --exec
+#   sockit exec (TLS and plaintext)  vs  OpenSSH (fresh and through a ControlMaster)
+#   vs  ncat --exec (plaintext and --ssl)
 #
 #   1. round trip of running `true`: one hyperfine invocation comparing
 #      `sockit exec run --tls --tls-pin FP ADDR -- true` (fresh connection, auth + TLS),
@@ -8,7 +9,8 @@
 #      (through an already-open master) and `ssh 127.0.0.1 true` (fresh connection).
 #   2. throughput: `cat` of a page-cached file (1 GiB) to /dev/null through
 #      `sockit exec run [--tls] ADDR -- cat FILE` vs `ncat --recv-only` against
-#      `ncat --exec "/bin/cat FILE" -l --keep-open`, REPS times, peers interleaved.
+#      `ncat --exec "/bin/cat FILE" -l --keep-open`, and the same with `--ssl` on both ncat
+#      ends (the like-for-like TLS peer), REPS times, peers interleaved.
 #   3. 100 concurrent `sockit exec run ADDR -- sleep 1`, end to end, with the server's peak
 #      VmRSS (sampled every 20 ms), REPS times.
 #
@@ -136,6 +138,15 @@ for _ in $(seq 1 100); do
   sleep 0.05
 done
 NCAT=(ncat --recv-only 127.0.0.1 "$NCAT_PORT")
+# The same with TLS on both ends (ncat makes a throwaway certificate; the client does not verify).
+NCAT_SSL_PORT=$(free_port)
+ncat --ssl --exec "/bin/cat $BIG" -l 127.0.0.1 "$NCAT_SSL_PORT" --keep-open 2>/dev/null &
+pids+=($!)
+for _ in $(seq 1 100); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1',$NCAT_SSL_PORT),1).close()" 2>/dev/null && break
+  sleep 0.05
+done
+NCAT_SSL=(ncat --ssl --recv-only 127.0.0.1 "$NCAT_SSL_PORT")
 
 # --- wait for a quiet machine (bounded) -------------------------------------------------------
 QUIET="not requested"
@@ -161,25 +172,27 @@ hyperfine -N --warmup 5 --runs "$RUNS" --style basic \
 
 # --- 2. throughput of cat BIG > /dev/null -----------------------------------------------------
 # check: every peer delivers exactly BYTES (untimed; doubles as a warm-up).
-for peer in tls plain ncat; do
+for peer in tls plain ncat ncatssl; do
   case $peer in
     tls) got=$(timeout 120 "${RUN_TLS[@]}" -- cat "$BIG" | wc -c) ;;
     plain) got=$(timeout 120 "${RUN_PLAIN[@]}" -- cat "$BIG" | wc -c) ;;
     ncat) got=$(timeout 120 "${NCAT[@]}" </dev/null | wc -c) ;;
+    ncatssl) got=$(timeout 120 "${NCAT_SSL[@]}" </dev/null 2>/dev/null | wc -c) ;;
   esac
   [ "$got" = "$BYTES" ] || { echo "$peer delivered $got of $BYTES bytes" >&2; exit 1; }
 done
 : >"$OUT/cat.txt"
-peers=(tls plain ncat)
+peers=(tls plain ncat ncatssl)
 for rep in $(seq 1 "$REPS"); do
   # rotate the order each repetition
-  for i in 0 1 2; do
-    peer=${peers[$(((i + rep - 1) % 3))]}
+  for i in 0 1 2 3; do
+    peer=${peers[$(((i + rep - 1) % 4))]}
     t0=$(date +%s%N)
     case $peer in
       tls) timeout 120 "${RUN_TLS[@]}" -- cat "$BIG" >/dev/null ;;
       plain) timeout 120 "${RUN_PLAIN[@]}" -- cat "$BIG" >/dev/null ;;
       ncat) timeout 120 "${NCAT[@]}" </dev/null >/dev/null ;;
+      ncatssl) timeout 120 "${NCAT_SSL[@]}" </dev/null >/dev/null 2>&1 ;;
     esac
     t1=$(date +%s%N)
     echo "$peer $rep $((t1 - t0))" >>"$OUT/cat.txt"
@@ -243,16 +256,21 @@ for line in open(f"{out}/cat.txt"):
     peer, rep, ns = line.split()
     runs.setdefault(peer, []).append(size / int(ns))  # bytes per ns = GB/s
 print(f"### cat of a {size/2**30:g} GiB page-cached file to /dev/null (GB/s, 10^9 B/s)\n")
-print("| peer | runs GB/s | median GB/s | vs ncat |")
-print("|---|---|---:|---:|")
 m = {p: st.median(v) for p, v in runs.items()}
-names = {"tls": "sockit exec run --tls", "plain": "sockit exec run", "ncat": "ncat --exec"}
-for p in ("tls", "plain", "ncat"):
-    print(f"| {names[p]} | {', '.join(f'{x:.2f}' for x in runs[p])} | {m[p]:.2f} | {m[p]/m['ncat']:.2f}× |")
-for p in ("tls", "plain"):
-    x = m[p] / m["ncat"]
-    print(f"\n{names[p]} / ncat = **{x:.2f}×** (target ≥ 2×: {'met' if x >= 2 else 'MISSED'})", end="")
-print("\n")
+names = {"tls": "sockit exec run --tls", "plain": "sockit exec run", "ncat": "ncat --exec",
+         "ncatssl": "ncat --ssl --exec"}
+print("| peer | runs GB/s | median GB/s | vs ncat | vs ncat --ssl |")
+print("|---|---|---:|---:|---:|")
+for p in ("tls", "plain", "ncat", "ncatssl"):
+    print(f"| {names[p]} | {', '.join(f'{x:.2f}' for x in runs[p])} | {m[p]:.2f} "
+          f"| {m[p]/m['ncat']:.2f}× | {m[p]/m['ncatssl']:.2f}× |")
+def verdict(x):
+    return f"**{x:.2f}×** (target ≥ 2×: {'met' if x >= 2 else 'MISSED'})"
+print(f"\nplaintext: sockit exec run / ncat --exec = {verdict(m['plain']/m['ncat'])}")
+print(f"\nTLS like for like: sockit exec run --tls / ncat --ssl --exec = "
+      f"{verdict(m['tls']/m['ncatssl'])}")
+print(f"\nTLS against plaintext ncat: sockit exec run --tls / ncat --exec = "
+      f"{verdict(m['tls']/m['ncat'])}\n")
 rows = [list(map(int, l.split())) for l in open(f"{out}/conc.txt")]
 print(f"### {conc} concurrent `sockit exec run ADDR -- sleep 1` (plaintext)\n")
 print("| rep | wall s | server RSS before KiB | server RSS peak KiB | failed runs |")

@@ -6,7 +6,9 @@
 #   1. throughput of one SIZE file (default 2 GiB) from the page cache, into a tmpfs directory
 #      (page cache to page cache: fsync costs nothing) and into a disk-backed directory (where
 #      sockit's fsync really waits for the disk and ncat/socat's data is left dirty in the cache).
-#      Peak RSS of the clients (GNU time) and of the sockit servers (VmHWM).
+#      Peak RSS of the clients (GNU time) and of the sockit servers (VmHWM). A local `cp` of
+#      the same file into the same directory (no network, no hash) marks what this machine's
+#      page cache allows at all.
 #   2. SMALL files of 4 KiB (default 10,000): one `sockit put DIR` (one connection, pipelined)
 #      vs a loop of `sockit send FILE`, one connection (and one process) per file, into a
 #      disk-backed directory.
@@ -142,6 +144,29 @@ pipe_socat() { # DEST_FILE REP LABEL
   record socat "$3" "$2" "$(gbps "$BYTES" "$t0" "$t1")"
 }
 
+local_cp() { # DEST_FILE REP LABEL
+  local t0 t1
+  t0=$(now)
+  cp "$T/big" "$1"
+  t1=$(now)
+  record cp "$3" "$2" "$(gbps "$BYTES" "$t0" "$t1")"
+}
+
+# This VM hands freed memory back to its host (virtio-balloon free page reporting) a couple of
+# seconds after it is freed, and the next touch of such memory costs a host fault: writing
+# 2 GiB into tmpfs then takes about twice as long. Each cell below deletes the previous cell's
+# output just before it starts, so it reuses memory still held; the first cell of a block gets
+# the same by writing and deleting a SIZE file in tmpfs first (tmpfs, so no writeback follows).
+warm() {
+  head -c "$SIZE" /dev/zero >"$M/warm"
+  rm -f "$M/warm"
+}
+
+# settle: untimed, after each cell: flush what the cell left dirty (ncat, socat and cp leave
+# their data to writeback; sockit has already fsynced), so the next cell does not share the
+# machine with that writeback.
+settle() { sync; }
+
 iperf() { # REP
   local port pid bps
   port=$(free_port)
@@ -159,18 +184,27 @@ for rep in $(seq 1 "$REPS"); do
   iperf "$rep"
   for dest in shm disk; do
     if [ "$dest" = shm ]; then base=$M; port=$shm_port; else base=$T; port=$disk_port; fi
-    rm -f "$base/pipe" "$base/recv/big" "$base/got/big"
+    rm -f "$base/pipe" "$base/recv/big" "$base/got/big" "$base/cp"
+    warm
     pipe_ncat "$base/pipe" "$rep" "$dest"
+    settle
     rm -f "$base/pipe"
     pipe_socat "$base/pipe" "$rep" "$dest"
+    settle
     rm -f "$base/pipe"
     timed put-blake3 "$dest" "$rep" "$SOCKIT" put -q "127.0.0.1:$port" "$T/big"
+    settle
     rm -f "$base/recv/big"
     timed put-sha256 "$dest" "$rep" "$SOCKIT" put -q --hash sha256 "127.0.0.1:$port" "$T/big"
+    settle
     rm -f "$base/recv/big"
     mkdir -p "$base/got"
     timed get-blake3 "$dest" "$rep" "$SOCKIT" get -q -o "$base/got" --overwrite "127.0.0.1:$src_port" big
+    settle
     rm -f "$base/got/big"
+    local_cp "$base/cp" "$rep" "$dest"
+    settle
+    rm -f "$base/cp"
   done
 done
 for name in disk shm src; do
@@ -240,16 +274,17 @@ def m(kind, dest):
     return med.get((kind, dest), float("nan"))
 ip = m("iperf3", "mem")
 print(f"file: {size} bytes; iperf3 loopback median {ip:.2f} GB/s ({ip*8:.1f} Gbit/s)\n")
-print("| transfer | into | median GB/s | runs | × ncat | × socat | × iperf3 | client peak RSS |")
-print("|---|---|---:|---|---:|---:|---:|---:|")
+print("| transfer | into | median GB/s | runs | × ncat | × socat | × iperf3 | × local cp | client peak RSS |")
+print("|---|---|---:|---|---:|---:|---:|---:|---:|")
 for dest in ("shm", "disk"):
-    for kind in ("ncat", "socat", "put-blake3", "put-sha256", "get-blake3"):
+    for kind in ("ncat", "socat", "put-blake3", "put-sha256", "get-blake3", "cp"):
         v = m(kind, dest)
         runs = " ".join(f"{x:.2f}" for x in vals.get((kind, dest), []))
         rss = m(kind + "-rss-kib", dest)
         rss_s = f"{rss/1024:.1f} MiB" if rss == rss else "–"
         print(f"| {kind} | {'tmpfs' if dest == 'shm' else 'disk'} | {v:.2f} | {runs} | "
-              f"{v/m('ncat', dest):.2f} | {v/m('socat', dest):.2f} | {v/ip:.2f} | {rss_s} |")
+              f"{v/m('ncat', dest):.2f} | {v/m('socat', dest):.2f} | {v/ip:.2f} | "
+              f"{v/m('cp', dest):.2f} | {rss_s} |")
 print()
 for name in ("disk", "shm", "src"):
     print(f"- server `{name}` peak RSS (VmHWM): {m('server-hwm-kib', name)/1024:.1f} MiB")
