@@ -161,7 +161,7 @@ fn age_by(path: &std::path::Path, age: std::time::Duration) {
         .as_secs();
     let mtime = TimeSpec::new(secs as _, 0);
     utimensat(
-        None,
+        nix::fcntl::AT_FDCWD,
         path,
         &TimeSpec::UTIME_OMIT,
         &mtime,

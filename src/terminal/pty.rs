@@ -3,7 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::Stdio;
 
@@ -76,9 +76,8 @@ impl Pty {
         // The Command holds the slave copies until it is dropped.
         drop(cmd);
         let child = child?;
-        let raw = master.as_raw_fd();
-        let flags = OFlag::from_bits_truncate(fcntl(raw, FcntlArg::F_GETFL)?);
-        fcntl(raw, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        let flags = OFlag::from_bits_truncate(fcntl(&master, FcntlArg::F_GETFL)?);
+        fcntl(&master, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
         // SAFETY: `master` owns its descriptor, so it stays open and the same for as long as
         // the AsyncFd that owns `master` lives.
         let fd = unsafe { AsyncFd::register(master) }.map_err(|e| e.into_parts().1)?;
@@ -105,9 +104,8 @@ impl PtyMaster {
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut ready = self.fd.readable().await?;
-            let read = ready.try_io(|fd| {
-                nix::unistd::read(fd.get_ref().as_raw_fd(), buf).map_err(io::Error::from)
-            });
+            let read =
+                ready.try_io(|fd| nix::unistd::read(fd.get_ref(), buf).map_err(io::Error::from));
             match read {
                 Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
                 Ok(result) => return result,

@@ -150,9 +150,8 @@ pub(super) fn spawn(
 fn widen_pipe(stdout: &pipe::Receiver) {
     #[cfg(target_os = "linux")]
     {
-        use std::os::fd::AsRawFd;
         let size = i32::try_from(STDOUT_PIPE_BYTES).unwrap_or(i32::MAX);
-        let _ = nix::fcntl::fcntl(stdout.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(size));
+        let _ = nix::fcntl::fcntl(stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size));
     }
     #[cfg(not(target_os = "linux"))]
     let _ = stdout;

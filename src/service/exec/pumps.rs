@@ -267,7 +267,6 @@ async fn forward<W: AsyncRead + AsyncWrite + Unpin>(
 mod tests {
     use std::fs::File;
     use std::io::Write;
-    use std::os::fd::AsRawFd;
 
     use socket2::SockRef;
     use tokio::net::{TcpListener, TcpStream};
@@ -300,8 +299,7 @@ mod tests {
     fn pipe_holding(data: &[u8]) -> (pipe::Receiver, File) {
         let (rx, tx) = nix::unistd::pipe().expect("pipe");
         let size = i32::try_from(super::super::STDOUT_PIPE_BYTES).expect("fits");
-        nix::fcntl::fcntl(rx.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(size))
-            .expect("grow pipe");
+        nix::fcntl::fcntl(&rx, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size)).expect("grow pipe");
         let mut tx = File::from(tx);
         tx.write_all(data).expect("fill pipe");
         let rx = pipe::Receiver::from_owned_fd(rx).expect("register");

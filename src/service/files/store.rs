@@ -5,7 +5,7 @@
 //! Blocking by design: callers run it on a blocking thread.
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -25,7 +25,7 @@ mod receive;
 #[cfg(test)]
 mod tests;
 
-use at::{io_error, kind_of, open_dir, owned, stat_at};
+use at::{io_error, kind_of, open_dir, stat_at};
 pub use expire::{Expired, DEFAULT_PARTIAL_MAX_AGE, MAX_PARTIALS_PER_SWEEP};
 pub use incoming::Incoming;
 use path::shown_parts;
@@ -275,9 +275,8 @@ impl Store {
             | OFlag::O_CLOEXEC
             | OFlag::O_NONBLOCK
             | OFlag::O_NOCTTY;
-        let raw = parent.as_raw_fd();
-        let fd = match openat(Some(raw), name, flags, Mode::empty()) {
-            Ok(fd) => owned(fd),
+        let fd = match openat(&parent, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
             Err(Errno::ENOENT) => return Err(StoreError::NotFound(path.to_string())),
             Err(e) => {
                 return Err(match stat_at(parent.as_fd(), name).map(|st| kind_of(&st)) {
@@ -289,12 +288,11 @@ impl Store {
                 })
             }
         };
-        let raw = fd.as_raw_fd();
-        let st = fstat(raw).map_err(|e| io_error(path.to_string(), e))?;
+        let st = fstat(&fd).map_err(|e| io_error(path.to_string(), e))?;
         if kind_of(&st) != Kind::File {
             return Err(StoreError::WrongKind(path.to_string(), "regular file"));
         }
-        nix::fcntl::fcntl(raw, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
             .map_err(|e| io_error(path.to_string(), e))?;
         Ok((File::from(fd), at::entry(path.as_wire(), &st)))
     }

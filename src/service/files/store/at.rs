@@ -1,7 +1,7 @@
 //! The openat-style primitives the store is built on: one name at a time relative to a
 //! directory handle, never following a symlink, with errors that say what was found.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
@@ -19,12 +19,6 @@ pub(super) const DIR_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_NOFOLLOW)
     .union(OFlag::O_CLOEXEC);
 
-/// Takes ownership of a descriptor a successful `openat` just returned.
-pub(super) fn owned(fd: RawFd) -> OwnedFd {
-    // SAFETY: `fd` is a fresh descriptor from a successful open that nothing else owns.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
 /// Permission bits only: setuid, setgid and sticky are never applied.
 #[allow(clippy::unnecessary_cast)] // mode_t is u16 on some unixes
 pub(super) fn perm(mode: u32) -> Mode {
@@ -36,7 +30,7 @@ pub(super) fn stat_at<P: ?Sized + nix::NixPath>(
     dir: BorrowedFd<'_>,
     name: &P,
 ) -> nix::Result<FileStat> {
-    fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+    fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
 }
 
 /// What a `stat` describes (an `lstat` reports symlinks as such).
@@ -86,11 +80,11 @@ pub(super) fn open_dir(
     shown: impl Fn() -> String,
 ) -> Result<OwnedFd, StoreError> {
     for _ in 0..RACE_RETRIES {
-        match openat(Some(dir.as_raw_fd()), name, DIR_FLAGS, Mode::empty()) {
-            Ok(fd) => return Ok(owned(fd)),
+        match openat(dir, name, DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => return Ok(fd),
             Err(Errno::ENOENT) => match create {
                 None => return Err(StoreError::NotFound(shown())),
-                Some(mode) => match mkdirat(Some(dir.as_raw_fd()), name, perm(mode)) {
+                Some(mode) => match mkdirat(dir, name, perm(mode)) {
                     // Made here or by a racing creator: open it (or find what it is) again.
                     Ok(()) | Err(Errno::EEXIST) => continue,
                     Err(e) => return Err(io_error(shown(), e)),
@@ -134,9 +128,9 @@ pub(super) fn rename_noreplace(
 ) -> nix::Result<()> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     match nix::fcntl::renameat2(
-        Some(from_dir.as_raw_fd()),
+        from_dir,
         from,
-        Some(to_dir.as_raw_fd()),
+        to_dir,
         to,
         nix::fcntl::RenameFlags::RENAME_NOREPLACE,
     ) {
@@ -144,18 +138,8 @@ pub(super) fn rename_noreplace(
         Err(Errno::EINVAL | Errno::ENOSYS) => {}
         done => return done,
     }
-    nix::unistd::linkat(
-        Some(from_dir.as_raw_fd()),
-        from,
-        Some(to_dir.as_raw_fd()),
-        to,
-        AtFlags::empty(),
-    )?;
-    nix::unistd::unlinkat(
-        Some(from_dir.as_raw_fd()),
-        from,
-        nix::unistd::UnlinkatFlags::NoRemoveDir,
-    )
+    nix::unistd::linkat(from_dir, from, to_dir, to, AtFlags::empty())?;
+    nix::unistd::unlinkat(from_dir, from, nix::unistd::UnlinkatFlags::NoRemoveDir)
 }
 
 /// Renames `from` in `from_dir` to `to` in `to_dir`, replacing a file or symlink there (the
@@ -166,10 +150,5 @@ pub(super) fn rename_replace(
     to_dir: BorrowedFd<'_>,
     to: &str,
 ) -> nix::Result<()> {
-    nix::fcntl::renameat(
-        Some(from_dir.as_raw_fd()),
-        from,
-        Some(to_dir.as_raw_fd()),
-        to,
-    )
+    nix::fcntl::renameat(from_dir, from, to_dir, to)
 }

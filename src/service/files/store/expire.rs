@@ -7,7 +7,7 @@
 
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::dir::Dir;
@@ -17,7 +17,7 @@ use nix::sys::stat::{fstat, FileStat, Mode};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use super::super::messages::Kind;
-use super::at::{io_error, kind_of, owned, stat_at};
+use super::at::{io_error, kind_of, stat_at};
 use super::{Store, StoreError, PARTIAL_DIR};
 
 /// Partials untouched this long are removed (`FilesConfig::partial_max_age`).
@@ -65,7 +65,7 @@ impl Store {
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         let shown = || PARTIAL_DIR.to_string();
         let listed = partials.try_clone().map_err(|e| io_error(shown(), e))?;
-        let mut dir = Dir::from(listed).map_err(|e| io_error(shown(), e))?;
+        let mut dir = Dir::from_fd(listed).map_err(|e| io_error(shown(), e))?;
         let mut names: Vec<CString> = Vec::new();
         for item in dir.iter().take(MAX_PARTIALS_PER_SWEEP) {
             let item = item.map_err(|e| io_error(shown(), e))?;
@@ -111,8 +111,8 @@ fn expire_one(dir: BorrowedFd<'_>, name: &CStr, cutoff: i64) -> Result<Outcome, 
         return Ok(Outcome::Kept);
     }
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
-    let file = match openat(Some(dir.as_raw_fd()), name, flags, Mode::empty()) {
-        Ok(fd) => File::from(owned(fd)),
+    let file = match openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => File::from(fd),
         // Replaced by a symlink or removed since the stat: not ours to judge now.
         Err(Errno::ELOOP | Errno::ENOENT) => return Ok(Outcome::Kept),
         Err(e) => return Err(e),
@@ -123,7 +123,7 @@ fn expire_one(dir: BorrowedFd<'_>, name: &CStr, cutoff: i64) -> Result<Outcome, 
         Err((_, Errno::EWOULDBLOCK)) => return Ok(Outcome::Busy),
         Err((_, e)) => return Err(e),
     };
-    let locked = fstat(file.as_raw_fd())?;
+    let locked = fstat(&*file)?;
     if !is_stale_file(&locked, cutoff) {
         return Ok(Outcome::Kept);
     }
@@ -133,7 +133,7 @@ fn expire_one(dir: BorrowedFd<'_>, name: &CStr, cutoff: i64) -> Result<Outcome, 
         Ok(_) | Err(Errno::ENOENT) => return Ok(Outcome::Kept),
         Err(e) => return Err(e),
     }
-    unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir)?;
+    unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)?;
     Ok(Outcome::Removed)
 }
 

@@ -84,7 +84,7 @@ fn age_by(path: &Path, age: Duration) {
     let secs = then.duration_since(UNIX_EPOCH).unwrap().as_secs();
     let mtime = TimeSpec::new(i64::try_from(secs).unwrap() as _, 0);
     utimensat(
-        None,
+        nix::fcntl::AT_FDCWD,
         path,
         &TimeSpec::UTIME_OMIT,
         &mtime,

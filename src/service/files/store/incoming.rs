@@ -142,7 +142,7 @@ impl Incoming {
                 self.hasher.alg(),
             ));
         }
-        let fd = self.file.as_raw_fd();
+        let fd = &*self.file;
         nix::sys::stat::fchmod(fd, perm(self.meta.mode)).map_err(|e| self.io(e))?;
         let mtime = TimeSpec::new(
             self.meta.mtime as _,
@@ -154,7 +154,7 @@ impl Incoming {
         }
         let name = self.place()?;
         // The name is in place now; only its durability is in question from here.
-        nix::unistd::fsync(self.parent.as_raw_fd()).map_err(|e| self.io(e))?;
+        nix::unistd::fsync(&self.parent).map_err(|e| self.io(e))?;
         let (parents, _) = self.path.split_last();
         let name = match parents {
             [] => name,
@@ -255,7 +255,7 @@ impl Incoming {
             return;
         }
         if let Err(e) = nix::unistd::unlinkat(
-            Some(self.partials.as_raw_fd()),
+            &self.partials,
             self.partial_name.as_str(),
             nix::unistd::UnlinkatFlags::NoRemoveDir,
         ) {

@@ -2,7 +2,7 @@
 //! directory handles only, symlinks never followed.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::dir::Dir;
 use nix::errno::Errno;
@@ -205,7 +205,7 @@ fn read_names(
     limit: usize,
     shown: impl Fn() -> String,
 ) -> Result<(Dir, Vec<CString>), StoreError> {
-    let mut dir = Dir::from(dir).map_err(|e| io_error(shown(), e))?;
+    let mut dir = Dir::from_fd(dir).map_err(|e| io_error(shown(), e))?;
     let mut names = Vec::new();
     for item in dir.iter() {
         let item = item.map_err(|e| io_error(shown(), e))?;
@@ -237,16 +237,4 @@ fn stat_entry(
 
 fn dir_shown(dir: Option<&RelPath>) -> String {
     dir.map_or_else(|| "the root directory".to_string(), RelPath::to_string)
-}
-
-/// `Dir` owns its descriptor; lookups borrow it.
-trait DirFd {
-    fn as_fd(&self) -> BorrowedFd<'_>;
-}
-
-impl DirFd for Dir {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: the descriptor stays open as long as the `Dir` that owns it.
-        unsafe { BorrowedFd::borrow_raw(self.as_raw_fd()) }
-    }
 }

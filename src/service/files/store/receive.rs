@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, Flock, FlockArg, OFlag};
@@ -11,7 +11,7 @@ use nix::sys::stat::{fstat, FileStat, Mode};
 
 use super::super::hash::{HashAlg, Hasher};
 use super::super::messages::Kind;
-use super::at::{self, io_error, kind_of, owned, stat_at};
+use super::at::{self, io_error, kind_of, stat_at};
 use super::{FileMeta, Incoming, Partial, RelPath, Seen, Store, StoreError, PARTIAL_DIR};
 
 /// Bytes read at a time when hashing a partial file.
@@ -39,13 +39,8 @@ impl Store {
             return Ok(None);
         };
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
-        let file = match openat(
-            Some(partials.as_raw_fd()),
-            partial_name(path).as_str(),
-            flags,
-            Mode::empty(),
-        ) {
-            Ok(fd) => File::from(owned(fd)),
+        let file = match openat(partials, partial_name(path).as_str(), flags, Mode::empty()) {
+            Ok(fd) => File::from(fd),
             Err(Errno::ENOENT | Errno::ELOOP) => return Ok(None),
             Err(e) => return Err(io_error(partial_shown(path), e)),
         };
@@ -54,7 +49,7 @@ impl Store {
             Errno::EWOULDBLOCK => StoreError::Busy(path.to_string()),
             e => io_error(partial_shown(path), e),
         })?;
-        let seen = fstat(file.as_raw_fd()).map_err(|e| io_error(partial_shown(path), e))?;
+        let seen = fstat(&*file).map_err(|e| io_error(partial_shown(path), e))?;
         if kind_of(&seen) != Kind::File {
             return Ok(None);
         }
@@ -190,14 +185,13 @@ fn open_partial(
     create: bool,
     path: &RelPath,
 ) -> Result<(Flock<File>, FileStat), StoreError> {
-    let raw = dir.as_raw_fd();
     let mut flags = OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
     if create {
         flags |= OFlag::O_CREAT;
     }
     for _ in 0..at::RACE_RETRIES {
-        let file = match openat(Some(raw), name, flags, Mode::from_bits_truncate(0o600)) {
-            Ok(fd) => File::from(owned(fd)),
+        let file = match openat(dir, name, flags, Mode::from_bits_truncate(0o600)) {
+            Ok(fd) => File::from(fd),
             Err(Errno::ENOENT) => {
                 // Resuming, and the partial is gone: another transfer completed or dropped it.
                 return Err(StoreError::Busy(path.to_string()));
@@ -209,7 +203,7 @@ fn open_partial(
                 Errno::EWOULDBLOCK => StoreError::Busy(path.to_string()),
                 e => io_error(partial_shown(path), e),
             })?;
-        let st = fstat(file.as_raw_fd()).map_err(|e| io_error(partial_shown(path), e))?;
+        let st = fstat(&*file).map_err(|e| io_error(partial_shown(path), e))?;
         if kind_of(&st) != Kind::File {
             return Err(StoreError::WrongKind(partial_shown(path), "regular file"));
         }
@@ -220,8 +214,7 @@ fn open_partial(
                 }
                 // A second name for it (a link fallback that could not unlink, or a planted
                 // hard link): truncating would change that other file. Start a fresh one.
-                let _ =
-                    nix::unistd::unlinkat(Some(raw), name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+                let _ = nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
                 if !create {
                     return Err(StoreError::Busy(path.to_string()));
                 }
