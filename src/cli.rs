@@ -22,8 +22,8 @@ pub use chat::{ChatCommand, ChatJoinArgs, ChatServeArgs};
 pub use echo::EchoArgs;
 pub use exec::{Compat, ExecCommand, ExecRunArgs, ExecServeArgs, ExecShellArgs};
 pub use files::{
-    parse_hash, parse_size, ClientArgs, FilesCommand, FilesServeArgs, GetArgs, LsArgs, PutArgs,
-    RecvArgs, ServerArgs,
+    parse_hash, parse_max_age, parse_size, ClientArgs, FilesCommand, FilesServeArgs, GetArgs,
+    LsArgs, MaxAge, PutArgs, RecvArgs, ServerArgs,
 };
 pub use netcat::{ConnectArgs, ListenArgs};
 pub use serve::ServeArgs;
@@ -149,13 +149,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(split);
     let value: f64 = num
         .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 5s, 2m"))?;
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 5s, 2m, 7d"))?;
     let scale = match unit {
         "ms" => 0.001,
         "" | "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+        "d" => 86_400.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?}: use ms, s, m, h or d"
+            ))
+        }
     };
     Duration::try_from_secs_f64(value * scale).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
@@ -302,8 +307,34 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn a_partial_max_age_is_a_positive_duration_or_never_and_defaults_to_the_library_default() {
+        use crate::service::files::DEFAULT_PARTIAL_MAX_AGE;
+        assert_eq!(parse_max_age("never").unwrap(), MaxAge(None));
+        assert_eq!(
+            parse_max_age("12h").unwrap(),
+            MaxAge(Some(Duration::from_secs(12 * 3600)))
+        );
+        let zero = parse_max_age("0s").unwrap_err();
+        assert!(zero.contains("never"), "{zero}");
+        assert!(parse_max_age("soon").is_err());
+        // The flag's default_value ("7d") is the library's default.
+        let args = Cli::try_parse_from(["sockit", "files", "serve", "--dir", "d"]).unwrap();
+        let Command::Files(FilesCommand::Serve(serve)) = args.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(
+            serve.common.partial_max_age,
+            MaxAge(Some(DEFAULT_PARTIAL_MAX_AGE))
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 use std::process::ExitStatus;
 
-use common::{have, run_with_input, snapshot, sockit, Proc, TEST_TIMEOUT};
+use common::{age_by, have, run_with_input, snapshot, sockit, Proc, TEST_TIMEOUT};
 
 /// Starts `sockit files serve --dir DIR` on port 0 with `extra` flags.
 fn files_serve(dir: &Path, extra: &[&str]) -> (Proc, String) {
@@ -180,6 +180,33 @@ fn recv_off_a_terminal_prints_one_line_per_stored_file_with_its_size() {
             "{line}"
         );
     }
+}
+
+#[test]
+fn partial_max_age_sets_how_long_a_starting_server_keeps_partial_files() {
+    let root = tempdir();
+    let partials = root.path().join(".sockit-partial");
+    fs::create_dir(&partials).unwrap();
+    let partial = partials.join("0123456789abcdef0123456789abcdef.part");
+    fs::write(&partial, b"the first half of a file").unwrap();
+    age_by(&partial, std::time::Duration::from_secs(2 * 3600));
+
+    // The default (7 days) and `never` keep a partial untouched for two hours...
+    for extra in [&[][..], &["--partial-max-age", "never"][..]] {
+        let (proc, _) = files_serve(root.path(), extra);
+        drop(proc);
+        assert!(partial.exists(), "{extra:?} keeps it");
+    }
+    // ...an hour's limit removes it before the server listens.
+    let (proc, _) = files_serve(root.path(), &["--partial-max-age", "1h"]);
+    assert!(!partial.exists(), "--partial-max-age 1h removed it");
+    drop(proc);
+
+    let dir = path_str(root.path());
+    let args = ["files", "serve", "--listen", "127.0.0.1:0", "--dir", dir];
+    let (code, _, err) = run(&[&args[..], &["--partial-max-age", "0"]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("use `never`"), "{err}");
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 
-use common::{pattern, put_all, raw_files, start_files, write_file, TEST_TIMEOUT};
+use common::{age_by, pattern, put_all, raw_files, start_files, write_file, TEST_TIMEOUT};
 use indicatif::ProgressDrawTarget;
 use sockit::net::Addr;
 use sockit::service::files::{
@@ -148,26 +148,6 @@ fn partials(root: &std::path::Path) -> std::collections::BTreeSet<std::path::Pat
     fs::read_dir(root.join(".sockit-partial"))
         .map(|dir| dir.map(|e| e.unwrap().path()).collect())
         .unwrap_or_default()
-}
-
-/// Sets `path`'s modification time `age` into the past.
-fn age_by(path: &std::path::Path, age: std::time::Duration) {
-    use nix::sys::stat::{utimensat, UtimensatFlags};
-    use nix::sys::time::TimeSpec;
-    let then = std::time::SystemTime::now() - age;
-    let secs = then
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mtime = TimeSpec::new(secs as _, 0);
-    utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &TimeSpec::UTIME_OMIT,
-        &mtime,
-        UtimensatFlags::NoFollowSymlink,
-    )
-    .unwrap();
 }
 
 #[tokio::test]

@@ -88,6 +88,27 @@ pub struct ServerArgs {
     /// Accept only this digest (repeatable; default: blake3 and sha256).
     #[arg(long, value_parser = parse_hash)]
     pub hash: Vec<HashAlg>,
+    /// Remove partial files (kept for a resume) untouched this long (e.g. 12h, 30d), at start
+    /// and then at most hourly; `never` keeps them.
+    #[arg(long, value_parser = parse_max_age, default_value = "7d")]
+    pub partial_max_age: MaxAge,
+}
+
+/// How long partial files are kept: `None` is forever (`never` on the command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxAge(pub Option<Duration>);
+
+/// Parses `--partial-max-age`: a duration above zero, or `never`.
+pub fn parse_max_age(s: &str) -> Result<MaxAge, String> {
+    if s.trim() == "never" {
+        return Ok(MaxAge(None));
+    }
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!(
+            "a max age of {s:?} would remove every partial file; use `never` to keep them"
+        )),
+        d => Ok(MaxAge(Some(d))),
+    }
 }
 
 /// `sockit put` and `sockit send`.
@@ -210,6 +231,7 @@ impl ServerArgs {
             config.hashes = self.hash.clone();
         }
         config.tls = self.tls.acceptor(addr)?;
+        config.partial_max_age = self.partial_max_age.0;
         FilesServer::new(config, token)
             .with_context(|| format!("cannot use {}", dir.display()))
             .map_err(Failure::Usage)

@@ -300,6 +300,17 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32, mtime_secs: u64) {
         .unwrap();
 }
 
+/// Sets `path`'s modification time `age` into the past.
+pub fn age_by(path: &Path, age: Duration) {
+    let then = SystemTime::now() - age;
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(then)
+        .unwrap();
+}
+
 /// Deterministic bytes that differ by `seed`.
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)

@@ -126,6 +126,10 @@ pub struct ServiceConfig {
     /// Files: largest file accepted (`512M`, `10G`, …).
     #[serde(default)]
     pub max_file_size: Option<String>,
+    /// Files: remove partial files (kept for a resume) untouched this many seconds (default
+    /// 7 days); 0 keeps them.
+    #[serde(default)]
+    pub partial_max_age_secs: Option<u64>,
     /// Chat: also serve the unauthenticated line protocol here (loopback or Unix only).
     #[serde(default)]
     pub line_listen: Option<String>,
@@ -175,7 +179,8 @@ pub(super) fn check_fields(svc: &ServiceConfig) -> Result<(), ServeError> {
         || svc.policy.is_some()
         || svc.read_only
         || svc.write_only
-        || svc.max_file_size.is_some();
+        || svc.max_file_size.is_some()
+        || svc.partial_max_age_secs.is_some();
     let chat_only = svc.line_listen.is_some() || svc.history.is_some();
     let process = svc.mode.as_deref() == Some("process");
     let misplaced = match svc.kind {

@@ -43,6 +43,9 @@ pub(super) fn files_server(
     if let Some(size) = &svc.max_file_size {
         config.store.max_file_size = parse_size(size).map_err(|e| config_err(&e))?;
     }
+    if let Some(secs) = svc.partial_max_age_secs {
+        config.partial_max_age = (secs > 0).then(|| Duration::from_secs(secs));
+    }
     config.access = match (svc.read_only, svc.write_only) {
         (true, _) => Access::ReadOnly,
         (_, true) => Access::WriteOnly,
@@ -189,5 +192,38 @@ mod tests {
         let missing_token = entry("0.0.0.0:0", "token_file = \"/nonexistent/token\"\n");
         assert!(files_server(&missing_token, &public, &mut notes).is_err());
         assert!(files_server(&entry("127.0.0.1:0", ""), &local, &mut notes).is_ok());
+    }
+
+    #[test]
+    fn partial_max_age_secs_sets_how_long_a_files_entry_keeps_partials() {
+        let dir = tempfile::tempdir().unwrap();
+        let partial = dir
+            .path()
+            .join(".sockit-partial")
+            .join("0123456789abcdef0123456789abcdef.part");
+        std::fs::create_dir(partial.parent().unwrap()).unwrap();
+        std::fs::write(&partial, b"half").unwrap();
+        let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+        let file = std::fs::File::options().write(true).open(&partial).unwrap();
+        file.set_modified(two_hours_ago).unwrap();
+        let local: Addr = "127.0.0.1:9".parse().unwrap();
+        let mut notes = Vec::new();
+        let mut start = |max_age: &str| {
+            let text = format!(
+                "[[service]]\nkind = \"files\"\nlisten = \"127.0.0.1:0\"\ndir = {:?}\n{max_age}",
+                dir.path().to_str().unwrap()
+            );
+            let svc = ServeConfig::parse(&text).unwrap().services.remove(0);
+            files_server(&svc, &local, &mut notes).unwrap();
+        };
+        start("");
+        assert!(
+            partial.exists(),
+            "the default (7 days) keeps a 2-hour-old partial"
+        );
+        start("partial_max_age_secs = 0\n");
+        assert!(partial.exists(), "0 keeps partials");
+        start("partial_max_age_secs = 3600\n");
+        assert!(!partial.exists(), "an hour's limit removes it at start");
     }
 }
