@@ -175,10 +175,7 @@ fn recv_off_a_terminal_prints_one_line_per_stored_file_with_its_size() {
             .find(|l| l.starts_with(&format!("recv: stored {name} ")))
             .unwrap_or_else(|| panic!("no line for {name}: {stderr}"));
         assert!(line.contains(&format!("({size} bytes)")), "{line}");
-        assert!(
-            line.contains("MB/s") && line.ends_with("verified blake3"),
-            "{line}"
-        );
+        assert!(line.contains("B/s); verified blake3"), "{line}");
     }
 }
 

@@ -450,15 +450,11 @@ fn summary_line(
         .filter(|f| f.result.is_ok())
         .map(|f| f.size)
         .sum();
-    let secs = elapsed.as_secs_f64();
-    let rate = if secs > 0.0 {
-        moved as f64 / secs / 1e6
-    } else {
-        0.0
-    };
     eprintln!(
         "{verb}: {ok_files} files ({bytes} bytes) and {ok_dirs} directories done; {moved} bytes \
-         transferred in {secs:.2} s ({rate:.1} MB/s); verified {hash}"
+         transferred in {:.2} s ({}); verified {hash}",
+        elapsed.as_secs_f64(),
+        files::transfer_rate(moved, elapsed),
     );
 }
 

@@ -71,7 +71,7 @@ pub use error::{FilesError, Rejection};
 pub use hash::{HashAlg, Hasher};
 pub use local::{local_meta, parse_size, prefix_digest, LocalMeta};
 pub use messages::{ClientMessage, Entry, FileHeader, Kind, ServerMessage};
-pub use progress::{Progress, PROGRESS_NAME_CHARS};
+pub use progress::{transfer_rate, Progress, PROGRESS_NAME_CHARS};
 pub use server::{
     check_exposure, Access, FilesConfig, FilesServer, OneShot, SessionSummary,
     DEFAULT_MAX_FILES_CONNS, REQUEST_TIMEOUT,

@@ -153,7 +153,22 @@ fn label(name: &str) -> String {
     format!("…{tail}")
 }
 
-/// `verb: stored NAME (SIZE bytes); N bytes received in S s (R MB/s); verified HASH`.
+/// `bytes` over `elapsed` in decimal units: `15 B/s`, `1.50 kB/s`, `2.02 GB/s`; `n/a` when no
+/// time passed.
+pub fn transfer_rate(bytes: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        // Saturating float-to-int conversion: an absurd rate prints as the largest one.
+        format!(
+            "{}/s",
+            indicatif::DecimalBytes((bytes as f64 / secs) as u64)
+        )
+    } else {
+        "n/a".to_string()
+    }
+}
+
+/// `verb: stored NAME (SIZE bytes); N bytes received in S s (RATE); verified HASH`.
 fn stored_line(
     verb: &str,
     stored: &Stored,
@@ -162,16 +177,12 @@ fn stored_line(
     hash: HashAlg,
 ) -> String {
     let name = escape_one_line(&stored.name, MAX_PATH_BYTES);
-    let secs = elapsed.as_secs_f64();
-    let rate = if secs > 0.0 {
-        received as f64 / secs / 1e6
-    } else {
-        0.0
-    };
     format!(
-        "{verb}: stored {name} ({} bytes); {received} bytes received in {secs:.2} s \
-         ({rate:.1} MB/s); verified {hash}",
-        stored.size
+        "{verb}: stored {name} ({} bytes); {received} bytes received in {:.2} s ({}); \
+         verified {hash}",
+        stored.size,
+        elapsed.as_secs_f64(),
+        transfer_rate(received, elapsed),
     )
 }
 
@@ -225,8 +236,17 @@ mod tests {
         assert_eq!(
             line,
             "recv: stored d/a\\x1b.txt (2000000 bytes); 1000000 bytes received in 1.00 s \
-             (1.0 MB/s); verified blake3"
+             (1.00 MB/s); verified blake3"
         );
+    }
+
+    #[test]
+    fn rates_take_the_unit_that_fits() {
+        let second = Duration::from_secs(1);
+        assert_eq!(transfer_rate(6, second), "6 B/s");
+        assert_eq!(transfer_rate(6, Duration::from_millis(1)), "6.00 kB/s");
+        assert_eq!(transfer_rate(2_020_000_000, second), "2.02 GB/s");
+        assert_eq!(transfer_rate(1, Duration::ZERO), "n/a");
     }
 
     #[test]
