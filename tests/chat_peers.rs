@@ -223,6 +223,11 @@ async fn sockit_serve_runs_chat_with_a_line_port_on_one_broker() {
     })
     .await
     .expect("banner");
+    let reply = plain_text_reply(&framed_addr).await;
+    assert!(
+        reply.contains(&format!("use the line port {line_addr}")),
+        "{reply:?}"
+    );
     let mut watcher = Watcher::join(&line_addr.parse().expect("addr")).await;
     let join = tokio::task::spawn_blocking(move || {
         let mut cmd = sockit();
@@ -232,5 +237,51 @@ async fn sockit_serve_runs_chat_with_a_line_port_on_one_broker() {
     watcher.expect("<framed> across the set").await;
     let (code, _, stderr) = join.await.expect("sockit ran");
     assert_eq!(code, 0, "{stderr}");
+    assert_eq!(serve.terminate().code(), Some(0));
+}
+
+/// What a framed port answers a line of text (`nc` typing "hi"): its one line, up to EOF.
+async fn plain_text_reply(framed: &str) -> String {
+    let mut stream = TcpStream::connect(framed).await.expect("connect");
+    stream.write_all(b"hi\n").await.expect("send");
+    let mut reply = Vec::new();
+    tokio::time::timeout(
+        TEST_TIMEOUT,
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut reply),
+    )
+    .await
+    .expect("the server answers and closes")
+    .expect("read");
+    String::from_utf8(reply).expect("text")
+}
+
+#[tokio::test]
+async fn nc_at_chat_serves_framed_port_is_told_the_actual_line_port() {
+    let mut cmd = sockit();
+    cmd.args([
+        "chat",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--line-listen",
+        "127.0.0.1:0",
+    ])
+    .env_remove("SOCKIT_TOKEN");
+    let serve = Proc::spawn(cmd);
+    // The framed listener is announced first, then the line port.
+    let (framed, line, mut serve) = tokio::task::spawn_blocking(move || {
+        let mut serve = serve;
+        let framed = serve.listening_addr();
+        let line = serve.listening_addr();
+        (framed, line, serve)
+    })
+    .await
+    .expect("both listeners");
+    let reply = plain_text_reply(&framed).await;
+    assert!(
+        reply.starts_with("error: this port speaks sockit's framed protocol (service chat)")
+            && reply.ends_with(&format!("use the line port {line}\n")),
+        "{reply:?}"
+    );
     assert_eq!(serve.terminate().code(), Some(0));
 }

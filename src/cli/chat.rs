@@ -129,31 +129,39 @@ async fn run_serve(args: ChatServeArgs) -> Result<(), Failure> {
         per_sec: args.rate,
         burst: args.burst,
     };
-    let framed = ChatServer::new(
-        broker.clone(),
-        FramedConfig {
-            token,
-            tls,
-            rate,
-            ..FramedConfig::default()
-        },
-    );
-    let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
-    eprintln!("chat listening on {addr}");
     let line = match &args.line_listen {
         Some(line_addr) => {
             let l = Listener::bind(line_addr, &chat::bind_options())
                 .await
                 .context("chat line protocol")?;
             let bound = l.local_addr().context("chat")?;
-            if !bound.is_local() {
-                tracing::warn!(addr = %bound, "the line protocol listens beyond loopback, unauthenticated");
-            }
-            eprintln!("chat line protocol listening on {bound}");
-            Some(l)
+            Some((l, bound))
         }
         None => None,
     };
+    let session = match &line {
+        Some((_, bound)) => chat::session_config_with_line_port(bound),
+        None => chat::session_config(),
+    };
+    let framed = ChatServer::new(
+        broker.clone(),
+        FramedConfig {
+            token,
+            tls,
+            rate,
+            session,
+            ..FramedConfig::default()
+        },
+    );
+    let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
+    eprintln!("chat listening on {addr}");
+    let line = line.map(|(l, bound)| {
+        if !bound.is_local() {
+            tracing::warn!(addr = %bound, "the line protocol listens beyond loopback, unauthenticated");
+        }
+        eprintln!("chat line protocol listening on {bound}");
+        l
+    });
     let lines = serve_lines(
         line,
         LineServer::new(

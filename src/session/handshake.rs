@@ -12,7 +12,9 @@ use super::{
     PROTOCOL_VERSION,
 };
 use crate::net::tls::{looks_like_client_hello, looks_like_tls};
-use crate::wire::{looks_like_text, Connection, ErrorFrame, Hello, Limits, WireError};
+use crate::wire::{
+    looks_like_text, Connection, ErrorFrame, Hello, Limits, WireError, TEXT_SNIFF_BYTES,
+};
 
 /// Deadline for writing the final error frame to a peer that may not be reading.
 const ERROR_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -125,6 +127,16 @@ async fn serve_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     cfg: &SessionConfig,
     token: Option<&Token>,
 ) -> Result<(), SessionError> {
+    // A line shorter than a length prefix ("ls\n" typed into nc) would leave the frame read
+    // waiting for its fourth byte until the deadline: answer it as soon as it is whole.
+    while conn.at_frame_start() && conn.buffered().len() < TEXT_SNIFF_BYTES {
+        if looks_like_text(conn.buffered()) {
+            return Err(SessionError::ClientSpeaksText);
+        }
+        if conn.read_more().await? == 0 {
+            break;
+        }
+    }
     let hello: Hello = match conn.read_frame().await {
         Ok(hello) => hello.ok_or(SessionError::Closed)?,
         Err(_) if looks_like_client_hello(conn.buffered()) => {
@@ -246,6 +258,7 @@ fn text_client_reply(cfg: &SessionConfig) -> String {
     let service = &cfg.service;
     let hint = cfg
         .text_client_hint
+        .as_ref()
         .map(|h| format!("; {h}"))
         .unwrap_or_default();
     format!(

@@ -47,6 +47,7 @@ mod handshake;
 mod limiter;
 mod token;
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::wire::{ErrorFrame, Limits, WireError};
@@ -83,7 +84,7 @@ pub struct SessionConfig {
     pub limits: Limits,
     /// Appended to the one text line a server sends a plain-text client (`nc` at a framed
     /// port), e.g. where this service's text port is.
-    pub text_client_hint: Option<&'static str>,
+    pub text_client_hint: Option<Cow<'static, str>>,
 }
 
 impl SessionConfig {

@@ -459,7 +459,7 @@ async fn read_all(client: &mut Conn) -> String {
 async fn nc_at_a_framed_port_gets_one_readable_line_with_the_hint() {
     let (mut client, mut server) = pair();
     let cfg = SessionConfig {
-        text_client_hint: Some("try the line port"),
+        text_client_hint: Some("try the line port".into()),
         ..SessionConfig::new("chat")
     };
     client.get_mut().write_all(b"alice\n").await.unwrap();
@@ -479,10 +479,33 @@ async fn nc_at_a_framed_port_gets_one_readable_line_with_the_hint() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_line_shorter_than_a_length_prefix_is_answered_in_text_at_the_deadline() {
+async fn a_line_shorter_than_a_length_prefix_is_answered_in_text_at_once() {
     let (mut client, mut server) = pair();
     let cfg = SessionConfig::new("exec");
-    client.get_mut().write_all(b"hi\n").await.unwrap();
+    // The client stays connected, waiting for an answer (nc without -q).
+    client.get_mut().write_all(b"ls\n").await.unwrap();
+    let started = Instant::now();
+    let err = accept(&mut server, &cfg, None, PEER, &AuthLimiter::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SessionError::ClientSpeaksText), "{err:?}");
+    assert!(
+        started.elapsed() < cfg.handshake_timeout,
+        "answered after {:?}, not at the deadline",
+        started.elapsed()
+    );
+    drop(server);
+    assert_eq!(read_all(&mut client).await, text_client_reply(&cfg));
+}
+
+#[tokio::test]
+async fn a_short_line_then_eof_is_still_answered_in_text() {
+    let (mut client, mut server) = pair();
+    let cfg = SessionConfig::new("exec");
+    // `printf 'ls\n' | nc -N`: the line arrives in pieces, then the client's half-close.
+    client.get_mut().write_all(b"l").await.unwrap();
+    client.get_mut().write_all(b"s\n").await.unwrap();
+    client.get_mut().shutdown().await.unwrap();
     let err = accept(&mut server, &cfg, None, PEER, &AuthLimiter::new())
         .await
         .unwrap_err();

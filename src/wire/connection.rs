@@ -326,6 +326,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         &self.read_buf
     }
 
+    /// Reads whatever the peer sends next into the buffer without decoding it, so a caller can
+    /// look at a peer's first bytes in [`buffered`](Self::buffered) before they make a frame;
+    /// returns how many bytes arrived (0 at EOF). The next
+    /// [`read_frame`](Self::read_frame) decodes them as usual.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError::Io`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: bytes read are kept in the buffer.
+    pub async fn read_more(&mut self) -> Result<usize, WireError> {
+        Ok(self.fill().await?)
+    }
+
     /// Whether the next byte read starts a frame: nothing of one has been decoded since the
     /// last complete frame (and no decode error). Then [`buffered`](Self::buffered) holds what
     /// the peer sent that is still too short for a length prefix.

@@ -17,6 +17,7 @@ use super::pump::{farewell, pump, Dispatcher, Ending};
 use super::rate::RateLimit;
 use super::{Refusal, SERVICE};
 use crate::net::tls::TlsAcceptor;
+use crate::net::Addr;
 use crate::server::{Conn, ConnInfo, Handler};
 use crate::session::{self, AuthLimiter, SessionConfig, Token};
 use crate::wire::{Connection, Limits, WireError, MAX_HEADER_BYTES};
@@ -33,9 +34,19 @@ pub fn session_config() -> SessionConfig {
             max_body: 0,
         },
         text_client_hint: Some(
-            "for nc or telnet use the chat server's line port (sockit chat serve --line-listen)",
+            "for nc or telnet use the chat server's line port (sockit chat serve --line-listen)"
+                .into(),
         ),
         ..SessionConfig::new(SERVICE)
+    }
+}
+
+/// [`session_config`] for a server whose line port is `line`: a plain-text client at the
+/// framed port is told where that is.
+pub fn session_config_with_line_port(line: &Addr) -> SessionConfig {
+    SessionConfig {
+        text_client_hint: Some(format!("for nc or telnet use the line port {line}").into()),
+        ..session_config()
     }
 }
 

@@ -39,7 +39,9 @@ pub use client::{
     join, join_on, ChatClient, ChatError, ChatReceiver, ChatSender, ChatStream, JoinOptions,
 };
 pub use command::{parse_line, HELP_LINES};
-pub use framed::{session_config, ChatServer, FramedConfig, REGISTER_TIMEOUT};
+pub use framed::{
+    session_config, session_config_with_line_port, ChatServer, FramedConfig, REGISTER_TIMEOUT,
+};
 pub use line::{LineConfig, LineServer, MAX_LINE_BYTES, MAX_NICK_ATTEMPTS, NICK_TIMEOUT};
 pub use messages::{ClientMessage, ServerMessage};
 pub use nick::{

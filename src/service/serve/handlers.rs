@@ -6,8 +6,8 @@ use super::config::{ServeError, ServiceConfig, ServiceKind};
 use crate::net::tls::{ServerIdentity, TlsAcceptor};
 use crate::net::{Addr, BindOptions, Listener};
 use crate::service::chat::{
-    Broker, BrokerConfig, ChatServer, FramedConfig, LineConfig, LineServer, DEFAULT_HISTORY,
-    MAX_HISTORY,
+    session_config, session_config_with_line_port, Broker, BrokerConfig, ChatServer, FramedConfig,
+    LineConfig, LineServer, DEFAULT_HISTORY, MAX_HISTORY,
 };
 use crate::service::exec::{ExecConfig, ExecServer};
 use crate::service::files::{
@@ -106,6 +106,7 @@ pub(super) fn exec_server(
 pub(super) fn chat_servers(
     svc: &ServiceConfig,
     addr: &Addr,
+    line: Option<&Addr>,
     notes: &mut Vec<String>,
 ) -> Result<(ChatServer, LineServer), ServeError> {
     let config_err = |e: &dyn std::fmt::Display| ServeError::Config(format!("chat: {e}"));
@@ -141,6 +142,7 @@ pub(super) fn chat_servers(
     let framed = FramedConfig {
         token,
         tls,
+        session: line.map_or_else(session_config, session_config_with_line_port),
         ..FramedConfig::default()
     };
     Ok((

@@ -160,19 +160,27 @@ pub async fn bind_all(
                 let opts = crate::service::chat::bind_options();
                 let listener = Listener::bind(&addr, &opts).await.map_err(bind_err)?;
                 let bound_addr = listener.local_addr().map_err(bind_err)?;
-                let (framed, line) = chat_servers(svc, &bound_addr, &mut notes)?;
+                let line_listener = match &svc.line_listen {
+                    Some(line_addr) => {
+                        let l = bind_line(line_addr, &opts).await?;
+                        let line_bound = l.local_addr().map_err(bind_err)?;
+                        Some((l, line_bound))
+                    }
+                    None => None,
+                };
+                let line_bound = line_listener.as_ref().map(|(_, a)| a.clone());
+                let (framed, line) =
+                    chat_servers(svc, &bound_addr, line_bound.as_ref(), &mut notes)?;
                 let engine = Config {
                     // Lurkers are normal in a chat: a quiet connection is not a dead one.
                     idle_timeout: None,
                     ..engine
                 };
-                if let Some(line_addr) = &svc.line_listen {
-                    let line_listener = bind_line(line_addr, &opts).await?;
+                if let Some((line_listener, line_bound)) = line_listener {
                     let line_engine = Config {
                         service: "chat-line".into(),
                         ..engine.clone()
                     };
-                    let line_bound = line_listener.local_addr().map_err(bind_err)?;
                     bound.push(Bound::ChatLine(line_listener, line, line_engine));
                     banner.push(Running {
                         service: "chat",
