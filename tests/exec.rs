@@ -9,27 +9,20 @@ use std::time::Duration;
 
 use common::pids::{is_gone, wait_until_gone, wait_until_gone_blocking};
 use common::{
-    authenticated_exec as authenticated, run_with_input, sockit, start_exec, start_exec_binary,
-    token_file, Proc, TEST_TIMEOUT,
+    argv_request, authenticated_exec as authenticated, run_exec, run_with_input, sockit,
+    start_exec, start_exec_binary, token_file, Proc, Ran, TEST_TIMEOUT,
 };
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use sockit::net::{Addr, Stream};
 use sockit::service::exec::{
-    self, run, ClientMessage, ExecConfig, ExecError, LocalIo, RemoteExit, RunOutcome, RunRequest,
-    ServerMessage, SignalName,
+    self, ClientMessage, ExecConfig, RemoteExit, RunRequest, ServerMessage, SignalName,
 };
 use sockit::session::Token;
 use sockit::wire::Connection;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-
-struct Ran {
-    outcome: Result<RunOutcome, ExecError>,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-}
 
 /// Runs `argv` with `stdin`, forwarding whatever arrives on `signals`.
 async fn run_with(
@@ -40,36 +33,16 @@ async fn run_with(
     stdin: &[u8],
     signals: mpsc::Receiver<SignalName>,
 ) -> Ran {
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let request = RunRequest {
-        argv: argv.iter().map(|s| s.to_string()).collect(),
         shell,
-        pty: None,
+        ..argv_request(argv)
     };
-    let io = LocalIo {
-        stdin,
-        stdout: &mut stdout,
-        stderr: &mut stderr,
-        signals,
-        resizes: None,
-    };
-    let outcome = timeout(TEST_TIMEOUT, run(addr, token, &request, io))
-        .await
-        .expect("the run finishes in time");
-    Ran {
-        outcome,
-        stdout,
-        stderr,
-    }
+    run_exec(addr, None, token, &request, stdin, signals).await
 }
 
 async fn run_cmd(addr: &Addr, token: &Token, argv: &[&str], shell: bool, stdin: &[u8]) -> Ran {
     let (_, signals) = mpsc::channel(1);
     run_with(addr, token, argv, shell, stdin, signals).await
-}
-
-fn exit_of(ran: &Ran) -> RemoteExit {
-    ran.outcome.as_ref().expect("an exit status").exit
 }
 
 fn refusal_code(ran: &Ran) -> String {
@@ -81,7 +54,7 @@ fn refusal_code(ran: &Ran) -> String {
 
 async fn assert_still_serves(addr: &Addr, token: &Token) {
     let ran = run_cmd(addr, token, &["echo", "still serving"], false, b"").await;
-    assert_eq!(exit_of(&ran), RemoteExit::Code(0));
+    assert_eq!(ran.exit(), RemoteExit::Code(0));
     assert_eq!(ran.stdout, b"still serving\n");
 }
 
@@ -107,7 +80,7 @@ async fn stdout_and_stderr_arrive_separately_with_the_exit_code() {
         b"",
     )
     .await;
-    assert_eq!(exit_of(&ran), RemoteExit::Code(3));
+    assert_eq!(ran.exit(), RemoteExit::Code(3));
     assert_eq!(ran.stdout, b"out\n");
     assert_eq!(ran.stderr, b"err\n");
     server.stop().await.unwrap();
@@ -124,7 +97,7 @@ async fn argv_form_keeps_spaces_and_never_runs_a_shell() {
         b"",
     )
     .await;
-    assert_eq!(exit_of(&ran), RemoteExit::Code(0));
+    assert_eq!(ran.exit(), RemoteExit::Code(0));
     assert_eq!(ran.stdout, b"a b|$HOME;x|");
     let shell = run_cmd(&server.addr, &token, &["exit 3"], true, b"").await;
     assert_eq!(refusal_code(&shell), "shell_not_allowed");
@@ -138,7 +111,7 @@ async fn stdin_is_forwarded_with_its_eof() {
     let input: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     // More than the pipes hold in both directions: cat must read and write at once.
     let cat = run_cmd(&server.addr, &token, &["cat"], false, &input).await;
-    assert_eq!(exit_of(&cat), RemoteExit::Code(0));
+    assert_eq!(cat.exit(), RemoteExit::Code(0));
     assert!(cat.stdout == input, "cat returned different bytes");
     let wc = run_cmd(&server.addr, &token, &["wc", "-c"], false, &input).await;
     assert_eq!(String::from_utf8_lossy(&wc.stdout).trim(), "1000000");
@@ -223,8 +196,8 @@ async fn a_child_that_never_exits_is_killed_at_the_timeout() {
     };
     let (server, token) = start_exec(config).await;
     let ran = run_cmd(&server.addr, &token, &["sleep", "1000"], false, b"").await;
-    assert_eq!(exit_of(&ran), RemoteExit::Signal(9));
-    assert_eq!(exit_of(&ran).exit_code(), 137);
+    assert_eq!(ran.exit(), RemoteExit::Signal(9));
+    assert_eq!(ran.exit().exit_code(), 137);
     assert_still_serves(&server.addr, &token).await;
     server.stop().await.unwrap();
 }
@@ -244,8 +217,8 @@ async fn a_forwarded_signal_reaches_the_command() {
         signals,
     )
     .await;
-    assert_eq!(exit_of(&ran), RemoteExit::Signal(15));
-    assert_eq!(exit_of(&ran).exit_code(), 143);
+    assert_eq!(ran.exit(), RemoteExit::Signal(15));
+    assert_eq!(ran.exit().exit_code(), 143);
     server.stop().await.unwrap();
 }
 

@@ -9,14 +9,16 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::pids::{is_gone, wait_until_gone};
-use common::{run_with_input, sockit, start_exec, start_exec_binary, token_file, TEST_TIMEOUT};
+use common::{
+    argv_request, run_exec, run_with_input, sockit, start_exec, start_exec_binary, token_file, Ran,
+    TEST_TIMEOUT,
+};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::termios::{tcgetattr, LocalFlags};
 use nix::unistd::Pid;
 use sockit::net::{Addr, Stream};
 use sockit::service::exec::{
-    self, run, ClientMessage, ExecConfig, ExecError, LocalIo, PtyRequest, RemoteExit, RunOutcome,
-    RunRequest, ServerMessage,
+    self, ClientMessage, ExecConfig, PtyRequest, RemoteExit, RunRequest, ServerMessage,
 };
 use sockit::session::{self, Token};
 use sockit::terminal::{set_window_size, WindowSize};
@@ -32,12 +34,6 @@ fn pty(rows: u16, cols: u16) -> Option<PtyRequest> {
     })
 }
 
-struct Ran {
-    outcome: Result<RunOutcome, ExecError>,
-    stdout: String,
-    stderr: Vec<u8>,
-}
-
 /// Runs `argv` through the library client, with `stdin` as typed input.
 async fn run_cmd(
     addr: &Addr,
@@ -46,46 +42,30 @@ async fn run_cmd(
     pty: Option<PtyRequest>,
     stdin: &[u8],
 ) -> Ran {
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let (_signals_tx, signals) = mpsc::channel(1);
     let request = RunRequest {
-        argv: argv.iter().map(|s| s.to_string()).collect(),
-        shell: false,
         pty,
+        ..argv_request(argv)
     };
-    let io = LocalIo {
-        stdin,
-        stdout: &mut stdout,
-        stderr: &mut stderr,
-        signals,
-        resizes: None,
-    };
-    let outcome = timeout(TEST_TIMEOUT, run(addr, token, &request, io))
-        .await
-        .expect("the run finishes in time");
-    Ran {
-        outcome,
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr,
-    }
-}
-
-fn exit_of(ran: &Ran) -> RemoteExit {
-    ran.outcome.as_ref().expect("an exit status").exit
+    run_exec(addr, None, token, &request, stdin, signals).await
 }
 
 async fn assert_still_serves(addr: &Addr, token: &Token) {
     let ran = run_cmd(addr, token, &["echo", "still serving"], pty(24, 80), b"").await;
-    assert_eq!(exit_of(&ran), RemoteExit::Code(0));
-    assert_eq!(ran.stdout, "still serving\r\n");
+    assert_eq!(ran.exit(), RemoteExit::Code(0));
+    assert_eq!(ran.stdout_text(), "still serving\r\n");
 }
 
 #[tokio::test]
 async fn a_command_with_a_pty_has_a_terminal_and_one_without_has_none() {
     let (server, token) = start_exec(ExecConfig::default()).await;
     let ran = run_cmd(&server.addr, &token, &["tty"], pty(24, 80), b"").await;
-    assert_eq!(exit_of(&ran), RemoteExit::Code(0));
-    assert!(ran.stdout.starts_with("/dev/pts/"), "{:?}", ran.stdout);
+    assert_eq!(ran.exit(), RemoteExit::Code(0));
+    assert!(
+        ran.stdout_text().starts_with("/dev/pts/"),
+        "{:?}",
+        ran.stdout_text()
+    );
     let term = run_cmd(
         &server.addr,
         &token,
@@ -94,9 +74,9 @@ async fn a_command_with_a_pty_has_a_terminal_and_one_without_has_none() {
         b"",
     )
     .await;
-    assert_eq!(term.stdout, "xterm\r\n", "the default TERM");
+    assert_eq!(term.stdout_text(), "xterm\r\n", "the default TERM");
     let piped = run_cmd(&server.addr, &token, &["test", "-t", "0"], None, b"").await;
-    assert_eq!(exit_of(&piped), RemoteExit::Code(1), "stdin is a pipe");
+    assert_eq!(piped.exit(), RemoteExit::Code(1), "stdin is a pipe");
     server.stop().await.unwrap();
 }
 
@@ -109,8 +89,8 @@ async fn stdout_and_stderr_are_merged_on_a_pty() {
     }
     let script = "echo out; echo err >&2; echo $TERM; exit 3";
     let ran = run_cmd(&server.addr, &token, &["sh", "-c", script], request, b"").await;
-    assert_eq!(exit_of(&ran), RemoteExit::Code(3));
-    assert_eq!(ran.stdout, "out\r\nerr\r\nxterm-256color\r\n");
+    assert_eq!(ran.exit(), RemoteExit::Code(3));
+    assert_eq!(ran.stdout_text(), "out\r\nerr\r\nxterm-256color\r\n");
     assert!(ran.stderr.is_empty(), "nothing arrives as stderr");
     server.stop().await.unwrap();
 }
@@ -119,8 +99,8 @@ async fn stdout_and_stderr_are_merged_on_a_pty() {
 async fn the_pty_has_the_requested_window_size() {
     let (server, token) = start_exec(ExecConfig::default()).await;
     let ran = run_cmd(&server.addr, &token, &["stty", "size"], pty(33, 101), b"").await;
-    assert_eq!(exit_of(&ran), RemoteExit::Code(0));
-    assert_eq!(ran.stdout, "33 101\r\n");
+    assert_eq!(ran.exit(), RemoteExit::Code(0));
+    assert_eq!(ran.stdout_text(), "33 101\r\n");
     server.stop().await.unwrap();
 }
 
@@ -128,9 +108,9 @@ async fn the_pty_has_the_requested_window_size() {
 async fn input_ends_with_the_terminal_eof_character() {
     let (server, token) = start_exec(ExecConfig::default()).await;
     let ran = run_cmd(&server.addr, &token, &["cat"], pty(24, 80), b"hello\n").await;
-    assert_eq!(exit_of(&ran), RemoteExit::Code(0), "cat saw EOF");
+    assert_eq!(ran.exit(), RemoteExit::Code(0), "cat saw EOF");
     // The terminal echoes the line, then cat writes it back.
-    assert_eq!(ran.stdout, "hello\r\nhello\r\n");
+    assert_eq!(ran.stdout_text(), "hello\r\nhello\r\n");
     server.stop().await.unwrap();
 }
 
@@ -145,8 +125,8 @@ async fn ctrl_c_typed_on_the_pty_interrupts_the_command() {
         b"\x03",
     )
     .await;
-    assert_eq!(exit_of(&ran), RemoteExit::Signal(2));
-    assert_eq!(exit_of(&ran).exit_code(), 130);
+    assert_eq!(ran.exit(), RemoteExit::Signal(2));
+    assert_eq!(ran.exit().exit_code(), 130);
     server.stop().await.unwrap();
 }
 
@@ -176,7 +156,7 @@ async fn a_pty_command_that_never_exits_is_killed_at_the_timeout() {
     };
     let (server, token) = start_exec(config).await;
     let ran = run_cmd(&server.addr, &token, &["sleep", "1000"], pty(24, 80), b"").await;
-    assert_eq!(exit_of(&ran), RemoteExit::Signal(9));
+    assert_eq!(ran.exit(), RemoteExit::Signal(9));
     assert_still_serves(&server.addr, &token).await;
     server.stop().await.unwrap();
 }

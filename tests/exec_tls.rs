@@ -7,14 +7,15 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{run_with_input, sockit, start_exec, token_file, Proc, TestServer, TEST_TIMEOUT};
+use common::{
+    argv_request, run_exec, run_with_input, sockit, start_exec, token_file, Proc, TestServer,
+    TEST_TIMEOUT,
+};
 use sockit::net::tls::{
     Fingerprint, ServerIdentity, ServerTrust, TlsAcceptor, TlsConnector, TlsError,
 };
 use sockit::net::{Addr, Stream};
-use sockit::service::exec::{
-    run, run_tls, ExecConfig, ExecError, LocalIo, RemoteExit, RunOutcome, RunRequest,
-};
+use sockit::service::exec::{ExecConfig, ExecError, RemoteExit, RunOutcome};
 use sockit::session::Token;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -44,30 +45,9 @@ async fn exec(
     token: &Token,
     argv: &[&str],
 ) -> (Result<RunOutcome, ExecError>, Vec<u8>) {
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let (_signals_tx, signals) = mpsc::channel(1);
-    let request = RunRequest {
-        argv: argv.iter().map(|s| s.to_string()).collect(),
-        shell: false,
-        pty: None,
-    };
-    let io = LocalIo {
-        stdin: &b""[..],
-        stdout: &mut stdout,
-        stderr: &mut stderr,
-        signals,
-        resizes: None,
-    };
-    let running = async {
-        match tls {
-            Some(tls) => run_tls(addr, tls, token, &request, io).await,
-            None => run(addr, token, &request, io).await,
-        }
-    };
-    let outcome = timeout(TEST_TIMEOUT, running)
-        .await
-        .expect("the run finishes in time");
-    (outcome, stdout)
+    let ran = run_exec(addr, tls, token, &argv_request(argv), b"", signals).await;
+    (ran.outcome, ran.stdout)
 }
 
 async fn assert_serves_tls(addr: &Addr, tls: &TlsConnector, token: &Token) {

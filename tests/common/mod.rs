@@ -9,12 +9,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
+use sockit::net::tls::TlsConnector;
 use sockit::net::{Addr, BindOptions, Datagram, Listener, Stream};
 use sockit::server::{serve, serve_datagram, Config, DatagramHandler, Handler};
-use sockit::service::exec::{self, ExecConfig, ExecServer};
+use sockit::service::exec::{
+    self, ExecConfig, ExecError, ExecServer, LocalIo, RemoteExit, RunOutcome, RunRequest,
+    SignalName,
+};
 use sockit::service::files::{self, FilesConfig, FilesServer, PutOptions, PutReport, Remote};
 use sockit::session::{self, Token};
 use sockit::wire::Connection;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -309,6 +314,68 @@ pub fn age_by(path: &Path, age: Duration) {
         .unwrap()
         .set_modified(then)
         .unwrap();
+}
+
+/// What one run through the library exec client returned.
+pub struct Ran {
+    pub outcome: Result<RunOutcome, ExecError>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Ran {
+    /// The remote exit; panics on a refused or failed run.
+    pub fn exit(&self) -> RemoteExit {
+        self.outcome.as_ref().expect("an exit status").exit
+    }
+
+    /// Stdout as text (a pty's output, say).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Runs `request` through the library client (over TLS with `tls`), with `stdin` as input
+/// and whatever arrives on `signals` forwarded; bounded by [`TEST_TIMEOUT`].
+pub async fn run_exec(
+    addr: &Addr,
+    tls: Option<&TlsConnector>,
+    token: &Token,
+    request: &RunRequest,
+    stdin: &[u8],
+    signals: mpsc::Receiver<SignalName>,
+) -> Ran {
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let io = LocalIo {
+        stdin,
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+        signals,
+        resizes: None,
+    };
+    let running = async {
+        match tls {
+            Some(tls) => exec::run_tls(addr, tls, token, request, io).await,
+            None => exec::run(addr, token, request, io).await,
+        }
+    };
+    let outcome = tokio::time::timeout(TEST_TIMEOUT, running)
+        .await
+        .expect("the run finishes in time");
+    Ran {
+        outcome,
+        stdout,
+        stderr,
+    }
+}
+
+/// A request to run `argv` as it is (no shell, no pty).
+pub fn argv_request(argv: &[&str]) -> RunRequest {
+    RunRequest {
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        shell: false,
+        pty: None,
+    }
 }
 
 /// Deterministic bytes that differ by `seed`.
