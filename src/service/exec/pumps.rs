@@ -89,9 +89,6 @@ pub(super) async fn pump_output<W: AsyncRead + AsyncWrite + SpliceWrite + Unpin>
     exited: &CancellationToken,
 ) -> Result<(), WireError> {
     match output {
-        CommandOutput::Pipes(stdout, stderr) if writer.get_ref().can_splice() => {
-            pump_pipes_spliced(writer, stdout, stderr, credits).await
-        }
         CommandOutput::Pipes(stdout, stderr) => pump_pipes(writer, stdout, stderr, credits).await,
         CommandOutput::Pty(master) => pump_pty(writer, master, credits, stop).await,
     }?;
@@ -149,55 +146,27 @@ async fn pump_pty<W: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn pump_pipes<W: AsyncRead + AsyncWrite + Unpin>(
-    writer: &mut Connection<W>,
-    mut stdout: pipe::Receiver,
-    mut stderr: ChildStderr,
-    credits: &mut StdinCredits,
-) -> Result<(), WireError> {
-    // Stdout starts small and grows to STDOUT_CHUNK_BYTES once a read fills it: bulk output
-    // gets big reads, while a quiet command (most sessions) never touches the big buffer.
-    let mut out_buf = vec![0u8; OUTPUT_CHUNK_BYTES];
-    let mut err_buf = vec![0u8; OUTPUT_CHUNK_BYTES];
-    let (mut out_open, mut err_open) = (true, true);
-    while out_open || err_open {
-        // All three are cancel safe: a read that loses the race has read nothing.
-        tokio::select! {
-            n = stdout.read(&mut out_buf), if out_open => {
-                let filled = matches!(n, Ok(read) if read == out_buf.len());
-                out_open = forward(writer, Pipe::Stdout, &out_buf, n).await?;
-                if filled && out_buf.len() < STDOUT_CHUNK_BYTES {
-                    out_buf.resize(STDOUT_CHUNK_BYTES, 0);
-                }
-            }
-            n = stderr.read(&mut err_buf), if err_open => {
-                err_open = forward(writer, Pipe::Stderr, &err_buf, n).await?;
-            }
-            Some(bytes) = credits.next() => send_credit(writer, bytes).await?,
-        }
-    }
-    Ok(())
-}
-
-/// [`pump_pipes`] with stdout spliced: wait until its pipe is readable, then send all it holds
-/// (up to [`STDOUT_SPLICE_BYTES`]) as one frame whose body the kernel moves from the pipe to
-/// the socket. Stderr, seldom bulky, is read and written as before.
-async fn pump_pipes_spliced<W: AsyncRead + AsyncWrite + SpliceWrite + Unpin>(
+/// Streams stdout and stderr as separate frames. Stdout waits until its pipe is readable,
+/// then either sends all the pipe holds as one spliced frame (a stream that can splice) or
+/// reads a chunk and writes it. Stderr, seldom bulky, is always read and written.
+async fn pump_pipes<W: AsyncRead + AsyncWrite + SpliceWrite + Unpin>(
     writer: &mut Connection<W>,
     stdout: pipe::Receiver,
     mut stderr: ChildStderr,
     credits: &mut StdinCredits,
 ) -> Result<(), WireError> {
+    let splice = writer.get_ref().can_splice();
     let mut out_buf = vec![0u8; OUTPUT_CHUNK_BYTES];
     let mut err_buf = vec![0u8; OUTPUT_CHUNK_BYTES];
     let (mut out_open, mut err_open) = (true, true);
     while out_open || err_open {
-        // Both are cancel safe: waiting for readiness consumes nothing, and a read that loses
-        // the race has read nothing.
+        // All three are cancel safe: waiting for readiness consumes nothing, and a read that
+        // loses the race has read nothing.
         tokio::select! {
             ready = stdout.readable(), if out_open => {
                 out_open = match ready {
-                    Ok(()) => splice_stdout(writer, &stdout, &mut out_buf).await?,
+                    Ok(()) if splice => splice_stdout(writer, &stdout, &mut out_buf).await?,
+                    Ok(()) => read_stdout(writer, &stdout, &mut out_buf).await?,
                     Err(_) => false,
                 };
             }
@@ -208,6 +177,27 @@ async fn pump_pipes_spliced<W: AsyncRead + AsyncWrite + SpliceWrite + Unpin>(
         }
     }
     Ok(())
+}
+
+/// Sends a chunk read from a readable stdout pipe; returns whether the pipe is still open.
+/// `buf` starts small and grows to [`STDOUT_CHUNK_BYTES`] once a read fills it: bulk output
+/// gets big reads, while a quiet command (most sessions) never touches the big buffer.
+async fn read_stdout<W: AsyncRead + AsyncWrite + Unpin>(
+    writer: &mut Connection<W>,
+    stdout: &pipe::Receiver,
+    buf: &mut Vec<u8>,
+) -> Result<bool, WireError> {
+    let read = match stdout.try_read(buf) {
+        // Stale readiness, now cleared.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+        read => read,
+    };
+    let filled = matches!(read, Ok(n) if n == buf.len());
+    let open = forward(writer, Pipe::Stdout, buf, read).await?;
+    if filled && buf.len() < STDOUT_CHUNK_BYTES {
+        buf.resize(STDOUT_CHUNK_BYTES, 0);
+    }
+    Ok(open)
 }
 
 /// Sends what a readable stdout pipe holds as one spliced frame; returns whether the pipe is
