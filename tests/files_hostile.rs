@@ -189,6 +189,31 @@ async fn the_largest_u64_size_is_refused_before_its_body_and_the_connection_clos
 }
 
 #[tokio::test]
+async fn the_largest_u64_size_after_a_stored_file_is_still_refused_cleanly() {
+    // The session's byte tally already holds the first file: adding the refused size must
+    // not overflow (a panic would end the session without an answer).
+    let mut f = fixture().await;
+    let mut conn = raw_files(&f.server.addr).await;
+    send_put(
+        &mut conn,
+        header("first.txt", 3, 0),
+        b"abc",
+        &blake3(b"abc"),
+    )
+    .await;
+    assert!(matches!(
+        next(&mut conn).await,
+        Some(ServerMessage::Stored { .. })
+    ));
+    let head = header("huge.bin", u64::MAX, 0);
+    conn.write_header(&ClientMessage::Put(head)).await.unwrap();
+    assert_eq!(code_of(next(&mut conn).await), "too_large");
+    assert_eq!(code_of(next(&mut conn).await), "error:discard_limit");
+    std::fs::remove_file(f.root.path().join("first.txt")).unwrap();
+    f.assert_unchanged_and_serving().await;
+}
+
+#[tokio::test]
 async fn a_duplicate_key_ends_the_session_with_invalid_header() {
     let mut f = fixture().await;
     let mut conn = raw_files(&f.server.addr).await;

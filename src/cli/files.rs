@@ -445,11 +445,12 @@ fn summary_line(
             .count()
     };
     let (ok_files, ok_dirs) = (done(files::Kind::File), done(files::Kind::Dir));
-    let bytes: u64 = files
+    // Sizes a server may have declared: summed without overflowing.
+    let bytes = files
         .iter()
         .filter(|f| f.result.is_ok())
         .map(|f| f.size)
-        .sum();
+        .fold(0, u64::saturating_add);
     eprintln!(
         "{verb}: {ok_files} files ({bytes} bytes) and {ok_dirs} directories done; {moved} bytes \
          transferred in {:.2} s ({}); verified {hash}",

@@ -334,7 +334,8 @@ async fn receive(
             .record(now.saturating_sub(Duration::from_micros(sent_us)));
         if let Some(seen) = progress.seen.get(s).and_then(|v| v.get(r)) {
             // Only this receiver writes its own slot, so the last value is its own.
-            if seen.load(Ordering::Relaxed) + 1 != seq {
+            // `seq` comes from the server's line: compared without overflowing.
+            if seen.load(Ordering::Relaxed).checked_add(1) != Some(seq) {
                 got.out_of_order += 1;
             }
             seen.store(seq, Ordering::Release);
@@ -395,7 +396,7 @@ async fn send_until(
         } else if begin.elapsed() >= load.duration {
             break;
         }
-        while progress.slowest(s) + load.window < next {
+        while progress.slowest(s).saturating_add(load.window) < next {
             timeout(IO_TIMEOUT, progress.wake[s].notified())
                 .await
                 .map_err(|_| std::io::Error::other("receivers stopped making progress"))?;

@@ -252,7 +252,8 @@ impl<'a, S: Stream> Session<'a, S> {
         let progress = &self.server.config.progress;
         progress.finish_and_clear();
         let result = self.log_file(&log, &outcome);
-        self.summary.bytes += body;
+        // Peer-declared: a refused `u64::MAX` body must not overflow the tally.
+        self.summary.bytes = self.summary.bytes.saturating_add(body);
         let path = header.path.clone();
         match outcome {
             Ok(Ok(stored)) => {

@@ -50,8 +50,11 @@ pub const MAX_PATH_DEPTH: usize = 64;
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 40;
 
 /// Most entries one listing or `get` manifest may hold: a manifest is held whole on both ends,
-/// so this keeps it to some tens of MiB.
+/// so this and [`MAX_LISTING_PATH_BYTES`] keep it to some tens of MiB.
 pub const MAX_LISTING_ENTRIES: usize = 200_000;
+
+/// Most path bytes, all entries together, one listing or `get` manifest may hold.
+pub const MAX_LISTING_PATH_BYTES: usize = 64 * 1024 * 1024;
 
 /// Most `name (N).ext` candidates tried by the rename policy.
 pub const MAX_RENAME_ATTEMPTS: u32 = 10_000;
@@ -183,6 +186,9 @@ pub enum StoreError {
     /// Too many entries to list or fetch at once.
     #[error("{0} has more than {1} entries")]
     TooManyEntries(String, usize),
+    /// The entries' paths together are too long to list or fetch at once.
+    #[error("{0} holds more than {1} bytes of paths")]
+    ListingTooLarge(String, usize),
     /// Any other I/O failure.
     #[error("{path}: {source}")]
     Io {
@@ -207,7 +213,7 @@ impl StoreError {
             StoreError::Busy(_) => "busy",
             StoreError::SizeMismatch { .. } => "size_mismatch",
             StoreError::HashMismatch(..) => "hash_mismatch",
-            StoreError::TooManyEntries(..) => "too_many_entries",
+            StoreError::TooManyEntries(..) | StoreError::ListingTooLarge(..) => "too_many_entries",
             StoreError::Io { .. } => "io_error",
         }
     }

@@ -102,7 +102,8 @@ pub async fn get(
     }
     options
         .progress
-        .add_total(wanted.iter().map(|w| w.size).sum());
+        // Sizes from the server's listing: summed without overflowing.
+        .add_total(wanted.iter().map(|w| w.size).fold(0, u64::saturating_add));
     let (reader, writer) = conn.split();
     let (tx, rx) = mpsc::channel(WINDOW_REQUESTS);
     let requester = tokio::spawn(send_fetches(
@@ -343,7 +344,7 @@ impl Receiver {
         let open = move || store.create(&local, size, meta, alg, resume);
         let received =
             receive_file::<_, ServerMessage, _>(&mut self.reader, body, open, &self.progress).await;
-        self.bytes += body;
+        self.bytes = self.bytes.saturating_add(body);
         match received {
             Ok(stored) => Ok((stored.map(|s| shown(&s.name)), body)),
             Err(ReceiveError::Broken(e)) => Err(e.into()),

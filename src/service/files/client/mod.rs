@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::error::{FilesError, Rejection};
 use super::messages::{ClientMessage, Entry, Kind, ServerMessage};
-use super::store::MAX_LISTING_ENTRIES;
+use super::store::{MAX_LISTING_ENTRIES, MAX_LISTING_PATH_BYTES, MAX_PATH_BYTES};
 use super::transfer::CHUNK_BYTES;
 use crate::net::tls::TlsConnector;
 use crate::net::Addr;
@@ -101,6 +101,9 @@ pub async fn list(remote: &Remote, dir: &str) -> Result<Vec<Entry>, FilesError> 
 }
 
 /// Reads `entries` frames up to `listed`; `Ok(Err(..))` when the server rejected the request.
+/// A listing is held whole, so it is bounded as the server bounds its own: at most
+/// [`MAX_LISTING_ENTRIES`] entries, each path at most [`MAX_PATH_BYTES`], all paths together at
+/// most [`MAX_LISTING_PATH_BYTES`].
 async fn read_entries<S>(
     conn: &mut Connection<S>,
 ) -> Result<Result<Vec<Entry>, Rejection>, FilesError>
@@ -108,12 +111,26 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut all = Vec::new();
+    let mut path_bytes = 0usize;
     loop {
         match conn.read_frame::<ServerMessage>().await? {
             Some(ServerMessage::Entries { entries }) => {
                 if all.len() + entries.len() > MAX_LISTING_ENTRIES {
                     return Err(FilesError::Protocol(format!(
                         "the server listed more than {MAX_LISTING_ENTRIES} entries"
+                    )));
+                }
+                for entry in &entries {
+                    if entry.path.len() > MAX_PATH_BYTES {
+                        return Err(FilesError::Protocol(format!(
+                            "the server listed a path longer than {MAX_PATH_BYTES} bytes"
+                        )));
+                    }
+                    path_bytes += entry.path.len();
+                }
+                if path_bytes > MAX_LISTING_PATH_BYTES {
+                    return Err(FilesError::Protocol(format!(
+                        "the server listed more than {MAX_LISTING_PATH_BYTES} bytes of paths"
                     )));
                 }
                 all.extend(entries);
@@ -157,4 +174,62 @@ fn frame_name(frame: &ServerMessage) -> &'static str {
 /// Peer or local text made safe for a terminal.
 fn shown(text: &str) -> String {
     crate::text::escape_one_line(text, super::store::MAX_PATH_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::duplex;
+
+    use super::*;
+
+    fn entry(path: String) -> Entry {
+        Entry {
+            path,
+            kind: Kind::File,
+            size: 1,
+            mode: 0o644,
+            mtime: 0,
+        }
+    }
+
+    /// What `read_entries` makes of one `entries` frame holding `paths`, then `listed`.
+    async fn read_listing(paths: Vec<String>) -> Result<Result<Vec<Entry>, Rejection>, FilesError> {
+        let (ours, theirs) = duplex(1 << 20);
+        let (mut client, mut server) = (Connection::new(ours), Connection::new(theirs));
+        let count = paths.len() as u64;
+        let entries = paths.into_iter().map(entry).collect();
+        let frames = [
+            ServerMessage::Entries { entries },
+            ServerMessage::Listed { count },
+        ];
+        let write = async {
+            for frame in &frames {
+                server.write_frame(frame, &[]).await.expect("write");
+            }
+        };
+        tokio::join!(write, read_entries(&mut client)).1
+    }
+
+    #[tokio::test]
+    async fn a_listing_within_the_limits_is_read_whole() {
+        let listed = read_listing(vec!["a".into(), "d/b".into()]).await;
+        let paths: Vec<String> = listed
+            .expect("read")
+            .expect("not rejected")
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(paths, ["a", "d/b"]);
+    }
+
+    #[tokio::test]
+    async fn a_listed_path_longer_than_any_server_sends_is_a_protocol_error() {
+        let listed = read_listing(vec!["x".repeat(MAX_PATH_BYTES + 1)]).await;
+        match listed {
+            Err(FilesError::Protocol(message)) => {
+                assert!(message.contains("path longer than"), "{message}")
+            }
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+    }
 }

@@ -12,8 +12,8 @@ use super::super::messages::{Entry, Kind};
 use super::at::{entry, io_error, kind_of, open_dir, stat_at};
 use super::path::{check_name, shown_raw};
 use super::{
-    RelPath, Store, StoreError, MAX_LISTING_ENTRIES, MAX_PATH_BYTES, MAX_PATH_DEPTH,
-    RESERVED_PREFIX,
+    RelPath, Store, StoreError, MAX_LISTING_ENTRIES, MAX_LISTING_PATH_BYTES, MAX_PATH_BYTES,
+    MAX_PATH_DEPTH, RESERVED_PREFIX,
 };
 
 impl Store {
@@ -55,6 +55,7 @@ impl Store {
     pub fn walk(&self, path: Option<&RelPath>) -> Result<Vec<Entry>, StoreError> {
         let mut walk = Walk {
             out: Vec::new(),
+            path_bytes: 0,
             shown: dir_shown(path),
         };
         let Some(path) = path else {
@@ -95,6 +96,8 @@ impl Store {
 /// A manifest being collected.
 struct Walk {
     out: Vec<Entry>,
+    /// The length of all paths in `out`.
+    path_bytes: usize,
     /// The requested path, escaped, for errors.
     shown: String,
 }
@@ -105,6 +108,13 @@ impl Walk {
             return Err(StoreError::TooManyEntries(
                 self.shown.clone(),
                 MAX_LISTING_ENTRIES,
+            ));
+        }
+        self.path_bytes += entry.path.len();
+        if self.path_bytes > MAX_LISTING_PATH_BYTES {
+            return Err(StoreError::ListingTooLarge(
+                self.shown.clone(),
+                MAX_LISTING_PATH_BYTES,
             ));
         }
         self.out.push(entry);
