@@ -165,6 +165,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
+/// An error and its causes on one line, `outer: cause: root`, each cause left out when the text
+/// before it already says it (many errors quote their source in their own message).
+pub fn error_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
 /// How a command failed, for the exit code: 1 network error, 2 usage error, or an explicit
 /// code (`exec run`: the remote status, 255 for a connection, protocol or auth error).
 #[derive(Debug)]
@@ -301,6 +317,29 @@ impl ServerTlsArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error that quotes its source in its own message, as many of ours do.
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot bind 127.0.0.1:7: {source}")]
+    struct Quoting {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn an_error_line_names_each_cause_once() {
+        let io = || std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let quoted = anyhow::Error::new(Quoting { source: io() }).context("echo service");
+        assert_eq!(
+            error_line(&quoted),
+            format!("echo service: cannot bind 127.0.0.1:7: {}", io())
+        );
+        // A cause that its context does not repeat is still shown.
+        let plain = anyhow::Error::new(io()).context("cannot read token.txt");
+        assert_eq!(
+            error_line(&plain),
+            format!("cannot read token.txt: {}", io())
+        );
+    }
 
     #[test]
     fn durations_parse_with_units() {

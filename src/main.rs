@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use sockit::cli::{run, Cli, Failure};
+use sockit::cli::{error_line, run, Cli, Failure};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -51,16 +51,16 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(e)) => {
-            eprintln!("sockit: {e:#}");
+            eprintln!("sockit: {}", error_line(&e));
             ExitCode::from(2)
         }
         Err(Failure::Runtime(e)) => {
-            eprintln!("sockit: {e:#}");
+            eprintln!("sockit: {}", error_line(&e));
             ExitCode::from(1)
         }
         Err(Failure::Exit { code, error }) => {
             if let Some(e) = error {
-                eprintln!("sockit: {e:#}");
+                eprintln!("sockit: {}", error_line(&e));
             }
             ExitCode::from(code)
         }

@@ -276,6 +276,28 @@ fn put_to_a_closed_port_exits_1() {
     let addr = format!("127.0.0.1:{port}");
     let (code, _, err) = run(&["put", &addr, path_str(&file)]);
     assert_eq!(code, 1, "{err}");
+    // One line naming the address and the reason, each said once.
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches("cannot connect").count(), 1, "{err}");
+    assert!(err.contains(&addr), "{err}");
+}
+
+#[test]
+fn a_file_server_rooted_at_a_regular_file_says_it_is_not_a_directory() {
+    let src = tempdir();
+    let file = src.path().join("notes.txt");
+    fs::write(&file, b"keep me").unwrap();
+    let (code, _, err) = run(&[
+        "files",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--dir",
+        path_str(&file),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a directory"), "{err}");
+    assert_eq!(fs::read(&file).unwrap(), b"keep me");
 }
 
 fn tempdir() -> tempfile::TempDir {

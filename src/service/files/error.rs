@@ -63,7 +63,7 @@ impl From<&WireError> for Rejection {
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
     /// The server could not be reached.
-    #[error("cannot connect: {0}")]
+    #[error("{0}")]
     Connect(io::Error),
     /// The TLS handshake failed.
     #[error(transparent)]

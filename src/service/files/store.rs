@@ -236,6 +236,10 @@ impl Store {
     /// [`StoreError::Io`] if it cannot be created or opened, or is not a directory.
     pub fn open(root: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         let shown = || crate::text::escape_one_line(&root.to_string_lossy(), MAX_PATH_BYTES);
+        if root.exists() && !root.is_dir() {
+            let e = std::io::Error::other("not a directory");
+            return Err(io_error(shown(), e));
+        }
         std::fs::create_dir_all(root).map_err(|e| io_error(shown(), e))?;
         // The root is the user's own path: following a symlink there is their choice.
         let dir = std::fs::OpenOptions::new()
