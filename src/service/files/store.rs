@@ -92,7 +92,7 @@ impl Default for StoreOptions {
 /// Permission bits and modification time to give a stored file.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FileMeta {
-    /// Permission bits; only `0o777` is applied.
+    /// Permission bits; only `0o777`, within the process umask, is applied.
     pub mode: u32,
     /// Seconds since the Unix epoch.
     pub mtime: i64,
@@ -227,6 +227,26 @@ pub struct Store {
     /// later cannot redirect it.
     root_fd: OwnedFd,
     options: StoreOptions,
+    /// The process umask when the store was opened: it masks the modes peers ask for.
+    umask: u32,
+}
+
+/// This process's umask. Linux shows it in `/proc/self/status`; elsewhere it is read by
+/// setting it and putting it back, which is only safe before other threads create files, so
+/// that is the fallback.
+#[allow(clippy::unnecessary_cast)] // mode_t is u16 on some unixes
+fn process_umask() -> u32 {
+    let shown = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+            u32::from_str_radix(line.trim(), 8).ok()
+        });
+    shown.unwrap_or_else(|| {
+        let old = nix::sys::stat::umask(Mode::from_bits_truncate(0o077));
+        nix::sys::stat::umask(old);
+        old.bits() as u32
+    })
 }
 
 impl Store {
@@ -251,6 +271,7 @@ impl Store {
             root: root.to_path_buf(),
             root_fd: dir.into(),
             options,
+            umask: process_umask(),
         })
     }
 

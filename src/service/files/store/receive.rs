@@ -157,7 +157,12 @@ impl Store {
             received: start,
             writeback_from: start,
             hasher,
-            meta,
+            // The peer's mode within this process's umask, as `tar` does for ordinary users and
+            // `cp` always: a peer cannot make a world-writable file here.
+            meta: FileMeta {
+                mode: meta.mode & !self.umask,
+                ..meta
+            },
             policy: self.options.policy,
             removed: false,
         })

@@ -518,12 +518,17 @@ fn a_name_taken_before_commit_under_refuse_is_exists_and_the_first_file_stays() 
 }
 
 #[test]
-fn special_permission_bits_are_never_kept_and_mtime_is() {
-    let fx = Fixture::new(Policy::Refuse);
+fn special_permission_bits_are_never_kept_the_umask_applies_and_mtime_is_kept() {
+    let mut fx = Fixture::new(Policy::Refuse);
+    // The umask the store read when it opened, fixed here so the test does not depend on the
+    // environment's.
+    fx.store.umask = 0o022;
     for (name, mode, kept) in [
         ("suid", 0o4755, 0o755),
-        ("sticky", 0o1777, 0o777),
+        ("sticky", 0o1777, 0o755),
+        ("world-writable", 0o666, 0o644),
         ("ro", 0o400, 0o400),
+        ("private", 0o600, 0o600),
     ] {
         let meta = FileMeta {
             mode,
