@@ -118,11 +118,19 @@ impl PeerAddr {
     }
 }
 
+/// The longest Unix socket path (`sun_path` on Linux).
+const UNIX_PATH_MAX_BYTES: usize = 108;
+
 impl fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PeerAddr::Inet(sa) => write!(f, "{sa}"),
-            PeerAddr::Unix(Some(p)) => write!(f, "unix:{}", p.display()),
+            // The peer chose this path: escaped, as it reaches terminals and logs.
+            PeerAddr::Unix(Some(p)) => write!(
+                f,
+                "unix:{}",
+                crate::text::escape_one_line(&p.to_string_lossy(), UNIX_PATH_MAX_BYTES)
+            ),
             PeerAddr::Unix(None) => f.write_str("unix:(unnamed)"),
         }
     }
@@ -606,5 +614,13 @@ mod tests {
         assert!(!acl.permits(&peer("[::ffff:127.0.0.2]:5")));
         assert!(acl.permits(&PeerAddr::Unix(None)));
         assert!(Acl::default().permits(&peer("10.0.0.1:5")));
+    }
+
+    #[test]
+    fn a_unix_peer_path_is_shown_escaped() {
+        let planted = PeerAddr::Unix(Some(PathBuf::from("/tmp/a\x1b[31m\nfake log line")));
+        let shown = planted.to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert_eq!(shown, "unix:/tmp/a\\x1b[31m\\x0afake log line");
     }
 }
