@@ -175,3 +175,57 @@ async fn stdin_beyond_the_window_is_refused_and_the_next_client_is_served() {
     assert_eq!(out, b"still serving\n");
     server.stop().await.unwrap();
 }
+
+/// Stdin that yields `data`, then fails.
+struct FailingStdin {
+    data: Option<&'static [u8]>,
+}
+
+impl AsyncRead for FailingStdin {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.data.take() {
+            Some(data) => {
+                buf.put_slice(data);
+                Poll::Ready(Ok(()))
+            }
+            None => Poll::Ready(Err(std::io::Error::other("the terminal went away"))),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_local_stdin_error_is_reported_and_never_passed_off_as_eof() {
+    let (server, token) = start_exec(ExecConfig::default()).await;
+    // `cat` would exit 0 with what it got if the client sent EOF for the failed read.
+    let request = RunRequest {
+        argv: vec!["cat".into()],
+        shell: false,
+        pty: None,
+    };
+    let (_signals_tx, signals) = mpsc::channel(1);
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let io = LocalIo {
+        stdin: FailingStdin { data: Some(b"abc") },
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+        signals,
+        resizes: None,
+    };
+    let ran = timeout(TEST_TIMEOUT, run(&server.addr, &token, &request, io))
+        .await
+        .expect("the run ends in time");
+    match ran {
+        Err(e @ sockit::service::exec::ExecError::Input(_)) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("stdin") && text.contains("the terminal went away"),
+                "{text}"
+            );
+        }
+        other => panic!("expected a stdin error, got {other:?}"),
+    }
+}

@@ -103,6 +103,10 @@ pub enum ExecError {
     /// Writing the command's output locally failed.
     #[error("cannot write the command's output: {0}")]
     Local(io::Error),
+    /// Reading local stdin failed. The command is not told EOF (it would take the input for
+    /// complete); the connection is dropped, which kills it.
+    #[error("cannot read stdin: {0}; the command was stopped")]
+    Input(io::Error),
 }
 
 impl ExecError {
@@ -117,7 +121,7 @@ impl ExecError {
             ExecError::ServerSpeaksTls { .. } => "server_speaks_tls",
             ExecError::Closed => "closed",
             ExecError::Protocol(_) => "protocol_error",
-            ExecError::Local(_) => "local_io",
+            ExecError::Local(_) | ExecError::Input(_) => "local_io",
         }
     }
 }
@@ -227,8 +231,11 @@ where
     loop {
         tokio::select! {
             res = &mut receive => return res,
-            // A failed send means the server is gone or done; `receive` says which.
-            _ = &mut send, if sending => sending = false,
+            res = &mut send, if sending => match res {
+                Err(e @ ExecError::Input(_)) => return Err(e),
+                // A failed send means the server is gone or done; `receive` says which.
+                _ => sending = false,
+            },
         }
     }
 }
@@ -325,7 +332,7 @@ async fn send_input<W, I>(
     mut signals: mpsc::Receiver<SignalName>,
     mut resizes: Option<watch::Receiver<WindowSize>>,
     mut credited: watch::Receiver<u64>,
-) -> Result<(), WireError>
+) -> Result<(), ExecError>
 where
     W: AsyncRead + AsyncWrite + Unpin,
     I: AsyncRead + Unpin,
@@ -377,23 +384,23 @@ async fn next_size(resizes: &mut Option<watch::Receiver<WindowSize>>) -> Option<
     Some(size)
 }
 
-/// Sends one chunk of local stdin, or `stdin_eof` at its end (a read error counts as the
-/// end); returns whether stdin is still open.
+/// Sends one chunk of local stdin, or `stdin_eof` at its end; returns whether stdin is still
+/// open. A read error is [`ExecError::Input`], never a `stdin_eof`.
 async fn send_stdin<W: AsyncRead + AsyncWrite + Unpin>(
     writer: &mut Connection<W>,
     buf: &[u8],
     read: io::Result<usize>,
-) -> Result<bool, WireError> {
-    match read {
-        Ok(n) if n > 0 => {
+) -> Result<bool, ExecError> {
+    match read.map_err(ExecError::Input)? {
+        0 => {
+            writer.write_frame(&ClientMessage::StdinEof, &[]).await?;
+            Ok(false)
+        }
+        n => {
             writer
                 .write_frame(&ClientMessage::Stdin { size: n as u64 }, &buf[..n])
                 .await?;
             Ok(true)
-        }
-        _ => {
-            writer.write_frame(&ClientMessage::StdinEof, &[]).await?;
-            Ok(false)
         }
     }
 }

@@ -321,8 +321,11 @@ impl ExecServer {
         let status = match (status, output) {
             (Some(Ok(status)), Some(Ok(()))) => status,
             _ => {
-                // Killed above; reaping is prompt, and kill_on_drop covers the rest.
-                let _ = timeout(CLOSE_LINGER, child.wait()).await;
+                // Killed above; reaping is prompt, and kill_on_drop covers the rest. Once the
+                // leader is reaped its id may be reused, so the group is no longer signalled.
+                if let Ok(Ok(_)) = timeout(CLOSE_LINGER, child.wait()).await {
+                    group.disarm();
+                }
                 return Ending::Disconnected;
             }
         };
@@ -353,8 +356,14 @@ async fn refuse<S: Stream>(framed: &mut Connection<S>, refusal: Refusal) -> Endi
 /// Half-closes after the last frame and lets the client close first (see [`drain`]).
 async fn close<S: Stream>(framed: &mut Connection<S>) {
     let stream = framed.get_mut();
-    let _ = stream.shutdown().await;
+    half_close(stream).await;
     drain(stream).await;
+}
+
+/// Shuts down the write side, for at most [`CLOSE_LINGER`]: over TLS that writes a
+/// close_notify, which must not wait forever on a client that stopped reading.
+async fn half_close<S: AsyncWrite + Unpin>(stream: &mut S) {
+    let _ = timeout(CLOSE_LINGER, stream.shutdown()).await;
 }
 
 fn far_future() -> Instant {
@@ -367,7 +376,7 @@ where
     R: AsyncRead + AsyncWrite + Unpin,
     W: AsyncRead + AsyncWrite + Unpin,
 {
-    let _ = writer.get_mut().shutdown().await;
+    half_close(writer.get_mut()).await;
     drain(reader.get_mut()).await;
 }
 
