@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, Flock, FlockArg, OFlag};
@@ -16,6 +17,15 @@ use super::{FileMeta, Incoming, Partial, RelPath, Seen, Store, StoreError, PARTI
 
 /// Bytes read at a time when hashing a partial file.
 const HASH_BUF_BYTES: usize = 256 * 1024;
+
+/// How long taking a partial file's lock waits for the transfer holding it: long enough for
+/// a session whose client has just vanished to settle its partial (so `put` run again right
+/// after Ctrl-C resumes instead of finding the file busy), short enough that a transfer of
+/// the same name that is really running is reported `busy` promptly.
+pub const PARTIAL_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// How often a lock held by another transfer is tried again while waiting.
+const PARTIAL_LOCK_POLL: Duration = Duration::from_millis(10);
 
 impl Store {
     /// The partial copy of `path` kept from an interrupted transfer, hashed with `alg`, if
@@ -45,7 +55,8 @@ impl Store {
             Err(e) => return Err(io_error(partial_shown(path), e)),
         };
         // Shared: a writer (an exclusive lock) can neither hold it now nor start meanwhile.
-        let file = Flock::lock(file, FlockArg::LockSharedNonblock).map_err(|(_, e)| match e {
+        let shared = FlockArg::LockSharedNonblock;
+        let file = lock_waiting(file, shared, PARTIAL_LOCK_WAIT).map_err(|e| match e {
             Errno::EWOULDBLOCK => StoreError::Busy(path.to_string()),
             e => io_error(partial_shown(path), e),
         })?;
@@ -180,6 +191,28 @@ fn partial_shown(path: &RelPath) -> String {
     format!("{path} (partial data)")
 }
 
+/// Takes the non-blocking lock `arg` on `file`, trying again for up to `wait` while another
+/// transfer holds it; `EWOULDBLOCK` if it is still held then. Blocks the thread: call it on a
+/// blocking or disk thread, as every store operation is.
+pub(super) fn lock_waiting(
+    file: File,
+    arg: FlockArg,
+    wait: Duration,
+) -> Result<Flock<File>, Errno> {
+    let deadline = Instant::now() + wait;
+    let mut file = file;
+    loop {
+        match Flock::lock(file, arg) {
+            Ok(locked) => return Ok(locked),
+            Err((back, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                file = back;
+                std::thread::sleep(PARTIAL_LOCK_POLL);
+            }
+            Err((_, e)) => return Err(e),
+        }
+    }
+}
+
 /// Opens and locks the partial file `name` in `dir` for writing (creating it with `create`).
 /// The lock is taken before anything is truncated, and the name is checked to still be the
 /// locked file afterwards: a transfer that removed it meanwhile must not leave us writing
@@ -203,11 +236,11 @@ fn open_partial(
             }
             Err(e) => return Err(io_error(partial_shown(path), e)),
         };
-        let file =
-            Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
-                Errno::EWOULDBLOCK => StoreError::Busy(path.to_string()),
-                e => io_error(partial_shown(path), e),
-            })?;
+        let exclusive = FlockArg::LockExclusiveNonblock;
+        let file = lock_waiting(file, exclusive, PARTIAL_LOCK_WAIT).map_err(|e| match e {
+            Errno::EWOULDBLOCK => StoreError::Busy(path.to_string()),
+            e => io_error(partial_shown(path), e),
+        })?;
         let st = fstat(&*file).map_err(|e| io_error(partial_shown(path), e))?;
         if kind_of(&st) != Kind::File {
             return Err(StoreError::WrongKind(partial_shown(path), "regular file"));

@@ -5,6 +5,11 @@ use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use std::fs::File;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use tempfile::TempDir;
 
 use super::incoming::numbered;
@@ -794,4 +799,46 @@ fn incoming_and_store_cross_threads() {
     send::<Incoming>();
     send::<Partial>();
     shared::<Store>();
+}
+
+#[test]
+fn a_partial_lock_held_throughout_is_busy_only_after_the_wait() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("p.part");
+    fs::write(&path, b"x").unwrap();
+    let _held = Flock::lock(File::open(&path).unwrap(), FlockArg::LockExclusiveNonblock).unwrap();
+    let wait = Duration::from_millis(200);
+    let started = Instant::now();
+    let got = receive::lock_waiting(
+        File::open(&path).unwrap(),
+        FlockArg::LockExclusiveNonblock,
+        wait,
+    );
+    assert_eq!(got.err(), Some(Errno::EWOULDBLOCK));
+    assert!(
+        started.elapsed() >= wait,
+        "gave up after {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_partial_lock_released_while_waiting_is_taken() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("p.part");
+    fs::write(&path, b"x").unwrap();
+    let held = Flock::lock(File::open(&path).unwrap(), FlockArg::LockExclusiveNonblock).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let file = File::open(&path).unwrap();
+            tx.send(()).unwrap();
+            receive::lock_waiting(file, FlockArg::LockSharedNonblock, Duration::from_secs(30))
+                .map(drop)
+        })
+    };
+    rx.recv().unwrap();
+    drop(held);
+    assert_eq!(waiter.join().unwrap(), Ok(()));
 }
