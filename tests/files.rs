@@ -76,6 +76,13 @@ async fn put_ls_and_get_round_trip_a_nested_tree_with_modes_and_mtimes() {
     );
     assert_same_file(&root.path().join("top.txt"), &out.path().join("top.txt"));
     assert!(out.path().join("tree/empty").is_dir());
+    // Nothing but what was fetched: no empty partial-data directory is left behind.
+    let mut left: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["top.txt", "tree"]);
     server.stop().await.unwrap();
 }
 

@@ -143,7 +143,7 @@ pub enum StoreError {
         reason: &'static str,
     },
     /// The name is taken and the policy is [`Policy::Refuse`].
-    #[error("{0} already exists (the server refuses to overwrite)")]
+    #[error("{0} already exists and was left untouched (--overwrite or --rename on the receiving side change that)")]
     Exists(String),
     /// A component of the path is a symlink, or the file itself is one.
     #[error("{0} goes through a symbolic link")]
@@ -365,6 +365,16 @@ impl Store {
     }
 
     /// The directory holding partial files (made 0o700 with `create`), `None` if missing.
+    /// Removes the partial-data directory if it is empty, so a client's download directory
+    /// is not left with it; partial files kept for a resume keep it. Best effort.
+    pub fn tidy_partial_dir(&self) {
+        let _ = nix::unistd::unlinkat(
+            &self.root_fd,
+            PARTIAL_DIR,
+            nix::unistd::UnlinkatFlags::RemoveDir,
+        );
+    }
+
     fn partial_dir(&self, create: bool) -> Result<Option<OwnedFd>, StoreError> {
         match open_dir(
             self.root_fd.as_fd(),

@@ -130,6 +130,8 @@ pub async fn get(
             }
         }
     }
+    let store = Arc::clone(&receiver.store);
+    let _ = tokio::task::spawn_blocking(move || store.tidy_partial_dir()).await;
     received?;
     Ok(GetReport {
         files,
