@@ -330,3 +330,27 @@ async fn a_fetch_whose_prefix_does_not_match_gets_the_whole_file() {
     }
     f.assert_unchanged_and_serving().await;
 }
+
+#[tokio::test]
+async fn nc_typing_at_the_file_port_is_told_which_commands_speak_it() {
+    let mut f = fixture().await;
+    let port = common::port(&f.server.addr);
+    let mut nc = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    nc.write_all(b"ls\n").await.unwrap();
+    let mut said = String::new();
+    timeout(
+        TEST_TIMEOUT,
+        tokio::io::AsyncReadExt::read_to_string(&mut nc, &mut said),
+    )
+    .await
+    .expect("answered in time")
+    .unwrap();
+    assert!(
+        said.starts_with("error: this port speaks sockit's framed protocol (service files)")
+            && said.contains("`sockit put`, `sockit get` or `sockit ls`"),
+        "{said:?}"
+    );
+    f.assert_unchanged_and_serving().await;
+}

@@ -258,12 +258,11 @@ fn text_client_reply(cfg: &SessionConfig) -> String {
     let service = &cfg.service;
     let hint = cfg
         .text_client_hint
-        .as_ref()
-        .map(|h| format!("; {h}"))
-        .unwrap_or_default();
+        .as_deref()
+        .unwrap_or("connect with a sockit client");
     format!(
         "error: this port speaks sockit's framed protocol (service {service}), not plain text: \
-         connect with `sockit {service}`{hint}\n"
+         {hint}\n"
     )
 }
 

@@ -82,8 +82,8 @@ pub struct SessionConfig {
     pub handshake_timeout: Duration,
     /// Read limits once the peer is authenticated (before that: [`Limits::pre_auth`]).
     pub limits: Limits,
-    /// Appended to the one text line a server sends a plain-text client (`nc` at a framed
-    /// port), e.g. where this service's text port is.
+    /// What the one text line a server sends a plain-text client (`nc` at a framed port)
+    /// suggests: the commands that speak this service, where its text port is.
     pub text_client_hint: Option<Cow<'static, str>>,
 }
 

@@ -472,7 +472,7 @@ async fn nc_at_a_framed_port_gets_one_readable_line_with_the_hint() {
     assert_eq!(said, text_client_reply(&cfg));
     assert!(
         said.starts_with("error: this port speaks sockit's framed protocol (service chat)")
-            && said.ends_with("; try the line port\n")
+            && said.ends_with(": try the line port\n")
             && said.lines().count() == 1,
         "{said:?}"
     );

@@ -34,7 +34,8 @@ pub fn session_config() -> SessionConfig {
             max_body: 0,
         },
         text_client_hint: Some(
-            "for nc or telnet use the chat server's line port (sockit chat serve --line-listen)"
+            "connect with `sockit chat join`; for nc or telnet use the chat server's line port \
+             (sockit chat serve --line-listen)"
                 .into(),
         ),
         ..SessionConfig::new(SERVICE)
@@ -45,7 +46,10 @@ pub fn session_config() -> SessionConfig {
 /// framed port is told where that is.
 pub fn session_config_with_line_port(line: &Addr) -> SessionConfig {
     SessionConfig {
-        text_client_hint: Some(format!("for nc or telnet use the line port {line}").into()),
+        text_client_hint: Some(
+            format!("connect with `sockit chat join`; for nc or telnet use the line port {line}")
+                .into(),
+        ),
         ..session_config()
     }
 }

@@ -107,6 +107,7 @@ pub fn session_config() -> SessionConfig {
             max_header: MAX_HEADER_BYTES,
             max_body: MAX_DATA_FRAME_BYTES,
         },
+        text_client_hint: Some("connect with `sockit exec run` or `sockit exec shell`".into()),
         ..SessionConfig::new(SERVICE)
     }
 }

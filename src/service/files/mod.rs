@@ -108,6 +108,7 @@ pub fn session_config() -> SessionConfig {
             max_header: MAX_HEADER_BYTES,
             max_body: u64::MAX,
         },
+        text_client_hint: Some("connect with `sockit put`, `sockit get` or `sockit ls`".into()),
         ..SessionConfig::new(SERVICE)
     }
 }
