@@ -40,6 +40,7 @@ async fn session(server: &TestServer, token: &Token, form: LineForm, input: &str
         input: input.as_bytes(),
         stdout: &mut stdout,
         stderr: &mut stderr,
+        prompt: true,
     };
     let result = timeout(TEST_TIMEOUT, shell(&server.addr, token, form, io))
         .await
@@ -84,10 +85,34 @@ async fn a_refused_line_is_shown_and_the_loop_goes_on() {
         "{}",
         s.stderr
     );
+    assert!(
+        s.stderr.contains("try `sockit exec shell --words`"),
+        "{}",
+        s.stderr
+    );
     assert!(s.stdout.is_empty());
     let words = session(&server, &token, LineForm::Words, "printf %s| a  b\n").await;
     assert_eq!(words.result.unwrap(), 0);
     assert_eq!(words.stdout, "a|b|");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn exit_with_a_number_ends_the_loop_with_it_in_either_form() {
+    let (server, token) = start_exec(false).await;
+    // In word form `exit` is no program on the server: the shell itself must take it.
+    let s = session(
+        &server,
+        &token,
+        LineForm::Words,
+        "echo a\nexit 300\necho never\n",
+    )
+    .await;
+    assert_eq!(s.result.unwrap(), 44, "300 modulo 256, as sh: {}", s.stderr);
+    assert_eq!(s.stdout, "a\n");
+    let s = session(&server, &token, LineForm::Words, "exit now\nfalse\n").await;
+    assert!(s.stderr.contains("exit [N]"), "{}", s.stderr);
+    assert_eq!(s.result.unwrap(), 1, "the loop went on to `false`");
     server.stop().await.unwrap();
 }
 
@@ -146,4 +171,6 @@ fn the_binary_runs_lines_from_stdin_until_exit() {
         Some(1),
         "the last command's status: {stderr}"
     );
+    // Lines piped in get no prompts, as with sh.
+    assert!(!stderr.contains("sockit> "), "{stderr}");
 }

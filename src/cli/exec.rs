@@ -352,6 +352,8 @@ pub(super) async fn run_exec_shell(args: ExecShellArgs) -> Result<(), Failure> {
         input: tokio::io::BufReader::new(tokio::io::stdin()),
         stdout: tokio::io::stdout(),
         stderr: tokio::io::stderr(),
+        // As sh: a prompt for a person at a terminal, none for lines piped in.
+        prompt: std::io::stdin().is_terminal(),
     };
     let code = exec::shell::shell(&args.addr, &token, form, io)
         .await

@@ -31,11 +31,14 @@ pub struct ShellIo<I, O, E> {
     pub stdout: O,
     /// The prompt, the commands' stderr, and refusals.
     pub stderr: E,
+    /// Whether to print [`PROMPT`] before each line: for a person at a terminal, not for lines
+    /// piped in.
+    pub prompt: bool,
 }
 
 /// Reads lines from `io.input` and runs each on the exec server at `addr`, until EOF or a line
-/// `exit`. Returns the last command's exit code (0 if none ran), as a shell does. A refused
-/// line (e.g. `shell_not_allowed`) is reported on `io.stderr` and the loop goes on.
+/// `exit [N]`. Returns N, else the last command's exit code (0 if none ran), as a shell does.
+/// A refused line (e.g. `shell_not_allowed`) is reported on `io.stderr` and the loop goes on.
 ///
 /// # Errors
 ///
@@ -56,13 +59,18 @@ where
         mut input,
         mut stdout,
         mut stderr,
+        prompt,
     } = io;
     let mut last = 0;
     loop {
-        write_local(&mut stderr, PROMPT.as_bytes()).await?;
+        if prompt {
+            write_local(&mut stderr, PROMPT.as_bytes()).await?;
+        }
         let Some(line) = read_line(&mut input).await.map_err(ExecError::Local)? else {
-            // End the prompt's line, as a shell does at Ctrl-D.
-            write_local(&mut stderr, b"\n").await?;
+            if prompt {
+                // End the prompt's line, as a shell does at Ctrl-D.
+                write_local(&mut stderr, b"\n").await?;
+            }
             break;
         };
         let Ok(line) = String::from_utf8(line) else {
@@ -70,8 +78,15 @@ where
             continue;
         };
         let line = line.trim();
-        if line == "exit" {
-            break;
+        match exit_command(line) {
+            Some(Ok(None)) => break,
+            Some(Ok(Some(code))) => return Ok(code),
+            Some(Err(())) => {
+                write_local(&mut stderr, b"sockit: exit takes one number: exit [N]\n").await?;
+                last = 2;
+                continue;
+            }
+            None => {}
         }
         if line.is_empty() {
             continue;
@@ -103,7 +118,12 @@ where
                 last = outcome.exit.exit_code();
             }
             Err(ExecError::Remote(error)) => {
-                let text = format!("sockit: remote: {} ({})\n", error.message, error.code);
+                let hint = if error.code == "shell_not_allowed" {
+                    " (the server runs without --shell: try `sockit exec shell --words`)"
+                } else {
+                    ""
+                };
+                let text = format!("sockit: remote: {} ({}){hint}\n", error.message, error.code);
                 write_local(&mut stderr, text.as_bytes()).await?;
                 last = 255;
             }
@@ -111,6 +131,24 @@ where
         }
     }
     Ok(last)
+}
+
+/// The shell's own `exit [N]`: `None` for any other line, `Some(Ok(None))` for a bare `exit`
+/// (the last status stands), `Some(Ok(Some(N)))` with N taken modulo 256 as sh does, and
+/// `Some(Err(()))` for an `exit` with anything but one integer after it.
+fn exit_command(line: &str) -> Option<Result<Option<u8>, ()>> {
+    let mut words = line.split_whitespace();
+    if words.next() != Some("exit") {
+        return None;
+    }
+    Some(match (words.next(), words.next()) {
+        (None, _) => Ok(None),
+        (Some(n), None) => n
+            .parse::<i64>()
+            .map(|n| Some(n.rem_euclid(256) as u8))
+            .map_err(drop),
+        (Some(_), Some(_)) => Err(()),
+    })
 }
 
 /// Reads one line without its newline, or `None` at EOF. Of a line longer than the exec
