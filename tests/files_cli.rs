@@ -62,7 +62,11 @@ fn put_ls_and_get_through_the_binary_exit_0_and_1_on_a_refusal() {
     let b = src.path().join("b.txt");
     let (code, _, err) = run(&["put", &addr, path_str(&docs), path_str(&b)]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("verified blake3"), "{err}");
+    assert!(
+        err.contains("put: 2 files (9 bytes) and 1 directory done;")
+            && err.contains("verified blake3"),
+        "{err}"
+    );
     assert_no_progress_bar(&err);
 
     let (code, listing, err) = run(&["ls", &addr]);
@@ -151,6 +155,9 @@ fn recv_off_a_terminal_prints_one_line_per_stored_file_with_its_size() {
     let (a, b) = (src.path().join("a.txt"), src.path().join("b.bin"));
     fs::write(&a, b"alpha").unwrap();
     fs::write(&b, vec![9u8; 70_000]).unwrap();
+    let d = src.path().join("d");
+    fs::create_dir(&d).unwrap();
+    fs::write(d.join("c.txt"), b"c").unwrap();
     let mut cmd = sockit();
     cmd.args(["recv", "--listen", "127.0.0.1:0", "--dir"])
         .arg(dest.path())
@@ -158,7 +165,7 @@ fn recv_off_a_terminal_prints_one_line_per_stored_file_with_its_size() {
         .stdout(std::process::Stdio::null());
     let mut recv = Proc::spawn(cmd);
     let addr = recv.listening_addr();
-    let (code, _, err) = run(&["send", &addr, path_str(&a), path_str(&b)]);
+    let (code, _, err) = run(&["send", &addr, path_str(&a), path_str(&b), path_str(&d)]);
     assert_eq!(code, 0, "{err}");
     let mut stderr = String::new();
     let lines = recv.stderr.take().unwrap();
@@ -177,6 +184,11 @@ fn recv_off_a_terminal_prints_one_line_per_stored_file_with_its_size() {
         assert!(line.contains(&format!("({size} bytes)")), "{line}");
         assert!(line.contains("B/s); verified blake3"), "{line}");
     }
+    // The last line counts files and directories apart.
+    assert!(
+        stderr.contains("recv: 3 files and 1 directory stored, 70006 bytes"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -304,12 +304,18 @@ pub(super) async fn run_recv(args: RecvArgs, quiet: bool) -> Result<(), Failure>
         .context("recv")?;
     match one_shot.outcome() {
         Some(summary) if summary.success() => {
-            eprintln!("recv: {} stored, {} bytes", summary.done, summary.bytes);
+            eprintln!(
+                "recv: {} and {} stored, {} bytes",
+                counted(summary.done, "file"),
+                counted(summary.dirs, "directory"),
+                summary.bytes
+            );
             Ok(())
         }
         Some(summary) => Err(Failure::Runtime(anyhow::anyhow!(
-            "recv: {} stored, {} refused{}",
-            summary.done,
+            "recv: {} and {} stored, {} refused{}",
+            counted(summary.done, "file"),
+            counted(summary.dirs, "directory"),
             summary.rejected,
             summary
                 .failure
@@ -451,12 +457,27 @@ fn summary_line(
         .filter(|f| f.result.is_ok())
         .map(|f| f.size)
         .fold(0, u64::saturating_add);
+    let verified = if ok_files > 0 {
+        format!("; verified {hash}")
+    } else {
+        String::new()
+    };
     eprintln!(
-        "{verb}: {ok_files} files ({bytes} bytes) and {ok_dirs} directories done; {moved} bytes \
-         transferred in {:.2} s ({}); verified {hash}",
+        "{verb}: {} ({bytes} bytes) and {} done; {moved} bytes transferred in {:.2} s ({}){verified}",
+        counted(ok_files as u64, "file"),
+        counted(ok_dirs as u64, "directory"),
         elapsed.as_secs_f64(),
         files::transfer_rate(moved, elapsed),
     );
+}
+
+/// `1 file`, `2 files`, `1 directory`, `0 directories`.
+fn counted(n: u64, noun: &str) -> String {
+    match (n, noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        (_, None) => format!("{n} {noun}s"),
+    }
 }
 
 fn finish(failures: usize) -> Result<(), Failure> {

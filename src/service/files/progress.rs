@@ -17,7 +17,7 @@ pub const PROGRESS_NAME_CHARS: usize = 40;
 const MAX_ESCAPED_CHARS: usize = 1024;
 
 const TEMPLATE: &str =
-    "{wide_msg} [{bar:20}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}";
+    "{wide_msg} [{bar:20}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} ETA {eta}";
 
 /// A handle on one command's progress bar: cheap to clone, shared across tasks.
 ///

@@ -341,7 +341,7 @@ impl<'a, S: Stream> Session<'a, S> {
         };
         match made {
             Ok(()) => {
-                self.summary.done += 1;
+                self.summary.dirs += 1;
                 let name = path.clone();
                 self.reply(ServerMessage::Stored {
                     path,

@@ -103,8 +103,10 @@ pub fn check_exposure(addr: &Addr, token: Option<&Token>) -> Result<(), String> 
 /// How one authenticated session went, for logs and for `recv`'s exit status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionSummary {
-    /// Files and directories stored (or files sent, for `get`).
+    /// Files stored (or sent, for `get`).
     pub done: u64,
+    /// Directories made.
+    pub dirs: u64,
     /// Requests rejected.
     pub rejected: u64,
     /// Body bytes received and sent.
@@ -194,7 +196,7 @@ impl FilesServer {
         let mut session = Session::new(self, framed, info);
         let summary = session.run().await;
         let status = summary.failure.as_deref().unwrap_or("ok");
-        info!(peer = %info.peer, service = "files", done = summary.done, rejected = summary.rejected,
+        info!(peer = %info.peer, service = "files", done = summary.done, dirs = summary.dirs, rejected = summary.rejected,
             bytes = summary.bytes, status, "files session");
         Some(summary)
     }
