@@ -116,6 +116,30 @@ fn listen_exec_gives_the_child_the_peer_address() {
         out.trim(),
         format!("TCP {} {} {server_port}", me.ip(), me.port())
     );
+    // Without --keep-open one peer is served, then listen exits (as ncat).
+    assert_eq!(proc.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn listen_exec_with_keep_open_runs_a_command_for_each_peer() {
+    let mut cmd = sockit();
+    cmd.args([
+        "listen",
+        "127.0.0.1:0",
+        "--keep-open",
+        "--sh-exec",
+        "echo hi",
+    ]);
+    let mut proc = Proc::spawn(cmd);
+    let addr = proc.listening_addr();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert_eq!(out, "hi\n");
+    }
+    assert!(proc.child.try_wait().unwrap().is_none(), "still listening");
 }
 
 #[test]

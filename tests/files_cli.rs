@@ -5,9 +5,8 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::ExitStatus;
 
-use common::{age_by, have, run_with_input, snapshot, sockit, Proc, TEST_TIMEOUT};
+use common::{age_by, have, run_with_input, snapshot, sockit, Proc};
 
 /// Starts `sockit files serve --dir DIR` on port 0 with `extra` flags.
 fn files_serve(dir: &Path, extra: &[&str]) -> (Proc, String) {
@@ -27,18 +26,6 @@ fn run(args: &[&str]) -> (i32, String, String) {
     cmd.args(args);
     let (code, out, err) = run_with_input(cmd, b"");
     (code, String::from_utf8_lossy(&out).into_owned(), err)
-}
-
-/// Waits (bounded) for a child to exit.
-fn wait_exit(mut proc: Proc) -> ExitStatus {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(proc.child.wait());
-        drop(proc);
-    });
-    rx.recv_timeout(TEST_TIMEOUT)
-        .expect("the process exits in time")
-        .unwrap()
 }
 
 /// Stderr is not a terminal here: only lines, no bar redrawn with `\r` or escapes.
@@ -144,7 +131,7 @@ fn send_and_recv_move_files_once_and_report_through_the_exit_status() {
         let (code, _, err) = run(&["send", &addr, path_str(&file)]);
         assert_eq!(code, expect_send, "{err}");
         assert_no_progress_bar(&err);
-        assert_eq!(wait_exit(recv).code(), Some(expect_recv));
+        assert_eq!(recv.wait_exit().code(), Some(expect_recv));
         assert_eq!(fs::read(dest.path().join("hello.txt")).unwrap(), b"hello");
     }
 }
@@ -174,7 +161,7 @@ fn recv_off_a_terminal_prints_one_line_per_stored_file_with_its_size() {
         stderr.push_str(&line);
         stderr.push('\n');
     }
-    assert_eq!(wait_exit(recv).code(), Some(0), "{stderr}");
+    assert_eq!(recv.wait_exit().code(), Some(0), "{stderr}");
     assert_no_progress_bar(&stderr);
     for (name, size) in [("a.txt", 5), ("b.bin", 70_000)] {
         let line = stderr

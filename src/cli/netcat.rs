@@ -32,7 +32,8 @@ pub struct ListenArgs {
     /// UDP (or Unix datagram): talk to whoever sends first.
     #[arg(long, short)]
     pub udp: bool,
-    /// Keep accepting peers: stdin goes to all of them.
+    /// Keep accepting peers: stdin goes to all of them (with --exec, a command for each).
+    /// Without it, listen serves one peer and exits, as ncat does.
     #[arg(long, short)]
     pub keep_open: bool,
     /// Run this command per connection with the socket as stdin/stdout (split on spaces).

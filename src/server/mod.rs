@@ -37,7 +37,7 @@ use crate::net::{Acl, Addr, Listener, PeerAddr, Stream};
 
 pub use datagram::{serve_datagram, DatagramHandler};
 pub use idle::IdleTimeout;
-pub use process::{command_env, ProcessCommand, ProcessGroup};
+pub use process::{command_env, run as run_process, ProcessCommand, ProcessGroup};
 
 /// Default cap on concurrent connections (`max_conns`).
 pub const DEFAULT_MAX_CONNS: usize = 10_000;

@@ -95,7 +95,7 @@ impl Drop for ProcessGroup {
 
 /// Runs `cmd` with `stream` as stdin and stdout until it exits. On shutdown the group gets
 /// SIGTERM; if the drain deadline passes, dropping this future sends SIGKILL.
-pub(super) async fn run(cmd: &ProcessCommand, stream: Stream, info: &ConnInfo) -> io::Result<()> {
+pub async fn run(cmd: &ProcessCommand, stream: Stream, info: &ConnInfo) -> io::Result<()> {
     let socket = stream.into_std_fd()?;
     let stdout = socket.try_clone()?;
     let mut command = tokio::process::Command::new(&cmd.program);

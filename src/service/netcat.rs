@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::net::{Acl, Addr, BindOptions, Datagram, Listener, PeerAddr, Stream};
-use crate::server::{serve, Config, Conn, ConnInfo, Handler, Mode, ProcessCommand};
+use crate::server::{run_process, serve, Config, Conn, ConnInfo, Handler, Mode, ProcessCommand};
 use crate::text::TerminalEscaper;
 
 /// Bytes per read from stdin or the socket.
@@ -268,7 +268,7 @@ pub async fn listen(opts: ListenOptions, shutdown: CancellationToken) -> Result<
         idle_timeout: None,
         ..Config::default()
     };
-    if let Some(cmd) = opts.exec {
+    if let Some(cmd) = opts.exec.clone().filter(|_| opts.keep_open) {
         config.mode = Mode::Process;
         serve(listener, Exec(cmd), config, shutdown).await?;
         return Ok(());
@@ -295,6 +295,24 @@ pub async fn listen(opts: ListenOptions, shutdown: CancellationToken) -> Result<
             continue;
         }
         eprintln!("connection from {peer}");
+        if let Some(cmd) = &opts.exec {
+            // One peer, as ncat without --keep-open: its command runs, then listen exits.
+            let info = ConnInfo {
+                peer,
+                local: listener.local_addr()?,
+                shutdown: shutdown.clone(),
+            };
+            let drained = async {
+                // Shutdown sends the command SIGTERM; past the drain deadline, dropping the
+                // run kills its group.
+                shutdown.cancelled().await;
+                tokio::time::sleep(config.drain_timeout).await;
+            };
+            return tokio::select! {
+                res = run_process(cmd, stream, &info) => res.map_err(NetcatError::Io),
+                () = drained => Ok(()),
+            };
+        }
         return tokio::select! {
             res = pump(stream, opts.raw) => res.map_err(NetcatError::Io),
             _ = shutdown.cancelled() => Ok(()),

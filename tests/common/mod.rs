@@ -133,6 +133,18 @@ impl Proc {
         rest.split_whitespace().next().unwrap().to_string()
     }
 
+    /// Waits (bounded by [`TEST_TIMEOUT`]) for the process to exit on its own.
+    pub fn wait_exit(mut self) -> std::process::ExitStatus {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(self.child.wait());
+            drop(self);
+        });
+        rx.recv_timeout(TEST_TIMEOUT)
+            .expect("the process exits in time")
+            .unwrap()
+    }
+
     /// Sends SIGTERM and returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
