@@ -278,7 +278,13 @@ async fn read_only_and_write_only_servers_refuse_the_other_direction() {
     let server = start_files(config, None).await;
     let remote = Remote::new(server.addr.clone());
     match list(&remote, "").await {
-        Err(FilesError::Rejected(r)) => assert_eq!(r.code, "write_only"),
+        Err(FilesError::Rejected(r)) => {
+            assert_eq!(r.code, "write_only");
+            assert!(
+                r.message.contains("the top directory cannot be listed"),
+                "{r}"
+            );
+        }
         other => panic!("{other:?}"),
     }
     let got = get(&remote, &wanted, out.path(), &GetOptions::default())

@@ -145,7 +145,11 @@ impl<'a, S: Stream> Session<'a, S> {
     }
 
     fn check_access(&self, writing: bool, path: &str) -> Result<(), Rejection> {
-        let shown = escape_one_line(path, LOG_PATH_CHARS);
+        let shown = match path {
+            // The root, as `ls` with no directory asks for it.
+            "" | "." => "the top directory".to_owned(),
+            path => escape_one_line(path, LOG_PATH_CHARS),
+        };
         match (self.server.config.access, writing) {
             (Access::ReadOnly, true) => Err(Rejection::new(
                 "read_only",
