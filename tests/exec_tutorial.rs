@@ -311,3 +311,37 @@ async fn a_reply_cut_short_is_an_error() {
     assert!(matches!(err, TutorialError::Closed), "{err}");
     fake.await.unwrap();
 }
+
+/// Runs `true` through the framed exec client at `addr`; the error it fails with.
+async fn framed_run_error(addr: &sockit::net::Addr) -> sockit::service::exec::ExecError {
+    let token = sockit::session::Token::generate().unwrap();
+    let (_signals, rx) = tokio::sync::mpsc::channel(1);
+    let request = common::argv_request(&["true"]);
+    let ran = common::run_exec(addr, None, &token, &request, b"", rx).await;
+    ran.outcome
+        .expect_err("a framed client cannot run a command there")
+}
+
+#[tokio::test]
+async fn each_protocol_at_the_others_port_is_told_plainly() {
+    // The tutorial client at a framed exec port: a line of 4 bytes or more is answered in text
+    // at once.
+    let (framed, _) = common::start_exec(sockit::service::exec::ExecConfig::default()).await;
+    match run_tutorial(&framed.addr, "echo hi", Vec::new()).await {
+        Err(e @ TutorialError::ServerSpeaksText { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("framed protocol"), "{text}");
+        }
+        other => panic!("expected plain text, got {other:?}"),
+    }
+    // The framed client at a tutorial port (which runs whatever it is sent).
+    let tutorial = start_in_process(TutorialConfig::default()).await;
+    let err = framed_run_error(&tutorial.addr).await;
+    assert_eq!(err.code(), "not_sockit", "{err}");
+    assert!(err.to_string().contains("--compat tutorial"), "{err}");
+    // And at an echo server, which sends the greeting back.
+    let echo = start(sockit::service::echo::Echo::default(), Config::default()).await;
+    let err = framed_run_error(&echo.addr).await;
+    assert_eq!(err.code(), "not_sockit", "{err}");
+    assert!(err.to_string().contains("echo server"), "{err}");
+}

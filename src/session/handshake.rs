@@ -214,6 +214,29 @@ async fn join_handshake<S: AsyncRead + AsyncWrite + Unpin>(
                 said: quote_first_line(conn.buffered()),
             })
         }
+        Err(WireError::HeaderTooLarge { len, .. }) => {
+            return Err(SessionError::NotSockit {
+                service: cfg.service.clone(),
+                why: format!(
+                    "its reply starts with a length of {len} bytes (a --compat tutorial server?)"
+                ),
+            })
+        }
+        Err(WireError::InvalidHeader(detail)) => {
+            // serde names the `type` it did not expect: our own `hello` means an echo.
+            let why = if detail.contains("`hello`") {
+                "it sent the greeting back (an echo server?)".to_owned()
+            } else {
+                format!(
+                    "its first frame is no handshake reply ({})",
+                    super::escape_peer_text(&detail)
+                )
+            };
+            return Err(SessionError::NotSockit {
+                service: cfg.service.clone(),
+                why,
+            });
+        }
         Err(e) => return Err(e.into()),
     };
     let server_nonce = match first {

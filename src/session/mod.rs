@@ -169,6 +169,17 @@ pub enum SessionError {
         /// The start of the server's first line (escaped peer text).
         said: String,
     },
+    /// The server's first reply is a frame, but no handshake reply: another kind of server
+    /// (an echo server sends the greeting back, a `--compat tutorial` server runs it).
+    #[error(
+        "the server did not answer as a sockit {service} service (is this the right port?): {why}"
+    )]
+    NotSockit {
+        /// The service asked for.
+        service: String,
+        /// What the server sent instead.
+        why: String,
+    },
     /// A framed server got a line of text: `nc` or `telnet` at a framed port.
     #[error(
         "the client sent plain text, not sockit's framed protocol (nc or telnet at this port?)"
@@ -206,6 +217,7 @@ impl SessionError {
             SessionError::ServerSpeaksTls => "server_speaks_tls",
             SessionError::ClientSpeaksTls => "client_speaks_tls",
             SessionError::ServerSpeaksText { .. } => "server_speaks_text",
+            SessionError::NotSockit { .. } => "not_sockit",
             SessionError::ClientSpeaksText => "client_speaks_text",
             SessionError::Remote(frame) => &frame.code,
             SessionError::Wire(err) => err.code(),
@@ -241,7 +253,7 @@ impl SessionError {
 
 /// The start of the first line in `buffered` (a text server's greeting), lossily decoded and
 /// escaped: for quoting in [`SessionError::ServerSpeaksText`].
-fn quote_first_line(buffered: &[u8]) -> String {
+pub(crate) fn quote_first_line(buffered: &[u8]) -> String {
     let line = buffered.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     crate::text::escape_one_line(line.trim_end_matches('\r'), MAX_QUOTED_LINE_CHARS)

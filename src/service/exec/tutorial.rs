@@ -24,9 +24,10 @@ use tracing::{info, warn};
 use super::OUTPUT_CHUNK_BYTES;
 use crate::net::{Addr, Stream};
 use crate::server::{command_env, Conn, ConnInfo, Handler, ProcessGroup};
+use crate::session::quote_first_line;
 use crate::text::escape_one_line;
 use crate::wire::tutorial::{encode_header, TutorialDecoder, TutorialHeader};
-use crate::wire::{Decoded, Limits, WireError, MAX_HEADER_BYTES};
+use crate::wire::{looks_like_text, Decoded, Limits, WireError, MAX_HEADER_BYTES};
 
 /// Largest command line, in bytes: the lesson's server reads it with one `recv(1024)`.
 pub const MAX_LINE_BYTES: usize = 1024;
@@ -312,6 +313,23 @@ pub enum TutorialError {
     /// The server closed the connection before the whole reply arrived.
     #[error("the server closed the connection before the whole reply")]
     Closed,
+    /// The server answered with a line of text where the tutorial's length prefix belongs:
+    /// not a tutorial server (a sockit exec server says so in text).
+    #[error(
+        "the server answered in plain text, not the tutorial protocol (is this the right \
+         port?); it said: \"{said}\""
+    )]
+    ServerSpeaksText {
+        /// The start of its first line (escaped peer text).
+        said: String,
+    },
+    /// The server answered with one of sockit's own frames (a big-endian length, then JSON):
+    /// a sockit exec server without `--compat tutorial`.
+    #[error(
+        "the server answered in sockit's framed protocol, not the tutorial's: connect with \
+         `sockit exec run` without --compat, or start the server with --compat tutorial"
+    )]
+    ServerSpeaksFramed,
     /// The body does not match the header's hash.
     #[error("the output does not match its hash (header {expected}, computed {actual})")]
     HashMismatch {
@@ -376,6 +394,18 @@ pub async fn run_tutorial<O: AsyncWrite + Unpin>(
     Ok(TutorialReply { header, verified })
 }
 
+/// Whether `buf` starts like one of sockit's frames: a big-endian length within the frame
+/// limit, then a JSON object.
+fn looks_framed(buf: &[u8]) -> bool {
+    match (buf.get(..4), buf.get(4)) {
+        (Some(prefix), Some(b'{')) => {
+            let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+            usize::try_from(len).is_ok_and(|len| len <= MAX_HEADER_BYTES)
+        }
+        _ => false,
+    }
+}
+
 /// Reads one reply, writing its body to `out`; returns the header and the body's SHA-256.
 async fn read_reply<S, O>(
     stream: &mut S,
@@ -393,7 +423,23 @@ where
     let mut hasher = Sha256::new();
     let mut header = None;
     loop {
-        while let Some(step) = decoder.decode(&mut buf)? {
+        loop {
+            let step = match decoder.decode(&mut buf) {
+                Ok(Some(step)) => step,
+                Ok(None) => break,
+                // Text reads as an absurd length prefix.
+                Err(WireError::HeaderTooLarge { .. })
+                    if header.is_none() && looks_like_text(&buf) =>
+                {
+                    return Err(TutorialError::ServerSpeaksText {
+                        said: quote_first_line(&buf),
+                    })
+                }
+                Err(WireError::HeaderTooLarge { .. }) if header.is_none() && looks_framed(&buf) => {
+                    return Err(TutorialError::ServerSpeaksFramed)
+                }
+                Err(e) => return Err(e.into()),
+            };
             match step {
                 Decoded::Header(h) => header = Some(h),
                 Decoded::Body(chunk) => {
@@ -410,5 +456,31 @@ where
         if n == 0 {
             return Err(TutorialError::Closed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::tutorial::encode_header;
+
+    #[test]
+    fn a_sockit_frame_is_told_from_a_tutorial_reply_and_from_text() {
+        let mut framed = BytesMut::new();
+        let json = br#"{"type":"error","code":"timeout","message":"handshake not completed"}"#;
+        framed.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        framed.extend_from_slice(json);
+        assert!(looks_framed(&framed));
+
+        let mut tutorial = BytesMut::new();
+        let header = TutorialHeader {
+            filename: "ls".into(),
+            total_size: 3,
+            hash: String::new(),
+        };
+        encode_header(&header, &mut tutorial).unwrap();
+        assert!(!looks_framed(&tutorial));
+        assert!(!looks_framed(b"error: this port speaks"));
+        assert!(!looks_framed(b"\0\0"));
     }
 }
