@@ -143,6 +143,38 @@ fn listen_exec_with_keep_open_runs_a_command_for_each_peer() {
 }
 
 #[test]
+fn process_mode_closes_an_idle_connection_at_the_idle_timeout() {
+    let mut cmd = sockit();
+    cmd.args([
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--mode",
+        "process",
+        "--idle-timeout",
+        "300ms",
+    ]);
+    let mut proc = Proc::spawn(cmd);
+    let addr = proc.listening_addr();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+    s.write_all(b"hi").unwrap();
+    let mut got = [0u8; 2];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hi");
+    // Then silence: the child gives up at the idle timeout and the peer sees EOF, long
+    // before the test's own timeout.
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)
+        .expect("closed by the server, not timed out here");
+    assert!(rest.is_empty());
+    assert!(
+        proc.child.try_wait().unwrap().is_none(),
+        "the server goes on"
+    );
+}
+
+#[test]
 fn exec_on_a_public_address_without_allow_is_refused() {
     let out = sockit()
         .args(["listen", "0.0.0.0:0", "--exec", "/bin/cat"])

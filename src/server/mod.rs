@@ -284,7 +284,7 @@ impl<H: Handler> Engine<H> {
                 match process {
                     // Boxed: the process future is large, and inlining it would make every
                     // connection's task that size, process mode or not.
-                    Some(cmd) => Box::pin(process::run(&cmd, stream, &info)).await,
+                    Some(cmd) => Box::pin(process::run(&cmd, stream, &info, idle)).await,
                     None => {
                         let conn = IdleTimeout::new(stream, idle.unwrap_or(NO_IDLE_TIMEOUT));
                         handler.handle(conn, info).await

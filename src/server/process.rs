@@ -6,6 +6,7 @@ use std::io;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -95,8 +96,22 @@ impl Drop for ProcessGroup {
 
 /// Runs `cmd` with `stream` as stdin and stdout until it exits. On shutdown the group gets
 /// SIGTERM; if the drain deadline passes, dropping this future sends SIGKILL.
-pub async fn run(cmd: &ProcessCommand, stream: Stream, info: &ConnInfo) -> io::Result<()> {
+///
+/// The child does its own I/O, out of the engine's sight, so an `idle` timeout is left to the
+/// kernel: a read or write on the socket that waits longer fails (`SO_RCVTIMEO`,
+/// `SO_SNDTIMEO`), and a child that stops at its first I/O error frees the connection.
+pub async fn run(
+    cmd: &ProcessCommand,
+    stream: Stream,
+    info: &ConnInfo,
+    idle: Option<Duration>,
+) -> io::Result<()> {
     let socket = stream.into_std_fd()?;
+    if let Some(idle) = idle.filter(|d| !d.is_zero()) {
+        let sock = socket2::SockRef::from(&socket);
+        sock.set_read_timeout(Some(idle))?;
+        sock.set_write_timeout(Some(idle))?;
+    }
     let stdout = socket.try_clone()?;
     let mut command = tokio::process::Command::new(&cmd.program);
     command

@@ -124,6 +124,15 @@ pub fn echo_stdio(upper: bool) -> io::Result<u64> {
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // The engine's idle timeout, set on the socket (SO_RCVTIMEO) in process mode.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(total)
+            }
             Err(e) => return Err(e),
         };
         if upper {

@@ -309,7 +309,7 @@ pub async fn listen(opts: ListenOptions, shutdown: CancellationToken) -> Result<
                 tokio::time::sleep(config.drain_timeout).await;
             };
             return tokio::select! {
-                res = run_process(cmd, stream, &info) => res.map_err(NetcatError::Io),
+                res = run_process(cmd, stream, &info, None) => res.map_err(NetcatError::Io),
                 () = drained => Ok(()),
             };
         }
