@@ -161,19 +161,26 @@ pub async fn join_on<S: ChatStream + 'static>(
         room: opts.room.clone(),
     };
     conn.write_frame(&register, &[]).await?;
-    let (nick, room) = loop {
-        match conn.read_frame::<ServerMessage>().await? {
-            Some(ServerMessage::Ready { nick, room }) => break (nick, room),
-            Some(ServerMessage::Error { code, message }) => {
-                return Err(ChatError::Refused {
-                    code: sanitize(&code),
-                    message: sanitize(&message),
-                })
+    // The nick is answered under the handshake's deadline: a server that never says `ready`
+    // (or only sends notices) cannot hold `join` forever.
+    let registered = async {
+        loop {
+            match conn.read_frame::<ServerMessage>().await? {
+                Some(ServerMessage::Ready { nick, room }) => return Ok((nick, room)),
+                Some(ServerMessage::Error { code, message }) => {
+                    return Err(ChatError::Refused {
+                        code: sanitize(&code),
+                        message: sanitize(&message),
+                    })
+                }
+                Some(_) => continue,
+                None => return Err(ChatError::Closed),
             }
-            Some(_) => continue,
-            None => return Err(ChatError::Closed),
         }
     };
+    let (nick, room) = tokio::time::timeout(cfg.handshake_timeout, registered)
+        .await
+        .map_err(|_| SessionError::Timeout(cfg.handshake_timeout))??;
     let (reader, writer) = conn.split();
     Ok(ChatClient {
         nick,

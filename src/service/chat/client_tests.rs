@@ -78,3 +78,32 @@ async fn a_joined_client_keeps_frames_pipelined_behind_ready_and_flushes_what_it
         .expect("the command was flushed, not left in the stream's buffer");
     assert_eq!(got.expect("read"), Some(say));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_never_says_ready_fails_the_join_at_the_handshake_deadline() {
+    let (near, far) = tokio::io::duplex(4096);
+    let server = tokio::spawn(async move {
+        let mut conn = Connection::new(far);
+        session::accept(
+            &mut conn,
+            &session_config(),
+            None,
+            None,
+            &AuthLimiter::new(),
+        )
+        .await
+        .expect("handshake");
+        // Takes the nick, then says nothing: the connection stays open.
+        let _ = conn.read_frame::<ClientMessage>().await;
+        std::future::pending::<()>().await;
+    });
+    let err = join_on(near, &options("alice"))
+        .await
+        .err()
+        .expect("no ready, no join");
+    assert!(
+        matches!(err, ChatError::Session(SessionError::Timeout(_))),
+        "{err:?}"
+    );
+    server.abort();
+}
