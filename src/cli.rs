@@ -220,6 +220,24 @@ impl Cli {
     pub fn single_threaded(&self) -> bool {
         matches!(self.command, Command::Exec(ExecCommand::Run(_)))
     }
+
+    /// The log level with no `-v` or `-q`: `info` for servers, `warn` for the one-shot
+    /// netcat and `recv` commands, whose own lines already say what happened (an `info`
+    /// session log would repeat them).
+    pub fn log_level(&self) -> &'static str {
+        let one_shot = matches!(
+            self.command,
+            Command::Listen(_) | Command::Connect(_) | Command::Recv(_)
+        );
+        match (self.verbose, self.quiet) {
+            (0, 0) if one_shot => "warn",
+            (0, 0) => "info",
+            (1, _) => "debug",
+            (v, _) if v >= 2 => "trace",
+            (_, 1) => "warn",
+            _ => "error",
+        }
+    }
 }
 
 /// Runs a parsed command line.
