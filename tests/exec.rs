@@ -453,3 +453,46 @@ async fn the_pid_poll_sees_a_live_process_and_one_killed_but_unreaped_as_gone() 
     child.wait().unwrap();
     assert!(is_gone(pid), "reaped");
 }
+
+#[tokio::test]
+async fn commands_start_with_default_signal_actions_whatever_the_server_inherited() {
+    // `nohup sockit exec serve &`: the server starts with SIGHUP and SIGINT ignored, and it
+    // ignores SIGXFSZ itself. None of that may reach the commands it runs.
+    let token = Token::generate().unwrap();
+    let file = token_file(token.reveal());
+    let mut cmd = sockit();
+    cmd.args(["exec", "serve", "--listen", "127.0.0.1:0", "--token-file"])
+        .arg(file.path())
+        .stdout(Stdio::null());
+    // SAFETY: only sigaction runs between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            use nix::sys::signal::{signal, SigHandler, Signal};
+            signal(Signal::SIGHUP, SigHandler::SigIgn)?;
+            signal(Signal::SIGINT, SigHandler::SigIgn)?;
+            Ok(())
+        });
+    }
+    let mut server = Proc::spawn(cmd);
+    let addr: Addr = server.listening_addr().parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big");
+    let big = big.to_str().unwrap();
+    for (line, signal) in [
+        ("kill -HUP $$; echo survived", 1),
+        ("kill -INT $$; echo survived", 2),
+        // A file-size limit kills the writer (SIGXFSZ) instead of failing its write.
+        ("ulimit -f 1; exec head -c 100000 /dev/zero >\"$0\"", 25),
+    ] {
+        let (_signals, rx) = mpsc::channel(1);
+        let request = argv_request(&["sh", "-c", line, big]);
+        let ran = run_exec(&addr, None, &token, &request, b"", rx).await;
+        assert_eq!(
+            ran.exit(),
+            RemoteExit::Signal(signal),
+            "{line}: {}",
+            ran.stdout_text()
+        );
+    }
+    server.terminate();
+}

@@ -37,7 +37,9 @@ use crate::net::{Acl, Addr, Listener, PeerAddr, Stream};
 
 pub use datagram::{serve_datagram, DatagramHandler};
 pub use idle::IdleTimeout;
-pub use process::{command_env, run as run_process, ProcessCommand, ProcessGroup};
+pub use process::{
+    command_env, run as run_process, with_default_signals, ProcessCommand, ProcessGroup,
+};
 
 /// Default cap on concurrent connections (`max_conns`).
 pub const DEFAULT_MAX_CONNS: usize = 10_000;

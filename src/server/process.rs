@@ -94,6 +94,32 @@ impl Drop for ProcessGroup {
     }
 }
 
+/// Signals a command starts with at their defaults whatever this process inherited or set: a
+/// server started in the background (`sockit exec serve &`) has SIGINT and SIGQUIT ignored,
+/// `nohup` ignores SIGHUP, and `main` ignores SIGXFSZ. A child would inherit all of that, and
+/// a forwarded Ctrl-C would do nothing.
+const CHILD_DEFAULT_SIGNALS: [Signal; 5] = [
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGHUP,
+    Signal::SIGPIPE,
+    Signal::SIGXFSZ,
+];
+
+/// Makes `cmd` start with [`CHILD_DEFAULT_SIGNALS`] at their default actions.
+pub fn with_default_signals(cmd: &mut tokio::process::Command) {
+    // SAFETY: the hook runs in the forked child before exec and only calls sigaction, which
+    // is async-signal-safe; it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in CHILD_DEFAULT_SIGNALS {
+                nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl)?;
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Runs `cmd` with `stream` as stdin and stdout until it exits. On shutdown the group gets
 /// SIGTERM; if the drain deadline passes, dropping this future sends SIGKILL.
 ///
@@ -121,6 +147,7 @@ pub async fn run(
         .stdout(Stdio::from(stdout))
         .process_group(0)
         .kill_on_drop(true);
+    with_default_signals(&mut command);
     let spawned = command.spawn();
     // The parent's copies of the socket live in `command`: close them now, or the peer would
     // not see EOF when the child exits.

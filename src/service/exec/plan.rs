@@ -10,7 +10,7 @@ use tokio::process::{Child, ChildStderr, ChildStdin, Command};
 use super::messages::{PtyRequest, RemoteExit};
 use super::server::ExecConfig;
 use super::{Refusal, MAX_COMMAND_BYTES, STDOUT_PIPE_BYTES};
-use crate::server::{command_env, ConnInfo};
+use crate::server::{command_env, with_default_signals, ConnInfo};
 use crate::terminal::{Pty, PtyMaster, WindowSize};
 use crate::text::escape_one_line;
 
@@ -121,6 +121,7 @@ pub(super) fn spawn(
     cmd.args(&plan.args)
         .envs(command_env(&info.peer, &info.local))
         .kill_on_drop(true);
+    with_default_signals(&mut cmd);
     if let Some(pty) = pty {
         if let Some((_, term)) = &plan.pty {
             cmd.env("TERM", term);

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use super::OUTPUT_CHUNK_BYTES;
 use crate::net::{Addr, Stream};
-use crate::server::{command_env, Conn, ConnInfo, Handler, ProcessGroup};
+use crate::server::{command_env, with_default_signals, Conn, ConnInfo, Handler, ProcessGroup};
 use crate::session::quote_first_line;
 use crate::text::escape_one_line;
 use crate::wire::tutorial::{encode_header, TutorialDecoder, TutorialHeader};
@@ -129,7 +129,8 @@ impl Handler for TutorialServer {
 impl TutorialServer {
     /// Runs `sh -c LINE` and collects stdout, then stderr, within the cap and the timeout.
     async fn capture(&self, line: &[u8], info: &ConnInfo) -> Captured {
-        let spawned = Command::new("sh")
+        let mut command = Command::new("sh");
+        command
             .arg("-c")
             .arg(OsStr::from_bytes(line))
             .envs(command_env(&info.peer, &info.local))
@@ -137,8 +138,9 @@ impl TutorialServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
-            .kill_on_drop(true)
-            .spawn();
+            .kill_on_drop(true);
+        with_default_signals(&mut command);
+        let spawned = command.spawn();
         let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
