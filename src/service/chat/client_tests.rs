@@ -17,9 +17,8 @@ fn options(nick: &str) -> JoinOptions {
     }
 }
 
-/// A framed server that accepts the session and the nick, and sends `ready` with a notice
-/// right behind it in the same write.
-async fn fake_server(stream: DuplexStream) -> Connection<DuplexStream> {
+/// The server's end of a chat session, past the handshake (no token).
+async fn accepted(stream: DuplexStream) -> Connection<DuplexStream> {
     let mut conn = Connection::new(stream);
     session::accept(
         &mut conn,
@@ -30,6 +29,13 @@ async fn fake_server(stream: DuplexStream) -> Connection<DuplexStream> {
     )
     .await
     .expect("handshake");
+    conn
+}
+
+/// A framed server that accepts the session and the nick, and sends `ready` with a notice
+/// right behind it in the same write.
+async fn fake_server(stream: DuplexStream) -> Connection<DuplexStream> {
+    let mut conn = accepted(stream).await;
     let nick = match conn.read_frame::<ClientMessage>().await.expect("register") {
         Some(ClientMessage::Register { nick, .. }) => nick,
         other => panic!("expected register, got {other:?}"),
@@ -83,16 +89,7 @@ async fn a_joined_client_keeps_frames_pipelined_behind_ready_and_flushes_what_it
 async fn a_server_that_never_says_ready_fails_the_join_at_the_handshake_deadline() {
     let (near, far) = tokio::io::duplex(4096);
     let server = tokio::spawn(async move {
-        let mut conn = Connection::new(far);
-        session::accept(
-            &mut conn,
-            &session_config(),
-            None,
-            None,
-            &AuthLimiter::new(),
-        )
-        .await
-        .expect("handshake");
+        let mut conn = accepted(far).await;
         // Takes the nick, then says nothing: the connection stays open.
         let _ = conn.read_frame::<ClientMessage>().await;
         std::future::pending::<()>().await;

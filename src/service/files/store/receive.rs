@@ -55,11 +55,7 @@ impl Store {
             Err(e) => return Err(io_error(partial_shown(path), e)),
         };
         // Shared: a writer (an exclusive lock) can neither hold it now nor start meanwhile.
-        let shared = FlockArg::LockSharedNonblock;
-        let file = lock_waiting(file, shared, PARTIAL_LOCK_WAIT).map_err(|e| match e {
-            Errno::EWOULDBLOCK => StoreError::Busy(path.to_string()),
-            e => io_error(partial_shown(path), e),
-        })?;
+        let file = lock_partial(file, FlockArg::LockSharedNonblock, path)?;
         let seen = fstat(&*file).map_err(|e| io_error(partial_shown(path), e))?;
         if kind_of(&seen) != Kind::File {
             return Ok(None);
@@ -191,6 +187,15 @@ fn partial_shown(path: &RelPath) -> String {
     format!("{path} (partial data)")
 }
 
+/// Locks `path`'s partial file, waiting up to [`PARTIAL_LOCK_WAIT`] for a transfer that holds
+/// it; [`StoreError::Busy`] if it still does.
+fn lock_partial(file: File, arg: FlockArg, path: &RelPath) -> Result<Flock<File>, StoreError> {
+    lock_waiting(file, arg, PARTIAL_LOCK_WAIT).map_err(|e| match e {
+        Errno::EWOULDBLOCK => StoreError::Busy(path.to_string()),
+        e => io_error(partial_shown(path), e),
+    })
+}
+
 /// Takes the non-blocking lock `arg` on `file`, trying again for up to `wait` while another
 /// transfer holds it; `EWOULDBLOCK` if it is still held then. Blocks the thread: call it on a
 /// blocking or disk thread, as every store operation is.
@@ -236,11 +241,7 @@ fn open_partial(
             }
             Err(e) => return Err(io_error(partial_shown(path), e)),
         };
-        let exclusive = FlockArg::LockExclusiveNonblock;
-        let file = lock_waiting(file, exclusive, PARTIAL_LOCK_WAIT).map_err(|e| match e {
-            Errno::EWOULDBLOCK => StoreError::Busy(path.to_string()),
-            e => io_error(partial_shown(path), e),
-        })?;
+        let file = lock_partial(file, FlockArg::LockExclusiveNonblock, path)?;
         let st = fstat(&*file).map_err(|e| io_error(partial_shown(path), e))?;
         if kind_of(&st) != Kind::File {
             return Err(StoreError::WrongKind(partial_shown(path), "regular file"));

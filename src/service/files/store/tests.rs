@@ -801,12 +801,18 @@ fn incoming_and_store_cross_threads() {
     shared::<Store>();
 }
 
-#[test]
-fn a_partial_lock_held_throughout_is_busy_only_after_the_wait() {
+/// A file standing for a partial, and an exclusive lock on it as a running transfer holds.
+fn held_partial() -> (TempDir, PathBuf, Flock<File>) {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("p.part");
     fs::write(&path, b"x").unwrap();
-    let _held = Flock::lock(File::open(&path).unwrap(), FlockArg::LockExclusiveNonblock).unwrap();
+    let held = Flock::lock(File::open(&path).unwrap(), FlockArg::LockExclusiveNonblock).unwrap();
+    (dir, path, held)
+}
+
+#[test]
+fn a_partial_lock_held_throughout_is_busy_only_after_the_wait() {
+    let (_dir, path, _held) = held_partial();
     let wait = Duration::from_millis(200);
     let started = Instant::now();
     let got = receive::lock_waiting(
@@ -824,10 +830,7 @@ fn a_partial_lock_held_throughout_is_busy_only_after_the_wait() {
 
 #[test]
 fn a_partial_lock_released_while_waiting_is_taken() {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("p.part");
-    fs::write(&path, b"x").unwrap();
-    let held = Flock::lock(File::open(&path).unwrap(), FlockArg::LockExclusiveNonblock).unwrap();
+    let (_dir, path, held) = held_partial();
     let (tx, rx) = std::sync::mpsc::channel();
     let waiter = {
         let path = path.clone();
