@@ -364,7 +364,6 @@ impl Store {
         }
     }
 
-    /// The directory holding partial files (made 0o700 with `create`), `None` if missing.
     /// Removes the partial-data directory if it is empty, so a client's download directory
     /// is not left with it; partial files kept for a resume keep it. Best effort.
     pub fn tidy_partial_dir(&self) {
@@ -375,6 +374,7 @@ impl Store {
         );
     }
 
+    /// The directory holding partial files (made 0o700 with `create`), `None` if missing.
     fn partial_dir(&self, create: bool) -> Result<Option<OwnedFd>, StoreError> {
         match open_dir(
             self.root_fd.as_fd(),
