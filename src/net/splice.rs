@@ -1,5 +1,5 @@
-//! Moving bytes from a pipe straight into a socket with splice(2) (Linux), so bulk output
-//! (a command's stdout) reaches the network without a copy through user space.
+//! Moving bytes between a pipe and a socket with splice(2) (Linux), so bulk output (a
+//! command's stdout) crosses the network without a copy through user space on either end.
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -77,6 +77,115 @@ impl SpliceWrite for Stream {
     }
 }
 
+/// A stream whose bytes can be moved into a pipe without passing through user space: the
+/// receiving half of [`SpliceWrite`].
+pub trait SpliceRead {
+    /// Whether [`poll_splice_to`](Self::poll_splice_to) works on this stream now.
+    fn can_splice_read(&self) -> bool {
+        false
+    }
+
+    /// Moves up to `len` bytes from the stream into `pipe`, waiting until the stream is
+    /// readable; returns how many moved, `0` at the stream's end.
+    ///
+    /// `pipe` must be a non-blocking pipe that nobody else writes to.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` when `pipe` is full (the stream's readiness is kept: wait for room, then
+    /// call again); `Unsupported` unless [`can_splice_read`](Self::can_splice_read); the
+    /// stream's read errors.
+    fn poll_splice_to(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _pipe: BorrowedFd<'_>,
+        _len: usize,
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
+    }
+}
+
+impl SpliceRead for Stream {
+    fn can_splice_read(&self) -> bool {
+        cfg!(target_os = "linux")
+    }
+
+    #[cfg(target_os = "linux")]
+    fn poll_splice_to(
+        &mut self,
+        cx: &mut Context<'_>,
+        pipe: BorrowedFd<'_>,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        if len == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            // EAGAIN means an empty socket or a full pipe. Only the first may clear the read
+            // readiness (try_io does that on WouldBlock); a full pipe is reported as
+            // `PipeFull`, with the readiness kept, since the socket may hold plenty.
+            let res = match self {
+                Stream::Tcp(s) => {
+                    std::task::ready!(s.poll_read_ready(cx))?;
+                    s.try_io(tokio::io::Interest::READABLE, || {
+                        splice_into_pipe(s, pipe, len)
+                    })
+                }
+                Stream::Unix(s) => {
+                    std::task::ready!(s.poll_read_ready(cx))?;
+                    s.try_io(tokio::io::Interest::READABLE, || {
+                        splice_into_pipe(s, pipe, len)
+                    })
+                }
+            };
+            match res {
+                Ok(Spliced::Moved(n)) => return Poll::Ready(Ok(n)),
+                Ok(Spliced::PipeFull) => return Poll::Ready(Err(io::ErrorKind::WouldBlock.into())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// What one splice from a socket into a pipe did.
+#[cfg(target_os = "linux")]
+enum Spliced {
+    /// Moved this many bytes (`0`: the socket is at its end).
+    Moved(usize),
+    /// Nothing: the pipe has no room.
+    PipeFull,
+}
+
+/// One non-blocking splice of up to `len` bytes from `socket` into `pipe`. An EAGAIN is
+/// `WouldBlock` only when the socket is empty: a full pipe is [`Spliced::PipeFull`].
+#[cfg(target_os = "linux")]
+fn splice_into_pipe(
+    socket: &impl std::os::fd::AsFd,
+    pipe: BorrowedFd<'_>,
+    len: usize,
+) -> io::Result<Spliced> {
+    use nix::fcntl::{splice, SpliceFFlags};
+    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    match splice(socket.as_fd(), None, pipe, None, len, flags) {
+        Ok(n) => Ok(Spliced::Moved(n)),
+        Err(nix::errno::Errno::EAGAIN) if !pipe_has_room(pipe)? => Ok(Spliced::PipeFull),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `pipe` can take at least one more buffer right now.
+#[cfg(target_os = "linux")]
+fn pipe_has_room(pipe: BorrowedFd<'_>) -> io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(pipe, PollFlags::POLLOUT)];
+    poll(&mut fds, PollTimeout::ZERO)?;
+    Ok(fds[0]
+        .revents()
+        .is_some_and(|r| r.intersects(PollFlags::POLLOUT | PollFlags::POLLERR)))
+}
+
 /// One non-blocking splice of up to `len` bytes from `pipe` into `socket`.
 #[cfg(target_os = "linux")]
 fn splice_once(
@@ -113,7 +222,7 @@ mod tests {
     use std::io::Write;
     use std::os::fd::AsFd;
 
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
@@ -165,5 +274,74 @@ mod tests {
             .await
             .expect_err("empty pipe at EOF");
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    /// A pipe whose write end is non-blocking, as [`SpliceRead::poll_splice_to`] wants it.
+    fn nonblocking_pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let (rx, tx) = nix::unistd::pipe().expect("pipe");
+        fcntl(&tx, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).expect("nonblocking");
+        (rx, tx)
+    }
+
+    /// Reads what `pipe` holds right now.
+    fn drain(pipe: BorrowedFd<'_>) -> Vec<u8> {
+        let mut held = vec![0u8; pipe_ready_bytes(pipe).expect("ioctl")];
+        let mut got = 0;
+        while got < held.len() {
+            got += nix::unistd::read(pipe, &mut held[got..]).expect("read");
+        }
+        held
+    }
+
+    #[tokio::test]
+    async fn bytes_spliced_from_a_socket_into_a_pipe_arrive_exactly() {
+        let (mut server, mut client) = tcp_pair().await;
+        assert!(server.can_splice_read());
+        let (rx, tx) = nonblocking_pipe();
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 253) as u8).collect();
+        client.write_all(&data).await.expect("write");
+        let mut got = Vec::new();
+        while got.len() < data.len() {
+            let n = poll_fn(|cx| server.poll_splice_to(cx, tx.as_fd(), data.len() - got.len()))
+                .await
+                .expect("splice");
+            assert!(n > 0);
+            got.extend(drain(rx.as_fd()));
+        }
+        assert_eq!(got, data);
+        drop(client);
+        let end = poll_fn(|cx| server.poll_splice_to(cx, tx.as_fd(), 10)).await;
+        assert_eq!(end.expect("splice at the end"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_pipe_is_would_block_and_the_socket_stays_readable() {
+        use nix::fcntl::{fcntl, FcntlArg};
+        let (mut server, mut client) = tcp_pair().await;
+        let (rx, tx) = nonblocking_pipe();
+        // The smallest pipe the kernel allows (one page), filled to the brim.
+        let _ = fcntl(&tx, FcntlArg::F_SETPIPE_SZ(4096));
+        let filler = vec![7u8; 1 << 20];
+        let mut held = 0;
+        while let Ok(n) = nix::unistd::write(&tx, &filler) {
+            held += n;
+        }
+        assert!(held > 0);
+        client.write_all(b"waiting").await.expect("write");
+        let full = poll_fn(|cx| server.poll_splice_to(cx, tx.as_fd(), 100)).await;
+        assert_eq!(full.expect_err("no room").kind(), io::ErrorKind::WouldBlock);
+        // Room again: the bytes that were waiting move with no new data on the socket, so
+        // the full pipe did not cost the socket its readiness.
+        assert_eq!(drain(rx.as_fd()).len(), held);
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            poll_fn(|cx| server.poll_splice_to(cx, tx.as_fd(), 100)),
+        )
+        .await
+        .expect("no hang")
+        .expect("splice");
+        assert_eq!(n, 7);
+        assert_eq!(drain(rx.as_fd()), b"waiting");
     }
 }

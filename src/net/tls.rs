@@ -36,6 +36,8 @@ pub type ClientTlsStream<S> = tokio_rustls::client::TlsStream<Sniffer<S>>;
 
 // TLS must see every byte it encrypts: never spliced.
 impl<S> super::splice::SpliceWrite for ServerTlsStream<S> {}
+// Nor decrypted ones: never spliced out either.
+impl<S> super::splice::SpliceRead for ClientTlsStream<S> {}
 
 /// Default deadline for a TLS handshake, on either side.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

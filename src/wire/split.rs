@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, Chain, Empty, Join, ReadBuf, Sink};
 
 use super::Connection;
-use crate::net::splice::SpliceWrite;
+use crate::net::splice::{SpliceRead, SpliceWrite};
 
 /// The read side of a split connection: bytes already buffered, then the stream.
 pub type ReadSide<S> = Join<Chain<Cursor<BytesMut>, StreamHalf<S>>, Sink>;
@@ -97,6 +97,28 @@ impl<S: AsyncWrite + SpliceWrite + Unpin> SpliceWrite for WriteSide<S> {
     ) -> Poll<io::Result<usize>> {
         self.writer_mut()
             .with(|s| s.poll_splice_from(cx, pipe, len))
+    }
+}
+
+impl<S: AsyncRead + SpliceRead + Unpin> SpliceRead for ReadSide<S> {
+    /// Only once the bytes buffered before the split have been read: a splice would skip them.
+    fn can_splice_read(&self) -> bool {
+        let (buffered, stream) = self.reader().get_ref();
+        let taken = usize::try_from(buffered.position()).unwrap_or(usize::MAX);
+        taken >= buffered.get_ref().len() && stream.with(|s| s.can_splice_read())
+    }
+
+    fn poll_splice_to(
+        &mut self,
+        cx: &mut Context<'_>,
+        pipe: BorrowedFd<'_>,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        if !self.can_splice_read() {
+            return Poll::Ready(Err(io::ErrorKind::Unsupported.into()));
+        }
+        let (_, stream) = self.reader_mut().get_mut();
+        stream.with(|s| s.poll_splice_to(cx, pipe, len))
     }
 }
 
