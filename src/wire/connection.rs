@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::codec::{Decoded, FrameDecoder};
 use super::encode::{check_body_len, encode_header};
 use super::{ErrorFrame, Limits, Message, WireError};
-use crate::net::splice::SpliceWrite;
+use crate::net::splice::{SpliceRead, SpliceWrite};
 
 /// Read buffer size at start and per growth step; headers reserve up to their (capped) length.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
@@ -180,6 +180,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         };
         self.decoder.consume_body(n);
         Ok(n)
+    }
+
+    /// The current body's bytes that are already buffered, without reading the stream;
+    /// `None` once none are (or outside a body). Take them all before
+    /// [`splice_body_to`](Self::splice_body_to).
+    pub fn take_buffered_body(&mut self) -> Option<Bytes> {
+        if self.read_buf.is_empty() {
+            return None;
+        }
+        self.decoder.decode_body(&mut self.read_buf)
+    }
+
+    /// Moves up to `max` bytes of the current body from the stream straight into `pipe`,
+    /// without them passing through user space; returns how many, `Ok(0)` when `pipe` is full
+    /// (wait until it has room, then call again) or the body is done.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError::UnexpectedEof`] if the stream ends inside the body; [`WireError::Io`]:
+    /// `InvalidInput` while body bytes are still buffered (see
+    /// [`take_buffered_body`](Self::take_buffered_body)), `Unsupported` on a stream that cannot
+    /// splice, or the stream's errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: bytes count as read only once they are in `pipe` and the call returns.
+    pub async fn splice_body_to(
+        &mut self,
+        pipe: BorrowedFd<'_>,
+        max: usize,
+    ) -> Result<usize, WireError>
+    where
+        S: SpliceRead,
+    {
+        let remaining = self.decoder.body_remaining();
+        let want = usize::try_from(remaining).map_or(max, |r| r.min(max));
+        if want == 0 {
+            return Ok(0);
+        }
+        if !self.read_buf.is_empty() {
+            let e = io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "buffered body bytes must be taken before splicing",
+            );
+            return Err(e.into());
+        }
+        match poll_fn(|cx| self.stream.poll_splice_to(cx, pipe, want)).await {
+            Ok(0) => Err(WireError::UnexpectedEof),
+            Ok(n) => {
+                self.decoder.consume_body(n);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Writes a whole frame, header then `body`, and flushes.
@@ -429,7 +484,7 @@ mod tests {
         (Connection::new(a), Connection::new(b))
     }
 
-    async fn next(conn: &mut Connection<DuplexStream>) -> Option<TestMsg> {
+    async fn next<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Connection<S>) -> Option<TestMsg> {
         conn.read_frame::<TestMsg>().await.expect("reads a frame")
     }
 
@@ -687,5 +742,48 @@ mod tests {
         server.set_limits(Limits::default());
         assert_eq!(next(&mut server).await, Some(put(2)));
         assert_eq!(read_body(&mut server).await.ok(), Some(b"ok".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn a_body_splices_into_a_pipe_only_once_its_buffered_bytes_are_taken() {
+        use std::os::fd::AsFd;
+
+        use crate::net::Stream;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let mut sender = client.unwrap();
+        let mut conn = Connection::new(Stream::Tcp(accepted.unwrap().0));
+        let (rx, tx) = nix::unistd::pipe().unwrap();
+        nix::fcntl::fcntl(
+            &tx,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .unwrap();
+        // The header and the body's first bytes arrive together, the rest later.
+        let whole = encoded(&put(10), b"abcdefghij");
+        sender.write_all(&whole[..whole.len() - 6]).await.unwrap();
+        assert!(matches!(
+            next(&mut conn).await,
+            Some(TestMsg::Put { size: 10, .. })
+        ));
+        let refused = conn.splice_body_to(tx.as_fd(), 100).await;
+        assert!(
+            matches!(&refused, Err(WireError::Io(e)) if e.kind() == io::ErrorKind::InvalidInput),
+            "{refused:?}"
+        );
+        assert_eq!(conn.take_buffered_body().as_deref(), Some(&b"abcd"[..]));
+        assert_eq!(conn.take_buffered_body(), None);
+        sender.write_all(b"efghij").await.unwrap();
+        let mut moved = 0;
+        while moved < 6 {
+            moved += conn.splice_body_to(tx.as_fd(), 100).await.unwrap();
+        }
+        assert_eq!(conn.unread_body_bytes(), 0);
+        let mut got = [0u8; 6];
+        assert_eq!(nix::unistd::read(&rx, &mut got).unwrap(), 6);
+        assert_eq!(&got, b"efghij");
+        assert_eq!(conn.splice_body_to(tx.as_fd(), 100).await.unwrap(), 0);
     }
 }
