@@ -1,5 +1,6 @@
 //! Bulk output through exec: tens of MiB arrive byte-exact over plaintext (where the server
-//! splices stdout into the socket) and TLS, to a fast and to a slow local stdout.
+//! splices stdout into the socket, and the client can splice it on into its output) and TLS,
+//! to a fast and to a slow local stdout.
 
 mod common;
 
@@ -7,6 +8,7 @@ use common::{start_exec, TestServer, TEST_TIMEOUT};
 use sockit::net::tls::{ServerIdentity, ServerTrust, TlsAcceptor, TlsConnector};
 use sockit::service::exec::{run, run_tls, ExecConfig, LocalIo, RemoteExit, RunRequest};
 use sockit::session::Token;
+use sockit::stdio::{SpliceOutput, ThreadWriter};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -158,4 +160,82 @@ async fn a_slow_local_stdout_gets_every_byte_and_the_stderr_after_it() {
     assert_same(&got, &data);
     assert_eq!(stderr, b"done\n");
     server.stop().await.unwrap();
+}
+
+/// Runs `cat` of `data` between two `printf`s (small frames, often read with a header) with
+/// stdout going to a splicing writer on `out`; returns the exit status once `out` is written.
+async fn run_spliced(data: &[u8], out: std::fs::File) -> RemoteExit {
+    let file = file_with(data);
+    let path = file.path().to_str().unwrap();
+    let (server, token) = start_exec(ExecConfig::default()).await;
+    let mut stdout = ThreadWriter::spawn_splicing(out);
+    assert!(stdout.splice_pipe().is_some());
+    let mut stderr = Vec::new();
+    let io = local_io(&mut stdout, &mut stderr);
+    let req = request(&["sh", "-c", "printf head; cat \"$0\"; printf tail", path]);
+    let outcome = timeout(TEST_TIMEOUT, run(&server.addr, &token, &req, io))
+        .await
+        .expect("in time")
+        .expect("an exit status");
+    stdout.finish().await.expect("output written");
+    assert!(stderr.is_empty());
+    server.stop().await.unwrap();
+    outcome.exit
+}
+
+fn framed(data: &[u8]) -> Vec<u8> {
+    [&b"head"[..], data, &b"tail"[..]].concat()
+}
+
+#[tokio::test]
+async fn a_big_output_spliced_into_a_file_arrives_byte_exact() {
+    let data = noise(BIG_BYTES, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out");
+    let exit = run_spliced(&data, std::fs::File::create(&path).unwrap()).await;
+    assert_eq!(exit, RemoteExit::Code(0));
+    assert_same(&std::fs::read(&path).unwrap(), &framed(&data));
+}
+
+#[tokio::test]
+async fn spliced_output_appended_to_a_file_keeps_what_the_file_held() {
+    // A file opened for appending refuses splice(2): the output thread copies instead.
+    let data = noise(SLOW_BYTES, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out");
+    std::fs::write(&path, b"before\n").unwrap();
+    let out = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    let exit = run_spliced(&data, out).await;
+    assert_eq!(exit, RemoteExit::Code(0));
+    let want = [&b"before\n"[..], &framed(&data)].concat();
+    assert_same(&std::fs::read(&path).unwrap(), &want);
+}
+
+#[tokio::test]
+async fn a_slow_pipe_behind_a_splicing_stdout_gets_every_byte() {
+    let data = noise(SLOW_BYTES, 6);
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    // A one-page pipe read a little at a time: the client's own pipe fills up and waits.
+    let _ = nix::fcntl::fcntl(&write_end, nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096));
+    let reader = std::thread::spawn(move || {
+        let mut from = std::fs::File::from(read_end);
+        let mut all = Vec::new();
+        let mut buf = [0u8; SLOW_READ_BYTES];
+        loop {
+            match std::io::Read::read(&mut from, &mut buf).expect("read") {
+                0 => return all,
+                n => all.extend_from_slice(&buf[..n]),
+            }
+            std::thread::yield_now();
+        }
+    });
+    let exit = run_spliced(&data, std::fs::File::from(write_end)).await;
+    assert_eq!(exit, RemoteExit::Code(0));
+    let got = tokio::task::spawn_blocking(move || reader.join().expect("reader"))
+        .await
+        .unwrap();
+    assert_same(&got, &framed(&data));
 }

@@ -248,7 +248,8 @@ pub(super) async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
     });
     // Output goes through writer threads: tokio's stdout hands every small write to its
     // blocking pool, which capped `exec run -- cat` near 0.3 GB/s (docs/benchmarks.md).
-    let mut stdout = ThreadWriter::spawn(std::io::stdout());
+    // Stdout's thread also drains a pipe, so plaintext output can be spliced from the socket.
+    let mut stdout = ThreadWriter::spawn_splicing(std::io::stdout());
     let mut stderr = ThreadWriter::spawn(std::io::stderr());
     let io = LocalIo {
         stdin: tokio::io::stdin(),
@@ -288,8 +289,18 @@ pub(super) async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
     // the terminal is itself again before anything else is printed.
     let flushed = stdout.finish().await.and(stderr.finish().await);
     drop(raw);
-    let outcome = result?.map_err(|e| fail(e.into()))?;
-    flushed.map_err(|e| fail(anyhow::Error::from(e).context("cannot write the output")))?;
+    let cannot_write =
+        |e: std::io::Error| fail(anyhow::Error::from(e).context("cannot write the output"));
+    let outcome = match (result?, flushed) {
+        // The output's own error (a full disk, a closed pipe) says why the run could not
+        // hand it the output; the run only saw the hand-over fail.
+        (Err(exec::ExecError::Local(_)), Err(e)) => return Err(cannot_write(e)),
+        (outcome, flushed) => {
+            let outcome = outcome.map_err(|e| fail(e.into()))?;
+            flushed.map_err(cannot_write)?;
+            outcome
+        }
+    };
     if let Some(error) = &outcome.error {
         eprintln!("sockit: remote: {} ({})", error.message, error.code);
     }

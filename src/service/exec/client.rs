@@ -1,7 +1,9 @@
 //! The client half: authenticate, send one `run`, forward local stdin and signals while
 //! writing the command's output locally as it arrives, and return its exit status.
 
+use std::future::poll_fn;
 use std::io;
+use std::os::fd::AsFd;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch};
@@ -9,9 +11,11 @@ use tokio::sync::{mpsc, watch};
 use super::messages::{ClientMessage, PtyRequest, RemoteExit, ServerMessage, SignalName};
 use super::{session_config, OUTPUT_CHUNK_BYTES, STDIN_WINDOW_BYTES};
 use crate::net::lowat::RecvLowat;
+use crate::net::splice::SpliceRead;
 use crate::net::tls::{TlsConnector, TlsError};
 use crate::net::{Addr, Stream};
 use crate::session::{self, SessionError, Token};
+use crate::stdio::{SpliceOutput, SPLICE_PIPE_BYTES};
 use crate::terminal::WindowSize;
 use crate::text::escape_one_line;
 use crate::wire::{Connection, ErrorFrame, WireError};
@@ -143,7 +147,7 @@ pub async fn run<I, O, E>(
 ) -> Result<RunOutcome, ExecError>
 where
     I: AsyncRead + Unpin,
-    O: AsyncWrite + Unpin,
+    O: AsyncWrite + SpliceOutput + Unpin,
     E: AsyncWrite + Unpin,
 {
     let stream = connect(addr).await?;
@@ -174,7 +178,7 @@ pub async fn run_tls<I, O, E>(
 ) -> Result<RunOutcome, ExecError>
 where
     I: AsyncRead + Unpin,
-    O: AsyncWrite + Unpin,
+    O: AsyncWrite + SpliceOutput + Unpin,
     E: AsyncWrite + Unpin,
 {
     let stream = connect(addr).await?;
@@ -200,9 +204,9 @@ async fn run_on<S, I, O, E>(
     lowat: Option<RecvLowat>,
 ) -> Result<RunOutcome, ExecError>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + SpliceRead + Unpin,
     I: AsyncRead + Unpin,
-    O: AsyncWrite + Unpin,
+    O: AsyncWrite + SpliceOutput + Unpin,
     E: AsyncWrite + Unpin,
 {
     let cfg = session_config();
@@ -250,8 +254,8 @@ async fn receive_output<R, O, E>(
     credited: watch::Sender<u64>,
 ) -> Result<RunOutcome, ExecError>
 where
-    R: AsyncRead + AsyncWrite + Unpin,
-    O: AsyncWrite + Unpin,
+    R: AsyncRead + AsyncWrite + SpliceRead + Unpin,
+    O: AsyncWrite + SpliceOutput + Unpin,
     E: AsyncWrite + Unpin,
 {
     let mut error = None;
@@ -259,7 +263,11 @@ where
         match reader.read_frame::<ServerMessage>().await? {
             None => return Err(error.map_or(ExecError::Closed, ExecError::Remote)),
             Some(ServerMessage::Stdout { .. }) => {
-                copy_body(reader, &mut stdout, lowat.as_mut()).await?;
+                if stdout.splice_pipe().is_some() && reader.get_ref().can_splice_read() {
+                    splice_body(reader, &mut stdout, lowat.as_mut()).await?;
+                } else {
+                    copy_body(reader, &mut stdout, lowat.as_mut()).await?;
+                }
             }
             Some(ServerMessage::Stderr { .. }) => {
                 copy_body(reader, &mut stderr, lowat.as_mut()).await?;
@@ -314,6 +322,54 @@ where
         // A mark left above the next frame's size could stall the session: fail instead.
         mark.set(1).map_err(|e| ExecError::Wire(e.into()))?;
     }
+    out.flush().await.map_err(ExecError::Local)
+}
+
+/// [`copy_body`] for an output with a splice pipe, on a stream that can splice: the body goes
+/// from the socket into the pipe without a copy through user space, and the output's thread
+/// moves it on (by splice again where the output takes it, e.g. a pipe, a file, /dev/null).
+async fn splice_body<R, W>(
+    reader: &mut Connection<R>,
+    out: &mut W,
+    mut lowat: Option<&mut RecvLowat>,
+) -> Result<(), ExecError>
+where
+    R: AsyncRead + AsyncWrite + SpliceRead + Unpin,
+    W: AsyncWrite + SpliceOutput + Unpin,
+{
+    // Bytes read along with the header go first, by the usual path.
+    while let Some(chunk) = reader.take_buffered_body() {
+        out.write_all(&chunk).await.map_err(ExecError::Local)?;
+    }
+    while reader.unread_body_bytes() > 0 {
+        let pipe = out
+            .splice_pipe()
+            .ok_or(ExecError::Protocol("no splice pipe"))?;
+        if let Some(mark) = lowat.as_deref_mut() {
+            let due = usize::try_from(reader.unread_body_bytes()).unwrap_or(usize::MAX);
+            let _ = mark.set(due.min(OUTPUT_WAKE_BYTES));
+        }
+        pipe.writable().await.map_err(ExecError::Local)?;
+        let moved = match reader.splice_body_to(pipe.as_fd(), SPLICE_PIPE_BYTES).await {
+            // Nobody reads the pipe: the output's thread stopped at a write error.
+            Err(WireError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+                return Err(ExecError::Local(e))
+            }
+            moved => moved?,
+        };
+        if moved == 0 {
+            // The pipe is full: its readiness was stale. Clear it and wait for the thread.
+            let _ = pipe.try_io(|| Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+            continue;
+        }
+        poll_fn(|cx| out.poll_hand_over_piped(cx, moved))
+            .await
+            .map_err(ExecError::Local)?;
+    }
+    if let Some(mark) = lowat {
+        mark.set(1).map_err(|e| ExecError::Wire(e.into()))?;
+    }
+    // Buffered bytes may still sit in the output's batch.
     out.flush().await.map_err(ExecError::Local)
 }
 

@@ -9,6 +9,7 @@ use super::client::{run, ExecError, LocalIo, RunRequest};
 use super::MAX_COMMAND_BYTES;
 use crate::net::Addr;
 use crate::session::Token;
+use crate::stdio::SpliceOutput;
 
 /// What the shell prints before reading each line.
 pub const PROMPT: &str = "sockit> ";
@@ -52,7 +53,7 @@ pub async fn shell<I, O, E>(
 ) -> Result<u8, ExecError>
 where
     I: AsyncBufRead + Unpin,
-    O: AsyncWrite + Unpin,
+    O: AsyncWrite + SpliceOutput + Unpin,
     E: AsyncWrite + Unpin,
 {
     let ShellIo {
