@@ -5,7 +5,6 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, splice, FcntlArg, SpliceFFlags};
 use tokio::net::unix::pipe;
 
 /// Capacity asked for the pipe (the default of 64 KiB would cut each splice to 16 pages).
@@ -24,14 +23,16 @@ const FALLBACK_READ_BYTES: usize = 64 * 1024;
 pub(super) fn splice_pipe(out: BorrowedFd<'_>) -> io::Result<(pipe::Sender, Drain)> {
     let (read, write) = nix::unistd::pipe()?;
     // Best effort: past the system's pipe-max-size the default stays, and splices are smaller.
-    let _ = fcntl(
+    #[cfg(target_os = "linux")]
+    let _ = nix::fcntl::fcntl(
         &write,
-        FcntlArg::F_SETPIPE_SZ(i32::try_from(SPLICE_PIPE_BYTES).unwrap_or(i32::MAX)),
+        nix::fcntl::FcntlArg::F_SETPIPE_SZ(i32::try_from(SPLICE_PIPE_BYTES).unwrap_or(i32::MAX)),
     );
     let drain = Drain {
         pipe: read,
         out: out.try_clone_to_owned()?,
-        splice: true,
+        // splice(2) is Linux's; elsewhere the pipe is read and written.
+        splice: cfg!(target_os = "linux"),
         scratch: Vec::new(),
     };
     Ok((pipe::Sender::from_owned_fd(write)?, drain))
@@ -61,9 +62,17 @@ impl Drain {
     /// fewer than `n` bytes.
     pub(super) fn move_to<W: Write>(&mut self, out: &mut W, mut n: usize) -> io::Result<()> {
         out.flush()?;
+        #[cfg(target_os = "linux")]
         while n > 0 && self.splice {
-            let flags = SpliceFFlags::SPLICE_F_MOVE;
-            match splice(&self.pipe, None, &self.out, None, n, flags) {
+            use nix::fcntl::{splice, SpliceFFlags};
+            match splice(
+                &self.pipe,
+                None,
+                &self.out,
+                None,
+                n,
+                SpliceFFlags::SPLICE_F_MOVE,
+            ) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(moved) => n -= moved,
                 Err(Errno::EINTR) => {}
@@ -97,6 +106,7 @@ impl Drain {
 }
 
 /// Blocks until `fd` can be written to.
+#[cfg(target_os = "linux")]
 fn wait_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
