@@ -22,6 +22,13 @@ const FALLBACK_READ_BYTES: usize = 64 * 1024;
 /// Creating or registering the pipe, or duplicating `out`.
 pub(super) fn splice_pipe(out: BorrowedFd<'_>) -> io::Result<(pipe::Sender, Drain)> {
     let (read, write) = nix::unistd::pipe()?;
+    // Not inherited by anything this process starts.
+    for end in [&read, &write] {
+        nix::fcntl::fcntl(
+            end,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )?;
+    }
     // Best effort: past the system's pipe-max-size the default stays, and splices are smaller.
     #[cfg(target_os = "linux")]
     let _ = nix::fcntl::fcntl(
