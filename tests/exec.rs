@@ -496,3 +496,56 @@ async fn commands_start_with_default_signal_actions_whatever_the_server_inherite
     }
     server.terminate();
 }
+
+#[test]
+fn exec_run_over_a_unix_socket_streams_every_byte_to_a_pipe_read_in_bursts() {
+    // Separate server and client processes, as people run them, and a reader that takes the
+    // output in bursts: the client's splice pipe keeps filling up and draining. This once
+    // caught a full pipe taken for an empty socket, which left the run waiting forever.
+    let token = token_file(Token::generate().unwrap().reveal());
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("unix:{}", dir.path().join("exec.sock").display());
+    let mut serve = sockit();
+    serve
+        .args(["exec", "serve", "--listen", &addr, "--token-file"])
+        .arg(token.path())
+        .stdout(Stdio::null());
+    let mut server = common::Proc::spawn(serve);
+    server.listening_addr();
+    let data: Vec<u8> = (0..24 * 1024 * 1024u32)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let source = dir.path().join("data");
+    std::fs::write(&source, &data).unwrap();
+    for _ in 0..3 {
+        let mut client = exec_run(
+            &addr,
+            Some(token.path()),
+            &["cat", source.to_str().unwrap()],
+        )
+        .env_remove("SOCKIT_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+        let mut out = client.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut burst = vec![0u8; 64 * 1024];
+            loop {
+                match std::io::Read::read(&mut out, &mut burst) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&burst[..n]),
+                }
+            }
+            let _ = tx.send(got);
+        });
+        let got = rx.recv_timeout(TEST_TIMEOUT);
+        let status = wait_bounded(client);
+        let got = got.expect("the whole output in time");
+        assert!(status.success(), "{status:?}");
+        assert_eq!(got.len(), data.len());
+        assert!(got == data, "the output differs from the file");
+    }
+}

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{start_exec, TestServer, TEST_TIMEOUT};
+use common::{start_exec, start_exec_at, TestServer, TEST_TIMEOUT};
 use sockit::net::tls::{ServerIdentity, ServerTrust, TlsAcceptor, TlsConnector};
 use sockit::service::exec::{run, run_tls, ExecConfig, LocalIo, RemoteExit, RunRequest};
 use sockit::session::Token;
@@ -165,9 +165,18 @@ async fn a_slow_local_stdout_gets_every_byte_and_the_stderr_after_it() {
 /// Runs `cat` of `data` between two `printf`s (small frames, often read with a header) with
 /// stdout going to a splicing writer on `out`; returns the exit status once `out` is written.
 async fn run_spliced(data: &[u8], out: std::fs::File) -> RemoteExit {
+    let (server, token) = start_exec(ExecConfig::default()).await;
+    run_spliced_on(server, token, data, out).await
+}
+
+async fn run_spliced_on(
+    server: TestServer,
+    token: Token,
+    data: &[u8],
+    out: std::fs::File,
+) -> RemoteExit {
     let file = file_with(data);
     let path = file.path().to_str().unwrap();
-    let (server, token) = start_exec(ExecConfig::default()).await;
     let mut stdout = ThreadWriter::spawn_splicing(out);
     assert!(stdout.splice_pipe().is_some());
     let mut stderr = Vec::new();
@@ -238,4 +247,16 @@ async fn a_slow_pipe_behind_a_splicing_stdout_gets_every_byte() {
         .await
         .unwrap();
     assert_same(&got, &framed(&data));
+}
+
+#[tokio::test]
+async fn a_big_output_over_a_unix_socket_reaches_a_splicing_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = format!("unix:{}", dir.path().join("exec.sock").display());
+    let (server, token) = start_exec_at(&socket, ExecConfig::default()).await;
+    let data = noise(BIG_BYTES, 7);
+    let path = dir.path().join("out");
+    let exit = run_spliced_on(server, token, &data, std::fs::File::create(&path).unwrap()).await;
+    assert_eq!(exit, RemoteExit::Code(0));
+    assert_same(&std::fs::read(&path).unwrap(), &framed(&data));
 }

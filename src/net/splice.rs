@@ -121,9 +121,9 @@ impl SpliceRead for Stream {
             return Poll::Ready(Ok(0));
         }
         loop {
-            // EAGAIN means an empty socket or a full pipe. Only the first may clear the read
-            // readiness (try_io does that on WouldBlock); a full pipe is reported as
-            // `PipeFull`, with the readiness kept, since the socket may hold plenty.
+            // Only an empty socket may clear the read readiness (try_io does that on
+            // WouldBlock); a full pipe is reported as `PipeFull`, with the readiness kept,
+            // since the socket may hold plenty.
             let res = match self {
                 Stream::Tcp(s) => {
                     std::task::ready!(s.poll_read_ready(cx))?;
@@ -158,8 +158,14 @@ enum Spliced {
     PipeFull,
 }
 
-/// One non-blocking splice of up to `len` bytes from `socket` into `pipe`. An EAGAIN is
-/// `WouldBlock` only when the socket is empty: a full pipe is [`Spliced::PipeFull`].
+/// One non-blocking splice of up to `len` bytes from `socket` into `pipe`, or
+/// [`Spliced::PipeFull`] without trying when `pipe` has no room.
+///
+/// The room is checked first: only the caller writes to `pipe` and its reader only empties
+/// it, so a pipe with room keeps it, and an EAGAIN from the splice then means an empty socket
+/// (`WouldBlock`). Checked after an EAGAIN instead, a reader draining the pipe in between
+/// would make a full pipe look like an empty socket, and the wait for data that is already
+/// there would never end.
 #[cfg(target_os = "linux")]
 fn splice_into_pipe(
     socket: &impl std::os::fd::AsFd,
@@ -167,12 +173,12 @@ fn splice_into_pipe(
     len: usize,
 ) -> io::Result<Spliced> {
     use nix::fcntl::{splice, SpliceFFlags};
-    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
-    match splice(socket.as_fd(), None, pipe, None, len, flags) {
-        Ok(n) => Ok(Spliced::Moved(n)),
-        Err(nix::errno::Errno::EAGAIN) if !pipe_has_room(pipe)? => Ok(Spliced::PipeFull),
-        Err(e) => Err(e.into()),
+    if !pipe_has_room(pipe)? {
+        return Ok(Spliced::PipeFull);
     }
+    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    let moved = splice(socket.as_fd(), None, pipe, None, len, flags)?;
+    Ok(Spliced::Moved(moved))
 }
 
 /// Whether `pipe` can take at least one more buffer right now.

@@ -218,13 +218,18 @@ pub fn token_file(token: &str) -> tempfile::NamedTempFile {
 
 /// Starts an exec server in-process on 127.0.0.1:0 with a fresh token.
 pub async fn start_exec(config: ExecConfig) -> (TestServer, Token) {
+    start_exec_at("127.0.0.1:0", config).await
+}
+
+/// Starts an exec server in-process on `addr` (e.g. `unix:/path`) with a fresh token.
+pub async fn start_exec_at(addr: &str, config: ExecConfig) -> (TestServer, Token) {
     let token = Token::generate().unwrap();
     let engine = Config {
         service: "exec".into(),
         idle_timeout: None,
         ..Config::default()
     };
-    let server = start(ExecServer::new(config, token.clone()), engine).await;
+    let server = start_at(addr, ExecServer::new(config, token.clone()), engine).await;
     (server, token)
 }
 
