@@ -308,21 +308,35 @@ where
     W: AsyncWrite + Unpin,
 {
     loop {
-        if let Some(mark) = lowat.as_deref_mut() {
-            let due = usize::try_from(reader.unread_body_bytes()).unwrap_or(usize::MAX);
-            // Best effort: a failed mark only means more wake-ups.
-            let _ = mark.set(due.min(OUTPUT_WAKE_BYTES));
-        }
+        wake_for_body(reader, lowat.as_deref_mut());
         let Some(chunk) = reader.read_body_chunk().await? else {
             break;
         };
         out.write_all(&chunk).await.map_err(ExecError::Local)?;
     }
-    if let Some(mark) = lowat {
-        // A mark left above the next frame's size could stall the session: fail instead.
-        mark.set(1).map_err(|e| ExecError::Wire(e.into()))?;
-    }
+    wake_for_header(lowat)?;
     out.flush().await.map_err(ExecError::Local)
+}
+
+/// Sets the receive mark to wake the next read for up to [`OUTPUT_WAKE_BYTES`] of the body's
+/// remaining bytes. Best effort: a failed mark only means more wake-ups.
+fn wake_for_body<R: AsyncRead + AsyncWrite + Unpin>(
+    reader: &Connection<R>,
+    lowat: Option<&mut RecvLowat>,
+) {
+    if let Some(mark) = lowat {
+        let due = usize::try_from(reader.unread_body_bytes()).unwrap_or(usize::MAX);
+        let _ = mark.set(due.min(OUTPUT_WAKE_BYTES));
+    }
+}
+
+/// Puts the receive mark back at one byte after a body: the next header may be all the server
+/// sends, and a mark left above its size could stall the session, so a failure is an error.
+fn wake_for_header(lowat: Option<&mut RecvLowat>) -> Result<(), ExecError> {
+    match lowat {
+        Some(mark) => mark.set(1).map_err(|e| ExecError::Wire(e.into())),
+        None => Ok(()),
+    }
 }
 
 /// [`copy_body`] for an output with a splice pipe, on a stream that can splice: the body goes
@@ -345,10 +359,7 @@ where
         let pipe = out
             .splice_pipe()
             .ok_or(ExecError::Protocol("no splice pipe"))?;
-        if let Some(mark) = lowat.as_deref_mut() {
-            let due = usize::try_from(reader.unread_body_bytes()).unwrap_or(usize::MAX);
-            let _ = mark.set(due.min(OUTPUT_WAKE_BYTES));
-        }
+        wake_for_body(reader, lowat.as_deref_mut());
         pipe.writable().await.map_err(ExecError::Local)?;
         let moved = match reader.splice_body_to(pipe.as_fd(), SPLICE_PIPE_BYTES).await {
             // Nobody reads the pipe: the output's thread stopped at a write error.
@@ -366,9 +377,7 @@ where
             .await
             .map_err(ExecError::Local)?;
     }
-    if let Some(mark) = lowat {
-        mark.set(1).map_err(|e| ExecError::Wire(e.into()))?;
-    }
+    wake_for_header(lowat)?;
     // Buffered bytes may still sit in the output's batch.
     out.flush().await.map_err(ExecError::Local)
 }
