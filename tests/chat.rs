@@ -10,10 +10,10 @@ use common::{start, start_at, TestServer, TEST_TIMEOUT};
 use sockit::net::{Addr, Stream};
 use sockit::server::Config;
 use sockit::service::chat::{
-    self, Broker, BrokerConfig, ChatClient, ChatError, ChatServer, ClientMessage, FramedConfig,
-    JoinOptions, LineConfig, LineServer, RateLimit, ServerMessage,
+    self, Broker, BrokerConfig, ChatClient, ChatError, ChatServer, ChatService, ClientMessage,
+    FramedConfig, JoinOptions, LineConfig, LineServer, RateLimit, ServerMessage,
 };
-use sockit::session::Token;
+use sockit::session::{GateConfig, Token};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines, ReadHalf, WriteHalf};
 use tokio::time::timeout;
 
@@ -31,9 +31,10 @@ fn engine(service: &str) -> Config {
     }
 }
 
-async fn start_chat_with(line_addr: &str, line: LineConfig, framed: FramedConfig) -> Chat {
+async fn start_chat_with(line_addr: &str, line: LineConfig, gate: GateConfig) -> Chat {
     let broker = Broker::new(BrokerConfig::default());
-    let framed = start(ChatServer::new(broker.clone(), framed), engine("chat")).await;
+    let service = ChatService::new(broker.clone(), FramedConfig::default());
+    let framed = start(ChatServer::new(gate, service), engine("chat")).await;
     let line = start_at(
         line_addr,
         LineServer::new(broker.clone(), line),
@@ -48,12 +49,7 @@ async fn start_chat_with(line_addr: &str, line: LineConfig, framed: FramedConfig
 }
 
 async fn start_chat() -> Chat {
-    start_chat_with(
-        "127.0.0.1:0",
-        LineConfig::default(),
-        FramedConfig::default(),
-    )
-    .await
+    start_chat_with("127.0.0.1:0", LineConfig::default(), chat::gate(None)).await
 }
 
 /// A line-protocol client, like `nc`.
@@ -373,7 +369,7 @@ async fn a_client_that_never_reads_is_dropped_at_its_queue_limit_and_others_get_
         rate: unlimited,
         ..LineConfig::default()
     };
-    let chat = start_chat_with(&path, line, FramedConfig::default()).await;
+    let chat = start_chat_with(&path, line, chat::gate(None)).await;
     let addr = chat.line.addr.clone();
     let slow = LineClient::join(&addr, "slow").await;
     let mut watcher = LineClient::join(&addr, "watcher").await;
@@ -458,19 +454,19 @@ async fn five_hundred_clients_that_vanish_without_closing_free_their_nicks() {
 #[tokio::test]
 async fn a_server_with_a_token_refuses_clients_without_it() {
     let token = Token::generate().expect("token");
-    let framed = FramedConfig {
+    let framed = GateConfig {
         token: Some(token.clone()),
-        ..FramedConfig::default()
+        ..chat::gate(None)
     };
     let chat = start_chat_with("127.0.0.1:0", LineConfig::default(), framed).await;
     let err = chat::join(&chat.framed.addr, &join_opts("mallory")).await;
-    assert!(matches!(err, Err(ChatError::Session(e)) if e.code() == "token_required"));
+    assert!(matches!(err, Err(ChatError::Client(e)) if e.code() == "token_required"));
     let wrong = JoinOptions {
         token: Some(Token::generate().expect("token")),
         ..join_opts("mallory")
     };
     let err = chat::join(&chat.framed.addr, &wrong).await;
-    assert!(matches!(err, Err(ChatError::Session(e)) if e.code() == "auth_failed"));
+    assert!(matches!(err, Err(ChatError::Client(e)) if e.code() == "auth_failed"));
     let right = JoinOptions {
         token: Some(token),
         ..join_opts("alice")
@@ -486,9 +482,9 @@ async fn framed_clients_chat_over_pinned_tls_and_plaintext_is_refused() {
     let identity = ServerIdentity::self_signed(&"127.0.0.1:0".parse().expect("addr")).expect("id");
     let acceptor = TlsAcceptor::new(identity).expect("acceptor");
     let pin = ServerTrust::Pin(acceptor.fingerprint());
-    let framed = FramedConfig {
+    let framed = GateConfig {
         tls: Some(acceptor),
-        ..FramedConfig::default()
+        ..chat::gate(None)
     };
     let chat = start_chat_with("127.0.0.1:0", LineConfig::default(), framed).await;
     let mut watcher = LineClient::join(&chat.line.addr, "watcher").await;

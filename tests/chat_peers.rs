@@ -11,7 +11,8 @@ use common::{have, port, run_with_input, sockit, start, Proc, TEST_TIMEOUT};
 use sockit::net::Addr;
 use sockit::server::Config;
 use sockit::service::chat::{
-    Broker, BrokerConfig, ChatServer, FramedConfig, LineConfig, LineServer,
+    self as chat, Broker, BrokerConfig, ChatServer, ChatService, FramedConfig, LineConfig,
+    LineServer,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as TokioBufReader};
 use tokio::net::TcpStream;
@@ -24,7 +25,10 @@ async fn start_chat() -> (common::TestServer, common::TestServer) {
         ..Config::default()
     };
     let framed = start(
-        ChatServer::new(broker.clone(), FramedConfig::default()),
+        ChatServer::new(
+            chat::gate(None),
+            ChatService::new(broker.clone(), FramedConfig::default()),
+        ),
         engine.clone(),
     )
     .await;

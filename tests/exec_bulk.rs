@@ -4,9 +4,10 @@
 
 mod common;
 
-use common::{start_exec, start_exec_at, TestServer, TEST_TIMEOUT};
+use common::{start_exec, start_exec_at, start_exec_with, TestServer, TEST_TIMEOUT};
 use sockit::net::tls::{ServerIdentity, ServerTrust, TlsAcceptor, TlsConnector};
-use sockit::service::exec::{run, run_tls, ExecConfig, LocalIo, RemoteExit, RunRequest};
+use sockit::service::exec::{client_options, run, ExecConfig, LocalIo, RemoteExit, RunRequest};
+use sockit::session::ClientOptions;
 use sockit::session::Token;
 use sockit::stdio::{SpliceOutput, ThreadWriter};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -68,11 +69,8 @@ async fn start_tls_exec() -> (TestServer, Token, TlsConnector) {
     let identity = ServerIdentity::self_signed(&"127.0.0.1:0".parse().unwrap()).unwrap();
     let acceptor = TlsAcceptor::new(identity).unwrap();
     let pin = ServerTrust::Pin(acceptor.fingerprint());
-    let config = ExecConfig {
-        tls: Some(acceptor),
-        ..ExecConfig::default()
-    };
-    let (server, token) = start_exec(config).await;
+    let config = ExecConfig::default();
+    let (server, token) = start_exec_with("127.0.0.1:0", config, Some(acceptor)).await;
     (server, token, TlsConnector::new(&pin).unwrap())
 }
 
@@ -91,7 +89,12 @@ async fn a_big_output_arrives_byte_exact_over_plaintext() {
     let io = local_io(&mut stdout, &mut stderr);
     let outcome = timeout(
         TEST_TIMEOUT,
-        run(&server.addr, &token, &request(&["cat", path]), io),
+        run(
+            &server.addr,
+            &client_options(token.clone()),
+            &request(&["cat", path]),
+            io,
+        ),
     )
     .await
     .expect("in time")
@@ -111,10 +114,13 @@ async fn a_big_output_arrives_byte_exact_over_tls() {
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let io = local_io(&mut stdout, &mut stderr);
     let req = request(&["cat", path]);
-    let outcome = timeout(TEST_TIMEOUT, run_tls(&server.addr, &tls, &token, &req, io))
-        .await
-        .expect("in time")
-        .expect("an exit status");
+    let outcome = timeout(
+        TEST_TIMEOUT,
+        run(&server.addr, &tls_options(&tls, &token), &req, io),
+    )
+    .await
+    .expect("in time")
+    .expect("an exit status");
     assert_eq!(outcome.exit, RemoteExit::Code(0));
     assert_same(&stdout, &data);
     server.stop().await.unwrap();
@@ -147,10 +153,13 @@ async fn a_slow_local_stdout_gets_every_byte_and_the_stderr_after_it() {
     let io = local_io(stdout, &mut stderr);
     // stdout first, then a line on stderr: the two must not mix or reorder within a stream.
     let req = request(&["sh", "-c", "cat \"$0\" && echo done >&2", path]);
-    let outcome = timeout(TEST_TIMEOUT, run(&server.addr, &token, &req, io))
-        .await
-        .expect("in time")
-        .expect("an exit status");
+    let outcome = timeout(
+        TEST_TIMEOUT,
+        run(&server.addr, &client_options(token.clone()), &req, io),
+    )
+    .await
+    .expect("in time")
+    .expect("an exit status");
     // `run` consumed and dropped the local stdout, which ends the slow reader.
     let got = timeout(TEST_TIMEOUT, reader)
         .await
@@ -182,10 +191,13 @@ async fn run_spliced_on(
     let mut stderr = Vec::new();
     let io = local_io(&mut stdout, &mut stderr);
     let req = request(&["sh", "-c", "printf head; cat \"$0\"; printf tail", path]);
-    let outcome = timeout(TEST_TIMEOUT, run(&server.addr, &token, &req, io))
-        .await
-        .expect("in time")
-        .expect("an exit status");
+    let outcome = timeout(
+        TEST_TIMEOUT,
+        run(&server.addr, &client_options(token.clone()), &req, io),
+    )
+    .await
+    .expect("in time")
+    .expect("an exit status");
     stdout.finish().await.expect("output written");
     assert!(stderr.is_empty());
     server.stop().await.unwrap();
@@ -259,4 +271,11 @@ async fn a_big_output_over_a_unix_socket_reaches_a_splicing_stdout() {
     let exit = run_spliced_on(server, token, &data, std::fs::File::create(&path).unwrap()).await;
     assert_eq!(exit, RemoteExit::Code(0));
     assert_same(&std::fs::read(&path).unwrap(), &framed(&data));
+}
+
+fn tls_options(tls: &TlsConnector, token: &Token) -> ClientOptions {
+    ClientOptions {
+        tls: Some(tls.clone()),
+        ..client_options(token.clone())
+    }
 }

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use common::{sockit, start, Proc, TestServer, TEST_TIMEOUT};
 use sockit::server::Config;
 use sockit::service::exec::shell::{shell, LineForm, ShellIo};
-use sockit::service::exec::{ExecConfig, ExecError, ExecServer};
+use sockit::service::exec::{self, ExecConfig, ExecError, ExecServer, ExecService};
 use sockit::session::Token;
 use tokio::time::timeout;
 
@@ -24,7 +24,8 @@ async fn start_exec(shell: bool) -> (TestServer, Token) {
         shell,
         ..ExecConfig::default()
     };
-    let server = start(ExecServer::new(config, token.clone()), engine).await;
+    let gate = exec::gate(token.clone());
+    let server = start(ExecServer::new(gate, ExecService::new(config)), engine).await;
     (server, token)
 }
 
@@ -42,9 +43,12 @@ async fn session(server: &TestServer, token: &Token, form: LineForm, input: &str
         stderr: &mut stderr,
         prompt: true,
     };
-    let result = timeout(TEST_TIMEOUT, shell(&server.addr, token, form, io))
-        .await
-        .expect("the shell finishes in time");
+    let result = timeout(
+        TEST_TIMEOUT,
+        shell(&server.addr, &exec::client_options(token.clone()), form, io),
+    )
+    .await
+    .expect("the shell finishes in time");
     Session {
         result,
         stdout: String::from_utf8(stdout).unwrap(),

@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use common::{authenticated_exec as authenticated, start_exec, TEST_TIMEOUT};
 use sockit::service::exec::{
-    run, ClientMessage, ExecConfig, LocalIo, RemoteExit, RunRequest, ServerMessage, SignalName,
-    STDIN_WINDOW_BYTES,
+    client_options, run, ClientMessage, ExecConfig, LocalIo, RemoteExit, RunRequest, ServerMessage,
+    SignalName, STDIN_WINDOW_BYTES,
 };
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 use tokio::sync::{mpsc, watch};
@@ -78,8 +78,9 @@ async fn ctrl_c_reaches_a_command_that_never_reads_the_stdin_being_pushed_at_it(
         while lines.next_line().await.unwrap().is_some() {}
         sent
     };
+    let options = client_options(token.clone());
     let (outcome, sent) = timeout(TEST_TIMEOUT, async {
-        tokio::join!(run(&server.addr, &token, &request, io), drive)
+        tokio::join!(run(&server.addr, &options, &request, io), drive)
     })
     .await
     .expect("the signal gets through while stdin is still pending");
@@ -113,10 +114,13 @@ async fn all_stdin_reaches_the_command_well_past_the_window() {
         signals,
         resizes: None,
     };
-    let outcome = timeout(TEST_TIMEOUT, run(&server.addr, &token, &request, io))
-        .await
-        .expect("the run finishes in time")
-        .expect("an exit status");
+    let outcome = timeout(
+        TEST_TIMEOUT,
+        run(&server.addr, &client_options(token.clone()), &request, io),
+    )
+    .await
+    .expect("the run finishes in time")
+    .expect("an exit status");
     assert_eq!(outcome.exit, RemoteExit::Code(0));
     assert_eq!(String::from_utf8_lossy(&stdout).trim(), TOTAL.to_string());
     server.stop().await.unwrap();
@@ -167,10 +171,13 @@ async fn stdin_beyond_the_window_is_refused_and_the_next_client_is_served() {
         signals,
         resizes: None,
     };
-    let outcome = timeout(TEST_TIMEOUT, run(&server.addr, &token, &request, io))
-        .await
-        .unwrap()
-        .unwrap();
+    let outcome = timeout(
+        TEST_TIMEOUT,
+        run(&server.addr, &client_options(token.clone()), &request, io),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(outcome.exit, RemoteExit::Code(0));
     assert_eq!(out, b"still serving\n");
     server.stop().await.unwrap();
@@ -215,9 +222,12 @@ async fn a_local_stdin_error_is_reported_and_never_passed_off_as_eof() {
         signals,
         resizes: None,
     };
-    let ran = timeout(TEST_TIMEOUT, run(&server.addr, &token, &request, io))
-        .await
-        .expect("the run ends in time");
+    let ran = timeout(
+        TEST_TIMEOUT,
+        run(&server.addr, &client_options(token.clone()), &request, io),
+    )
+    .await
+    .expect("the run ends in time");
     match ran {
         Err(e @ sockit::service::exec::ExecError::Input(_)) => {
             let text = e.to_string();

@@ -8,15 +8,15 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    argv_request, run_exec, run_with_input, sockit, start_exec, token_file, Proc, TestServer,
-    TEST_TIMEOUT,
+    argv_request, run_exec, run_with_input, sockit, start_exec, start_exec_with, token_file, Proc,
+    TestServer, TEST_TIMEOUT,
 };
 use sockit::net::tls::{
     Fingerprint, ServerIdentity, ServerTrust, TlsAcceptor, TlsConnector, TlsError,
 };
 use sockit::net::{Addr, Stream};
 use sockit::service::exec::{ExecConfig, ExecError, RemoteExit, RunOutcome};
-use sockit::session::Token;
+use sockit::session::{ClientError, Token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -26,11 +26,8 @@ async fn start_tls_exec(handshake_timeout: Duration) -> (TestServer, Token, TlsA
     let identity = ServerIdentity::self_signed(&"127.0.0.1:0".parse().unwrap()).unwrap();
     let mut acceptor = TlsAcceptor::new(identity).unwrap();
     acceptor.handshake_timeout = handshake_timeout;
-    let config = ExecConfig {
-        tls: Some(acceptor.clone()),
-        ..ExecConfig::default()
-    };
-    let (server, token) = start_exec(config).await;
+    let config = ExecConfig::default();
+    let (server, token) = start_exec_with("127.0.0.1:0", config, Some(acceptor.clone())).await;
     (server, token, acceptor)
 }
 
@@ -89,7 +86,10 @@ async fn a_pin_that_does_not_match_is_refused_and_nothing_runs() {
     .await;
     let err = outcome.unwrap_err();
     assert!(
-        matches!(err, ExecError::Tls(TlsError::PinMismatch { .. })),
+        matches!(
+            err,
+            ExecError::Client(ClientError::Tls(TlsError::PinMismatch { .. }))
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("pinned"), "{err}");
@@ -104,7 +104,10 @@ async fn a_plaintext_client_against_a_tls_server_fails_and_the_next_tls_client_i
     let (server, token, acceptor) = start_tls_exec(Duration::from_secs(10)).await;
     let (outcome, _) = exec(&server.addr, None, &token, &["echo", "plain"]).await;
     let err = outcome.unwrap_err();
-    assert!(matches!(err, ExecError::ServerSpeaksTls { .. }), "{err:?}");
+    assert!(
+        matches!(err, ExecError::Client(ClientError::ServerSpeaksTls { .. })),
+        "{err:?}"
+    );
     let message = err.to_string();
     assert!(
         message.contains(&format!("the server at {} speaks TLS", server.addr)),
@@ -130,7 +133,10 @@ async fn a_tls_client_against_a_plaintext_server_fails_and_never_falls_back() {
     .await;
     let err = outcome.unwrap_err();
     assert!(
-        matches!(err, ExecError::Tls(TlsError::ServerNotTls { .. })),
+        matches!(
+            err,
+            ExecError::Client(ClientError::Tls(TlsError::ServerNotTls { .. }))
+        ),
         "{err:?}"
     );
     let message = err.to_string();

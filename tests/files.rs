@@ -8,11 +8,12 @@ use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use common::{pattern, put_all, snapshot, start_files, write_file};
+use common::{pattern, put_all, snapshot, start_files, start_files_with, write_file};
 use sockit::service::files::{
-    get, list, put, Access, FilesConfig, FilesError, GetOptions, HashAlg, Hasher, Kind, Policy,
-    PutOptions, Remote, CHANNEL_CHUNKS, CHUNK_BYTES,
+    self as files, get, list, put, Access, FilesConfig, FilesError, GetOptions, HashAlg, Hasher,
+    Kind, Policy, PutOptions, Remote, CHANNEL_CHUNKS, CHUNK_BYTES,
 };
+use sockit::session::GateConfig;
 
 fn assert_same_file(a: &Path, b: &Path) {
     assert_eq!(fs::read(a).unwrap(), fs::read(b).unwrap(), "{a:?} vs {b:?}");
@@ -340,10 +341,13 @@ async fn tls_with_a_token_carries_files_and_refuses_a_client_without_the_token()
         TlsAcceptor::new(ServerIdentity::self_signed(&"127.0.0.1:0".parse().unwrap()).unwrap())
             .unwrap();
     let pin = acceptor.fingerprint();
-    let mut config = FilesConfig::new(root.path());
-    config.tls = Some(acceptor);
+    let config = FilesConfig::new(root.path());
     let token = Token::generate().unwrap();
-    let server = start_files(config, Some(token.clone())).await;
+    let gate = GateConfig {
+        tls: Some(acceptor),
+        ..files::gate(Some(token.clone()))
+    };
+    let server = start_files_with(config, gate).await;
     let connector = TlsConnector::new(&ServerTrust::Pin(pin)).unwrap();
     let remote = Remote {
         addr: server.addr.clone(),
@@ -365,7 +369,7 @@ async fn tls_with_a_token_carries_files_and_refuses_a_client_without_the_token()
         ..remote
     };
     match put(&anonymous, &[file], None, &PutOptions::default()).await {
-        Err(FilesError::Session(e)) => assert_eq!(e.code(), "token_required"),
+        Err(FilesError::Client(e)) => assert_eq!(e.code(), "token_required"),
         other => panic!("{other:?}"),
     }
     server.stop().await.unwrap();

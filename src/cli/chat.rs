@@ -10,10 +10,10 @@ use super::Failure;
 use crate::net::{Addr, Listener};
 use crate::server::{self, serve, Config};
 use crate::service::chat::{
-    self, Broker, BrokerConfig, ChatServer, FramedConfig, JoinOptions, LineConfig, LineServer,
-    RateLimit, DEFAULT_HISTORY, MAX_HISTORY,
+    self, Broker, BrokerConfig, ChatServer, ChatService, FramedConfig, JoinOptions, LineConfig,
+    LineServer, RateLimit, DEFAULT_HISTORY, MAX_HISTORY,
 };
-use crate::session::{load_token, Token};
+use crate::session::{load_token, GateConfig, Token};
 
 /// `sockit chat ...`.
 #[derive(Debug, Subcommand)]
@@ -143,15 +143,20 @@ async fn run_serve(args: ChatServeArgs) -> Result<(), Failure> {
         Some((_, bound)) => chat::session_config_with_line_port(bound),
         None => chat::session_config(),
     };
+    let gate = GateConfig {
+        tls,
+        session,
+        ..chat::gate(token)
+    };
     let framed = ChatServer::new(
-        broker.clone(),
-        FramedConfig {
-            token,
-            tls,
-            rate,
-            session,
-            ..FramedConfig::default()
-        },
+        gate,
+        ChatService::new(
+            broker.clone(),
+            FramedConfig {
+                rate,
+                ..FramedConfig::default()
+            },
+        ),
     );
     let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
     eprintln!("chat listening on {addr}");

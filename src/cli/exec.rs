@@ -16,8 +16,10 @@ use crate::server::{self, serve, Config};
 use crate::service::exec::local::{self, Hangups};
 use crate::service::exec::shell::{LineForm, ShellIo};
 use crate::service::exec::tutorial::{self, TutorialConfig, TutorialServer};
-use crate::service::exec::{self, ExecConfig, ExecServer, LocalIo, RunRequest, SignalName};
-use crate::session::{load_token, Token};
+use crate::service::exec::{
+    self, ExecConfig, ExecServer, ExecService, LocalIo, RunRequest, SignalName,
+};
+use crate::session::{load_token, ClientOptions, GateConfig, Token};
 use crate::stdio::ThreadWriter;
 use crate::terminal::{RawMode, WindowSize};
 
@@ -155,13 +157,14 @@ pub(super) async fn run_exec_serve(args: ExecServeArgs) -> Result<(), Failure> {
     if !addr.is_local() {
         tracing::warn!(%addr, "exec listens beyond loopback: anyone holding the token can run commands");
     }
-    let config = ExecConfig {
+    let gate = GateConfig {
         tls: args.tls.acceptor(&addr)?,
-        ..config
+        ..exec::gate(token)
     };
     let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
     eprintln!("exec listening on {addr}");
-    serve(listener, ExecServer::new(config, token), engine, shutdown)
+    let handler = ExecServer::new(gate, ExecService::new(config));
+    serve(listener, handler, engine, shutdown)
         .await
         .context("exec")?;
     Ok(())
@@ -263,12 +266,11 @@ pub(super) async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
         shell: args.shell,
         pty,
     };
-    let running = async {
-        match &tls {
-            Some(tls) => exec::run_tls(&args.addr, tls, &token, &request, io).await,
-            None => exec::run(&args.addr, &token, &request, io).await,
-        }
+    let options = ClientOptions {
+        tls,
+        ..exec::client_options(token)
     };
+    let running = exec::run(&args.addr, &options, &request, io);
     let limited = async {
         match args.timeout {
             Some(limit) => tokio::time::timeout(limit, running).await.map_err(|_| {
@@ -366,7 +368,7 @@ pub(super) async fn run_exec_shell(args: ExecShellArgs) -> Result<(), Failure> {
         // As sh: a prompt for a person at a terminal, none for lines piped in.
         prompt: std::io::stdin().is_terminal(),
     };
-    let code = exec::shell::shell(&args.addr, &token, form, io)
+    let code = exec::shell::shell(&args.addr, &exec::client_options(token), form, io)
         .await
         .map_err(|e| fail(e.into()))?;
     match code {

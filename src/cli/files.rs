@@ -14,10 +14,10 @@ use crate::net::{Addr, BindOptions, Listener};
 use crate::server::{self, serve, Config, Mode};
 pub use crate::service::files::parse_size;
 use crate::service::files::{
-    self, check_exposure, Access, FileReport, FilesConfig, FilesServer, GetOptions, HashAlg,
-    OneShot, Policy, Progress, PutOptions, Remote, StoreOptions,
+    self, check_exposure, Access, FileReport, FilesConfig, FilesServer, FilesService, GetOptions,
+    HashAlg, OneShot, Policy, Progress, PutOptions, Remote, StoreOptions,
 };
-use crate::session::load_token;
+use crate::session::{load_token, GateConfig, Gated};
 
 /// `sockit files ...`.
 #[derive(Debug, Subcommand)]
@@ -213,7 +213,7 @@ impl ServerArgs {
         access: Access,
         addr: &Addr,
         progress: Progress,
-    ) -> Result<FilesServer, Failure> {
+    ) -> Result<(FilesService, GateConfig), Failure> {
         let token = load_token(self.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
         check_exposure(addr, token.as_ref()).map_err(|e| Failure::Usage(anyhow::anyhow!(e)))?;
         let mut store = StoreOptions {
@@ -230,11 +230,15 @@ impl ServerArgs {
         if !self.hash.is_empty() {
             config.hashes = self.hash.clone();
         }
-        config.tls = self.tls.acceptor(addr)?;
+        let gate = GateConfig {
+            tls: self.tls.acceptor(addr)?,
+            ..files::gate(token)
+        };
         config.partial_max_age = self.partial_max_age.0;
-        FilesServer::new(config, token)
+        let service = FilesService::new(config)
             .with_context(|| format!("cannot use {}", dir.display()))
-            .map_err(Failure::Usage)
+            .map_err(Failure::Usage)?;
+        Ok((service, gate))
     }
 }
 
@@ -261,9 +265,10 @@ pub(super) async fn run_files_serve(args: FilesServeArgs) -> Result<(), Failure>
         .await
         .context("files")?;
     let addr = listener.local_addr().context("files")?;
-    let handler = args
+    let (service, gate) = args
         .common
         .server(&args.dir, access, &addr, Progress::hidden())?;
+    let handler = FilesServer::new(gate, service);
     let engine = Config {
         service: files::SERVICE.into(),
         max_conns: args.max_conns,
@@ -286,7 +291,7 @@ pub(super) async fn run_recv(args: RecvArgs, quiet: bool) -> Result<(), Failure>
         .context("recv")?;
     let addr = listener.local_addr().context("recv")?;
     let progress = progress_bar(quiet).with_file_lines("recv");
-    let handler = args
+    let (service, gate) = args
         .common
         .server(&args.dir, Access::WriteOnly, &addr, progress)?;
     let signals = server::shutdown_on_signals().context("cannot install signal handlers")?;
@@ -297,12 +302,12 @@ pub(super) async fn run_recv(args: RecvArgs, quiet: bool) -> Result<(), Failure>
         max_conns: 1,
         ..Config::default()
     };
-    let one_shot = std::sync::Arc::new(OneShot::new(handler, done.clone()));
+    let one_shot = std::sync::Arc::new(Gated::new(gate, OneShot::new(service, done.clone())));
     eprintln!("recv listening on {addr} (dir {})", args.dir.display());
     serve(listener, SharedOneShot(one_shot.clone()), engine, done)
         .await
         .context("recv")?;
-    match one_shot.outcome() {
+    match one_shot.service().outcome() {
         Some(summary) if summary.success() => {
             eprintln!(
                 "recv: {} and {} stored, {} bytes",
@@ -329,7 +334,7 @@ pub(super) async fn run_recv(args: RecvArgs, quiet: bool) -> Result<(), Failure>
 }
 
 /// Lets `run_recv` read the outcome after the engine has consumed the handler.
-struct SharedOneShot(std::sync::Arc<OneShot>);
+struct SharedOneShot(std::sync::Arc<Gated<OneShot>>);
 
 impl server::Handler for SharedOneShot {
     async fn handle(&self, conn: server::Conn, info: server::ConnInfo) -> std::io::Result<()> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::net::splice::SpliceWrite;
+use crate::net::splice::{SpliceRead, SpliceWrite};
 
 /// A stream whose reads and writes fail with `TimedOut` after `timeout` without progress.
 ///
@@ -23,7 +23,15 @@ pub struct IdleTimeout<S> {
     timer: Pin<Box<Sleep>>,
 }
 
+/// Stand-in for "no idle timeout": far enough away never to fire, near enough not to overflow.
+const NO_IDLE_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 impl<S> IdleTimeout<S> {
+    /// Wraps `inner` with `timeout`, or with none (it never fires).
+    pub fn optional(inner: S, timeout: Option<Duration>) -> Self {
+        IdleTimeout::new(inner, timeout.unwrap_or(NO_IDLE_TIMEOUT))
+    }
+
     /// Wraps `inner`; the clock starts now.
     pub fn new(inner: S, timeout: Duration) -> Self {
         let now = Instant::now();
@@ -38,6 +46,11 @@ impl<S> IdleTimeout<S> {
     /// The wrapped stream.
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    /// The wrapped stream, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
     }
 
     /// Unwraps the stream.
@@ -139,6 +152,22 @@ impl<S: SpliceWrite> SpliceWrite for IdleTimeout<S> {
         len: usize,
     ) -> Poll<io::Result<usize>> {
         let res = self.inner.poll_splice_from(cx, pipe, len);
+        self.progress(cx, res)
+    }
+}
+
+impl<S: SpliceRead> SpliceRead for IdleTimeout<S> {
+    fn can_splice_read(&self) -> bool {
+        self.inner.can_splice_read()
+    }
+
+    fn poll_splice_to(
+        &mut self,
+        cx: &mut Context<'_>,
+        pipe: std::os::fd::BorrowedFd<'_>,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        let res = self.inner.poll_splice_to(cx, pipe, len);
         self.progress(cx, res)
     }
 }

@@ -47,8 +47,6 @@ pub const DEFAULT_MAX_CONNS: usize = 10_000;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default time handlers get to finish after shutdown before they are cancelled.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Stand-in for "no idle timeout": far enough away never to fire, near enough not to overflow.
-const NO_IDLE_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// First pause after an accept error such as EMFILE; doubles up to [`MAX_ACCEPT_BACKOFF`].
 pub const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// Longest pause between accept attempts while resources are exhausted.
@@ -288,7 +286,7 @@ impl<H: Handler> Engine<H> {
                     // connection's task that size, process mode or not.
                     Some(cmd) => Box::pin(process::run(&cmd, stream, &info, idle)).await,
                     None => {
-                        let conn = IdleTimeout::new(stream, idle.unwrap_or(NO_IDLE_TIMEOUT));
+                        let conn = IdleTimeout::optional(stream, idle);
                         handler.handle(conn, info).await
                     }
                 }

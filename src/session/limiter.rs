@@ -21,6 +21,11 @@ pub const MAX_FAILURE_DELAY: Duration = Duration::from_secs(5);
 /// A source with no failure for this long starts afresh.
 pub const PENALTY_QUIET_PERIOD: Duration = Duration::from_secs(60);
 
+/// Recent failures after which a source is refused at connect until they are forgotten,
+/// instead of only being slowed down: a typo or two cost a short wait, a guesser gets no more
+/// attempts for a while.
+pub const REFUSE_AFTER_FAILURES: u64 = 3;
+
 /// Failure counts saturate here: by then the delay has long reached its cap.
 const MAX_COUNTED_FAILURES: u64 = 63;
 
@@ -89,6 +94,21 @@ impl AuthLimiter {
     pub fn penalty(&self, source: Option<IpAddr>) -> Duration {
         let slot = self.slot(source).load(Ordering::Relaxed);
         self.delay_for(self.live_failures(slot, self.now_ms()))
+    }
+
+    /// How much longer `source` is refused at connect: once it has [`REFUSE_AFTER_FAILURES`]
+    /// recent failures, until its failures are forgotten (the quiet period after the last
+    /// one; refused connections do not extend it); `None` when it may try.
+    pub fn refusal(&self, source: Option<IpAddr>) -> Option<Duration> {
+        let slot = self.slot(source).load(Ordering::Relaxed);
+        let now_ms = self.now_ms();
+        if self.live_failures(slot, now_ms) < REFUSE_AFTER_FAILURES {
+            return None;
+        }
+        let last_ms = (slot >> COUNT_BITS).saturating_sub(1);
+        let since = Duration::from_millis(now_ms.saturating_sub(last_ms));
+        let left = self.config.quiet_period.saturating_sub(since);
+        (!left.is_zero()).then_some(left)
     }
 
     /// Counts a failure for `source` and returns the delay to wait before answering it.
@@ -241,6 +261,30 @@ mod tests {
         tokio::time::advance(ms(1)).await;
         assert_eq!(limiter.penalty(ip(1)), Duration::ZERO);
         assert_eq!(limiter.record_failure(ip(1)), FIRST_FAILURE_DELAY);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_is_refused_after_repeated_failures_until_they_are_forgotten() {
+        let limiter = AuthLimiter::new();
+        for _ in 1..REFUSE_AFTER_FAILURES {
+            limiter.record_failure(ip(1));
+            assert_eq!(
+                limiter.refusal(ip(1)),
+                None,
+                "a typo only slows a source down"
+            );
+        }
+        limiter.record_failure(ip(1));
+        assert_eq!(limiter.refusal(ip(1)), Some(PENALTY_QUIET_PERIOD));
+        assert_eq!(limiter.refusal(ip(2)), None, "other sources are not barred");
+        tokio::time::advance(PENALTY_QUIET_PERIOD - ms(1)).await;
+        assert_eq!(
+            limiter.refusal(ip(1)),
+            Some(ms(1)),
+            "refusals do not extend it"
+        );
+        tokio::time::advance(ms(1)).await;
+        assert_eq!(limiter.refusal(ip(1)), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -42,9 +42,11 @@
 //! ```
 
 mod auth;
-mod dial;
+mod client;
+mod gate;
 mod handshake;
 mod limiter;
+mod pending;
 mod token;
 
 use std::borrow::Cow;
@@ -53,11 +55,17 @@ use std::time::Duration;
 use crate::wire::{ErrorFrame, Limits, WireError};
 
 pub use auth::NONCE_BYTES;
-pub use dial::{connect_stream, dial, ClientStream, DialError};
+pub use client::{
+    connect_within, open, ClientConnection, ClientError, ClientOptions, ClientStream,
+};
+pub use gate::{FramedService, Gate, GateConfig, Gated, ServerStream};
 pub use handshake::{accept, connect};
 pub use limiter::{
     AuthLimiter, PenaltyConfig, FIRST_FAILURE_DELAY, MAX_FAILURE_DELAY, PENALTY_QUIET_PERIOD,
-    PENALTY_SLOTS,
+    PENALTY_SLOTS, REFUSE_AFTER_FAILURES,
+};
+pub use pending::{
+    Pending, PendingLimits, PendingSlot, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_SOURCE,
 };
 pub use token::{load_token, Token, GENERATED_TOKEN_BYTES, MAX_TOKEN_FILE_BYTES, TOKEN_ENV};
 
@@ -121,6 +129,13 @@ pub enum SessionError {
     /// The client's proof was wrong or malformed: it does not hold the token.
     #[error("authentication failed: wrong token")]
     AuthFailed,
+    /// The source failed to authenticate moments ago and is refused at connect until this
+    /// much longer has passed.
+    #[error(
+        "too many failed authentications from this address: try again in {} s",
+        .0.as_secs() + 1
+    )]
+    Penalised(Duration),
     /// The client sent another message where its `auth` answer was due.
     #[error("authentication required before any other message")]
     AuthRequired,
@@ -208,6 +223,7 @@ impl SessionError {
             SessionError::UnsupportedVersion { .. } => "unsupported_version",
             SessionError::AuthFailed => "auth_failed",
             SessionError::AuthRequired => "auth_required",
+            SessionError::Penalised(_) => "too_many_failures",
             SessionError::TokenRequired => "token_required",
             SessionError::ServerNotAuthenticated => "server_not_authenticated",
             SessionError::ServerSkippedAuth => "server_skipped_auth",

@@ -374,6 +374,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         (self.stream, self.read_buf)
     }
 
+    /// The same connection over `f(stream)`, its buffers and framing state kept: e.g. to box
+    /// the stream once a handshake on the concrete type is done.
+    pub fn map_stream<T>(self, f: impl FnOnce(S) -> T) -> Connection<T> {
+        Connection {
+            stream: f(self.stream),
+            read_buf: self.read_buf,
+            decoder: self.decoder,
+            write_buf: self.write_buf,
+            write_remaining: self.write_remaining,
+            read_step: self.read_step,
+        }
+    }
+
     /// Bytes read from the stream and not yet decoded. After a rejected length prefix (e.g.
     /// [`WireError::HeaderTooLarge`]) they start with that prefix, so a caller can see what
     /// the peer really sent, such as a TLS record on a plaintext port.

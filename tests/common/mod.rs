@@ -9,15 +9,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use sockit::net::tls::TlsConnector;
+use sockit::net::tls::{TlsAcceptor, TlsConnector};
 use sockit::net::{Addr, BindOptions, Datagram, Listener, Stream};
 use sockit::server::{serve, serve_datagram, Config, DatagramHandler, Handler};
 use sockit::service::exec::{
-    self, ExecConfig, ExecError, ExecServer, LocalIo, RemoteExit, RunOutcome, RunRequest,
-    SignalName,
+    self, ExecConfig, ExecError, ExecServer, ExecService, LocalIo, RemoteExit, RunOutcome,
+    RunRequest, SignalName,
 };
-use sockit::service::files::{self, FilesConfig, FilesServer, PutOptions, PutReport, Remote};
-use sockit::session::{self, Token};
+use sockit::service::files::{
+    self, FilesConfig, FilesServer, FilesService, PutOptions, PutReport, Remote,
+};
+use sockit::session::{self, ClientOptions, GateConfig, Token};
 use sockit::wire::Connection;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -223,13 +225,31 @@ pub async fn start_exec(config: ExecConfig) -> (TestServer, Token) {
 
 /// Starts an exec server in-process on `addr` (e.g. `unix:/path`) with a fresh token.
 pub async fn start_exec_at(addr: &str, config: ExecConfig) -> (TestServer, Token) {
+    start_exec_with(addr, config, None).await
+}
+
+/// Starts an exec server in-process on `addr` with a fresh token, over TLS with `tls`.
+pub async fn start_exec_with(
+    addr: &str,
+    config: ExecConfig,
+    tls: Option<TlsAcceptor>,
+) -> (TestServer, Token) {
     let token = Token::generate().unwrap();
+    let gate = GateConfig {
+        tls,
+        ..exec::gate(token.clone())
+    };
     let engine = Config {
         service: "exec".into(),
         idle_timeout: None,
         ..Config::default()
     };
-    let server = start_at(addr, ExecServer::new(config, token.clone()), engine).await;
+    let server = start_at(
+        addr,
+        ExecServer::new(gate, ExecService::new(config)),
+        engine,
+    )
+    .await;
     (server, token)
 }
 
@@ -259,11 +279,17 @@ pub async fn authenticated_exec(addr: &Addr, token: &Token) -> Connection<Stream
 
 /// Starts a file server in-process on 127.0.0.1:0.
 pub async fn start_files(config: FilesConfig, token: Option<Token>) -> TestServer {
+    start_files_with(config, files::gate(token)).await
+}
+
+/// Starts a file server in-process on 127.0.0.1:0 behind `gate`.
+pub async fn start_files_with(config: FilesConfig, gate: GateConfig) -> TestServer {
     let engine = Config {
         service: "files".into(),
         ..Config::default()
     };
-    start(FilesServer::new(config, token).unwrap(), engine).await
+    let service = FilesService::new(config).unwrap();
+    start(FilesServer::new(gate, service), engine).await
 }
 
 /// What a directory holds: every entry under `root` by relative path, with a file's bytes or
@@ -370,12 +396,11 @@ pub async fn run_exec(
         signals,
         resizes: None,
     };
-    let running = async {
-        match tls {
-            Some(tls) => exec::run_tls(addr, tls, token, request, io).await,
-            None => exec::run(addr, token, request, io).await,
-        }
+    let options = ClientOptions {
+        tls: tls.cloned(),
+        ..exec::client_options(token.clone())
     };
+    let running = exec::run(addr, &options, request, io);
     let outcome = tokio::time::timeout(TEST_TIMEOUT, running)
         .await
         .expect("the run finishes in time");

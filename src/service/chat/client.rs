@@ -1,16 +1,14 @@
 //! The framed client: connect (TLS optional), the session handshake, `register`, then a
 //! sender and a receiver that can be used from two tasks at once.
 
-use std::io;
-
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::framed::session_config;
 use super::messages::{ClientMessage, ServerMessage};
 use super::sanitize;
-use crate::net::tls::{TlsConnector, TlsError};
-use crate::net::{Addr, Stream};
-use crate::session::{self, SessionError, Token};
+use crate::net::tls::TlsConnector;
+use crate::net::Addr;
+use crate::session::{self, ClientError, ClientOptions, SessionError, Token};
 use crate::wire::{Connection, ReadSide, WireError, WriteSide};
 
 /// What `join` needs besides the address.
@@ -29,15 +27,9 @@ pub struct JoinOptions {
 /// Everything that can keep a client from joining, or end its session.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
-    /// The server could not be reached.
-    #[error("{0}")]
-    Connect(io::Error),
-    /// The TLS handshake failed.
+    /// No session: the server could not be reached, TLS or the handshake failed.
     #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// The session handshake failed (wrong token, wrong service, …).
-    #[error(transparent)]
-    Session(#[from] SessionError),
+    Client(#[from] ClientError),
     /// The connection broke or a frame was invalid.
     #[error(transparent)]
     Wire(#[from] WireError),
@@ -125,24 +117,22 @@ impl ChatReceiver {
 /// # Errors
 /// [`ChatError`]; a refused nick is [`ChatError::Refused`] with the server's suggestion.
 pub async fn join(addr: &Addr, opts: &JoinOptions) -> Result<ChatClient, ChatError> {
-    let cfg = session_config();
-    let stream = tokio::time::timeout(cfg.handshake_timeout, Stream::connect(addr))
-        .await
-        .map_err(|_| ChatError::Connect(io::ErrorKind::TimedOut.into()))?
-        .map_err(ChatError::Connect)?;
-    let stream: BoxStream = match &opts.tls {
-        Some(tls) => Box::new(tls.connect(addr, stream).await?),
-        None => Box::new(stream),
+    let options = ClientOptions {
+        token: opts.token.clone(),
+        tls: opts.tls.clone(),
+        ..ClientOptions::new(session_config())
     };
-    match join_on(stream, opts).await {
-        Err(ChatError::Session(SessionError::ServerSpeaksText { said })) => {
-            Err(ChatError::LinePort {
+    let conn = match session::open(addr, &options).await {
+        Ok(conn) => conn,
+        Err(ClientError::Session(SessionError::ServerSpeaksText { said })) => {
+            return Err(ChatError::LinePort {
                 addr: addr.to_string(),
                 said,
             })
         }
-        joined => joined,
-    }
+        Err(e) => return Err(e.into()),
+    };
+    register(conn.map_stream(|s| Box::new(s) as BoxStream), opts).await
 }
 
 /// Like [`join`], over an already connected stream (a test pipe, a proxy).
@@ -153,9 +143,19 @@ pub async fn join_on<S: ChatStream + 'static>(
     stream: S,
     opts: &JoinOptions,
 ) -> Result<ChatClient, ChatError> {
-    let cfg = session_config();
     let mut conn = Connection::new(Box::new(stream) as BoxStream);
-    session::connect(&mut conn, &cfg, opts.token.as_ref()).await?;
+    session::connect(&mut conn, &session_config(), opts.token.as_ref())
+        .await
+        .map_err(ClientError::from)?;
+    register(conn, opts).await
+}
+
+/// Registers `opts.nick` over an open session.
+async fn register(
+    mut conn: Connection<BoxStream>,
+    opts: &JoinOptions,
+) -> Result<ChatClient, ChatError> {
+    let cfg = session_config();
     let register = ClientMessage::Register {
         nick: opts.nick.clone(),
         room: opts.room.clone(),
@@ -178,9 +178,10 @@ pub async fn join_on<S: ChatStream + 'static>(
             }
         }
     };
+    let timed_out = || ClientError::Session(SessionError::Timeout(cfg.handshake_timeout));
     let (nick, room) = tokio::time::timeout(cfg.handshake_timeout, registered)
         .await
-        .map_err(|_| SessionError::Timeout(cfg.handshake_timeout))??;
+        .map_err(|_| timed_out())??;
     let (reader, writer) = conn.split();
     Ok(ChatClient {
         nick,

@@ -99,7 +99,10 @@ async fn a_server_that_never_says_ready_fails_the_join_at_the_handshake_deadline
         .err()
         .expect("no ready, no join");
     assert!(
-        matches!(err, ChatError::Session(SessionError::Timeout(_))),
+        matches!(
+            err,
+            ChatError::Client(ClientError::Session(SessionError::Timeout(_)))
+        ),
         "{err:?}"
     );
     server.abort();

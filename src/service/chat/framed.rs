@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{timeout_at, Instant};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::broker::{Broker, Control};
 use super::line::MAX_NICK_ATTEMPTS;
@@ -16,10 +16,9 @@ use super::outbox::{Delivery, Outbox, QueueLimits};
 use super::pump::{farewell, pump, Dispatcher, Ending};
 use super::rate::RateLimit;
 use super::{Refusal, SERVICE};
-use crate::net::tls::TlsAcceptor;
 use crate::net::Addr;
-use crate::server::{Conn, ConnInfo, Handler};
-use crate::session::{self, AuthLimiter, SessionConfig, Token};
+use crate::server::ConnInfo;
+use crate::session::{FramedService, GateConfig, Gated, ServerStream, SessionConfig, Token};
 use crate::wire::{Connection, Limits, WireError, MAX_HEADER_BYTES};
 
 /// Time after the handshake to register an acceptable nick.
@@ -54,16 +53,16 @@ pub fn session_config_with_line_port(line: &Addr) -> SessionConfig {
     }
 }
 
-/// Settings of the framed chat listener.
+/// The gate of a framed chat server: a client must prove it holds `token` when there is one
+/// (required beyond loopback); set `tls`, `session` (e.g. [`session_config_with_line_port`])
+/// and the pending caps on the result as needed.
+pub fn gate(token: Option<Token>) -> GateConfig {
+    GateConfig::new(session_config(), token)
+}
+
+/// Settings of the framed chat service.
 #[derive(Debug, Clone)]
 pub struct FramedConfig {
-    /// Require this token in the handshake; `None` admits anyone who connects (the CLI
-    /// allows that only on loopback).
-    pub token: Option<Token>,
-    /// Wrap every connection in TLS first.
-    pub tls: Option<TlsAcceptor>,
-    /// The handshake: service, deadline, post-auth limits.
-    pub session: SessionConfig,
     /// Per-connection rate limit.
     pub rate: RateLimit,
     /// Per-connection outbound queue limits.
@@ -75,9 +74,6 @@ pub struct FramedConfig {
 impl Default for FramedConfig {
     fn default() -> Self {
         FramedConfig {
-            token: None,
-            tls: None,
-            session: session_config(),
             rate: RateLimit::default(),
             queue: QueueLimits::default(),
             register_timeout: REGISTER_TIMEOUT,
@@ -85,57 +81,28 @@ impl Default for FramedConfig {
     }
 }
 
-/// The framed chat [`Handler`], sharing a [`Broker`] with any other chat listener.
-pub struct ChatServer {
+/// The framed chat service, sharing a [`Broker`] with any other chat listener. Serve it
+/// behind a gate ([`gate`]): [`ChatServer`].
+#[derive(Debug)]
+pub struct ChatService {
     broker: Arc<Broker>,
     config: FramedConfig,
-    limiter: AuthLimiter,
 }
 
-impl ChatServer {
-    /// A handler feeding `broker`.
+/// The framed chat service behind its gate: the engine's handler.
+pub type ChatServer = Gated<ChatService>;
+
+impl ChatService {
+    /// The service feeding `broker`.
     pub fn new(broker: Arc<Broker>, config: FramedConfig) -> Self {
-        ChatServer {
-            broker,
-            config,
-            limiter: AuthLimiter::new(),
-        }
+        ChatService { broker, config }
     }
 }
 
-impl Handler for ChatServer {
-    async fn handle(&self, conn: Conn, info: ConnInfo) -> io::Result<()> {
-        let Some(tls) = &self.config.tls else {
-            return self.serve_session(conn, &info).await;
-        };
-        match tls.accept(conn).await {
-            Ok(stream) => self.serve_session(stream, &info).await,
-            Err(e) => {
-                warn!(peer = %info.peer, service = SERVICE, error = %e, "tls handshake failed");
-                Ok(())
-            }
-        }
-    }
-}
-
-impl ChatServer {
-    async fn serve_session<S>(&self, stream: S, info: &ConnInfo) -> io::Result<()>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send,
-    {
-        let mut framed = Connection::new(stream);
+impl FramedService for ChatService {
+    async fn serve(&self, mut framed: Connection<ServerStream>, info: ConnInfo) -> io::Result<()> {
+        let info = &info;
         let cfg = &self.config;
-        let accepted = session::accept(
-            &mut framed,
-            &cfg.session,
-            cfg.token.as_ref(),
-            info.peer.ip(),
-            &self.limiter,
-        )
-        .await;
-        if accepted.is_err() {
-            return Ok(());
-        }
         let outbox = Outbox::new(cfg.queue);
         let Some(member) = self.register(&mut framed, &outbox).await else {
             return Ok(());
@@ -151,7 +118,9 @@ impl ChatServer {
         tracing::info!(peer = %info.peer, service = "chat", reason, "chat client left");
         Ok(())
     }
+}
 
+impl ChatService {
     /// Reads `register` frames until one is accepted, answering each refusal.
     async fn register<S: AsyncRead + AsyncWrite + Unpin>(
         &self,

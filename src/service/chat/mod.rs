@@ -40,7 +40,8 @@ pub use client::{
 };
 pub use command::{parse_line, HELP_LINES};
 pub use framed::{
-    session_config, session_config_with_line_port, ChatServer, FramedConfig, REGISTER_TIMEOUT,
+    gate, session_config, session_config_with_line_port, ChatServer, ChatService, FramedConfig,
+    REGISTER_TIMEOUT,
 };
 pub use line::{LineConfig, LineServer, MAX_LINE_BYTES, MAX_NICK_ATTEMPTS, NICK_TIMEOUT};
 pub use messages::{ClientMessage, ServerMessage};

@@ -5,16 +5,15 @@ use std::future::poll_fn;
 use std::io;
 use std::os::fd::AsFd;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use super::messages::{ClientMessage, PtyRequest, RemoteExit, ServerMessage, SignalName};
-use super::{session_config, OUTPUT_CHUNK_BYTES, STDIN_WINDOW_BYTES};
+use super::{OUTPUT_CHUNK_BYTES, STDIN_WINDOW_BYTES};
 use crate::net::lowat::RecvLowat;
 use crate::net::splice::SpliceRead;
-use crate::net::tls::{TlsConnector, TlsError};
-use crate::net::{Addr, Stream};
-use crate::session::{self, SessionError, Token};
+use crate::net::Addr;
+use crate::session::{self, ClientError, ClientOptions};
 use crate::stdio::{SpliceOutput, SPLICE_PIPE_BYTES};
 use crate::terminal::WindowSize;
 use crate::text::escape_one_line;
@@ -30,10 +29,6 @@ const OUTPUT_READ_BYTES: usize = 1024 * 1024;
 /// Most output the client waits to have queued in its socket before it is woken to read
 /// (plaintext): bulk output then costs one wake-up per this many bytes, not per segment.
 const OUTPUT_WAKE_BYTES: usize = 512 * 1024;
-
-/// Read buffer under TLS: rustls reads the socket in steps of about one record (16 KiB);
-/// reading it this much at a time instead saves a system call per record.
-const TLS_READ_BUFFER_BYTES: usize = 256 * 1024;
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,29 +70,15 @@ pub struct RunOutcome {
 /// Everything that can stop a remote command from reporting an exit status.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    /// The server could not be reached.
-    #[error("{0}")]
-    Connect(io::Error),
-    /// The TLS handshake failed (pin mismatch, untrusted certificate, a plaintext server, …).
+    /// No session: the server could not be reached, TLS or the handshake failed.
     #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// The handshake failed (wrong token, wrong service, …).
-    #[error(transparent)]
-    Session(#[from] SessionError),
+    Client(#[from] ClientError),
     /// The connection broke or the server sent an invalid frame.
     #[error(transparent)]
     Wire(#[from] WireError),
     /// The server refused the request (text escaped).
     #[error("the server refused: {} ({})", .0.message, .0.code)]
     Remote(ErrorFrame),
-    /// A plaintext client reached a TLS server.
-    #[error(
-        "the server at {addr} speaks TLS: use --tls with --tls-pin FINGERPRINT (or --tls-ca FILE)"
-    )]
-    ServerSpeaksTls {
-        /// The server's address.
-        addr: String,
-    },
     /// The server closed the connection without an exit status.
     #[error("the server closed the connection before the command's exit status")]
     Closed,
@@ -117,12 +98,9 @@ impl ExecError {
     /// Stable snake_case code: the server's for a refusal, else what failed locally.
     pub fn code(&self) -> &str {
         match self {
-            ExecError::Connect(_) => "connect",
-            ExecError::Tls(_) => "tls",
-            ExecError::Session(e) => e.code(),
+            ExecError::Client(e) => e.code(),
             ExecError::Wire(e) => e.code(),
             ExecError::Remote(frame) => &frame.code,
-            ExecError::ServerSpeaksTls { .. } => "server_speaks_tls",
             ExecError::Closed => "closed",
             ExecError::Protocol(_) => "protocol_error",
             ExecError::Local(_) | ExecError::Input(_) => "local_io",
@@ -130,7 +108,7 @@ impl ExecError {
     }
 }
 
-/// Runs `request` on the exec server at `addr`, authenticating with `token`.
+/// Runs `request` on the exec server at `addr`, reached as `options` say (the token, TLS).
 ///
 /// Output is written to `io.stdout` / `io.stderr` as it arrives, and local stdin is forwarded
 /// at the same time, so the remote command never waits on a full pipe.
@@ -141,7 +119,7 @@ impl ExecError {
 /// that fails still returns `Ok` with its status.
 pub async fn run<I, O, E>(
     addr: &Addr,
-    token: &Token,
+    options: &ClientOptions,
     request: &RunRequest,
     io: LocalIo<I, O, E>,
 ) -> Result<RunOutcome, ExecError>
@@ -150,68 +128,14 @@ where
     O: AsyncWrite + SpliceOutput + Unpin,
     E: AsyncWrite + Unpin,
 {
-    let stream = connect(addr).await?;
-    // Best effort: without the mark, output is just read in smaller pieces.
-    let lowat = RecvLowat::of(&stream).ok();
-    run_on(stream, token, request, io, lowat)
-        .await
-        .map_err(|e| match e {
-            ExecError::Session(SessionError::ServerSpeaksTls) => ExecError::ServerSpeaksTls {
-                addr: addr.to_string(),
-            },
-            e => e,
-        })
-}
-
-/// Like [`run`], over TLS: the server must present a certificate `tls` trusts. Never falls
-/// back to plaintext.
-///
-/// # Errors
-///
-/// As [`run`], plus [`ExecError::Tls`] when the TLS handshake fails.
-pub async fn run_tls<I, O, E>(
-    addr: &Addr,
-    tls: &TlsConnector,
-    token: &Token,
-    request: &RunRequest,
-    io: LocalIo<I, O, E>,
-) -> Result<RunOutcome, ExecError>
-where
-    I: AsyncRead + Unpin,
-    O: AsyncWrite + SpliceOutput + Unpin,
-    E: AsyncWrite + Unpin,
-{
-    let stream = connect(addr).await?;
-    let stream = BufReader::with_capacity(TLS_READ_BUFFER_BYTES, stream);
-    let stream = tls.connect(addr, stream).await?;
-    // The mark counts ciphertext, which frame bodies do not measure: none under TLS.
-    run_on(stream, token, request, io, None).await
-}
-
-async fn connect(addr: &Addr) -> Result<Stream, ExecError> {
-    session::connect_stream(addr, session_config().handshake_timeout)
-        .await
-        .map_err(ExecError::Connect)
-}
-
-/// The session and the run over a connected stream, plaintext or TLS; `lowat` is the
-/// plaintext socket's receive low-water mark.
-async fn run_on<S, I, O, E>(
-    stream: S,
-    token: &Token,
-    request: &RunRequest,
-    io: LocalIo<I, O, E>,
-    lowat: Option<RecvLowat>,
-) -> Result<RunOutcome, ExecError>
-where
-    S: AsyncRead + AsyncWrite + SpliceRead + Unpin,
-    I: AsyncRead + Unpin,
-    O: AsyncWrite + SpliceOutput + Unpin,
-    E: AsyncWrite + Unpin,
-{
-    let cfg = session_config();
-    let mut framed = Connection::new(stream);
-    session::connect(&mut framed, &cfg, Some(token)).await?;
+    let mut framed = session::open(addr, options).await?;
+    // The mark counts bytes on the socket, which frame bodies measure only without TLS; best
+    // effort: without it, output is just read in smaller pieces.
+    let lowat = framed
+        .get_ref()
+        .get_ref()
+        .plain()
+        .and_then(|s| RecvLowat::of(s).ok());
     let run = ClientMessage::Run {
         argv: request.argv.clone(),
         shell: request.shell,

@@ -5,8 +5,9 @@
 //! request, then stdout/stderr frames from the server and stdin/signal frames from the client
 //! flowing at once, and finally the server's `exit` (see [`messages`] for the frames).
 //!
-//! TLS ([`ExecConfig::tls`], [`run_tls`]) wraps the stream inside the connection's task before
-//! the session starts. [`shell`] is the prompt loop (a connection per line); [`tutorial`]
+//! The server is [`ExecService`] behind the session [`Gate`](crate::session::Gate) ([`gate`]),
+//! which runs TLS and the handshake in the connection's task; the client opens its session
+//! with [`crate::session::open`] ([`client_options`]). [`shell`] is the prompt loop (a connection per line); [`tutorial`]
 //! speaks the lessons' own unauthenticated protocol (`--compat tutorial`), loopback only. With
 //! [`RunRequest::pty`] (`exec run -t`) the command runs on a pseudo-terminal
 //! ([`crate::terminal::Pty`]) in a session of its own, its output merged into `stdout`
@@ -15,7 +16,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use sockit::service::exec::{run, LocalIo, RunRequest};
+//! use sockit::service::exec::{client_options, run, LocalIo, RunRequest};
 //! use sockit::session::Token;
 //!
 //! # async fn demo(token: Token) -> Result<(), sockit::service::exec::ExecError> {
@@ -29,7 +30,7 @@
 //!     signals: rx,
 //!     resizes: None,
 //! };
-//! let outcome = run(&addr, &token, &request, io).await?;
+//! let outcome = run(&addr, &client_options(token), &request, io).await?;
 //! std::process::exit(i32::from(outcome.exit.exit_code()));
 //! # }
 //! ```
@@ -46,12 +47,12 @@ pub mod tutorial;
 
 use std::time::Duration;
 
-use crate::session::SessionConfig;
+use crate::session::{ClientOptions, GateConfig, SessionConfig, Token};
 use crate::wire::{Limits, WireError, MAX_HEADER_BYTES};
 
-pub use client::{run, run_tls, ExecError, LocalIo, RunOutcome, RunRequest};
+pub use client::{run, ExecError, LocalIo, RunOutcome, RunRequest};
 pub use messages::{ClientMessage, PtyRequest, RemoteExit, ServerMessage, SignalName};
-pub use server::{ExecConfig, ExecServer};
+pub use server::{ExecConfig, ExecServer, ExecService};
 
 /// The service name sent in the hello.
 pub const SERVICE: &str = "exec";
@@ -109,6 +110,20 @@ pub fn session_config() -> SessionConfig {
         },
         text_client_hint: Some("connect with `sockit exec run` or `sockit exec shell`".into()),
         ..SessionConfig::new(SERVICE)
+    }
+}
+
+/// The gate of an exec server: every client must prove it holds `token` (exec never runs
+/// open); set `tls` and the pending caps on the result as needed.
+pub fn gate(token: Token) -> GateConfig {
+    GateConfig::new(session_config(), Some(token))
+}
+
+/// How an exec client reaches a server holding `token`; set `tls` on the result as needed.
+pub fn client_options(token: Token) -> ClientOptions {
+    ClientOptions {
+        token: Some(token),
+        ..ClientOptions::new(session_config())
     }
 }
 

@@ -19,10 +19,8 @@ use super::plan::{exit_of, spawn, validate, CommandIo, Plan};
 use super::pumps::{pump_output, CommandOutput, StdinCredits};
 use super::{Refusal, RUN_REQUEST_TIMEOUT};
 use crate::net::splice::SpliceWrite;
-use crate::net::tls::TlsAcceptor;
-use crate::server::ProcessGroup;
-use crate::server::{Conn, ConnInfo, Handler};
-use crate::session::{self, AuthLimiter, SessionConfig, Token};
+use crate::server::{ConnInfo, ProcessGroup};
+use crate::session::{FramedService, Gated, ServerStream};
 use crate::text::escape_one_line;
 use crate::wire::{Connection, WireError};
 
@@ -50,11 +48,6 @@ pub struct ExecConfig {
     pub timeout: Option<Duration>,
     /// Deadline for the `run` frame after the handshake.
     pub run_request_timeout: Duration,
-    /// The handshake: service name, deadline, post-auth limits.
-    pub session: SessionConfig,
-    /// Wrap every connection in TLS first (its handshake deadline is
-    /// [`TlsAcceptor::handshake_timeout`]); `None` serves plaintext.
-    pub tls: Option<TlsAcceptor>,
 }
 
 impl Default for ExecConfig {
@@ -64,31 +57,28 @@ impl Default for ExecConfig {
             allow_cmds: Vec::new(),
             timeout: None,
             run_request_timeout: RUN_REQUEST_TIMEOUT,
-            session: super::session_config(),
-            tls: None,
         }
     }
 }
 
-/// The exec service's [`Handler`]: authentication is always on.
-pub struct ExecServer {
+/// The exec service: one command per authenticated session. Serve it behind a gate that
+/// requires a token ([`super::gate`]): [`ExecServer`].
+#[derive(Debug)]
+pub struct ExecService {
     config: ExecConfig,
-    token: Token,
-    limiter: AuthLimiter,
 }
 
-impl ExecServer {
-    /// A server that requires `token` from every client.
-    pub fn new(config: ExecConfig, token: Token) -> Self {
-        ExecServer {
-            config,
-            token,
-            limiter: AuthLimiter::new(),
-        }
+/// The exec service behind its gate: the engine's handler.
+pub type ExecServer = Gated<ExecService>;
+
+impl ExecService {
+    /// The service with these settings.
+    pub fn new(config: ExecConfig) -> Self {
+        ExecService { config }
     }
 }
 
-/// What a session runs over: the engine's [`Conn`] (which can splice), or TLS around it.
+/// What a session runs over: a plain connection (which can splice), or TLS around it.
 trait Stream: AsyncRead + AsyncWrite + SpliceWrite + Unpin + Send {}
 impl<S: AsyncRead + AsyncWrite + SpliceWrite + Unpin + Send> Stream for S {}
 
@@ -99,39 +89,9 @@ enum Ending {
     Disconnected,
 }
 
-impl Handler for ExecServer {
-    async fn handle(&self, conn: Conn, info: ConnInfo) -> io::Result<()> {
-        let Some(tls) = &self.config.tls else {
-            return self.serve_session(conn, info).await;
-        };
-        // In the connection's task, under its own deadline: a slow client holds only itself.
-        match tls.accept(conn).await {
-            Ok(stream) => self.serve_session(stream, info).await,
-            Err(e) => {
-                warn!(peer = %info.peer, service = "exec", error = %e, "tls handshake failed");
-                Ok(())
-            }
-        }
-    }
-}
-
-impl ExecServer {
-    /// The session over a ready stream, plaintext or TLS: authenticate, run, log.
-    async fn serve_session<S: Stream>(&self, stream: S, info: ConnInfo) -> io::Result<()> {
-        let mut framed = Connection::new(stream);
-        let peer_ip = info.peer.ip();
-        let accepted = session::accept(
-            &mut framed,
-            &self.config.session,
-            Some(&self.token),
-            peer_ip,
-            &self.limiter,
-        )
-        .await;
-        if accepted.is_err() {
-            // `accept` has logged the refusal and answered the peer.
-            return Ok(());
-        }
+impl FramedService for ExecService {
+    /// Reads the request, runs it and logs how it ended.
+    async fn serve(&self, framed: Connection<ServerStream>, info: ConnInfo) -> io::Result<()> {
         let started = Instant::now();
         let (argv, ending) = self.run_session(framed, &info).await;
         let status = match &ending {
@@ -143,7 +103,9 @@ impl ExecServer {
         info!(peer = %info.peer, service = "exec", argv = %argv, %status, duration_ms, "exec session");
         Ok(())
     }
+}
 
+impl ExecService {
     /// Reads the request, runs it and reports; returns the escaped command line and the ending.
     async fn run_session<S: Stream>(
         &self,

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use super::client::{run, ExecError, LocalIo, RunRequest};
 use super::MAX_COMMAND_BYTES;
 use crate::net::Addr;
-use crate::session::Token;
+use crate::session::ClientOptions;
 use crate::stdio::SpliceOutput;
 
 /// What the shell prints before reading each line.
@@ -47,7 +47,7 @@ pub struct ShellIo<I, O, E> {
 /// the handshake fails (wrong token), or the connection breaks.
 pub async fn shell<I, O, E>(
     addr: &Addr,
-    token: &Token,
+    options: &ClientOptions,
     form: LineForm,
     io: ShellIo<I, O, E>,
 ) -> Result<u8, ExecError>
@@ -110,7 +110,7 @@ where
             signals: rx,
             resizes: None,
         };
-        match run(addr, token, &request, local).await {
+        match run(addr, options, &request, local).await {
             Ok(outcome) => {
                 if let Some(error) = outcome.error {
                     let text = format!("sockit: remote: {} ({})\n", error.message, error.code);

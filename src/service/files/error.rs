@@ -1,11 +1,8 @@
 //! The two kinds of failure: a [`Rejection`] concerns one file or request and the connection
 //! goes on; a [`FilesError`] ends a whole command.
 
-use std::io;
-
 use super::store::StoreError;
-use crate::net::tls::TlsError;
-use crate::session::{DialError, SessionError};
+use crate::session::ClientError;
 use crate::text::escape_one_line;
 use crate::wire::{ErrorFrame, WireError};
 
@@ -62,15 +59,9 @@ impl From<&WireError> for Rejection {
 /// the command's report instead).
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
-    /// The server could not be reached.
-    #[error("{0}")]
-    Connect(io::Error),
-    /// The TLS handshake failed.
+    /// No session: the server could not be reached, TLS or the handshake failed.
     #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// The session handshake failed (wrong token, wrong service, …).
-    #[error(transparent)]
-    Session(#[from] SessionError),
+    Client(#[from] ClientError),
     /// The connection broke or the server sent an invalid frame.
     #[error(transparent)]
     Wire(#[from] WireError),
@@ -95,24 +86,13 @@ impl FilesError {
     /// Stable snake_case code.
     pub fn code(&self) -> &str {
         match self {
-            FilesError::Connect(_) => "connect",
-            FilesError::Tls(_) => "tls",
-            FilesError::Session(e) => e.code(),
+            FilesError::Client(e) => e.code(),
             FilesError::Wire(e) => e.code(),
             FilesError::Remote(frame) => &frame.code,
             FilesError::Rejected(r) => &r.code,
             FilesError::Closed => "closed",
             FilesError::Protocol(_) => "protocol_error",
             FilesError::Local(_) => "local",
-        }
-    }
-}
-
-impl From<DialError> for FilesError {
-    fn from(e: DialError) -> Self {
-        match e {
-            DialError::Connect(e) => FilesError::Connect(e),
-            DialError::Tls(e) => FilesError::Tls(e),
         }
     }
 }

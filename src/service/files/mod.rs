@@ -73,7 +73,7 @@ pub use local::{local_meta, parse_size, prefix_digest, LocalMeta};
 pub use messages::{ClientMessage, Entry, FileHeader, Kind, ServerMessage};
 pub use progress::{transfer_rate, Progress, PROGRESS_NAME_CHARS};
 pub use server::{
-    check_exposure, Access, FilesConfig, FilesServer, OneShot, SessionSummary,
+    check_exposure, Access, FilesConfig, FilesServer, FilesService, OneShot, SessionSummary,
     DEFAULT_MAX_FILES_CONNS, REQUEST_TIMEOUT,
 };
 pub use store::{
@@ -83,7 +83,7 @@ pub use store::{
 pub use sweep::PARTIAL_SWEEP_INTERVAL;
 pub use transfer::{ABORTED_HASH, CHANNEL_CHUNKS, CHUNK_BYTES, MAX_DISCARD_BYTES};
 
-use crate::session::SessionConfig;
+use crate::session::{GateConfig, SessionConfig, Token};
 use crate::wire::{Limits, MAX_HEADER_BYTES};
 
 /// The service name sent in the hello.
@@ -111,4 +111,10 @@ pub fn session_config() -> SessionConfig {
         text_client_hint: Some("connect with `sockit put`, `sockit get` or `sockit ls`".into()),
         ..SessionConfig::new(SERVICE)
     }
+}
+
+/// The gate of a file server: a client must prove it holds `token` when there is one (a
+/// server beyond loopback needs one); set `tls` and the pending caps on the result as needed.
+pub fn gate(token: Option<Token>) -> GateConfig {
+    GateConfig::new(session_config(), token)
 }

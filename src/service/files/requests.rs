@@ -8,7 +8,7 @@ use tracing::info;
 
 use super::hash::HashAlg;
 use super::messages::{ClientMessage, FileHeader, ServerMessage};
-use super::server::{close, Access, FilesServer, SessionSummary, Stream};
+use super::server::{close, Access, FilesService, SessionSummary, Stream};
 use super::store::{FileMeta, Partial, Policy, RelPath, Store, StoreError, Stored};
 use super::transfer::{receive_file, skip_file, ReceiveError, MAX_DISCARD_BYTES};
 use super::Rejection;
@@ -41,7 +41,7 @@ struct FileLog<'a> {
 
 /// A session's state: the connection and the prefix offered by the last `probe`.
 pub(super) struct Session<'a, S> {
-    server: &'a FilesServer,
+    server: &'a FilesService,
     conn: Connection<S>,
     info: &'a ConnInfo,
     probed: Option<(RelPath, Partial)>,
@@ -49,7 +49,7 @@ pub(super) struct Session<'a, S> {
 }
 
 impl<'a, S: Stream> Session<'a, S> {
-    pub(super) fn new(server: &'a FilesServer, conn: Connection<S>, info: &'a ConnInfo) -> Self {
+    pub(super) fn new(server: &'a FilesService, conn: Connection<S>, info: &'a ConnInfo) -> Self {
         Session {
             server,
             conn,

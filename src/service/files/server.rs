@@ -8,17 +8,16 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::hash::HashAlg;
 use super::progress::Progress;
 use super::requests::Session;
 use super::store::{Store, StoreError, StoreOptions, DEFAULT_PARTIAL_MAX_AGE};
 use super::sweep::{sweep, PartialSweeper, PARTIAL_SWEEP_INTERVAL};
-use crate::net::tls::TlsAcceptor;
 use crate::net::Addr;
-use crate::server::{Conn, ConnInfo, Handler};
-use crate::session::{self, AuthLimiter, SessionConfig, Token};
+use crate::server::ConnInfo;
+use crate::session::{FramedService, Gated, ServerStream, Token};
 use crate::wire::Connection;
 
 /// Deadline for the next request once a session is open (the engine's idle timeout also bounds
@@ -57,10 +56,6 @@ pub struct FilesConfig {
     pub hashes: Vec<HashAlg>,
     /// Deadline for each next request.
     pub request_timeout: Duration,
-    /// The handshake: service name, deadline, post-auth limits.
-    pub session: SessionConfig,
-    /// Wrap every connection in TLS first; `None` serves plaintext.
-    pub tls: Option<TlsAcceptor>,
     /// Partial files (kept for resume) untouched this long are removed when the server
     /// starts and then at most hourly; `None` keeps them forever.
     pub partial_max_age: Option<Duration>,
@@ -78,8 +73,6 @@ impl FilesConfig {
             access: Access::default(),
             hashes: vec![HashAlg::Blake3, HashAlg::Sha256],
             request_timeout: REQUEST_TIMEOUT,
-            session: super::session_config(),
-            tls: None,
             partial_max_age: Some(DEFAULT_PARTIAL_MAX_AGE),
             progress: Progress::hidden(),
         }
@@ -122,75 +115,50 @@ impl SessionSummary {
     }
 }
 
-/// The file service's [`Handler`].
+/// The file service: the request loop of one authenticated session. Serve it behind a gate
+/// ([`super::gate`]): [`FilesServer`].
 #[derive(Debug)]
-pub struct FilesServer {
+pub struct FilesService {
     pub(super) config: FilesConfig,
     pub(super) store: Arc<Store>,
-    token: Option<Token>,
-    limiter: AuthLimiter,
     sweeper: PartialSweeper,
 }
 
-/// What a session runs over: the engine's [`Conn`], or TLS around it.
+/// The file service behind its gate: the engine's handler.
+pub type FilesServer = Gated<FilesService>;
+
+/// What a session runs over: a plain connection, or TLS around it.
 pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
 
-impl FilesServer {
-    /// A server for `config`, requiring `token` when given. Check [`check_exposure`] before
-    /// serving beyond loopback; without a token, connections that arrive on a non-loopback
-    /// address are refused anyway.
+impl FilesService {
+    /// The service for `config`. Put it behind a gate with a token beyond loopback (see
+    /// [`check_exposure`]): without one, the gate refuses connections that arrive on a
+    /// non-loopback address anyway.
     ///
     /// Partial files older than `config.partial_max_age` are removed here, before serving.
     ///
     /// # Errors
     /// The root directory cannot be created or opened.
-    pub fn new(config: FilesConfig, token: Option<Token>) -> Result<Self, StoreError> {
+    pub fn new(config: FilesConfig) -> Result<Self, StoreError> {
         let store = Store::open(&config.root, config.store.clone())?;
         if let Some(max_age) = config.partial_max_age {
             sweep(&store, max_age);
         }
         let next_sweep = std::time::Instant::now() + PARTIAL_SWEEP_INTERVAL;
-        Ok(FilesServer {
+        Ok(FilesService {
             sweeper: PartialSweeper::new(config.partial_max_age, next_sweep),
             config,
             store: Arc::new(store),
-            token,
-            limiter: AuthLimiter::new(),
         })
     }
 
-    /// Serves one connection: TLS, handshake, requests. `None` if no session was opened.
-    pub async fn serve_connection(&self, conn: Conn, info: &ConnInfo) -> Option<SessionSummary> {
-        let Some(tls) = &self.config.tls else {
-            return self.serve_session(conn, info).await;
-        };
-        // In the connection's task, under its own deadline: a slow client holds only itself.
-        match tls.accept(conn).await {
-            Ok(stream) => self.serve_session(stream, info).await,
-            Err(e) => {
-                warn!(peer = %info.peer, service = "files", error = %e, "tls handshake failed");
-                None
-            }
-        }
-    }
-
-    async fn serve_session<S: Stream>(&self, stream: S, info: &ConnInfo) -> Option<SessionSummary> {
-        if self.token.is_none() && !info.local.is_local() {
-            warn!(peer = %info.peer, service = "files", "refused: no token configured and the connection is not on loopback");
-            return None;
-        }
-        let mut framed = Connection::new(stream);
-        let accepted = session::accept(
-            &mut framed,
-            &self.config.session,
-            self.token.as_ref(),
-            info.peer.ip(),
-            &self.limiter,
-        )
-        .await;
-        // On failure `accept` has logged the refusal and answered the peer.
-        accepted.ok()?;
+    /// Serves one authenticated session's requests and logs its summary.
+    pub async fn serve_session(
+        &self,
+        mut framed: Connection<ServerStream>,
+        info: &ConnInfo,
+    ) -> SessionSummary {
         self.sweeper.spawn_if_due(&self.store);
         framed.set_read_buffer_bytes(super::transfer::CHUNK_BYTES);
         let mut session = Session::new(self, framed, info);
@@ -198,32 +166,32 @@ impl FilesServer {
         let status = summary.failure.as_deref().unwrap_or("ok");
         info!(peer = %info.peer, service = "files", done = summary.done, dirs = summary.dirs, rejected = summary.rejected,
             bytes = summary.bytes, status, "files session");
-        Some(summary)
+        summary
     }
 }
 
-impl Handler for FilesServer {
-    async fn handle(&self, conn: Conn, info: ConnInfo) -> io::Result<()> {
-        self.serve_connection(conn, &info).await;
+impl FramedService for FilesService {
+    async fn serve(&self, framed: Connection<ServerStream>, info: ConnInfo) -> io::Result<()> {
+        self.serve_session(framed, &info).await;
         Ok(())
     }
 }
 
-/// `recv`: a [`FilesServer`] that serves one authenticated session, then fires `done`.
-/// Run it with [`Mode::Sequential`](crate::server::Mode::Sequential) and `done` (or a child of
-/// it) as the engine's shutdown token.
+/// `recv`: a [`FilesService`] that serves one authenticated session, then fires `done`.
+/// Run it behind a gate with [`Mode::Sequential`](crate::server::Mode::Sequential) and `done`
+/// (or a child of it) as the engine's shutdown token.
 #[derive(Debug)]
 pub struct OneShot {
-    server: FilesServer,
+    service: FilesService,
     done: CancellationToken,
     outcome: Mutex<Option<SessionSummary>>,
 }
 
 impl OneShot {
-    /// Wraps `server`; `done` fires when the first session ends.
-    pub fn new(server: FilesServer, done: CancellationToken) -> Self {
+    /// Wraps `service`; `done` fires when the first session ends.
+    pub fn new(service: FilesService, done: CancellationToken) -> Self {
         OneShot {
-            server,
+            service,
             done,
             outcome: Mutex::new(None),
         }
@@ -235,17 +203,16 @@ impl OneShot {
     }
 }
 
-impl Handler for OneShot {
-    async fn handle(&self, conn: Conn, info: ConnInfo) -> io::Result<()> {
+impl FramedService for OneShot {
+    async fn serve(&self, framed: Connection<ServerStream>, info: ConnInfo) -> io::Result<()> {
         if self.done.is_cancelled() {
             return Ok(());
         }
-        if let Some(summary) = self.server.serve_connection(conn, &info).await {
-            if let Ok(mut outcome) = self.outcome.lock() {
-                outcome.get_or_insert(summary);
-            }
-            self.done.cancel();
+        let summary = self.service.serve_session(framed, &info).await;
+        if let Ok(mut outcome) = self.outcome.lock() {
+            outcome.get_or_insert(summary);
         }
+        self.done.cancel();
         Ok(())
     }
 }

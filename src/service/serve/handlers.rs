@@ -6,14 +6,15 @@ use super::config::{ServeError, ServiceConfig, ServiceKind};
 use crate::net::tls::{ServerIdentity, TlsAcceptor};
 use crate::net::{Addr, BindOptions, Listener};
 use crate::service::chat::{
-    session_config, session_config_with_line_port, Broker, BrokerConfig, ChatServer, FramedConfig,
-    LineConfig, LineServer, DEFAULT_HISTORY, MAX_HISTORY,
+    self, session_config, session_config_with_line_port, Broker, BrokerConfig, ChatServer,
+    ChatService, FramedConfig, LineConfig, LineServer, DEFAULT_HISTORY, MAX_HISTORY,
 };
-use crate::service::exec::{ExecConfig, ExecServer};
+use crate::service::exec::{self, ExecConfig, ExecServer, ExecService};
 use crate::service::files::{
-    check_exposure, parse_size, Access, FilesConfig, FilesServer, Policy, DEFAULT_FILES_DIR,
+    self, check_exposure, parse_size, Access, FilesConfig, FilesServer, FilesService, Policy,
+    DEFAULT_FILES_DIR,
 };
-use crate::session::{load_token, Token};
+use crate::session::{load_token, GateConfig, Token};
 
 /// The files handler for an entry; a TLS fingerprint goes to `notes`. Beyond loopback a token
 /// is required (from `token_file` or `SOCKIT_TOKEN`).
@@ -51,14 +52,15 @@ pub(super) fn files_server(
         (_, true) => Access::WriteOnly,
         _ => Access::ReadWrite,
     };
+    let mut gate = files::gate(token);
     if svc.tls {
         let identity = ServerIdentity::self_signed(addr).map_err(|e| config_err(&e))?;
         let acceptor = TlsAcceptor::new(identity).map_err(|e| config_err(&e))?;
         notes.push(format!("tls fingerprint: {}", acceptor.fingerprint()));
-        config.tls = Some(acceptor);
+        gate.tls = Some(acceptor);
     }
     let shown = config.root.display().to_string();
-    let server = FilesServer::new(config, token).map_err(|e| config_err(&e))?;
+    let server = FilesServer::new(gate, FilesService::new(config).map_err(|e| config_err(&e))?);
     notes.push(format!("dir: {shown}"));
     Ok(server)
 }
@@ -95,10 +97,13 @@ pub(super) fn exec_server(
         shell: svc.shell,
         allow_cmds: svc.allow_cmd.clone(),
         timeout: svc.timeout_secs.map(Duration::from_secs),
-        tls,
         ..ExecConfig::default()
     };
-    Ok(ExecServer::new(config, token))
+    let gate = GateConfig {
+        tls,
+        ..exec::gate(token)
+    };
+    Ok(ExecServer::new(gate, ExecService::new(config)))
 }
 
 /// The chat handlers for an entry, on one broker; a generated token (only beyond loopback)
@@ -139,14 +144,16 @@ pub(super) fn chat_servers(
         history,
         ..BrokerConfig::default()
     });
-    let framed = FramedConfig {
-        token,
+    let gate = GateConfig {
         tls,
         session: line.map_or_else(session_config, session_config_with_line_port),
-        ..FramedConfig::default()
+        ..chat::gate(token)
     };
     Ok((
-        ChatServer::new(broker.clone(), framed),
+        ChatServer::new(
+            gate,
+            ChatService::new(broker.clone(), FramedConfig::default()),
+        ),
         LineServer::new(broker, LineConfig::default()),
     ))
 }

@@ -13,8 +13,7 @@ use super::store::{MAX_LISTING_ENTRIES, MAX_LISTING_PATH_BYTES, MAX_PATH_BYTES};
 use super::transfer::CHUNK_BYTES;
 use crate::net::tls::TlsConnector;
 use crate::net::Addr;
-use crate::server::IdleTimeout;
-use crate::session::{self, ClientStream, Token};
+use crate::session::{self, ClientConnection, ClientOptions, Token};
 use crate::wire::{Connection, ErrorFrame};
 
 pub use get::{get, GetOptions, GetReport};
@@ -32,10 +31,10 @@ pub const WINDOW_REQUESTS: usize = 256;
 pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The stream a client command runs over.
-type ConnStream = IdleTimeout<ClientStream>;
+type ConnStream = crate::server::IdleTimeout<crate::session::ClientStream>;
 
 /// A client command's connection.
-type ClientConn = Connection<ConnStream>;
+type ClientConn = ClientConnection;
 
 /// Where a file server is and how to reach it.
 #[derive(Debug, Clone)]
@@ -58,12 +57,19 @@ impl Remote {
         }
     }
 
+    /// How to open a session with this server.
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            token: self.token.clone(),
+            tls: self.tls.clone(),
+            idle_timeout: Some(CLIENT_IDLE_TIMEOUT),
+            ..ClientOptions::new(super::session_config())
+        }
+    }
+
     /// Connects, runs TLS if asked and the session handshake.
     async fn open(&self) -> Result<ClientConn, FilesError> {
-        let cfg = super::session_config();
-        let stream = session::dial(&self.addr, self.tls.as_ref(), cfg.handshake_timeout).await?;
-        let mut conn = Connection::new(IdleTimeout::new(stream, CLIENT_IDLE_TIMEOUT));
-        session::connect(&mut conn, &cfg, self.token.as_ref()).await?;
+        let mut conn = session::open(&self.addr, &self.client_options()).await?;
         conn.set_read_buffer_bytes(CHUNK_BYTES);
         Ok(conn)
     }
