@@ -123,7 +123,7 @@ hold_run() { # peer conns
   fi
   case $peer in
     sockit) prlimit --nofile="$limit:$limit" -- "$SOCKIT" echo --listen 127.0.0.1:0 \
-              --max-conns 60000 --idle-timeout 0 2>"$OUT/hold-$peer.addr" & ;;
+              --max-conns 60000 --idle-timeout never 2>"$OUT/hold-$peer.addr" & ;;
     tokio) prlimit --nofile="$limit:$limit" -- "$TOKIO" >"$OUT/hold-$peer.addr" & ;;
   esac
   pid=$!

@@ -7,6 +7,7 @@ mod chat;
 mod echo;
 mod exec;
 mod files;
+pub mod launch;
 mod netcat;
 mod serve;
 
@@ -15,7 +16,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use ipnet::IpNet;
 
 pub use bench::{BenchChatArgs, BenchCommand, BenchEchoArgs, BenchHoldArgs};
 pub use chat::{ChatCommand, ChatJoinArgs, ChatServeArgs};
@@ -25,12 +25,12 @@ pub use files::{
     parse_hash, parse_max_age, parse_size, ClientArgs, FilesCommand, FilesServeArgs, GetArgs,
     LsArgs, MaxAge, PutArgs, RecvArgs, ServerArgs,
 };
+pub use launch::{parse_limit, Bound, EngineArgs, Limit, Note};
 pub use netcat::{ConnectArgs, ListenArgs};
 pub use serve::ServeArgs;
 
 use crate::net::tls::{Fingerprint, ServerIdentity, ServerTrust, TlsAcceptor, TlsConnector};
-use crate::net::{parse_net, Acl, Addr, BindOptions, DEFAULT_BACKLOG};
-use crate::server::{self, Config, Mode};
+use crate::net::Addr;
 
 /// A socket toolkit: echo, netcat, load generator and more, secure by default.
 #[derive(Debug, Parser)]
@@ -80,61 +80,6 @@ pub enum Command {
     /// Load generators.
     #[command(subcommand)]
     Bench(BenchCommand),
-}
-
-/// Engine options shared by servers.
-#[derive(Debug, Args)]
-pub struct EngineArgs {
-    /// Maximum concurrent connections; more wait in the backlog.
-    #[arg(long, default_value_t = server::DEFAULT_MAX_CONNS)]
-    pub max_conns: usize,
-    /// Close connections idle this long (e.g. 30s, 5m; 0 for never).
-    #[arg(long, value_parser = parse_duration, default_value = "300s")]
-    pub idle_timeout: Duration,
-    /// Time connections get to finish at shutdown.
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
-    pub drain_timeout: Duration,
-    /// Only serve peers in this network (CIDR or IP; repeatable).
-    #[arg(long, value_parser = parse_net)]
-    pub allow: Vec<IpNet>,
-    /// Never serve peers in this network (CIDR or IP; repeatable; wins over --allow).
-    #[arg(long, value_parser = parse_net)]
-    pub deny: Vec<IpNet>,
-    /// Listen backlog.
-    #[arg(long, default_value_t = DEFAULT_BACKLOG)]
-    pub backlog: u32,
-    /// Set SO_REUSEPORT so several processes can share the port.
-    #[arg(long)]
-    pub reuse_port: bool,
-}
-
-impl EngineArgs {
-    fn config(&self, service: &str, mode: Mode) -> Config {
-        Config {
-            service: service.into(),
-            mode,
-            max_conns: self.max_conns,
-            idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
-            drain_timeout: self.drain_timeout,
-            acl: self.acl(),
-            ..Config::default()
-        }
-    }
-
-    fn acl(&self) -> Acl {
-        Acl {
-            allow: self.allow.clone(),
-            deny: self.deny.clone(),
-        }
-    }
-
-    fn bind_options(&self) -> BindOptions {
-        BindOptions {
-            backlog: self.backlog,
-            reuse_port: self.reuse_port,
-            ..BindOptions::default()
-        }
-    }
 }
 
 /// Parses `300ms`, `5s`, `2m`, `1h` or a bare number of seconds.
@@ -315,9 +260,9 @@ pub struct ServerTlsArgs {
 
 impl ServerTlsArgs {
     /// The TLS acceptor these flags ask for (a self-signed certificate for `addr` without
-    /// --cert/--key), its fingerprint printed to stdout for clients' `--tls-pin`; `None` for
+    /// --cert/--key), its fingerprint added to `notes` for clients' `--tls-pin`; `None` for
     /// plaintext.
-    fn acceptor(&self, addr: &Addr) -> Result<Option<TlsAcceptor>, Failure> {
+    fn acceptor(&self, addr: &Addr, notes: &mut Vec<Note>) -> Result<Option<TlsAcceptor>, Failure> {
         let identity = match (self.tls, &self.cert, &self.key) {
             (false, _, _) => return Ok(None),
             (true, Some(cert), Some(key)) => {
@@ -326,8 +271,7 @@ impl ServerTlsArgs {
             (true, _, _) => ServerIdentity::self_signed(addr).context("tls")?,
         };
         let acceptor = TlsAcceptor::new(identity).map_err(|e| Failure::Usage(e.into()))?;
-        // Public, so stdout next to any token line.
-        println!("tls fingerprint: {}", acceptor.fingerprint());
+        notes.push(Note::Fingerprint(acceptor.fingerprint().to_string()));
         Ok(Some(acceptor))
     }
 }

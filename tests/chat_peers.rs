@@ -210,7 +210,7 @@ async fn sockit_serve_runs_chat_with_a_line_port_on_one_broker() {
     let config = dir.path().join("serve.toml");
     std::fs::write(
         &config,
-        "[[service]]\nkind = \"chat\"\nlisten = \"127.0.0.1:0\"\nline_listen = \"127.0.0.1:0\"\n",
+        "[[service]]\nkind = \"chat\"\nlisten = \"127.0.0.1:0\"\nline-listen = \"127.0.0.1:0\"\n",
     )
     .expect("write config");
     let mut cmd = sockit();
@@ -221,8 +221,9 @@ async fn sockit_serve_runs_chat_with_a_line_port_on_one_broker() {
     let out = stdout_lines(&mut serve);
     let (line_addr, framed_addr) = tokio::task::spawn_blocking(move || {
         let addr = |l: String| l.split_whitespace().last().unwrap_or_default().to_string();
-        let line = addr(wait_line(&out, " line "));
+        // The banner lists the framed port, then the line port.
         let framed = addr(wait_line(&out, " tcp "));
+        let line = addr(wait_line(&out, " line "));
         (line, framed)
     })
     .await

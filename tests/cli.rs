@@ -539,3 +539,102 @@ fn serve_runs_exec_with_a_generated_token_shown_once() {
     let logs = proc.terminate();
     assert_eq!(logs.code(), Some(0));
 }
+
+/// The engine flags every server command takes, under one spelling.
+const ENGINE_FLAGS: [&str; 10] = [
+    "--max-conns",
+    "--max-pending",
+    "--max-pending-per-source",
+    "--idle-timeout",
+    "--drain-timeout",
+    "--allow",
+    "--deny",
+    "--backlog",
+    "--reuse-port",
+    "--keepalive",
+];
+
+#[test]
+fn every_server_command_takes_every_engine_flag() {
+    let servers: [&[&str]; 6] = [
+        &["echo"],
+        &["listen"],
+        &["exec", "serve"],
+        &["files", "serve"],
+        &["recv"],
+        &["chat", "serve"],
+    ];
+    for command in servers {
+        let out = sockit().args(command).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{command:?} --help");
+        let help = String::from_utf8(out.stdout).unwrap();
+        for flag in ENGINE_FLAGS {
+            // A flag's own line in the help: "  --flag <VALUE>" or "  --flag".
+            let listed = help
+                .lines()
+                .any(|l| l.trim_start().split([' ', '=']).next() == Some(flag));
+            assert!(
+                listed,
+                "`sockit {}` lacks {flag}:\n{help}",
+                command.join(" ")
+            );
+        }
+    }
+    // And every `sockit serve` kind takes them as keys.
+    let out = sockit().args(["serve", "--print-config"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for kind in ["echo", "exec", "files", "chat"] {
+        let section = text
+            .split("# kind = ")
+            .find(|s| s.starts_with(&format!("\"{kind}\"")))
+            .unwrap_or_else(|| panic!("--print-config has no {kind} section"));
+        for flag in ENGINE_FLAGS {
+            let key = flag.trim_start_matches("--");
+            assert!(
+                section.contains(&format!("#   {key} = ")),
+                "serve's {kind} entries lack `{key}`"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_bad_service_set_exits_2_naming_the_entry_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = |extra: &str| {
+        format!(
+            "[[service]]\nkind = \"echo\"\nlisten = \"127.0.0.1:0\"\n\n\
+             [[service]]\nkind = \"echo\"\nlisten = \"127.0.0.1:0\"\n{extra}"
+        )
+    };
+    let cases = [
+        (entry("lisen = \"x\"\n"), "`lisen`"),
+        (entry("dir = \"x\"\n"), "`dir`"),
+        (entry("idle-timeout = \"-5s\"\n"), "idle-timeout"),
+        (
+            "[[service]]\nkind = \"echo\"\nlisten = \"127.0.0.1:7109\"\n\n\
+             [[service]]\nkind = \"files\"\nlisten = \"127.0.0.1:7109\"\ndir = \"d\"\n"
+                .to_owned(),
+            "entries 1 and 2",
+        ),
+    ];
+    for (i, (toml, named)) in cases.iter().enumerate() {
+        let config = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&config, toml).unwrap();
+        let out = sockit()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{toml}: {err}");
+        assert!(err.contains(named), "{toml}: {err}");
+        if *named != "entries 1 and 2" {
+            assert!(err.contains("entry 2"), "{toml}: {err}");
+        }
+        assert!(
+            out.stdout.is_empty(),
+            "nothing was bound or announced: {toml}"
+        );
+    }
+}

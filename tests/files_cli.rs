@@ -310,7 +310,7 @@ fn sockit_serve_runs_a_file_service_from_its_config() {
     let (conf_dir, root, src) = (tempdir(), tempdir(), tempdir());
     let config = conf_dir.path().join("serve.toml");
     let toml = format!(
-        "[[service]]\nkind = \"files\"\nlisten = \"127.0.0.1:0\"\ndir = {:?}\npolicy = \"rename\"\n",
+        "[[service]]\nkind = \"files\"\nlisten = \"127.0.0.1:0\"\ndir = {:?}\nrename = true\n",
         path_str(root.path())
     );
     fs::write(&config, toml).unwrap();

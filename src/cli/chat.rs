@@ -6,9 +6,12 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use super::Failure;
+use super::launch::{
+    bind_failure, run_command, stream_transport, Bound, EngineArgs, ServiceDefaults,
+};
+use super::{Failure, Note};
 use crate::net::{Addr, Listener};
-use crate::server::{self, serve, Config};
+use crate::server::{self, serve, Config, Mode};
 use crate::service::chat::{
     self, Broker, BrokerConfig, ChatServer, ChatService, FramedConfig, JoinOptions, LineConfig,
     LineServer, RateLimit, DEFAULT_HISTORY, MAX_HISTORY,
@@ -54,9 +57,10 @@ pub struct ChatServeArgs {
     /// Lines a quiet connection may send at once.
     #[arg(long, default_value_t = chat::DEFAULT_BURST, value_parser = clap::value_parser!(u32).range(1..))]
     pub burst: u32,
-    /// Maximum concurrent connections per listener; more wait in the backlog.
-    #[arg(long, default_value_t = server::DEFAULT_MAX_CONNS)]
-    pub max_conns: usize,
+    /// Applied to both ports (--max-conns per listener); quiet connections are normal in a
+    /// chat, so --idle-timeout defaults to never and keepalive finds vanished peers.
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// `sockit chat join`.
@@ -90,118 +94,115 @@ pub async fn run_chat(cmd: ChatCommand) -> Result<(), Failure> {
 }
 
 async fn run_serve(args: ChatServeArgs) -> Result<(), Failure> {
-    let usage = |e: anyhow::Error| Failure::Usage(e);
-    if let Some(line) = &args.line_listen {
-        if !line.is_local() && !args.line_public {
-            return Err(usage(anyhow::anyhow!(
-                "the line protocol has no authentication, so --line-listen {line} needs \
-                 --line-public (or use a loopback address)"
-            )));
-        }
-    }
-    let listener = Listener::bind(&args.listen, &chat::bind_options())
-        .await
-        .context("chat")?;
-    let addr = listener.local_addr().context("chat")?;
-    let token = match load_token(args.token_file.as_deref()).map_err(|e| usage(e.into()))? {
-        Some(token) => Some(token),
-        None if addr.is_local() => None,
-        None => {
-            let token = Token::generate().context("chat")?;
-            // Shown once, to the operator, on stdout; never logged.
-            println!("chat token: {}", token.reveal());
-            Some(token)
-        }
-    };
-    let tls = args.tls.acceptor(&addr)?;
-    let broker = Broker::new(BrokerConfig {
-        history: args.history,
-        ..BrokerConfig::default()
-    });
-    let engine = Config {
-        service: chat::SERVICE.into(),
-        max_conns: args.max_conns,
-        // Lurkers are normal in a chat: a quiet connection is not a dead one.
-        idle_timeout: None,
-        ..Config::default()
-    };
-    let rate = RateLimit {
-        per_sec: args.rate,
-        burst: args.burst,
-    };
-    let line = match &args.line_listen {
-        Some(line_addr) => {
-            let l = Listener::bind(line_addr, &chat::bind_options())
-                .await
-                .context("chat line protocol")?;
-            let bound = l.local_addr().context("chat")?;
-            Some((l, bound))
-        }
-        None => None,
-    };
-    let session = match &line {
-        Some((_, bound)) => chat::session_config_with_line_port(bound),
-        None => chat::session_config(),
-    };
-    let gate = GateConfig {
-        tls,
-        session,
-        ..chat::gate(token)
-    };
-    let framed = ChatServer::new(
-        gate,
-        ChatService::new(
-            broker.clone(),
-            FramedConfig {
-                rate,
-                ..FramedConfig::default()
-            },
-        ),
-    );
     let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
-    eprintln!("chat listening on {addr}");
-    let line = line.map(|(l, bound)| {
-        if !bound.is_local() {
-            tracing::warn!(addr = %bound, "the line protocol listens beyond loopback, unauthenticated");
-        }
-        eprintln!("chat line protocol listening on {bound}");
-        l
-    });
-    let lines = serve_lines(
-        line,
-        LineServer::new(
-            broker,
-            LineConfig {
-                rate,
-                ..LineConfig::default()
-            },
-        ),
-        &engine,
-        &shutdown,
-    );
-    let (a, b) = tokio::join!(
-        serve(listener, framed, engine.clone(), shutdown.clone()),
-        lines
-    );
-    a.and(b).context("chat")?;
-    Ok(())
+    let bound = args.bind(&shutdown).await?;
+    run_command(bound, shutdown).await
 }
 
-async fn serve_lines(
-    listener: Option<Listener>,
-    handler: LineServer,
-    engine: &Config,
-    shutdown: &CancellationToken,
-) -> std::io::Result<()> {
-    match listener {
-        Some(l) => {
+impl ChatServeArgs {
+    /// Binds the framed port and the line port (if asked) on one broker; they serve until
+    /// `shutdown` fires.
+    ///
+    /// # Errors
+    /// A usage error for a public line port without --line-public, a bad token file or
+    /// certificate, or the bind error.
+    pub async fn bind(self, shutdown: &CancellationToken) -> Result<Vec<Bound>, Failure> {
+        if let Some(line) = &self.line_listen {
+            if !line.is_local() && !self.line_public {
+                return Err(Failure::Usage(anyhow::anyhow!(
+                    "the line protocol has no authentication, so --line-listen {line} needs \
+                     --line-public (or use a loopback address)"
+                )));
+            }
+        }
+        let opts = self.engine.bind_options();
+        let fail = |e| bind_failure("chat", e);
+        let listener = Listener::bind(&self.listen, &opts).await.map_err(fail)?;
+        let addr = listener.local_addr().map_err(fail)?;
+        let line = match &self.line_listen {
+            Some(line_addr) => {
+                let l = Listener::bind(line_addr, &opts).await.map_err(fail)?;
+                let bound = l.local_addr().map_err(fail)?;
+                Some((l, bound))
+            }
+            None => None,
+        };
+        let mut notes = Vec::new();
+        let token =
+            match load_token(self.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))? {
+                Some(token) => Some(token),
+                None if addr.is_local() => None,
+                None => {
+                    let token = Token::generate().context("chat")?;
+                    notes.push(Note::Token(token.reveal().to_owned()));
+                    Some(token)
+                }
+            };
+        let tls = self.tls.acceptor(&addr, &mut notes)?;
+        let broker = Broker::new(BrokerConfig {
+            history: self.history,
+            ..BrokerConfig::default()
+        });
+        let defaults = ServiceDefaults {
+            idle_timeout: None,
+            ..ServiceDefaults::default()
+        };
+        let engine = self
+            .engine
+            .config(chat::SERVICE, Mode::Concurrent, defaults);
+        let rate = RateLimit {
+            per_sec: self.rate,
+            burst: self.burst,
+        };
+        let gate = GateConfig {
+            tls,
+            session: match &line {
+                Some((_, bound)) => chat::session_config_with_line_port(bound),
+                None => chat::session_config(),
+            },
+            pending: self.engine.pending(),
+            ..chat::gate(token)
+        };
+        let framed = FramedConfig {
+            rate,
+            ..FramedConfig::default()
+        };
+        let handler = ChatServer::new(gate, ChatService::new(broker.clone(), framed));
+        let mut bound = vec![Bound {
+            service: "chat",
+            transport: stream_transport(&addr, self.tls.tls),
+            label: "chat".into(),
+            detail: None,
+            addr,
+            notes,
+            run: Box::pin(serve(listener, handler, engine.clone(), shutdown.clone())),
+        }];
+        if let Some((listener, line_addr)) = line {
+            if !line_addr.is_local() {
+                tracing::warn!(addr = %line_addr, "the line protocol listens beyond loopback, unauthenticated");
+            }
+            let handler = LineServer::new(
+                broker,
+                LineConfig {
+                    rate,
+                    ..LineConfig::default()
+                },
+            );
             let engine = Config {
                 service: "chat-line".into(),
-                ..engine.clone()
+                ..engine
             };
-            serve(l, handler, engine, shutdown.clone()).await
+            bound.push(Bound {
+                service: "chat",
+                transport: "line",
+                label: "chat line protocol".into(),
+                detail: None,
+                addr: line_addr,
+                notes: vec![Note::Text("plain text: nc, telnet (no auth)".into())],
+                run: Box::pin(serve(listener, handler, engine, shutdown.clone())),
+            });
         }
-        None => Ok(()),
+        Ok(bound)
     }
 }
 

@@ -3,7 +3,12 @@
 use anyhow::Context;
 use clap::Args;
 
-use super::{EngineArgs, Failure};
+use tokio_util::sync::CancellationToken;
+
+use super::launch::{
+    bind_failure, run_command, stream_transport, Bound, EngineArgs, ServeFuture, ServiceDefaults,
+};
+use super::Failure;
 use crate::net::{Addr, Datagram, Listener};
 use crate::server::{self, serve, serve_datagram, Mode};
 use crate::service::echo::{self, Echo, EchoDatagram};
@@ -49,36 +54,55 @@ pub(super) async fn run_echo(args: EchoArgs) -> Result<(), Failure> {
             .context("stdio echo")
             .map_err(Failure::from);
     }
-    let mode = args.mode.unwrap_or(echo::default_mode(args.udp));
-    if args.udp && mode == Mode::Process {
-        return Err(Failure::Usage(anyhow::anyhow!(
-            "--mode process needs a stream socket: a datagram has no connection to hand a child"
-        )));
-    }
-    let config = args.engine.config("echo", mode);
-    let opts = args.engine.bind_options();
     let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
-    if args.udp {
-        let socket = Datagram::bind(&args.listen, &opts).await.context("echo")?;
-        eprintln!(
-            "echo listening on {} (udp)",
-            socket.local_addr().context("echo")?
-        );
-        let handler = EchoDatagram::new(args.upper, args.udp_rate, false);
-        serve_datagram(socket, handler, config, shutdown)
-            .await
-            .context("echo")?;
-    } else {
-        let listener = Listener::bind(&args.listen, &opts).await.context("echo")?;
-        eprintln!(
-            "echo listening on {}",
-            listener.local_addr().context("echo")?
-        );
-        let served = match args.framed {
-            true => serve(listener, FramedEcho, config, shutdown).await,
-            false => serve(listener, Echo { upper: args.upper }, config, shutdown).await,
+    let bound = args.bind(&shutdown).await?;
+    run_command(vec![bound], shutdown).await
+}
+
+impl EchoArgs {
+    /// Binds the echo service; it serves until `shutdown` fires.
+    ///
+    /// # Errors
+    /// A usage error for a mode the socket cannot run, or the bind error.
+    pub async fn bind(self, shutdown: &CancellationToken) -> Result<Bound, Failure> {
+        let mode = self.mode.unwrap_or(echo::default_mode(self.udp));
+        if self.udp && mode == Mode::Process {
+            return Err(Failure::Usage(anyhow::anyhow!(
+                "--mode process needs a stream socket: a datagram has no connection to hand a \
+                 child"
+            )));
+        }
+        let config = self.engine.config("echo", mode, ServiceDefaults::default());
+        let opts = self.engine.bind_options();
+        let shutdown = shutdown.clone();
+        let fail = |e| bind_failure("echo", e);
+        let unix = matches!(self.listen, Addr::Unix(_));
+        let (transport, addr, run): (_, _, ServeFuture) = if self.udp {
+            let socket = Datagram::bind(&self.listen, &opts).await.map_err(fail)?;
+            let addr = socket.local_addr().map_err(fail)?;
+            let handler = EchoDatagram::new(self.upper, self.udp_rate, false);
+            let run = Box::pin(serve_datagram(socket, handler, config, shutdown));
+            (if unix { "unixgram" } else { "udp" }, addr, run)
+        } else {
+            let listener = Listener::bind(&self.listen, &opts).await.map_err(fail)?;
+            let addr = listener.local_addr().map_err(fail)?;
+            let run: ServeFuture = match self.framed {
+                true => Box::pin(serve(listener, FramedEcho, config, shutdown)),
+                false => {
+                    let handler = Echo { upper: self.upper };
+                    Box::pin(serve(listener, handler, config, shutdown))
+                }
+            };
+            (stream_transport(&addr, false), addr, run)
         };
-        served.context("echo")?;
+        Ok(Bound {
+            service: "echo",
+            transport,
+            label: "echo".into(),
+            detail: self.udp.then(|| "(udp)".into()),
+            addr,
+            notes: Vec::new(),
+            run,
+        })
     }
-    Ok(())
 }

@@ -10,9 +10,14 @@ use clap::{Args, Subcommand, ValueEnum};
 use tokio::signal::unix::{signal as unix_signal, SignalKind};
 use tokio::sync::watch;
 
-use super::{parse_duration, Failure};
-use crate::net::{Addr, BindOptions, Listener};
-use crate::server::{self, serve, Config};
+use tokio_util::sync::CancellationToken;
+
+use super::launch::{
+    bind_failure, run_command, stream_transport, Bound, EngineArgs, ServiceDefaults,
+};
+use super::{parse_duration, Failure, Note};
+use crate::net::{Addr, Listener};
+use crate::server::{self, serve, Mode};
 use crate::service::exec::local::{self, Hangups};
 use crate::service::exec::shell::{LineForm, ShellIo};
 use crate::service::exec::tutorial::{self, TutorialConfig, TutorialServer};
@@ -75,10 +80,10 @@ pub struct ExecServeArgs {
     /// tutorial the default is 60s).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// Maximum concurrent sessions; more wait in the backlog (default 10000; 16 with
-    /// --compat tutorial, whose sessions hold a command's whole output in memory).
-    #[arg(long)]
-    pub max_conns: Option<usize>,
+    /// --max-conns defaults to 16 with --compat tutorial, whose sessions hold a command's
+    /// whole output in memory.
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// --tls, --cert, --key.
     #[command(flatten)]
     pub tls: super::ServerTlsArgs,
@@ -123,80 +128,107 @@ pub struct ExecRunArgs {
 const EXEC_FAILURE_CODE: u8 = 255;
 
 pub(super) async fn run_exec_serve(args: ExecServeArgs) -> Result<(), Failure> {
-    if args.compat == Some(Compat::Tutorial) {
-        return run_tutorial_serve(args).await;
-    }
-    let token =
-        match load_token(args.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))? {
-            Some(token) => token,
-            None => {
-                let token = Token::generate().context("exec")?;
-                // Shown once, to the operator, on stdout; never logged.
-                println!("exec token: {}", token.reveal());
-                token
-            }
-        };
-    let config = ExecConfig {
-        shell: args.shell,
-        allow_cmds: args.allow_cmd,
-        timeout: args.timeout,
-        ..ExecConfig::default()
-    };
-    let engine = Config {
-        service: exec::SERVICE.into(),
-        max_conns: args.max_conns.unwrap_or(server::DEFAULT_MAX_CONNS),
-        // A quiet command may run for hours; --timeout bounds commands, and the handshake and
-        // the run request have their own deadlines.
-        idle_timeout: None,
-        ..Config::default()
-    };
-    let listener = Listener::bind(&args.listen, &BindOptions::default())
-        .await
-        .context("exec")?;
-    let addr = listener.local_addr().context("exec")?;
-    if !addr.is_local() {
-        tracing::warn!(%addr, "exec listens beyond loopback: anyone holding the token can run commands");
-    }
-    let gate = GateConfig {
-        tls: args.tls.acceptor(&addr)?,
-        ..exec::gate(token)
-    };
     let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
-    eprintln!("exec listening on {addr}");
-    let handler = ExecServer::new(gate, ExecService::new(config));
-    serve(listener, handler, engine, shutdown)
-        .await
-        .context("exec")?;
-    Ok(())
+    let bound = args.bind(&shutdown).await?;
+    run_command(vec![bound], shutdown).await
 }
 
-async fn run_tutorial_serve(args: ExecServeArgs) -> Result<(), Failure> {
-    if !args.listen.is_local() {
-        return Err(Failure::Usage(anyhow::anyhow!(
-            "--compat tutorial has no authentication, so it only listens on loopback or a Unix \
-             socket, not {}",
-            args.listen
-        )));
+impl ExecServeArgs {
+    /// Binds the exec service (or the tutorial's protocol with `--compat tutorial`); it serves
+    /// until `shutdown` fires.
+    ///
+    /// # Errors
+    /// A usage error for a bad token file, certificate or address, or the bind error.
+    pub async fn bind(self, shutdown: &CancellationToken) -> Result<Bound, Failure> {
+        if self.compat == Some(Compat::Tutorial) {
+            return self.bind_tutorial(shutdown).await;
+        }
+        let mut notes = Vec::new();
+        let token =
+            match load_token(self.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))? {
+                Some(token) => token,
+                None => {
+                    let token = Token::generate().context("exec")?;
+                    // Shown once, to the operator; never logged.
+                    notes.push(Note::Token(token.reveal().to_owned()));
+                    token
+                }
+            };
+        let config = ExecConfig {
+            shell: self.shell,
+            allow_cmds: self.allow_cmd,
+            timeout: self.timeout,
+            ..ExecConfig::default()
+        };
+        // A quiet command may run for hours: --timeout bounds commands, keepalive finds a
+        // vanished client, and the handshake and the run request have their own deadlines.
+        let defaults = ServiceDefaults {
+            idle_timeout: None,
+            ..ServiceDefaults::default()
+        };
+        let engine = self
+            .engine
+            .config(exec::SERVICE, Mode::Concurrent, defaults);
+        let fail = |e| bind_failure("exec", e);
+        let listener = Listener::bind(&self.listen, &self.engine.bind_options())
+            .await
+            .map_err(fail)?;
+        let addr = listener.local_addr().map_err(fail)?;
+        if !addr.is_local() {
+            tracing::warn!(%addr, "exec listens beyond loopback: anyone holding the token can run commands");
+        }
+        let gate = GateConfig {
+            tls: self.tls.acceptor(&addr, &mut notes)?,
+            pending: self.engine.pending(),
+            ..exec::gate(token)
+        };
+        let handler = ExecServer::new(gate, ExecService::new(config));
+        Ok(Bound {
+            service: "exec",
+            transport: stream_transport(&addr, self.tls.tls),
+            label: "exec".into(),
+            detail: None,
+            addr,
+            notes,
+            run: Box::pin(serve(listener, handler, engine, shutdown.clone())),
+        })
     }
-    let config = TutorialConfig {
-        timeout: args.timeout.unwrap_or(tutorial::DEFAULT_COMMAND_TIMEOUT),
-        ..TutorialConfig::default()
-    };
-    let engine = Config {
-        service: "exec-tutorial".into(),
-        max_conns: args.max_conns.unwrap_or(tutorial::DEFAULT_MAX_CONNS),
-        ..Config::default()
-    };
-    let listener = Listener::bind(&args.listen, &BindOptions::default())
-        .await
-        .context("exec")?;
-    let addr = listener.local_addr().context("exec")?;
-    let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
-    eprintln!("exec (tutorial protocol, no auth) listening on {addr}");
-    serve(listener, TutorialServer::new(config), engine, shutdown)
-        .await
-        .context("exec")?;
-    Ok(())
+
+    async fn bind_tutorial(self, shutdown: &CancellationToken) -> Result<Bound, Failure> {
+        if !self.listen.is_local() {
+            return Err(Failure::Usage(anyhow::anyhow!(
+                "--compat tutorial has no authentication, so it only listens on loopback or a \
+                 Unix socket, not {}",
+                self.listen
+            )));
+        }
+        let config = TutorialConfig {
+            timeout: self.timeout.unwrap_or(tutorial::DEFAULT_COMMAND_TIMEOUT),
+            ..TutorialConfig::default()
+        };
+        let defaults = ServiceDefaults {
+            max_conns: tutorial::DEFAULT_MAX_CONNS,
+            ..ServiceDefaults::default()
+        };
+        let engine = self
+            .engine
+            .config("exec-tutorial", Mode::Concurrent, defaults);
+        let fail = |e| bind_failure("exec", e);
+        let listener = Listener::bind(&self.listen, &self.engine.bind_options())
+            .await
+            .map_err(fail)?;
+        let addr = listener.local_addr().map_err(fail)?;
+        let handler = TutorialServer::new(config);
+        Ok(Bound {
+            service: "exec",
+            transport: stream_transport(&addr, false),
+            label: "exec (tutorial protocol, no auth)".into(),
+            detail: None,
+            addr,
+            notes: vec![Note::Text("the lessons' protocol: no auth".into())],
+            run: Box::pin(serve(listener, handler, engine, shutdown.clone())),
+        })
+    }
 }
 
 pub(super) async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {

@@ -9,9 +9,12 @@ use clap::{Args, Subcommand};
 use indicatif::ProgressDrawTarget;
 use tokio_util::sync::CancellationToken;
 
-use super::{parse_duration, Failure};
-use crate::net::{Addr, BindOptions, Listener};
-use crate::server::{self, serve, Config, Mode};
+use super::launch::{
+    bind_failure, run_command, stream_transport, Bound, EngineArgs, ServiceDefaults,
+};
+use super::{parse_duration, Failure, Note};
+use crate::net::{Addr, Listener};
+use crate::server::{self, serve, Mode};
 pub use crate::service::files::parse_size;
 use crate::service::files::{
     self, check_exposure, Access, FileReport, FilesConfig, FilesServer, FilesService, GetOptions,
@@ -55,12 +58,6 @@ pub struct FilesServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: ServerArgs,
-    /// Maximum concurrent sessions; more wait in the backlog.
-    #[arg(long, default_value_t = files::DEFAULT_MAX_FILES_CONNS)]
-    pub max_conns: usize,
-    /// Close connections idle this long (e.g. 30s, 5m).
-    #[arg(long, value_parser = parse_duration, default_value = "300s")]
-    pub idle_timeout: Duration,
 }
 
 /// Server options shared by `files serve` and `recv`.
@@ -92,6 +89,10 @@ pub struct ServerArgs {
     /// and then at most hourly; `never` keeps them.
     #[arg(long, value_parser = parse_max_age, default_value = "7d")]
     pub partial_max_age: MaxAge,
+    /// --max-conns defaults to 256 here (each session holds a few MiB of buffers and a disk
+    /// thread); `recv` serves one sender at a time whatever it says.
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// How long partial files are kept: `None` is forever (`never` on the command line).
@@ -213,6 +214,7 @@ impl ServerArgs {
         access: Access,
         addr: &Addr,
         progress: Progress,
+        notes: &mut Vec<Note>,
     ) -> Result<(FilesService, GateConfig), Failure> {
         let token = load_token(self.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
         check_exposure(addr, token.as_ref()).map_err(|e| Failure::Usage(anyhow::anyhow!(e)))?;
@@ -231,7 +233,8 @@ impl ServerArgs {
             config.hashes = self.hash.clone();
         }
         let gate = GateConfig {
-            tls: self.tls.acceptor(addr)?,
+            tls: self.tls.acceptor(addr, notes)?,
+            pending: self.engine.pending(),
             ..files::gate(token)
         };
         config.partial_max_age = self.partial_max_age.0;
@@ -256,52 +259,74 @@ impl ClientArgs {
 
 /// `sockit files serve`.
 pub(super) async fn run_files_serve(args: FilesServeArgs) -> Result<(), Failure> {
-    let access = match (args.read_only, args.write_only) {
-        (true, _) => Access::ReadOnly,
-        (_, true) => Access::WriteOnly,
-        _ => Access::ReadWrite,
-    };
-    let listener = Listener::bind(&args.listen, &BindOptions::default())
-        .await
-        .context("files")?;
-    let addr = listener.local_addr().context("files")?;
-    let (service, gate) = args
-        .common
-        .server(&args.dir, access, &addr, Progress::hidden())?;
-    let handler = FilesServer::new(gate, service);
-    let engine = Config {
-        service: files::SERVICE.into(),
-        max_conns: args.max_conns,
-        idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
-        ..Config::default()
-    };
     let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
-    eprintln!("files listening on {addr} (dir {})", args.dir.display());
-    serve(listener, handler, engine, shutdown)
-        .await
-        .context("files")?;
-    Ok(())
+    let bound = args.bind(&shutdown).await?;
+    run_command(vec![bound], shutdown).await
+}
+
+impl FilesServeArgs {
+    /// Binds the file service; it serves until `shutdown` fires.
+    ///
+    /// # Errors
+    /// A usage error for a bad directory, token file or certificate, a public address without
+    /// a token, or the bind error.
+    pub async fn bind(self, shutdown: &CancellationToken) -> Result<Bound, Failure> {
+        let access = match (self.read_only, self.write_only) {
+            (true, _) => Access::ReadOnly,
+            (_, true) => Access::WriteOnly,
+            _ => Access::ReadWrite,
+        };
+        let engine_args = &self.common.engine;
+        let fail = |e| bind_failure("files", e);
+        let listener = Listener::bind(&self.listen, &engine_args.bind_options())
+            .await
+            .map_err(fail)?;
+        let addr = listener.local_addr().map_err(fail)?;
+        let mut notes = Vec::new();
+        let (service, gate) =
+            self.common
+                .server(&self.dir, access, &addr, Progress::hidden(), &mut notes)?;
+        let tls = gate.tls.is_some();
+        let defaults = ServiceDefaults {
+            max_conns: files::DEFAULT_MAX_FILES_CONNS,
+            ..ServiceDefaults::default()
+        };
+        let engine = engine_args.config(files::SERVICE, Mode::Concurrent, defaults);
+        notes.push(Note::Text(format!("dir: {}", self.dir.display())));
+        let handler = FilesServer::new(gate, service);
+        Ok(Bound {
+            service: "files",
+            transport: stream_transport(&addr, tls),
+            label: "files".into(),
+            detail: Some(format!("(dir {})", self.dir.display())),
+            addr,
+            notes,
+            run: Box::pin(serve(listener, handler, engine, shutdown.clone())),
+        })
+    }
 }
 
 /// `sockit recv`: one authenticated session, then exit with its status. Each file gets a bar
 /// while it arrives (as `put` does) and a line once stored.
 pub(super) async fn run_recv(args: RecvArgs, quiet: bool) -> Result<(), Failure> {
-    let listener = Listener::bind(&args.listen, &BindOptions::default())
+    let engine_args = &args.common.engine;
+    let listener = Listener::bind(&args.listen, &engine_args.bind_options())
         .await
         .context("recv")?;
     let addr = listener.local_addr().context("recv")?;
     let progress = progress_bar(quiet).with_file_lines("recv");
-    let (service, gate) = args
-        .common
-        .server(&args.dir, Access::WriteOnly, &addr, progress)?;
+    let mut notes = Vec::new();
+    let (service, gate) =
+        args.common
+            .server(&args.dir, Access::WriteOnly, &addr, progress, &mut notes)?;
+    for note in &notes {
+        if let Note::Fingerprint(fp) = note {
+            println!("tls fingerprint: {fp}");
+        }
+    }
     let signals = server::shutdown_on_signals().context("cannot install signal handlers")?;
     let done: CancellationToken = signals.child_token();
-    let engine = Config {
-        service: "recv".into(),
-        mode: Mode::Sequential,
-        max_conns: 1,
-        ..Config::default()
-    };
+    let engine = engine_args.config("recv", Mode::Sequential, ServiceDefaults::default());
     let one_shot = std::sync::Arc::new(Gated::new(gate, OneShot::new(service, done.clone())));
     eprintln!("recv listening on {addr} (dir {})", args.dir.display());
     serve(listener, SharedOneShot(one_shot.clone()), engine, done)

@@ -90,7 +90,7 @@ pub(super) async fn run_listen(args: ListenArgs) -> Result<(), Failure> {
         exec,
         acl: args.engine.acl(),
         bind: args.engine.bind_options(),
-        max_conns: args.engine.max_conns,
+        max_conns: args.engine.max_conns.unwrap_or(server::DEFAULT_MAX_CONNS),
         raw: args.raw,
     };
     netcat::listen(opts, shutdown).await.map_err(netcat_failure)

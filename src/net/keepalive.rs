@@ -37,6 +37,17 @@ impl Default for Keepalive {
 }
 
 impl Keepalive {
+    /// Probes that start after `idle` of quiet and give up about `idle` later: one probe every
+    /// sixth of it (at least a second), six unanswered. `after(60s)` is the default.
+    pub fn after(idle: Duration) -> Self {
+        let interval = (idle / KEEPALIVE_RETRIES).max(Duration::from_secs(1));
+        Keepalive {
+            idle,
+            interval,
+            retries: KEEPALIVE_RETRIES,
+        }
+    }
+
     /// Turns SO_KEEPALIVE on for `socket` with these timings.
     ///
     /// # Errors

@@ -7,4 +7,3 @@ pub mod exec;
 pub mod files;
 pub mod framed_echo;
 pub mod netcat;
-pub mod serve;
