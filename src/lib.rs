@@ -4,9 +4,12 @@
 //! # Layout
 //!
 //! ```text
-//!  cli            clap types; `main.rs` only parses, sets up tracing and calls in here
-//!  service        one module per service (echo, exec, files, chat, framed_echo, netcat, bench, serve)
-//!  session        what every framed service shares: hello, auth, error frames
+//!  cli            clap types, one per command; each server command's args bind its service
+//!                 (`launch::Bound`), run alone or in a `sockit serve` set (`serve`); `main.rs`
+//!                 only parses, sets up tracing and calls in here
+//!  service        one module per service (echo, exec, files, chat, framed_echo, netcat, bench)
+//!  session        the way in for every framed service: the server's `Gate` (pending caps,
+//!                 TLS, hello, auth) and the client's `open`; tokens, limits, error frames
 //!  wire           the frame format, sans-IO: codec state machine + Connection wrapper
 //!  server         the engine: serve(listener, handler, config, shutdown); modes, limits, drain
 //!  net            bind/connect: TCP, UDP, Unix stream/datagram, socket options, ACL, TLS wrap, splice
