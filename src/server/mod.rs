@@ -19,6 +19,8 @@
 mod datagram;
 mod idle;
 mod process;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::io;
@@ -139,6 +141,18 @@ pub trait Handler: Send + Sync + 'static {
     /// stdin and stdout; `None` if this handler cannot run as a process.
     fn process_command(&self) -> Option<ProcessCommand> {
         None
+    }
+}
+
+/// One handler value shared: `serve(listener, Arc::clone(&handler), ...)` serves with the
+/// handler the caller keeps (to read its counters, say, or to serve it on several listeners).
+impl<H: Handler> Handler for Arc<H> {
+    fn handle(&self, conn: Conn, info: ConnInfo) -> impl Future<Output = io::Result<()>> + Send {
+        (**self).handle(conn, info)
+    }
+
+    fn process_command(&self) -> Option<ProcessCommand> {
+        (**self).process_command()
     }
 }
 
