@@ -129,8 +129,29 @@ pub struct ConnInfo {
     pub shutdown: CancellationToken,
 }
 
+impl ConnInfo {
+    /// What a handler is told about a connection from `peer` arriving on `local`; `shutdown`
+    /// fires when the server shuts down. The engine builds these; tests build their own.
+    pub fn new(peer: PeerAddr, local: Addr, shutdown: CancellationToken) -> Self {
+        ConnInfo {
+            peer,
+            local,
+            shutdown,
+        }
+    }
+}
+
 /// The stream a handler gets: the connection, with the idle timeout applied.
 pub type Conn = IdleTimeout<Stream>;
+
+/// A connection with the default idle timeout ([`DEFAULT_IDLE_TIMEOUT`]), as the engine
+/// builds one with `Config::default()`: for calling a handler directly, e.g. over
+/// [`Stream::pair`]. Needs a tokio runtime (the timeout is a tokio timer).
+impl From<Stream> for Conn {
+    fn from(stream: Stream) -> Self {
+        IdleTimeout::new(stream, DEFAULT_IDLE_TIMEOUT)
+    }
+}
 
 /// Serves one connection (`BaseRequestHandler.handle()`).
 pub trait Handler: Send + Sync + 'static {
@@ -285,11 +306,7 @@ impl<H: Handler> Engine<H> {
     /// The future that serves one accepted connection, catching errors and panics.
     fn connection_task(&self, stream: Stream, peer: PeerAddr) -> impl Future<Output = ()> {
         let span = info_span!("conn", service = %self.config.service, peer = %peer);
-        let info = ConnInfo {
-            peer,
-            local: self.local.clone(),
-            shutdown: self.shutdown.clone(),
-        };
+        let info = ConnInfo::new(peer, self.local.clone(), self.shutdown.clone());
         let handler = self.handler.clone();
         let process = self.process.clone();
         let idle = self.config.idle_timeout;
