@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+mod child;
 mod datagram;
 mod idle;
 mod process;
@@ -37,6 +38,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::net::{Acl, Addr, Listener, PeerAddr, Stream};
 
+pub use child::{is_child, serve_if_child, serve_if_child_blocking, CHILD_ENV};
 pub use datagram::{serve_datagram, DatagramHandler};
 pub use idle::IdleTimeout;
 pub use process::{
@@ -66,7 +68,8 @@ pub enum Mode {
     Concurrent,
     /// A child process per connection with the socket as its stdin and stdout
     /// (`ForkingMixIn`, inetd, `ncat --exec`); the command comes from
-    /// [`Handler::process_command`].
+    /// [`Handler::process_command`]: another program, or this one again serving the handler
+    /// itself ([`ProcessCommand::reexec`] and [`serve_if_child`]).
     Process,
 }
 
@@ -159,7 +162,12 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, conn: Conn, info: ConnInfo) -> impl Future<Output = io::Result<()>> + Send;
 
     /// The command that serves one connection in [`Mode::Process`], with the socket as its
-    /// stdin and stdout; `None` if this handler cannot run as a process.
+    /// stdin and stdout; `None` (the default) if this handler cannot run as a process.
+    ///
+    /// `ProcessCommand::reexec().ok()` runs this handler itself in a copy of the program,
+    /// when the program's `main` calls [`serve_if_child_blocking`] (or [`serve_if_child`])
+    /// with it. That is not the default: the engine cannot tell whether `main` does, and a copy
+    /// whose `main` does not would start the whole program again for each connection.
     fn process_command(&self) -> Option<ProcessCommand> {
         None
     }
@@ -332,9 +340,7 @@ impl<H: Handler> Engine<H> {
                 }
             };
             match outcome {
-                Ok(Ok(())) => debug!("closed"),
-                Ok(Err(e)) if is_disconnect(&e) => debug!(error = %e, "peer went away"),
-                Ok(Err(e)) => info!(error = %e, "connection ended with an error"),
+                Ok(served) => log_outcome(&served),
                 Err(panic) => warn!(panic = panic_message(&panic), "handler panicked"),
             }
         }
@@ -360,6 +366,15 @@ impl<H: Handler> Engine<H> {
             self.force.cancel();
             self.tracker.wait().await;
         }
+    }
+}
+
+/// Logs how a handler ended, in the connection's span: quietly when the peer just left.
+fn log_outcome(served: &io::Result<()>) {
+    match served {
+        Ok(()) => debug!("closed"),
+        Err(e) if is_disconnect(e) => debug!(error = %e, "peer went away"),
+        Err(e) => info!(error = %e, "connection ended with an error"),
     }
 }
 

@@ -55,7 +55,11 @@ impl Handler for Echo {
         if self.upper {
             args.push("--upper".into());
         }
-        Some(ProcessCommand { program, args })
+        Some(ProcessCommand {
+            program,
+            args,
+            env: Vec::new(),
+        })
     }
 }
 
