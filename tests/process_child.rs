@@ -76,13 +76,17 @@ fn main() -> ExitCode {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let mut passed = 0;
     for (name, test) in TESTS {
         if filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())) {
+            // A failing test panics: the binary exits non-zero with its message.
             eprint!("test {name} ... ");
             runtime.block_on(test());
             eprintln!("ok");
+            passed += 1;
         }
     }
+    eprintln!("\ntest result: ok. {passed} passed");
     ExitCode::SUCCESS
 }
 
