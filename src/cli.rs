@@ -161,9 +161,10 @@ impl From<anyhow::Error> for Failure {
 impl Cli {
     /// Whether the command is one stream pumped by one task, better served by a
     /// single-threaded runtime: `exec run` moves its output on the thread that reads the
-    /// socket, with no hand-offs between worker threads (measured in docs/benchmarks.md).
+    /// socket, with no hand-offs between worker threads (measured in docs/benchmarks.md); a
+    /// process-mode child serves one connection.
     pub fn single_threaded(&self) -> bool {
-        matches!(self.command, Command::Exec(ExecCommand::Run(_)))
+        matches!(self.command, Command::Exec(ExecCommand::Run(_))) || crate::server::is_child()
     }
 
     /// The log level with no `-v` or `-q`: `info` for servers, `warn` for the one-shot

@@ -332,6 +332,16 @@ impl Stream {
         res.map_err(|e| with_addr(e, "connect to", addr))
     }
 
+    /// A connected pair of Unix streams, both ends as [`Stream::Unix`]: a handler tested with
+    /// no network (one end is the handler's connection, the other the test's client).
+    ///
+    /// # Errors
+    /// If the socket pair cannot be created (out of descriptors).
+    pub fn pair() -> io::Result<(Stream, Stream)> {
+        let (a, b) = UnixStream::pair()?;
+        Ok((Stream::Unix(a), Stream::Unix(b)))
+    }
+
     /// Turns the stream into a blocking std file descriptor, for handing to a child process.
     pub fn into_std_fd(self) -> io::Result<std::os::fd::OwnedFd> {
         let fd: std::os::fd::OwnedFd = match self {
@@ -348,6 +358,14 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.local_addr().map(Addr::Inet),
             Stream::Unix(s) => Ok(Addr::Unix(unix_path(&s.local_addr()?).unwrap_or_default())),
+        }
+    }
+
+    /// The address of the other end.
+    pub fn peer_addr(&self) -> io::Result<PeerAddr> {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().map(PeerAddr::Inet),
+            Stream::Unix(s) => Ok(PeerAddr::Unix(unix_path(&s.peer_addr()?))),
         }
     }
 }

@@ -36,23 +36,16 @@ pub struct EchoArgs {
     /// UDP: datagrams answered per second per non-loopback source IP.
     #[arg(long, default_value_t = echo::DEFAULT_UDP_RATE_PER_SOURCE)]
     pub udp_rate: u32,
-    /// Echo stdin to stdout once (what each child runs in process mode).
-    #[arg(long, hide = true)]
-    pub stdio: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub engine: EngineArgs,
 }
 
 pub(super) async fn run_echo(args: EchoArgs) -> Result<(), Failure> {
-    if args.stdio {
-        let upper = args.upper;
-        return tokio::task::spawn_blocking(move || echo::echo_stdio(upper))
-            .await
-            .context("echo task failed")?
-            .map(drop)
-            .context("stdio echo")
-            .map_err(Failure::from);
+    let stream_echo = Echo { upper: args.upper };
+    // A process-mode child (see `Echo::process_command`) serves its one connection, and ends.
+    if let Some(served) = server::serve_if_child(&stream_echo).await {
+        return served.context("echo child").map_err(Failure::from);
     }
     let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
     let bound = args.bind(&shutdown).await?;

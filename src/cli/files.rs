@@ -10,7 +10,7 @@ use indicatif::ProgressDrawTarget;
 use tokio_util::sync::CancellationToken;
 
 use super::launch::{
-    bind_failure, run_command, stream_transport, Bound, EngineArgs, ServiceDefaults,
+    bind_failure, run_command, say, stream_transport, Bound, EngineArgs, ServiceDefaults,
 };
 use super::{parse_duration, Failure, Note};
 use crate::net::{Addr, Listener};
@@ -321,7 +321,7 @@ pub(super) async fn run_recv(args: RecvArgs, quiet: bool) -> Result<(), Failure>
             .server(&args.dir, Access::WriteOnly, &addr, progress, &mut notes)?;
     for note in &notes {
         if let Note::Fingerprint(fp) = note {
-            println!("tls fingerprint: {fp}");
+            say(&format!("tls fingerprint: {fp}"));
         }
     }
     let signals = server::shutdown_on_signals().context("cannot install signal handlers")?;

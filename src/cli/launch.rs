@@ -218,8 +218,8 @@ pub async fn run_command(bound: Vec<Bound>, shutdown: CancellationToken) -> Resu
     for b in &bound {
         for note in &b.notes {
             match note {
-                Note::Token(token) => println!("{} token: {token}", b.service),
-                Note::Fingerprint(fp) => println!("tls fingerprint: {fp}"),
+                Note::Token(token) => say(&format!("{} token: {token}", b.service)),
+                Note::Fingerprint(fp) => say(&format!("tls fingerprint: {fp}")),
                 Note::Text(_) => {}
             }
         }
@@ -234,6 +234,15 @@ pub async fn run_command(bound: Vec<Bound>, shutdown: CancellationToken) -> Resu
     run_all(bound, shutdown)
         .await
         .map_err(|e| Failure::Runtime(anyhow::Error::from(e).context(service)))
+}
+
+/// Writes one line to stdout for whoever reads it. A reader that went away (a closed pipe)
+/// must not take the server down with it, so a failed write is dropped, not a panic as with
+/// `println!`.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 /// A bind failure as the command's failure (an address in use is a usage error).

@@ -73,11 +73,13 @@ pub(super) async fn run_listen(args: ListenArgs) -> Result<(), Failure> {
             Some(ProcessCommand {
                 program: program.into(),
                 args: words.collect(),
+                env: Vec::new(),
             })
         }
         (None, Some(line)) => Some(ProcessCommand {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), line.into()],
+            env: Vec::new(),
         }),
         (None, None) => None,
     };

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Args, FromArgMatches};
 use tokio_util::sync::CancellationToken;
 
-use super::launch::{run_all, Bound, Note};
+use super::launch::{run_all, say, Bound, Note};
 use super::{ChatServeArgs, EchoArgs, ExecServeArgs, Failure, FilesServeArgs};
 use crate::net::Addr;
 use crate::server;
@@ -317,9 +317,9 @@ pub(super) async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         bound.extend(entry.bind(&shutdown).await?);
     }
     for b in &bound {
-        println!("{}", banner_line(b));
+        say(&banner_line(b));
     }
-    println!("serving {} services; Ctrl-C to stop", bound.len());
+    say(&format!("serving {} services; Ctrl-C to stop", bound.len()));
     run_all(bound, shutdown)
         .await
         .map_err(|e| Failure::Runtime(anyhow::Error::from(e).context("a service failed")))

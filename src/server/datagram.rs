@@ -27,6 +27,18 @@ pub trait DatagramHandler: Send + Sync + 'static {
     ) -> impl Future<Output = io::Result<()>> + Send;
 }
 
+/// One handler value shared, as for [`Handler`](super::Handler).
+impl<H: DatagramHandler> DatagramHandler for Arc<H> {
+    fn handle(
+        &self,
+        packet: &[u8],
+        peer: &PeerAddr,
+        socket: &Datagram,
+    ) -> impl Future<Output = io::Result<()>> + Send {
+        (**self).handle(packet, peer, socket)
+    }
+}
+
 /// Serves `socket` until `shutdown` fires, then waits up to the drain deadline for handlers.
 ///
 /// Datagrams that were truncated (longer than `config.max_datagram`), that come from UDP

@@ -16,9 +16,12 @@
 //! # Ok(()) }
 //! ```
 
+mod child;
 mod datagram;
 mod idle;
 mod process;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::io;
@@ -35,6 +38,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::net::{Acl, Addr, Listener, PeerAddr, Stream};
 
+pub use child::{is_child, serve_if_child, serve_if_child_blocking, CHILD_ENV};
 pub use datagram::{serve_datagram, DatagramHandler};
 pub use idle::IdleTimeout;
 pub use process::{
@@ -62,7 +66,8 @@ pub enum Mode {
     Concurrent,
     /// A child process per connection with the socket as its stdin and stdout
     /// (`ForkingMixIn`, inetd, `ncat --exec`); the command comes from
-    /// [`Handler::process_command`].
+    /// [`Handler::process_command`]: another program, or this one again serving the handler
+    /// itself ([`ProcessCommand::reexec`] and [`serve_if_child`]).
     Process,
 }
 
@@ -125,8 +130,29 @@ pub struct ConnInfo {
     pub shutdown: CancellationToken,
 }
 
+impl ConnInfo {
+    /// What a handler is told about a connection from `peer` arriving on `local`; `shutdown`
+    /// fires when the server shuts down. The engine builds these; tests build their own.
+    pub fn new(peer: PeerAddr, local: Addr, shutdown: CancellationToken) -> Self {
+        ConnInfo {
+            peer,
+            local,
+            shutdown,
+        }
+    }
+}
+
 /// The stream a handler gets: the connection, with the idle timeout applied.
 pub type Conn = IdleTimeout<Stream>;
+
+/// A connection with the default idle timeout ([`DEFAULT_IDLE_TIMEOUT`]), as the engine
+/// builds one with `Config::default()`: for calling a handler directly, e.g. over
+/// [`Stream::pair`]. Needs a tokio runtime (the timeout is a tokio timer).
+impl From<Stream> for Conn {
+    fn from(stream: Stream) -> Self {
+        IdleTimeout::new(stream, DEFAULT_IDLE_TIMEOUT)
+    }
+}
 
 /// Serves one connection (`BaseRequestHandler.handle()`).
 pub trait Handler: Send + Sync + 'static {
@@ -134,9 +160,26 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, conn: Conn, info: ConnInfo) -> impl Future<Output = io::Result<()>> + Send;
 
     /// The command that serves one connection in [`Mode::Process`], with the socket as its
-    /// stdin and stdout; `None` if this handler cannot run as a process.
+    /// stdin and stdout; `None` (the default) if this handler cannot run as a process.
+    ///
+    /// `ProcessCommand::reexec().ok()` runs this handler itself in a copy of the program,
+    /// when the program's `main` calls [`serve_if_child_blocking`] (or [`serve_if_child`])
+    /// with it. That is not the default: the engine cannot tell whether `main` does, and a copy
+    /// whose `main` does not would start the whole program again for each connection.
     fn process_command(&self) -> Option<ProcessCommand> {
         None
+    }
+}
+
+/// One handler value shared: `serve(listener, Arc::clone(&handler), ...)` serves with the
+/// handler the caller keeps (to read its counters, say, or to serve it on several listeners).
+impl<H: Handler> Handler for Arc<H> {
+    fn handle(&self, conn: Conn, info: ConnInfo) -> impl Future<Output = io::Result<()>> + Send {
+        (**self).handle(conn, info)
+    }
+
+    fn process_command(&self) -> Option<ProcessCommand> {
+        (**self).process_command()
     }
 }
 
@@ -269,11 +312,7 @@ impl<H: Handler> Engine<H> {
     /// The future that serves one accepted connection, catching errors and panics.
     fn connection_task(&self, stream: Stream, peer: PeerAddr) -> impl Future<Output = ()> {
         let span = info_span!("conn", service = %self.config.service, peer = %peer);
-        let info = ConnInfo {
-            peer,
-            local: self.local.clone(),
-            shutdown: self.shutdown.clone(),
-        };
+        let info = ConnInfo::new(peer, self.local.clone(), self.shutdown.clone());
         let handler = self.handler.clone();
         let process = self.process.clone();
         let idle = self.config.idle_timeout;
@@ -299,9 +338,7 @@ impl<H: Handler> Engine<H> {
                 }
             };
             match outcome {
-                Ok(Ok(())) => debug!("closed"),
-                Ok(Err(e)) if is_disconnect(&e) => debug!(error = %e, "peer went away"),
-                Ok(Err(e)) => info!(error = %e, "connection ended with an error"),
+                Ok(served) => log_outcome(&served),
                 Err(panic) => warn!(panic = panic_message(&panic), "handler panicked"),
             }
         }
@@ -327,6 +364,15 @@ impl<H: Handler> Engine<H> {
             self.force.cancel();
             self.tracker.wait().await;
         }
+    }
+}
+
+/// Logs how a handler ended, in the connection's span: quietly when the peer just left.
+fn log_outcome(served: &io::Result<()>) {
+    match served {
+        Ok(()) => debug!("closed"),
+        Err(e) if is_disconnect(e) => debug!(error = %e, "peer went away"),
+        Err(e) => info!(error = %e, "connection ended with an error"),
     }
 }
 

@@ -23,6 +23,8 @@ pub struct ProcessCommand {
     pub program: PathBuf,
     /// Its arguments.
     pub args: Vec<OsString>,
+    /// Variables set in its environment, besides [`command_env`]'s.
+    pub env: Vec<(OsString, OsString)>,
 }
 
 /// The environment a per-connection child gets, inetd/ncat style: `SOCKIT_PROTO`
@@ -143,6 +145,7 @@ pub async fn run(
     command
         .args(&cmd.args)
         .envs(command_env(&info.peer, &info.local))
+        .envs(cmd.env.iter().map(|(name, value)| (name, value)))
         .stdin(Stdio::from(socket))
         .stdout(Stdio::from(stdout))
         .process_group(0)

@@ -5,7 +5,7 @@
 use std::collections::hash_map::RandomState;
 use std::future::poll_fn;
 use std::hash::BuildHasher;
-use std::io::{self, Read, Write};
+use std::io;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -49,13 +49,12 @@ impl Handler for Echo {
         echo_stream(conn, self.upper).await.map(drop)
     }
 
+    /// This program again as `sockit echo [--upper]`, whose `main` serves the connection with
+    /// the `Echo` it builds: right under `sockit echo` and `sockit serve` alike, since the
+    /// command line of neither says which handler a child should serve.
     fn process_command(&self) -> Option<ProcessCommand> {
-        let program = std::env::current_exe().ok()?;
-        let mut args = vec!["echo".into(), "--stdio".into()];
-        if self.upper {
-            args.push("--upper".into());
-        }
-        Some(ProcessCommand { program, args })
+        let upper = self.upper.then_some("--upper");
+        ProcessCommand::reexec_with(["echo"].into_iter().chain(upper)).ok()
     }
 }
 
@@ -108,40 +107,6 @@ pub async fn echo_stream<S: AsyncRead + AsyncWrite + Unpin>(
     }
     stream.shutdown().await?;
     Ok(total)
-}
-
-/// Echo over blocking stdin/stdout: what a `Mode::Process` child runs per connection.
-///
-/// # Errors
-/// The first I/O error.
-pub fn echo_stdio(upper: bool) -> io::Result<u64> {
-    let mut input = io::stdin().lock();
-    let mut output = io::stdout().lock();
-    let mut buf = vec![0u8; ECHO_READ_BYTES];
-    let mut total = 0u64;
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // The engine's idle timeout, set on the socket (SO_RCVTIMEO) in process mode.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Ok(total)
-            }
-            Err(e) => return Err(e),
-        };
-        if upper {
-            buf[..n].make_ascii_uppercase();
-        }
-        output.write_all(&buf[..n])?;
-        output.flush()?;
-        total += n as u64;
-    }
 }
 
 /// The datagram echo handler: replies to each datagram's source, within a per-source rate.

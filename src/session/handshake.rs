@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep, timeout};
 
 use super::auth::{decode_hex32, fresh_nonce, ClientMessage, ServerMessage, Transcript};
@@ -295,7 +295,13 @@ async fn write_text_client_reply<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let stream = conn.get_mut();
     stream.write_all(text_client_reply(cfg).as_bytes()).await?;
-    stream.shutdown().await
+    stream.shutdown().await?;
+    // Whatever else the client typed is read and dropped until it closes (the caller bounds
+    // this): closing with unread bytes would reset the connection and could destroy the
+    // reply before the client reads it.
+    let mut sink = [0u8; 1024];
+    while stream.read(&mut sink).await? > 0 {}
+    Ok(())
 }
 
 async fn read_server_message<S: AsyncRead + AsyncWrite + Unpin>(
