@@ -17,20 +17,21 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-pub use bench::{BenchChatArgs, BenchCommand, BenchEchoArgs, BenchHoldArgs};
-pub use chat::{ChatCommand, ChatJoinArgs, ChatServeArgs};
-pub use echo::EchoArgs;
-pub use exec::{Compat, ExecCommand, ExecRunArgs, ExecServeArgs, ExecShellArgs};
-pub use files::{
-    parse_hash, parse_max_age, parse_size, ClientArgs, FilesCommand, FilesServeArgs, GetArgs,
-    LsArgs, MaxAge, PutArgs, RecvArgs, ServerArgs,
-};
-pub use launch::{parse_limit, Bound, EngineArgs, Limit, Note};
-pub use netcat::{ConnectArgs, ListenArgs};
-pub use serve::ServeArgs;
+use bench::BenchCommand;
+use chat::{ChatCommand, ChatServeArgs};
+use echo::EchoArgs;
+use exec::{ExecCommand, ExecServeArgs};
+#[cfg(test)]
+use files::{parse_max_age, MaxAge};
+use files::{FilesCommand, FilesServeArgs, GetArgs, LsArgs, PutArgs, RecvArgs};
+#[cfg(test)]
+use launch::Limit;
+use launch::{EngineArgs, Note};
+use netcat::{ConnectArgs, ListenArgs};
+use serve::ServeArgs;
 
-use crate::net::tls::{Fingerprint, ServerIdentity, ServerTrust, TlsAcceptor, TlsConnector};
-use crate::net::Addr;
+use sockit::net::tls::{Fingerprint, ServerIdentity, ServerTrust, TlsAcceptor, TlsConnector};
+use sockit::net::Addr;
 
 /// A socket toolkit: echo, netcat, load generator and more, secure by default.
 #[derive(Debug, Parser)]
@@ -164,7 +165,7 @@ impl Cli {
     /// socket, with no hand-offs between worker threads (measured in docs/benchmarks.md); a
     /// process-mode child serves one connection.
     pub fn single_threaded(&self) -> bool {
-        matches!(self.command, Command::Exec(ExecCommand::Run(_))) || crate::server::is_child()
+        matches!(self.command, Command::Exec(ExecCommand::Run(_))) || sockit::server::is_child()
     }
 
     /// The log level with no `-v` or `-q`: `info` for servers, `warn` for the one-shot
@@ -319,7 +320,7 @@ mod tests {
 
     #[test]
     fn a_partial_max_age_is_a_positive_duration_or_never_and_defaults_to_the_library_default() {
-        use crate::service::files::DEFAULT_PARTIAL_MAX_AGE;
+        use sockit::service::files::DEFAULT_PARTIAL_MAX_AGE;
         assert_eq!(parse_max_age("never").unwrap(), MaxAge(None));
         assert_eq!(
             parse_max_age("12h").unwrap(),

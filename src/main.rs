@@ -3,8 +3,10 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+mod cli;
+
 use clap::Parser;
-use sockit::cli::{error_line, run, Cli, Failure};
+use cli::{error_line, run, Cli, Failure};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {

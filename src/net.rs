@@ -42,6 +42,14 @@ pub struct AddrParseError {
     reason: &'static str,
 }
 
+impl From<AddrParseError> for io::Error {
+    /// An address that does not parse is invalid input, so `?` works in functions returning
+    /// `io::Result`.
+    fn from(e: AddrParseError) -> Self {
+        io::Error::new(io::ErrorKind::InvalidInput, e)
+    }
+}
+
 impl FromStr for Addr {
     type Err = AddrParseError;
 

@@ -99,8 +99,15 @@ struct Example {
 impl Example {
     /// Starts `examples/NAME.rs` on port 0 and waits for its `listening on ADDR` line.
     fn start(name: &str) -> Example {
+        Example::start_with(name, &["0"], &[])
+    }
+
+    /// Starts `examples/NAME.rs` with `args` and `env`, and waits for its `listening on ADDR`
+    /// line.
+    fn start_with(name: &str, args: &[&str], env: &[(&str, &str)]) -> Example {
         let mut child = Command::new(examples_dir().join(name))
-            .arg("0")
+            .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -279,4 +286,50 @@ fn live_children(parent: u32) -> Vec<(u32, String)> {
         children.push((pid, port));
     }
     children
+}
+
+/// Runs `framed_auth ask ADDR TEXT` with `token` (or none) in SOCKIT_TOKEN; its exit code,
+/// stdout and stderr.
+fn ask(addr: SocketAddr, token: Option<&str>, text: &str) -> (i32, String, String) {
+    let mut cmd = Command::new(examples_dir().join("framed_auth"));
+    cmd.args(["ask", &addr.to_string(), text])
+        .env_remove("SOCKIT_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(token) = token {
+        cmd.env("SOCKIT_TOKEN", token);
+    }
+    let child = cmd.spawn().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(TEST_TIMEOUT)
+        .expect("the client finishes in time")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn framed_auth_answers_clients_with_the_token_and_refuses_the_rest() {
+    let token = "0123456789abcdef0123456789abcdef";
+    let server = Example::start_with("framed_auth", &["serve", "0"], &[("SOCKIT_TOKEN", token)]);
+    let (code, out, err) = ask(server.addr, Some(token), "hello framed world");
+    assert_eq!((code, out.as_str()), (0, "HELLO FRAMED WORLD\n"), "{err}");
+    let (code, out, err) = ask(server.addr, Some("fedcba9876543210fedcba9876543210"), "x");
+    assert_eq!(code, 1);
+    assert!(out.is_empty() && err.contains("wrong token"), "{err}");
+    let (code, _, err) = ask(server.addr, None, "x");
+    assert_eq!(code, 1);
+    assert!(err.contains("requires a token"), "{err}");
+    // Still serving after the refusals.
+    let (code, out, _) = ask(server.addr, Some(token), "again");
+    assert_eq!((code, out.as_str()), (0, "AGAIN\n"));
+    server.stop();
 }

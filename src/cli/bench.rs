@@ -6,8 +6,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::{parse_duration, Failure};
-use crate::net::Addr;
-use crate::service::bench::{self, BenchError, EchoLoad, HoldLoad};
+use sockit::net::Addr;
+use sockit::service::bench::{self, BenchError, EchoLoad, HoldLoad};
 
 /// `sockit bench ...`.
 #[derive(Debug, Subcommand)]

@@ -10,13 +10,13 @@ use super::launch::{
     bind_failure, run_command, stream_transport, Bound, EngineArgs, ServiceDefaults,
 };
 use super::{Failure, Note};
-use crate::net::{Addr, Listener};
-use crate::server::{self, serve, Config, Mode};
-use crate::service::chat::{
+use sockit::net::{Addr, Listener};
+use sockit::server::{self, serve, Config, Mode};
+use sockit::service::chat::{
     self, Broker, BrokerConfig, ChatServer, ChatService, FramedConfig, JoinOptions, LineConfig,
     LineServer, RateLimit, DEFAULT_HISTORY, MAX_HISTORY,
 };
-use crate::session::{load_token, GateConfig, Token};
+use sockit::session::{load_token, GateConfig, Token};
 
 /// `sockit chat ...`.
 #[derive(Debug, Subcommand)]

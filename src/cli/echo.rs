@@ -9,10 +9,10 @@ use super::launch::{
     bind_failure, run_command, stream_transport, Bound, EngineArgs, ServeFuture, ServiceDefaults,
 };
 use super::Failure;
-use crate::net::{Addr, Datagram, Listener};
-use crate::server::{self, serve, serve_datagram, Mode};
-use crate::service::echo::{self, Echo, EchoDatagram};
-use crate::service::framed_echo::FramedEcho;
+use sockit::net::{Addr, Datagram, Listener};
+use sockit::server::{self, serve, serve_datagram, Mode};
+use sockit::service::echo::{self, Echo, EchoDatagram};
+use sockit::service::framed_echo::FramedEcho;
 
 /// `sockit echo`.
 #[derive(Debug, Args)]

@@ -16,17 +16,17 @@ use super::launch::{
     bind_failure, run_command, stream_transport, Bound, EngineArgs, ServiceDefaults,
 };
 use super::{parse_duration, Failure, Note};
-use crate::net::{Addr, Listener};
-use crate::server::{self, serve, Mode};
-use crate::service::exec::local::{self, Hangups};
-use crate::service::exec::shell::{LineForm, ShellIo};
-use crate::service::exec::tutorial::{self, TutorialConfig, TutorialServer};
-use crate::service::exec::{
+use sockit::net::{Addr, Listener};
+use sockit::server::{self, serve, Mode};
+use sockit::service::exec::local::{self, Hangups};
+use sockit::service::exec::shell::{LineForm, ShellIo};
+use sockit::service::exec::tutorial::{self, TutorialConfig, TutorialServer};
+use sockit::service::exec::{
     self, ExecConfig, ExecServer, ExecService, LocalIo, RunRequest, SignalName,
 };
-use crate::session::{load_token, ClientOptions, GateConfig, Token};
-use crate::stdio::ThreadWriter;
-use crate::terminal::{RawMode, WindowSize};
+use sockit::session::{load_token, ClientOptions, GateConfig, Token};
+use sockit::stdio::ThreadWriter;
+use sockit::terminal::{RawMode, WindowSize};
 
 /// `sockit exec ...`.
 #[derive(Debug, Subcommand)]

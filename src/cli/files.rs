@@ -13,14 +13,14 @@ use super::launch::{
     bind_failure, run_command, say, stream_transport, Bound, EngineArgs, ServiceDefaults,
 };
 use super::{parse_duration, Failure, Note};
-use crate::net::{Addr, Listener};
-use crate::server::{self, serve, Mode};
-pub use crate::service::files::parse_size;
-use crate::service::files::{
+use sockit::net::{Addr, Listener};
+use sockit::server::{self, serve, Mode};
+pub use sockit::service::files::parse_size;
+use sockit::service::files::{
     self, check_exposure, Access, FileReport, FilesConfig, FilesServer, FilesService, GetOptions,
     HashAlg, OneShot, Policy, Progress, PutOptions, Remote, StoreOptions,
 };
-use crate::session::{load_token, GateConfig, Gated};
+use sockit::session::{load_token, GateConfig, Gated};
 
 /// `sockit files ...`.
 #[derive(Debug, Subcommand)]
@@ -422,7 +422,7 @@ pub(super) async fn run_ls(args: LsArgs) -> Result<(), Failure> {
             files::Kind::Other => ('?', ""),
             files::Kind::File => ('-', ""),
         };
-        let name = crate::text::escape_one_line(&entry.path, files::store::MAX_PATH_BYTES);
+        let name = sockit::text::escape_one_line(&entry.path, files::store::MAX_PATH_BYTES);
         println!(
             "{kind}{} {:>14} {name}{suffix}",
             mode_string(entry.mode),

@@ -12,9 +12,9 @@ use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 
 use super::{parse_duration, Failure};
-use crate::net::{parse_net, Acl, Addr, BindOptions, Keepalive, DEFAULT_BACKLOG};
-use crate::server::{self, Config, Mode};
-use crate::session::{PendingLimits, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_SOURCE};
+use sockit::net::{parse_net, Acl, Addr, BindOptions, Keepalive, DEFAULT_BACKLOG};
+use sockit::server::{self, Config, Mode};
+use sockit::session::{PendingLimits, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_SOURCE};
 
 /// Engine options, flattened into every server command and accepted by every `sockit serve`
 /// entry under the same names.

@@ -7,9 +7,9 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::{EngineArgs, Failure};
-use crate::net::Addr;
-use crate::server::{self, ProcessCommand};
-use crate::service::netcat::{self, ListenOptions, NetcatError};
+use sockit::net::Addr;
+use sockit::server::{self, ProcessCommand};
+use sockit::service::netcat::{self, ListenOptions, NetcatError};
 
 /// `sockit connect`.
 #[derive(Debug, Args)]

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::launch::{run_all, say, Bound, Note};
 use super::{ChatServeArgs, EchoArgs, ExecServeArgs, Failure, FilesServeArgs};
-use crate::net::Addr;
-use crate::server;
+use sockit::net::Addr;
+use sockit::server;
 
 /// The default service set: loopback only.
 pub const DEFAULT_CONFIG: &str = r#"# sockit serve: the default service set. Everything binds loopback.
@@ -383,7 +383,7 @@ mod tests {
         assert_eq!(engine.allow.len(), 2);
         assert_eq!(files.common.partial_max_age.0, None);
         // Left out, a key takes the command's default.
-        assert_eq!(engine.max_pending, crate::session::DEFAULT_MAX_PENDING);
+        assert_eq!(engine.max_pending, sockit::session::DEFAULT_MAX_PENDING);
     }
 
     #[test]

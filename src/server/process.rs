@@ -108,7 +108,7 @@ const CHILD_DEFAULT_SIGNALS: [Signal; 5] = [
     Signal::SIGXFSZ,
 ];
 
-/// Makes `cmd` start with [`CHILD_DEFAULT_SIGNALS`] at their default actions.
+/// Makes `cmd` start with SIGINT, SIGQUIT, SIGHUP, SIGPIPE and SIGXFSZ at their default actions.
 pub fn with_default_signals(cmd: &mut tokio::process::Command) {
     // SAFETY: the hook runs in the forked child before exec and only calls sigaction, which
     // is async-signal-safe; it allocates nothing and takes no lock.

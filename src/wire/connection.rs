@@ -70,7 +70,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// Sets how many bytes one read inside a body may fill (default [`BODY_READ_BYTES`], never
+    /// Sets how many bytes one read inside a body may fill (default 256 KiB, never
     /// less than 8 KiB). Memory stays bounded by a few steps, plus whatever body chunks the
     /// caller still holds.
     pub fn set_read_buffer_bytes(&mut self, bytes: usize) {

@@ -25,6 +25,7 @@ mod outbox;
 mod pump;
 mod rate;
 mod replies;
+#[cfg(feature = "cli")]
 mod terminal;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -56,6 +57,7 @@ pub use outbox::{
 pub use rate::{
     RateLimit, TokenBucket, Verdict, DEFAULT_BURST, DEFAULT_RATE_PER_SEC, RATE_NOTICE_INTERVAL,
 };
+#[cfg(feature = "cli")]
 pub use terminal::{render, run_terminal};
 
 /// The service name sent in the hello.

@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+#[cfg(not(feature = "cli"))]
+use self::no_bar::ProgressBar;
+#[cfg(feature = "cli")]
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::hash::HashAlg;
@@ -16,6 +19,7 @@ pub const PROGRESS_NAME_CHARS: usize = 40;
 /// Longest name escaped for the bar, in input characters (enough to fill any bar).
 const MAX_ESCAPED_CHARS: usize = 1024;
 
+#[cfg(feature = "cli")]
 const TEMPLATE: &str =
     "{wide_msg} [{bar:20}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} ETA {eta}";
 
@@ -37,6 +41,7 @@ impl Progress {
     }
 
     /// A bar drawn to `target` (e.g. `ProgressDrawTarget::stderr()`), its total starting at 0.
+    #[cfg(feature = "cli")]
     pub fn new(target: ProgressDrawTarget) -> Self {
         let style = ProgressStyle::with_template(TEMPLATE).map_or_else(
             |_| ProgressStyle::default_bar(),
@@ -159,12 +164,70 @@ pub fn transfer_rate(bytes: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64();
     if secs > 0.0 {
         // Saturating float-to-int conversion: an absurd rate prints as the largest one.
-        format!(
-            "{}/s",
-            indicatif::DecimalBytes((bytes as f64 / secs) as u64)
-        )
+        format!("{}/s", decimal_bytes((bytes as f64 / secs) as u64))
     } else {
         "n/a".to_string()
+    }
+}
+
+/// `n` bytes in decimal units with two decimals past a thousand: `15 B`, `1.50 kB`,
+/// `2.02 GB` (as the progress bar shows them).
+fn decimal_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
+    if n < 1000 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.2} {}", UNITS[unit])
+}
+
+/// Stands in for indicatif's bar in a library built without the `cli` feature: it has no
+/// values, so a [`Progress`] there never holds a bar and every update is a no-op.
+#[cfg(not(feature = "cli"))]
+mod no_bar {
+    #[derive(Debug, Clone)]
+    pub enum ProgressBar {}
+
+    #[allow(clippy::unused_self)]
+    impl ProgressBar {
+        pub fn position(&self) -> u64 {
+            match *self {}
+        }
+        pub fn length(&self) -> Option<u64> {
+            match *self {}
+        }
+        pub fn finish_and_clear(&self) {
+            match *self {}
+        }
+        pub fn inc_length(&self, _: u64) {
+            match *self {}
+        }
+        pub fn dec_length(&self, _: u64) {
+            match *self {}
+        }
+        pub fn set_message(&self, _: String) {
+            match *self {}
+        }
+        pub fn inc(&self, _: u64) {
+            match *self {}
+        }
+        pub fn tick(&self) {
+            match *self {}
+        }
+        pub fn reset_eta(&self) {
+            match *self {}
+        }
+        pub fn set_length(&self, _: u64) {
+            match *self {}
+        }
+        pub fn reset(&self) {
+            match *self {}
+        }
     }
 }
 
@@ -189,6 +252,14 @@ fn stored_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_counts_read_in_decimal_units() {
+        assert_eq!(decimal_bytes(15), "15 B");
+        assert_eq!(decimal_bytes(1500), "1.50 kB");
+        assert_eq!(decimal_bytes(2_020_000_000), "2.02 GB");
+        assert_eq!(transfer_rate(6000, Duration::from_secs(1)), "6.00 kB/s");
+    }
 
     #[test]
     fn a_hidden_progress_accepts_updates() {
