@@ -200,12 +200,81 @@ impl<T: SpliceOutput + ?Sized> SpliceOutput for &mut T {
     }
 }
 
-impl SpliceOutput for Vec<u8> {}
-impl SpliceOutput for tokio::io::Stdout {}
-impl SpliceOutput for tokio::io::Stderr {}
-impl SpliceOutput for tokio::io::Sink {}
-impl SpliceOutput for tokio::io::DuplexStream {}
-impl SpliceOutput for tokio::net::unix::pipe::Sender {}
+/// Where a streaming client's output goes: any writer ([`Output::new`]), or a
+/// [`ThreadWriter`] with a splice pipe ([`Output::splicing`]), which a plaintext stream's bytes
+/// can reach without a copy through this process.
+#[derive(Debug)]
+pub struct Output<'a, W = tokio::io::Sink> {
+    inner: OutputInner<'a, W>,
+}
+
+#[derive(Debug)]
+enum OutputInner<'a, W> {
+    Writer(W),
+    Splicing(&'a mut ThreadWriter),
+}
+
+impl<W> Output<'_, W> {
+    /// Output written to `writer` (a `Vec<u8>`, a file, a socket, stdout, …).
+    pub fn new(writer: W) -> Self {
+        Output {
+            inner: OutputInner::Writer(writer),
+        }
+    }
+}
+
+impl<'a> Output<'a> {
+    /// Output handed to `writer`, splicing into its pipe where the stream can (see
+    /// [`ThreadWriter::spawn_splicing`]).
+    pub fn splicing(writer: &'a mut ThreadWriter) -> Self {
+        Output {
+            inner: OutputInner::Splicing(writer),
+        }
+    }
+}
+
+impl<W> SpliceOutput for Output<'_, W> {
+    fn splice_pipe(&self) -> Option<&pipe::Sender> {
+        match &self.inner {
+            OutputInner::Writer(_) => None,
+            OutputInner::Splicing(w) => w.splice_pipe(),
+        }
+    }
+
+    fn poll_hand_over_piped(&mut self, cx: &mut Context<'_>, n: usize) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            OutputInner::Writer(_) => Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
+            OutputInner::Splicing(w) => w.poll_hand_over_piped(cx, n),
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Output<'_, W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().inner {
+            OutputInner::Writer(w) => Pin::new(w).poll_write(cx, buf),
+            OutputInner::Splicing(w) => Pin::new(&mut **w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            OutputInner::Writer(w) => Pin::new(w).poll_flush(cx),
+            OutputInner::Splicing(w) => Pin::new(&mut **w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            OutputInner::Writer(w) => Pin::new(w).poll_shutdown(cx),
+            OutputInner::Splicing(w) => Pin::new(&mut **w).poll_shutdown(cx),
+        }
+    }
+}
 
 impl AsyncWrite for ThreadWriter {
     fn poll_write(

@@ -9,7 +9,7 @@ use sockit::net::tls::{ServerIdentity, ServerTrust, TlsAcceptor, TlsConnector};
 use sockit::service::exec::{client_options, run, ExecConfig, LocalIo, RemoteExit, RunRequest};
 use sockit::session::ClientOptions;
 use sockit::session::Token;
-use sockit::stdio::{SpliceOutput, ThreadWriter};
+use sockit::stdio::{Output, SpliceOutput, ThreadWriter};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -51,10 +51,10 @@ fn request(argv: &[&str]) -> RunRequest {
     }
 }
 
-fn local_io<O: AsyncWrite + Unpin>(
-    stdout: O,
-    stderr: &mut Vec<u8>,
-) -> LocalIo<&[u8], O, &mut Vec<u8>> {
+fn local_io<'a, W: AsyncWrite + Unpin>(
+    stdout: Output<'a, W>,
+    stderr: &'a mut Vec<u8>,
+) -> LocalIo<'a, &'a [u8], W, &'a mut Vec<u8>> {
     let (_signals_tx, signals) = mpsc::channel(1);
     LocalIo {
         stdin: &b""[..],
@@ -86,7 +86,7 @@ async fn a_big_output_arrives_byte_exact_over_plaintext() {
     let path = file.path().to_str().unwrap();
     let (server, token) = start_exec(ExecConfig::default()).await;
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let io = local_io(&mut stdout, &mut stderr);
+    let io = local_io(Output::new(&mut stdout), &mut stderr);
     let outcome = timeout(
         TEST_TIMEOUT,
         run(
@@ -112,7 +112,7 @@ async fn a_big_output_arrives_byte_exact_over_tls() {
     let path = file.path().to_str().unwrap();
     let (server, token, tls) = start_tls_exec().await;
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let io = local_io(&mut stdout, &mut stderr);
+    let io = local_io(Output::new(&mut stdout), &mut stderr);
     let req = request(&["cat", path]);
     let outcome = timeout(
         TEST_TIMEOUT,
@@ -150,7 +150,7 @@ async fn a_slow_local_stdout_gets_every_byte_and_the_stderr_after_it() {
     let (stdout, slow_end) = tokio::io::duplex(SLOW_PIPE_BYTES);
     let reader = tokio::spawn(drain_slowly(slow_end));
     let mut stderr = Vec::new();
-    let io = local_io(stdout, &mut stderr);
+    let io = local_io(Output::new(stdout), &mut stderr);
     // stdout first, then a line on stderr: the two must not mix or reorder within a stream.
     let req = request(&["sh", "-c", "cat \"$0\" && echo done >&2", path]);
     let outcome = timeout(
@@ -189,7 +189,7 @@ async fn run_spliced_on(
     let mut stdout = ThreadWriter::spawn_splicing(out);
     assert!(stdout.splice_pipe().is_some());
     let mut stderr = Vec::new();
-    let io = local_io(&mut stdout, &mut stderr);
+    let io = local_io(Output::splicing(&mut stdout), &mut stderr);
     let req = request(&["sh", "-c", "printf head; cat \"$0\"; printf tail", path]);
     let outcome = timeout(
         TEST_TIMEOUT,

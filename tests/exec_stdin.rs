@@ -11,6 +11,7 @@ use sockit::service::exec::{
     client_options, run, ClientMessage, ExecConfig, LocalIo, RemoteExit, RunRequest, ServerMessage,
     SignalName, STDIN_WINDOW_BYTES,
 };
+use sockit::stdio::Output;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
@@ -59,7 +60,7 @@ async fn ctrl_c_reaches_a_command_that_never_reads_the_stdin_being_pushed_at_it(
     };
     let io = LocalIo {
         stdin: CountedStdin { read }.take(OFFERED_STDIN_BYTES),
-        stdout,
+        stdout: Output::new(stdout),
         stderr: tokio::io::sink(),
         signals,
         resizes: None,
@@ -109,7 +110,7 @@ async fn all_stdin_reaches_the_command_well_past_the_window() {
     };
     let io = LocalIo {
         stdin: CountedStdin { read }.take(TOTAL),
-        stdout: &mut stdout,
+        stdout: Output::new(&mut stdout),
         stderr: tokio::io::sink(),
         signals,
         resizes: None,
@@ -166,7 +167,7 @@ async fn stdin_beyond_the_window_is_refused_and_the_next_client_is_served() {
     };
     let io = LocalIo {
         stdin: tokio::io::empty(),
-        stdout: &mut out,
+        stdout: Output::new(&mut out),
         stderr: tokio::io::sink(),
         signals,
         resizes: None,
@@ -217,7 +218,7 @@ async fn a_local_stdin_error_is_reported_and_never_passed_off_as_eof() {
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let io = LocalIo {
         stdin: FailingStdin { data: Some(b"abc") },
-        stdout: &mut stdout,
+        stdout: Output::new(&mut stdout),
         stderr: &mut stderr,
         signals,
         resizes: None,

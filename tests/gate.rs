@@ -16,6 +16,7 @@ use sockit::service::files::{self, FilesConfig, Remote};
 use sockit::session::{
     self, ClientOptions, Token, DEFAULT_MAX_PENDING_PER_SOURCE, REFUSE_AFTER_FAILURES,
 };
+use sockit::stdio::Output;
 use sockit::wire::Connection;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
@@ -98,7 +99,7 @@ async fn run_echo(addr: &Addr, options: &ClientOptions) -> Result<u8, ExecError>
     let (_signals, rx) = tokio::sync::mpsc::channel(1);
     let io = LocalIo {
         stdin: tokio::io::empty(),
-        stdout: &mut stdout,
+        stdout: Output::new(&mut stdout),
         stderr: &mut stderr,
         signals: rx,
         resizes: None,

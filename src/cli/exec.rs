@@ -25,7 +25,7 @@ use sockit::service::exec::{
     self, ExecConfig, ExecServer, ExecService, LocalIo, RunRequest, SignalName,
 };
 use sockit::session::{load_token, ClientOptions, GateConfig, Token};
-use sockit::stdio::ThreadWriter;
+use sockit::stdio::{Output, ThreadWriter};
 use sockit::terminal::{RawMode, WindowSize};
 
 /// `sockit exec ...`.
@@ -288,7 +288,7 @@ pub(super) async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
     let mut stderr = ThreadWriter::spawn(std::io::stderr());
     let io = LocalIo {
         stdin: tokio::io::stdin(),
-        stdout: &mut stdout,
+        stdout: Output::splicing(&mut stdout),
         stderr: &mut stderr,
         signals: rx,
         resizes,

@@ -20,6 +20,7 @@ use sockit::service::files::{
     self, FilesConfig, FilesServer, FilesService, PutOptions, PutReport, Remote,
 };
 use sockit::session::{self, ClientOptions, GateConfig, Token};
+use sockit::stdio::Output;
 use sockit::wire::Connection;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -391,7 +392,7 @@ pub async fn run_exec(
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let io = LocalIo {
         stdin,
-        stdout: &mut stdout,
+        stdout: Output::new(&mut stdout),
         stderr: &mut stderr,
         signals,
         resizes: None,

@@ -14,7 +14,7 @@ use crate::net::lowat::RecvLowat;
 use crate::net::splice::SpliceRead;
 use crate::net::Addr;
 use crate::session::{self, ClientError, ClientOptions};
-use crate::stdio::{SpliceOutput, SPLICE_PIPE_BYTES};
+use crate::stdio::{Output, SpliceOutput, SPLICE_PIPE_BYTES};
 use crate::terminal::WindowSize;
 use crate::text::escape_one_line;
 use crate::wire::{Connection, ErrorFrame, WireError};
@@ -43,11 +43,13 @@ pub struct RunRequest {
 
 /// The local ends a remote command is wired to.
 #[derive(Debug)]
-pub struct LocalIo<I, O, E> {
+pub struct LocalIo<'a, I, W, E> {
     /// Forwarded to the command's stdin, then closed at EOF.
     pub stdin: I,
-    /// Receives the command's stdout.
-    pub stdout: O,
+    /// Receives the command's stdout: [`Output::new`] around any writer, or
+    /// [`Output::splicing`] for a [`ThreadWriter`](crate::stdio::ThreadWriter) whose pipe
+    /// plaintext output is spliced into.
+    pub stdout: Output<'a, W>,
     /// Receives the command's stderr.
     pub stderr: E,
     /// Signals to forward to the command's process group (e.g. SIGINT on Ctrl-C).
@@ -117,15 +119,15 @@ impl ExecError {
 ///
 /// [`ExecError`]: anything that keeps the command's exit status from arriving. A command
 /// that fails still returns `Ok` with its status.
-pub async fn run<I, O, E>(
+pub async fn run<I, W, E>(
     addr: &Addr,
     options: &ClientOptions,
     request: &RunRequest,
-    io: LocalIo<I, O, E>,
+    io: LocalIo<'_, I, W, E>,
 ) -> Result<RunOutcome, ExecError>
 where
     I: AsyncRead + Unpin,
-    O: AsyncWrite + SpliceOutput + Unpin,
+    W: AsyncWrite + Unpin,
     E: AsyncWrite + Unpin,
 {
     let mut framed = session::open(addr, options).await?;

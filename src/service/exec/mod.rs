@@ -17,6 +17,7 @@
 //!
 //! ```no_run
 //! use sockit::service::exec::{client_options, run, LocalIo, RunRequest};
+//! use sockit::stdio::Output;
 //! use sockit::session::Token;
 //!
 //! # async fn demo(token: Token) -> Result<(), sockit::service::exec::ExecError> {
@@ -25,7 +26,7 @@
 //! let (_signals, rx) = tokio::sync::mpsc::channel(1);
 //! let io = LocalIo {
 //!     stdin: tokio::io::empty(),
-//!     stdout: tokio::io::stdout(),
+//!     stdout: Output::new(tokio::io::stdout()),
 //!     stderr: tokio::io::stderr(),
 //!     signals: rx,
 //!     resizes: None,

@@ -9,7 +9,7 @@ use super::client::{run, ExecError, LocalIo, RunRequest};
 use super::MAX_COMMAND_BYTES;
 use crate::net::Addr;
 use crate::session::ClientOptions;
-use crate::stdio::SpliceOutput;
+use crate::stdio::Output;
 
 /// What the shell prints before reading each line.
 pub const PROMPT: &str = "sockit> ";
@@ -53,7 +53,7 @@ pub async fn shell<I, O, E>(
 ) -> Result<u8, ExecError>
 where
     I: AsyncBufRead + Unpin,
-    O: AsyncWrite + SpliceOutput + Unpin,
+    O: AsyncWrite + Unpin,
     E: AsyncWrite + Unpin,
 {
     let ShellIo {
@@ -105,7 +105,7 @@ where
         let (_signals, rx) = mpsc::channel(1);
         let local = LocalIo {
             stdin: tokio::io::empty(),
-            stdout: &mut stdout,
+            stdout: Output::new(&mut stdout),
             stderr: &mut stderr,
             signals: rx,
             resizes: None,
