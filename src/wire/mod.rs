@@ -158,7 +158,8 @@ impl WireError {
 
 /// `{"type":"error","code":"snake_case_code","message":"human sentence"}`.
 ///
-/// A standalone message that writes its own `type`. Inside a service's own tagged enum use a
+/// The one refusal type: every service's "no, because" is an `ErrorFrame`, on the wire and in
+/// the code that decides it. A standalone message that writes its own `type`. Inside a service's own tagged enum use a
 /// struct variant (`Error { code, message }`), not `Error(ErrorFrame)`, or `type` is written twice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "ErrorRepr", from = "ErrorRepr")]
@@ -180,6 +181,15 @@ impl ErrorFrame {
 }
 
 impl Message for ErrorFrame {}
+
+impl std::fmt::Display for ErrorFrame {
+    /// `message (code)`, as the clients print a refusal.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for ErrorFrame {}
 
 impl From<&WireError> for ErrorFrame {
     fn from(err: &WireError) -> Self {

@@ -14,7 +14,8 @@ use super::replies::{
     broadcast, change_nick, check_text, gone, list_rooms, notify, private, room_notice, send,
     send_ready, taken_check, who,
 };
-use super::{now_ms, sanitize, Refusal};
+use super::{now_ms, sanitize};
+use crate::wire::ErrorFrame;
 
 /// Default number of messages a room keeps and replays to whoever joins.
 pub const DEFAULT_HISTORY: usize = 50;
@@ -126,18 +127,18 @@ impl Broker {
     /// client gets `ready`, the room's history, then everyone sees the join notice.
     ///
     /// # Errors
-    /// A [`Refusal`] (`invalid_nick`, `nick_taken` with a free suggestion, `invalid_room`);
+    /// A [`ErrorFrame`] (`invalid_nick`, `nick_taken` with a free suggestion, `invalid_room`);
     /// nothing changed, and the client may try again.
     pub fn register(
         self: &Arc<Self>,
         nick: &str,
         room: Option<&str>,
         outbox: Arc<Outbox>,
-    ) -> Result<Member, Refusal> {
-        validate_nick(nick).map_err(|e| Refusal::new("invalid_nick", e.to_string()))?;
+    ) -> Result<Member, ErrorFrame> {
+        validate_nick(nick).map_err(|e| ErrorFrame::new("invalid_nick", e.to_string()))?;
         let room = match room {
             Some(room) => {
-                normalize_room(room).map_err(|e| Refusal::new("invalid_room", e.to_string()))?
+                normalize_room(room).map_err(|e| ErrorFrame::new("invalid_room", e.to_string()))?
             }
             None => self.config.default_room.clone(),
         };
@@ -188,7 +189,7 @@ impl Broker {
                     self.enter(&mut state, id, room);
                     Ok(())
                 }
-                Err(e) => Err(Refusal::new("invalid_room", e.to_string())),
+                Err(e) => Err(ErrorFrame::new("invalid_room", e.to_string())),
             },
             ClientMessage::Leave => {
                 self.exit_room(&mut state, id, "left");
@@ -210,13 +211,13 @@ impl Broker {
                 notify(&state, id, None, "bye".to_owned());
                 return Control::Quit;
             }
-            ClientMessage::Register { .. } => Err(Refusal::new(
+            ClientMessage::Register { .. } => Err(ErrorFrame::new(
                 "already_registered",
                 "you already have a nick; use /nick NEW to change it",
             )),
         };
         if let Err(refusal) = result {
-            send(&state, id, Delivery::new(refusal.to_message()));
+            send(&state, id, Delivery::new(ServerMessage::from(&refusal)));
         }
         Control::Continue
     }
@@ -280,11 +281,17 @@ impl Broker {
         broadcast(state, &room, room_notice(&room, left), false, 0);
     }
 
-    fn speak(&self, state: &mut State, id: u64, text: &str, action: bool) -> Result<(), Refusal> {
+    fn speak(
+        &self,
+        state: &mut State,
+        id: u64,
+        text: &str,
+        action: bool,
+    ) -> Result<(), ErrorFrame> {
         check_text(text)?;
         let client = state.clients.get(&id).ok_or_else(gone)?;
         let Some(room) = client.room.clone() else {
-            return Err(Refusal::new(
+            return Err(ErrorFrame::new(
                 "not_in_room",
                 "you are in no room; /join ROOM first",
             ));

@@ -11,15 +11,15 @@ use tracing::debug;
 
 use super::broker::{Broker, Control};
 use super::line::MAX_NICK_ATTEMPTS;
-use super::messages::ClientMessage;
+use super::messages::{ClientMessage, ServerMessage};
 use super::outbox::{Delivery, Outbox, QueueLimits};
 use super::pump::{farewell, pump, Dispatcher, Ending};
 use super::rate::RateLimit;
-use super::{Refusal, SERVICE};
+use super::SERVICE;
 use crate::net::Addr;
 use crate::server::ConnInfo;
 use crate::session::{FramedService, GateConfig, Gated, ServerStream, SessionConfig, Token};
-use crate::wire::{Connection, Limits, WireError, MAX_HEADER_BYTES};
+use crate::wire::{Connection, ErrorFrame, Limits, WireError, MAX_HEADER_BYTES};
 
 /// Time after the handshake to register an acceptable nick.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -136,17 +136,17 @@ impl ChatService {
                         Err(refusal) => refusal,
                     }
                 }
-                Ok(Ok(Some(_))) => Refusal::new("not_registered", "register a nick first"),
+                Ok(Ok(Some(_))) => ErrorFrame::new("not_registered", "register a nick first"),
                 Ok(Ok(None) | Err(WireError::Io(_) | WireError::UnexpectedEof)) => return None,
                 Ok(Err(e)) => {
                     let _ = framed.write_error(&e).await;
                     return None;
                 }
-                Err(_) => Refusal::new("timeout", "no nick registered in time"),
+                Err(_) => ErrorFrame::new("timeout", "no nick registered in time"),
             };
             let timed_out = refusal.code == "timeout";
             if framed
-                .write_frame(&refusal.to_message(), &[])
+                .write_frame(&ServerMessage::from(&refusal), &[])
                 .await
                 .is_err()
                 || timed_out
@@ -154,8 +154,10 @@ impl ChatService {
                 return None;
             }
         }
-        let refusal = Refusal::new("too_many_attempts", "too many nicks refused; bye");
-        let _ = framed.write_frame(&refusal.to_message(), &[]).await;
+        let refusal = ErrorFrame::new("too_many_attempts", "too many nicks refused; bye");
+        let _ = framed
+            .write_frame(&ServerMessage::from(&refusal), &[])
+            .await;
         None
     }
 }
@@ -170,8 +172,10 @@ async fn read_frames<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(None) | Err(WireError::Io(_) | WireError::UnexpectedEof) => return Ending::Closed,
             Err(e) => {
                 // No resynchronisation after a bad frame: say why, then close.
-                let refusal = Refusal::new(e.code(), e.to_string());
-                dispatcher.outbox.push(Delivery::new(refusal.to_message()));
+                let refusal = ErrorFrame::new(e.code(), e.to_string());
+                dispatcher
+                    .outbox
+                    .push(Delivery::new(ServerMessage::from(&refusal)));
                 return Ending::Protocol;
             }
         };

@@ -19,8 +19,9 @@ use super::messages::ServerMessage;
 use super::outbox::{Delivery, Outbox, QueueLimits};
 use super::pump::{farewell, pump, write_line, Dispatcher, Ending};
 use super::rate::RateLimit;
-use super::{parse_line, Refusal, MAX_MESSAGE_BYTES};
+use super::{parse_line, MAX_MESSAGE_BYTES};
 use crate::server::{Conn, ConnInfo, Handler};
+use crate::wire::ErrorFrame;
 
 /// Longest line, in bytes: a whole message plus room for `/msg NICK `.
 pub const MAX_LINE_BYTES: usize = MAX_MESSAGE_BYTES + 64;
@@ -88,8 +89,8 @@ impl Handler for LineServer {
                 Ok(Ok(Some(Line::TooLong))) => String::new(),
                 Ok(Ok(None)) | Ok(Err(_)) => return Ok(()),
                 Err(_) => {
-                    let refusal = Refusal::new("timeout", "no nick in time; bye");
-                    let _ = write_line(&mut wr, &refusal.to_message()).await;
+                    let refusal = ErrorFrame::new("timeout", "no nick in time; bye");
+                    let _ = write_line(&mut wr, &ServerMessage::from(&refusal)).await;
                     return Ok(());
                 }
             };
@@ -99,14 +100,14 @@ impl Handler for LineServer {
                     break;
                 }
                 Err(refusal) => {
-                    write_line(&mut wr, &refusal.to_message()).await?;
+                    write_line(&mut wr, &ServerMessage::from(&refusal)).await?;
                     write_line(&mut wr, &notice("send another nick")).await?;
                 }
             }
         }
         let Some(member) = member else {
-            let refusal = Refusal::new("too_many_attempts", "too many nicks refused; bye");
-            let _ = write_line(&mut wr, &refusal.to_message()).await;
+            let refusal = ErrorFrame::new("too_many_attempts", "too many nicks refused; bye");
+            let _ = write_line(&mut wr, &ServerMessage::from(&refusal)).await;
             return Ok(());
         };
         debug!(peer = %info.peer, "line client registered");
@@ -135,10 +136,10 @@ async fn read_commands<R: AsyncRead + Unpin>(
     loop {
         let input = match lines.next_line().await {
             Ok(Some(Line::Text(text))) => match parse_line(&text) {
-                Some(parsed) => parsed.map_err(|e| Refusal::new("invalid_command", e)),
+                Some(parsed) => parsed.map_err(|e| ErrorFrame::new("invalid_command", e)),
                 None => continue,
             },
-            Ok(Some(Line::TooLong)) => Err(Refusal::new(
+            Ok(Some(Line::TooLong)) => Err(ErrorFrame::new(
                 "line_too_long",
                 format!(
                     "a line has at most {MAX_LINE_BYTES} bytes; the rest of that line was dropped"

@@ -15,6 +15,7 @@
 //! [`MAX_MESSAGE_BYTES`](super::MAX_MESSAGE_BYTES) of it. `time` is Unix milliseconds.
 //! Every peer-supplied string a server sends has already been escaped by the server.
 
+use crate::wire::ErrorFrame;
 use serde::{Deserialize, Serialize};
 
 use super::nick::RoomName;
@@ -184,6 +185,13 @@ impl ServerMessage {
             }
             ServerMessage::Error { code, message } => code.len() + message.len(),
         }
+    }
+}
+
+impl From<&ErrorFrame> for ServerMessage {
+    /// A refusal as the `error` message a client receives.
+    fn from(refusal: &ErrorFrame) -> Self {
+        ServerMessage::error(&refusal.code, refusal.message.clone())
     }
 }
 

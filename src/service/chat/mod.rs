@@ -85,31 +85,6 @@ pub fn bind_options() -> BindOptions {
     }
 }
 
-/// A refusal: a stable snake_case code and a sentence, sent as an `error`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct Refusal {
-    /// Machine-readable code, e.g. `nick_taken`.
-    pub code: &'static str,
-    /// Human-readable sentence.
-    pub message: String,
-}
-
-impl Refusal {
-    /// A refusal with `code` and `message`.
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Refusal {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// As an `error` frame.
-    pub fn to_message(&self) -> ServerMessage {
-        ServerMessage::error(self.code, self.message.clone())
-    }
-}
-
 /// Peer text made safe for every terminal it will reach: control characters (newlines and
 /// tabs included), ANSI/OSC escape sequences and bidi controls become visible escapes.
 pub fn sanitize(text: &str) -> String {

@@ -12,7 +12,8 @@ use super::broker::{Control, Member};
 use super::messages::{ClientMessage, ServerMessage};
 use super::outbox::{write_loop, Closed, Delivery, Outbox, QueueLimits};
 use super::rate::{RateLimit, TokenBucket, Verdict};
-use super::{Refusal, CLOSE_FLUSH_TIMEOUT};
+use super::CLOSE_FLUSH_TIMEOUT;
+use crate::wire::ErrorFrame;
 
 /// How a registered client's connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,20 +46,22 @@ impl Dispatcher {
 
     /// Handles one line or frame of input (or the refusal it turned into), after the rate
     /// limit: a line over it is dropped, with a notice the first time in a while.
-    pub fn input(&mut self, input: Result<ClientMessage, Refusal>) -> Control {
+    pub fn input(&mut self, input: Result<ClientMessage, ErrorFrame>) -> Control {
         match self.bucket.check(Instant::now()) {
             Verdict::Allow => {}
             Verdict::Drop => return Control::Continue,
             Verdict::DropAndNotify => {
-                let notice = Refusal::new("rate_limited", self.bucket.notice());
-                self.outbox.push(Delivery::new(notice.to_message()));
+                let notice = ErrorFrame::new("rate_limited", self.bucket.notice());
+                self.outbox
+                    .push(Delivery::new(ServerMessage::from(&notice)));
                 return Control::Continue;
             }
         }
         match input {
             Ok(msg) => self.member.handle(msg),
             Err(refusal) => {
-                self.outbox.push(Delivery::new(refusal.to_message()));
+                self.outbox
+                    .push(Delivery::new(ServerMessage::from(&refusal)));
                 Control::Continue
             }
         }
@@ -94,8 +97,8 @@ pub(super) async fn pump<W: AsyncWrite + Unpin>(
         ending = &mut reading => Some(ending),
         _ = &mut writing => None,
         () = shutdown.cancelled() => {
-            let bye = Refusal::new("shutdown", "the server is shutting down");
-            outbox.push(Delivery::new(bye.to_message()));
+            let bye = ErrorFrame::new("shutdown", "the server is shutting down");
+            outbox.push(Delivery::new(ServerMessage::from(&bye)));
             Some(Ending::Shutdown)
         }
     };

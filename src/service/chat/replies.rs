@@ -7,15 +7,16 @@ use super::broker::State;
 use super::messages::ServerMessage;
 use super::nick::{skeleton, suggest, validate_nick, RoomName};
 use super::outbox::Delivery;
-use super::{now_ms, sanitize, Refusal, MAX_LISTED_NAMES, MAX_MESSAGE_BYTES};
+use super::{now_ms, sanitize, MAX_LISTED_NAMES, MAX_MESSAGE_BYTES};
+use crate::wire::ErrorFrame;
 
-pub(super) fn gone() -> Refusal {
-    Refusal::new("internal", "you are not registered")
+pub(super) fn gone() -> ErrorFrame {
+    ErrorFrame::new("internal", "you are not registered")
 }
 
-pub(super) fn check_text(text: &str) -> Result<(), Refusal> {
+pub(super) fn check_text(text: &str) -> Result<(), ErrorFrame> {
     if text.len() > MAX_MESSAGE_BYTES {
-        return Err(Refusal::new(
+        return Err(ErrorFrame::new(
             "message_too_long",
             format!(
                 "a message has at most {MAX_MESSAGE_BYTES} bytes (this one has {}); not sent",
@@ -32,7 +33,7 @@ pub(super) fn taken_check(
     key: &str,
     nick: &str,
     me: Option<u64>,
-) -> Result<(), Refusal> {
+) -> Result<(), ErrorFrame> {
     let Some(holder) = state.nicks.get(key).filter(|h| Some(**h) != me) else {
         return Ok(());
     };
@@ -41,14 +42,14 @@ pub(super) fn taken_check(
         Some(free) => format!("; try {free}"),
         None => String::new(),
     };
-    Err(Refusal::new(
+    Err(ErrorFrame::new(
         "nick_taken",
         format!("nick {nick} is taken (too close to {held}){hint}"),
     ))
 }
 
-pub(super) fn change_nick(state: &mut State, id: u64, nick: &str) -> Result<(), Refusal> {
-    validate_nick(nick).map_err(|e| Refusal::new("invalid_nick", e.to_string()))?;
+pub(super) fn change_nick(state: &mut State, id: u64, nick: &str) -> Result<(), ErrorFrame> {
+    validate_nick(nick).map_err(|e| ErrorFrame::new("invalid_nick", e.to_string()))?;
     let key = skeleton(nick);
     taken_check(state, &key, nick, Some(id))?;
     let client = state.clients.get_mut(&id).ok_or_else(gone)?;
@@ -64,12 +65,12 @@ pub(super) fn change_nick(state: &mut State, id: u64, nick: &str) -> Result<(), 
     Ok(())
 }
 
-pub(super) fn private(state: &State, id: u64, to: &str, text: &str) -> Result<(), Refusal> {
+pub(super) fn private(state: &State, id: u64, to: &str, text: &str) -> Result<(), ErrorFrame> {
     check_text(text)?;
     let from = state.clients.get(&id).ok_or_else(gone)?;
     let not_found = || {
         let shown = crate::text::escape_one_line(to, super::nick::MAX_NICK_CHARS);
-        Refusal::new("no_such_nick", format!("nobody is called {shown}"))
+        ErrorFrame::new("no_such_nick", format!("nobody is called {shown}"))
     };
     let target = *state.nicks.get(&skeleton(to)).ok_or_else(not_found)?;
     let to_nick = state
@@ -91,10 +92,10 @@ pub(super) fn private(state: &State, id: u64, to: &str, text: &str) -> Result<()
     Ok(())
 }
 
-pub(super) fn who(state: &State, id: u64) -> Result<(), Refusal> {
+pub(super) fn who(state: &State, id: u64) -> Result<(), ErrorFrame> {
     let room = state.clients.get(&id).and_then(|c| c.room.clone());
     let Some(room) = room else {
-        return Err(Refusal::new(
+        return Err(ErrorFrame::new(
             "not_in_room",
             "you are in no room; /join ROOM first",
         ));
