@@ -21,9 +21,13 @@ if [ "${PIN:-0}" = 1 ]; then SRV="taskset -c 0"; CLI="taskset -c 1"; else SRV=""
 OUT=${OUT:-$(mktemp -d /tmp/sockit-bench.XXXXXX)}
 mkdir -p "$OUT"
 
-cargo build --release --quiet --bin sockit --example tokio_echo
-SOCKIT=target/release/sockit
+cargo build --release --quiet --example tokio_echo
 TOKIO=target/release/examples/tokio_echo
+# SOCKIT=/path/to/sockit measures that build instead (e.g. the one before a change).
+if [ -z "${SOCKIT:-}" ]; then
+  cargo build --release --quiet --bin sockit
+  SOCKIT=target/release/sockit
+fi
 
 # Everything here may open tens of thousands of sockets.
 ulimit -n "$(ulimit -Hn)" || true

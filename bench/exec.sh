@@ -43,8 +43,11 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
 fi
 
-cargo build --release --quiet --bin sockit
-SOCKIT=$PWD/target/release/sockit
+# SOCKIT=/path/to/sockit measures that build instead (e.g. the one before a change).
+if [ -z "${SOCKIT:-}" ]; then
+  cargo build --release --quiet --bin sockit
+  SOCKIT=$PWD/target/release/sockit
+fi
 
 # Short path: the ControlMaster socket path must fit in sun_path.
 T=$(mktemp -d /tmp/sxb.XXXXXX)

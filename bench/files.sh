@@ -42,8 +42,11 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
 fi
 
-cargo build --release --quiet --bin sockit
-SOCKIT=$PWD/target/release/sockit
+# SOCKIT=/path/to/sockit measures that build instead (e.g. the one before a change).
+if [ -z "${SOCKIT:-}" ]; then
+  cargo build --release --quiet --bin sockit
+  SOCKIT=$PWD/target/release/sockit
+fi
 
 T=$(mktemp -d /tmp/sfb.XXXXXX)      # disk-backed
 M=$(mktemp -d /dev/shm/sfb.XXXXXX)  # tmpfs
