@@ -1,17 +1,14 @@
 //! `Connection`: typed frame reads and writes over any async byte stream, with bounded buffering.
+//! The type and its buffers live here; reading frames is in `read`, writing them in `write`.
 
-use std::future::poll_fn;
-use std::io::{self, IoSlice};
-use std::os::fd::BorrowedFd;
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use bytes::{Buf, Bytes, BytesMut};
-use serde::{de::DeserializeOwned, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use super::codec::FrameDecoder;
+use super::Limits;
 
-use super::codec::{Decoded, FrameDecoder};
-use super::encode::{check_body_len, encode_header};
-use super::{ErrorFrame, Limits, Message, WireError};
-use crate::net::splice::{SpliceRead, SpliceWrite};
+mod read;
+mod write;
 
 /// Read buffer size at start and per growth step; headers reserve up to their (capped) length.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
@@ -22,9 +19,6 @@ const MIN_READ_SPARE_BYTES: usize = 1024;
 /// Largest read while inside a body: big bodies are read in steps this size rather than
 /// [`READ_BUFFER_BYTES`], so bulk data costs few syscalls while memory stays bounded.
 const BODY_READ_BYTES: usize = 256 * 1024;
-
-/// Bodies up to this size are copied behind the header and sent in one write.
-const COPY_BODY_MAX_BYTES: usize = 8 * 1024;
 
 /// A framed connection: reads typed headers and streamed bodies, writes frames.
 ///
@@ -92,282 +86,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.read_step
     }
 
-    /// Reads the next frame's header.
-    ///
-    /// Returns `Ok(None)` only on a clean EOF at a frame boundary. If the previous frame's body
-    /// was not fully read with [`read_body_chunk`](Self::read_body_chunk), its remaining bytes
-    /// are discarded first.
-    ///
-    /// # Errors
-    ///
-    /// [`WireError::UnexpectedEof`] if the stream ends inside a frame, any decode error of
-    /// [`FrameDecoder::decode`], or [`WireError::Io`].
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: all progress lives in the connection's buffer and decoder, so a cancelled
-    /// call loses nothing and the next call resumes.
-    pub async fn read_frame<M: DeserializeOwned + Message>(
-        &mut self,
-    ) -> Result<Option<M>, WireError> {
-        loop {
-            match self.decoder.decode::<M>(&mut self.read_buf)? {
-                Some(Decoded::Header(msg)) => return Ok(Some(msg)),
-                Some(Decoded::Body(_unread)) => continue,
-                None => {}
-            }
-            if self.fill().await? == 0 {
-                return if self.decoder.is_idle() && self.read_buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(WireError::UnexpectedEof)
-                };
-            }
-        }
-    }
-
-    /// Reads the next chunk of the current frame's body; `Ok(None)` at its end (or if the
-    /// last header had no body).
-    ///
-    /// # Errors
-    ///
-    /// [`WireError::UnexpectedEof`] if the stream ends inside the body, or [`WireError::Io`].
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe, like [`read_frame`](Self::read_frame).
-    pub async fn read_body_chunk(&mut self) -> Result<Option<Bytes>, WireError> {
-        while self.decoder.in_body() {
-            if let Some(chunk) = self.decoder.decode_body(&mut self.read_buf) {
-                return Ok(Some(chunk));
-            }
-            if self.fill().await? == 0 {
-                return Err(WireError::UnexpectedEof);
-            }
-        }
-        Ok(None)
-    }
-
-    /// Reads the next bytes of the current frame's body into `out` and returns how many;
-    /// `Ok(0)` at its end (or if the last header had no body, or `out` is empty).
-    ///
-    /// Bytes already buffered are copied first; after that the stream is read straight into
-    /// `out`, so a caller with its own (reused) buffers moves bulk data with one copy.
-    ///
-    /// # Errors
-    ///
-    /// [`WireError::UnexpectedEof`] if the stream ends inside the body, or [`WireError::Io`].
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: bytes count as read only once they are in `out` and the call returns.
-    pub async fn read_body_into(&mut self, out: &mut [u8]) -> Result<usize, WireError> {
-        let remaining = self.decoder.body_remaining();
-        let want = usize::try_from(remaining).map_or(out.len(), |r| r.min(out.len()));
-        let Some(out) = out.get_mut(..want).filter(|o| !o.is_empty()) else {
-            return Ok(0);
-        };
-        let n = if self.read_buf.is_empty() {
-            match self.stream.read(out).await? {
-                0 => return Err(WireError::UnexpectedEof),
-                n => n,
-            }
-        } else {
-            let n = out.len().min(self.read_buf.len());
-            out[..n].copy_from_slice(&self.read_buf[..n]);
-            self.read_buf.advance(n);
-            n
-        };
-        self.decoder.consume_body(n);
-        Ok(n)
-    }
-
-    /// The current body's bytes that are already buffered, without reading the stream;
-    /// `None` once none are (or outside a body). Take them all before
-    /// [`splice_body_to`](Self::splice_body_to).
-    pub fn take_buffered_body(&mut self) -> Option<Bytes> {
-        if self.read_buf.is_empty() {
-            return None;
-        }
-        self.decoder.decode_body(&mut self.read_buf)
-    }
-
-    /// Moves up to `max` bytes of the current body from the stream straight into `pipe`,
-    /// without them passing through user space; returns how many, `Ok(0)` when `pipe` is full
-    /// (wait until it has room, then call again) or the body is done.
-    ///
-    /// # Errors
-    ///
-    /// [`WireError::UnexpectedEof`] if the stream ends inside the body; [`WireError::Io`]:
-    /// `InvalidInput` while body bytes are still buffered (see
-    /// [`take_buffered_body`](Self::take_buffered_body)), `Unsupported` on a stream that cannot
-    /// splice, or the stream's errors.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: bytes count as read only once they are in `pipe` and the call returns.
-    pub async fn splice_body_to(
-        &mut self,
-        pipe: BorrowedFd<'_>,
-        max: usize,
-    ) -> Result<usize, WireError>
-    where
-        S: SpliceRead,
-    {
-        let remaining = self.decoder.body_remaining();
-        let want = usize::try_from(remaining).map_or(max, |r| r.min(max));
-        if want == 0 {
-            return Ok(0);
-        }
-        if !self.read_buf.is_empty() {
-            let e = io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "buffered body bytes must be taken before splicing",
-            );
-            return Err(e.into());
-        }
-        match poll_fn(|cx| self.stream.poll_splice_to(cx, pipe, want)).await {
-            Ok(0) => Err(WireError::UnexpectedEof),
-            Ok(n) => {
-                self.decoder.consume_body(n);
-                Ok(n)
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Writes a whole frame, header then `body`, and flushes.
-    ///
-    /// Small bodies are copied behind the header for a single write; larger ones go out with
-    /// vectored writes, uncopied.
-    ///
-    /// # Errors
-    ///
-    /// [`WireError::BodyLengthMismatch`] unless `body.len() == msg.body_size()` or while a
-    /// streamed body is unfinished, the errors of [`encode_header`], or [`WireError::Io`].
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel safe: a cancelled write may leave a partial frame on the stream, after which
-    /// the connection must be dropped.
-    pub async fn write_frame<M: Serialize + Message>(
-        &mut self,
-        msg: &M,
-        body: &[u8],
-    ) -> Result<(), WireError> {
-        self.check_no_body_pending()?;
-        check_body_len(msg.body_size(), body.len())?;
-        self.write_buf.clear();
-        encode_header(msg, &mut self.write_buf)?;
-        if body.len() <= COPY_BODY_MAX_BYTES {
-            self.write_buf.extend_from_slice(body);
-            self.stream.write_all(&self.write_buf).await?;
-        } else {
-            write_all_pair(&mut self.stream, &self.write_buf, body).await?;
-        }
-        self.stream.flush().await?;
-        Ok(())
-    }
-
-    /// Writes just the header of a frame whose body will follow through
-    /// [`write_body`](Self::write_body), and flushes.
-    ///
-    /// # Errors
-    ///
-    /// [`WireError::BodyLengthMismatch`] while a previous body is unfinished, the errors of
-    /// [`encode_header`], or [`WireError::Io`].
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel safe (see [`write_frame`](Self::write_frame)).
-    pub async fn write_header<M: Serialize + Message>(&mut self, msg: &M) -> Result<(), WireError> {
-        self.check_no_body_pending()?;
-        self.write_buf.clear();
-        encode_header(msg, &mut self.write_buf)?;
-        self.stream.write_all(&self.write_buf).await?;
-        self.stream.flush().await?;
-        self.write_remaining = msg.body_size();
-        Ok(())
-    }
-
-    /// Writes the next chunk of the body announced by [`write_header`](Self::write_header),
-    /// and flushes.
-    ///
-    /// # Errors
-    ///
-    /// [`WireError::BodyLengthMismatch`] if `chunk` goes past the announced size (nothing is
-    /// written then), or [`WireError::Io`].
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel safe (see [`write_frame`](Self::write_frame)).
-    pub async fn write_body(&mut self, chunk: &[u8]) -> Result<(), WireError> {
-        let len = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
-        if len > self.write_remaining {
-            return Err(WireError::BodyLengthMismatch {
-                declared: self.write_remaining,
-                actual: len,
-            });
-        }
-        self.stream.write_all(chunk).await?;
-        self.stream.flush().await?;
-        self.write_remaining -= len;
-        Ok(())
-    }
-
-    /// Writes the next `len` bytes of the body announced by [`write_header`](Self::write_header)
-    /// straight from `pipe` into the stream (splice(2)): the bytes never enter user space.
-    /// `pipe` must hold at least `len` bytes and have no other reader (see
-    /// [`SpliceWrite::poll_splice_from`]).
-    ///
-    /// # Errors
-    ///
-    /// [`WireError::BodyLengthMismatch`] if `len` goes past the announced size (nothing is
-    /// written then), or [`WireError::Io`]: `Unsupported` on a stream that cannot splice,
-    /// `UnexpectedEof` if the pipe ran dry. After an error mid-body the connection must be
-    /// dropped, as the body is short of its declared length.
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel safe (see [`write_frame`](Self::write_frame)).
-    pub async fn splice_body(&mut self, pipe: BorrowedFd<'_>, len: usize) -> Result<(), WireError>
-    where
-        S: SpliceWrite,
-    {
-        let len64 = u64::try_from(len).unwrap_or(u64::MAX);
-        if len64 > self.write_remaining {
-            return Err(WireError::BodyLengthMismatch {
-                declared: self.write_remaining,
-                actual: len64,
-            });
-        }
-        let mut left = len;
-        while left > 0 {
-            let n = poll_fn(|cx| self.stream.poll_splice_from(cx, pipe, left)).await?;
-            if n == 0 {
-                return Err(io::Error::from(io::ErrorKind::WriteZero).into());
-            }
-            let n = n.min(left);
-            left -= n;
-            self.write_remaining -= n as u64;
-        }
-        Ok(())
-    }
-
-    /// Writes an error frame: pass an [`ErrorFrame`] or `&WireError`.
-    ///
-    /// # Errors
-    ///
-    /// As [`write_frame`](Self::write_frame).
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel safe (see [`write_frame`](Self::write_frame)).
-    pub async fn write_error(&mut self, error: impl Into<ErrorFrame>) -> Result<(), WireError> {
-        self.write_frame(&error.into(), &[]).await
-    }
-
     /// Gives back the stream and the bytes read past the last decoded item, e.g. to switch the
     /// stream from framed to raw. If called mid-frame, the bytes are the rest of that frame.
     pub fn into_parts(self) -> (S, BytesMut) {
@@ -387,47 +105,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// Bytes read from the stream and not yet decoded. After a rejected length prefix (e.g.
-    /// [`WireError::HeaderTooLarge`]) they start with that prefix, so a caller can see what
-    /// the peer really sent, such as a TLS record on a plaintext port.
-    pub fn buffered(&self) -> &[u8] {
-        &self.read_buf
-    }
-
-    /// Reads whatever the peer sends next into the buffer without decoding it, so a caller can
-    /// look at a peer's first bytes in [`buffered`](Self::buffered) before they make a frame;
-    /// returns how many bytes arrived (0 at EOF). The next
-    /// [`read_frame`](Self::read_frame) decodes them as usual.
-    ///
-    /// # Errors
-    ///
-    /// [`WireError::Io`].
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: bytes read are kept in the buffer.
-    pub async fn read_more(&mut self) -> Result<usize, WireError> {
-        Ok(self.fill().await?)
-    }
-
-    /// Whether the next byte read starts a frame: nothing of one has been decoded since the
-    /// last complete frame (and no decode error). Then [`buffered`](Self::buffered) holds what
-    /// the peer sent that is still too short for a length prefix.
-    pub fn at_frame_start(&self) -> bool {
-        self.decoder.is_idle()
-    }
-
-    /// Bytes of the current frame's body still to be read from the stream (not yet buffered);
-    /// zero between frames. The peer has committed to sending them, so a reader may wait for
-    /// them all (see [`crate::net::lowat::RecvLowat`]).
-    pub fn unread_body_bytes(&self) -> u64 {
-        if !self.decoder.in_body() {
-            return 0;
-        }
-        let buffered = u64::try_from(self.read_buf.len()).unwrap_or(u64::MAX);
-        self.decoder.body_remaining().saturating_sub(buffered)
-    }
-
     /// The underlying stream.
     pub fn get_ref(&self) -> &S {
         &self.stream
@@ -437,60 +114,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.stream
     }
-
-    fn check_no_body_pending(&self) -> Result<(), WireError> {
-        if self.write_remaining > 0 {
-            return Err(WireError::BodyLengthMismatch {
-                declared: self.write_remaining,
-                actual: 0,
-            });
-        }
-        Ok(())
-    }
-
-    /// One read into the buffer, growing it by a bounded step when nearly full. Inside a
-    /// body the step is the rest of the body, up to the read step ([`BODY_READ_BYTES`] by default).
-    async fn fill(&mut self) -> io::Result<usize> {
-        let body_left = usize::try_from(self.decoder.body_remaining()).unwrap_or(usize::MAX);
-        let step = body_left.clamp(READ_BUFFER_BYTES, self.read_step);
-        let spare = self.read_buf.capacity() - self.read_buf.len();
-        if spare < MIN_READ_SPARE_BYTES || (spare < step && self.read_buf.is_empty()) {
-            self.read_buf.reserve(step);
-        }
-        self.stream.read_buf(&mut self.read_buf).await
-    }
-}
-
-/// `write_all` for two slices, using vectored writes where the stream supports them.
-async fn write_all_pair<W: AsyncWrite + Unpin>(
-    stream: &mut W,
-    mut first: &[u8],
-    mut second: &[u8],
-) -> io::Result<()> {
-    while !first.is_empty() || !second.is_empty() {
-        let n = if first.is_empty() {
-            stream.write(second).await?
-        } else {
-            let slices = [IoSlice::new(first), IoSlice::new(second)];
-            stream.write_vectored(&slices).await?
-        };
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        let from_first = n.min(first.len());
-        first = first.get(from_first..).unwrap_or_default();
-        second = second.get(n - from_first..).unwrap_or_default();
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{duplex, DuplexStream};
+    use std::io;
+
+    use tokio::io::{duplex, AsyncWriteExt, DuplexStream};
 
     use super::*;
     use crate::wire::test_support::{encoded, put, read_body, reader_of, TestMsg};
-    use crate::wire::Hello;
+    use crate::wire::{ErrorFrame, Hello, WireError};
 
     fn pair(capacity: usize) -> (Connection<DuplexStream>, Connection<DuplexStream>) {
         let (a, b) = duplex(capacity);

@@ -4,6 +4,7 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
 
 use super::*;
+use crate::net::Addr;
 
 fn local() -> Addr {
     "127.0.0.1:0".parse().unwrap()
