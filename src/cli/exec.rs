@@ -1,15 +1,15 @@
 //! The exec commands: `exec serve`, `exec run` (sockit's protocol or the tutorial's) and
-//! `exec shell`.
+//! `exec shell`. Their clap types and `exec serve` are here; `exec run` and `exec shell` have a
+//! file each.
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
+mod run;
+mod shell;
+
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use tokio::signal::unix::{signal as unix_signal, SignalKind};
-use tokio::sync::watch;
-
 use tokio_util::sync::CancellationToken;
 
 use super::launch::{
@@ -18,15 +18,12 @@ use super::launch::{
 use super::{parse_duration, Failure, Note};
 use sockit::net::{Addr, Listener};
 use sockit::server::{self, serve, Mode};
-use sockit::service::exec::local::{self, Hangups};
-use sockit::service::exec::shell::{LineForm, ShellIo};
 use sockit::service::exec::tutorial::{self, TutorialConfig, TutorialServer};
-use sockit::service::exec::{
-    self, ExecConfig, ExecServer, ExecService, LocalIo, RunRequest, SignalName,
-};
-use sockit::session::{load_token, ClientOptions, GateConfig, Token};
-use sockit::stdio::{Output, ThreadWriter};
-use sockit::terminal::{RawMode, WindowSize};
+use sockit::service::exec::{self, ExecConfig, ExecServer, ExecService};
+use sockit::session::{load_token, GateConfig, Token};
+
+pub(super) use run::run_exec_run;
+pub(super) use shell::run_exec_shell;
 
 /// `sockit exec ...`.
 #[derive(Debug, Subcommand)]
@@ -126,6 +123,25 @@ pub struct ExecRunArgs {
 
 /// `exec run`'s status for a failure that is not the remote command's (ssh's rule).
 const EXEC_FAILURE_CODE: u8 = 255;
+
+/// A failure of `exec run` or `exec shell` that is not the remote command's.
+fn fail(error: anyhow::Error) -> Failure {
+    Failure::Exit {
+        code: EXEC_FAILURE_CODE,
+        error: Some(error),
+    }
+}
+
+/// The client's token, from `token_file` or else SOCKIT_TOKEN; having none is a failure.
+fn required_token(token_file: Option<&Path>) -> Result<Token, Failure> {
+    load_token(token_file)
+        .map_err(|e| fail(e.into()))?
+        .ok_or_else(|| {
+            fail(anyhow::anyhow!(
+                "no token: give --token-file or set SOCKIT_TOKEN"
+            ))
+        })
+}
 
 pub(super) async fn run_exec_serve(args: ExecServeArgs) -> Result<(), Failure> {
     let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
@@ -228,183 +244,5 @@ impl ExecServeArgs {
             notes: vec![Note::Text("the lessons' protocol: no auth".into())],
             run: Box::pin(serve(listener, handler, engine, shutdown.clone())),
         })
-    }
-}
-
-pub(super) async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
-    let fail = |e: anyhow::Error| Failure::Exit {
-        code: EXEC_FAILURE_CODE,
-        error: Some(e),
-    };
-    if args.compat == Some(Compat::Tutorial) {
-        return run_tutorial_client(args).await;
-    }
-    let tls = args.tls.connector()?;
-    let token = load_token(args.token_file.as_deref())
-        .map_err(|e| fail(e.into()))?
-        .ok_or_else(|| {
-            fail(anyhow::anyhow!(
-                "no token: give --token-file or set SOCKIT_TOKEN"
-            ))
-        })?;
-    let stdin_is_tty = std::io::stdin().is_terminal();
-    let pty = match (args.tty, stdin_is_tty) {
-        (0, _) => None,
-        (1, false) => {
-            eprintln!(
-                "sockit: pseudo-terminal will not be allocated because stdin is not a terminal \
-                 (-tt forces one)"
-            );
-            None
-        }
-        _ => Some(local::pty_request()),
-    };
-    // With a pty and a local terminal: raw mode, so every key (Ctrl-C, Ctrl-D, Ctrl-Z too)
-    // goes to the remote terminal, which gives it its meaning. The guard restores the
-    // terminal however this function ends, and before anything is printed after the run.
-    let (resizes, mut hangups, raw) = if pty.is_some() && stdin_is_tty {
-        let (resizes, hangups, raw) = enter_pty_mode().map_err(fail)?;
-        (Some(resizes), Some(hangups), Some(raw))
-    } else {
-        (None, None, None)
-    };
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    // Ctrl-C goes to the remote command, which decides whether to die of it. (In raw mode the
-    // key is a byte on stdin; this still catches a SIGINT sent from elsewhere.)
-    let mut interrupts = unix_signal(SignalKind::interrupt())
-        .context("cannot install signal handlers")
-        .map_err(fail)?;
-    tokio::spawn(async move {
-        while interrupts.recv().await.is_some() {
-            if tx.send(SignalName::Int).await.is_err() {
-                break;
-            }
-        }
-    });
-    // Output goes through writer threads: tokio's stdout hands every small write to its
-    // blocking pool, which capped `exec run -- cat` near 0.3 GB/s (docs/benchmarks.md).
-    // Stdout's thread also drains a pipe, so plaintext output can be spliced from the socket.
-    let mut stdout = ThreadWriter::spawn_splicing(std::io::stdout());
-    let mut stderr = ThreadWriter::spawn(std::io::stderr());
-    let io = LocalIo {
-        stdin: tokio::io::stdin(),
-        stdout: Output::splicing(&mut stdout),
-        stderr: &mut stderr,
-        signals: rx,
-        resizes,
-    };
-    let request = RunRequest {
-        argv: args.command,
-        shell: args.shell,
-        pty,
-    };
-    let options = ClientOptions {
-        tls,
-        ..exec::client_options(token)
-    };
-    let running = exec::run(&args.addr, &options, &request, io);
-    let limited = async {
-        match args.timeout {
-            Some(limit) => tokio::time::timeout(limit, running).await.map_err(|_| {
-                fail(anyhow::anyhow!(
-                    "the command did not finish within {limit:?}"
-                ))
-            }),
-            None => Ok(running.await),
-        }
-    };
-    let result = tokio::select! {
-        result = limited => result,
-        signal = Hangups::recv(&mut hangups) => {
-            Err(fail(anyhow::anyhow!("terminated by {signal}")))
-        }
-    };
-    // Everything received is written out before any error or exit status is reported, and
-    // the terminal is itself again before anything else is printed.
-    let flushed = stdout.finish().await.and(stderr.finish().await);
-    drop(raw);
-    let cannot_write =
-        |e: std::io::Error| fail(anyhow::Error::from(e).context("cannot write the output"));
-    let outcome = match (result?, flushed) {
-        // The output's own error (a full disk, a closed pipe) says why the run could not
-        // hand it the output; the run only saw the hand-over fail.
-        (Err(exec::ExecError::Local(_)), Err(e)) => return Err(cannot_write(e)),
-        (outcome, flushed) => {
-            let outcome = outcome.map_err(|e| fail(e.into()))?;
-            flushed.map_err(cannot_write)?;
-            outcome
-        }
-    };
-    if let Some(error) = &outcome.error {
-        eprintln!("sockit: remote: {} ({})", error.message, error.code);
-    }
-    match outcome.exit.exit_code() {
-        0 => Ok(()),
-        code => Err(Failure::Exit { code, error: None }),
-    }
-}
-
-/// What `exec run -t` sets up on a local terminal: the window size to follow, SIGTERM and
-/// SIGHUP caught, and raw mode (last, so nothing can fail after it but the run).
-fn enter_pty_mode() -> anyhow::Result<(watch::Receiver<WindowSize>, Hangups, RawMode)> {
-    let resizes = local::watch_window_size().context("cannot watch the window size")?;
-    let hangups = Hangups::install().context("cannot install signal handlers")?;
-    let raw = RawMode::enable(std::io::stdin()).context("cannot put the terminal in raw mode")?;
-    Ok((resizes, hangups, raw))
-}
-
-async fn run_tutorial_client(args: ExecRunArgs) -> Result<(), Failure> {
-    let fail = |e: anyhow::Error| Failure::Exit {
-        code: EXEC_FAILURE_CODE,
-        error: Some(e),
-    };
-    let line = args.command.join(" ");
-    let running = tutorial::run_tutorial(&args.addr, &line, tokio::io::stdout());
-    let reply = match args.timeout {
-        Some(limit) => tokio::time::timeout(limit, running)
-            .await
-            .map_err(|_| fail(anyhow::anyhow!("no complete reply within {limit:?}")))?,
-        None => running.await,
-    }
-    .map_err(|e| fail(e.into()))?;
-    if !reply.verified && !reply.header.hash.is_empty() {
-        eprintln!(
-            "sockit: the output's hash is not SHA-256 ({} hex digits), so it was not checked",
-            reply.header.hash.len()
-        );
-    }
-    Ok(())
-}
-
-pub(super) async fn run_exec_shell(args: ExecShellArgs) -> Result<(), Failure> {
-    let fail = |e: anyhow::Error| Failure::Exit {
-        code: EXEC_FAILURE_CODE,
-        error: Some(e),
-    };
-    let token = load_token(args.token_file.as_deref())
-        .map_err(|e| fail(e.into()))?
-        .ok_or_else(|| {
-            fail(anyhow::anyhow!(
-                "no token: give --token-file or set SOCKIT_TOKEN"
-            ))
-        })?;
-    let form = if args.words {
-        LineForm::Words
-    } else {
-        LineForm::Shell
-    };
-    let io = ShellIo {
-        input: tokio::io::BufReader::new(tokio::io::stdin()),
-        stdout: tokio::io::stdout(),
-        stderr: tokio::io::stderr(),
-        // As sh: a prompt for a person at a terminal, none for lines piped in.
-        prompt: std::io::stdin().is_terminal(),
-    };
-    let code = exec::shell::shell(&args.addr, &exec::client_options(token), form, io)
-        .await
-        .map_err(|e| fail(e.into()))?;
-    match code {
-        0 => Ok(()),
-        code => Err(Failure::Exit { code, error: None }),
     }
 }

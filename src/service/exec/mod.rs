@@ -44,6 +44,7 @@ mod plan;
 mod pumps;
 mod server;
 pub mod shell;
+mod supervisor;
 pub mod tutorial;
 
 use std::time::Duration;

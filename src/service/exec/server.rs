@@ -2,21 +2,20 @@
 //! group, its stdout and stderr streamed as frames as they are produced.
 
 use std::io;
-use std::process::ExitStatus;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::Child;
 use tokio::sync::watch;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::input::{pump_input, CommandInput, InputEnd};
+use super::input::{pump_input, CommandInput};
 use super::messages::{ClientMessage, RemoteExit};
 use super::plan::{exit_of, spawn, validate, CommandIo, Plan};
 use super::pumps::{pump_output, CommandOutput, StdinCredits};
+use super::supervisor::{Outcome, OutputSignals, Supervisor};
 use super::{Refusal, RUN_REQUEST_TIMEOUT};
 use crate::net::splice::SpliceWrite;
 use crate::server::{ConnInfo, ProcessGroup};
@@ -26,16 +25,10 @@ use crate::wire::{Connection, WireError};
 
 /// How long a finished session waits for the client to close before closing itself, so
 /// unread client bytes do not turn the close into a reset that could eat the `exit` frame.
-const CLOSE_LINGER: Duration = Duration::from_secs(2);
+pub(super) const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Longest escaped command line kept in a log line.
 const LOG_ARGV_CHARS: usize = 500;
-
-/// How long a pty's output may take to end after its command exited. It ends at once when the
-/// command leaves nothing behind; a background job still holding the terminal (one a shell
-/// moved to its own process group, out of reach of the group kill) holds the session no
-/// longer than this.
-const PTY_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Server settings of the exec service.
 #[derive(Debug, Clone)]
@@ -222,89 +215,59 @@ impl ExecService {
         let (taken, credits) = watch::channel(0u64);
         let mut credits = StdinCredits::new(credits);
         let (mut reader, mut writer) = framed.split();
-        let deadline = self.config.timeout.map(|t| Instant::now() + t);
-        let mut status: Option<io::Result<ExitStatus>> = None;
-        let mut output: Option<Result<(), WireError>> = None;
-        let mut client_error: Option<Refusal> = None;
-        let (mut input_done, mut timed_out, mut terminating) = (false, false, false);
-        {
-            let pump_out = pump_output(
-                &mut writer,
-                command_out,
-                &mut credits,
-                &stop_output,
-                &exited,
-            );
-            let pump_in = pump_input(&mut reader, command_in, &group, taken);
-            let timer = sleep_until(deadline.unwrap_or_else(far_future));
-            let drain_timer = sleep_until(far_future());
-            tokio::pin!(pump_out, pump_in, timer, drain_timer);
-            while status.is_none() || output.is_none() {
-                tokio::select! {
-                    res = &mut pump_out, if output.is_none() => output = Some(res),
-                    end = &mut pump_in, if !input_done => {
-                        input_done = true;
-                        group.signal(Signal::SIGKILL);
-                        match end {
-                            InputEnd::Closed => break,
-                            InputEnd::Invalid(refusal) => client_error = Some(refusal),
-                        }
-                    }
-                    res = child.wait(), if status.is_none() => {
-                        // Background processes left behind die with the command, so its
-                        // output reaches EOF and nothing outlives the session.
-                        group.signal(Signal::SIGKILL);
-                        group.disarm();
-                        exited.cancel();
-                        status = Some(res);
-                        if is_pty {
-                            drain_timer.as_mut().reset(Instant::now() + PTY_DRAIN_TIMEOUT);
-                        }
-                    }
-                    () = &mut drain_timer, if status.is_some() && !stop_output.is_cancelled() => {
-                        stop_output.cancel();
-                    }
-                    () = &mut timer, if !timed_out && deadline.is_some() => {
-                        timed_out = true;
-                        group.signal(Signal::SIGKILL);
-                    }
-                    () = info.shutdown.cancelled(), if !terminating => {
-                        terminating = true;
-                        group.signal(Signal::SIGTERM);
-                    }
-                }
-                if matches!(output, Some(Err(_))) {
-                    // The client stopped reading for good: it is gone.
-                    group.signal(Signal::SIGKILL);
-                    break;
-                }
-            }
-        }
-        let status = match (status, output) {
-            (Some(Ok(status)), Some(Ok(()))) => status,
-            _ => {
-                // Killed above; reaping is prompt, and kill_on_drop covers the rest. Once the
-                // leader is reaped its id may be reused, so the group is no longer signalled.
-                if let Ok(Ok(_)) = timeout(CLOSE_LINGER, child.wait()).await {
-                    group.disarm();
-                }
-                return Ending::Disconnected;
-            }
+        let signals = OutputSignals {
+            exited: &exited,
+            stop: &stop_output,
         };
-        let exit = exit_of(status);
-        let (last, ending) = match client_error {
-            Some(refusal) => (refusal.to_message(), Ending::Refused(refusal.code)),
-            None => (exit.to_message(), Ending::Exited(exit)),
-        };
-        if writer.write_frame(&last, &[]).await.is_err() {
-            return Ending::Disconnected;
-        }
-        linger(&mut writer, &mut reader).await;
-        if timed_out {
-            warn!(peer = %info.peer, "command killed at the timeout");
-        }
-        ending
+        let limit = self.config.timeout;
+        let mut supervisor = Supervisor::new(&mut child, &group, info, signals, is_pty, limit);
+        let pump_out = pump_output(
+            &mut writer,
+            command_out,
+            &mut credits,
+            &stop_output,
+            &exited,
+        );
+        let pump_in = pump_input(&mut reader, command_in, &group, taken);
+        supervisor.watch(pump_out, pump_in).await;
+        let outcome = supervisor.finish().await;
+        report(&mut writer, &mut reader, outcome, info).await
     }
+}
+
+/// Sends the session's last frame (the exit, or the client's protocol error) for a command
+/// that finished, then lingers for the client to close.
+async fn report<R, W>(
+    writer: &mut Connection<W>,
+    reader: &mut Connection<R>,
+    outcome: Outcome,
+    info: &ConnInfo,
+) -> Ending
+where
+    R: AsyncRead + AsyncWrite + Unpin,
+    W: AsyncRead + AsyncWrite + Unpin,
+{
+    let (status, client_error, timed_out) = match outcome {
+        Outcome::Finished {
+            status,
+            client_error,
+            timed_out,
+        } => (status, client_error, timed_out),
+        Outcome::Abandoned => return Ending::Disconnected,
+    };
+    let exit = exit_of(status);
+    let (last, ending) = match client_error {
+        Some(refusal) => (refusal.to_message(), Ending::Refused(refusal.code)),
+        None => (exit.to_message(), Ending::Exited(exit)),
+    };
+    if writer.write_frame(&last, &[]).await.is_err() {
+        return Ending::Disconnected;
+    }
+    linger(writer, reader).await;
+    if timed_out {
+        warn!(peer = %info.peer, "command killed at the timeout");
+    }
+    ending
 }
 
 /// Writes `refusal` and ends the session.
@@ -326,10 +289,6 @@ async fn close<S: Stream>(framed: &mut Connection<S>) {
 /// close_notify, which must not wait forever on a client that stopped reading.
 async fn half_close<S: AsyncWrite + Unpin>(stream: &mut S) {
     let _ = timeout(CLOSE_LINGER, stream.shutdown()).await;
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
 /// Half-closes, then waits (bounded) for the client to close too.

@@ -92,46 +92,67 @@ where
         if line.is_empty() {
             continue;
         }
-        let argv = match form {
-            LineForm::Shell => vec![line.to_owned()],
-            LineForm::Words => line.split_whitespace().map(str::to_owned).collect(),
-        };
-        let request = RunRequest {
-            argv,
-            shell: form == LineForm::Shell,
-            pty: None,
-        };
-        // Nothing to forward: the command gets an empty stdin, and Ctrl-C ends the shell.
-        let (_signals, rx) = mpsc::channel(1);
-        let local = LocalIo {
-            stdin: tokio::io::empty(),
-            stdout: Output::new(&mut stdout),
-            stderr: &mut stderr,
-            signals: rx,
-            resizes: None,
-        };
-        match run(addr, options, &request, local).await {
-            Ok(outcome) => {
-                if let Some(error) = outcome.error {
-                    let text = format!("sockit: remote: {} ({})\n", error.message, error.code);
-                    write_local(&mut stderr, text.as_bytes()).await?;
-                }
-                last = outcome.exit.exit_code();
-            }
-            Err(ExecError::Remote(error)) => {
-                let hint = if error.code == "shell_not_allowed" {
-                    " (the server runs without --shell: try `sockit exec shell --words`)"
-                } else {
-                    ""
-                };
-                let text = format!("sockit: remote: {} ({}){hint}\n", error.message, error.code);
-                write_local(&mut stderr, text.as_bytes()).await?;
-                last = 255;
-            }
-            Err(e) => return Err(e),
-        }
+        last = run_line(addr, options, form, line, &mut stdout, &mut stderr).await?;
     }
     Ok(last)
+}
+
+/// Runs one line on the server, writing its output and any refusal locally; returns its exit
+/// code (255 for a refused line).
+///
+/// # Errors
+///
+/// As [`shell`]: only the failures that would repeat on every line.
+async fn run_line<O, E>(
+    addr: &Addr,
+    options: &ClientOptions,
+    form: LineForm,
+    line: &str,
+    stdout: &mut O,
+    stderr: &mut E,
+) -> Result<u8, ExecError>
+where
+    O: AsyncWrite + Unpin,
+    E: AsyncWrite + Unpin,
+{
+    let argv = match form {
+        LineForm::Shell => vec![line.to_owned()],
+        LineForm::Words => line.split_whitespace().map(str::to_owned).collect(),
+    };
+    let request = RunRequest {
+        argv,
+        shell: form == LineForm::Shell,
+        pty: None,
+    };
+    // Nothing to forward: the command gets an empty stdin, and Ctrl-C ends the shell.
+    let (_signals, rx) = mpsc::channel(1);
+    let local = LocalIo {
+        stdin: tokio::io::empty(),
+        stdout: Output::new(&mut *stdout),
+        stderr: &mut *stderr,
+        signals: rx,
+        resizes: None,
+    };
+    match run(addr, options, &request, local).await {
+        Ok(outcome) => {
+            if let Some(error) = outcome.error {
+                let text = format!("sockit: remote: {} ({})\n", error.message, error.code);
+                write_local(stderr, text.as_bytes()).await?;
+            }
+            Ok(outcome.exit.exit_code())
+        }
+        Err(ExecError::Remote(error)) => {
+            let hint = if error.code == "shell_not_allowed" {
+                " (the server runs without --shell: try `sockit exec shell --words`)"
+            } else {
+                ""
+            };
+            let text = format!("sockit: remote: {} ({}){hint}\n", error.message, error.code);
+            write_local(stderr, text.as_bytes()).await?;
+            Ok(255)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The shell's own `exit [N]`: `None` for any other line, `Some(Ok(None))` for a bare `exit`
