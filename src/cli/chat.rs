@@ -1,6 +1,7 @@
 //! `sockit chat serve` and `sockit chat join`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -107,14 +108,7 @@ impl ChatServeArgs {
     /// A usage error for a public line port without --line-public, a bad token file or
     /// certificate, or the bind error.
     pub async fn bind(self, shutdown: &CancellationToken) -> Result<Vec<Bound>, Failure> {
-        if let Some(line) = &self.line_listen {
-            if !line.is_local() && !self.line_public {
-                return Err(Failure::Usage(anyhow::anyhow!(
-                    "the line protocol has no authentication, so --line-listen {line} needs \
-                     --line-public (or use a loopback address)"
-                )));
-            }
-        }
+        self.check_line_listen()?;
         let opts = self.engine.bind_options();
         let fail = |e| bind_failure("chat", e);
         let listener = Listener::bind(&self.listen, &opts).await.map_err(fail)?;
@@ -128,16 +122,7 @@ impl ChatServeArgs {
             None => None,
         };
         let mut notes = Vec::new();
-        let token =
-            match load_token(self.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))? {
-                Some(token) => Some(token),
-                None if addr.is_local() => None,
-                None => {
-                    let token = Token::generate().context("chat")?;
-                    notes.push(Note::Token(token.reveal().to_owned()));
-                    Some(token)
-                }
-            };
+        let token = self.token(&addr, &mut notes)?;
         let tls = self.tls.acceptor(&addr, &mut notes)?;
         let broker = Broker::new(BrokerConfig {
             history: self.history,
@@ -150,10 +135,6 @@ impl ChatServeArgs {
         let engine = self
             .engine
             .config(chat::SERVICE, Mode::Concurrent, defaults);
-        let rate = RateLimit {
-            per_sec: self.rate,
-            burst: self.burst,
-        };
         let gate = GateConfig {
             tls,
             session: match &line {
@@ -163,47 +144,119 @@ impl ChatServeArgs {
             pending: self.engine.pending(),
             ..chat::gate(token)
         };
-        let framed = FramedConfig {
-            rate,
-            ..FramedConfig::default()
-        };
-        let handler = ChatServer::new(gate, ChatService::new(broker.clone(), framed));
-        let mut bound = vec![Bound {
-            service: "chat",
-            transport: stream_transport(&addr, self.tls.tls),
-            label: "chat".into(),
-            detail: None,
+        let framed = Framed {
+            listener,
             addr,
             notes,
-            run: Box::pin(serve(listener, handler, engine.clone(), shutdown.clone())),
-        }];
+            gate,
+        };
+        let mut bound = vec![self.framed_bound(framed, broker.clone(), engine.clone(), shutdown)];
         if let Some((listener, line_addr)) = line {
-            if !line_addr.is_local() {
-                tracing::warn!(addr = %line_addr, "the line protocol listens beyond loopback, unauthenticated");
-            }
-            let handler = LineServer::new(
-                broker,
-                LineConfig {
-                    rate,
-                    ..LineConfig::default()
-                },
-            );
-            let engine = Config {
-                service: "chat-line".into(),
-                ..engine
-            };
-            bound.push(Bound {
-                service: "chat",
-                transport: "line",
-                label: "chat line protocol".into(),
-                detail: None,
-                addr: line_addr,
-                notes: vec![Note::Text("plain text: nc, telnet (no auth)".into())],
-                run: Box::pin(serve(listener, handler, engine, shutdown.clone())),
-            });
+            bound.push(self.line_bound(listener, line_addr, broker, engine, shutdown));
         }
         Ok(bound)
     }
+
+    /// Refuses a line port beyond loopback unless --line-public says so.
+    fn check_line_listen(&self) -> Result<(), Failure> {
+        if let Some(line) = &self.line_listen {
+            if !line.is_local() && !self.line_public {
+                return Err(Failure::Usage(anyhow::anyhow!(
+                    "the line protocol has no authentication, so --line-listen {line} needs \
+                     --line-public (or use a loopback address)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The framed port's token: from --token-file or SOCKIT_TOKEN; else none on loopback, and
+    /// beyond it a generated one, added to `notes` to be printed once.
+    fn token(&self, addr: &Addr, notes: &mut Vec<Note>) -> Result<Option<Token>, Failure> {
+        match load_token(self.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))? {
+            Some(token) => Ok(Some(token)),
+            None if addr.is_local() => Ok(None),
+            None => {
+                let token = Token::generate().context("chat")?;
+                notes.push(Note::Token(token.reveal().to_owned()));
+                Ok(Some(token))
+            }
+        }
+    }
+
+    /// The lines a connection may send, on either port.
+    fn rate_limit(&self) -> RateLimit {
+        RateLimit {
+            per_sec: self.rate,
+            burst: self.burst,
+        }
+    }
+
+    /// The framed port, serving sockit clients through the session gate.
+    fn framed_bound(
+        &self,
+        framed: Framed,
+        broker: Arc<Broker>,
+        engine: Config,
+        shutdown: &CancellationToken,
+    ) -> Bound {
+        let config = FramedConfig {
+            rate: self.rate_limit(),
+            ..FramedConfig::default()
+        };
+        let handler = ChatServer::new(framed.gate, ChatService::new(broker, config));
+        Bound {
+            service: "chat",
+            transport: stream_transport(&framed.addr, self.tls.tls),
+            label: "chat".into(),
+            detail: None,
+            addr: framed.addr,
+            notes: framed.notes,
+            run: Box::pin(serve(framed.listener, handler, engine, shutdown.clone())),
+        }
+    }
+
+    /// The line port: plain text, no authentication, on the framed port's broker.
+    fn line_bound(
+        &self,
+        listener: Listener,
+        line_addr: Addr,
+        broker: Arc<Broker>,
+        engine: Config,
+        shutdown: &CancellationToken,
+    ) -> Bound {
+        if !line_addr.is_local() {
+            tracing::warn!(addr = %line_addr, "the line protocol listens beyond loopback, unauthenticated");
+        }
+        let handler = LineServer::new(
+            broker,
+            LineConfig {
+                rate: self.rate_limit(),
+                ..LineConfig::default()
+            },
+        );
+        let engine = Config {
+            service: "chat-line".into(),
+            ..engine
+        };
+        Bound {
+            service: "chat",
+            transport: "line",
+            label: "chat line protocol".into(),
+            detail: None,
+            addr: line_addr,
+            notes: vec![Note::Text("plain text: nc, telnet (no auth)".into())],
+            run: Box::pin(serve(listener, handler, engine, shutdown.clone())),
+        }
+    }
+}
+
+/// The framed port, bound and gated, before it serves.
+struct Framed {
+    listener: Listener,
+    addr: Addr,
+    notes: Vec<Note>,
+    gate: GateConfig,
 }
 
 async fn run_join(args: ChatJoinArgs) -> Result<(), Failure> {

@@ -205,39 +205,7 @@ async fn join_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     conn.write_frame(&hello, &[]).await?;
     let first = match conn.read_frame().await {
         Ok(first) => first.ok_or(SessionError::Closed)?,
-        // A TLS server answers a plaintext hello with an alert record, whose first bytes read
-        // as an absurd frame length.
-        Err(_) if looks_like_tls(conn.buffered()) => return Err(SessionError::ServerSpeaksTls),
-        // A text server (a chat line port) greets first; its line reads as an absurd length.
-        Err(WireError::HeaderTooLarge { .. }) if looks_like_text(conn.buffered()) => {
-            return Err(SessionError::ServerSpeaksText {
-                said: quote_first_line(conn.buffered()),
-            })
-        }
-        Err(WireError::HeaderTooLarge { len, .. }) => {
-            return Err(SessionError::NotSockit {
-                service: cfg.service.clone(),
-                why: format!(
-                    "its reply starts with a length of {len} bytes (a --compat tutorial server?)"
-                ),
-            })
-        }
-        Err(WireError::InvalidHeader(detail)) => {
-            // serde names the `type` it did not expect: our own `hello` means an echo.
-            let why = if detail.contains("`hello`") {
-                "it sent the greeting back (an echo server?)".to_owned()
-            } else {
-                format!(
-                    "its first frame is no handshake reply ({})",
-                    super::escape_peer_text(&detail)
-                )
-            };
-            return Err(SessionError::NotSockit {
-                service: cfg.service.clone(),
-                why,
-            });
-        }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(first_reply_error(e, conn.buffered(), cfg)),
     };
     let server_nonce = match first {
         ServerMessage::Challenge { nonce } => nonce,
@@ -273,6 +241,44 @@ async fn join_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     match server_proof {
         Some(proof) if transcript.verify_server(token, &proof) => Ok(()),
         _ => Err(SessionError::ServerNotAuthenticated),
+    }
+}
+
+/// Why the server's first reply to our hello is no handshake frame, told by what it sent: a
+/// TLS server, a text server, or something that is not a sockit server at all.
+fn first_reply_error(err: WireError, buffered: &[u8], cfg: &SessionConfig) -> SessionError {
+    match err {
+        // A TLS server answers a plaintext hello with an alert record, whose first bytes read
+        // as an absurd frame length.
+        _ if looks_like_tls(buffered) => SessionError::ServerSpeaksTls,
+        // A text server (a chat line port) greets first; its line reads as an absurd length.
+        WireError::HeaderTooLarge { .. } if looks_like_text(buffered) => {
+            SessionError::ServerSpeaksText {
+                said: quote_first_line(buffered),
+            }
+        }
+        WireError::HeaderTooLarge { len, .. } => SessionError::NotSockit {
+            service: cfg.service.clone(),
+            why: format!(
+                "its reply starts with a length of {len} bytes (a --compat tutorial server?)"
+            ),
+        },
+        WireError::InvalidHeader(detail) => {
+            // serde names the `type` it did not expect: our own `hello` means an echo.
+            let why = if detail.contains("`hello`") {
+                "it sent the greeting back (an echo server?)".to_owned()
+            } else {
+                format!(
+                    "its first frame is no handshake reply ({})",
+                    escape_peer_text(&detail)
+                )
+            };
+            SessionError::NotSockit {
+                service: cfg.service.clone(),
+                why,
+            }
+        }
+        e => e.into(),
     }
 }
 

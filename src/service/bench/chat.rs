@@ -7,19 +7,23 @@
 //! sequence number, and when it was sent (µs since the load started). A receiver finds the
 //! `~` in whatever the broker wrapped around it (`<nick> `, `<user5> `), so both brokers are
 //! measured by the same client.
+//!
+//! `client` is what each connection does (join, receive, send); this file shapes the load and
+//! runs it.
+
+mod client;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::Notify;
-use tokio::time::timeout;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{ensure_fd_limit, keep_first, table_row, BenchError, Latency, IO_TIMEOUT};
-use crate::net::{Addr, Stream};
+use crate::net::Addr;
+use crate::service::bench::{ensure_fd_limit, keep_first, table_row, BenchError};
+use client::{join, receive, send, Progress, Received, Writer};
 
 /// Most receivers or senders one load may open.
 pub const MAX_CHAT_CLIENTS: usize = 10_000;
@@ -118,19 +122,21 @@ impl ChatReport {
     }
 }
 
-/// Per sender: the highest sequence number each receiver has seen, and a wakeup.
-struct Progress {
-    seen: Vec<Vec<AtomicU64>>,
-    wake: Vec<Notify>,
-}
-
-impl Progress {
-    fn slowest(&self, sender: usize) -> u64 {
-        self.seen[sender]
-            .iter()
-            .map(|s| s.load(Ordering::Acquire))
-            .min()
-            .unwrap_or(0)
+impl ChatLoad {
+    /// Checks the load before anything is opened.
+    fn validate(&self) -> Result<(), BenchError> {
+        let clients = self.receivers + self.senders;
+        if self.receivers == 0
+            || self.senders == 0
+            || clients > MAX_CHAT_CLIENTS
+            || self.window == 0
+            || self.rate == Some(0)
+        {
+            return Err(BenchError::InvalidLoad(format!(
+                "receivers, senders, window and rate must be at least 1, and at most {MAX_CHAT_CLIENTS} clients"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -140,296 +146,165 @@ impl Progress {
 /// [`BenchError::InvalidLoad`] for an impossible load, [`BenchError::Connect`] when a client
 /// cannot join, [`BenchError::FdLimit`] when the clients do not fit the descriptor limit.
 pub async fn run_chat(load: &ChatLoad) -> Result<ChatReport, BenchError> {
-    let clients = load.receivers + load.senders;
-    if load.receivers == 0
-        || load.senders == 0
-        || clients > MAX_CHAT_CLIENTS
-        || load.window == 0
-        || load.rate == Some(0)
-    {
-        return Err(BenchError::InvalidLoad(format!(
-            "receivers, senders, window and rate must be at least 1, and at most {MAX_CHAT_CLIENTS} clients"
-        )));
-    }
-    ensure_fd_limit(clients, 1)?;
-    // Nicks unique to this load, so a load started while the broker still drops an earlier
-    // one's clients does not find its nicks taken.
-    static LOADS: AtomicU64 = AtomicU64::new(0);
-    let tag = format!(
-        "{:x}.{}",
-        std::process::id(),
-        LOADS.fetch_add(1, Ordering::Relaxed)
-    );
-    let progress = Arc::new(Progress {
-        seen: (0..load.senders)
-            .map(|_| (0..load.receivers).map(|_| AtomicU64::new(0)).collect())
-            .collect(),
-        wake: (0..load.senders).map(|_| Notify::new()).collect(),
-    });
+    load.validate()?;
+    ensure_fd_limit(load.receivers + load.senders, 1)?;
+    let tag = load_tag();
+    let progress = Arc::new(Progress::new(load.senders, load.receivers));
     // Timestamps count from `base`; every return, early or not, stops the client tasks.
     let base = Instant::now();
     let stop = CancellationToken::new();
     let _stop_all = stop.clone().drop_guard();
-    // Each receiver reads from the moment it is in, so join notices for later clients never
-    // pile up unread (`ncat --chat` stalls its accept loop on a client that does not read).
+    let readers = join_receivers(load, &tag, &progress, base, &stop).await?;
+    let senders = join_senders(load, &tag, &stop).await?;
+    let start = base.elapsed();
+    let writers = start_sending(senders, &progress, load, base, start);
+    let mut first_error = None;
+    let sent = total_sent(writers, &mut first_error).await;
+    // Each sender returned once every receiver had its last message (or a timeout passed).
+    stop.cancel();
+    let received = total_received(readers, &mut first_error).await;
+    Ok(report(load, sent, &received, start, first_error))
+}
+
+/// A tag unique to this load for its nicks, so a load started while the broker still drops an
+/// earlier one's clients does not find its nicks taken.
+fn load_tag() -> String {
+    static LOADS: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{:x}.{}",
+        std::process::id(),
+        LOADS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Joins the receivers one by one. Each reads from the moment it is in, so join notices for
+/// later clients never pile up unread (`ncat --chat` stalls its accept loop on a client that
+/// does not read).
+async fn join_receivers(
+    load: &ChatLoad,
+    tag: &str,
+    progress: &Arc<Progress>,
+    base: Instant,
+    stop: &CancellationToken,
+) -> Result<Vec<JoinHandle<Received>>, BenchError> {
     let mut readers = Vec::with_capacity(load.receivers);
     for r in 0..load.receivers {
         let (lines, _writer) = join(load, &format!("{tag}r{r}"), true).await?;
         let (progress, stop) = (progress.clone(), stop.clone());
         readers.push(tokio::spawn(receive(lines, r, progress, base, stop)));
     }
+    Ok(readers)
+}
+
+/// Joins the senders one by one; whatever a sender is sent (its own echo, others' lines) is
+/// drained, so it never counts as a slow consumer. The drain ends with the load, which closes
+/// the connection.
+async fn join_senders(
+    load: &ChatLoad,
+    tag: &str,
+    stop: &CancellationToken,
+) -> Result<Vec<Writer>, BenchError> {
     let mut senders = Vec::with_capacity(load.senders);
     for i in 0..load.senders {
         let (mut lines, writer) = join(load, &format!("{tag}s{i}"), false).await?;
-        // Whatever a sender is sent (its own echo, others' lines) is drained, so it never
-        // counts as a slow consumer. It ends with the load, which closes the connection.
         let drain_stop = stop.clone();
         tokio::spawn(async move {
             loop {
-                tokio::select! {
-                    line = lines.next_line() => if !matches!(line, Ok(Some(_))) { break },
+                // `next_line` is cancel safe: a partial line stays buffered.
+                let line = tokio::select! {
+                    line = lines.next_line() => line,
                     () = drain_stop.cancelled() => break,
+                };
+                if !matches!(line, Ok(Some(_))) {
+                    break;
                 }
             }
         });
         senders.push(writer);
     }
-    let start = base.elapsed();
+    Ok(senders)
+}
+
+/// Starts every sender, timed from `start` (since `base`).
+fn start_sending(
+    senders: Vec<Writer>,
+    progress: &Arc<Progress>,
+    load: &ChatLoad,
+    base: Instant,
+    start: Duration,
+) -> Vec<JoinHandle<(u64, Option<std::io::Error>)>> {
     let mut writers = Vec::with_capacity(load.senders);
     for (s, writer) in senders.into_iter().enumerate() {
         let (progress, load) = (progress.clone(), load.clone());
         writers.push(tokio::spawn(send(writer, s, progress, load, base, start)));
     }
+    writers
+}
+
+/// Waits for every sender; returns how many messages went out, keeping the first error.
+async fn total_sent(
+    writers: Vec<JoinHandle<(u64, Option<std::io::Error>)>>,
+    first_error: &mut Option<String>,
+) -> u64 {
     let mut sent = 0;
-    let mut first_error = None;
     for w in writers {
         match w.await {
             Ok((n, error)) => {
                 sent += n;
                 if let Some(e) = error {
-                    keep_first(&mut first_error, e);
+                    keep_first(first_error, e);
                 }
             }
-            Err(e) => keep_first(&mut first_error, e),
+            Err(e) => keep_first(first_error, e),
         }
     }
-    // Each sender returned once every receiver had its last message (or a timeout passed).
-    stop.cancel();
-    let mut latency = Latency::new();
-    let (mut deliveries, mut out_of_order, mut last_at) = (0u64, 0u64, Duration::ZERO);
+    sent
+}
+
+/// Waits for every receiver (once stopped); returns what they saw together, keeping the first
+/// error.
+async fn total_received(
+    readers: Vec<JoinHandle<Received>>,
+    first_error: &mut Option<String>,
+) -> Received {
+    let mut total = Received::new();
     for r in readers {
         match r.await {
-            Ok(stats) => {
-                deliveries += stats.count;
-                out_of_order += stats.out_of_order;
-                last_at = last_at.max(stats.last_at);
-                latency.merge(&stats.latency);
-            }
-            Err(e) => keep_first(&mut first_error, e),
+            Ok(stats) => total.merge(&stats),
+            Err(e) => keep_first(first_error, e),
         }
     }
-    let summary = latency.summary();
-    Ok(ChatReport {
+    total
+}
+
+/// The report of `load`: `sent` messages, `received` by all receivers, sending from `start`.
+fn report(
+    load: &ChatLoad,
+    sent: u64,
+    received: &Received,
+    start: Duration,
+    first_error: Option<String>,
+) -> ChatReport {
+    let summary = received.latency.summary();
+    ChatReport {
         proto: load.proto,
         receivers: load.receivers,
         senders: load.senders,
         size: load.size,
         sent,
-        deliveries,
-        out_of_order,
+        deliveries: received.count,
+        out_of_order: received.out_of_order,
         rate: load.rate,
-        elapsed_secs: last_at.saturating_sub(start).as_secs_f64(),
-        deliveries_per_sec: match last_at.saturating_sub(start).as_secs_f64() {
-            secs if secs > 0.0 => deliveries as f64 / secs,
+        elapsed_secs: received.last_at.saturating_sub(start).as_secs_f64(),
+        deliveries_per_sec: match received.last_at.saturating_sub(start).as_secs_f64() {
+            secs if secs > 0.0 => received.count as f64 / secs,
             _ => 0.0,
         },
         p50_us: summary.p50_us,
         p99_us: summary.p99_us,
         max_us: summary.max_us,
         first_error,
-    })
-}
-
-type Lines = tokio::io::Lines<BufReader<tokio::io::ReadHalf<Stream>>>;
-type Writer = tokio::io::WriteHalf<Stream>;
-
-/// Connects one client and, for sockit, registers `nick` and waits until it is in; for
-/// Redis, a receiver subscribes and waits for the confirmation.
-async fn join(load: &ChatLoad, nick: &str, receiver: bool) -> Result<(Lines, Writer), BenchError> {
-    let connect_err = |source| BenchError::Connect {
-        addr: load.addr.clone(),
-        source,
-    };
-    let stream = timeout(IO_TIMEOUT, Stream::connect(&load.addr))
-        .await
-        .map_err(|_| connect_err(std::io::ErrorKind::TimedOut.into()))?
-        .map_err(connect_err)?;
-    let (rd, mut wr) = tokio::io::split(stream);
-    let mut lines = BufReader::new(rd).lines();
-    let (hello, joined) = match load.proto {
-        ChatProto::Raw => return Ok((lines, wr)),
-        ChatProto::Redis if !receiver => return Ok((lines, wr)),
-        // The subscription count reply, `:1`, ends the confirmation.
-        ChatProto::Redis => (format!("SUBSCRIBE {REDIS_CHANNEL}\r\n"), ":".to_owned()),
-        ChatProto::Sockit => (format!("{nick}\n"), format!("* {nick} joined")),
-    };
-    {
-        wr.write_all(hello.as_bytes()).await?;
-        let wait = async {
-            while let Some(line) = lines.next_line().await? {
-                if line.starts_with(&joined) {
-                    return Ok(());
-                }
-                if line.starts_with('!') || line.starts_with('-') {
-                    return Err(std::io::Error::other(line));
-                }
-            }
-            Err(std::io::ErrorKind::UnexpectedEof.into())
-        };
-        timeout(IO_TIMEOUT, wait)
-            .await
-            .map_err(|_| connect_err(std::io::ErrorKind::TimedOut.into()))?
-            .map_err(connect_err)?;
     }
-    Ok((lines, wr))
-}
-
-/// What one receiver saw.
-struct Received {
-    count: u64,
-    out_of_order: u64,
-    last_at: Duration,
-    latency: Latency,
-}
-
-async fn receive(
-    mut lines: Lines,
-    r: usize,
-    progress: Arc<Progress>,
-    base: Instant,
-    stop: CancellationToken,
-) -> Received {
-    let mut got = Received {
-        count: 0,
-        out_of_order: 0,
-        last_at: Duration::ZERO,
-        latency: Latency::new(),
-    };
-    loop {
-        // `next_line` is cancel safe: a partial line stays buffered.
-        let line = tokio::select! {
-            line = lines.next_line() => line,
-            () = stop.cancelled() => break,
-        };
-        let Ok(Some(line)) = line else {
-            break;
-        };
-        let Some((s, seq, sent_us)) = parse(&line) else {
-            continue;
-        };
-        let now = base.elapsed();
-        got.count += 1;
-        got.last_at = now;
-        got.latency
-            .record(now.saturating_sub(Duration::from_micros(sent_us)));
-        if let Some(seen) = progress.seen.get(s).and_then(|v| v.get(r)) {
-            // Only this receiver writes its own slot, so the last value is its own.
-            // `seq` comes from the server's line: compared without overflowing.
-            if seen.load(Ordering::Relaxed).checked_add(1) != Some(seq) {
-                got.out_of_order += 1;
-            }
-            seen.store(seq, Ordering::Release);
-            progress.wake[s].notify_one();
-        }
-    }
-    got
-}
-
-/// `~S SEQ MICROS xxx…` anywhere in the line (for Redis, the bulk-string line of a
-/// `message` push).
-fn parse(line: &str) -> Option<(usize, u64, u64)> {
-    let (_, rest) = line.split_once('~')?;
-    let mut words = rest.split(' ');
-    let s = words.next()?.parse().ok()?;
-    let seq = words.next()?.parse().ok()?;
-    let us = words.next()?.parse().ok()?;
-    Some((s, seq, us))
-}
-
-/// Sends until the duration is up; returns how many messages went out, and why it stopped
-/// early if it did.
-async fn send(
-    writer: Writer,
-    s: usize,
-    progress: Arc<Progress>,
-    load: ChatLoad,
-    base: Instant,
-    start: Duration,
-) -> (u64, Option<std::io::Error>) {
-    let mut seq = 0u64;
-    let result = send_until(writer, s, &progress, &load, base, start, &mut seq).await;
-    (seq, result.err())
-}
-
-async fn send_until(
-    mut writer: Writer,
-    s: usize,
-    progress: &Progress,
-    load: &ChatLoad,
-    base: Instant,
-    start: Duration,
-    seq: &mut u64,
-) -> std::io::Result<()> {
-    let begin = base + start;
-    let mut line = String::with_capacity(load.size + 1);
-    let interval = load.rate.map(|rate| Duration::from_secs(1) / rate.max(1));
-    loop {
-        let next = *seq + 1;
-        if let Some(interval) = interval {
-            // Message `next` is due at `(next - 1) × interval`; a late sender catches up, so
-            // the count is exactly what the rate and duration say.
-            let due = interval.saturating_mul(u32::try_from(*seq).unwrap_or(u32::MAX));
-            if due >= load.duration {
-                break;
-            }
-            tokio::time::sleep_until((begin + due).into()).await;
-        } else if begin.elapsed() >= load.duration {
-            break;
-        }
-        while progress.slowest(s).saturating_add(load.window) < next {
-            timeout(IO_TIMEOUT, progress.wake[s].notified())
-                .await
-                .map_err(|_| std::io::Error::other("receivers stopped making progress"))?;
-        }
-        line.clear();
-        let now = u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX);
-        line.push_str(&format!("~{s} {next} {now} "));
-        while line.len() < load.size {
-            line.push('x');
-        }
-        if load.proto == ChatProto::Redis {
-            let payload = std::mem::take(&mut line);
-            line = format!(
-                "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{REDIS_CHANNEL}\r\n${}\r\n{payload}\r\n",
-                REDIS_CHANNEL.len(),
-                payload.len()
-            );
-        } else {
-            line.push('\n');
-        }
-        writer.write_all(line.as_bytes()).await?;
-        *seq = next;
-    }
-    // Wait (bounded) until every receiver has the last message.
-    let last = *seq;
-    let wait = async {
-        while progress.slowest(s) < last {
-            progress.wake[s].notified().await;
-        }
-    };
-    timeout(IO_TIMEOUT, wait)
-        .await
-        .map_err(|_| std::io::Error::other("receivers did not get every message in time"))
 }
 
 #[cfg(test)]
@@ -438,13 +313,6 @@ mod tests {
     use crate::net::{BindOptions, Listener};
     use crate::server::{serve, Config};
     use crate::service::chat::{Broker, BrokerConfig, LineConfig, LineServer, RateLimit};
-
-    #[test]
-    fn the_payload_is_found_inside_any_broker_wrapping() {
-        assert_eq!(parse("<r1> ~3 17 12345 xxxx"), Some((3, 17, 12345)));
-        assert_eq!(parse("<user5> ~0 1 9 "), Some((0, 1, 9)));
-        assert_eq!(parse("* r1 joined #lobby"), None);
-    }
 
     #[tokio::test]
     async fn every_receiver_gets_every_message_from_a_sockit_broker() {

@@ -1,19 +1,22 @@
 //! Hold load: opens many connections, keeps them idle, probes latency meanwhile, and checks at
 //! the end that every held connection still echoes.
+//!
+//! `conn` opens and checks the held connections, `probe` measures latency during the hold.
 
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod conn;
+mod probe;
+
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::net::TcpSocket;
 
-use super::{
-    connect_stream, ensure_fd_limit, exchange, fill_pattern, keep_first, run_bounded,
-    serialize_secs, table_row, timed_out, BenchError, Latency, CONNECT_PARALLELISM, IO_TIMEOUT,
-    MAX_DURATION,
-};
 use crate::net::{Addr, Stream};
+use crate::service::bench::{
+    ensure_fd_limit, keep_first, run_bounded, serialize_secs, table_row, BenchError,
+    CONNECT_PARALLELISM, IO_TIMEOUT, MAX_DURATION,
+};
+use conn::{check_echo, open_held, source_ip_count};
+use probe::Prober;
 
 /// Connections per loopback source address: under the ~28k ephemeral ports Linux gives each
 /// source IP, with room for sockets in TIME_WAIT from earlier runs.
@@ -235,179 +238,10 @@ async fn count_alive(held: Vec<Stream>) -> Result<usize, BenchError> {
     Ok(checks.into_iter().filter(|alive| *alive).count())
 }
 
-/// The source address for the `i`-th held connection: spread over 127.0.0.0/8 when the target
-/// is loopback IPv4 (starting at 127.0.0.1), otherwise left to the kernel.
-fn source_ip(target: &Addr, i: usize) -> Option<Ipv4Addr> {
-    match target {
-        Addr::Inet(SocketAddr::V4(sa)) if sa.ip().is_loopback() => {
-            let host = (1 + i / CONNS_PER_SOURCE_IP).min(0x00FF_FFFE) as u32;
-            Some(Ipv4Addr::from(0x7F00_0000 | host))
-        }
-        _ => None,
-    }
-}
-
-fn source_ip_count(target: &Addr, conns: usize) -> usize {
-    match source_ip(target, 0) {
-        Some(_) => conns.div_ceil(CONNS_PER_SOURCE_IP),
-        None => 0,
-    }
-}
-
-/// Opens the `i`-th held connection and waits for one echo, so a connection counts only once
-/// the server has accepted and served it. Waiting for that, rather than for the handshake the
-/// kernel completes on its own, is what keeps the unaccepted queue (the listen backlog) within
-/// [`CONNECT_PARALLELISM`].
-async fn open_held(addr: &Addr, i: usize) -> io::Result<Stream> {
-    let mut stream = match (addr, source_ip(addr, i)) {
-        (Addr::Inet(target), Some(source)) => connect_from(source, *target).await.map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot connect {source} to {addr}: {e}"))
-        })?,
-        _ => connect_stream(addr).await?,
-    };
-    check_echo(&mut stream).await?;
-    Ok(stream)
-}
-
-async fn connect_from(source: Ipv4Addr, target: SocketAddr) -> io::Result<Stream> {
-    let socket = TcpSocket::new_v4()?;
-    defer_port_choice(&socket)?;
-    socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
-    let stream = tokio::time::timeout(IO_TIMEOUT, socket.connect(target))
-        .await
-        .unwrap_or_else(|_| Err(timed_out("connect")))?;
-    stream.set_nodelay(true)?;
-    Ok(Stream::Tcp(stream))
-}
-
-/// Sets IP_BIND_ADDRESS_NO_PORT, so `bind` fixes only the source address and `connect` picks
-/// the port by the whole 4-tuple. Otherwise every `bind` searches the ephemeral range for a
-/// port free on its own, which takes milliseconds once thousands are held or in TIME_WAIT.
-#[cfg(target_os = "linux")]
-fn defer_port_choice(socket: &TcpSocket) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: the fd is a live socket owned by `socket`, and the option value is a c_int that
-    // outlives the call, passed with its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            std::ptr::from_ref(&on).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn defer_port_choice(_: &TcpSocket) -> io::Result<()> {
-    Ok(())
-}
-
-/// Echoes [`HOLD_CHECK_BYTES`] and checks they come back unchanged.
-async fn check_echo(stream: &mut Stream) -> io::Result<()> {
-    let mut tx = [0; HOLD_CHECK_BYTES];
-    fill_pattern(&mut tx, 0x0DD_BA11);
-    round_trip(stream, &tx, &mut [0; HOLD_CHECK_BYTES])
-        .await
-        .map(drop)
-}
-
-/// Latency probes during the hold: on one fresh connection (reopened after a failure) and on
-/// a sample of the held ones.
-struct Prober {
-    addr: Addr,
-    fresh_conn: Option<Stream>,
-    tx: [u8; PROBE_BYTES],
-    rx: [u8; PROBE_BYTES],
-    fresh: Latency,
-    fresh_errors: u64,
-    held: Latency,
-    held_errors: u64,
-    first_error: Option<String>,
-}
-
-impl Prober {
-    fn new(addr: Addr) -> Self {
-        let mut tx = [0; PROBE_BYTES];
-        fill_pattern(&mut tx, 0x9_0BE5);
-        Prober {
-            addr,
-            fresh_conn: None,
-            tx,
-            rx: [0; PROBE_BYTES],
-            fresh: Latency::new(),
-            fresh_errors: 0,
-            held: Latency::new(),
-            held_errors: 0,
-            first_error: None,
-        }
-    }
-
-    async fn probe_fresh(&mut self) {
-        let mut stream = match self.fresh_conn.take() {
-            Some(stream) => stream,
-            None => match connect_stream(&self.addr).await {
-                Ok(stream) => stream,
-                Err(e) => {
-                    self.fresh_errors += 1;
-                    keep_first(&mut self.first_error, e);
-                    return;
-                }
-            },
-        };
-        match round_trip(&mut stream, &self.tx, &mut self.rx).await {
-            Ok(latency) => {
-                self.fresh.record(latency);
-                self.fresh_conn = Some(stream);
-            }
-            Err(e) => {
-                self.fresh_errors += 1;
-                keep_first(&mut self.first_error, e);
-            }
-        }
-    }
-
-    async fn probe_held(&mut self, stream: &mut Stream) {
-        match round_trip(stream, &self.tx, &mut self.rx).await {
-            Ok(latency) => self.held.record(latency),
-            Err(e) => {
-                self.held_errors += 1;
-                keep_first(&mut self.first_error, e);
-            }
-        }
-    }
-}
-
-/// One verified echo of `tx`, bounded by [`IO_TIMEOUT`].
-async fn round_trip(stream: &mut Stream, tx: &[u8], rx: &mut [u8]) -> io::Result<Duration> {
-    let start = Instant::now();
-    let mut outcome = None;
-    let echo = exchange(stream, tx, rx, tx.len(), |sent, echoed, at| {
-        outcome = Some((sent == echoed, at - start));
-    });
-    tokio::time::timeout(IO_TIMEOUT, echo)
-        .await
-        .unwrap_or_else(|_| Err(timed_out("probe")))?;
-    match outcome {
-        Some((true, latency)) => Ok(latency),
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "probe echo differs from what was sent",
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{closed_tcp_port, stream_echo};
     use super::*;
+    use crate::service::bench::testing::{closed_tcp_port, stream_echo};
 
     fn load(addr: Addr, conns: usize) -> HoldLoad {
         HoldLoad {
@@ -470,31 +304,5 @@ mod tests {
         }
         let err = run_hold(&load(addr, usize::MAX / 2)).await.unwrap_err();
         assert!(matches!(err, BenchError::FdLimit { .. }), "{err:?}");
-    }
-
-    #[tokio::test]
-    async fn connections_past_the_first_block_come_from_the_next_source_address() {
-        let addr = stream_echo("127.0.0.1:0", None).await;
-        let stream = open_held(&addr, CONNS_PER_SOURCE_IP).await.unwrap();
-        let local = stream.local_addr().unwrap();
-        assert_eq!(local.ip(), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
-    }
-
-    #[test]
-    fn source_addresses_spread_over_loopback_only() {
-        let v4: Addr = "127.0.0.1:9000".parse().unwrap();
-        assert_eq!(source_ip(&v4, 0), Some(Ipv4Addr::new(127, 0, 0, 1)));
-        assert_eq!(
-            source_ip(&v4, CONNS_PER_SOURCE_IP),
-            Some(Ipv4Addr::new(127, 0, 0, 2))
-        );
-        assert_eq!(
-            source_ip(&v4, 300 * CONNS_PER_SOURCE_IP),
-            Some(Ipv4Addr::new(127, 0, 1, 45))
-        );
-        assert_eq!(source_ip_count(&v4, CONNS_PER_SOURCE_IP + 1), 2);
-        for other in ["[::1]:9000", "10.0.0.1:9000", "unix:/tmp/x.sock"] {
-            assert_eq!(source_ip(&other.parse().unwrap(), 0), None, "{other}");
-        }
     }
 }

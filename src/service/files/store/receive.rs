@@ -94,37 +94,7 @@ impl Store {
         alg: HashAlg,
         resume: Option<Partial>,
     ) -> Result<Incoming, StoreError> {
-        let limit = self.options.max_file_size;
-        if size > limit {
-            return Err(StoreError::TooLarge {
-                path: path.to_string(),
-                size,
-                limit,
-            });
-        }
-        let start = resume.as_ref().map_or(0, |p| p.len);
-        if start > size {
-            return Err(StoreError::SizeMismatch {
-                path: path.to_string(),
-                got: start,
-                declared: size,
-            });
-        }
-        if resume.as_ref().is_some_and(|p| p.hasher.alg() != alg) {
-            return Err(io_error(
-                path.to_string(),
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "the partial data was hashed with another digest",
-                ),
-            ));
-        }
-        let free =
-            at::free_bytes(self.root_fd.as_fd()).map_err(|e| io_error(path.to_string(), e))?;
-        if free < size - start {
-            return Err(StoreError::NoSpace(path.to_string()));
-        }
-
+        let start = self.admit(path, size, alg, resume.as_ref())?;
         let (parents, name) = path.split_last();
         let parent = self.open_dirs(parents, Some(0o755))?;
         self.check_final(parent.as_fd(), name, path)?;
@@ -133,27 +103,7 @@ impl Store {
         };
         let partial_name = partial_name(path);
         let (file, st) = open_partial(partials.as_fd(), &partial_name, resume.is_none(), path)?;
-        let shown_err = |e| io_error(partial_shown(path), e);
-        let hasher = match resume {
-            None => {
-                file.set_len(0).map_err(shown_err)?;
-                Hasher::new(alg)
-            }
-            Some(p) => {
-                let unchanged = same_contents(&st, &p.seen.stat)
-                    && p.len == p.seen.len
-                    && p.hasher.hex() == p.seen.hex;
-                if !unchanged {
-                    let (len, again) = hash_prefix(&file, p.len, alg).map_err(shown_err)?;
-                    if len != p.len || again.hex() != p.hasher.hex() {
-                        return Err(StoreError::Busy(path.to_string()));
-                    }
-                }
-                file.set_len(p.len).map_err(shown_err)?;
-                (&*file).seek(SeekFrom::Start(p.len)).map_err(shown_err)?;
-                p.hasher
-            }
-        };
+        let hasher = start_hasher(&file, &st, resume, alg, path)?;
         Ok(Incoming {
             path: path.clone(),
             file,
@@ -173,6 +123,49 @@ impl Store {
             policy: self.options.policy,
             removed: false,
         })
+    }
+
+    /// The checks [`Store::create`] makes before touching the disk: the size cap, a resume
+    /// within `size` and hashed with `alg`, and free space for the rest. Returns where the
+    /// data starts.
+    fn admit(
+        &self,
+        path: &RelPath,
+        size: u64,
+        alg: HashAlg,
+        resume: Option<&Partial>,
+    ) -> Result<u64, StoreError> {
+        let limit = self.options.max_file_size;
+        if size > limit {
+            return Err(StoreError::TooLarge {
+                path: path.to_string(),
+                size,
+                limit,
+            });
+        }
+        let start = resume.map_or(0, |p| p.len);
+        if start > size {
+            return Err(StoreError::SizeMismatch {
+                path: path.to_string(),
+                got: start,
+                declared: size,
+            });
+        }
+        if resume.is_some_and(|p| p.hasher.alg() != alg) {
+            return Err(io_error(
+                path.to_string(),
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the partial data was hashed with another digest",
+                ),
+            ));
+        }
+        let free =
+            at::free_bytes(self.root_fd.as_fd()).map_err(|e| io_error(path.to_string(), e))?;
+        if free < size - start {
+            return Err(StoreError::NoSpace(path.to_string()));
+        }
+        Ok(start)
     }
 }
 
@@ -264,6 +257,39 @@ fn open_partial(
         }
     }
     Err(StoreError::Busy(path.to_string()))
+}
+
+/// The hasher for the partial file just opened and locked: a fresh one after emptying it, or,
+/// resuming, `resume`'s once the kept prefix is proven unchanged (read again if the file was
+/// touched since [`Store::partial`]) and the file cut to it.
+fn start_hasher(
+    file: &Flock<File>,
+    st: &FileStat,
+    resume: Option<Partial>,
+    alg: HashAlg,
+    path: &RelPath,
+) -> Result<Hasher, StoreError> {
+    let shown_err = |e| io_error(partial_shown(path), e);
+    match resume {
+        None => {
+            file.set_len(0).map_err(shown_err)?;
+            Ok(Hasher::new(alg))
+        }
+        Some(p) => {
+            let unchanged = same_contents(st, &p.seen.stat)
+                && p.len == p.seen.len
+                && p.hasher.hex() == p.seen.hex;
+            if !unchanged {
+                let (len, again) = hash_prefix(file, p.len, alg).map_err(shown_err)?;
+                if len != p.len || again.hex() != p.hasher.hex() {
+                    return Err(StoreError::Busy(path.to_string()));
+                }
+            }
+            file.set_len(p.len).map_err(shown_err)?;
+            (&**file).seek(SeekFrom::Start(p.len)).map_err(shown_err)?;
+            Ok(p.hasher)
+        }
+    }
 }
 
 /// Whether `now` is the same file as `then`, unmodified since (size, change and

@@ -1,0 +1,260 @@
+//! What each client of a chat load does: join the room, then receive (recording latency and
+//! order) or send (at most a window ahead of the slowest receiver).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::Notify;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use super::{ChatLoad, ChatProto, REDIS_CHANNEL};
+use crate::net::Stream;
+use crate::service::bench::{BenchError, Latency, IO_TIMEOUT};
+
+/// Per sender: the highest sequence number each receiver has seen, and a wakeup.
+pub(super) struct Progress {
+    seen: Vec<Vec<AtomicU64>>,
+    wake: Vec<Notify>,
+}
+
+impl Progress {
+    /// Nothing seen yet by any of `receivers` from any of `senders`.
+    pub(super) fn new(senders: usize, receivers: usize) -> Self {
+        Progress {
+            seen: (0..senders)
+                .map(|_| (0..receivers).map(|_| AtomicU64::new(0)).collect())
+                .collect(),
+            wake: (0..senders).map(|_| Notify::new()).collect(),
+        }
+    }
+
+    fn slowest(&self, sender: usize) -> u64 {
+        self.seen[sender]
+            .iter()
+            .map(|s| s.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+    }
+}
+
+pub(super) type Lines = tokio::io::Lines<BufReader<tokio::io::ReadHalf<Stream>>>;
+pub(super) type Writer = tokio::io::WriteHalf<Stream>;
+
+/// Connects one client and, for sockit, registers `nick` and waits until it is in; for
+/// Redis, a receiver subscribes and waits for the confirmation.
+pub(super) async fn join(
+    load: &ChatLoad,
+    nick: &str,
+    receiver: bool,
+) -> Result<(Lines, Writer), BenchError> {
+    let connect_err = |source| BenchError::Connect {
+        addr: load.addr.clone(),
+        source,
+    };
+    let stream = timeout(IO_TIMEOUT, Stream::connect(&load.addr))
+        .await
+        .map_err(|_| connect_err(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(connect_err)?;
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut lines = BufReader::new(rd).lines();
+    let (hello, joined) = match load.proto {
+        ChatProto::Raw => return Ok((lines, wr)),
+        ChatProto::Redis if !receiver => return Ok((lines, wr)),
+        // The subscription count reply, `:1`, ends the confirmation.
+        ChatProto::Redis => (format!("SUBSCRIBE {REDIS_CHANNEL}\r\n"), ":".to_owned()),
+        ChatProto::Sockit => (format!("{nick}\n"), format!("* {nick} joined")),
+    };
+    {
+        wr.write_all(hello.as_bytes()).await?;
+        let wait = async {
+            while let Some(line) = lines.next_line().await? {
+                if line.starts_with(&joined) {
+                    return Ok(());
+                }
+                if line.starts_with('!') || line.starts_with('-') {
+                    return Err(std::io::Error::other(line));
+                }
+            }
+            Err(std::io::ErrorKind::UnexpectedEof.into())
+        };
+        timeout(IO_TIMEOUT, wait)
+            .await
+            .map_err(|_| connect_err(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(connect_err)?;
+    }
+    Ok((lines, wr))
+}
+
+/// What one receiver saw, or all of them together.
+pub(super) struct Received {
+    /// Messages delivered.
+    pub(super) count: u64,
+    /// Deliveries whose sequence number was not the next one from its sender.
+    pub(super) out_of_order: u64,
+    /// When the last delivery arrived, since the load's base instant.
+    pub(super) last_at: Duration,
+    /// Send-to-delivery latency.
+    pub(super) latency: Latency,
+}
+
+impl Received {
+    /// Nothing received yet.
+    pub(super) fn new() -> Self {
+        Received {
+            count: 0,
+            out_of_order: 0,
+            last_at: Duration::ZERO,
+            latency: Latency::new(),
+        }
+    }
+
+    /// Adds what another receiver saw.
+    pub(super) fn merge(&mut self, other: &Received) {
+        self.count += other.count;
+        self.out_of_order += other.out_of_order;
+        self.last_at = self.last_at.max(other.last_at);
+        self.latency.merge(&other.latency);
+    }
+}
+
+/// Reads the room until `stop`, recording every message of the load and telling its sender
+/// how far this receiver has got.
+pub(super) async fn receive(
+    mut lines: Lines,
+    r: usize,
+    progress: Arc<Progress>,
+    base: Instant,
+    stop: CancellationToken,
+) -> Received {
+    let mut got = Received::new();
+    loop {
+        // `next_line` is cancel safe: a partial line stays buffered.
+        let line = tokio::select! {
+            line = lines.next_line() => line,
+            () = stop.cancelled() => break,
+        };
+        let Ok(Some(line)) = line else {
+            break;
+        };
+        let Some((s, seq, sent_us)) = parse(&line) else {
+            continue;
+        };
+        let now = base.elapsed();
+        got.count += 1;
+        got.last_at = now;
+        got.latency
+            .record(now.saturating_sub(Duration::from_micros(sent_us)));
+        if let Some(seen) = progress.seen.get(s).and_then(|v| v.get(r)) {
+            // Only this receiver writes its own slot, so the last value is its own.
+            // `seq` comes from the server's line: compared without overflowing.
+            if seen.load(Ordering::Relaxed).checked_add(1) != Some(seq) {
+                got.out_of_order += 1;
+            }
+            seen.store(seq, Ordering::Release);
+            progress.wake[s].notify_one();
+        }
+    }
+    got
+}
+
+/// `~S SEQ MICROS xxx…` anywhere in the line (for Redis, the bulk-string line of a
+/// `message` push).
+fn parse(line: &str) -> Option<(usize, u64, u64)> {
+    let (_, rest) = line.split_once('~')?;
+    let mut words = rest.split(' ');
+    let s = words.next()?.parse().ok()?;
+    let seq = words.next()?.parse().ok()?;
+    let us = words.next()?.parse().ok()?;
+    Some((s, seq, us))
+}
+
+/// Sends until the duration is up; returns how many messages went out, and why it stopped
+/// early if it did.
+pub(super) async fn send(
+    writer: Writer,
+    s: usize,
+    progress: Arc<Progress>,
+    load: ChatLoad,
+    base: Instant,
+    start: Duration,
+) -> (u64, Option<std::io::Error>) {
+    let mut seq = 0u64;
+    let result = send_until(writer, s, &progress, &load, base, start, &mut seq).await;
+    (seq, result.err())
+}
+
+async fn send_until(
+    mut writer: Writer,
+    s: usize,
+    progress: &Progress,
+    load: &ChatLoad,
+    base: Instant,
+    start: Duration,
+    seq: &mut u64,
+) -> std::io::Result<()> {
+    let begin = base + start;
+    let mut line = String::with_capacity(load.size + 1);
+    let interval = load.rate.map(|rate| Duration::from_secs(1) / rate.max(1));
+    loop {
+        let next = *seq + 1;
+        if let Some(interval) = interval {
+            // Message `next` is due at `(next - 1) × interval`; a late sender catches up, so
+            // the count is exactly what the rate and duration say.
+            let due = interval.saturating_mul(u32::try_from(*seq).unwrap_or(u32::MAX));
+            if due >= load.duration {
+                break;
+            }
+            tokio::time::sleep_until((begin + due).into()).await;
+        } else if begin.elapsed() >= load.duration {
+            break;
+        }
+        while progress.slowest(s).saturating_add(load.window) < next {
+            timeout(IO_TIMEOUT, progress.wake[s].notified())
+                .await
+                .map_err(|_| std::io::Error::other("receivers stopped making progress"))?;
+        }
+        line.clear();
+        let now = u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX);
+        line.push_str(&format!("~{s} {next} {now} "));
+        while line.len() < load.size {
+            line.push('x');
+        }
+        if load.proto == ChatProto::Redis {
+            let payload = std::mem::take(&mut line);
+            line = format!(
+                "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{REDIS_CHANNEL}\r\n${}\r\n{payload}\r\n",
+                REDIS_CHANNEL.len(),
+                payload.len()
+            );
+        } else {
+            line.push('\n');
+        }
+        writer.write_all(line.as_bytes()).await?;
+        *seq = next;
+    }
+    // Wait (bounded) until every receiver has the last message.
+    let last = *seq;
+    let wait = async {
+        while progress.slowest(s) < last {
+            progress.wake[s].notified().await;
+        }
+    };
+    timeout(IO_TIMEOUT, wait)
+        .await
+        .map_err(|_| std::io::Error::other("receivers did not get every message in time"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_payload_is_found_inside_any_broker_wrapping() {
+        assert_eq!(parse("<r1> ~3 17 12345 xxxx"), Some((3, 17, 12345)));
+        assert_eq!(parse("<user5> ~0 1 9 "), Some((0, 1, 9)));
+        assert_eq!(parse("* r1 joined #lobby"), None);
+    }
+}
