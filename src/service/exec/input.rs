@@ -18,9 +18,10 @@ use tokio::process::ChildStdin;
 use tokio::sync::{watch, Notify};
 
 use super::messages::{window_size, ClientMessage};
-use super::{Refusal, STDIN_WINDOW_BYTES};
+use super::STDIN_WINDOW_BYTES;
 use crate::server::ProcessGroup;
 use crate::terminal::PtyMaster;
+use crate::wire::ErrorFrame;
 use crate::wire::{Connection, WireError};
 
 /// The terminal's end-of-file character (Ctrl-D), typed for `stdin_eof` on a pty.
@@ -78,7 +79,7 @@ pub(super) enum InputEnd {
     /// EOF or a broken stream: the client is gone.
     Closed,
     /// A frame that breaks the protocol.
-    Invalid(Refusal),
+    Invalid(ErrorFrame),
 }
 
 /// Reads the client's frames until it goes away or misbehaves: `stdin` bodies are queued for
@@ -115,7 +116,7 @@ async fn read_client<R: AsyncRead + AsyncWrite + Unpin>(
         let msg = match reader.read_frame::<ClientMessage>().await {
             Ok(Some(msg)) => msg,
             Ok(None) | Err(WireError::Io(_) | WireError::UnexpectedEof) => return InputEnd::Closed,
-            Err(e) => return InputEnd::Invalid(Refusal::from(&e)),
+            Err(e) => return InputEnd::Invalid(ErrorFrame::from(&e)),
         };
         match msg {
             ClientMessage::Stdin { size } => {
@@ -138,7 +139,7 @@ async fn read_client<R: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             ClientMessage::Run { .. } => {
-                return InputEnd::Invalid(Refusal::new(
+                return InputEnd::Invalid(ErrorFrame::new(
                     "unexpected_message",
                     "one run request per connection",
                 ))
@@ -148,11 +149,11 @@ async fn read_client<R: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Resizes the terminal; without one there is nothing to resize.
-fn resize(terminal: Option<&PtyMaster>, rows: u16, cols: u16) -> Result<(), Refusal> {
+fn resize(terminal: Option<&PtyMaster>, rows: u16, cols: u16) -> Result<(), ErrorFrame> {
     let Some(master) = terminal else {
         return Ok(());
     };
-    let size = window_size(rows, cols).map_err(|e| Refusal::new("invalid_pty", e))?;
+    let size = window_size(rows, cols).map_err(|e| ErrorFrame::new("invalid_pty", e))?;
     // A terminal whose command is gone cannot be resized; nothing to report.
     let _ = master.resize(size);
     Ok(())
@@ -215,11 +216,11 @@ impl StdinQueue {
     }
 
     /// Accounts for a `stdin` frame of `size` bytes before its body is read.
-    fn admit(&self, size: u64) -> Result<(), Refusal> {
+    fn admit(&self, size: u64) -> Result<(), ErrorFrame> {
         let mut queued = self.lock();
         let held = queued.held.saturating_add(size);
         if held > STDIN_WINDOW_BYTES {
-            return Err(Refusal::new(
+            return Err(ErrorFrame::new(
                 "stdin_window_exceeded",
                 format!(
                     "the client sent stdin beyond its window of {STDIN_WINDOW_BYTES} bytes \

@@ -270,6 +270,13 @@ impl std::fmt::Display for RemoteExit {
     }
 }
 
+impl From<&crate::wire::ErrorFrame> for ServerMessage {
+    /// A refusal as the `error` frame the client receives.
+    fn from(refusal: &crate::wire::ErrorFrame) -> Self {
+        ServerMessage::error(&refusal.code, refusal.message.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

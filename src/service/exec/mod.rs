@@ -50,7 +50,7 @@ pub mod tutorial;
 use std::time::Duration;
 
 use crate::session::{ClientOptions, GateConfig, SessionConfig, Token};
-use crate::wire::{Limits, WireError, MAX_HEADER_BYTES};
+use crate::wire::{Limits, MAX_HEADER_BYTES};
 
 pub use client::{run, ExecError, LocalIo, RunOutcome, RunRequest};
 pub use messages::{ClientMessage, PtyRequest, RemoteExit, ServerMessage, SignalName};
@@ -126,31 +126,5 @@ pub fn client_options(token: Token) -> ClientOptions {
     ClientOptions {
         token: Some(token),
         ..ClientOptions::new(session_config())
-    }
-}
-
-/// A refusal sent as an `error` frame: a stable code and a sentence.
-#[derive(Debug, Clone)]
-struct Refusal {
-    code: &'static str,
-    message: String,
-}
-
-impl Refusal {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Refusal {
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn to_message(&self) -> ServerMessage {
-        ServerMessage::error(self.code, self.message.clone())
-    }
-}
-
-impl From<&WireError> for Refusal {
-    fn from(e: &WireError) -> Self {
-        Refusal::new(e.code(), e.to_string())
     }
 }

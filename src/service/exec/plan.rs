@@ -9,10 +9,11 @@ use tokio::process::{Child, ChildStderr, ChildStdin, Command};
 
 use super::messages::{PtyRequest, RemoteExit};
 use super::server::ExecConfig;
-use super::{Refusal, MAX_COMMAND_BYTES, STDOUT_PIPE_BYTES};
+use super::{MAX_COMMAND_BYTES, STDOUT_PIPE_BYTES};
 use crate::server::{command_env, with_default_signals, ConnInfo};
 use crate::terminal::{Pty, PtyMaster, WindowSize};
 use crate::text::escape_one_line;
+use crate::wire::ErrorFrame;
 
 /// Longest escaped program name repeated in a refusal.
 const SHOWN_PROGRAM_CHARS: usize = 500;
@@ -28,12 +29,12 @@ pub(super) struct Plan {
 impl Plan {
     /// The pty the plan asks for, opened apart from the spawn so that a host out of ptys is
     /// not reported as a missing program.
-    pub(super) fn open_pty(&self) -> Result<Option<Pty>, Refusal> {
+    pub(super) fn open_pty(&self) -> Result<Option<Pty>, ErrorFrame> {
         let Some((size, _)) = &self.pty else {
             return Ok(None);
         };
         Pty::open(*size).map(Some).map_err(|e| {
-            Refusal::new(
+            ErrorFrame::new(
                 "pty_failed",
                 format!("cannot allocate a pseudo-terminal: {e}"),
             )
@@ -54,36 +55,36 @@ pub(super) fn validate(
     argv: Vec<String>,
     shell: bool,
     pty: Option<&PtyRequest>,
-) -> Result<Plan, Refusal> {
+) -> Result<Plan, ErrorFrame> {
     let total: usize = argv.iter().map(|a| a.len() + 1).sum();
     if total > MAX_COMMAND_BYTES {
-        return Err(Refusal::new(
+        return Err(ErrorFrame::new(
             "command_too_long",
             format!("the command line has {total} bytes; the limit is {MAX_COMMAND_BYTES}"),
         ));
     }
     if argv.first().filter(|p| !p.is_empty()).is_none() {
-        return Err(Refusal::new("invalid_command", "the command is empty"));
+        return Err(ErrorFrame::new("invalid_command", "the command is empty"));
     }
     if argv.iter().any(|a| a.contains('\0')) {
-        return Err(Refusal::new(
+        return Err(ErrorFrame::new(
             "invalid_command",
             "an argument contains a NUL byte",
         ));
     }
     let pty = match pty.map(PtyRequest::validate).transpose() {
         Ok(pty) => pty.map(|(size, term)| (size, term.to_owned())),
-        Err(why) => return Err(Refusal::new("invalid_pty", why)),
+        Err(why) => return Err(ErrorFrame::new("invalid_pty", why)),
     };
     if shell {
         if !config.shell {
-            return Err(Refusal::new(
+            return Err(ErrorFrame::new(
                 "shell_not_allowed",
                 "this server does not run shell command lines",
             ));
         }
         if !config.allow_cmds.is_empty() {
-            return Err(Refusal::new(
+            return Err(ErrorFrame::new(
                 "command_not_allowed",
                 "a shell line cannot be checked against the allowed commands",
             ));
@@ -98,7 +99,7 @@ pub(super) fn validate(
     let program = words.next().unwrap_or_default();
     if !config.allow_cmds.is_empty() && !config.allow_cmds.contains(&program) {
         let shown = escape_one_line(&program, SHOWN_PROGRAM_CHARS);
-        return Err(Refusal::new(
+        return Err(ErrorFrame::new(
             "command_not_allowed",
             format!("{shown} is not an allowed command on this server"),
         ));

@@ -12,15 +12,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::input::{pump_input, CommandInput};
-use super::messages::{ClientMessage, RemoteExit};
+use super::messages::{ClientMessage, RemoteExit, ServerMessage};
 use super::plan::{exit_of, spawn, validate, CommandIo, Plan};
 use super::pumps::{pump_output, CommandOutput, StdinCredits};
 use super::supervisor::{Outcome, OutputSignals, Supervisor};
-use super::{Refusal, RUN_REQUEST_TIMEOUT};
+use super::RUN_REQUEST_TIMEOUT;
 use crate::net::splice::SpliceWrite;
 use crate::server::{ConnInfo, ProcessGroup};
 use crate::session::{FramedService, Gated, ServerStream};
 use crate::text::escape_one_line;
+use crate::wire::ErrorFrame;
 use crate::wire::{Connection, WireError};
 
 /// How long a finished session waits for the client to close before closing itself, so
@@ -78,7 +79,7 @@ impl<S: AsyncRead + AsyncWrite + SpliceWrite + Unpin + Send> Stream for S {}
 /// How a session ended, for the log line.
 enum Ending {
     Exited(RemoteExit),
-    Refused(&'static str),
+    Refused(String),
     Disconnected,
 }
 
@@ -116,15 +117,20 @@ impl ExecService {
                 return (String::new(), Ending::Disconnected)
             }
             Ok(Ok(Some(_))) => {
-                let refusal = Refusal::new(
+                let refusal = ErrorFrame::new(
                     "unexpected_message",
                     "the first frame must be a run request",
                 );
                 return (String::new(), refuse(&mut framed, refusal).await);
             }
-            Ok(Err(e)) => return (String::new(), refuse(&mut framed, Refusal::from(&e)).await),
+            Ok(Err(e)) => {
+                return (
+                    String::new(),
+                    refuse(&mut framed, ErrorFrame::from(&e)).await,
+                )
+            }
             Err(_) => {
-                let refusal = Refusal::new("timeout", "no run request arrived in time");
+                let refusal = ErrorFrame::new("timeout", "no run request arrived in time");
                 return (String::new(), refuse(&mut framed, refusal).await);
             }
         };
@@ -161,23 +167,26 @@ impl ExecService {
         let shown = escape_one_line(&plan.program, LOG_ARGV_CHARS);
         let (refusal, code) = match err.kind() {
             io::ErrorKind::NotFound => (
-                Refusal::new("not_found", format!("{shown}: command not found")),
+                ErrorFrame::new("not_found", format!("{shown}: command not found")),
                 127,
             ),
             io::ErrorKind::PermissionDenied => (
-                Refusal::new("not_executable", format!("{shown}: permission denied")),
+                ErrorFrame::new("not_executable", format!("{shown}: permission denied")),
                 126,
             ),
             _ => {
                 return refuse(
                     framed,
-                    Refusal::new("spawn_failed", format!("cannot run {shown}: {err}")),
+                    ErrorFrame::new("spawn_failed", format!("cannot run {shown}: {err}")),
                 )
                 .await
             }
         };
         let exit = RemoteExit::Code(code);
-        if framed.write_frame(&refusal.to_message(), &[]).await.is_ok()
+        if framed
+            .write_frame(&ServerMessage::from(&refusal), &[])
+            .await
+            .is_ok()
             && framed.write_frame(&exit.to_message(), &[]).await.is_ok()
         {
             close(framed).await;
@@ -257,7 +266,10 @@ where
     };
     let exit = exit_of(status);
     let (last, ending) = match client_error {
-        Some(refusal) => (refusal.to_message(), Ending::Refused(refusal.code)),
+        Some(refusal) => (
+            ServerMessage::from(&refusal),
+            Ending::Refused(refusal.code.clone()),
+        ),
         None => (exit.to_message(), Ending::Exited(exit)),
     };
     if writer.write_frame(&last, &[]).await.is_err() {
@@ -271,8 +283,12 @@ where
 }
 
 /// Writes `refusal` and ends the session.
-async fn refuse<S: Stream>(framed: &mut Connection<S>, refusal: Refusal) -> Ending {
-    if framed.write_frame(&refusal.to_message(), &[]).await.is_ok() {
+async fn refuse<S: Stream>(framed: &mut Connection<S>, refusal: ErrorFrame) -> Ending {
+    if framed
+        .write_frame(&ServerMessage::from(&refusal), &[])
+        .await
+        .is_ok()
+    {
         close(framed).await;
     }
     Ending::Refused(refusal.code)

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::input::InputEnd;
 use super::server::CLOSE_LINGER;
-use super::Refusal;
 use crate::server::{ConnInfo, ProcessGroup};
+use crate::wire::ErrorFrame;
 use crate::wire::WireError;
 
 /// How long a pty's output may take to end after its command exited. It ends at once when the
@@ -48,7 +48,7 @@ pub(super) struct Supervisor<'a> {
     drain_timer: Pin<Box<Sleep>>,
     status: Option<io::Result<ExitStatus>>,
     output: Option<Result<(), WireError>>,
-    client_error: Option<Refusal>,
+    client_error: Option<ErrorFrame>,
     input_done: bool,
     /// The client closed its side, or stopped reading for good: nothing more can be reported.
     client_gone: bool,
@@ -62,7 +62,7 @@ pub(super) enum Outcome {
     /// protocol error if it made one.
     Finished {
         status: ExitStatus,
-        client_error: Option<Refusal>,
+        client_error: Option<ErrorFrame>,
         timed_out: bool,
     },
     /// The client is gone, or the command's output could not be sent to the end.
