@@ -13,8 +13,8 @@
 use std::io;
 
 use serde::{Deserialize, Serialize};
+use sockit::engine::{serve, shutdown_on_signals, Config, ConnInfo};
 use sockit::net::{Addr, BindOptions, Listener};
-use sockit::server::{serve, shutdown_on_signals, Config, ConnInfo};
 use sockit::session::{
     self, load_token, ClientOptions, FramedService, GateConfig, Gated, ServerStream, SessionConfig,
 };

@@ -8,11 +8,11 @@
 
 use std::io;
 
-use sockit::net::{Addr, BindOptions, Listener};
-use sockit::server::{
+use sockit::engine::{
     serve, serve_if_child_blocking, shutdown_on_signals, Config, Conn, ConnInfo, Handler, Mode,
     ProcessCommand,
 };
+use sockit::net::{Addr, BindOptions, Listener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `class MyHandler(socketserver.BaseRequestHandler)`, as in `upper_echo_threaded`.

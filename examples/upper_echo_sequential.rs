@@ -10,8 +10,8 @@
 
 use std::io;
 
+use sockit::engine::{serve, shutdown_on_signals, Config, Conn, ConnInfo, Handler, Mode};
 use sockit::net::{Addr, BindOptions, Listener};
-use sockit::server::{serve, shutdown_on_signals, Config, Conn, ConnInfo, Handler, Mode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `class MyHandler(socketserver.BaseRequestHandler)`, as in `upper_echo_threaded`.

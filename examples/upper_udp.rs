@@ -8,8 +8,8 @@
 
 use std::io;
 
+use sockit::engine::{serve_datagram, shutdown_on_signals, Config, DatagramHandler, Mode};
 use sockit::net::{Addr, BindOptions, Datagram, PeerAddr};
-use sockit::server::{serve_datagram, shutdown_on_signals, Config, DatagramHandler, Mode};
 
 /// `class MyUDPHandler(socketserver.BaseRequestHandler)`.
 struct MyUdpHandler;

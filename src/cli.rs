@@ -165,7 +165,7 @@ impl Cli {
     /// socket, with no hand-offs between worker threads (measured in docs/benchmarks.md); a
     /// process-mode child serves one connection.
     pub fn single_threaded(&self) -> bool {
-        matches!(self.command, Command::Exec(ExecCommand::Run(_))) || sockit::server::is_child()
+        matches!(self.command, Command::Exec(ExecCommand::Run(_))) || sockit::engine::is_child()
     }
 
     /// The log level with no `-v` or `-q`: `info` for servers, `warn` for the one-shot

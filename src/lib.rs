@@ -46,7 +46,7 @@
 //!  session        the way in for every framed service: the server's `Gate` (pending caps,
 //!                 TLS, hello, auth) and the client's `open`; tokens, limits, error frames
 //!  wire           the frame format, sans-IO: codec state machine + Connection wrapper
-//!  server         the engine: serve(listener, handler, config, shutdown); modes, limits, drain
+//!  engine         the engine: serve(listener, handler, config, shutdown); modes, limits, drain
 //!  net            bind/connect: TCP, UDP, Unix stream/datagram, socket options, ACL, TLS wrap, splice
 //!  stdio          local stdout/stderr writers for streaming clients
 //!  terminal       raw mode for the local terminal, pseudo-terminals for remote commands
@@ -59,19 +59,19 @@
 //! set of them) lives in the binary, `src/cli/`; `docs/architecture.md` describes it all.
 #![warn(missing_docs)]
 
-pub use net::{Addr, BindOptions, Datagram, Listener, Stream};
-pub use server::{
+pub use engine::{
     serve, serve_datagram, serve_if_child, serve_if_child_blocking, shutdown_on_signals, Config,
     Conn, ConnInfo, DatagramHandler, Handler, Mode, ProcessCommand,
 };
+pub use net::{Addr, BindOptions, Datagram, Listener, Stream};
 pub use session::{
     open, ClientConnection, ClientError, ClientOptions, FramedService, GateConfig, Gated,
     ServerStream, SessionConfig, Token,
 };
 pub use wire::{Connection, ErrorFrame, Message, WireError};
 
+pub mod engine;
 pub mod net;
-pub mod server;
 pub mod service;
 pub mod session;
 pub mod stdio;

@@ -7,8 +7,8 @@ mod common;
 use std::sync::Arc;
 
 use common::{start, start_at, TestServer, TEST_TIMEOUT};
+use sockit::engine::Config;
 use sockit::net::{Addr, Stream};
-use sockit::server::Config;
 use sockit::service::chat::{
     self, Broker, BrokerConfig, ChatClient, ChatError, ChatServer, ChatService, ClientMessage,
     FramedConfig, JoinOptions, LineConfig, LineServer, RateLimit, ServerMessage,

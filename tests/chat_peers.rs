@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
 use common::{have, port, run_with_input, sockit, start, Proc, TEST_TIMEOUT};
+use sockit::engine::Config;
 use sockit::net::Addr;
-use sockit::server::Config;
 use sockit::service::chat::{
     self as chat, Broker, BrokerConfig, ChatServer, ChatService, FramedConfig, LineConfig,
     LineServer,

@@ -5,8 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{start_datagram, TEST_TIMEOUT};
+use sockit::engine::{Config, Mode};
 use sockit::net::Addr;
-use sockit::server::{Config, Mode};
 use sockit::service::echo::EchoDatagram;
 use tokio::net::{UdpSocket, UnixDatagram};
 use tokio::time::timeout;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{start, start_at, TEST_TIMEOUT};
+use sockit::engine::{Config, Conn, ConnInfo, Handler, Mode};
 use sockit::net::{parse_net, Acl, Addr, Stream};
-use sockit::server::{Config, Conn, ConnInfo, Handler, Mode};
 use sockit::service::echo::Echo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
@@ -297,7 +297,7 @@ async fn process_mode_without_a_process_form_is_refused() {
         mode: Mode::Process,
         ..Config::default()
     };
-    let err = sockit::server::serve(listener, Inline, config, Default::default())
+    let err = sockit::engine::serve(listener, Inline, config, Default::default())
         .await
         .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::Unsupported);

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::Stdio;
 
 use common::{sockit, start, Proc, TestServer, TEST_TIMEOUT};
-use sockit::server::Config;
+use sockit::engine::Config;
 use sockit::service::exec::shell::{shell, LineForm, ShellIo};
 use sockit::service::exec::{self, ExecConfig, ExecError, ExecServer, ExecService};
 use sockit::session::Token;

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{have, sockit, start, Proc, TEST_TIMEOUT};
-use sockit::server::Config;
+use sockit::engine::Config;
 use sockit::service::exec::tutorial::{
     run_tutorial, TutorialConfig, TutorialError, TutorialServer,
 };

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{start, start_exec, TestServer, TEST_TIMEOUT};
+use sockit::engine::Config;
 use sockit::net::Addr;
-use sockit::server::Config;
 use sockit::service::chat::{self, Broker, BrokerConfig, ChatServer, ChatService, FramedConfig};
 use sockit::service::exec::{self, ExecConfig, ExecError, LocalIo, RunRequest};
 use sockit::service::files::{self, FilesConfig, Remote};

@@ -11,10 +11,10 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{start_at, TEST_TIMEOUT};
-use sockit::net::{Addr, PeerAddr, Stream};
-use sockit::server::{
+use sockit::engine::{
     serve_if_child_blocking, Config, Conn, ConnInfo, Handler, Mode, ProcessCommand, CHILD_ENV,
 };
+use sockit::net::{Addr, PeerAddr, Stream};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::timeout;
 

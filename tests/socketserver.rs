@@ -15,8 +15,8 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::{pattern, sockit, start_at, start_datagram, Proc, TestServer, TEST_TIMEOUT};
+use sockit::engine::{serve, serve_datagram, Config, Conn, ConnInfo, Handler, Mode};
 use sockit::net::{parse_net, Acl, Addr, BindOptions, Datagram, Listener, Stream};
-use sockit::server::{serve, serve_datagram, Config, Conn, ConnInfo, Handler, Mode};
 use sockit::service::echo::{echo_stream, Echo, EchoDatagram};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;

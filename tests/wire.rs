@@ -4,8 +4,8 @@
 mod common;
 
 use common::{start, TEST_TIMEOUT};
+use sockit::engine::Config;
 use sockit::net::{Addr, Stream};
-use sockit::server::Config;
 use sockit::service::framed_echo::{EchoMessage, FramedEcho};
 use sockit::wire::{Connection, ErrorFrame, MAX_HEADER_BYTES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -11,8 +11,8 @@ use super::launch::{
     bind_failure, run_command, stream_transport, Bound, EngineArgs, ServiceDefaults,
 };
 use super::{Failure, Note};
+use sockit::engine::{self, serve, Config, Mode};
 use sockit::net::{Addr, Listener};
-use sockit::server::{self, serve, Config, Mode};
 use sockit::service::chat::{
     self, Broker, BrokerConfig, ChatServer, ChatService, FramedConfig, JoinOptions, LineConfig,
     LineServer, RateLimit, DEFAULT_HISTORY, MAX_HISTORY,
@@ -95,7 +95,7 @@ pub async fn run_chat(cmd: ChatCommand) -> Result<(), Failure> {
 }
 
 async fn run_serve(args: ChatServeArgs) -> Result<(), Failure> {
-    let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
+    let shutdown = engine::shutdown_on_signals().context("cannot install signal handlers")?;
     let bound = args.bind(&shutdown).await?;
     run_command(bound, shutdown).await
 }

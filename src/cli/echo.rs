@@ -9,8 +9,8 @@ use super::launch::{
     bind_failure, run_command, stream_transport, Bound, EngineArgs, ServeFuture, ServiceDefaults,
 };
 use super::Failure;
+use sockit::engine::{self, serve, serve_datagram, Mode};
 use sockit::net::{Addr, Datagram, Listener};
-use sockit::server::{self, serve, serve_datagram, Mode};
 use sockit::service::echo::{self, Echo, EchoDatagram};
 use sockit::service::framed_echo::FramedEcho;
 
@@ -44,10 +44,10 @@ pub struct EchoArgs {
 pub(super) async fn run_echo(args: EchoArgs) -> Result<(), Failure> {
     let stream_echo = Echo { upper: args.upper };
     // A process-mode child (see `Echo::process_command`) serves its one connection, and ends.
-    if let Some(served) = server::serve_if_child(&stream_echo).await {
+    if let Some(served) = engine::serve_if_child(&stream_echo).await {
         return served.context("echo child").map_err(Failure::from);
     }
-    let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
+    let shutdown = engine::shutdown_on_signals().context("cannot install signal handlers")?;
     let bound = args.bind(&shutdown).await?;
     run_command(vec![bound], shutdown).await
 }

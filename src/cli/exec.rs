@@ -16,8 +16,8 @@ use super::launch::{
     bind_failure, run_command, stream_transport, Bound, EngineArgs, ServiceDefaults,
 };
 use super::{parse_duration, Failure, Note};
+use sockit::engine::{self, serve, Mode};
 use sockit::net::{Addr, Listener};
-use sockit::server::{self, serve, Mode};
 use sockit::service::exec::tutorial::{self, TutorialConfig, TutorialServer};
 use sockit::service::exec::{self, ExecConfig, ExecServer, ExecService};
 use sockit::session::{load_token, GateConfig, Token};
@@ -144,7 +144,7 @@ fn required_token(token_file: Option<&Path>) -> Result<Token, Failure> {
 }
 
 pub(super) async fn run_exec_serve(args: ExecServeArgs) -> Result<(), Failure> {
-    let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
+    let shutdown = engine::shutdown_on_signals().context("cannot install signal handlers")?;
     let bound = args.bind(&shutdown).await?;
     run_command(vec![bound], shutdown).await
 }

@@ -12,8 +12,8 @@ use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 
 use super::{parse_duration, Failure};
+use sockit::engine::{self, Config, Mode};
 use sockit::net::{parse_net, Acl, Addr, BindOptions, Keepalive, DEFAULT_BACKLOG};
-use sockit::server::{self, Config, Mode};
 use sockit::session::{PendingLimits, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_SOURCE};
 
 /// Engine options, flattened into every server command and accepted by every `sockit serve`
@@ -69,8 +69,8 @@ pub struct ServiceDefaults {
 impl Default for ServiceDefaults {
     fn default() -> Self {
         ServiceDefaults {
-            max_conns: server::DEFAULT_MAX_CONNS,
-            idle_timeout: Some(server::DEFAULT_IDLE_TIMEOUT),
+            max_conns: engine::DEFAULT_MAX_CONNS,
+            idle_timeout: Some(engine::DEFAULT_IDLE_TIMEOUT),
         }
     }
 }

@@ -7,8 +7,8 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::{EngineArgs, Failure};
+use sockit::engine::{self, ProcessCommand};
 use sockit::net::Addr;
-use sockit::server::{self, ProcessCommand};
 use sockit::service::netcat::{self, ListenOptions, NetcatError};
 
 /// `sockit connect`.
@@ -84,7 +84,7 @@ pub(super) async fn run_listen(args: ListenArgs) -> Result<(), Failure> {
         (None, None) => None,
     };
     let shutdown: CancellationToken =
-        server::shutdown_on_signals().context("cannot install signal handlers")?;
+        engine::shutdown_on_signals().context("cannot install signal handlers")?;
     let opts = ListenOptions {
         addr: args.addr,
         udp: args.udp,
@@ -92,7 +92,7 @@ pub(super) async fn run_listen(args: ListenArgs) -> Result<(), Failure> {
         exec,
         acl: args.engine.acl(),
         bind: args.engine.bind_options(),
-        max_conns: args.engine.max_conns.unwrap_or(server::DEFAULT_MAX_CONNS),
+        max_conns: args.engine.max_conns.unwrap_or(engine::DEFAULT_MAX_CONNS),
         raw: args.raw,
     };
     netcat::listen(opts, shutdown).await.map_err(netcat_failure)

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::launch::{run_all, say, Bound, Note};
 use super::{ChatServeArgs, EchoArgs, ExecServeArgs, Failure, FilesServeArgs};
+use sockit::engine;
 use sockit::net::Addr;
-use sockit::server;
 
 /// The default service set: loopback only.
 pub const DEFAULT_CONFIG: &str = r#"# sockit serve: the default service set. Everything binds loopback.
@@ -311,7 +311,7 @@ pub(super) async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         None => DEFAULT_CONFIG.to_string(),
     };
     let entries = parse_config(&text)?;
-    let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
+    let shutdown = engine::shutdown_on_signals().context("cannot install signal handlers")?;
     let mut bound = Vec::new();
     for entry in entries {
         bound.extend(entry.bind(&shutdown).await?);

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use crate::engine::{Conn, ConnInfo, DatagramHandler, Handler, Mode, ProcessCommand};
 use crate::net::{Datagram, PeerAddr};
-use crate::server::{Conn, ConnInfo, DatagramHandler, Handler, Mode, ProcessCommand};
 
 /// Bytes read per syscall. The buffer lives on the stack only while a read is being handled,
 /// so an idle connection holds none.

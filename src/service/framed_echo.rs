@@ -5,7 +5,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
-use crate::server::{Conn, ConnInfo, Handler};
+use crate::engine::{Conn, ConnInfo, Handler};
 use crate::wire::{Connection, Limits, Message, WireError, MAX_HEADER_BYTES};
 
 /// Largest body a framed echo accepts.

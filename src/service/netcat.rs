@@ -11,8 +11,8 @@ use tokio::sync::{broadcast, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::engine::{run_process, serve, Config, Conn, ConnInfo, Handler, Mode, ProcessCommand};
 use crate::net::{Acl, Addr, BindOptions, Datagram, Listener, PeerAddr, Stream};
-use crate::server::{run_process, serve, Config, Conn, ConnInfo, Handler, Mode, ProcessCommand};
 use crate::text::TerminalEscaper;
 
 /// Bytes per read from stdin or the socket.
@@ -165,7 +165,7 @@ async fn datagram_session(
     let mut out = Output::new(raw);
     let mut stdin = tokio::io::stdin();
     let mut inbuf = vec![0u8; PUMP_BUFFER_BYTES];
-    let mut netbuf = vec![0u8; crate::server::Config::default().max_datagram];
+    let mut netbuf = vec![0u8; crate::engine::Config::default().max_datagram];
     let mut stdin_open = true;
     loop {
         let linger = async {

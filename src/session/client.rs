@@ -11,10 +11,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
 
 use super::{connect, SessionConfig, SessionError, Token};
+use crate::engine::IdleTimeout;
 use crate::net::splice::SpliceRead;
 use crate::net::tls::{ClientTlsStream, TlsConnector, TlsError};
 use crate::net::{Addr, Stream};
-use crate::server::IdleTimeout;
 use crate::wire::{Connection, ErrorFrame, WireError};
 
 /// Read buffer under TLS: records are decrypted from it, so few, large socket reads.

@@ -13,9 +13,9 @@ use tracing::{info, warn};
 
 use super::pending::{Pending, PendingLimits};
 use super::{accept, AuthLimiter, SessionConfig, SessionError, Token};
+use crate::engine::{Conn, ConnInfo, Handler};
 use crate::net::splice::SpliceWrite;
 use crate::net::tls::{ServerTlsStream, TlsAcceptor};
-use crate::server::{Conn, ConnInfo, Handler};
 use crate::wire::{Connection, ErrorFrame};
 
 /// Deadline for telling a penalised source why it is refused.

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
+use sockit::engine::{serve, serve_datagram, Config, DatagramHandler, Handler};
 use sockit::net::tls::{TlsAcceptor, TlsConnector};
 use sockit::net::{Addr, BindOptions, Datagram, Listener, Stream};
-use sockit::server::{serve, serve_datagram, Config, DatagramHandler, Handler};
 use sockit::service::exec::{
     self, ExecConfig, ExecError, ExecServer, ExecService, LocalIo, RemoteExit, RunOutcome,
     RunRequest, SignalName,

@@ -9,14 +9,14 @@ use crate::cli::launch::{
     bind_failure, run_command, say, stream_transport, Bound, ServiceDefaults,
 };
 use crate::cli::{Failure, Note};
+use sockit::engine::{self, serve, Mode};
 use sockit::net::Listener;
-use sockit::server::{self, serve, Mode};
 use sockit::service::files::{self, Access, FilesServer, OneShot, Progress};
 use sockit::session::Gated;
 
 /// `sockit files serve`.
 pub(crate) async fn run_files_serve(args: FilesServeArgs) -> Result<(), Failure> {
-    let shutdown = server::shutdown_on_signals().context("cannot install signal handlers")?;
+    let shutdown = engine::shutdown_on_signals().context("cannot install signal handlers")?;
     let bound = args.bind(&shutdown).await?;
     run_command(vec![bound], shutdown).await
 }
@@ -81,7 +81,7 @@ pub(crate) async fn run_recv(args: RecvArgs, quiet: bool) -> Result<(), Failure>
             say(&format!("tls fingerprint: {fp}"));
         }
     }
-    let signals = server::shutdown_on_signals().context("cannot install signal handlers")?;
+    let signals = engine::shutdown_on_signals().context("cannot install signal handlers")?;
     let done: CancellationToken = signals.child_token();
     let engine = engine_args.config("recv", Mode::Sequential, ServiceDefaults::default());
     let one_shot = std::sync::Arc::new(Gated::new(gate, OneShot::new(service, done.clone())));
@@ -118,8 +118,8 @@ pub(crate) async fn run_recv(args: RecvArgs, quiet: bool) -> Result<(), Failure>
 /// Lets `run_recv` read the outcome after the engine has consumed the handler.
 struct SharedOneShot(std::sync::Arc<Gated<OneShot>>);
 
-impl server::Handler for SharedOneShot {
-    async fn handle(&self, conn: server::Conn, info: server::ConnInfo) -> std::io::Result<()> {
+impl engine::Handler for SharedOneShot {
+    async fn handle(&self, conn: engine::Conn, info: engine::ConnInfo) -> std::io::Result<()> {
         self.0.handle(conn, info).await
     }
 }

@@ -310,8 +310,8 @@ fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{serve, Config};
     use crate::net::{BindOptions, Listener};
-    use crate::server::{serve, Config};
     use crate::service::chat::{Broker, BrokerConfig, LineConfig, LineServer, RateLimit};
 
     #[tokio::test]

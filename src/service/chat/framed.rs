@@ -16,8 +16,8 @@ use super::outbox::{Delivery, Outbox, QueueLimits};
 use super::pump::{farewell, pump, Dispatcher, Ending};
 use super::rate::RateLimit;
 use super::SERVICE;
+use crate::engine::ConnInfo;
 use crate::net::Addr;
-use crate::server::ConnInfo;
 use crate::session::{FramedService, GateConfig, Gated, ServerStream, SessionConfig, Token};
 use crate::wire::{Connection, ErrorFrame, Limits, WireError, MAX_HEADER_BYTES};
 

@@ -20,7 +20,7 @@ use super::outbox::{Delivery, Outbox, QueueLimits};
 use super::pump::{farewell, pump, write_line, Dispatcher, Ending};
 use super::rate::RateLimit;
 use super::{parse_line, MAX_MESSAGE_BYTES};
-use crate::server::{Conn, ConnInfo, Handler};
+use crate::engine::{Conn, ConnInfo, Handler};
 use crate::wire::ErrorFrame;
 
 /// Longest line, in bytes: a whole message plus room for `/msg NICK `.

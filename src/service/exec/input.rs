@@ -19,7 +19,7 @@ use tokio::sync::{watch, Notify};
 
 use super::messages::{window_size, ClientMessage};
 use super::STDIN_WINDOW_BYTES;
-use crate::server::ProcessGroup;
+use crate::engine::ProcessGroup;
 use crate::terminal::PtyMaster;
 use crate::wire::ErrorFrame;
 use crate::wire::{Connection, WireError};

@@ -10,7 +10,7 @@ use tokio::process::{Child, ChildStderr, ChildStdin, Command};
 use super::messages::{PtyRequest, RemoteExit};
 use super::server::ExecConfig;
 use super::{MAX_COMMAND_BYTES, STDOUT_PIPE_BYTES};
-use crate::server::{command_env, with_default_signals, ConnInfo};
+use crate::engine::{command_env, with_default_signals, ConnInfo};
 use crate::terminal::{Pty, PtyMaster, WindowSize};
 use crate::text::escape_one_line;
 use crate::wire::ErrorFrame;

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::input::InputEnd;
 use super::server::CLOSE_LINGER;
-use crate::server::{ConnInfo, ProcessGroup};
+use crate::engine::{ConnInfo, ProcessGroup};
 use crate::wire::ErrorFrame;
 use crate::wire::WireError;
 

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::OUTPUT_CHUNK_BYTES;
-use crate::server::{command_env, with_default_signals, Conn, ConnInfo, Handler, ProcessGroup};
+use crate::engine::{command_env, with_default_signals, Conn, ConnInfo, Handler, ProcessGroup};
 use crate::text::escape_one_line;
 use crate::wire::tutorial::{encode_header, TutorialHeader};
 

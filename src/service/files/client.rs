@@ -31,7 +31,7 @@ pub const WINDOW_REQUESTS: usize = 256;
 pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The stream a client command runs over.
-type ConnStream = crate::server::IdleTimeout<crate::session::ClientStream>;
+type ConnStream = crate::engine::IdleTimeout<crate::session::ClientStream>;
 
 /// A client command's connection.
 type ClientConn = ClientConnection;

@@ -12,7 +12,7 @@ use super::server::{close, Access, FilesService, SessionSummary, Stream};
 use super::store::{FileMeta, Partial, Policy, RelPath, Store, StoreError, Stored};
 use super::transfer::{receive_file, skip_file, ReceiveError, MAX_DISCARD_BYTES};
 use super::Rejection;
-use crate::server::ConnInfo;
+use crate::engine::ConnInfo;
 use crate::text::escape_one_line;
 use crate::wire::{Connection, WireError};
 

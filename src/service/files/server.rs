@@ -15,8 +15,8 @@ use super::progress::Progress;
 use super::requests::Session;
 use super::store::{Store, StoreError, StoreOptions, DEFAULT_PARTIAL_MAX_AGE};
 use super::sweep::{sweep, PartialSweeper, PARTIAL_SWEEP_INTERVAL};
+use crate::engine::ConnInfo;
 use crate::net::Addr;
-use crate::server::ConnInfo;
 use crate::session::{FramedService, Gated, ServerStream, Token};
 use crate::wire::Connection;
 
@@ -178,7 +178,7 @@ impl FramedService for FilesService {
 }
 
 /// `recv`: a [`FilesService`] that serves one authenticated session, then fires `done`.
-/// Run it behind a gate with [`Mode::Sequential`](crate::server::Mode::Sequential) and `done`
+/// Run it behind a gate with [`Mode::Sequential`](crate::engine::Mode::Sequential) and `done`
 /// (or a child of it) as the engine's shutdown token.
 #[derive(Debug)]
 pub struct OneShot {

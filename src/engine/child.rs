@@ -88,7 +88,7 @@ pub async fn serve_if_child<H: Handler>(handler: &H) -> Option<io::Result<()>> {
 ///
 /// ```no_run
 /// use std::io;
-/// use sockit::server::{serve_if_child_blocking, Conn, ConnInfo, Handler, ProcessCommand};
+/// use sockit::engine::{serve_if_child_blocking, Conn, ConnInfo, Handler, ProcessCommand};
 ///
 /// struct Hello;
 ///

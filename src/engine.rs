@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! use sockit::net::{Addr, BindOptions, Listener};
-//! use sockit::server::{serve, Config};
+//! use sockit::engine::{serve, Config};
 //! use sockit::service::echo::Echo;
 //! use tokio_util::sync::CancellationToken;
 //!
