@@ -42,7 +42,8 @@
 //! # Layout
 //!
 //! ```text
-//!  service        one module per service (echo, exec, files, chat, framed_echo, netcat, bench)
+//!  service        one module per service (echo, exec, files, chat, framed_echo)
+//!  tools          built on the engine, not run by it: netcat (connect, listen), bench
 //!  session        the way in for every framed service: the server's `Gate` (pending caps,
 //!                 TLS, hello, auth) and the client's `open`; tokens, limits, error frames
 //!  wire           the frame format, sans-IO: codec state machine + Connection wrapper
@@ -77,4 +78,5 @@ pub mod session;
 pub mod stdio;
 pub mod terminal;
 pub mod text;
+pub mod tools;
 pub mod wire;

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 
 use super::{parse_duration, Failure};
 use sockit::net::Addr;
-use sockit::service::bench::{self, BenchError, EchoLoad, HoldLoad};
+use sockit::tools::bench::{self, BenchError, EchoLoad, HoldLoad};
 
 /// `sockit bench ...`.
 #[derive(Debug, Subcommand)]

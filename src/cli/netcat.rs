@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::{EngineArgs, Failure};
 use sockit::engine::{self, ProcessCommand};
 use sockit::net::Addr;
-use sockit::service::netcat::{self, ListenOptions, NetcatError};
+use sockit::tools::netcat::{self, ListenOptions, NetcatError};
 
 /// `sockit connect`.
 #[derive(Debug, Args)]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::net::{Addr, Stream};
-use crate::service::bench::{
+use crate::tools::bench::{
     ensure_fd_limit, keep_first, run_bounded, serialize_secs, table_row, BenchError,
     CONNECT_PARALLELISM, IO_TIMEOUT, MAX_DURATION,
 };
@@ -241,7 +241,7 @@ async fn count_alive(held: Vec<Stream>) -> Result<usize, BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::bench::testing::{closed_tcp_port, stream_echo};
+    use crate::tools::bench::testing::{closed_tcp_port, stream_echo};
 
     fn load(addr: Addr, conns: usize) -> HoldLoad {
         HoldLoad {

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::Addr;
-use crate::service::bench::{ensure_fd_limit, keep_first, table_row, BenchError};
+use crate::tools::bench::{ensure_fd_limit, keep_first, table_row, BenchError};
 use client::{join, receive, send, Progress, Received, Writer};
 
 /// Most receivers or senders one load may open.

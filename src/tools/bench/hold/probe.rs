@@ -3,7 +3,7 @@
 use super::conn::round_trip;
 use super::PROBE_BYTES;
 use crate::net::{Addr, Stream};
-use crate::service::bench::{connect_stream, fill_pattern, keep_first, Latency};
+use crate::tools::bench::{connect_stream, fill_pattern, keep_first, Latency};
 
 /// Latency probes during the hold: on one fresh connection (reopened after a failure) and on
 /// a sample of the held ones.

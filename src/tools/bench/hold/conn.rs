@@ -9,7 +9,7 @@ use tokio::net::TcpSocket;
 
 use super::{CONNS_PER_SOURCE_IP, HOLD_CHECK_BYTES};
 use crate::net::{Addr, Stream};
-use crate::service::bench::{connect_stream, exchange, fill_pattern, timed_out, IO_TIMEOUT};
+use crate::tools::bench::{connect_stream, exchange, fill_pattern, timed_out, IO_TIMEOUT};
 
 /// The source address for the `i`-th held connection: spread over 127.0.0.0/8 when the target
 /// is loopback IPv4 (starting at 127.0.0.1), otherwise left to the kernel.
@@ -33,7 +33,7 @@ pub(super) fn source_ip_count(target: &Addr, conns: usize) -> usize {
 /// Opens the `i`-th held connection and waits for one echo, so a connection counts only once
 /// the server has accepted and served it. Waiting for that, rather than for the handshake the
 /// kernel completes on its own, is what keeps the unaccepted queue (the listen backlog) within
-/// [`CONNECT_PARALLELISM`](crate::service::bench::CONNECT_PARALLELISM).
+/// [`CONNECT_PARALLELISM`](crate::tools::bench::CONNECT_PARALLELISM).
 pub(super) async fn open_held(addr: &Addr, i: usize) -> io::Result<Stream> {
     let mut stream = match (addr, source_ip(addr, i)) {
         (Addr::Inet(target), Some(source)) => connect_from(source, *target).await.map_err(|e| {
@@ -121,7 +121,7 @@ pub(super) async fn round_trip(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::bench::testing::stream_echo;
+    use crate::tools::bench::testing::stream_echo;
 
     #[tokio::test]
     async fn connections_past_the_first_block_come_from_the_next_source_address() {

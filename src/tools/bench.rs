@@ -4,9 +4,9 @@
 //! # Example
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), sockit::service::bench::BenchError> {
+//! # async fn demo() -> Result<(), sockit::tools::bench::BenchError> {
 //! use std::time::Duration;
-//! use sockit::service::bench::{run_echo, EchoLoad};
+//! use sockit::tools::bench::{run_echo, EchoLoad};
 //!
 //! let load = EchoLoad {
 //!     addr: "127.0.0.1:9000".parse().expect("valid address"),

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ChatLoad, ChatProto, REDIS_CHANNEL};
 use crate::net::Stream;
-use crate::service::bench::{BenchError, Latency, IO_TIMEOUT};
+use crate::tools::bench::{BenchError, Latency, IO_TIMEOUT};
 
 /// Per sender: the highest sequence number each receiver has seen, and a wakeup.
 pub(super) struct Progress {
