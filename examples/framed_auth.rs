@@ -18,10 +18,25 @@ use sockit::net::{Addr, BindOptions, Listener};
 use sockit::session::{
     self, load_token, ClientOptions, FramedService, GateConfig, Gated, ServerStream, SessionConfig,
 };
-use sockit::wire::{Connection, Message, WireError};
+use sockit::wire::{Connection, Limits, Message, WireError, MAX_HEADER_BYTES};
 
 /// The service name clients ask for in their hello.
 const SERVICE: &str = "upper";
+
+/// Largest text either side accepts: a body's size is checked against it before a byte is
+/// read or allocated.
+const MAX_TEXT_BYTES: u64 = 64 * 1024;
+
+/// The session both sides run: service `upper`, bodies capped at [`MAX_TEXT_BYTES`].
+fn session_config() -> SessionConfig {
+    SessionConfig {
+        limits: Limits {
+            max_header: MAX_HEADER_BYTES,
+            max_body: MAX_TEXT_BYTES,
+        },
+        ..SessionConfig::new(SERVICE)
+    }
+}
 
 /// What a client sends: `{"type":"upper","size":N}` and N bytes of text.
 #[derive(Debug, Serialize, Deserialize)]
@@ -56,16 +71,9 @@ struct UpperService;
 
 impl FramedService for UpperService {
     async fn serve(&self, mut conn: Connection<ServerStream>, _info: ConnInfo) -> io::Result<()> {
-        // The session's limits (SessionConfig::limits) cap each body before it is read.
+        // The session's limits cap each body before it is read.
         while let Some(Request::Upper { size }) = conn.read_frame().await.map_err(io_error)? {
-            let mut text = vec![0u8; usize::try_from(size).map_err(io::Error::other)?];
-            let mut filled = 0;
-            while filled < text.len() {
-                filled += conn
-                    .read_body_into(&mut text[filled..])
-                    .await
-                    .map_err(io_error)?;
-            }
+            let mut text = read_body(&mut conn, size).await?;
             text.make_ascii_uppercase();
             conn.write_frame(&Reply::Upper { size }, &text)
                 .await
@@ -73,6 +81,22 @@ impl FramedService for UpperService {
         }
         Ok(())
     }
+}
+
+/// The body of the frame just read, `size` bytes (already checked against the session's cap).
+async fn read_body<S>(conn: &mut Connection<S>, size: u64) -> io::Result<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut body = vec![0u8; usize::try_from(size).map_err(io::Error::other)?];
+    let mut filled = 0;
+    while filled < body.len() {
+        filled += conn
+            .read_body_into(&mut body[filled..])
+            .await
+            .map_err(io_error)?;
+    }
+    Ok(body)
 }
 
 fn io_error(e: WireError) -> io::Error {
@@ -83,7 +107,7 @@ fn io_error(e: WireError) -> io::Error {
 async fn ask(addr: &Addr, text: &str) -> io::Result<String> {
     let options = ClientOptions {
         token: load_token(None).map_err(io::Error::other)?,
-        ..ClientOptions::new(SessionConfig::new(SERVICE))
+        ..ClientOptions::new(session_config())
     };
     let mut conn = session::open(addr, &options)
         .await
@@ -95,14 +119,7 @@ async fn ask(addr: &Addr, text: &str) -> io::Result<String> {
     let Some(Reply::Upper { size }) = conn.read_frame().await.map_err(io_error)? else {
         return Err(io::Error::other("the server closed without an answer"));
     };
-    let mut answer = vec![0u8; usize::try_from(size).map_err(io::Error::other)?];
-    let mut filled = 0;
-    while filled < answer.len() {
-        filled += conn
-            .read_body_into(&mut answer[filled..])
-            .await
-            .map_err(io_error)?;
-    }
+    let answer = read_body(&mut conn, size).await?;
     String::from_utf8(answer).map_err(io::Error::other)
 }
 
@@ -131,7 +148,7 @@ async fn run() -> io::Result<()> {
             let token = load_token(None)
                 .map_err(io::Error::other)?
                 .ok_or_else(|| io::Error::other("set SOCKIT_TOKEN"))?;
-            let gate = GateConfig::new(SessionConfig::new(SERVICE), Some(token));
+            let gate = GateConfig::new(session_config(), Some(token));
             let addr = Addr::Inet(([127, 0, 0, 1], port).into());
             let listener = Listener::bind(&addr, &BindOptions::default()).await?;
             eprintln!("listening on {}", listener.local_addr()?);

@@ -4,11 +4,11 @@
 //! address it happened at.
 
 use std::io;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
+use tokio::io::BufReader;
+use tokio_util::either::Either;
 
 use super::{connect, SessionConfig, SessionError, Token};
 use crate::engine::IdleTimeout;
@@ -48,14 +48,9 @@ impl ClientOptions {
     }
 }
 
-/// A connected client stream: plaintext, or TLS around it.
-#[derive(Debug)]
-pub enum ClientStream {
-    /// A plain TCP or Unix stream (it can splice).
-    Plain(Stream),
-    /// TLS over a buffered TCP or Unix stream.
-    Tls(Box<ClientTlsStream<BufReader<Stream>>>),
-}
+/// A connected client stream: plaintext (left; it can splice), or TLS over a buffered
+/// stream (right).
+pub type ClientStream = Either<Stream, Box<ClientTlsStream<BufReader<Stream>>>>;
 
 /// An open client session.
 pub type ClientConnection = Connection<IdleTimeout<ClientStream>>;
@@ -117,10 +112,10 @@ pub async fn open(addr: &Addr, options: &ClientOptions) -> Result<ClientConnecti
         .await
         .map_err(ClientError::Connect)?;
     let stream = match &options.tls {
-        None => ClientStream::Plain(stream),
+        None => Either::Left(stream),
         Some(tls) => {
             let buffered = BufReader::with_capacity(TLS_READ_BUFFER_BYTES, stream);
-            ClientStream::Tls(Box::new(tls.connect(addr, buffered).await?))
+            Either::Right(Box::new(tls.connect(addr, buffered).await?))
         }
     };
     let mut conn = Connection::new(IdleTimeout::optional(stream, options.idle_timeout));
@@ -148,21 +143,11 @@ pub async fn connect_within(addr: &Addr, deadline: Duration) -> io::Result<Strea
         })?
 }
 
-impl ClientStream {
-    /// The plain stream underneath, when there is no TLS.
-    pub fn plain(&self) -> Option<&Stream> {
-        match self {
-            ClientStream::Plain(s) => Some(s),
-            ClientStream::Tls(_) => None,
-        }
-    }
-}
-
 impl SpliceRead for ClientStream {
     fn can_splice_read(&self) -> bool {
         match self {
-            ClientStream::Plain(s) => s.can_splice_read(),
-            ClientStream::Tls(_) => false,
+            Either::Left(s) => s.can_splice_read(),
+            Either::Right(_) => false,
         }
     }
 
@@ -173,66 +158,8 @@ impl SpliceRead for ClientStream {
         len: usize,
     ) -> Poll<io::Result<usize>> {
         match self {
-            ClientStream::Plain(s) => s.poll_splice_to(cx, pipe, len),
-            ClientStream::Tls(_) => Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
-        }
-    }
-}
-
-impl AsyncRead for ClientStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ClientStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ClientStream::Plain(s) => s.is_write_vectored(),
-            ClientStream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Either::Left(s) => s.poll_splice_to(cx, pipe, len),
+            Either::Right(_) => Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
         }
     }
 }

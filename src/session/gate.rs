@@ -4,11 +4,10 @@
 
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::either::Either;
 use tracing::{info, warn};
 
 use super::pending::{Pending, PendingLimits};
@@ -56,14 +55,9 @@ pub struct Gate {
     pending: Pending,
 }
 
-/// What an admitted session runs over: the engine's [`Conn`], or TLS around it.
-#[derive(Debug)]
-pub enum ServerStream {
-    /// A plain TCP or Unix connection (it can splice).
-    Plain(Conn),
-    /// TLS around the connection.
-    Tls(Box<ServerTlsStream<Conn>>),
-}
+/// What an admitted session runs over: the engine's [`Conn`] (left; it can splice), or TLS
+/// around it (right).
+pub type ServerStream = Either<Conn, Box<ServerTlsStream<Conn>>>;
 
 impl Gate {
     /// A gate with a fresh auth limiter and pending set.
@@ -115,9 +109,9 @@ impl Gate {
 
     async fn handshake(&self, conn: Conn, info: &ConnInfo) -> Option<Connection<ServerStream>> {
         let stream = match &self.config.tls {
-            None => ServerStream::Plain(conn),
+            None => Either::Left(conn),
             Some(tls) => match tls.accept(conn).await {
-                Ok(stream) => ServerStream::Tls(Box::new(stream)),
+                Ok(stream) => Either::Right(Box::new(stream)),
                 Err(e) => {
                     let service = &self.config.session.service;
                     warn!(peer = %info.peer, %service, error = %e, "tls handshake failed");
@@ -194,69 +188,11 @@ impl<S: FramedService> Handler for Gated<S> {
     }
 }
 
-impl AsyncRead for ServerStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ServerStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ServerStream::Plain(s) => s.is_write_vectored(),
-            ServerStream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
 impl SpliceWrite for ServerStream {
     fn can_splice(&self) -> bool {
         match self {
-            ServerStream::Plain(s) => s.can_splice(),
-            ServerStream::Tls(_) => false,
+            Either::Left(s) => s.can_splice(),
+            Either::Right(_) => false,
         }
     }
 
@@ -267,8 +203,8 @@ impl SpliceWrite for ServerStream {
         len: usize,
     ) -> Poll<io::Result<usize>> {
         match self {
-            ServerStream::Plain(s) => s.poll_splice_from(cx, pipe, len),
-            ServerStream::Tls(_) => Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
+            Either::Left(s) => s.poll_splice_from(cx, pipe, len),
+            Either::Right(_) => Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::os::fd::AsFd;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
+use tokio_util::either::Either;
 
 use super::messages::{ClientMessage, PtyRequest, RemoteExit, ServerMessage, SignalName};
 use super::{OUTPUT_CHUNK_BYTES, STDIN_WINDOW_BYTES};
@@ -133,11 +134,10 @@ where
     let mut framed = session::open(addr, options).await?;
     // The mark counts bytes on the socket, which frame bodies measure only without TLS; best
     // effort: without it, output is just read in smaller pieces.
-    let lowat = framed
-        .get_ref()
-        .get_ref()
-        .plain()
-        .and_then(|s| RecvLowat::of(s).ok());
+    let lowat = match framed.get_ref().get_ref() {
+        Either::Left(plain) => RecvLowat::of(plain).ok(),
+        Either::Right(_) => None,
+    };
     let run = ClientMessage::Run {
         argv: request.argv.clone(),
         shell: request.shell,
