@@ -43,6 +43,7 @@
 //!
 //! ```text
 //!  service        one module per service (echo, exec, files, chat, framed_echo)
+//!  compat         the socket lessons' own protocols, so their programs work unchanged
 //!  tools          built on the engine, not run by it: netcat (connect, listen), bench
 //!  session        the way in for every framed service: the server's `Gate` (pending caps,
 //!                 TLS, hello, auth) and the client's `open`; tokens, limits, error frames
@@ -71,6 +72,7 @@ pub use session::{
 };
 pub use wire::{Connection, ErrorFrame, Message, WireError};
 
+pub mod compat;
 pub mod engine;
 pub mod net;
 pub mod service;

@@ -31,15 +31,14 @@
 //! # Ok::<(), sockit::wire::WireError>(())
 //! ```
 
-mod codec;
+pub(crate) mod codec;
 mod connection;
-mod encode;
+pub(crate) mod encode;
 mod header;
 mod sniff;
 mod split;
 #[cfg(test)]
 mod test_support;
-pub mod tutorial;
 
 use serde::{Deserialize, Serialize};
 

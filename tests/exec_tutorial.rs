@@ -8,10 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{have, sockit, start, Proc, TEST_TIMEOUT};
+use sockit::compat::exec::{run_tutorial, TutorialConfig, TutorialError, TutorialServer};
 use sockit::engine::Config;
-use sockit::service::exec::tutorial::{
-    run_tutorial, TutorialConfig, TutorialError, TutorialServer,
-};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::timeout;

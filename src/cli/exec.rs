@@ -16,9 +16,9 @@ use super::launch::{
     bind_failure, run_command, stream_transport, Bound, EngineArgs, ServiceDefaults,
 };
 use super::{parse_duration, Failure, Note};
+use sockit::compat::exec::{self as tutorial, TutorialConfig, TutorialServer};
 use sockit::engine::{self, serve, Mode};
 use sockit::net::{Addr, Listener};
-use sockit::service::exec::tutorial::{self, TutorialConfig, TutorialServer};
 use sockit::service::exec::{self, ExecConfig, ExecServer, ExecService};
 use sockit::session::{load_token, GateConfig, Token};
 

@@ -7,7 +7,7 @@
 //!
 //! The server is [`ExecService`] behind the session [`Gate`](crate::session::Gate) ([`gate`]),
 //! which runs TLS and the handshake in the connection's task; the client opens its session
-//! with [`crate::session::open`] ([`client_options`]). [`shell`] is the prompt loop (a connection per line); [`tutorial`]
+//! with [`crate::session::open`] ([`client_options`]). [`shell`] is the prompt loop (a connection per line); [`crate::compat::exec`]
 //! speaks the lessons' own unauthenticated protocol (`--compat tutorial`), loopback only. With
 //! [`RunRequest::pty`] (`exec run -t`) the command runs on a pseudo-terminal
 //! ([`crate::terminal::Pty`]) in a session of its own, its output merged into `stdout`
@@ -45,7 +45,6 @@ mod pumps;
 mod server;
 pub mod shell;
 mod supervisor;
-pub mod tutorial;
 
 use std::time::Duration;
 

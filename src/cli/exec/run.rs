@@ -9,9 +9,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::{fail, required_token, Compat, ExecRunArgs};
 use crate::cli::Failure;
+use sockit::compat::exec as tutorial;
 use sockit::service::exec::local::{self, Hangups};
 use sockit::service::exec::{
-    self, tutorial, ExecError, LocalIo, PtyRequest, RunOutcome, RunRequest, SignalName,
+    self, ExecError, LocalIo, PtyRequest, RunOutcome, RunRequest, SignalName,
 };
 use sockit::session::ClientOptions;
 use sockit::stdio::{Output, ThreadWriter};

@@ -14,9 +14,9 @@
 use bytes::BytesMut;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::codec::{Decoded, FrameDecoder, LengthPrefix};
-use super::encode::encode_with_prefix;
-use super::{Limits, Message, WireError};
+use crate::wire::codec::{Decoded, FrameDecoder, LengthPrefix};
+use crate::wire::encode::encode_with_prefix;
+use crate::wire::{Limits, Message, WireError};
 
 /// The tutorials' file header. Only `total_size` is required: like the Python clients, missing
 /// or `null` `filename` and `hash` read as empty, and unknown fields are ignored.
@@ -49,7 +49,7 @@ pub type TutorialDecoded = Decoded<TutorialHeader>;
 ///
 /// # Errors
 ///
-/// As [`super::encode_header`]; `dst` is unchanged on error.
+/// As [`crate::wire::encode_header`]; `dst` is unchanged on error.
 pub fn encode_header(header: &TutorialHeader, dst: &mut BytesMut) -> Result<(), WireError> {
     encode_with_prefix(header, dst, LengthPrefix::I32Native)
 }

@@ -8,11 +8,11 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::MAX_LINE_BYTES;
+use crate::compat::framing::{TutorialDecoder, TutorialHeader};
 use crate::net::{Addr, Stream};
 use crate::service::exec::OUTPUT_CHUNK_BYTES;
 use crate::session::quote_first_line;
 use crate::text::escape_one_line;
-use crate::wire::tutorial::{TutorialDecoder, TutorialHeader};
 use crate::wire::{looks_like_text, Decoded, Limits, WireError, MAX_HEADER_BYTES};
 
 /// Largest reply body the client accepts (it streams the body, so this only bounds time).
@@ -185,7 +185,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::tutorial::encode_header;
+    use crate::compat::framing::encode_header;
 
     #[test]
     fn a_sockit_frame_is_told_from_a_tutorial_reply_and_from_text() {

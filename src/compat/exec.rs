@@ -2,7 +2,7 @@
 //! Python client and server work with sockit unchanged. No authentication: loopback only.
 //!
 //! Per connection the client sends a raw command line (one `recv(1024)`); the server runs it
-//! with `sh -c` and answers with [`crate::wire::tutorial`] framing: a `struct.pack("i")`
+//! with `sh -c` and answers with [`crate::compat::framing`] framing: a `struct.pack("i")`
 //! length, a JSON header `{"filename": LINE, "total_size": N, "hash": SHA256_HEX}`, then N
 //! bytes of stdout followed by stderr. The header needs the size first, so output is collected
 //! (up to [`TutorialConfig::max_output_bytes`]) before anything is sent.
@@ -23,10 +23,10 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::OUTPUT_CHUNK_BYTES;
+use crate::compat::framing::{encode_header, TutorialHeader};
 use crate::engine::{command_env, with_default_signals, Conn, ConnInfo, Handler, ProcessGroup};
+use crate::service::exec::OUTPUT_CHUNK_BYTES;
 use crate::text::escape_one_line;
-use crate::wire::tutorial::{encode_header, TutorialHeader};
 
 mod client;
 
