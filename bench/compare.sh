@@ -15,14 +15,19 @@ cd "$(dirname "$0")/.."
 DUR=${1:-3}
 REPS=${2:-3}
 HOLD=${HOLD:-1}
+# HOLD_IDLE: sockit's --idle-timeout while holding ("0" for builds older than `never`).
+HOLD_IDLE=${HOLD_IDLE:-never}
 MATRIX=${MATRIX:-1}
 # PIN=1: servers on CPU 0, the load generator on CPU 1, so they do not steal each other's core.
 if [ "${PIN:-0}" = 1 ]; then SRV="taskset -c 0"; CLI="taskset -c 1"; else SRV=""; CLI=""; fi
 OUT=${OUT:-$(mktemp -d /tmp/sockit-bench.XXXXXX)}
 mkdir -p "$OUT"
 
-cargo build --release --quiet --example tokio_echo
-TOKIO=target/release/examples/tokio_echo
+# TOKIO=/path/to/tokio_echo uses a ready build of the reference server (no cargo run here).
+if [ -z "${TOKIO:-}" ]; then
+  cargo build --release --quiet --example tokio_echo
+  TOKIO=target/release/examples/tokio_echo
+fi
 # SOCKIT=/path/to/sockit measures that build instead (e.g. the one before a change).
 if [ -z "${SOCKIT:-}" ]; then
   cargo build --release --quiet --bin sockit
@@ -127,7 +132,7 @@ hold_run() { # peer conns
   fi
   case $peer in
     sockit) prlimit --nofile="$limit:$limit" -- "$SOCKIT" echo --listen 127.0.0.1:0 \
-              --max-conns 60000 --idle-timeout never 2>"$OUT/hold-$peer.addr" & ;;
+              --max-conns 60000 --idle-timeout "$HOLD_IDLE" 2>"$OUT/hold-$peer.addr" & ;;
     tokio) prlimit --nofile="$limit:$limit" -- "$TOKIO" >"$OUT/hold-$peer.addr" & ;;
   esac
   pid=$!
