@@ -44,24 +44,24 @@ use serde::{Deserialize, Serialize};
 
 pub use codec::{Decoded, FrameDecoder};
 pub use connection::Connection;
-pub use encode::{encode_frame, encode_header};
-pub use sniff::{looks_like_text, TEXT_SNIFF_BYTES};
-pub use split::{ReadSide, StreamHalf, WriteSide};
+pub use encode::encode_frame;
+pub(crate) use sniff::{looks_like_text, TEXT_SNIFF_BYTES};
+pub(crate) use split::{ReadSide, WriteSide};
 
 /// Largest header the format allows, in bytes of JSON (the length prefix excluded).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Header cap before the peer has authenticated: unauthenticated peers get a smaller budget.
-pub const PRE_AUTH_MAX_HEADER_BYTES: usize = 16 * 1024;
+pub(crate) const PRE_AUTH_MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// Default body cap (1 GiB); services that move larger files raise it explicitly.
-pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 30;
+pub(crate) const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 30;
 
 /// Body cap before authentication: no pre-auth message (hello, challenge, auth) has a body.
-pub const PRE_AUTH_MAX_BODY_BYTES: u64 = 0;
+pub(crate) const PRE_AUTH_MAX_BODY_BYTES: u64 = 0;
 
 /// Deepest nesting of arrays and objects accepted in a header (the top-level object counts).
-pub const MAX_HEADER_DEPTH: usize = 32;
+pub(crate) const MAX_HEADER_DEPTH: usize = 32;
 
 /// Size caps applied by the decoder before any allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +83,7 @@ impl Default for Limits {
 
 impl Limits {
     /// The tighter limits used until the peer has authenticated.
-    pub fn pre_auth() -> Self {
+    pub(crate) fn pre_auth() -> Self {
         Limits {
             max_header: PRE_AUTH_MAX_HEADER_BYTES,
             max_body: PRE_AUTH_MAX_BODY_BYTES,
@@ -212,7 +212,7 @@ impl Message for Hello {}
 
 // Single-variant tagged enums give the standalone structs a checked `type` field for free.
 #[derive(Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum ErrorRepr {
     Error { code: String, message: String },
 }
@@ -233,8 +233,10 @@ impl From<ErrorRepr> for ErrorFrame {
     }
 }
 
+// Unknown fields are refused here as in every request header: a newer client says so with
+// `version`, which the server answers with its own.
 #[derive(Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum HelloRepr {
     Hello { service: String, version: u32 },
 }
@@ -277,6 +279,14 @@ mod tests {
         assert!(res.is_err());
         let res = serde_json::from_str::<Hello>(r#"{"service":"x","version":1}"#);
         assert!(res.is_err());
+    }
+
+    #[test]
+    fn hello_and_error_frames_with_unknown_fields_are_rejected() {
+        let hello = r#"{"type":"hello","service":"exec","version":1,"admin":true}"#;
+        assert!(serde_json::from_str::<Hello>(hello).is_err());
+        let error = r#"{"type":"error","code":"x","message":"y","extra":1}"#;
+        assert!(serde_json::from_str::<ErrorFrame>(error).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::{SessionError, Token};
 use crate::wire::Message;
 
 /// Random bytes in each side's nonce.
-pub const NONCE_BYTES: usize = 32;
+pub(crate) const NONCE_BYTES: usize = 32;
 
 /// A nonce; fresh for every connection.
 pub(crate) type Nonce = [u8; NONCE_BYTES];
@@ -24,7 +24,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// What a client sends after its `hello` (the hello itself is [`crate::wire::Hello`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum ClientMessage {
     /// `{"type":"auth","nonce":"<64 hex>","mac":"<64 hex>"}`: the answer to a challenge.
     Auth { nonce: String, mac: String },
@@ -37,7 +37,7 @@ impl Message for ClientMessage {}
 
 /// What a server sends during the handshake.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum ServerMessage {
     /// `{"type":"challenge","nonce":"<64 hex>"}`.
     Challenge { nonce: String },
@@ -75,7 +75,7 @@ pub(crate) struct Transcript<'a> {
 
 impl Transcript<'_> {
     /// The client's proof: HMAC(token, "sockit-auth-v1 client", service, nonces).
-    pub fn client_proof(&self, token: &Token) -> Result<Proof, SessionError> {
+    pub(crate) fn client_proof(&self, token: &Token) -> Result<Proof, SessionError> {
         Ok(self
             .mac(token, CLIENT_LABEL)?
             .finalize()
@@ -84,7 +84,7 @@ impl Transcript<'_> {
     }
 
     /// The server's proof: HMAC(token, "sockit-auth-v1 server", service, nonces).
-    pub fn server_proof(&self, token: &Token) -> Result<Proof, SessionError> {
+    pub(crate) fn server_proof(&self, token: &Token) -> Result<Proof, SessionError> {
         Ok(self
             .mac(token, SERVER_LABEL)?
             .finalize()
@@ -93,12 +93,12 @@ impl Transcript<'_> {
     }
 
     /// Checks a client's proof in constant time.
-    pub fn verify_client(&self, token: &Token, proof: &Proof) -> bool {
+    pub(crate) fn verify_client(&self, token: &Token, proof: &Proof) -> bool {
         self.verify(token, CLIENT_LABEL, proof)
     }
 
     /// Checks a server's proof in constant time.
-    pub fn verify_server(&self, token: &Token, proof: &Proof) -> bool {
+    pub(crate) fn verify_server(&self, token: &Token, proof: &Proof) -> bool {
         self.verify(token, SERVER_LABEL, proof)
     }
 
@@ -131,6 +131,17 @@ mod tests {
 
     fn token(text: &str) -> Token {
         Token::for_tests(text)
+    }
+
+    #[test]
+    fn auth_frames_with_unknown_fields_are_rejected() {
+        let nonce = "00".repeat(32);
+        let ok = format!(r#"{{"type":"auth","nonce":"{nonce}","mac":"{nonce}"}}"#);
+        assert!(serde_json::from_str::<ClientMessage>(&ok).is_ok());
+        let extra = format!(r#"{{"type":"auth","nonce":"{nonce}","mac":"{nonce}","role":"x"}}"#);
+        assert!(serde_json::from_str::<ClientMessage>(&extra).is_err());
+        let challenge = r#"{"type":"challenge","nonce":"ab","skip_auth":true}"#;
+        assert!(serde_json::from_str::<ServerMessage>(challenge).is_err());
     }
 
     #[test]

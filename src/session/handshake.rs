@@ -23,7 +23,7 @@ const ERROR_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 ///
 /// Reads the hello, checks service and version, and, given a `token`, challenges the client
 /// and proves knowledge of the token back; with `None` the client is welcomed without auth.
-/// The connection reads under [`Limits::pre_auth`] until then and under `cfg.limits` after.
+/// The connection reads under `Limits::pre_auth` until then and under `cfg.limits` after.
 /// A source with recent failures in `limiter` waits out its delay first, and each failed
 /// attempt waits a growing delay before its `auth_failed` reply. Logs one line per outcome.
 ///
@@ -48,7 +48,8 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     if !owed.is_zero() {
         sleep(owed).await;
     }
-    let result = match timeout(cfg.handshake_timeout, serve_handshake(conn, cfg, token)).await {
+    let handshake = serve_handshake(conn, cfg, token, peer_ip, limiter);
+    let result = match timeout(cfg.handshake_timeout, handshake).await {
         Ok(result) => result,
         // A short line ("hi\n") is no frame's length prefix: the read waited for more.
         Err(_) if conn.at_frame_start() && looks_like_text(conn.buffered()) => {
@@ -92,7 +93,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
 /// Runs the client side of the handshake: hello for `cfg.service`, then, if challenged,
 /// proves knowledge of `token` and checks the server's proof in return.
 ///
-/// The connection reads under [`Limits::pre_auth`] until the welcome and under `cfg.limits`
+/// The connection reads under `Limits::pre_auth` until the welcome and under `cfg.limits`
 /// after it.
 ///
 /// # Errors
@@ -126,6 +127,8 @@ async fn serve_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     cfg: &SessionConfig,
     token: Option<&Token>,
+    peer_ip: Option<IpAddr>,
+    limiter: &AuthLimiter,
 ) -> Result<(), SessionError> {
     // A line shorter than a length prefix ("ls\n" typed into nc) would leave the frame read
     // waiting for its fourth byte until the deadline: answer it as soon as it is whole.
@@ -183,6 +186,11 @@ async fn serve_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         server_nonce: &server_nonce,
         client_nonce: &client_nonce,
     };
+    // Guesses that were in flight when their source was barred are refused unheard, so a
+    // burst of parallel guesses gets no more checked than a sequence of them.
+    if let Some(owed) = limiter.refusal(peer_ip) {
+        return Err(SessionError::Penalised(owed));
+    }
     if !transcript.verify_client(token, &proof) {
         return Err(SessionError::AuthFailed);
     }

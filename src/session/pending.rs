@@ -2,6 +2,10 @@
 //! source apart from the engine's `max_conns`, so silent or slow unauthenticated peers cannot
 //! keep an authenticated client out.
 //!
+//! The per-source cap does not apply to `127.0.0.1`, `::1` and Unix sockets: every local
+//! program shares that one source, so there a per-source cap would be a host-wide cap on
+//! concurrent local clients (100 concurrent `exec run`s from one script must all get in).
+//!
 //! At a cap the *oldest* pending handshake is dropped to make room, rather than refusing the
 //! newcomer: a client that completes its handshake within a round trip or two is never the
 //! oldest for long, while a peer that holds its slot by saying nothing is the first to go.
@@ -13,12 +17,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio_util::sync::CancellationToken;
 
 /// Default cap on handshakes in progress at once, per service.
-pub const DEFAULT_MAX_PENDING: usize = 64;
+pub const DEFAULT_MAX_PENDING: usize = 256;
 
 /// Default cap on handshakes in progress at once from one source address (IPv6: one /64).
 pub const DEFAULT_MAX_PENDING_PER_SOURCE: usize = 8;
 
-/// The caps of a [`Pending`] set.
+/// The caps of a `Pending` set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PendingLimits {
     /// Handshakes in progress at once (at least 1).
@@ -38,7 +42,7 @@ impl Default for PendingLimits {
 
 /// The set of handshakes in progress of one service; cheap to clone (shared).
 #[derive(Debug, Clone)]
-pub struct Pending {
+pub(crate) struct Pending {
     inner: Arc<Mutex<Inner>>,
     limits: PendingLimits,
 }
@@ -62,7 +66,7 @@ type Source = Option<IpAddr>;
 
 /// One connection's place in the set; leaving it (drop) frees the place.
 #[derive(Debug)]
-pub struct PendingSlot {
+pub(crate) struct PendingSlot {
     set: Pending,
     id: u64,
     evict: CancellationToken,
@@ -73,7 +77,7 @@ impl PendingSlot {
     ///
     /// # Cancel safety
     /// Cancel safe.
-    pub async fn evicted(&self) {
+    pub(crate) async fn evicted(&self) {
         self.evict.cancelled().await;
     }
 }
@@ -96,18 +100,15 @@ impl Pending {
         }
     }
 
-    /// The caps.
-    pub fn limits(&self) -> PendingLimits {
-        self.limits
-    }
-
     /// Enters a handshake from `source`, evicting the oldest one from the same source, then
     /// the oldest of all, when a cap is reached.
     pub fn enter(&self, source: Option<IpAddr>) -> PendingSlot {
+        // Decided before keying: `::1` would otherwise become its /64, `::`.
+        let capped = source.is_some_and(|ip| !is_local_source(ip));
         let source = source.map(source_key);
         let evict = CancellationToken::new();
         let mut inner = self.lock();
-        if inner.per_source.get(&source).copied().unwrap_or(0) >= self.limits.per_source {
+        if capped && inner.per_source.get(&source).copied().unwrap_or(0) >= self.limits.per_source {
             let oldest = inner
                 .entries
                 .iter()
@@ -147,6 +148,7 @@ impl Pending {
     }
 
     /// Whether no handshake is in progress.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -177,6 +179,17 @@ impl Inner {
             }
         }
         Some(entry)
+    }
+}
+
+/// The address every local client connects from by default, shared by all of them.
+fn is_local_source(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
+        IpAddr::V6(v6) => {
+            v6 == std::net::Ipv6Addr::LOCALHOST
+                || v6.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST)
+        }
     }
 }
 
@@ -260,5 +273,27 @@ mod tests {
         assert!(a.evict.is_cancelled(), "same /64: one source");
         let c = set.enter(ip("2001:db8:0:1::1"));
         assert!(!b.evict.is_cancelled() && !c.evict.is_cancelled());
+    }
+
+    #[test]
+    fn local_clients_share_only_the_total_cap() {
+        let set = Pending::new(PendingLimits {
+            total: 200,
+            per_source: 2,
+        });
+        let local: Vec<_> = (0..50)
+            .flat_map(|_| {
+                [
+                    set.enter(ip("127.0.0.1")),
+                    set.enter(ip("::1")),
+                    set.enter(None),
+                ]
+            })
+            .collect();
+        assert!(
+            local.iter().all(|slot| !slot.evict.is_cancelled()),
+            "150 local handshakes, none evicted below the total cap"
+        );
+        assert_eq!(set.len(), 150);
     }
 }

@@ -8,7 +8,10 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::session::auth::Nonce;
-use crate::session::{FIRST_FAILURE_DELAY, HANDSHAKE_TIMEOUT, NONCE_BYTES};
+use crate::session::auth::NONCE_BYTES;
+use crate::session::limiter::FIRST_FAILURE_DELAY;
+use crate::session::HANDSHAKE_TIMEOUT;
+use crate::session::REFUSE_AFTER_FAILURES;
 use crate::wire::{encode_frame, Message, WireError};
 
 type Conn = Connection<DuplexStream>;
@@ -406,21 +409,39 @@ async fn failed_attempts_from_one_source_wait_longer_each_time() {
     let (good, bad) = (token("secret"), token("guess"));
     let cfg = SessionConfig::new("exec");
     let mut waits = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..REFUSE_AFTER_FAILURES {
         let start = Instant::now();
         let (client_res, ..) = run(&cfg, Some(&bad), Some(&good), &limiter).await;
         assert_eq!(client_res.unwrap_err().code(), "auth_failed");
         waits.push(start.elapsed());
     }
     // Each attempt waits out the delay it owes, then the doubled delay of its own failure.
-    let expected = [100, 100 + 200, 200 + 400, 400 + 800].map(Duration::from_millis);
+    let expected = [100, 100 + 200, 200 + 400].map(Duration::from_millis);
     for (wait, expected) in waits.iter().zip(expected) {
         assert!(
             *wait >= expected && *wait < expected + Duration::from_millis(50),
             "{waits:?}"
         );
     }
-    assert_eq!(limiter.penalty(PEER), Duration::from_millis(800));
+    assert_eq!(limiter.penalty(PEER), Duration::from_millis(400));
+    // Barred now: even a guess that got past the connect-time check is refused unheard.
+    let (client_res, ..) = run(&cfg, Some(&bad), Some(&good), &limiter).await;
+    assert_eq!(client_res.unwrap_err().code(), "too_many_failures");
+    assert_eq!(
+        limiter.penalty(PEER),
+        Duration::from_millis(400),
+        "not counted"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_right_token_clears_a_sources_failures() {
+    let limiter = AuthLimiter::new();
+    let (good, bad) = (token("secret"), token("guess"));
+    let cfg = SessionConfig::new("exec");
+    let (client_res, ..) = run(&cfg, Some(&bad), Some(&good), &limiter).await;
+    assert_eq!(client_res.unwrap_err().code(), "auth_failed");
+    assert_eq!(limiter.penalty(PEER), FIRST_FAILURE_DELAY);
     let (client_res, server_res, ..) = run(&cfg, Some(&good), Some(&good), &limiter).await;
     client_res.expect("the right token still works");
     server_res.expect("the right token still works");
