@@ -9,6 +9,7 @@ mod exec;
 mod files;
 pub mod launch;
 mod netcat;
+pub mod output;
 mod serve;
 
 use std::path::PathBuf;

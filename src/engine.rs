@@ -39,22 +39,23 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::net::{Acl, Addr, Listener, PeerAddr, Stream};
 
 pub use child::{is_child, serve_if_child, serve_if_child_blocking, CHILD_ENV};
+
 pub use datagram::{serve_datagram, DatagramHandler};
 pub use idle::IdleTimeout;
-pub use process::{
-    command_env, run as run_process, with_default_signals, ProcessCommand, ProcessGroup,
-};
+pub(crate) use process::set_command_env;
+pub use process::{run as run_process, ProcessCommand};
+pub(crate) use process::{with_default_signals, ProcessGroup};
 
 /// Default cap on concurrent connections (`max_conns`).
 pub const DEFAULT_MAX_CONNS: usize = 10_000;
 /// Default idle timeout: a connection with no progress for this long is closed.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default time handlers get to finish after shutdown before they are cancelled.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// First pause after an accept error such as EMFILE; doubles up to [`MAX_ACCEPT_BACKOFF`].
-pub const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+pub(crate) const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// Longest pause between accept attempts while resources are exhausted.
-pub const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+pub(crate) const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How connections are scheduled, after Python's socketserver mix-ins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -412,7 +413,10 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
-/// Cancels `token` on SIGINT or SIGTERM, for binaries; returns the token.
+/// Cancels the returned token on SIGINT or SIGTERM, for binaries: the server stops accepting
+/// and drains. A second SIGINT or SIGTERM exits the process at once with status 128 + the
+/// signal's number (130 or 143), as nginx, ssh and cargo do, for a drain the user will not wait
+/// for.
 ///
 /// # Errors
 /// If the signal handlers cannot be installed.
@@ -423,11 +427,19 @@ pub fn shutdown_on_signals() -> io::Result<CancellationToken> {
     let mut term = signal(SignalKind::terminate())?;
     let t = token.clone();
     tokio::spawn(async move {
-        tokio::select! {
-            _ = int.recv() => info!("SIGINT: shutting down"),
-            _ = term.recv() => info!("SIGTERM: shutting down"),
-        }
+        // Cancel before logging: a log line must never stand between a signal and shutdown.
+        let first = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
         t.cancel();
+        info!("{first}: shutting down; a second signal exits at once");
+        let code = tokio::select! {
+            _ = int.recv() => 128 + nix::sys::signal::Signal::SIGINT as i32,
+            _ = term.recv() => 128 + nix::sys::signal::Signal::SIGTERM as i32,
+        };
+        warn!("second signal: exiting without waiting for the drain");
+        std::process::exit(code);
     });
     Ok(token)
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 mod cli;
 
 use clap::Parser;
+use cli::output::{eprint_line, init_logging};
 use cli::{error_line, run, Cli, Failure};
 use tracing_subscriber::EnvFilter;
 
@@ -22,11 +23,7 @@ fn main() -> ExitCode {
     };
     let filter =
         EnvFilter::try_from_env("SOCKIT_LOG").unwrap_or_else(|_| EnvFilter::new(cli.log_level()));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let _log = init_logging(filter, std::io::stderr().is_terminal());
     let runtime = if cli.single_threaded() {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -37,7 +34,7 @@ fn main() -> ExitCode {
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("sockit: cannot start the runtime: {e}");
+            eprint_line(&format!("sockit: cannot start the runtime: {e}"));
             return ExitCode::from(1);
         }
     };
@@ -47,16 +44,16 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(e)) => {
-            eprintln!("sockit: {}", error_line(&e));
+            eprint_line(&format!("sockit: {}", error_line(&e)));
             ExitCode::from(2)
         }
         Err(Failure::Runtime(e)) => {
-            eprintln!("sockit: {}", error_line(&e));
+            eprint_line(&format!("sockit: {}", error_line(&e)));
             ExitCode::from(1)
         }
         Err(Failure::Exit { code, error }) => {
             if let Some(e) = error {
-                eprintln!("sockit: {}", error_line(&e));
+                eprint_line(&format!("sockit: {}", error_line(&e)));
             }
             ExitCode::from(code)
         }

@@ -1,5 +1,5 @@
 //! Addresses, binding and connecting: TCP (v4/v6), UDP, Unix stream and datagram sockets, their
-//! socket options (through socket2, and the receive low-water mark in [`lowat`]), the allow/deny
+//! socket options (through socket2, and the receive low-water mark in `lowat`), the allow/deny
 //! address lists, the TLS wrap ([`tls`]) and zero-copy writes from a pipe ([`splice`]).
 
 mod acl;
@@ -7,7 +7,7 @@ mod addr;
 mod bind;
 mod datagram;
 mod keepalive;
-pub mod lowat;
+pub(crate) mod lowat;
 pub mod splice;
 mod stream;
 pub mod tls;

@@ -2,7 +2,7 @@
 //! the client's dial (connect, TLS).
 //!
 //! The handshake runs over a [`wire::Connection`](crate::wire::Connection) under
-//! [`Limits::pre_auth`] and a deadline ([`HANDSHAKE_TIMEOUT`]); the token never crosses the wire:
+//! `Limits::pre_auth` and a deadline ([`HANDSHAKE_TIMEOUT`]); the token never crosses the wire:
 //!
 //! ```text
 //! client                                              server
@@ -54,23 +54,16 @@ use std::time::Duration;
 
 use crate::wire::{ErrorFrame, Limits, WireError};
 
-pub use auth::NONCE_BYTES;
-pub use client::{
-    connect_within, open, ClientConnection, ClientError, ClientOptions, ClientStream,
-};
+pub(crate) use client::ClientStream;
+pub use client::{open, ClientConnection, ClientError, ClientOptions};
 pub use gate::{FramedService, Gate, GateConfig, Gated, ServerStream};
 pub use handshake::{accept, connect};
-pub use limiter::{
-    AuthLimiter, PenaltyConfig, FIRST_FAILURE_DELAY, MAX_FAILURE_DELAY, PENALTY_QUIET_PERIOD,
-    PENALTY_SLOTS, REFUSE_AFTER_FAILURES,
-};
-pub use pending::{
-    Pending, PendingLimits, PendingSlot, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_SOURCE,
-};
-pub use token::{load_token, Token, GENERATED_TOKEN_BYTES, MAX_TOKEN_FILE_BYTES, TOKEN_ENV};
+pub use limiter::{AuthLimiter, REFUSE_AFTER_FAILURES};
+pub use pending::{PendingLimits, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_SOURCE};
+pub use token::{load_token, Token, GENERATED_TOKEN_BYTES};
 
 /// The wire protocol version this build speaks, sent in the hello.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
 
 /// Default deadline for a whole handshake, hello to welcome.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -88,7 +81,7 @@ pub struct SessionConfig {
     pub service: String,
     /// Deadline for the whole handshake.
     pub handshake_timeout: Duration,
-    /// Read limits once the peer is authenticated (before that: [`Limits::pre_auth`]).
+    /// Read limits once the peer is authenticated (before that: `Limits::pre_auth`).
     pub limits: Limits,
     /// What the one text line a server sends a plain-text client (`nc` at a framed port)
     /// suggests: the commands that speak this service, where its text port is.

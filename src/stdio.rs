@@ -16,10 +16,10 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
-pub use piped::SPLICE_PIPE_BYTES;
+pub(crate) use piped::SPLICE_PIPE_BYTES;
 
 /// Batches queued for the writer thread; a writer that falls behind applies backpressure.
-pub const WRITER_QUEUE_CHUNKS: usize = 16;
+pub(crate) const WRITER_QUEUE_CHUNKS: usize = 16;
 
 /// Writes are gathered into batches of about this size before they are handed to the thread
 /// (or sooner, at a flush): one wake-up of the thread per batch, not per write (under TLS a
@@ -30,7 +30,7 @@ pub const WRITER_BATCH_BYTES: usize = 1024 * 1024;
 /// Written batches the thread hands back for reuse: a fresh megabyte per batch costs a page
 /// fault per 4 KiB (measured at 5% of `exec run --tls -- cat`'s time); a few in circulation
 /// avoid that without holding on to a slow output's whole queue.
-pub const RECYCLED_BATCHES: usize = 2;
+pub(crate) const RECYCLED_BATCHES: usize = 2;
 
 /// What the writer thread is handed, in order.
 #[derive(Debug)]

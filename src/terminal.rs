@@ -1,5 +1,5 @@
 //! Terminals: the local one an interactive client puts in raw mode ([`RawMode`]), and the
-//! pseudo-terminals remote commands run on ([`Pty`]); both measured in [`WindowSize`].
+//! pseudo-terminals remote commands run on (`Pty`); both measured in [`WindowSize`].
 
 mod pty;
 mod raw;
@@ -7,7 +7,7 @@ mod raw;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 
-pub use pty::{Pty, PtyMaster};
+pub(crate) use pty::{Pty, PtyMaster};
 pub use raw::RawMode;
 
 /// A terminal's size in character cells.
@@ -34,7 +34,7 @@ impl WindowSize {
 ///
 /// # Errors
 /// `ENOTTY` when `fd` is not a terminal.
-pub fn window_size(fd: impl AsFd) -> io::Result<WindowSize> {
+pub(crate) fn window_size(fd: impl AsFd) -> io::Result<WindowSize> {
     let mut ws = WindowSize { rows: 0, cols: 0 }.to_winsize();
     // SAFETY: TIOCGWINSZ writes one `winsize` through the pointer, which is valid and
     // exclusively borrowed for the call; the descriptor is borrowed, so it stays open.

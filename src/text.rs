@@ -9,7 +9,8 @@ use std::fmt::Write;
 /// (U+202A–U+202E, U+2066–U+2069, U+200E/U+200F, U+061C) become `\u{202e}`-style escapes, so
 /// a peer can neither move the cursor, rewrite the screen, set the clipboard (OSC 52) nor
 /// reorder what the reader sees.
-pub fn escape_for_terminal(text: &str) -> String {
+#[cfg(test)]
+pub(crate) fn escape_for_terminal(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         push_escaped(&mut out, c);
@@ -17,7 +18,7 @@ pub fn escape_for_terminal(text: &str) -> String {
     out
 }
 
-/// Escapes `text` for one line of a log or an error message: like [`escape_for_terminal`], but
+/// Escapes `text` for one line of a log or an error message: like `escape_for_terminal`, but
 /// newlines and tabs are escaped too (so a peer cannot forge log lines), and at most
 /// `max_chars` characters of the input are kept.
 pub fn escape_one_line(text: &str, max_chars: usize) -> String {
@@ -53,7 +54,7 @@ fn push_escaped(out: &mut String, c: char) {
 /// Escapes a byte stream chunk by chunk for a terminal. Invalid UTF-8 bytes are shown as
 /// `\xNN`; a multi-byte character split across chunks is kept whole.
 #[derive(Debug, Default)]
-pub struct TerminalEscaper {
+pub(crate) struct TerminalEscaper {
     carry: Vec<u8>,
 }
 

@@ -189,15 +189,50 @@ async fn a_run_header_with_a_duplicate_argv_key_is_an_invalid_header() {
 }
 
 #[tokio::test]
-async fn a_child_that_never_exits_is_killed_at_the_timeout() {
+async fn a_child_that_never_exits_is_terminated_at_the_timeout_and_the_client_told() {
     let config = ExecConfig {
         timeout: Some(Duration::from_millis(300)),
         ..ExecConfig::default()
     };
     let (server, token) = start_exec(config).await;
     let ran = run_cmd(&server.addr, &token, &["sleep", "1000"], false, b"").await;
+    assert_eq!(ran.exit(), RemoteExit::Signal(15), "SIGTERM first");
+    let outcome = ran.outcome.as_ref().unwrap();
+    assert_eq!(outcome.timed_out_after, Some(Duration::from_millis(300)));
+    assert_still_serves(&server.addr, &token).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_timed_out_command_cleans_up_on_sigterm() {
+    let config = ExecConfig {
+        timeout: Some(Duration::from_millis(300)),
+        ..ExecConfig::default()
+    };
+    let (server, token) = start_exec(config).await;
+    // The trap runs only if the command gets SIGTERM, not SIGKILL.
+    let script = "trap 'echo cleaned up; exit 3' TERM; echo started; while :; do sleep 0.05; done";
+    let ran = run_cmd(&server.addr, &token, &["sh", "-c", script], false, b"").await;
+    assert_eq!(ran.stdout_text(), "started\ncleaned up\n");
+    assert_eq!(ran.exit(), RemoteExit::Code(3));
+    let outcome = ran.outcome.as_ref().unwrap();
+    assert!(outcome.timed_out_after.is_some());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_command_that_ignores_sigterm_is_killed_after_the_grace() {
+    let config = ExecConfig {
+        timeout: Some(Duration::from_millis(200)),
+        kill_grace: Duration::from_millis(300),
+        ..ExecConfig::default()
+    };
+    let (server, token) = start_exec(config).await;
+    let script = "trap '' TERM; echo started; while :; do sleep 0.05; done";
+    let ran = run_cmd(&server.addr, &token, &["sh", "-c", script], false, b"").await;
+    assert_eq!(ran.stdout_text(), "started\n");
     assert_eq!(ran.exit(), RemoteExit::Signal(9));
-    assert_eq!(ran.exit().exit_code(), 137);
+    assert!(ran.outcome.as_ref().unwrap().timed_out_after.is_some());
     assert_still_serves(&server.addr, &token).await;
     server.stop().await.unwrap();
 }
@@ -373,7 +408,7 @@ async fn a_slow_reader_of_100_mib_keeps_server_memory_bounded() {
                     received += chunk.len() as u64;
                 }
             }
-            Some(ServerMessage::Exit { code, signal }) => break (code, signal),
+            Some(ServerMessage::Exit { code, signal, .. }) => break (code, signal),
             other => panic!("unexpected {other:?}"),
         }
     };

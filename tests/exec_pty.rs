@@ -156,7 +156,8 @@ async fn a_pty_command_that_never_exits_is_killed_at_the_timeout() {
     };
     let (server, token) = start_exec(config).await;
     let ran = run_cmd(&server.addr, &token, &["sleep", "1000"], pty(24, 80), b"").await;
-    assert_eq!(ran.exit(), RemoteExit::Signal(9));
+    assert_eq!(ran.exit(), RemoteExit::Signal(15));
+    assert!(ran.outcome.as_ref().unwrap().timed_out_after.is_some());
     assert_still_serves(&server.addr, &token).await;
     server.stop().await.unwrap();
 }

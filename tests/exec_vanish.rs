@@ -162,7 +162,7 @@ fn a_command_dies_when_its_client_vanishes_without_a_close() {
     ]);
     client_ns.exec(&["ip", "link", "set", &client_if, "up"]);
 
-    let token = token_file("vanish-token");
+    let token = token_file("vanish-token-of-32-bytes-for-a-veth");
     let sockit = env!("CARGO_BIN_EXE_sockit");
     let mut server = Command::new("ip");
     server

@@ -208,23 +208,6 @@ fn partial_max_age_sets_how_long_a_starting_server_keeps_partial_files() {
 }
 
 #[test]
-fn a_file_server_beyond_loopback_without_a_token_refuses_to_start() {
-    let root = tempdir();
-    let mut cmd = sockit();
-    cmd.args([
-        "files",
-        "serve",
-        "--listen",
-        "0.0.0.0:0",
-        "--dir",
-        path_str(root.path()),
-    ]);
-    let (code, _, err) = run_with_input(cmd, b"");
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("token"), "{err}");
-}
-
-#[test]
 fn a_disk_that_fills_up_mid_file_is_a_clear_error_and_leaves_nothing() {
     if !have(
         "prlimit",

@@ -154,7 +154,7 @@ pub(super) async fn run_bench(cmd: BenchCommand) -> Result<(), Failure> {
             (report.table(), a.json.then_some(json))
         }
     };
-    println!("{}", json.unwrap_or(text));
+    super::output::print_line(&json.unwrap_or(text));
     Ok(())
 }
 

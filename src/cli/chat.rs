@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use super::launch::{
-    bind_failure, run_command, stream_transport, Bound, EngineArgs, ServiceDefaults,
+    bind_failure, run_command, stream_transport, Bound, EngineArgs, ServiceDefaults, Tokens,
 };
 use super::{Failure, Note};
 use sockit::engine::{self, serve, Config, Mode};
@@ -17,7 +17,7 @@ use sockit::service::chat::{
     self, Broker, BrokerConfig, ChatServer, ChatService, FramedConfig, JoinOptions, LineConfig,
     LineServer, RateLimit, DEFAULT_HISTORY, MAX_HISTORY,
 };
-use sockit::session::{load_token, GateConfig, Token};
+use sockit::session::{load_token, GateConfig};
 
 /// `sockit chat ...`.
 #[derive(Debug, Subcommand)]
@@ -96,7 +96,7 @@ pub async fn run_chat(cmd: ChatCommand) -> Result<(), Failure> {
 
 async fn run_serve(args: ChatServeArgs) -> Result<(), Failure> {
     let shutdown = engine::shutdown_on_signals().context("cannot install signal handlers")?;
-    let bound = args.bind(&shutdown).await?;
+    let bound = args.bind(&shutdown, &Tokens::single()).await?;
     run_command(bound, shutdown).await
 }
 
@@ -107,7 +107,11 @@ impl ChatServeArgs {
     /// # Errors
     /// A usage error for a public line port without --line-public, a bad token file or
     /// certificate, or the bind error.
-    pub async fn bind(self, shutdown: &CancellationToken) -> Result<Vec<Bound>, Failure> {
+    pub async fn bind(
+        self,
+        shutdown: &CancellationToken,
+        tokens: &Tokens,
+    ) -> Result<Vec<Bound>, Failure> {
         self.check_line_listen()?;
         let opts = self.engine.bind_options();
         let fail = |e| bind_failure("chat", e);
@@ -122,7 +126,7 @@ impl ChatServeArgs {
             None => None,
         };
         let mut notes = Vec::new();
-        let token = self.token(&addr, &mut notes)?;
+        let token = tokens.resolve(self.token_file.as_deref(), &addr, &mut notes)?;
         let tls = self.tls.acceptor(&addr, &mut notes)?;
         let broker = Broker::new(BrokerConfig {
             history: self.history,
@@ -168,20 +172,6 @@ impl ChatServeArgs {
             }
         }
         Ok(())
-    }
-
-    /// The framed port's token: from --token-file or SOCKIT_TOKEN; else none on loopback, and
-    /// beyond it a generated one, added to `notes` to be printed once.
-    fn token(&self, addr: &Addr, notes: &mut Vec<Note>) -> Result<Option<Token>, Failure> {
-        match load_token(self.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))? {
-            Some(token) => Ok(Some(token)),
-            None if addr.is_local() => Ok(None),
-            None => {
-                let token = Token::generate().context("chat")?;
-                notes.push(Note::Token(token.reveal().to_owned()));
-                Ok(Some(token))
-            }
-        }
     }
 
     /// The lines a connection may send, on either port.

@@ -13,7 +13,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use super::launch::{
-    bind_failure, run_command, stream_transport, Bound, EngineArgs, ServiceDefaults,
+    bind_failure, run_command, stream_transport, Bound, EngineArgs, ServiceDefaults, Tokens,
 };
 use super::{parse_duration, Failure, Note};
 use sockit::compat::exec::{self as tutorial, TutorialConfig, TutorialServer};
@@ -73,10 +73,14 @@ pub struct ExecServeArgs {
     /// Only run this program (exact argv[0]; repeatable).
     #[arg(long)]
     pub allow_cmd: Vec<String>,
-    /// Kill a command's whole process group after this long (e.g. 30s, 5m; with --compat
-    /// tutorial the default is 60s).
+    /// Stop a command after this long (e.g. 30s, 5m; with --compat tutorial the default is
+    /// 60s): SIGTERM to its whole process group, SIGKILL --kill-grace later; the client is
+    /// told and exits 124.
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// Time a timed-out command gets between SIGTERM and SIGKILL, to clean up.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub kill_grace: Duration,
     /// --max-conns defaults to 16 with --compat tutorial, whose sessions hold a command's
     /// whole output in memory.
     #[command(flatten)]
@@ -145,7 +149,7 @@ fn required_token(token_file: Option<&Path>) -> Result<Token, Failure> {
 
 pub(super) async fn run_exec_serve(args: ExecServeArgs) -> Result<(), Failure> {
     let shutdown = engine::shutdown_on_signals().context("cannot install signal handlers")?;
-    let bound = args.bind(&shutdown).await?;
+    let bound = args.bind(&shutdown, &Tokens::single()).await?;
     run_command(vec![bound], shutdown).await
 }
 
@@ -155,25 +159,20 @@ impl ExecServeArgs {
     ///
     /// # Errors
     /// A usage error for a bad token file, certificate or address, or the bind error.
-    pub async fn bind(self, shutdown: &CancellationToken) -> Result<Bound, Failure> {
+    pub async fn bind(
+        self,
+        shutdown: &CancellationToken,
+        tokens: &Tokens,
+    ) -> Result<Bound, Failure> {
         if self.compat == Some(Compat::Tutorial) {
             return self.bind_tutorial(shutdown).await;
         }
         let mut notes = Vec::new();
-        let token =
-            match load_token(self.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))? {
-                Some(token) => token,
-                None => {
-                    let token = Token::generate().context("exec")?;
-                    // Shown once, to the operator; never logged.
-                    notes.push(Note::Token(token.reveal().to_owned()));
-                    token
-                }
-            };
         let config = ExecConfig {
             shell: self.shell,
             allow_cmds: self.allow_cmd,
             timeout: self.timeout,
+            kill_grace: self.kill_grace,
             ..ExecConfig::default()
         };
         // A quiet command may run for hours: --timeout bounds commands, keepalive finds a
@@ -190,6 +189,7 @@ impl ExecServeArgs {
             .await
             .map_err(fail)?;
         let addr = listener.local_addr().map_err(fail)?;
+        let token = tokens.require(self.token_file.as_deref(), &addr, &mut notes)?;
         if !addr.is_local() {
             tracing::warn!(%addr, "exec listens beyond loopback: anyone holding the token can run commands");
         }

@@ -4,17 +4,22 @@
 
 use std::future::Future;
 use std::io;
+use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
 use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 
+use super::output::{eprint_line, say};
 use super::{parse_duration, Failure};
 use sockit::engine::{self, Config, Mode};
 use sockit::net::{parse_net, Acl, Addr, BindOptions, Keepalive, DEFAULT_BACKLOG};
-use sockit::session::{PendingLimits, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_SOURCE};
+use sockit::session::{
+    load_token, PendingLimits, Token, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_SOURCE,
+};
 
 /// Engine options, flattened into every server command and accepted by every `sockit serve`
 /// entry under the same names.
@@ -138,6 +143,145 @@ pub fn parse_limit(s: &str) -> Result<Limit, String> {
     Ok(Limit(Some(d)))
 }
 
+/// Where a service's token comes from, one rule for every service: its own `--token-file`,
+/// else `SOCKIT_TOKEN`, else the token of the `sockit serve` set it runs in, else a generated
+/// one when the service needs one (exec always, any service beyond loopback), printed once.
+///
+/// A set (`sockit serve`) has one token for all its services: the first service that needs
+/// one generates it and every later service without a token of its own takes it, so a client
+/// given `SOCKIT_TOKEN` reaches every service of the set. Entries are bound in order, so the
+/// set's token is settled before any service is bound: see [`Tokens::for_set`].
+#[derive(Debug)]
+pub struct Tokens {
+    /// The set's token, once settled.
+    shared: Option<Token>,
+    /// Whether the set's token was generated here (else it is `SOCKIT_TOKEN`'s).
+    generated: bool,
+    /// Whether a generated token is still to be printed, by the first service that takes it.
+    unannounced: std::sync::atomic::AtomicBool,
+}
+
+impl Tokens {
+    /// Tokens for one command running alone.
+    pub fn single() -> Self {
+        Tokens {
+            shared: None,
+            generated: false,
+            unannounced: false.into(),
+        }
+    }
+
+    /// Tokens for a set of services, where `needs_token` says whether any service of the set
+    /// takes one: then the set's token is `SOCKIT_TOKEN`, or generated now and printed by
+    /// the first service that uses it.
+    ///
+    /// # Errors
+    /// A bad `SOCKIT_TOKEN`, or no randomness for a new token.
+    pub fn for_set(needs_token: bool) -> Result<Self, Failure> {
+        if !needs_token {
+            return Ok(Tokens::single());
+        }
+        let (shared, generated) = match load_token(None).map_err(|e| Failure::Usage(e.into()))? {
+            Some(token) => (token, false),
+            None => (Token::generate().context("cannot generate a token")?, true),
+        };
+        Ok(Tokens {
+            shared: Some(shared),
+            generated,
+            unannounced: generated.into(),
+        })
+    }
+
+    /// The token of a service at `addr` that needs one only beyond loopback: its own, the
+    /// set's, or beyond loopback a generated one (see [`Tokens`]); printed lines go into
+    /// `notes`.
+    ///
+    /// # Errors
+    /// A token file that cannot be used, a bad `SOCKIT_TOKEN`, or no randomness.
+    pub fn resolve(
+        &self,
+        file: Option<&Path>,
+        addr: &Addr,
+        notes: &mut Vec<Note>,
+    ) -> Result<Option<Token>, Failure> {
+        match self.existing(file, addr, notes)? {
+            Some(token) => Ok(Some(token)),
+            None if addr.is_local() => Ok(None),
+            None => generate(notes).map(Some),
+        }
+    }
+
+    /// The token of a service that always needs one (exec): as [`Tokens::resolve`], with a
+    /// generated one on loopback too.
+    ///
+    /// # Errors
+    /// As [`Tokens::resolve`].
+    pub fn require(
+        &self,
+        file: Option<&Path>,
+        addr: &Addr,
+        notes: &mut Vec<Note>,
+    ) -> Result<Token, Failure> {
+        match self.existing(file, addr, notes)? {
+            Some(token) => Ok(token),
+            None => generate(notes),
+        }
+    }
+
+    /// The service's own token (file, else `SOCKIT_TOKEN`), else the set's; a given token
+    /// too short to be safe beyond loopback is refused.
+    fn existing(
+        &self,
+        file: Option<&Path>,
+        addr: &Addr,
+        notes: &mut Vec<Note>,
+    ) -> Result<Option<Token>, Failure> {
+        if file.is_some() || self.shared.is_none() {
+            if let Some(token) = load_token(file).map_err(|e| Failure::Usage(e.into()))? {
+                check_strength(&token, addr)?;
+                return Ok(Some(token));
+            }
+        }
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        check_strength(shared, addr)?;
+        if self
+            .unannounced
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            // Shown once, to the operator; never logged.
+            notes.push(Note::Token(shared.reveal().to_owned()));
+        } else if self.generated {
+            notes.push(Note::Text("token: the same as above".into()));
+        }
+        Ok(Some(shared.clone()))
+    }
+}
+
+/// Refuses a token shorter than [`MIN_PUBLIC_TOKEN_BYTES`] for a service beyond loopback,
+/// where anyone who can reach the port can guess at it.
+fn check_strength(token: &Token, addr: &Addr) -> Result<(), Failure> {
+    let len = token.reveal().len();
+    if len < MIN_PUBLIC_TOKEN_BYTES && !addr.is_local() {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "the token is {len} bytes long, too short for {addr}, beyond loopback: use at \
+             least {MIN_PUBLIC_TOKEN_BYTES} (e.g. `head -c 32 /dev/urandom | base64 > FILE`)"
+        )));
+    }
+    Ok(())
+}
+
+/// Shortest token accepted for a service beyond loopback.
+pub const MIN_PUBLIC_TOKEN_BYTES: usize = 16;
+
+/// A new token, shown once to the operator through `notes` and never logged.
+fn generate(notes: &mut Vec<Note>) -> Result<Token, Failure> {
+    let token = Token::generate().context("cannot generate a token")?;
+    notes.push(Note::Token(token.reveal().to_owned()));
+    Ok(token)
+}
+
 /// A line for the operator about a bound service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Note {
@@ -228,21 +372,12 @@ pub async fn run_command(bound: Vec<Bound>, shutdown: CancellationToken) -> Resu
             .as_ref()
             .map(|d| format!(" {d}"))
             .unwrap_or_default();
-        eprintln!("{} listening on {}{detail}", b.label, b.addr);
+        eprint_line(&format!("{} listening on {}{detail}", b.label, b.addr));
     }
     let service = bound.first().map_or("sockit", |b| b.service);
     run_all(bound, shutdown)
         .await
         .map_err(|e| Failure::Runtime(anyhow::Error::from(e).context(service)))
-}
-
-/// Writes one line to stdout for whoever reads it. A reader that went away (a closed pipe)
-/// must not take the server down with it, so a failed write is dropped, not a panic as with
-/// `println!`.
-pub fn say(line: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 /// A bind failure as the command's failure (an address in use is a usage error).

@@ -11,7 +11,8 @@ use anyhow::Context;
 use clap::{Args, FromArgMatches};
 use tokio_util::sync::CancellationToken;
 
-use super::launch::{run_all, say, Bound, Note};
+use super::launch::{run_all, Bound, Note, Tokens};
+use super::output::{print_text, say};
 use super::{ChatServeArgs, EchoArgs, ExecServeArgs, Failure, FilesServeArgs};
 use sockit::engine;
 use sockit::net::Addr;
@@ -31,17 +32,20 @@ kind = "echo"            # UDP echo
 listen = "127.0.0.1:7007"
 udp = true
 
-[[service]]
-kind = "exec"            # remote commands; token from token-file or SOCKIT_TOKEN, else
-listen = "127.0.0.1:7008" # generated and printed once below the banner line
+# exec, files and chat share one token: an entry's token-file, else SOCKIT_TOKEN, else one
+# generated at start and printed once below the first banner line. Clients set SOCKIT_TOKEN.
 
 [[service]]
-kind = "files"           # put / get / ls; token from token-file or SOCKIT_TOKEN if set
-listen = "127.0.0.1:7009" # (required beyond loopback)
+kind = "exec"            # remote commands
+listen = "127.0.0.1:7008"
+
+[[service]]
+kind = "files"           # put / get / ls
+listen = "127.0.0.1:7009"
 dir = "sockit-files"     # created if missing
 
 [[service]]
-kind = "chat"            # chat: `sockit chat join` on listen (token optional on loopback),
+kind = "chat"            # chat: `sockit chat join` on listen,
 listen = "127.0.0.1:7010" # plain text for nc/telnet on line-listen (no auth: loopback)
 line-listen = "127.0.0.1:7011"
 "#;
@@ -155,13 +159,28 @@ impl Entry {
         }
     }
 
+    /// Whether the entry's service needs a token: exec always (unless it speaks a lesson's
+    /// unauthenticated protocol), files and chat beyond loopback. A set with such an entry
+    /// has one token that its other token-taking services accept too.
+    fn needs_token(&self) -> bool {
+        match self {
+            Entry::Echo(_) => false,
+            Entry::Exec(a) => a.compat.is_none(),
+            Entry::Files(_) | Entry::Chat(_) => self.addrs().iter().any(|(a, _)| !a.is_local()),
+        }
+    }
+
     /// Binds the entry's services; they serve until `shutdown` fires.
-    async fn bind(self, shutdown: &CancellationToken) -> Result<Vec<Bound>, Failure> {
+    async fn bind(
+        self,
+        shutdown: &CancellationToken,
+        tokens: &Tokens,
+    ) -> Result<Vec<Bound>, Failure> {
         match self {
             Entry::Echo(a) => a.bind(shutdown).await.map(|b| vec![b]),
-            Entry::Exec(a) => a.bind(shutdown).await.map(|b| vec![b]),
-            Entry::Files(a) => a.bind(shutdown).await.map(|b| vec![b]),
-            Entry::Chat(a) => a.bind(shutdown).await,
+            Entry::Exec(a) => a.bind(shutdown, tokens).await.map(|b| vec![b]),
+            Entry::Files(a) => a.bind(shutdown, tokens).await.map(|b| vec![b]),
+            Entry::Chat(a) => a.bind(shutdown, tokens).await,
         }
     }
 }
@@ -301,7 +320,7 @@ pub fn print_config() -> String {
 
 pub(super) async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     if args.print_config {
-        print!("{}", print_config());
+        print_text(&print_config());
         return Ok(());
     }
     let text = match &args.config {
@@ -311,10 +330,12 @@ pub(super) async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         None => DEFAULT_CONFIG.to_string(),
     };
     let entries = parse_config(&text)?;
+    // One token for the whole set, so a client given SOCKIT_TOKEN reaches every service.
+    let tokens = Tokens::for_set(entries.iter().any(Entry::needs_token))?;
     let shutdown = engine::shutdown_on_signals().context("cannot install signal handlers")?;
     let mut bound = Vec::new();
     for entry in entries {
-        bound.extend(entry.bind(&shutdown).await?);
+        bound.extend(entry.bind(&shutdown, &tokens).await?);
     }
     for b in &bound {
         say(&banner_line(b));

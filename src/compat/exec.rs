@@ -24,19 +24,19 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::compat::framing::{encode_header, TutorialHeader};
-use crate::engine::{command_env, with_default_signals, Conn, ConnInfo, Handler, ProcessGroup};
+use crate::engine::{set_command_env, with_default_signals, Conn, ConnInfo, Handler, ProcessGroup};
 use crate::service::exec::OUTPUT_CHUNK_BYTES;
 use crate::text::escape_one_line;
 
 mod client;
 
-pub use client::{run_tutorial, TutorialError, TutorialReply, MAX_CLIENT_BODY_BYTES};
+pub use client::{run_tutorial, TutorialError, TutorialReply};
 
 /// Largest command line, in bytes: the lesson's server reads it with one `recv(1024)`.
-pub const MAX_LINE_BYTES: usize = 1024;
+pub(crate) const MAX_LINE_BYTES: usize = 1024;
 
 /// Default cap on one command's collected output (stdout and stderr together).
-pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_OUTPUT_BYTES: usize = 64 * 1024 * 1024;
 
 /// Default time a command may run before its process group is killed.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -130,10 +130,10 @@ impl TutorialServer {
     /// Runs `sh -c LINE` and collects stdout, then stderr, within the cap and the timeout.
     async fn capture(&self, line: &[u8], info: &ConnInfo) -> Captured {
         let mut command = Command::new("sh");
+        set_command_env(&mut command, info);
         command
             .arg("-c")
             .arg(OsStr::from_bytes(line))
-            .envs(command_env(&info.peer, &info.local))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -43,20 +43,20 @@ fn null_as_empty<'de, D: Deserializer<'de>>(de: D) -> Result<String, D::Error> {
 }
 
 /// One decoding step: the header, or the next chunk of its body.
-pub type TutorialDecoded = Decoded<TutorialHeader>;
+pub(crate) type TutorialDecoded = Decoded<TutorialHeader>;
 
 /// Appends the `struct.pack("i")` length and the JSON header to `dst`; the body follows.
 ///
 /// # Errors
 ///
 /// As [`crate::wire::encode_header`]; `dst` is unchanged on error.
-pub fn encode_header(header: &TutorialHeader, dst: &mut BytesMut) -> Result<(), WireError> {
+pub(crate) fn encode_header(header: &TutorialHeader, dst: &mut BytesMut) -> Result<(), WireError> {
     encode_with_prefix(header, dst, LengthPrefix::I32Native)
 }
 
 /// Incremental decoder for the tutorial framing.
 #[derive(Debug, Clone)]
-pub struct TutorialDecoder {
+pub(crate) struct TutorialDecoder {
     inner: FrameDecoder,
 }
 
@@ -73,15 +73,10 @@ impl TutorialDecoder {
     }
 
     /// A decoder with the given limits.
-    pub fn with_limits(limits: Limits) -> Self {
+    pub(crate) fn with_limits(limits: Limits) -> Self {
         TutorialDecoder {
             inner: FrameDecoder::with_prefix(limits, LengthPrefix::I32Native),
         }
-    }
-
-    /// True while the current body has bytes left to yield.
-    pub fn in_body(&self) -> bool {
-        self.inner.in_body()
     }
 
     /// True at a frame boundary.

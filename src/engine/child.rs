@@ -41,7 +41,7 @@ impl ProcessCommand {
     ///
     /// # Errors
     /// If the path of the running executable cannot be found.
-    pub fn reexec_with<I>(args: I) -> io::Result<ProcessCommand>
+    pub(crate) fn reexec_with<I>(args: I) -> io::Result<ProcessCommand>
     where
         I: IntoIterator,
         I::Item: Into<OsString>,

@@ -14,7 +14,7 @@ use super::{Config, Mode};
 use crate::net::{Datagram, PeerAddr};
 
 /// Default largest datagram accepted (the UDP maximum fits); longer ones are dropped.
-pub const DEFAULT_MAX_DATAGRAM: usize = 65536;
+pub(crate) const DEFAULT_MAX_DATAGRAM: usize = 65536;
 
 /// Handles one datagram (`BaseRequestHandler.handle()` for datagram servers).
 pub trait DatagramHandler: Send + Sync + 'static {

@@ -44,7 +44,7 @@ impl<S> IdleTimeout<S> {
     }
 
     /// The wrapped stream.
-    pub fn get_ref(&self) -> &S {
+    pub(crate) fn get_ref(&self) -> &S {
         &self.inner
     }
 

@@ -23,14 +23,27 @@ pub struct ProcessCommand {
     pub program: PathBuf,
     /// Its arguments.
     pub args: Vec<OsString>,
-    /// Variables set in its environment, besides [`command_env`]'s.
+    /// Variables set in its environment, besides `command_env`'s.
     pub env: Vec<(OsString, OsString)>,
+}
+
+/// Variables no child inherits from the server: a token the server was given through its
+/// environment must not reach the commands it runs (a remote `env` would print it).
+pub(crate) const SCRUBBED_ENV: [&str; 1] = ["SOCKIT_TOKEN"];
+
+/// Sets a per-connection child's environment: [`command_env`]'s variables, and none of
+/// [`SCRUBBED_ENV`].
+pub(crate) fn set_command_env(cmd: &mut tokio::process::Command, info: &ConnInfo) {
+    for name in SCRUBBED_ENV {
+        cmd.env_remove(name);
+    }
+    cmd.envs(command_env(&info.peer, &info.local));
 }
 
 /// The environment a per-connection child gets, inetd/ncat style: `SOCKIT_PROTO`
 /// (`TCP` or `UNIX`), `SOCKIT_REMOTE_ADDR`, `SOCKIT_REMOTE_PORT`, `SOCKIT_LOCAL_ADDR`,
 /// `SOCKIT_LOCAL_PORT` (ports only for TCP; Unix addresses are socket paths).
-pub fn command_env(peer: &PeerAddr, local: &Addr) -> Vec<(&'static str, String)> {
+pub(crate) fn command_env(peer: &PeerAddr, local: &Addr) -> Vec<(&'static str, String)> {
     let mut env = Vec::with_capacity(5);
     match peer {
         PeerAddr::Inet(sa) => {
@@ -58,7 +71,7 @@ pub fn command_env(peer: &PeerAddr, local: &Addr) -> Vec<(&'static str, String)>
 /// whole, and SIGKILLed when dropped while armed, so no grandchild outlives a cancelled
 /// connection. Disarm it once the leader is reaped, since its id may then be reused.
 #[derive(Debug)]
-pub struct ProcessGroup {
+pub(crate) struct ProcessGroup {
     /// The group id, or 0 once disarmed.
     pgid: AtomicI32,
 }
@@ -85,7 +98,7 @@ impl ProcessGroup {
     }
 
     /// Stops signalling the group: call after reaping the leader.
-    pub fn disarm(&self) {
+    pub(crate) fn disarm(&self) {
         self.pgid.store(0, Ordering::Relaxed);
     }
 }
@@ -109,7 +122,7 @@ const CHILD_DEFAULT_SIGNALS: [Signal; 5] = [
 ];
 
 /// Makes `cmd` start with SIGINT, SIGQUIT, SIGHUP, SIGPIPE and SIGXFSZ at their default actions.
-pub fn with_default_signals(cmd: &mut tokio::process::Command) {
+pub(crate) fn with_default_signals(cmd: &mut tokio::process::Command) {
     // SAFETY: the hook runs in the forked child before exec and only calls sigaction, which
     // is async-signal-safe; it allocates nothing and takes no lock.
     unsafe {
@@ -142,9 +155,9 @@ pub async fn run(
     }
     let stdout = socket.try_clone()?;
     let mut command = tokio::process::Command::new(&cmd.program);
+    set_command_env(&mut command, info);
     command
         .args(&cmd.args)
-        .envs(command_env(&info.peer, &info.local))
         .envs(cmd.env.iter().map(|(name, value)| (name, value)))
         .stdin(Stdio::from(socket))
         .stdout(Stdio::from(stdout))

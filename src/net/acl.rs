@@ -18,18 +18,13 @@ pub struct Acl {
 
 impl Acl {
     /// Whether `peer` passes. Unix peers have no IP and always pass.
-    pub fn permits(&self, peer: &PeerAddr) -> bool {
+    pub(crate) fn permits(&self, peer: &PeerAddr) -> bool {
         let Some(ip) = peer.ip() else { return true };
         let ip = canonical_ip(ip);
         if self.deny.iter().any(|n| n.contains(&ip)) {
             return false;
         }
         self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip))
-    }
-
-    /// True when nothing is restricted.
-    pub fn is_open(&self) -> bool {
-        self.allow.is_empty() && self.deny.is_empty()
     }
 }
 

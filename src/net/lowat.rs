@@ -13,7 +13,7 @@ use super::Stream;
 /// frame's body): a mark above what will arrive stalls the reader until EOF. Linux still wakes
 /// the reader early when the receive window runs short, so a high mark cannot deadlock.
 #[derive(Debug)]
-pub struct RecvLowat {
+pub(crate) struct RecvLowat {
     /// A duplicate of the socket's descriptor: the option belongs to the socket.
     fd: OwnedFd,
     current: usize,
@@ -61,7 +61,8 @@ impl RecvLowat {
     }
 
     /// The mark last set.
-    pub fn get(&self) -> usize {
+    #[cfg(test)]
+    fn get(&self) -> usize {
         self.current
     }
 }

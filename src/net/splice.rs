@@ -11,7 +11,7 @@ use super::Stream;
 ///
 /// Plain TCP and Unix streams can (on Linux); anything that must see the bytes, such as TLS,
 /// keeps the defaults: [`can_splice`](Self::can_splice) is `false` and splicing is refused.
-pub trait SpliceWrite {
+pub(crate) trait SpliceWrite {
     /// Whether [`poll_splice_from`](Self::poll_splice_from) works on this stream.
     fn can_splice(&self) -> bool {
         false
@@ -79,7 +79,7 @@ impl SpliceWrite for Stream {
 
 /// A stream whose bytes can be moved into a pipe without passing through user space: the
 /// receiving half of [`SpliceWrite`].
-pub trait SpliceRead {
+pub(crate) trait SpliceRead {
     /// Whether [`poll_splice_to`](Self::poll_splice_to) works on this stream now.
     fn can_splice_read(&self) -> bool {
         false
@@ -210,7 +210,7 @@ fn splice_once(
 /// # Errors
 ///
 /// The ioctl's error, e.g. `ENOTTY` when `pipe` is not a pipe.
-pub fn pipe_ready_bytes(pipe: BorrowedFd<'_>) -> io::Result<usize> {
+pub(crate) fn pipe_ready_bytes(pipe: BorrowedFd<'_>) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
     let mut ready: libc::c_int = 0;
     // SAFETY: FIONREAD writes one c_int through the pointer, which points at `ready`.

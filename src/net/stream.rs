@@ -100,7 +100,7 @@ impl Stream {
     }
 
     /// Turns the stream into a blocking std file descriptor, for handing to a child process.
-    pub fn into_std_fd(self) -> io::Result<std::os::fd::OwnedFd> {
+    pub(crate) fn into_std_fd(self) -> io::Result<std::os::fd::OwnedFd> {
         let fd: std::os::fd::OwnedFd = match self {
             Stream::Tcp(s) => s.into_std()?.into(),
             Stream::Unix(s) => s.into_std()?.into(),
@@ -119,7 +119,7 @@ impl Stream {
     }
 
     /// The address of the other end.
-    pub fn peer_addr(&self) -> io::Result<PeerAddr> {
+    pub(crate) fn peer_addr(&self) -> io::Result<PeerAddr> {
         match self {
             Stream::Tcp(s) => s.peer_addr().map(PeerAddr::Inet),
             Stream::Unix(s) => Ok(PeerAddr::Unix(unix_path(&s.peer_addr()?))),

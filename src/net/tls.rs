@@ -1,7 +1,7 @@
 //! TLS for any stream service (rustls with the `ring` provider): server identities (PEM files
 //! or a generated self-signed certificate), an acceptor whose handshake runs under a deadline,
 //! and a connector that trusts either a pinned SHA-256 fingerprint or a CA file, never nothing.
-//! A handshake that meets plaintext says so ([`looks_like_tls`], [`Sniffer`]).
+//! A handshake that meets plaintext says so (`looks_like_tls`, [`Sniffer`]).
 
 use std::io;
 use std::path::PathBuf;
@@ -19,14 +19,15 @@ mod sniff;
 pub use acceptor::TlsAcceptor;
 pub use connector::{ServerTrust, TlsConnector};
 pub use identity::{Fingerprint, FingerprintParseError, ServerIdentity};
-pub use pem::MAX_PEM_FILE_BYTES;
-pub use sniff::{looks_like_client_hello, looks_like_tls, Sniffer, SNIFF_BYTES};
+pub use sniff::Sniffer;
+pub use sniff::SNIFF_BYTES;
+pub(crate) use sniff::{looks_like_client_hello, looks_like_tls};
 
 /// A server-side TLS stream over `S` (seen through a [`Sniffer`]).
-pub type ServerTlsStream<S> = tokio_rustls::server::TlsStream<Sniffer<S>>;
+pub(crate) type ServerTlsStream<S> = tokio_rustls::server::TlsStream<Sniffer<S>>;
 
 /// A client-side TLS stream over `S` (seen through a [`Sniffer`]).
-pub type ClientTlsStream<S> = tokio_rustls::client::TlsStream<Sniffer<S>>;
+pub(crate) type ClientTlsStream<S> = tokio_rustls::client::TlsStream<Sniffer<S>>;
 
 // TLS must see every byte it encrypts: never spliced.
 impl<S> crate::net::splice::SpliceWrite for ServerTlsStream<S> {}

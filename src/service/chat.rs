@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Both protocols feed one [`Broker`], so line and framed clients share rooms. Text from
-//! peers is escaped by the server before anyone receives it ([`sanitize`]), and again by the
+//! peers is escaped by the server before anyone receives it (`sanitize`), and again by the
 //! client before it reaches a terminal.
 
 mod broker;
@@ -32,31 +32,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::net::{BindOptions, Keepalive};
 
-pub use broker::{
-    Broker, BrokerConfig, Control, Member, DEFAULT_HISTORY, DEFAULT_ROOM, MAX_HISTORY,
-    MAX_LISTED_NAMES,
-};
-pub use client::{
-    join, join_on, ChatClient, ChatError, ChatReceiver, ChatSender, ChatStream, JoinOptions,
-};
-pub use command::{parse_line, HELP_LINES};
+pub use broker::{Broker, BrokerConfig, Control, Member, DEFAULT_HISTORY, MAX_HISTORY};
+
+pub(crate) use broker::MAX_LISTED_NAMES;
+pub use client::{join, ChatClient, ChatError, JoinOptions};
+pub use client::{ChatReceiver, ChatSender};
+pub(crate) use command::parse_line;
 pub use framed::{
     gate, session_config, session_config_with_line_port, ChatServer, ChatService, FramedConfig,
-    REGISTER_TIMEOUT,
 };
-pub use line::{LineConfig, LineServer, MAX_LINE_BYTES, MAX_NICK_ATTEMPTS, NICK_TIMEOUT};
+pub use line::{LineConfig, LineServer};
 pub use messages::{ClientMessage, ServerMessage};
-pub use nick::{
-    normalize_room, skeleton, suggest, validate_nick, NameError, RoomName, MAX_NICK_CHARS,
-    MAX_ROOM_CHARS,
-};
+#[cfg(feature = "cli")]
+use nick::RoomName;
 pub use outbox::{
-    write_loop, Closed, Delivery, Outbox, QueueLimits, DELIVERY_OVERHEAD_BYTES,
-    FINAL_WRITE_TIMEOUT, MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES,
+    Closed, Delivery, Outbox, QueueLimits, DELIVERY_OVERHEAD_BYTES, MAX_QUEUED_BYTES,
 };
-pub use rate::{
-    RateLimit, TokenBucket, Verdict, DEFAULT_BURST, DEFAULT_RATE_PER_SEC, RATE_NOTICE_INTERVAL,
-};
+pub use rate::{RateLimit, DEFAULT_BURST, DEFAULT_RATE_PER_SEC};
 #[cfg(feature = "cli")]
 pub use terminal::{render, run_terminal};
 
@@ -66,14 +58,11 @@ pub const SERVICE: &str = "chat";
 /// Default framed listen address of `sockit chat serve`: loopback only.
 pub const DEFAULT_CHAT_ADDR: &str = "127.0.0.1:7010";
 
-/// Default line-protocol address in `sockit serve`'s default set.
-pub const DEFAULT_LINE_ADDR: &str = "127.0.0.1:7011";
-
 /// Largest message, in bytes of UTF-8 as received (before escaping).
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 
 /// How long a closing connection gets to write what is still queued for it.
-pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How chat binds its listeners (framed and line): the defaults plus TCP keepalive with
 /// [`Keepalive::default`] timings, because lurkers make quiet connections normal and a peer
@@ -87,12 +76,12 @@ pub fn bind_options() -> BindOptions {
 
 /// Peer text made safe for every terminal it will reach: control characters (newlines and
 /// tabs included), ANSI/OSC escape sequences and bidi controls become visible escapes.
-pub fn sanitize(text: &str) -> String {
+pub(crate) fn sanitize(text: &str) -> String {
     crate::text::escape_one_line(text, MAX_MESSAGE_BYTES)
 }
 
 /// Now, in Unix milliseconds (0 if the clock is before 1970).
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

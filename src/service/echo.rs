@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{ready, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -20,11 +20,11 @@ use crate::net::{Datagram, PeerAddr};
 
 /// Bytes read per syscall. The buffer lives on the stack only while a read is being handled,
 /// so an idle connection holds none.
-pub const ECHO_READ_BYTES: usize = 64 * 1024;
+pub(crate) const ECHO_READ_BYTES: usize = 64 * 1024;
 /// Default datagrams per second answered per source IP (non-loopback sources).
 pub const DEFAULT_UDP_RATE_PER_SOURCE: u32 = 1_000;
 /// Number of slots in the fixed-size rate-limit table; sources that hash alike share a slot.
-pub const RATE_TABLE_SLOTS: usize = 4096;
+pub(crate) const RATE_TABLE_SLOTS: usize = 4096;
 
 /// Echo's default scheduling: a task per connection for streams; inline for datagrams, whose
 /// reply is one non-blocking send, so a task per datagram would only add a hop (measured:
@@ -203,9 +203,6 @@ impl RateLimiter {
         }
     }
 }
-
-/// How long a datagram echo client waits for replies after its input ends.
-pub const UDP_REPLY_LINGER: Duration = Duration::from_millis(500);
 
 #[cfg(test)]
 mod tests {

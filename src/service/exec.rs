@@ -10,7 +10,7 @@
 //! with [`crate::session::open`] ([`client_options`]). [`shell`] is the prompt loop (a connection per line); [`crate::compat::exec`]
 //! speaks the lessons' own unauthenticated protocol (`--compat tutorial`), loopback only. With
 //! [`RunRequest::pty`] (`exec run -t`) the command runs on a pseudo-terminal
-//! ([`crate::terminal::Pty`]) in a session of its own, its output merged into `stdout`
+//! (`crate::terminal::Pty`) in a session of its own, its output merged into `stdout`
 //! frames and the client's window size following `resize` frames.
 //!
 //! # Example
@@ -67,14 +67,14 @@ pub const DEFAULT_EXEC_ADDR: &str = "127.0.0.1:7008";
 pub const MAX_COMMAND_BYTES: usize = 32 * 1024;
 
 /// Largest body of one `stdin`, `stdout` or `stderr` frame a peer accepts.
-pub const MAX_DATA_FRAME_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_DATA_FRAME_BYTES: u64 = 1024 * 1024;
 
 /// Size of the reads from the child's stderr and from local stdin: one frame each at most.
-pub const OUTPUT_CHUNK_BYTES: usize = 32 * 1024;
+pub(crate) const OUTPUT_CHUNK_BYTES: usize = 32 * 1024;
 
 /// Size of the reads from the child's stdout, where bulk output flows: one frame each at most
 /// (under [`MAX_DATA_FRAME_BYTES`]).
-pub const STDOUT_CHUNK_BYTES: usize = 256 * 1024;
+pub(crate) const STDOUT_CHUNK_BYTES: usize = 256 * 1024;
 
 /// Stdin a client may have sent that the command has not taken yet: its credit at the start,
 /// and the bound on what the server holds for the command (see [`messages`]).
@@ -82,10 +82,10 @@ pub const STDIN_WINDOW_BYTES: u64 = 1024 * 1024;
 
 /// Most stdout bytes spliced into one frame where the connection can splice (plain TCP or Unix
 /// on Linux): a full [`STDOUT_PIPE_BYTES`] pipe, within [`MAX_DATA_FRAME_BYTES`].
-pub const STDOUT_SPLICE_BYTES: usize = 1024 * 1024;
+pub(crate) const STDOUT_SPLICE_BYTES: usize = 1024 * 1024;
 
 /// Pipe size asked for the child's stdout (Linux; best effort).
-pub const STDOUT_PIPE_BYTES: usize = 1024 * 1024;
+pub(crate) const STDOUT_PIPE_BYTES: usize = 1024 * 1024;
 
 /// Most rows a pty may have.
 pub const MAX_PTY_ROWS: u16 = 10_000;
@@ -100,7 +100,10 @@ pub const MAX_TERM_BYTES: usize = 64;
 pub const DEFAULT_TERM: &str = "xterm";
 
 /// Deadline for the `run` request once the handshake is done.
-pub const RUN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const RUN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default time between the timeout's SIGTERM and its SIGKILL ([`ExecConfig::kill_grace`]).
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// The session settings both halves use: service `exec`, data frames capped.
 pub fn session_config() -> SessionConfig {

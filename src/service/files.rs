@@ -24,7 +24,7 @@
 //! The client pipelines: it keeps sending while a reader task collects the answers, so many
 //! small files cost one connection and no round trip each. A `rejected` answer concerns one
 //! request; an `error` frame is fatal and the server closes. A refused `put` body is still
-//! read and dropped (up to [`MAX_DISCARD_BYTES`]) so the conversation stays in step.
+//! read and dropped (up to `MAX_DISCARD_BYTES`) so the conversation stays in step.
 //!
 //! Inside: [`store`] is the file system (validated names, partial files, atomic commit);
 //! `transfer` moves one file's bytes between a disk thread and the connection; `server` and
@@ -65,23 +65,23 @@ mod transfer;
 
 pub use client::{
     get, list, put, FileReport, GetOptions, GetReport, PutOptions, PutReport, Remote,
-    RESUME_PROBE_MIN_BYTES, WINDOW_REQUESTS,
 };
+
 pub use error::{FilesError, Rejection};
 pub use hash::{HashAlg, Hasher};
-pub use local::{local_meta, parse_size, prefix_digest, LocalMeta};
+pub use local::parse_size;
+pub(crate) use local::{local_meta, prefix_digest};
 pub use messages::{ClientMessage, Entry, FileHeader, Kind, ServerMessage};
-pub use progress::{transfer_rate, Progress, PROGRESS_NAME_CHARS};
+pub use progress::{transfer_rate, Progress};
 pub use server::{
-    check_exposure, Access, FilesConfig, FilesServer, FilesService, OneShot, SessionSummary,
-    DEFAULT_MAX_FILES_CONNS, REQUEST_TIMEOUT,
+    Access, FilesConfig, FilesServer, FilesService, OneShot, SessionSummary,
+    DEFAULT_MAX_FILES_CONNS,
 };
 pub use store::{
-    Expired, FileMeta, Incoming, Partial, Policy, RelPath, Store, StoreError, StoreOptions, Stored,
-    DEFAULT_PARTIAL_MAX_AGE, MAX_PARTIALS_PER_SWEEP,
+    FileMeta, Partial, Policy, RelPath, Store, StoreError, StoreOptions, Stored,
+    DEFAULT_PARTIAL_MAX_AGE,
 };
-pub use sweep::PARTIAL_SWEEP_INTERVAL;
-pub use transfer::{ABORTED_HASH, CHANNEL_CHUNKS, CHUNK_BYTES, MAX_DISCARD_BYTES};
+pub use transfer::{CHANNEL_CHUNKS, CHUNK_BYTES};
 
 use crate::session::{GateConfig, SessionConfig, Token};
 use crate::wire::{Limits, MAX_HEADER_BYTES};
@@ -92,12 +92,9 @@ pub const SERVICE: &str = "files";
 /// Default listen address of `sockit files serve`: loopback only.
 pub const DEFAULT_FILES_ADDR: &str = "127.0.0.1:7009";
 
-/// Default root of the file service started by `sockit serve`.
-pub const DEFAULT_FILES_DIR: &str = "sockit-files";
-
 /// Estimated JSON bytes of entries batched into one `entries` frame (well under the header
 /// cap).
-pub const ENTRIES_FRAME_BYTES: usize = 32 * 1024;
+pub(crate) const ENTRIES_FRAME_BYTES: usize = 32 * 1024;
 
 /// The session settings both halves use: service `files`; bodies are not capped by the wire
 /// layer, because the store checks each file's declared size (`--max-file-size`, free space)

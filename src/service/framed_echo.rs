@@ -9,7 +9,7 @@ use crate::engine::{Conn, ConnInfo, Handler};
 use crate::wire::{Connection, Limits, Message, WireError, MAX_HEADER_BYTES};
 
 /// Largest body a framed echo accepts.
-pub const FRAMED_ECHO_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const FRAMED_ECHO_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The one message: `{"type":"echo","size":N}` followed by N body bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

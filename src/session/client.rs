@@ -50,7 +50,7 @@ impl ClientOptions {
 
 /// A connected client stream: plaintext (left; it can splice), or TLS over a buffered
 /// stream (right).
-pub type ClientStream = Either<Stream, Box<ClientTlsStream<BufReader<Stream>>>>;
+pub(crate) type ClientStream = Either<Stream, Box<ClientTlsStream<BufReader<Stream>>>>;
 
 /// An open client session.
 pub type ClientConnection = Connection<IdleTimeout<ClientStream>>;
@@ -132,7 +132,7 @@ pub async fn open(addr: &Addr, options: &ClientOptions) -> Result<ClientConnecti
 ///
 /// # Errors
 /// The connect error, or `TimedOut` when the deadline passes; the message names `addr`.
-pub async fn connect_within(addr: &Addr, deadline: Duration) -> io::Result<Stream> {
+pub(crate) async fn connect_within(addr: &Addr, deadline: Duration) -> io::Result<Stream> {
     tokio::time::timeout(deadline, Stream::connect(addr))
         .await
         .map_err(|_| {

@@ -85,7 +85,11 @@ impl Gate {
     ///
     /// # Cancel safety
     /// Not cancel safe: a cancelled admission leaves the connection unusable.
-    pub async fn admit(&self, conn: Conn, info: &ConnInfo) -> Option<Connection<ServerStream>> {
+    pub(crate) async fn admit(
+        &self,
+        conn: Conn,
+        info: &ConnInfo,
+    ) -> Option<Connection<ServerStream>> {
         let service = &self.config.session.service;
         if self.config.token.is_none() && !info.local.is_local() {
             warn!(peer = %info.peer, %service, "refused: no token configured and the connection is not on loopback");

@@ -10,16 +10,16 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Slots in the penalty table: its memory is `8 × slots` bytes whatever the number of sources.
-pub const PENALTY_SLOTS: usize = 4096;
+pub(crate) const PENALTY_SLOTS: usize = 4096;
 
 /// Delay imposed after a source's first failure; each further failure doubles it.
-pub const FIRST_FAILURE_DELAY: Duration = Duration::from_millis(100);
+pub(crate) const FIRST_FAILURE_DELAY: Duration = Duration::from_millis(100);
 
 /// Largest delay a source can accumulate.
-pub const MAX_FAILURE_DELAY: Duration = Duration::from_secs(5);
+pub(crate) const MAX_FAILURE_DELAY: Duration = Duration::from_secs(5);
 
 /// A source with no failure for this long starts afresh.
-pub const PENALTY_QUIET_PERIOD: Duration = Duration::from_secs(60);
+pub(crate) const PENALTY_QUIET_PERIOD: Duration = Duration::from_secs(60);
 
 /// Recent failures after which a source is refused at connect until they are forgotten,
 /// instead of only being slowed down: a typo or two cost a short wait, a guesser gets no more
@@ -34,7 +34,7 @@ const COUNT_BITS: u32 = 8;
 
 /// Tuning of an [`AuthLimiter`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PenaltyConfig {
+pub(crate) struct PenaltyConfig {
     /// Slots in the table (at least 1); sources hashing to the same slot share a penalty.
     pub slots: usize,
     /// Delay after the first failure.
@@ -71,13 +71,13 @@ pub struct AuthLimiter {
 }
 
 impl AuthLimiter {
-    /// A limiter with the default [`PenaltyConfig`].
+    /// A limiter with the default `PenaltyConfig`.
     pub fn new() -> Self {
         AuthLimiter::with_config(PenaltyConfig::default())
     }
 
     /// A limiter with the given tuning.
-    pub fn with_config(config: PenaltyConfig) -> Self {
+    pub(crate) fn with_config(config: PenaltyConfig) -> Self {
         let slots = (0..config.slots.max(1))
             .map(|_| AtomicU64::new(0))
             .collect();
@@ -91,7 +91,7 @@ impl AuthLimiter {
 
     /// The delay owed by `source` before its next attempt is read; zero for a clean source.
     /// `None` (e.g. a Unix socket peer) is one shared source.
-    pub fn penalty(&self, source: Option<IpAddr>) -> Duration {
+    pub(crate) fn penalty(&self, source: Option<IpAddr>) -> Duration {
         let slot = self.slot(source).load(Ordering::Relaxed);
         self.delay_for(self.live_failures(slot, self.now_ms()))
     }
@@ -112,7 +112,7 @@ impl AuthLimiter {
     }
 
     /// Counts a failure for `source` and returns the delay to wait before answering it.
-    pub fn record_failure(&self, source: Option<IpAddr>) -> Duration {
+    pub(crate) fn record_failure(&self, source: Option<IpAddr>) -> Duration {
         let now_ms = self.now_ms();
         let mut failures = 0;
         let update = self
@@ -126,7 +126,7 @@ impl AuthLimiter {
     }
 
     /// Forgets the failures of `source` after it authenticated.
-    pub fn record_success(&self, source: Option<IpAddr>) {
+    pub(crate) fn record_success(&self, source: Option<IpAddr>) {
         let slot = self.slot(source);
         // Only write when there is something to clear: successes stay read-only.
         if slot.load(Ordering::Relaxed) != 0 {
@@ -135,7 +135,8 @@ impl AuthLimiter {
     }
 
     /// Number of slots in the table; it never grows.
-    pub fn slot_count(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn slot_count(&self) -> usize {
         self.slots.len()
     }
 

@@ -7,10 +7,10 @@ use std::path::Path;
 use super::SessionError;
 
 /// Environment variable a token is read from when no token file is given.
-pub const TOKEN_ENV: &str = "SOCKIT_TOKEN";
+pub(crate) const TOKEN_ENV: &str = "SOCKIT_TOKEN";
 
 /// Largest token file accepted, in bytes: a token is a line, not a document.
-pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+pub(crate) const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 
 /// Random bytes in a generated token (shown as twice as many hex characters).
 pub const GENERATED_TOKEN_BYTES: usize = 32;
@@ -33,7 +33,7 @@ impl Token {
     /// [`SessionError::Token`] if the file cannot be read, is larger than
     /// [`MAX_TOKEN_FILE_BYTES`], is not UTF-8, is empty, or (on Unix) is accessible by group or
     /// others: like ssh with a private key, a token others can read is refused, not used.
-    pub fn from_file(path: &Path) -> Result<Token, SessionError> {
+    pub(crate) fn from_file(path: &Path) -> Result<Token, SessionError> {
         let shown = path.display();
         let fail = |what: String| SessionError::Token(format!("token file {shown}: {what}"));
         let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
@@ -62,7 +62,7 @@ impl Token {
     /// # Errors
     ///
     /// [`SessionError::Token`] if the variable is set but empty or not Unicode.
-    pub fn from_env() -> Result<Option<Token>, SessionError> {
+    pub(crate) fn from_env() -> Result<Option<Token>, SessionError> {
         from_env_var(TOKEN_ENV)
     }
 
@@ -122,7 +122,7 @@ impl fmt::Debug for Token {
 ///
 /// # Errors
 ///
-/// As [`Token::from_file`] and [`Token::from_env`]; a given file that fails is an error, not
+/// As `Token::from_file` and `Token::from_env`; a given file that fails is an error, not
 /// a fall-through to the environment.
 pub fn load_token(file: Option<&Path>) -> Result<Option<Token>, SessionError> {
     match file {

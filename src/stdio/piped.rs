@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use tokio::net::unix::pipe;
 
 /// Capacity asked for the pipe (the default of 64 KiB would cut each splice to 16 pages).
-pub const SPLICE_PIPE_BYTES: usize = 1024 * 1024;
+pub(crate) const SPLICE_PIPE_BYTES: usize = 1024 * 1024;
 
 /// Reads of the pipe when the output cannot take a splice (a file opened for appending).
 const FALLBACK_READ_BYTES: usize = 64 * 1024;

@@ -16,7 +16,7 @@ use super::{set_window_size, WindowSize};
 
 /// A fresh pseudo-terminal pair, before its slave is handed to a command.
 #[derive(Debug)]
-pub struct Pty {
+pub(crate) struct Pty {
     master: nix::pty::PtyMaster,
     slave: OwnedFd,
 }
@@ -88,7 +88,7 @@ impl Pty {
 /// The master side of a running command's terminal: what the command writes is read here,
 /// what is written here is the command's typed input.
 #[derive(Debug)]
-pub struct PtyMaster {
+pub(crate) struct PtyMaster {
     fd: AsyncFd<nix::pty::PtyMaster>,
 }
 

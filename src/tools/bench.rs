@@ -32,14 +32,10 @@ mod stream;
 mod testing;
 mod udp;
 
-pub use chat::{run_chat, ChatLoad, ChatProto, ChatReport, MAX_CHAT_CLIENTS};
-pub use echo::{
-    run_echo, EchoLoad, EchoReport, Transport, MAX_BATCH_BYTES, MAX_REQUESTS_PER_CONN,
-    MAX_UDP_PAYLOAD_BYTES, UDP_REPLY_TIMEOUT, UDP_SEQ_BYTES,
-};
-pub use hold::{
-    run_hold, HoldLoad, HoldReport, CONNS_PER_SOURCE_IP, HOLD_CHECK_BYTES, MAX_PROBES, PROBE_BYTES,
-};
+pub use chat::{run_chat, ChatLoad, ChatProto, ChatReport};
+
+pub use echo::{run_echo, EchoLoad, EchoReport, Transport, UDP_REPLY_TIMEOUT, UDP_SEQ_BYTES};
+pub use hold::{run_hold, HoldLoad, HoldReport, CONNS_PER_SOURCE_IP};
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -54,14 +50,14 @@ use crate::net::{Addr, Stream};
 
 /// Longest wait for any single operation (a connect, one echoed batch): past it the operation
 /// counts as an error and its connection ends, so a stuck server cannot hang the bench.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connections being opened at once, kept under the common listen backlog of 128 (tokio's
 /// `TcpListener::bind`): an overrun backlog drops SYNs, and each drop costs a 1 s retransmit.
-pub const CONNECT_PARALLELISM: usize = 64;
+pub(crate) const CONNECT_PARALLELISM: usize = 64;
 
 /// Longest run a load may ask for (a week), so deadlines never overflow the clock.
-pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// File descriptors kept free for the runtime, the probe connection and the caller.
 pub const FD_RESERVE: u64 = 64;

@@ -16,11 +16,11 @@ use crate::net::{Acl, Addr, BindOptions, Datagram, Listener, PeerAddr, Stream};
 use crate::text::TerminalEscaper;
 
 /// Bytes per read from stdin or the socket.
-pub const PUMP_BUFFER_BYTES: usize = 64 * 1024;
+pub(crate) const PUMP_BUFFER_BYTES: usize = 64 * 1024;
 /// How long a datagram client waits for more replies after its stdin ends.
 pub const DATAGRAM_LINGER: Duration = Duration::from_millis(500);
 /// Chunks of stdin queued for keep-open peers; a peer further behind is disconnected.
-pub const BROADCAST_QUEUE_CHUNKS: usize = 1024;
+pub(crate) const BROADCAST_QUEUE_CHUNKS: usize = 1024;
 
 /// Errors of the netcat role, split so the CLI can pick exit codes.
 #[derive(Debug, thiserror::Error)]

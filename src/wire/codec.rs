@@ -56,7 +56,7 @@ impl FrameDecoder {
     }
 
     /// A decoder with the given limits.
-    pub fn with_limits(limits: Limits) -> Self {
+    pub(crate) fn with_limits(limits: Limits) -> Self {
         FrameDecoder {
             state: State::Length,
             limits,
@@ -72,7 +72,7 @@ impl FrameDecoder {
     }
 
     /// Replaces the limits, e.g. after authentication; they apply from the next header.
-    pub fn set_limits(&mut self, limits: Limits) {
+    pub(crate) fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
     }
 
@@ -82,7 +82,7 @@ impl FrameDecoder {
     }
 
     /// True while the current frame's body has bytes left to yield.
-    pub fn in_body(&self) -> bool {
+    pub(crate) fn in_body(&self) -> bool {
         matches!(self.state, State::Body { .. })
     }
 
@@ -92,7 +92,7 @@ impl FrameDecoder {
     }
 
     /// Body bytes of the current frame not yet yielded.
-    pub fn body_remaining(&self) -> u64 {
+    pub(crate) fn body_remaining(&self) -> u64 {
         match self.state {
             State::Body { remaining } => remaining,
             _ => 0,
@@ -121,7 +121,7 @@ impl FrameDecoder {
     }
 
     /// Yields the next chunk of the current body, or `None` if not in a body or `buf` is empty.
-    pub fn decode_body(&mut self, buf: &mut BytesMut) -> Option<Bytes> {
+    pub(crate) fn decode_body(&mut self, buf: &mut BytesMut) -> Option<Bytes> {
         let State::Body { remaining } = self.state else {
             return None;
         };
@@ -141,7 +141,7 @@ impl FrameDecoder {
 
     /// Records that `n` bytes of the current body were taken straight from the stream, past
     /// the buffer (see `Connection::read_body_into`); at most the bytes remaining count.
-    pub fn consume_body(&mut self, n: usize) {
+    pub(crate) fn consume_body(&mut self, n: usize) {
         let State::Body { remaining } = self.state else {
             return;
         };

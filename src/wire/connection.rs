@@ -53,7 +53,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Wraps `stream` with the given limits.
-    pub fn with_limits(stream: S, limits: Limits) -> Self {
+    pub(crate) fn with_limits(stream: S, limits: Limits) -> Self {
         Connection {
             stream,
             read_buf: BytesMut::with_capacity(READ_BUFFER_BYTES),
@@ -67,12 +67,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Sets how many bytes one read inside a body may fill (default 256 KiB, never
     /// less than 8 KiB). Memory stays bounded by a few steps, plus whatever body chunks the
     /// caller still holds.
-    pub fn set_read_buffer_bytes(&mut self, bytes: usize) {
+    pub(crate) fn set_read_buffer_bytes(&mut self, bytes: usize) {
         self.read_step = bytes.max(READ_BUFFER_BYTES);
     }
 
     /// Replaces the read limits, e.g. after authentication; they apply from the next header.
-    pub fn set_limits(&mut self, limits: Limits) {
+    pub(crate) fn set_limits(&mut self, limits: Limits) {
         self.decoder.set_limits(limits);
     }
 
@@ -82,7 +82,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// How many bytes one read may fill (see [`set_read_buffer_bytes`](Self::set_read_buffer_bytes)).
-    pub fn read_buffer_bytes(&self) -> usize {
+    pub(crate) fn read_buffer_bytes(&self) -> usize {
         self.read_step
     }
 
@@ -94,7 +94,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// The same connection over `f(stream)`, its buffers and framing state kept: e.g. to box
     /// the stream once a handshake on the concrete type is done.
-    pub fn map_stream<T>(self, f: impl FnOnce(S) -> T) -> Connection<T> {
+    pub(crate) fn map_stream<T>(self, f: impl FnOnce(S) -> T) -> Connection<T> {
         Connection {
             stream: f(self.stream),
             read_buf: self.read_buf,
@@ -106,7 +106,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// The underlying stream.
-    pub fn get_ref(&self) -> &S {
+    pub(crate) fn get_ref(&self) -> &S {
         &self.stream
     }
 

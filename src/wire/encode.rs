@@ -13,7 +13,7 @@ use super::{Message, WireError, MAX_HEADER_BYTES};
 /// [`WireError::HeaderTooLarge`] if the JSON exceeds [`MAX_HEADER_BYTES`], and
 /// [`WireError::InvalidHeader`] if `msg` does not serialize to a JSON object. `dst` is left
 /// unchanged on error.
-pub fn encode_header<M: Serialize>(msg: &M, dst: &mut BytesMut) -> Result<(), WireError> {
+pub(crate) fn encode_header<M: Serialize>(msg: &M, dst: &mut BytesMut) -> Result<(), WireError> {
     encode_with_prefix(msg, dst, LengthPrefix::U32BigEndian)
 }
 
@@ -22,7 +22,7 @@ pub fn encode_header<M: Serialize>(msg: &M, dst: &mut BytesMut) -> Result<(), Wi
 /// # Errors
 ///
 /// [`WireError::BodyLengthMismatch`] unless `body.len() == msg.body_size()`, plus the errors
-/// of [`encode_header`].
+/// of `encode_header`.
 pub fn encode_frame<M: Serialize + Message>(
     msg: &M,
     body: &[u8],

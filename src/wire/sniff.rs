@@ -7,7 +7,7 @@
 //! ```
 
 /// The most bytes [`looks_like_text`] looks at: a frame's length prefix.
-pub const TEXT_SNIFF_BYTES: usize = 4;
+pub(crate) const TEXT_SNIFF_BYTES: usize = 4;
 
 /// Whether `first` (a peer's first bytes) starts like a line of text rather than a frame.
 ///
@@ -15,7 +15,7 @@ pub const TEXT_SNIFF_BYTES: usize = 4;
 /// match, since every valid length prefix starts with a zero byte. UTF-8 beyond ASCII counts as
 /// text; C0 controls other than tab, CR and LF, DEL, and bytes that never occur in UTF-8 do
 /// not (a TLS record starts with a control byte; a hostile `0xFFFFFFFF` length is no text).
-pub fn looks_like_text(first: &[u8]) -> bool {
+pub(crate) fn looks_like_text(first: &[u8]) -> bool {
     let head = first.get(..TEXT_SNIFF_BYTES).unwrap_or(first);
     let enough = head.len() == TEXT_SNIFF_BYTES || head.last() == Some(&b'\n');
     enough && head.iter().all(|&b| is_text_byte(b))

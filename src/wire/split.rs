@@ -14,10 +14,10 @@ use super::Connection;
 use crate::net::splice::{SpliceRead, SpliceWrite};
 
 /// The read side of a split connection: bytes already buffered, then the stream.
-pub type ReadSide<S> = Join<Chain<Cursor<BytesMut>, StreamHalf<S>>, Sink>;
+pub(crate) type ReadSide<S> = Join<Chain<Cursor<BytesMut>, StreamHalf<S>>, Sink>;
 
 /// The write side of a split connection.
-pub type WriteSide<S> = Join<Empty, StreamHalf<S>>;
+pub(crate) type WriteSide<S> = Join<Empty, StreamHalf<S>>;
 
 /// One of the two handles on a split stream. Each poll locks the shared stream just for its
 /// own duration, so the halves never wait on each other across an `.await`; unlike

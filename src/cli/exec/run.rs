@@ -1,6 +1,7 @@
 //! `exec run`: one command on an exec server, in sockit's protocol or the tutorial's. Its output
 //! is written here, and its exit status becomes ours (ssh's rule).
 
+use crate::cli::output::{eprint_line, BROKEN_PIPE_EXIT};
 use std::io::IsTerminal;
 
 use anyhow::Context;
@@ -72,11 +73,38 @@ pub(in crate::cli) async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failur
     drop(terminal);
     let outcome = conclude(result?, flushed)?;
     if let Some(error) = &outcome.error {
-        eprintln!("sockit: remote: {} ({})", error.message, error.code);
+        eprint_line(&format!(
+            "sockit: remote: {} ({})",
+            error.message, error.code
+        ));
+    }
+    if let Some(after) = outcome.timed_out_after {
+        eprint_line(&format!(
+            "sockit: the command was stopped by the server's timeout after {} ({})",
+            humantime_secs(after),
+            outcome.exit
+        ));
+        return Err(Failure::Exit {
+            code: TIMED_OUT_EXIT,
+            error: None,
+        });
     }
     match outcome.exit.exit_code() {
         0 => Ok(()),
         code => Err(Failure::Exit { code, error: None }),
+    }
+}
+
+/// Exit status when the server's timeout stopped the command, as timeout(1)'s.
+const TIMED_OUT_EXIT: u8 = 124;
+
+/// A duration in seconds as people write it: `30 s`, `1.5 s`.
+fn humantime_secs(d: std::time::Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs.fract() == 0.0 {
+        format!("{secs:.0} s")
+    } else {
+        format!("{secs:.1} s")
     }
 }
 
@@ -85,9 +113,9 @@ fn pty_wanted(tty: u8, stdin_is_tty: bool) -> Option<PtyRequest> {
     match (tty, stdin_is_tty) {
         (0, _) => None,
         (1, false) => {
-            eprintln!(
+            eprint_line(
                 "sockit: pseudo-terminal will not be allocated because stdin is not a terminal \
-                 (-tt forces one)"
+                 (-tt forces one)",
             );
             None
         }
@@ -117,8 +145,14 @@ fn conclude(
     run: Result<RunOutcome, ExecError>,
     flushed: std::io::Result<()>,
 ) -> Result<RunOutcome, Failure> {
-    let cannot_write =
-        |e: std::io::Error| fail(anyhow::Error::from(e).context("cannot write the output"));
+    // A reader that went away (`exec run … | head`) ends the run quietly, as with ssh.
+    let cannot_write = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::BrokenPipe => Failure::Exit {
+            code: BROKEN_PIPE_EXIT,
+            error: None,
+        },
+        _ => fail(anyhow::Error::from(e).context("cannot write the output")),
+    };
     match (run, flushed) {
         // The output's own error (a full disk, a closed pipe) says why the run could not
         // hand it the output; the run only saw the hand-over fail.
@@ -188,10 +222,10 @@ async fn run_tutorial_client(args: ExecRunArgs) -> Result<(), Failure> {
     }
     .map_err(|e| fail(e.into()))?;
     if !reply.verified && !reply.header.hash.is_empty() {
-        eprintln!(
+        eprint_line(&format!(
             "sockit: the output's hash is not SHA-256 ({} hex digits), so it was not checked",
             reply.header.hash.len()
-        );
+        ));
     }
     Ok(())
 }

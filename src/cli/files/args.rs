@@ -6,13 +6,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::cli::launch::EngineArgs;
+use crate::cli::launch::{EngineArgs, Tokens};
 use crate::cli::{parse_duration, ClientTlsArgs, Failure, Note, ServerTlsArgs};
 use sockit::net::Addr;
 pub use sockit::service::files::parse_size;
 use sockit::service::files::{
-    self, check_exposure, Access, FilesConfig, FilesService, HashAlg, Policy, Progress, Remote,
-    StoreOptions,
+    self, Access, FilesConfig, FilesService, HashAlg, Policy, Progress, Remote, StoreOptions,
 };
 use sockit::session::{load_token, GateConfig};
 
@@ -207,11 +206,11 @@ impl ServerArgs {
         dir: &std::path::Path,
         access: Access,
         addr: &Addr,
+        tokens: &Tokens,
         progress: Progress,
         notes: &mut Vec<Note>,
     ) -> Result<(FilesService, GateConfig), Failure> {
-        let token = load_token(self.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
-        check_exposure(addr, token.as_ref()).map_err(|e| Failure::Usage(anyhow::anyhow!(e)))?;
+        let token = tokens.resolve(self.token_file.as_deref(), addr, notes)?;
         let mut store = StoreOptions {
             policy: self.policy(),
             ..StoreOptions::default()

@@ -2,6 +2,7 @@
 
 use super::args::{GetArgs, LsArgs, PutArgs};
 use super::report::{finish, print_failures, progress_bar, summary_line};
+use crate::cli::output::{eprint_line, print_line};
 use crate::cli::Failure;
 use sockit::service::files::{self, GetOptions, Policy, PutOptions};
 
@@ -17,7 +18,7 @@ pub(crate) async fn run_put(args: PutArgs, verb: &str, quiet: bool) -> Result<()
     options.progress.finish_and_clear();
     let report = report.map_err(|e| Failure::Runtime(e.into()))?;
     for warning in &report.warnings {
-        eprintln!("sockit: {verb}: warning: {warning}");
+        eprint_line(&format!("sockit: {verb}: warning: {warning}"));
     }
     print_failures(verb, &report.files);
     let moved = (report.bytes_sent, report.elapsed, report.hash);
@@ -61,11 +62,11 @@ pub(crate) async fn run_ls(args: LsArgs) -> Result<(), Failure> {
             files::Kind::File => ('-', ""),
         };
         let name = sockit::text::escape_one_line(&entry.path, files::store::MAX_PATH_BYTES);
-        println!(
+        print_line(&format!(
             "{kind}{} {:>14} {name}{suffix}",
             mode_string(entry.mode),
             entry.size
-        );
+        ));
     }
     Ok(())
 }

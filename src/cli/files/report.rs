@@ -1,6 +1,7 @@
 //! What a transfer shows on the terminal: a progress bar while it runs, then a line per failed
 //! file and one summary line.
 
+use crate::cli::output::eprint_line;
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ pub(super) fn print_failures(verb: &str, files: &[FileReport]) {
             } else {
                 &file.local
             };
-            eprintln!("sockit: {verb}: {name}: {rejection}");
+            eprint_line(&format!("sockit: {verb}: {name}: {rejection}"));
         }
     }
 }
@@ -55,13 +56,13 @@ pub(super) fn summary_line(
     } else {
         String::new()
     };
-    eprintln!(
+    eprint_line(&format!(
         "{verb}: {} ({bytes} bytes) and {} done; {moved} bytes transferred in {:.2} s ({}){verified}",
         counted(ok_files as u64, "file"),
         counted(ok_dirs as u64, "directory"),
         elapsed.as_secs_f64(),
         files::transfer_rate(moved, elapsed),
-    );
+    ));
 }
 
 /// `1 file`, `2 files`, `1 directory`, `0 directories`.

@@ -6,8 +6,9 @@ use tokio_util::sync::CancellationToken;
 use super::args::{FilesServeArgs, RecvArgs};
 use super::report::{counted, progress_bar};
 use crate::cli::launch::{
-    bind_failure, run_command, say, stream_transport, Bound, ServiceDefaults,
+    bind_failure, run_command, stream_transport, Bound, ServiceDefaults, Tokens,
 };
+use crate::cli::output::{eprint_line, say};
 use crate::cli::{Failure, Note};
 use sockit::engine::{self, serve, Mode};
 use sockit::net::Listener;
@@ -17,7 +18,7 @@ use sockit::session::Gated;
 /// `sockit files serve`.
 pub(crate) async fn run_files_serve(args: FilesServeArgs) -> Result<(), Failure> {
     let shutdown = engine::shutdown_on_signals().context("cannot install signal handlers")?;
-    let bound = args.bind(&shutdown).await?;
+    let bound = args.bind(&shutdown, &Tokens::single()).await?;
     run_command(vec![bound], shutdown).await
 }
 
@@ -27,7 +28,11 @@ impl FilesServeArgs {
     /// # Errors
     /// A usage error for a bad directory, token file or certificate, a public address without
     /// a token, or the bind error.
-    pub async fn bind(self, shutdown: &CancellationToken) -> Result<Bound, Failure> {
+    pub async fn bind(
+        self,
+        shutdown: &CancellationToken,
+        tokens: &Tokens,
+    ) -> Result<Bound, Failure> {
         let access = match (self.read_only, self.write_only) {
             (true, _) => Access::ReadOnly,
             (_, true) => Access::WriteOnly,
@@ -40,9 +45,14 @@ impl FilesServeArgs {
             .map_err(fail)?;
         let addr = listener.local_addr().map_err(fail)?;
         let mut notes = Vec::new();
-        let (service, gate) =
-            self.common
-                .server(&self.dir, access, &addr, Progress::hidden(), &mut notes)?;
+        let (service, gate) = self.common.server(
+            &self.dir,
+            access,
+            &addr,
+            tokens,
+            Progress::hidden(),
+            &mut notes,
+        )?;
         let tls = gate.tls.is_some();
         let defaults = ServiceDefaults {
             max_conns: files::DEFAULT_MAX_FILES_CONNS,
@@ -73,9 +83,14 @@ pub(crate) async fn run_recv(args: RecvArgs, quiet: bool) -> Result<(), Failure>
     let addr = listener.local_addr().context("recv")?;
     let progress = progress_bar(quiet).with_file_lines("recv");
     let mut notes = Vec::new();
-    let (service, gate) =
-        args.common
-            .server(&args.dir, Access::WriteOnly, &addr, progress, &mut notes)?;
+    let (service, gate) = args.common.server(
+        &args.dir,
+        Access::WriteOnly,
+        &addr,
+        &Tokens::single(),
+        progress,
+        &mut notes,
+    )?;
     for note in &notes {
         if let Note::Fingerprint(fp) = note {
             say(&format!("tls fingerprint: {fp}"));
@@ -85,18 +100,21 @@ pub(crate) async fn run_recv(args: RecvArgs, quiet: bool) -> Result<(), Failure>
     let done: CancellationToken = signals.child_token();
     let engine = engine_args.config("recv", Mode::Sequential, ServiceDefaults::default());
     let one_shot = std::sync::Arc::new(Gated::new(gate, OneShot::new(service, done.clone())));
-    eprintln!("recv listening on {addr} (dir {})", args.dir.display());
+    eprint_line(&format!(
+        "recv listening on {addr} (dir {})",
+        args.dir.display()
+    ));
     serve(listener, SharedOneShot(one_shot.clone()), engine, done)
         .await
         .context("recv")?;
     match one_shot.service().outcome() {
         Some(summary) if summary.success() => {
-            eprintln!(
+            eprint_line(&format!(
                 "recv: {} and {} stored, {} bytes",
                 counted(summary.done, "file"),
                 counted(summary.dirs, "directory"),
                 summary.bytes
-            );
+            ));
             Ok(())
         }
         Some(summary) => Err(Failure::Runtime(anyhow::anyhow!(

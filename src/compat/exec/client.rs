@@ -16,7 +16,7 @@ use crate::text::escape_one_line;
 use crate::wire::{looks_like_text, Decoded, Limits, WireError, MAX_HEADER_BYTES};
 
 /// Largest reply body the client accepts (it streams the body, so this only bounds time).
-pub const MAX_CLIENT_BODY_BYTES: u64 = 1 << 32;
+pub(crate) const MAX_CLIENT_BODY_BYTES: u64 = 1 << 32;
 
 /// What the tutorial client can fail with.
 #[derive(Debug, thiserror::Error)]

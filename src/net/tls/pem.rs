@@ -11,7 +11,7 @@ use rustls::RootCertStore;
 use crate::net::tls::TlsError;
 
 /// Largest certificate, key or CA file read; real ones are a few KiB.
-pub const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;
 
 /// The CA certificates in the PEM file at `path`; a file with none is an error, not a trust
 /// store that refuses everything.

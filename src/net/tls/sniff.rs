@@ -28,7 +28,7 @@ const TLS_MAX_MINOR_VERSION: u8 = 0x04;
 
 /// Whether `first` (a peer's first bytes) starts like a TLS record: any record, so it matches
 /// a server's alert as well as its ServerHello. Needs [`SNIFF_BYTES`] bytes; fewer is `false`.
-pub fn looks_like_tls(first: &[u8]) -> bool {
+pub(crate) fn looks_like_tls(first: &[u8]) -> bool {
     match first {
         [kind, major, minor, ..] => {
             TLS_CONTENT_TYPES.contains(kind)
@@ -40,7 +40,7 @@ pub fn looks_like_tls(first: &[u8]) -> bool {
 }
 
 /// Whether `first` starts like a TLS ClientHello: what a client sends first.
-pub fn looks_like_client_hello(first: &[u8]) -> bool {
+pub(crate) fn looks_like_client_hello(first: &[u8]) -> bool {
     first.first() == Some(&TLS_HANDSHAKE) && looks_like_tls(first)
 }
 
@@ -64,13 +64,8 @@ impl<S> Sniffer<S> {
     }
 
     /// The first bytes read through this stream (up to [`SNIFF_BYTES`]).
-    pub fn first_bytes(&self) -> &[u8] {
+    pub(crate) fn first_bytes(&self) -> &[u8] {
         &self.first[..self.seen]
-    }
-
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
     }
 
     /// The wrapped stream, mutably.

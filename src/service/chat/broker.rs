@@ -22,9 +22,9 @@ pub const DEFAULT_HISTORY: usize = 50;
 /// Most history a room may be configured to keep (`--history`).
 pub const MAX_HISTORY: usize = 10_000;
 /// Default room every client starts in.
-pub const DEFAULT_ROOM: &str = "lobby";
+pub(crate) const DEFAULT_ROOM: &str = "lobby";
 /// Most names listed by `/who` or `/rooms`; the rest are counted.
-pub const MAX_LISTED_NAMES: usize = 100;
+pub(crate) const MAX_LISTED_NAMES: usize = 100;
 
 /// Broker settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +98,7 @@ impl Member {
     }
 
     /// Says why the client left, for the notice its room sees.
-    pub fn set_leave_reason(&mut self, reason: &'static str) {
+    pub(crate) fn set_leave_reason(&mut self, reason: &'static str) {
         self.leave_reason = reason;
     }
 }

@@ -59,7 +59,7 @@ pub enum ChatError {
 }
 
 /// A stream a session runs over: TCP, Unix, or TLS around either.
-pub trait ChatStream: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(crate) trait ChatStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> ChatStream for S {}
 
 type BoxStream = Box<dyn ChatStream>;
@@ -139,7 +139,8 @@ pub async fn join(addr: &Addr, opts: &JoinOptions) -> Result<ChatClient, ChatErr
 ///
 /// # Errors
 /// As [`join`].
-pub async fn join_on<S: ChatStream + 'static>(
+#[cfg(test)]
+pub(crate) async fn join_on<S: ChatStream + 'static>(
     stream: S,
     opts: &JoinOptions,
 ) -> Result<ChatClient, ChatError> {

@@ -4,7 +4,7 @@
 use super::messages::ClientMessage;
 
 /// The commands, one line each, as `/help` lists them.
-pub const HELP_LINES: &[&str] = &[
+pub(crate) const HELP_LINES: &[&str] = &[
     "commands:",
     "  /join ROOM      leave the current room and join ROOM",
     "  /leave          leave the current room",
@@ -21,7 +21,7 @@ pub const HELP_LINES: &[&str] = &[
 ///
 /// # Errors
 /// A sentence for an unknown command or a command missing its argument.
-pub fn parse_line(line: &str) -> Option<Result<ClientMessage, String>> {
+pub(crate) fn parse_line(line: &str) -> Option<Result<ClientMessage, String>> {
     if line.is_empty() {
         return None;
     }

@@ -22,7 +22,7 @@ use crate::session::{FramedService, GateConfig, Gated, ServerStream, SessionConf
 use crate::wire::{Connection, ErrorFrame, Limits, WireError, MAX_HEADER_BYTES};
 
 /// Time after the handshake to register an acceptable nick.
-pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The session settings both halves use: service `chat`, frames without bodies.
 pub fn session_config() -> SessionConfig {

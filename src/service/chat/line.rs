@@ -24,11 +24,11 @@ use crate::engine::{Conn, ConnInfo, Handler};
 use crate::wire::ErrorFrame;
 
 /// Longest line, in bytes: a whole message plus room for `/msg NICK `.
-pub const MAX_LINE_BYTES: usize = MAX_MESSAGE_BYTES + 64;
+pub(crate) const MAX_LINE_BYTES: usize = MAX_MESSAGE_BYTES + 64;
 /// Nick attempts before the server gives up on a connection.
-pub const MAX_NICK_ATTEMPTS: usize = 5;
+pub(crate) const MAX_NICK_ATTEMPTS: usize = 5;
 /// Time a new connection has to choose an acceptable nick.
-pub const NICK_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const NICK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes read from the socket at a time.
 const READ_CHUNK_BYTES: usize = 8 * 1024;
 

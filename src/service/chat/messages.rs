@@ -22,7 +22,7 @@ use super::nick::RoomName;
 use crate::wire::Message;
 
 /// A frame from a client (and the commands a line client types, parsed by
-/// [`parse_line`](super::parse_line)).
+/// `parse_line`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
@@ -150,7 +150,7 @@ impl ServerMessage {
 
     /// The plain-text line a line-protocol client sees, without the newline: `<alice> hi`,
     /// `* alice waves`, `*alice -> bob* psst`, `* bob joined #lobby`, `! error text`.
-    pub fn to_line(&self) -> String {
+    pub(crate) fn to_line(&self) -> String {
         match self {
             ServerMessage::Ready {
                 nick,
@@ -168,7 +168,7 @@ impl ServerMessage {
     }
 
     /// Bytes of peer text carried, for queue accounting.
-    pub fn text_len(&self) -> usize {
+    pub(crate) fn text_len(&self) -> usize {
         match self {
             ServerMessage::Ready { nick, room } => {
                 nick.len() + room.as_ref().map_or(0, String::len)

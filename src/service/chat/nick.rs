@@ -4,17 +4,17 @@
 use std::fmt;
 
 /// Longest nick, in ASCII characters.
-pub const MAX_NICK_CHARS: usize = 32;
+pub(crate) const MAX_NICK_CHARS: usize = 32;
 
 /// Longest room name, in ASCII characters (a leading `#` not counted).
-pub const MAX_ROOM_CHARS: usize = 32;
+pub(crate) const MAX_ROOM_CHARS: usize = 32;
 
 /// How far [`suggest`] counts (`alice_2` … `alice_99`) before giving up.
 const MAX_SUGGESTION_SUFFIX: u32 = 99;
 
 /// Why a nick or room name was refused; `Display` is the sentence shown to the user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NameError {
+pub(crate) enum NameError {
     /// Empty.
     #[error("a {what} cannot be empty")]
     Empty {
@@ -43,7 +43,7 @@ pub enum NameError {
 ///
 /// # Errors
 /// A [`NameError`] saying what is wrong.
-pub fn validate_nick(nick: &str) -> Result<(), NameError> {
+pub(crate) fn validate_nick(nick: &str) -> Result<(), NameError> {
     validate("nick", nick, MAX_NICK_CHARS)
 }
 
@@ -52,7 +52,7 @@ pub fn validate_nick(nick: &str) -> Result<(), NameError> {
 ///
 /// # Errors
 /// A [`NameError`] saying what is wrong.
-pub fn normalize_room(room: &str) -> Result<String, NameError> {
+pub(crate) fn normalize_room(room: &str) -> Result<String, NameError> {
     let bare = room.strip_prefix('#').unwrap_or(room);
     validate("room name", bare, MAX_ROOM_CHARS)?;
     Ok(bare.to_ascii_lowercase())
@@ -91,7 +91,7 @@ fn is_name_byte(b: u8) -> bool {
 /// | `5`, `s`                | `s` |
 /// | `rn`, `m`               | `m` |
 /// | `vv`, `w`               | `w` |
-pub fn skeleton(nick: &str) -> String {
+pub(crate) fn skeleton(nick: &str) -> String {
     let folded: String = nick
         .chars()
         .map(|c| match c.to_ascii_lowercase() {
@@ -106,7 +106,7 @@ pub fn skeleton(nick: &str) -> String {
 
 /// A free alternative to a taken nick: `nick_2`, `nick_3`, … (the base shortened to fit
 /// [`MAX_NICK_CHARS`]), the first whose skeleton `is_taken` says is free.
-pub fn suggest(nick: &str, is_taken: impl Fn(&str) -> bool) -> Option<String> {
+pub(crate) fn suggest(nick: &str, is_taken: impl Fn(&str) -> bool) -> Option<String> {
     (2..=MAX_SUGGESTION_SUFFIX).find_map(|n| {
         let suffix = format!("_{n}");
         let keep = MAX_NICK_CHARS.saturating_sub(suffix.len()).min(nick.len());
@@ -118,7 +118,7 @@ pub fn suggest(nick: &str, is_taken: impl Fn(&str) -> bool) -> Option<String> {
 
 /// A room name for display: `#lobby`.
 #[derive(Debug, Clone, Copy)]
-pub struct RoomName<'a>(pub &'a str);
+pub(crate) struct RoomName<'a>(pub &'a str);
 
 impl fmt::Display for RoomName<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

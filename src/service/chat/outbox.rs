@@ -18,13 +18,13 @@ use super::messages::ServerMessage;
 use crate::wire::encode_frame;
 
 /// Default cap on messages queued for one client.
-pub const MAX_QUEUED_MESSAGES: usize = 4096;
+pub(crate) const MAX_QUEUED_MESSAGES: usize = 4096;
 /// Default cap on bytes queued for one client (text plus [`DELIVERY_OVERHEAD_BYTES`] each).
 pub const MAX_QUEUED_BYTES: usize = 1024 * 1024;
 /// Bytes charged per delivery on top of its text: framing, names, timestamp.
 pub const DELIVERY_OVERHEAD_BYTES: usize = 64;
 /// How long an overflowed client gets to take its "you fell behind" message.
-pub const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One server message, shared by every client it goes to, with its encodings made on first use.
 #[derive(Debug)]
@@ -168,7 +168,7 @@ impl Outbox {
     }
 
     /// Whether the outbox overflowed.
-    pub fn overflowed(&self) -> bool {
+    pub(crate) fn overflowed(&self) -> bool {
         self.lock().closed == Some(Closed::Overflowed)
     }
 
@@ -183,7 +183,8 @@ impl Outbox {
     }
 
     /// Takes everything queued now, without waiting.
-    pub fn take_queued(&self) -> Vec<Arc<Delivery>> {
+    #[cfg(test)]
+    pub(crate) fn take_queued(&self) -> Vec<Arc<Delivery>> {
         let mut state = self.lock();
         state.bytes = 0;
         state.queue.drain(..).collect()
@@ -193,7 +194,7 @@ impl Outbox {
     ///
     /// # Cancel safety
     /// Cancel safe: nothing is taken until the call returns.
-    pub async fn next_batch(&self, batch: &mut Vec<Arc<Delivery>>) -> Option<Closed> {
+    pub(crate) async fn next_batch(&self, batch: &mut Vec<Arc<Delivery>>) -> Option<Closed> {
         loop {
             {
                 let mut state = self.lock();
@@ -223,7 +224,7 @@ impl Outbox {
 ///
 /// # Errors
 /// Write errors: the client is gone.
-pub async fn write_loop<W: AsyncWrite + Unpin>(
+pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     outbox: &Outbox,
     writer: &mut W,
     encode: fn(&Delivery) -> &Bytes,

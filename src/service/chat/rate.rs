@@ -7,7 +7,7 @@ pub const DEFAULT_RATE_PER_SEC: u32 = 20;
 /// Default burst: lines a quiet connection may send at once.
 pub const DEFAULT_BURST: u32 = 40;
 /// At most one "slow down" notice per connection per this long, so the notice cannot flood.
-pub const RATE_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const RATE_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Rate-limit settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +29,7 @@ impl Default for RateLimit {
 
 /// What to do with one line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Handle it.
     Allow,
     /// Drop it and tell the client (the first drop in a [`RATE_NOTICE_INTERVAL`]).
@@ -40,7 +40,7 @@ pub enum Verdict {
 
 /// A token bucket for one connection.
 #[derive(Debug)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     limit: RateLimit,
     tokens: f64,
     last: Instant,

@@ -4,6 +4,7 @@
 use std::future::poll_fn;
 use std::io;
 use std::os::fd::AsFd;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -68,6 +69,8 @@ pub struct RunOutcome {
     /// An error the server reported before the exit, e.g. `not_found` before exit 127
     /// (text escaped).
     pub error: Option<ErrorFrame>,
+    /// Set when the server's timeout stopped the command: that timeout.
+    pub timed_out_after: Option<Duration>,
 }
 
 /// Everything that can stop a remote command from reporting an exit status.
@@ -207,7 +210,11 @@ where
                     escape_one_line(&message, MAX_REMOTE_TEXT_CHARS),
                 ));
             }
-            Some(ServerMessage::Exit { code, signal }) => {
+            Some(ServerMessage::Exit {
+                code,
+                signal,
+                timed_out_ms,
+            }) => {
                 let exit = match (code, signal) {
                     (Some(code), _) => RemoteExit::Code(code),
                     (None, Some(sig)) => RemoteExit::Signal(sig),
@@ -215,7 +222,11 @@ where
                         return Err(ExecError::Protocol("an exit with neither code nor signal"))
                     }
                 };
-                return Ok(RunOutcome { exit, error });
+                return Ok(RunOutcome {
+                    exit,
+                    error,
+                    timed_out_after: timed_out_ms.map(Duration::from_millis),
+                });
             }
         }
     }

@@ -29,6 +29,8 @@
 //! instead of closing anything; `resize` changes the window size. Without a pty, `resize` is
 //! ignored, so a client may send it whenever its window changes.
 
+use std::time::Duration;
+
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
@@ -92,7 +94,7 @@ impl PtyRequest {
     ///
     /// # Errors
     /// A sentence saying which field is out of range (peer text is not repeated).
-    pub fn validate(&self) -> Result<(WindowSize, &str), String> {
+    pub(crate) fn validate(&self) -> Result<(WindowSize, &str), String> {
         let size = window_size(self.rows, self.cols)?;
         let term = match self.term.as_deref() {
             None => DEFAULT_TERM,
@@ -111,7 +113,7 @@ impl PtyRequest {
 ///
 /// # Errors
 /// A sentence naming the limits.
-pub fn window_size(rows: u16, cols: u16) -> Result<WindowSize, String> {
+pub(crate) fn window_size(rows: u16, cols: u16) -> Result<WindowSize, String> {
     if (1..=MAX_PTY_ROWS).contains(&rows) && (1..=MAX_PTY_COLS).contains(&cols) {
         Ok(WindowSize { rows, cols })
     } else {
@@ -123,7 +125,7 @@ pub fn window_size(rows: u16, cols: u16) -> Result<WindowSize, String> {
 }
 
 /// Whether `term` may be a command's `TERM`: short, and only characters terminal names use.
-pub fn is_valid_term(term: &str) -> bool {
+pub(crate) fn is_valid_term(term: &str) -> bool {
     (1..=MAX_TERM_BYTES).contains(&term.len())
         && term
             .bytes()
@@ -164,6 +166,9 @@ pub enum ServerMessage {
         code: Option<i32>,
         /// Number of the signal that killed it, if one did.
         signal: Option<i32>,
+        /// Set when the server's timeout stopped the command: the timeout, in milliseconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timed_out_ms: Option<u64>,
     },
     /// The request was refused or failed; see the module docs for what follows.
     Error {
@@ -248,15 +253,22 @@ impl RemoteExit {
 
     /// The `exit` frame for this status.
     pub fn to_message(self) -> ServerMessage {
-        match self {
-            RemoteExit::Code(code) => ServerMessage::Exit {
-                code: Some(code),
-                signal: None,
-            },
-            RemoteExit::Signal(n) => ServerMessage::Exit {
-                code: None,
-                signal: Some(n),
-            },
+        self.to_message_after(None)
+    }
+
+    /// The `exit` frame for this status, saying the server's timeout (`timed_out_after`)
+    /// stopped the command if it did.
+    pub fn to_message_after(self, timed_out_after: Option<Duration>) -> ServerMessage {
+        let timed_out_ms =
+            timed_out_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let (code, signal) = match self {
+            RemoteExit::Code(code) => (Some(code), None),
+            RemoteExit::Signal(n) => (None, Some(n)),
+        };
+        ServerMessage::Exit {
+            code,
+            signal,
+            timed_out_ms,
         }
     }
 }

@@ -10,7 +10,7 @@ use tokio::process::{Child, ChildStderr, ChildStdin, Command};
 use super::messages::{PtyRequest, RemoteExit};
 use super::server::ExecConfig;
 use super::{MAX_COMMAND_BYTES, STDOUT_PIPE_BYTES};
-use crate::engine::{command_env, with_default_signals, ConnInfo};
+use crate::engine::{set_command_env, with_default_signals, ConnInfo};
 use crate::terminal::{Pty, PtyMaster, WindowSize};
 use crate::text::escape_one_line;
 use crate::wire::ErrorFrame;
@@ -119,9 +119,8 @@ pub(super) fn spawn(
     info: &ConnInfo,
 ) -> io::Result<(Child, CommandIo)> {
     let mut cmd = Command::new(&plan.program);
-    cmd.args(&plan.args)
-        .envs(command_env(&info.peer, &info.local))
-        .kill_on_drop(true);
+    set_command_env(&mut cmd, info);
+    cmd.args(&plan.args).kill_on_drop(true);
     with_default_signals(&mut cmd);
     if let Some(pty) = pty {
         if let Some((_, term)) = &plan.pty {

@@ -16,7 +16,7 @@ use super::messages::{ClientMessage, RemoteExit, ServerMessage};
 use super::plan::{exit_of, spawn, validate, CommandIo, Plan};
 use super::pumps::{pump_output, CommandOutput, StdinCredits};
 use super::supervisor::{Outcome, OutputSignals, Supervisor};
-use super::RUN_REQUEST_TIMEOUT;
+use super::{DEFAULT_KILL_GRACE, RUN_REQUEST_TIMEOUT};
 use crate::engine::{ConnInfo, ProcessGroup};
 use crate::net::splice::SpliceWrite;
 use crate::session::{FramedService, Gated, ServerStream};
@@ -38,8 +38,11 @@ pub struct ExecConfig {
     pub shell: bool,
     /// Programs that may be run, matched exactly against `argv[0]`; empty allows any.
     pub allow_cmds: Vec<String>,
-    /// Kill the command's whole process group (SIGKILL) after this long.
+    /// Stop the command after this long: its whole process group gets SIGTERM, then SIGKILL
+    /// `kill_grace` later, and the client is told the timeout stopped it.
     pub timeout: Option<Duration>,
+    /// Time between the timeout's SIGTERM and its SIGKILL, for the command to clean up.
+    pub kill_grace: Duration,
     /// Deadline for the `run` frame after the handshake.
     pub run_request_timeout: Duration,
 }
@@ -50,6 +53,7 @@ impl Default for ExecConfig {
             shell: false,
             allow_cmds: Vec::new(),
             timeout: None,
+            kill_grace: DEFAULT_KILL_GRACE,
             run_request_timeout: RUN_REQUEST_TIMEOUT,
         }
     }
@@ -228,7 +232,10 @@ impl ExecService {
             exited: &exited,
             stop: &stop_output,
         };
-        let limit = self.config.timeout;
+        let limit = self
+            .config
+            .timeout
+            .map(|after| (after, self.config.kill_grace));
         let mut supervisor = Supervisor::new(&mut child, &group, info, signals, is_pty, limit);
         let pump_out = pump_output(
             &mut writer,
@@ -256,12 +263,12 @@ where
     R: AsyncRead + AsyncWrite + Unpin,
     W: AsyncRead + AsyncWrite + Unpin,
 {
-    let (status, client_error, timed_out) = match outcome {
+    let (status, client_error, timed_out_after) = match outcome {
         Outcome::Finished {
             status,
             client_error,
-            timed_out,
-        } => (status, client_error, timed_out),
+            timed_out_after,
+        } => (status, client_error, timed_out_after),
         Outcome::Abandoned => return Ending::Disconnected,
     };
     let exit = exit_of(status);
@@ -270,14 +277,14 @@ where
             ServerMessage::from(&refusal),
             Ending::Refused(refusal.code.clone()),
         ),
-        None => (exit.to_message(), Ending::Exited(exit)),
+        None => (exit.to_message_after(timed_out_after), Ending::Exited(exit)),
     };
     if writer.write_frame(&last, &[]).await.is_err() {
         return Ending::Disconnected;
     }
     linger(writer, reader).await;
-    if timed_out {
-        warn!(peer = %info.peer, "command killed at the timeout");
+    if let Some(after) = timed_out_after {
+        warn!(peer = %info.peer, ?after, "command stopped by the timeout");
     }
     ending
 }

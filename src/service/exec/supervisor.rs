@@ -41,8 +41,10 @@ pub(super) struct Supervisor<'a> {
     info: &'a ConnInfo,
     signals: OutputSignals<'a>,
     is_pty: bool,
-    /// When the command is killed, if the server has a timeout.
-    deadline: Option<Instant>,
+    /// The server's timeout and the grace between its SIGTERM and SIGKILL, if it has one.
+    limit: Option<(Duration, Duration)>,
+    /// Where the timeout stands; `timer` fires at its next step.
+    stage: TimeoutStage,
     timer: Pin<Box<Sleep>>,
     /// Armed when a pty's command exits; see [`PTY_DRAIN_TIMEOUT`].
     drain_timer: Pin<Box<Sleep>>,
@@ -52,8 +54,18 @@ pub(super) struct Supervisor<'a> {
     input_done: bool,
     /// The client closed its side, or stopped reading for good: nothing more can be reported.
     client_gone: bool,
-    timed_out: bool,
     terminating: bool,
+}
+
+/// The server's timeout, step by step: SIGTERM at the deadline, SIGKILL a grace later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeoutStage {
+    /// No timeout, or not reached yet.
+    Running,
+    /// SIGTERM sent; SIGKILL when the timer fires.
+    Terminated,
+    /// SIGKILL sent.
+    Killed,
 }
 
 /// How a supervised command came out.
@@ -63,30 +75,33 @@ pub(super) enum Outcome {
     Finished {
         status: ExitStatus,
         client_error: Option<ErrorFrame>,
-        timed_out: bool,
+        /// The server's timeout, when it stopped the command.
+        timed_out_after: Option<Duration>,
     },
     /// The client is gone, or the command's output could not be sent to the end.
     Abandoned,
 }
 
 impl<'a> Supervisor<'a> {
-    /// Supervises `child`, which leads `group`, killing it after `limit` if there is one.
+    /// Supervises `child`, which leads `group`, stopping it after `limit` if there is one:
+    /// `(timeout, grace)`, SIGTERM at the timeout and SIGKILL a grace later.
     pub(super) fn new(
         child: &'a mut Child,
         group: &'a ProcessGroup,
         info: &'a ConnInfo,
         signals: OutputSignals<'a>,
         is_pty: bool,
-        limit: Option<Duration>,
+        limit: Option<(Duration, Duration)>,
     ) -> Self {
-        let deadline = limit.map(|t| Instant::now() + t);
+        let deadline = limit.map(|(after, _)| Instant::now() + after);
         Supervisor {
             child,
             group,
             info,
             signals,
             is_pty,
-            deadline,
+            limit,
+            stage: TimeoutStage::Running,
             timer: Box::pin(sleep_until(deadline.unwrap_or_else(far_future))),
             drain_timer: Box::pin(sleep_until(far_future())),
             status: None,
@@ -94,7 +109,6 @@ impl<'a> Supervisor<'a> {
             client_error: None,
             input_done: false,
             client_gone: false,
-            timed_out: false,
             terminating: false,
         }
     }
@@ -128,7 +142,10 @@ impl<'a> Supervisor<'a> {
             (Some(Ok(status)), Some(Ok(()))) => Outcome::Finished {
                 status,
                 client_error: self.client_error,
-                timed_out: self.timed_out,
+                timed_out_after: match self.stage {
+                    TimeoutStage::Running => None,
+                    _ => self.limit.map(|(after, _)| after),
+                },
             },
             _ => {
                 // Reaping is prompt. Once the leader is reaped its id may be reused, so the
@@ -151,7 +168,7 @@ impl<'a> Supervisor<'a> {
     }
 
     fn timer_armed(&self) -> bool {
-        !self.timed_out && self.deadline.is_some()
+        self.limit.is_some() && self.stage != TimeoutStage::Killed && self.status.is_none()
     }
 
     /// The output pump ended: all output sent, or the client can no longer be written to.
@@ -193,9 +210,21 @@ impl<'a> Supervisor<'a> {
         self.signals.stop.cancel();
     }
 
+    /// The timeout's next step: SIGTERM so the command can clean up, then SIGKILL after the
+    /// grace for whatever is left of its group.
     fn deadline_passed(&mut self) {
-        self.timed_out = true;
-        self.group.signal(Signal::SIGKILL);
+        let grace = self.limit.map_or(Duration::ZERO, |(_, grace)| grace);
+        match self.stage {
+            TimeoutStage::Running => {
+                self.stage = TimeoutStage::Terminated;
+                self.group.signal(Signal::SIGTERM);
+                self.timer.as_mut().reset(Instant::now() + grace);
+            }
+            TimeoutStage::Terminated | TimeoutStage::Killed => {
+                self.stage = TimeoutStage::Killed;
+                self.group.signal(Signal::SIGKILL);
+            }
+        }
     }
 
     fn shutting_down(&mut self) {

@@ -50,7 +50,7 @@ impl ChunkPool {
     }
 
     /// [`take`](Self::take) for a blocking thread.
-    pub fn blocking_take(&mut self) -> Option<Vec<u8>> {
+    pub(crate) fn blocking_take(&mut self) -> Option<Vec<u8>> {
         let buf = match self.spare() {
             Some(buf) => buf,
             None => self.returned.blocking_recv()?,

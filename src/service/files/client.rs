@@ -17,18 +17,19 @@ use crate::session::{self, ClientConnection, ClientOptions, Token};
 use crate::wire::{Connection, ErrorFrame};
 
 pub use get::{get, GetOptions, GetReport};
+
 pub use put::{put, PutOptions, PutReport};
 
 /// Files at least this large are probed first, so an interrupted transfer resumes; smaller
 /// ones are pushed without waiting for anything.
-pub const RESUME_PROBE_MIN_BYTES: u64 = 8 * 1024 * 1024;
+pub(crate) const RESUME_PROBE_MIN_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Most requests sent and not yet answered: the server's answers are read concurrently, so
 /// they never back up against the client's writes, and this bounds the bookkeeping.
-pub const WINDOW_REQUESTS: usize = 256;
+pub(crate) const WINDOW_REQUESTS: usize = 256;
 
 /// A client connection that makes no progress for this long is given up.
-pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The stream a client command runs over.
 type ConnStream = crate::engine::IdleTimeout<crate::session::ClientStream>;

@@ -7,7 +7,7 @@ use crate::text::escape_one_line;
 use crate::wire::{ErrorFrame, WireError};
 
 /// Longest peer text (a code, a message) kept in a rejection or error.
-pub const MAX_REMOTE_TEXT_CHARS: usize = 1000;
+pub(crate) const MAX_REMOTE_TEXT_CHARS: usize = 1000;
 
 /// One request refused or failed: the wire `rejected` frame's code and message (peer text
 /// escaped when it came from the peer).
@@ -29,7 +29,7 @@ impl Rejection {
     }
 
     /// A rejection received from a peer, its text escaped.
-    pub fn from_peer(code: &str, message: &str) -> Self {
+    pub(crate) fn from_peer(code: &str, message: &str) -> Self {
         Rejection::new(
             escape_one_line(code, MAX_REMOTE_TEXT_CHARS),
             escape_one_line(message, MAX_REMOTE_TEXT_CHARS),

@@ -10,7 +10,7 @@ use super::transfer::CHUNK_BYTES;
 
 /// Size, permission bits and modification time of a local file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LocalMeta {
+pub(crate) struct LocalMeta {
     /// Size in bytes.
     pub size: u64,
     /// Permission bits (`0o777` at most: setuid, setgid and sticky are never sent).
@@ -22,7 +22,7 @@ pub struct LocalMeta {
 }
 
 /// The protocol's view of `meta`.
-pub fn local_meta(meta: &Metadata) -> LocalMeta {
+pub(crate) fn local_meta(meta: &Metadata) -> LocalMeta {
     LocalMeta {
         size: meta.len(),
         mode: meta.mode() & 0o777,
@@ -36,7 +36,7 @@ pub fn local_meta(meta: &Metadata) -> LocalMeta {
 ///
 /// # Errors
 /// Read errors; `UnexpectedEof` if the file is shorter than `len`.
-pub fn prefix_digest(file: &File, len: u64, alg: HashAlg) -> io::Result<Hasher> {
+pub(crate) fn prefix_digest(file: &File, len: u64, alg: HashAlg) -> io::Result<Hasher> {
     let mut hasher = Hasher::new(alg);
     let mut buf = vec![0u8; CHUNK_BYTES];
     let mut pos = 0u64;

@@ -65,7 +65,7 @@ pub struct FileHeader {
 impl FileHeader {
     /// Body length: the bytes from `offset` to `size` (0 if the header is inconsistent; the
     /// receiver rejects those before reading).
-    pub fn body_len(&self) -> u64 {
+    pub(crate) fn body_len(&self) -> u64 {
         self.size.saturating_sub(self.offset)
     }
 }

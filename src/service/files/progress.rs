@@ -14,7 +14,7 @@ use super::store::{Stored, MAX_PATH_BYTES};
 use crate::text::escape_one_line;
 
 /// Most characters of a file name shown on the bar; a longer name keeps its end.
-pub const PROGRESS_NAME_CHARS: usize = 40;
+pub(crate) const PROGRESS_NAME_CHARS: usize = 40;
 
 /// Longest name escaped for the bar, in input characters (enough to fill any bar).
 const MAX_ESCAPED_CHARS: usize = 1024;
@@ -191,7 +191,7 @@ fn decimal_bytes(n: u64) -> String {
 #[cfg(not(feature = "cli"))]
 mod no_bar {
     #[derive(Debug, Clone)]
-    pub enum ProgressBar {}
+    pub(crate) enum ProgressBar {}
 
     #[allow(clippy::unused_self)]
     impl ProgressBar {
@@ -204,25 +204,25 @@ mod no_bar {
         pub fn finish_and_clear(&self) {
             match *self {}
         }
-        pub fn inc_length(&self, _: u64) {
+        pub(crate) fn inc_length(&self, _: u64) {
             match *self {}
         }
-        pub fn dec_length(&self, _: u64) {
+        pub(crate) fn dec_length(&self, _: u64) {
             match *self {}
         }
-        pub fn set_message(&self, _: String) {
+        pub(crate) fn set_message(&self, _: String) {
             match *self {}
         }
-        pub fn inc(&self, _: u64) {
+        pub(crate) fn inc(&self, _: u64) {
             match *self {}
         }
         pub fn tick(&self) {
             match *self {}
         }
-        pub fn reset_eta(&self) {
+        pub(crate) fn reset_eta(&self) {
             match *self {}
         }
-        pub fn set_length(&self, _: u64) {
+        pub(crate) fn set_length(&self, _: u64) {
             match *self {}
         }
         pub fn reset(&self) {

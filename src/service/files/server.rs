@@ -16,13 +16,12 @@ use super::requests::Session;
 use super::store::{Store, StoreError, StoreOptions, DEFAULT_PARTIAL_MAX_AGE};
 use super::sweep::{sweep, PartialSweeper, PARTIAL_SWEEP_INTERVAL};
 use crate::engine::ConnInfo;
-use crate::net::Addr;
-use crate::session::{FramedService, Gated, ServerStream, Token};
+use crate::session::{FramedService, Gated, ServerStream};
 use crate::wire::Connection;
 
 /// Deadline for the next request once a session is open (the engine's idle timeout also bounds
 /// a stalled body).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Default cap on concurrent file sessions (each holds a few MiB of buffers and a disk thread).
 pub const DEFAULT_MAX_FILES_CONNS: usize = 256;
@@ -79,20 +78,6 @@ impl FilesConfig {
     }
 }
 
-/// Refuses a token-less file server beyond loopback: anyone who can reach it could write.
-///
-/// # Errors
-/// A sentence saying what to do.
-pub fn check_exposure(addr: &Addr, token: Option<&Token>) -> Result<(), String> {
-    if token.is_none() && !addr.is_local() {
-        return Err(format!(
-            "the file service listens on {addr}, beyond loopback, so it needs a token: give \
-             --token-file or set SOCKIT_TOKEN (clients use the same)"
-        ));
-    }
-    Ok(())
-}
-
 /// How one authenticated session went, for logs and for `recv`'s exit status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionSummary {
@@ -132,9 +117,8 @@ pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
 
 impl FilesService {
-    /// The service for `config`. Put it behind a gate with a token beyond loopback (see
-    /// [`check_exposure`]): without one, the gate refuses connections that arrive on a
-    /// non-loopback address anyway.
+    /// The service for `config`. Put it behind a gate with a token beyond loopback: without
+    /// one, the gate refuses connections that arrive on a non-loopback address anyway.
     ///
     /// Partial files older than `config.partial_max_age` are removed here, before serving.
     ///
@@ -154,7 +138,7 @@ impl FilesService {
     }
 
     /// Serves one authenticated session's requests and logs its summary.
-    pub async fn serve_session(
+    pub(crate) async fn serve_session(
         &self,
         mut framed: Connection<ServerStream>,
         info: &ConnInfo,

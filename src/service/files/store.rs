@@ -26,16 +26,16 @@ mod receive;
 mod tests;
 
 use at::{io_error, kind_of, open_dir, stat_at};
-pub use expire::{Expired, DEFAULT_PARTIAL_MAX_AGE, MAX_PARTIALS_PER_SWEEP};
+pub use expire::DEFAULT_PARTIAL_MAX_AGE;
 pub use incoming::Incoming;
 use path::shown_parts;
 pub use path::RelPath;
 
 /// Directory under the root holding partial files kept for resume; hidden from listings.
-pub const PARTIAL_DIR: &str = ".sockit-partial";
+pub(crate) const PARTIAL_DIR: &str = ".sockit-partial";
 
 /// Names starting with this are reserved for sockit's own use and refused from peers.
-pub const RESERVED_PREFIX: &str = ".sockit-";
+pub(crate) const RESERVED_PREFIX: &str = ".sockit-";
 
 /// Longest path component accepted, in bytes.
 pub const MAX_COMPONENT_BYTES: usize = 255;
@@ -44,20 +44,20 @@ pub const MAX_COMPONENT_BYTES: usize = 255;
 pub const MAX_PATH_BYTES: usize = 4096;
 
 /// Most components a relative path may have.
-pub const MAX_PATH_DEPTH: usize = 64;
+pub(crate) const MAX_PATH_DEPTH: usize = 64;
 
 /// Default cap on one file's size (`--max-file-size`).
-pub const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 40;
+pub(crate) const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 40;
 
 /// Most entries one listing or `get` manifest may hold: a manifest is held whole on both ends,
 /// so this and [`MAX_LISTING_PATH_BYTES`] keep it to some tens of MiB.
-pub const MAX_LISTING_ENTRIES: usize = 200_000;
+pub(crate) const MAX_LISTING_ENTRIES: usize = 200_000;
 
 /// Most path bytes, all entries together, one listing or `get` manifest may hold.
-pub const MAX_LISTING_PATH_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_LISTING_PATH_BYTES: usize = 64 * 1024 * 1024;
 
 /// Most `name (N).ext` candidates tried by the rename policy.
-pub const MAX_RENAME_ATTEMPTS: u32 = 10_000;
+pub(crate) const MAX_RENAME_ATTEMPTS: u32 = 10_000;
 
 /// What happens when a received file's name is already taken.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -297,7 +297,7 @@ impl Store {
     ///
     /// # Errors
     /// Not found, symlink, wrong kind, I/O.
-    pub fn open_file(&self, path: &RelPath) -> Result<(File, Entry), StoreError> {
+    pub(crate) fn open_file(&self, path: &RelPath) -> Result<(File, Entry), StoreError> {
         let (parents, name) = path.split_last();
         let parent = self.open_dirs(parents, None)?;
         // O_NONBLOCK: opening a fifo for reading must not wait for a writer.
@@ -366,7 +366,7 @@ impl Store {
 
     /// Removes the partial-data directory if it is empty, so a client's download directory
     /// is not left with it; partial files kept for a resume keep it. Best effort.
-    pub fn tidy_partial_dir(&self) {
+    pub(crate) fn tidy_partial_dir(&self) {
         let _ = nix::unistd::unlinkat(
             &self.root_fd,
             PARTIAL_DIR,

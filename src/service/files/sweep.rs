@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::store::Store;
 
 /// Least time between two sweeps of a running server.
-pub const PARTIAL_SWEEP_INTERVAL: Duration = Duration::from_secs(60 * 60);
+pub(crate) const PARTIAL_SWEEP_INTERVAL: Duration = Duration::from_secs(60 * 60);
 
 /// Decides when the next sweep is due; `max_age: None` never sweeps.
 #[derive(Debug)]

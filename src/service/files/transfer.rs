@@ -28,11 +28,11 @@ pub const CHANNEL_CHUNKS: usize = 8;
 
 /// Most body bytes a receiver reads and throws away to keep the connection in step after it
 /// refused a file; past this it answers `rejected` and closes instead.
-pub const MAX_DISCARD_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const MAX_DISCARD_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The `end` digest a sender sends when it could not read its whole file (the body was padded
 /// to its declared size): the receiver discards the data.
-pub const ABORTED_HASH: &str = "";
+pub(crate) const ABORTED_HASH: &str = "";
 
 /// The frames that carry file data in one direction: a header with a body, then `end`.
 pub(crate) trait DataFrames: Serialize + DeserializeOwned + Message + Send {

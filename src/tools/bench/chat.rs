@@ -26,7 +26,7 @@ use crate::tools::bench::{ensure_fd_limit, keep_first, table_row, BenchError};
 use client::{join, receive, send, Progress, Received, Writer};
 
 /// Most receivers or senders one load may open.
-pub const MAX_CHAT_CLIENTS: usize = 10_000;
+pub(crate) const MAX_CHAT_CLIENTS: usize = 10_000;
 
 /// How the broker's clients join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

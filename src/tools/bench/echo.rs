@@ -20,13 +20,13 @@ pub const UDP_REPLY_TIMEOUT: Duration = Duration::from_millis(200);
 pub const UDP_SEQ_BYTES: usize = 8;
 
 /// Largest UDP payload over IPv4.
-pub const MAX_UDP_PAYLOAD_BYTES: usize = 65_507;
+pub(crate) const MAX_UDP_PAYLOAD_BYTES: usize = 65_507;
 
 /// Largest `pipeline × size` batch a client keeps in flight (and allocates twice).
-pub const MAX_BATCH_BYTES: usize = 64 << 20;
+pub(crate) const MAX_BATCH_BYTES: usize = 64 << 20;
 
 /// Hard cap on the requests one client sends, a backstop to the duration.
-pub const MAX_REQUESTS_PER_CONN: u64 = 1 << 32;
+pub(crate) const MAX_REQUESTS_PER_CONN: u64 = 1 << 32;
 
 /// An echo load: who to hit, how hard, and for how long.
 #[derive(Debug, Clone)]
@@ -114,7 +114,7 @@ impl EchoLoad {
     ///
     /// # Errors
     /// [`BenchError::InvalidLoad`] naming the first problem.
-    pub fn validate(&self) -> Result<(), BenchError> {
+    pub(crate) fn validate(&self) -> Result<(), BenchError> {
         let invalid = |msg: String| Err(BenchError::InvalidLoad(msg));
         if self.conns == 0 || self.size == 0 || self.pipeline == 0 {
             return invalid("conns, size and pipeline must all be at least 1".into());
@@ -161,12 +161,12 @@ impl EchoLoad {
 
 impl EchoReport {
     /// Intact echoes per second of wall time (0 when nothing was timed).
-    pub fn requests_per_sec(&self) -> f64 {
+    pub(crate) fn requests_per_sec(&self) -> f64 {
         per_sec(self.requests, self.elapsed)
     }
 
     /// Megabytes (10⁶ bytes) echoed back per second.
-    pub fn mb_per_sec(&self) -> f64 {
+    pub(crate) fn mb_per_sec(&self) -> f64 {
         per_sec(self.bytes, self.elapsed) / 1e6
     }
 

@@ -23,13 +23,13 @@ use probe::Prober;
 pub const CONNS_PER_SOURCE_IP: usize = 20_000;
 
 /// Bytes per latency probe.
-pub const PROBE_BYTES: usize = 64;
+pub(crate) const PROBE_BYTES: usize = 64;
 
 /// Bytes echoed on every held connection at the end to prove it is alive.
-pub const HOLD_CHECK_BYTES: usize = 8;
+pub(crate) const HOLD_CHECK_BYTES: usize = 8;
 
 /// Most probes one hold run may ask for.
-pub const MAX_PROBES: usize = 100_000;
+pub(crate) const MAX_PROBES: usize = 100_000;
 
 /// Many idle connections held open at once.
 #[derive(Debug, Clone)]
@@ -96,7 +96,7 @@ impl HoldLoad {
     ///
     /// # Errors
     /// [`BenchError::InvalidLoad`] naming the problem.
-    pub fn validate(&self) -> Result<(), BenchError> {
+    pub(crate) fn validate(&self) -> Result<(), BenchError> {
         if self.conns == 0 {
             return Err(BenchError::InvalidLoad("conns must be at least 1".into()));
         }

@@ -108,7 +108,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// The current body's bytes that are already buffered, without reading the stream;
     /// `None` once none are (or outside a body). Take them all before
     /// [`splice_body_to`](Self::splice_body_to).
-    pub fn take_buffered_body(&mut self) -> Option<Bytes> {
+    pub(crate) fn take_buffered_body(&mut self) -> Option<Bytes> {
         if self.read_buf.is_empty() {
             return None;
         }
@@ -129,7 +129,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// # Cancel safety
     ///
     /// Cancel safe: bytes count as read only once they are in `pipe` and the call returns.
-    pub async fn splice_body_to(
+    pub(crate) async fn splice_body_to(
         &mut self,
         pipe: BorrowedFd<'_>,
         max: usize,
@@ -163,7 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Bytes read from the stream and not yet decoded. After a rejected length prefix (e.g.
     /// [`WireError::HeaderTooLarge`]) they start with that prefix, so a caller can see what
     /// the peer really sent, such as a TLS record on a plaintext port.
-    pub fn buffered(&self) -> &[u8] {
+    pub(crate) fn buffered(&self) -> &[u8] {
         &self.read_buf
     }
 
@@ -179,21 +179,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// # Cancel safety
     ///
     /// Cancel safe: bytes read are kept in the buffer.
-    pub async fn read_more(&mut self) -> Result<usize, WireError> {
+    pub(crate) async fn read_more(&mut self) -> Result<usize, WireError> {
         Ok(self.fill().await?)
     }
 
     /// Whether the next byte read starts a frame: nothing of one has been decoded since the
     /// last complete frame (and no decode error). Then [`buffered`](Self::buffered) holds what
     /// the peer sent that is still too short for a length prefix.
-    pub fn at_frame_start(&self) -> bool {
+    pub(crate) fn at_frame_start(&self) -> bool {
         self.decoder.is_idle()
     }
 
     /// Bytes of the current frame's body still to be read from the stream (not yet buffered);
     /// zero between frames. The peer has committed to sending them, so a reader may wait for
     /// them all (see [`crate::net::lowat::RecvLowat`]).
-    pub fn unread_body_bytes(&self) -> u64 {
+    pub(crate) fn unread_body_bytes(&self) -> u64 {
         if !self.decoder.in_body() {
             return 0;
         }

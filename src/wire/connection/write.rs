@@ -25,7 +25,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// # Errors
     ///
     /// [`WireError::BodyLengthMismatch`] unless `body.len() == msg.body_size()` or while a
-    /// streamed body is unfinished, the errors of [`encode_header`], or [`WireError::Io`].
+    /// streamed body is unfinished, the errors of `encode_header`, or [`WireError::Io`].
     ///
     /// # Cancel safety
     ///
@@ -56,7 +56,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// # Errors
     ///
     /// [`WireError::BodyLengthMismatch`] while a previous body is unfinished, the errors of
-    /// [`encode_header`], or [`WireError::Io`].
+    /// `encode_header`, or [`WireError::Io`].
     ///
     /// # Cancel safety
     ///
@@ -111,7 +111,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// # Cancel safety
     ///
     /// Not cancel safe (see [`write_frame`](Self::write_frame)).
-    pub async fn splice_body(&mut self, pipe: BorrowedFd<'_>, len: usize) -> Result<(), WireError>
+    pub(crate) async fn splice_body(
+        &mut self,
+        pipe: BorrowedFd<'_>,
+        len: usize,
+    ) -> Result<(), WireError>
     where
         S: SpliceWrite,
     {
@@ -144,7 +148,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// # Cancel safety
     ///
     /// Not cancel safe (see [`write_frame`](Self::write_frame)).
-    pub async fn write_error(&mut self, error: impl Into<ErrorFrame>) -> Result<(), WireError> {
+    pub(crate) async fn write_error(
+        &mut self,
+        error: impl Into<ErrorFrame>,
+    ) -> Result<(), WireError> {
         self.write_frame(&error.into(), &[]).await
     }
 

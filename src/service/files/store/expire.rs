@@ -24,7 +24,7 @@ use super::{Store, StoreError, PARTIAL_DIR};
 pub const DEFAULT_PARTIAL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// Most partial-directory entries one sweep looks at; the rest wait for the next sweep.
-pub const MAX_PARTIALS_PER_SWEEP: usize = 100_000;
+pub(crate) const MAX_PARTIALS_PER_SWEEP: usize = 100_000;
 
 /// Hex digits in a partial's name, before [`PARTIAL_SUFFIX`] (see `receive::partial_name`).
 const PARTIAL_HEX_CHARS: usize = 32;
@@ -32,7 +32,7 @@ const PARTIAL_SUFFIX: &str = ".part";
 
 /// What one sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Expired {
+pub(crate) struct Expired {
     /// Partials removed.
     pub removed: usize,
     /// Old partials left alone because a transfer holds them.
@@ -54,7 +54,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Symlink`] or [`StoreError::WrongKind`] for what stands at
     /// [`PARTIAL_DIR`]; I/O errors reading it. An entry that fails on its own is skipped.
-    pub fn expire_partials(&self, max_age: Duration) -> Result<Expired, StoreError> {
+    pub(crate) fn expire_partials(&self, max_age: Duration) -> Result<Expired, StoreError> {
         let mut expired = Expired::default();
         let Some(partials) = self.partial_dir(false)? else {
             return Ok(expired);

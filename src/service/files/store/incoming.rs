@@ -16,7 +16,7 @@ use super::{
 };
 
 /// Received bytes are handed to the disk in windows this size as they arrive.
-pub const WRITEBACK_WINDOW_BYTES: u64 = 8 * 1024 * 1024;
+pub(crate) const WRITEBACK_WINDOW_BYTES: u64 = 8 * 1024 * 1024;
 
 /// A file being received: bytes are hashed and written as they come.
 #[derive(Debug)]
@@ -114,7 +114,7 @@ impl Incoming {
     /// Size or hash mismatch, a name taken meanwhile under [`Policy::Refuse`], a directory
     /// at the name under [`Policy::Overwrite`], I/O (a mount point between the root and the
     /// target directory is one: the partial cannot be renamed across it).
-    pub fn commit(mut self, hash_hex: &str) -> Result<Stored, StoreError> {
+    pub(crate) fn commit(mut self, hash_hex: &str) -> Result<Stored, StoreError> {
         self.check_live()?;
         let result = self.finish(hash_hex);
         if result.is_err() {
@@ -124,7 +124,7 @@ impl Incoming {
     }
 
     /// Removes the partial data (a refused or corrupt transfer).
-    pub fn discard(mut self) {
+    pub(crate) fn discard(mut self) {
         self.remove();
     }
 

@@ -52,7 +52,7 @@ impl Store {
     ///
     /// # Errors
     /// Not found, symlink, too many entries, I/O.
-    pub fn walk(&self, path: Option<&RelPath>) -> Result<Vec<Entry>, StoreError> {
+    pub(crate) fn walk(&self, path: Option<&RelPath>) -> Result<Vec<Entry>, StoreError> {
         let mut walk = Walk {
             out: Vec::new(),
             path_bytes: 0,

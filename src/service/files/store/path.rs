@@ -59,12 +59,12 @@ impl RelPath {
     }
 
     /// The components.
-    pub fn parts(&self) -> &[String] {
+    pub(crate) fn parts(&self) -> &[String] {
         &self.parts
     }
 
     /// The `/`-joined form sent on the wire (unescaped: escape before printing).
-    pub fn as_wire(&self) -> String {
+    pub(crate) fn as_wire(&self) -> String {
         self.parts.join("/")
     }
 

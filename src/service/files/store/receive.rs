@@ -22,7 +22,7 @@ const HASH_BUF_BYTES: usize = 256 * 1024;
 /// a session whose client has just vanished to settle its partial (so `put` run again right
 /// after Ctrl-C resumes instead of finding the file busy), short enough that a transfer of
 /// the same name that is really running is reported `busy` promptly.
-pub const PARTIAL_LOCK_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const PARTIAL_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// How often a lock held by another transfer is tried again while waiting.
 const PARTIAL_LOCK_POLL: Duration = Duration::from_millis(10);
