@@ -36,6 +36,10 @@ pub struct EchoArgs {
     /// UDP: datagrams answered per second per non-loopback source IP.
     #[arg(long, default_value_t = echo::DEFAULT_UDP_RATE_PER_SOURCE)]
     pub udp_rate: u32,
+    /// UDP: also answer sources on service ports (below 1024, and SSDP, mDNS, CoAP,
+    /// memcached), which are refused by default because they answer back and can loop.
+    #[arg(long)]
+    pub udp_answer_service_ports: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub engine: EngineArgs,
@@ -73,7 +77,8 @@ impl EchoArgs {
         let (transport, addr, run): (_, _, ServeFuture) = if self.udp {
             let socket = Datagram::bind(&self.listen, &opts).await.map_err(fail)?;
             let addr = socket.local_addr().map_err(fail)?;
-            let handler = EchoDatagram::new(self.upper, self.udp_rate, false);
+            let handler = EchoDatagram::new(self.upper, self.udp_rate, false)
+                .answer_service_ports(self.udp_answer_service_ports);
             let run = Box::pin(serve_datagram(socket, handler, config, shutdown));
             (if unix { "unixgram" } else { "udp" }, addr, run)
         } else {

@@ -2,29 +2,27 @@
 //! upper-cased like the lessons' server, and UDP/Unix-datagram echo that will not act as a
 //! reflector.
 
-use std::collections::hash_map::RandomState;
 use std::future::poll_fn;
-use std::hash::BuildHasher;
 use std::io;
 use std::mem::MaybeUninit;
-use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::task::{ready, Poll};
-use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::engine::{Conn, ConnInfo, DatagramHandler, Handler, Mode, ProcessCommand};
 use crate::net::{Datagram, PeerAddr};
 
+mod reflect;
+
+use reflect::{is_service_port, LoopGuard, RateLimiter};
+pub use reflect::{LOOP_STREAK, LOWEST_ANSWERED_PORT, SERVICE_PORTS};
+
 /// Bytes read per syscall. The buffer lives on the stack only while a read is being handled,
 /// so an idle connection holds none.
 pub(crate) const ECHO_READ_BYTES: usize = 64 * 1024;
 /// Default datagrams per second answered per source IP (non-loopback sources).
 pub const DEFAULT_UDP_RATE_PER_SOURCE: u32 = 1_000;
-/// Number of slots in the fixed-size rate-limit table; sources that hash alike share a slot.
-pub(crate) const RATE_TABLE_SLOTS: usize = 4096;
 
 /// Echo's default scheduling: a task per connection for streams; inline for datagrams, whose
 /// reply is one non-blocking send, so a task per datagram would only add a hop (measured:
@@ -109,29 +107,47 @@ pub async fn echo_stream<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(total)
 }
 
-/// The datagram echo handler: replies to each datagram's source, within a per-source rate.
+/// The datagram echo handler: replies to each datagram's source, within a per-source rate,
+/// never to a service port, and never in a loop with another echo.
 #[derive(Debug)]
 pub struct EchoDatagram {
     upper: bool,
     limiter: RateLimiter,
+    loops: LoopGuard,
+    answer_service_ports: bool,
 }
 
 impl EchoDatagram {
     /// A datagram echo answering at most `rate_per_source` datagrams per second per source IP.
     /// Loopback sources are exempt unless `limit_loopback`: they cannot be spoofed from off
-    /// the host, so they cannot turn the server into a reflector.
+    /// the host, so they cannot turn the server into a reflector. Sources on a service port
+    /// (below [`LOWEST_ANSWERED_PORT`], or one of [`SERVICE_PORTS`]) are not answered, and a
+    /// source that keeps sending back what it was sent is cut off ([`LOOP_STREAK`]).
     pub fn new(upper: bool, rate_per_source: u32, limit_loopback: bool) -> Self {
         EchoDatagram {
             upper,
             limiter: RateLimiter::new(rate_per_source, limit_loopback),
+            loops: LoopGuard::new(),
+            answer_service_ports: false,
         }
+    }
+
+    /// Also answers sources on service ports (another echo, chargen, DNS, NTP, …): only for
+    /// testing against such a peer, as it lets a spoofed datagram start a loop.
+    #[must_use]
+    pub fn answer_service_ports(mut self, answer: bool) -> Self {
+        self.answer_service_ports = answer;
+        self
     }
 }
 
 impl DatagramHandler for EchoDatagram {
     async fn handle(&self, packet: &[u8], peer: &PeerAddr, socket: &Datagram) -> io::Result<()> {
-        if let Some(ip) = peer.ip() {
-            if !self.limiter.allow(ip) {
+        if let PeerAddr::Inet(source) = peer {
+            if !self.answer_service_ports && is_service_port(source.port()) {
+                return Ok(());
+            }
+            if !self.limiter.allow(source.ip()) || !self.loops.allow(*source, packet) {
                 return Ok(());
             }
         }
@@ -142,65 +158,6 @@ impl DatagramHandler for EchoDatagram {
             socket.send_to(packet, peer).await?;
         }
         Ok(())
-    }
-}
-
-/// A token bucket per source IP in a fixed-size table: memory does not grow with the number
-/// of sources, however many an attacker spoofs.
-#[derive(Debug)]
-struct RateLimiter {
-    rate: f64,
-    limit_loopback: bool,
-    hasher: RandomState,
-    slots: Mutex<Vec<Bucket>>,
-    epoch: Instant,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    /// Seconds since the limiter's epoch at the last refill.
-    refilled: f64,
-}
-
-impl RateLimiter {
-    fn new(rate: u32, limit_loopback: bool) -> Self {
-        let rate = f64::from(rate.max(1));
-        RateLimiter {
-            rate,
-            limit_loopback,
-            hasher: RandomState::new(),
-            slots: Mutex::new(vec![
-                Bucket {
-                    tokens: rate,
-                    refilled: 0.0
-                };
-                RATE_TABLE_SLOTS
-            ]),
-            epoch: Instant::now(),
-        }
-    }
-
-    /// Takes a token for `ip`; false when its bucket is empty. The burst is one second's rate.
-    fn allow(&self, ip: IpAddr) -> bool {
-        if ip.is_loopback() && !self.limit_loopback {
-            return true;
-        }
-        let slot = (self.hasher.hash_one(ip) as usize) % RATE_TABLE_SLOTS;
-        let now = self.epoch.elapsed().as_secs_f64();
-        let mut slots = match self.slots.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let bucket = &mut slots[slot];
-        bucket.tokens = (bucket.tokens + (now - bucket.refilled) * self.rate).min(self.rate);
-        bucket.refilled = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
     }
 }
 
@@ -241,15 +198,5 @@ mod tests {
         assert_eq!(out.len(), 1_000_000);
         writer.await.unwrap().unwrap();
         assert_eq!(task.await.unwrap().unwrap(), 1_000_000);
-    }
-
-    #[test]
-    fn rate_limiter_caps_a_source_and_spares_others() {
-        let limiter = RateLimiter::new(10, true);
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let allowed = (0..100).filter(|_| limiter.allow(a)).count();
-        assert!((10..=11).contains(&allowed), "allowed {allowed}");
-        let exempt = RateLimiter::new(10, false);
-        assert!((0..100).all(|_| exempt.allow("127.0.0.1".parse().unwrap())));
     }
 }
