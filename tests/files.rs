@@ -396,3 +396,25 @@ async fn a_local_name_that_is_not_utf8_fails_alone() {
     assert_eq!(fs::read(root.path().join("mixed/ok.txt")).unwrap(), b"fine");
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn shutdown_closes_an_idle_session_at_once_instead_of_draining_it() {
+    let root = tempdir();
+    // A drain deadline far beyond the test's: only a session closed at once lets `stop` return.
+    let engine = sockit::engine::Config {
+        service: "files".into(),
+        drain_timeout: std::time::Duration::from_secs(600),
+        ..sockit::engine::Config::default()
+    };
+    let service = files::FilesService::new(FilesConfig::new(root.path())).unwrap();
+    let server = common::start(files::FilesServer::new(files::gate(None), service), engine).await;
+    let remote = Remote::new(server.addr.clone());
+    let mut idle = sockit::session::open(&server.addr, &remote.client_options())
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+    match idle.read_frame::<files::ServerMessage>().await.unwrap() {
+        Some(files::ServerMessage::Error { code, .. }) => assert_eq!(code, "shutting_down"),
+        other => panic!("expected a shutting_down error, got {other:?}"),
+    }
+}

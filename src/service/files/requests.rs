@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tokio::time::{timeout, Instant};
+use tokio::time::{timeout_at, Instant};
 use tracing::info;
 
 use super::hash::HashAlg;
@@ -46,6 +46,8 @@ pub(super) struct Session<'a, S> {
     info: &'a ConnInfo,
     probed: Option<(RelPath, Partial)>,
     summary: SessionSummary,
+    /// Whether shutdown found the session in the middle of a request (then it drains).
+    idle_at_shutdown_checked: bool,
 }
 
 impl<'a, S: Stream> Session<'a, S> {
@@ -56,6 +58,7 @@ impl<'a, S: Stream> Session<'a, S> {
             info,
             probed: None,
             summary: SessionSummary::default(),
+            idle_at_shutdown_checked: false,
         }
     }
 
@@ -84,11 +87,22 @@ impl<'a, S: Stream> Session<'a, S> {
     }
 
     async fn next_request(&mut self) -> Result<(), Stop> {
-        let read = timeout(
-            self.server.config.request_timeout,
-            self.conn.read_frame::<ClientMessage>(),
-        )
-        .await;
+        let deadline = Instant::now() + self.server.config.request_timeout;
+        let read = loop {
+            let shutdown = self.info.shutdown.cancelled();
+            tokio::select! {
+                read = timeout_at(deadline, self.conn.read_frame::<ClientMessage>()) => break read,
+                // Shutting down: a session between requests has nothing in flight, so it is
+                // closed at once rather than held to the drain deadline. One that has begun
+                // sending a request goes on (read_frame is cancel safe) and drains.
+                () = shutdown, if !self.idle_at_shutdown_checked => {
+                    self.idle_at_shutdown_checked = true;
+                    if self.conn.at_frame_start() && self.conn.buffered().is_empty() {
+                        return Err(fatal("shutting_down", "the server is shutting down"));
+                    }
+                }
+            }
+        };
         let request = match read {
             Err(_) => return Err(fatal("timeout", "no request arrived in time")),
             Ok(Ok(Some(request))) => request,
