@@ -17,6 +17,9 @@ REPS=${2:-3}
 HOLD=${HOLD:-1}
 # HOLD_IDLE: sockit's --idle-timeout while holding ("0" for builds older than `never`).
 HOLD_IDLE=${HOLD_IDLE:-never}
+# HOLD_FLAGS: more sockit flags while holding; the load comes from several 127.0.0.x sources,
+# so the per-source cap is lifted ("" for builds older than --max-conns-per-source).
+HOLD_FLAGS=${HOLD_FLAGS---max-conns-per-source 60000}
 MATRIX=${MATRIX:-1}
 # PIN=1: servers on CPU 0, the load generator on CPU 1, so they do not steal each other's core.
 if [ "${PIN:-0}" = 1 ]; then SRV="taskset -c 0"; CLI="taskset -c 1"; else SRV=""; CLI=""; fi
@@ -132,7 +135,7 @@ hold_run() { # peer conns
   fi
   case $peer in
     sockit) prlimit --nofile="$limit:$limit" -- "$SOCKIT" echo --listen 127.0.0.1:0 \
-              --max-conns 60000 --idle-timeout "$HOLD_IDLE" 2>"$OUT/hold-$peer.addr" & ;;
+              --max-conns 60000 --idle-timeout "$HOLD_IDLE" $HOLD_FLAGS 2>"$OUT/hold-$peer.addr" & ;;
     tokio) prlimit --nofile="$limit:$limit" -- "$TOKIO" >"$OUT/hold-$peer.addr" & ;;
   esac
   pid=$!

@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::net::source::SourceCounts;
 use crate::net::{Acl, Addr, Listener, PeerAddr, Stream};
 
 pub use child::{is_child, serve_if_child, serve_if_child_blocking, CHILD_ENV};
@@ -48,6 +49,10 @@ pub(crate) use process::{with_default_signals, ProcessGroup};
 
 /// Default cap on concurrent connections (`max_conns`).
 pub const DEFAULT_MAX_CONNS: usize = 10_000;
+
+/// Default cap on live connections from one source address (an IPv6 /64); `127.0.0.1`,
+/// `::1` and Unix peers, which every local client shares, are not counted.
+pub const DEFAULT_MAX_CONNS_PER_SOURCE: usize = 64;
 /// Default idle timeout: a connection with no progress for this long is closed.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default time handlers get to finish after shutdown before they are cancelled.
@@ -96,6 +101,9 @@ pub struct Config {
     pub mode: Mode,
     /// Connections served at once; further clients wait in the backlog.
     pub max_conns: usize,
+    /// Live connections from one source at once (see [`DEFAULT_MAX_CONNS_PER_SOURCE`]); a
+    /// connection beyond it is closed at once.
+    pub max_conns_per_source: usize,
     /// Close a connection after this long without progress (`None`: never).
     pub idle_timeout: Option<Duration>,
     /// How long handlers may run after shutdown before they are cancelled.
@@ -112,6 +120,7 @@ impl Default for Config {
             service: "sockit".to_string(),
             mode: Mode::Concurrent,
             max_conns: DEFAULT_MAX_CONNS,
+            max_conns_per_source: DEFAULT_MAX_CONNS_PER_SOURCE,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             acl: Acl::default(),
@@ -241,6 +250,7 @@ impl<H: Handler> Engine<H> {
             _ => self.config.max_conns.max(1),
         };
         let permits = Arc::new(Semaphore::new(limit));
+        let sources = SourceCounts::new(self.config.max_conns_per_source);
         let mut backoff = MIN_ACCEPT_BACKOFF;
         let cancelled = self.shutdown.cancelled();
         tokio::pin!(cancelled);
@@ -276,12 +286,16 @@ impl<H: Handler> Engine<H> {
                 warn!(service = %self.config.service, %peer, "denied by access list");
                 continue;
             }
+            let Ok(source) = sources.enter(peer.ip()) else {
+                warn!(service = %self.config.service, %peer, cap = self.config.max_conns_per_source, "refused: too many connections from this source");
+                continue;
+            };
             // Sequential mode is the same path with one permit: the next accept waits until
             // this connection is done, and shutdown drains it like any other.
             let task = self.connection_task(stream, peer);
             self.tracker.spawn(async move {
                 task.await;
-                drop(permit);
+                drop((source, permit));
             });
         }
     }

@@ -8,6 +8,7 @@ mod bind;
 mod datagram;
 mod keepalive;
 pub(crate) mod lowat;
+pub(crate) mod source;
 pub mod splice;
 mod stream;
 pub mod tls;

@@ -541,10 +541,11 @@ fn serve_runs_exec_with_a_generated_token_shown_once() {
 }
 
 /// The engine flags every server command takes, under one spelling.
-const ENGINE_FLAGS: [&str; 10] = [
+const ENGINE_FLAGS: [&str; 11] = [
     "--max-conns",
     "--max-pending",
     "--max-pending-per-source",
+    "--max-conns-per-source",
     "--idle-timeout",
     "--drain-timeout",
     "--allow",

@@ -302,3 +302,67 @@ async fn process_mode_without_a_process_form_is_refused() {
         .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::Unsupported);
 }
+
+/// A TCP connection to `addr` from the loopback address `from` (any port).
+async fn connect_from(from: &str, addr: &Addr) -> tokio::net::TcpStream {
+    let Addr::Inet(target) = addr else {
+        unreachable!("a TCP test server")
+    };
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(*target).await.unwrap()
+}
+
+/// Whether `stream` still gets its bytes echoed.
+async fn echoes(stream: &mut tokio::net::TcpStream) -> bool {
+    if stream.write_all(b"ping").await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 4];
+    matches!(timeout(TEST_TIMEOUT, stream.read_exact(&mut buf)).await, Ok(Ok(_)) if &buf == b"ping")
+}
+
+#[tokio::test]
+async fn one_source_gets_at_most_its_share_of_connections() {
+    let config = Config {
+        max_conns_per_source: 2,
+        ..Config::default()
+    };
+    let server = start(Echo::default(), config).await;
+    // 127.0.0.2 stands for a remote host (127.0.0.1, which every local client shares, is not
+    // counted).
+    let mut first = connect_from("127.0.0.2", &server.addr).await;
+    let mut second = connect_from("127.0.0.2", &server.addr).await;
+    assert!(echoes(&mut first).await && echoes(&mut second).await);
+    let mut third = connect_from("127.0.0.2", &server.addr).await;
+    assert!(
+        !echoes(&mut third).await,
+        "a third connection from one source is closed"
+    );
+    let mut other = connect_from("127.0.0.3", &server.addr).await;
+    assert!(echoes(&mut other).await, "another source is served");
+    let mut locals = Vec::new();
+    for _ in 0..5 {
+        let mut local = connect_from("127.0.0.1", &server.addr).await;
+        assert!(
+            echoes(&mut local).await,
+            "local clients are not capped per source"
+        );
+        locals.push(local);
+    }
+    // A freed place is reused once the server has seen the close.
+    drop(first);
+    let served = async {
+        loop {
+            let mut again = connect_from("127.0.0.2", &server.addr).await;
+            if echoes(&mut again).await {
+                break;
+            }
+        }
+    };
+    timeout(TEST_TIMEOUT, served)
+        .await
+        .expect("a place freed by a closed connection is given to the next");
+    drop((second, third, other, locals));
+    server.stop().await.unwrap();
+}

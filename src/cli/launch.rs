@@ -29,6 +29,10 @@ pub struct EngineArgs {
     /// 10000 for most, 256 for files).
     #[arg(long)]
     pub max_conns: Option<usize>,
+    /// Live connections from one source address (an IPv6 /64) at once; more are closed at
+    /// once. 127.0.0.1, ::1 and Unix peers, shared by every local client, are not counted.
+    #[arg(long, default_value_t = engine::DEFAULT_MAX_CONNS_PER_SOURCE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_conns_per_source: usize,
     /// Handshakes in progress at once (framed services); at the cap the oldest is dropped,
     /// so silent peers cannot keep a client out.
     #[arg(long, default_value_t = DEFAULT_MAX_PENDING, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
@@ -87,6 +91,7 @@ impl EngineArgs {
             service: service.into(),
             mode,
             max_conns: self.max_conns.unwrap_or(defaults.max_conns),
+            max_conns_per_source: self.max_conns_per_source,
             idle_timeout: self.idle_timeout.map_or(defaults.idle_timeout, |l| l.0),
             drain_timeout: self.drain_timeout,
             acl: self.acl(),

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::net::source::{is_local_source, source_key};
+
 /// Default cap on handshakes in progress at once, per service.
 pub const DEFAULT_MAX_PENDING: usize = 256;
 
@@ -179,32 +181,6 @@ impl Inner {
             }
         }
         Some(entry)
-    }
-}
-
-/// The address every local client connects from by default, shared by all of them.
-fn is_local_source(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
-        IpAddr::V6(v6) => {
-            v6 == std::net::Ipv6Addr::LOCALHOST
-                || v6.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST)
-        }
-    }
-}
-
-/// IPv6 sources count by /64, the block one host usually controls.
-fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut octets = v6.octets();
-                octets[8..].fill(0);
-                IpAddr::V6(octets.into())
-            }
-        },
     }
 }
 
