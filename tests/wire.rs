@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{start, TEST_TIMEOUT};
 use sockit::engine::Config;
 use sockit::net::{Addr, Stream};
@@ -57,7 +59,7 @@ async fn next_client_is_served(addr: &Addr) {
 
 #[tokio::test]
 async fn framed_echo_streams_a_large_body_back() {
-    let server = start(FramedEcho, Config::default()).await;
+    let server = start(FramedEcho::default(), Config::default()).await;
     let Addr::Inet(sa) = server.addr else {
         unreachable!()
     };
@@ -88,7 +90,7 @@ async fn framed_echo_streams_a_large_body_back() {
 
 #[tokio::test]
 async fn hostile_frames_get_clear_errors_and_the_next_client_is_served() {
-    let server = start(FramedEcho, Config::default()).await;
+    let server = start(FramedEcho::default(), Config::default()).await;
     let addr = server.addr.clone();
     let nested = format!(
         r#"{{"type":"echo","x":{}{}}}"#,
@@ -176,5 +178,56 @@ async fn hostile_frames_get_clear_errors_and_the_next_client_is_served() {
         .unwrap();
     assert!(echoed.ends_with(b"abc") && echoed.len() < 4 + 40 + 10);
     next_client_is_served(&addr).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_frame_trickled_a_byte_at_a_time_is_cut_off_at_its_deadline() {
+    // Each byte comes well within the idle limit; the whole frame does not come in time.
+    let deadline = Duration::from_millis(300);
+    let config = Config {
+        idle_timeout: Some(Duration::from_secs(5)),
+        ..Config::default()
+    };
+    let server = start(FramedEcho::with_header_deadline(deadline), config).await;
+    let Addr::Inet(sa) = server.addr else {
+        unreachable!()
+    };
+    let (rd, mut wr) = tokio::net::TcpStream::connect(sa)
+        .await
+        .unwrap()
+        .into_split();
+    let mut frame = bytes::BytesMut::new();
+    sockit::wire::encode_frame(&EchoMessage::Echo { size: 0 }, b"", &mut frame).unwrap();
+    // Paced, not synchronised: 100 ms a byte makes the frame take seconds to send.
+    let trickle = tokio::spawn(async move {
+        for byte in frame.iter() {
+            if wr.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut conn = Connection::new(tokio::io::join(rd, tokio::io::sink()));
+    let answer: ErrorFrame = timeout(TEST_TIMEOUT, conn.read_frame())
+        .await
+        .expect("the server answers before the trickle ends")
+        .unwrap()
+        .expect("an error frame");
+    assert_eq!(answer.code, "timeout", "{answer:?}");
+    trickle.abort();
+    // The next client is served.
+    let mut next = Stream::connect(&server.addr).await.unwrap();
+    let mut frame = bytes::BytesMut::new();
+    sockit::wire::encode_frame(&EchoMessage::Echo { size: 2 }, b"ok", &mut frame).unwrap();
+    next.write_all(&frame).await.unwrap();
+    let mut conn = Connection::new(next);
+    let got: EchoMessage = timeout(TEST_TIMEOUT, conn.read_frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, EchoMessage::Echo { size: 2 });
+    drop(conn);
     server.stop().await.unwrap();
 }

@@ -85,7 +85,7 @@ impl EchoArgs {
             let listener = Listener::bind(&self.listen, &opts).await.map_err(fail)?;
             let addr = listener.local_addr().map_err(fail)?;
             let run: ServeFuture = match self.framed {
-                true => Box::pin(serve(listener, FramedEcho, config, shutdown)),
+                true => Box::pin(serve(listener, FramedEcho::default(), config, shutdown)),
                 false => {
                     let handler = Echo { upper: self.upper };
                     Box::pin(serve(listener, handler, config, shutdown))

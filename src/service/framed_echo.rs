@@ -2,11 +2,13 @@
 //! framed service, and the server the wire format's hostile-input tests run against.
 
 use std::io;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::time::{timeout_at, Instant};
 
 use crate::engine::{Conn, ConnInfo, Handler};
-use crate::wire::{Connection, Limits, Message, WireError, MAX_HEADER_BYTES};
+use crate::wire::{Connection, ErrorFrame, Limits, Message, WireError, MAX_HEADER_BYTES};
 
 /// Largest body a framed echo accepts.
 pub(crate) const FRAMED_ECHO_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
@@ -32,8 +34,29 @@ impl Message for EchoMessage {
 }
 
 /// The framed echo handler.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FramedEcho;
+#[derive(Debug, Clone, Copy)]
+pub struct FramedEcho {
+    header_deadline: Duration,
+}
+
+impl Default for FramedEcho {
+    fn default() -> Self {
+        FramedEcho {
+            header_deadline: FRAME_HEADER_DEADLINE,
+        }
+    }
+}
+
+impl FramedEcho {
+    /// A framed echo whose frames get `deadline` from their first byte to the end of their
+    /// header (default [`FRAME_HEADER_DEADLINE`]), and their body that plus its size at
+    /// [`MIN_BODY_BYTES_PER_SEC`].
+    pub fn with_header_deadline(deadline: Duration) -> Self {
+        FramedEcho {
+            header_deadline: deadline,
+        }
+    }
+}
 
 impl Handler for FramedEcho {
     async fn handle(&self, conn: Conn, _info: ConnInfo) -> io::Result<()> {
@@ -42,25 +65,70 @@ impl Handler for FramedEcho {
             max_body: FRAMED_ECHO_MAX_BODY_BYTES,
         };
         let mut conn = Connection::with_limits(conn, limits);
-        match echo_frames(&mut conn).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                // Tell the peer why before closing; it may already be gone.
+        let failure = match echo_frames(&mut conn, self.header_deadline).await {
+            Ok(()) => return Ok(()),
+            // Tell the peer why before closing; it may already be gone.
+            Err(Failure::Wire(e)) => {
                 if !matches!(e, WireError::Io(_)) {
                     let _ = conn.write_error(&e).await;
                 }
-                Err(io::Error::new(io::ErrorKind::InvalidData, e))
+                e.to_string()
             }
-        }
+            Err(Failure::TooSlow) => {
+                let frame = ErrorFrame::new("timeout", TOO_SLOW);
+                let _ = conn.write_error(frame).await;
+                TOO_SLOW.to_owned()
+            }
+        };
+        Err(io::Error::new(io::ErrorKind::InvalidData, failure))
     }
 }
 
-async fn echo_frames(conn: &mut Connection<Conn>) -> Result<(), WireError> {
-    while let Some(msg) = conn.read_frame::<EchoMessage>().await? {
+const TOO_SLOW: &str = "the frame did not arrive within its deadline";
+
+/// Why the echo of a connection's frames ended early.
+enum Failure {
+    Wire(WireError),
+    /// A frame took longer than its deadline (see [`FRAME_HEADER_DEADLINE`]).
+    TooSlow,
+}
+
+impl From<WireError> for Failure {
+    fn from(e: WireError) -> Self {
+        Failure::Wire(e)
+    }
+}
+
+/// Time a frame gets from its first byte to the end of its header. Between frames only the
+/// idle limit applies; within one, trickling a byte at a time does not hold the connection.
+pub const FRAME_HEADER_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Slowest body rate a frame is allowed: its body gets [`FRAME_HEADER_DEADLINE`] plus its size
+/// at this rate.
+pub const MIN_BODY_BYTES_PER_SEC: u64 = 64 * 1024;
+
+async fn echo_frames(
+    conn: &mut Connection<Conn>,
+    header_deadline: Duration,
+) -> Result<(), Failure> {
+    loop {
+        // Wait for a frame's first byte under the idle limit only.
+        if conn.buffered().is_empty() && conn.read_more().await? == 0 {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let header = timeout_at(started + header_deadline, conn.read_frame::<EchoMessage>());
+        let Some(msg) = header.await.map_err(|_| Failure::TooSlow)?? else {
+            return Ok(());
+        };
+        let body_time = Duration::from_secs(msg.body_size() / MIN_BODY_BYTES_PER_SEC);
+        let deadline = started + header_deadline + body_time;
         conn.write_header(&msg).await?;
-        while let Some(chunk) = conn.read_body_chunk().await? {
+        while let Some(chunk) = timeout_at(deadline, conn.read_body_chunk())
+            .await
+            .map_err(|_| Failure::TooSlow)??
+        {
             conn.write_body(&chunk).await?;
         }
     }
-    Ok(())
 }
