@@ -317,3 +317,22 @@ fn sockit_serve_runs_a_file_service_from_its_config() {
     assert_eq!(fs::read(root.path().join("s (1).txt")).unwrap(), b"served");
     assert_eq!(proc.terminate().code(), Some(0));
 }
+
+#[test]
+fn a_dot_file_is_refused_with_the_flag_that_allows_it() {
+    let (src, root) = (tempdir(), tempdir());
+    let file = src.path().join(".bashrc");
+    fs::write(&file, b"alias ls='rm -rf ~'\n").unwrap();
+    let (mut server, addr) = files_serve(root.path(), &[]);
+    let (code, _, err) = run(&["put", &addr, path_str(&file)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--allow-hidden-names"), "{err}");
+    assert!(!root.path().join(".bashrc").exists());
+    server.terminate();
+
+    let (mut server, addr) = files_serve(root.path(), &["--allow-hidden-names"]);
+    let (code, _, err) = run(&["put", &addr, path_str(&file)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(root.path().join(".bashrc").exists());
+    server.terminate();
+}

@@ -75,6 +75,15 @@ pub struct ServerArgs {
     /// Refuse a file whose name is taken (the default).
     #[arg(long)]
     pub refuse: bool,
+    /// Accept hidden (dot) names: `.bashrc`, `.ssh/…`, `.git/hooks/…` (refused by default,
+    /// in case the directory is someone's home).
+    #[arg(long)]
+    pub allow_hidden_names: bool,
+    /// Accept names that Windows or a shell trip on: a leading `-` or space, a trailing space
+    /// or dot, `CON`/`NUL`/`COM1`-style names, `< > : " | ? *`, invisible characters
+    /// (refused by default, in case the directory is shared with Windows).
+    #[arg(long)]
+    pub allow_unportable_names: bool,
     /// Accept only this digest (repeatable; default: blake3 and sha256).
     #[arg(long, value_parser = parse_hash)]
     pub hash: Vec<HashAlg>,
@@ -213,6 +222,8 @@ impl ServerArgs {
         let token = tokens.resolve(self.token_file.as_deref(), addr, notes)?;
         let mut store = StoreOptions {
             policy: self.policy(),
+            allow_hidden_names: self.allow_hidden_names,
+            allow_unportable_names: self.allow_unportable_names,
             ..StoreOptions::default()
         };
         if let Some(max) = self.max_file_size {

@@ -78,6 +78,11 @@ pub struct StoreOptions {
     pub policy: Policy,
     /// Largest file accepted.
     pub max_file_size: u64,
+    /// Accept hidden (dot) names: `.bashrc`, `.ssh/…`, `.git/hooks/…`.
+    pub allow_hidden_names: bool,
+    /// Accept names Windows or a shell would trip on: a leading `-` or space, a trailing
+    /// space or dot, `CON`/`NUL`/`COM1`-style names, `< > : " | ? *`.
+    pub allow_unportable_names: bool,
 }
 
 impl Default for StoreOptions {
@@ -85,6 +90,8 @@ impl Default for StoreOptions {
         StoreOptions {
             policy: Policy::default(),
             max_file_size: DEFAULT_MAX_FILE_BYTES,
+            allow_hidden_names: false,
+            allow_unportable_names: false,
         }
     }
 }
@@ -290,6 +297,7 @@ impl Store {
     /// # Errors
     /// Validation, symlink, wrong-kind and I/O errors.
     pub fn mkdir(&self, path: &RelPath, mode: u32) -> Result<(), StoreError> {
+        path::check_writable(path, &self.options)?;
         self.open_dirs(path.parts(), Some(mode)).map(drop)
     }
 

@@ -143,8 +143,12 @@ pub async fn get(
 
 async fn open_local_store(dir: &Path, policy: Policy) -> Result<Arc<Store>, FilesError> {
     let dir: PathBuf = dir.to_owned();
+    // The user named what to fetch, into a directory they chose: the names the server's
+    // store refuses by default are theirs to take.
     let options = StoreOptions {
         policy,
+        allow_hidden_names: true,
+        allow_unportable_names: true,
         ..StoreOptions::default()
     };
     tokio::task::spawn_blocking(move || Store::open(&dir, options))

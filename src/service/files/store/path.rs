@@ -1,7 +1,9 @@
 //! Peer-named relative paths, validated component by component so the store only ever hands
 //! single names to `openat` and never joins a peer's string onto a real path.
 
-use super::{StoreError, MAX_COMPONENT_BYTES, MAX_PATH_BYTES, MAX_PATH_DEPTH, RESERVED_PREFIX};
+use super::{
+    StoreError, StoreOptions, MAX_COMPONENT_BYTES, MAX_PATH_BYTES, MAX_PATH_DEPTH, RESERVED_PREFIX,
+};
 
 /// At most this many characters of a refused name are shown in its error.
 const SHOWN_CHARS: usize = 256;
@@ -117,6 +119,74 @@ pub(super) fn check_name(name: &str, first: bool) -> Result<(), &'static str> {
         return Err(RESERVED);
     }
     Ok(())
+}
+
+const HIDDEN: &str = "hidden (dot) names are refused, so a receiving home directory gets no \
+                      .bashrc, .ssh/ or .git/hooks/ (the receiver's --allow-hidden-names allows them)";
+const EDGE: &str = "names starting with `-` or a space, or ending with a space or a dot, are \
+                    refused (--allow-unportable-names allows them)";
+const WINDOWS_RESERVED: &str = "Windows reserves this name (CON, PRN, AUX, NUL, COM1-9, LPT1-9, \
+                                with any extension) (--allow-unportable-names allows it)";
+const WINDOWS_CHAR: &str = "it contains a character Windows forbids in names (< > : \" | ? *) \
+                            (--allow-unportable-names allows it)";
+const INVISIBLE: &str = "it contains an invisible or text-direction character (zero-width space, \
+                         bidi control, soft hyphen) that can disguise a name \
+                         (--allow-unportable-names allows it)";
+
+/// Whether a store may write under `path`, beyond what [`RelPath::parse`] checks: the names a
+/// home directory or a folder shared with Windows should not receive by default. Every
+/// component counts, existing directories included (`.ssh/authorized_keys` is refused even
+/// where `.ssh` exists).
+///
+/// # Errors
+/// [`StoreError::InvalidPath`] naming the rule and the flag that lifts it.
+pub(super) fn check_writable(path: &RelPath, options: &StoreOptions) -> Result<(), StoreError> {
+    for name in path.parts() {
+        if let Err(reason) = check_new_name(name, options) {
+            return Err(StoreError::InvalidPath {
+                path: path.to_string(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_new_name(name: &str, options: &StoreOptions) -> Result<(), &'static str> {
+    if !options.allow_hidden_names && name.starts_with('.') {
+        return Err(HIDDEN);
+    }
+    if options.allow_unportable_names {
+        return Ok(());
+    }
+    if name.chars().any(is_invisible) {
+        return Err(INVISIBLE);
+    }
+    if name.starts_with(['-', ' ']) || name.ends_with([' ', '.']) {
+        return Err(EDGE);
+    }
+    if name.contains(['<', '>', ':', '"', '|', '?', '*']) {
+        return Err(WINDOWS_CHAR);
+    }
+    let stem = name.split('.').next().unwrap_or(name).to_ascii_uppercase();
+    let numbered = |prefix: &str| {
+        stem.strip_prefix(prefix)
+            .is_some_and(|n| n.len() == 1 && n.as_bytes()[0].is_ascii_digit() && n != "0")
+    };
+    if matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL") || numbered("COM") || numbered("LPT")
+    {
+        return Err(WINDOWS_RESERVED);
+    }
+    Ok(())
+}
+
+/// Zero-width, bidi-control and other invisible format characters. The zero-width joiner and
+/// non-joiner (U+200D, U+200C) are left out: emoji sequences and Persian and Indic scripts
+/// need them.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}' | '\u{200E}' | '\u{200F}'
+        | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// Escapes a name that came from a peer or from disk for an error or a log line, shortened.

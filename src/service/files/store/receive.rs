@@ -94,6 +94,7 @@ impl Store {
         alg: HashAlg,
         resume: Option<Partial>,
     ) -> Result<Incoming, StoreError> {
+        super::path::check_writable(path, &self.options)?;
         let start = self.admit(path, size, alg, resume.as_ref())?;
         let (parents, name) = path.split_last();
         let parent = self.open_dirs(parents, Some(0o755))?;

@@ -258,7 +258,11 @@ fn a_directory_at_the_name_is_the_wrong_kind_unless_renaming() {
 
 #[test]
 fn rename_keeps_both_as_numbered_copies() {
-    let fx = Fixture::new(Policy::Rename);
+    let fx = Fixture::with(StoreOptions {
+        policy: Policy::Rename,
+        allow_hidden_names: true,
+        ..StoreOptions::default()
+    });
     assert_eq!(fx.put("a.txt", b"0").unwrap().name, "a.txt");
     assert_eq!(fx.put("a.txt", b"1").unwrap().name, "a (1).txt");
     assert_eq!(fx.put("a.txt", b"2").unwrap().name, "a (2).txt");
@@ -572,6 +576,7 @@ fn sizes_over_the_limit_or_the_free_space_are_refused_before_any_data() {
     let fx = Fixture::with(StoreOptions {
         policy: Policy::Refuse,
         max_file_size: 1000,
+        ..StoreOptions::default()
     });
     let err = fx.create("big", 1001).unwrap_err();
     assert!(
@@ -590,6 +595,7 @@ fn sizes_over_the_limit_or_the_free_space_are_refused_before_any_data() {
     let fx = Fixture::with(StoreOptions {
         policy: Policy::Refuse,
         max_file_size: u64::MAX,
+        ..StoreOptions::default()
     });
     let free = at::free_bytes(fx.store.root_fd.as_fd()).unwrap();
     let err = fx
@@ -844,4 +850,85 @@ fn a_partial_lock_released_while_waiting_is_taken() {
     rx.recv().unwrap();
     drop(held);
     assert_eq!(waiter.join().unwrap(), Ok(()));
+}
+
+#[test]
+fn names_a_home_directory_or_a_windows_share_should_not_get_are_refused_by_default() {
+    let fx = Fixture::new(Policy::Refuse);
+    let classes: [(&str, &[&str]); 5] = [
+        (
+            "hidden",
+            &[
+                ".bashrc",
+                ".ssh/authorized_keys",
+                ".git/hooks/pre-commit",
+                ".config/autostart/x.desktop",
+            ],
+        ),
+        ("`-`", &["-rf", " lead", "trail ", "trail.", "d/-x"]),
+        (
+            "Windows reserves",
+            &["CON", "nul", "COM1", "prn.txt", "lpt9.log", "d/aux"],
+        ),
+        (
+            "Windows forbids",
+            &["a<b", "a>b", "ab:c", "a\"b", "a|b", "a?b", "a*b"],
+        ),
+        (
+            "invisible",
+            &[
+                "a\u{200b}b",
+                "evil\u{202e}txt.exe",
+                "soft\u{ad}hyphen",
+                "\u{feff}bom",
+            ],
+        ),
+    ];
+    for (reason, names) in classes {
+        for name in names {
+            let err = fx.create(name, 1).expect_err(name);
+            assert!(err.to_string().contains(reason), "{name}: {err}");
+            assert_eq!(err.code(), "invalid_path");
+            let dir = RelPath::parse(name).unwrap();
+            assert!(fx.store.mkdir(&dir, 0o755).is_err(), "mkdir {name}");
+        }
+    }
+    let left: Vec<_> = fs::read_dir(fx.root()).unwrap().collect();
+    assert!(left.is_empty(), "nothing was created: {left:?}");
+    // Ordinary names, including emoji joined by U+200D and `COM10`, `CONSOLE`, `a.b.c`.
+    for name in [
+        "report.pdf",
+        "a b.txt",
+        "\u{1f468}\u{200d}\u{1f469}.jpg",
+        "COM10",
+        "CONSOLE",
+        "a.b.c",
+        "d/e-f",
+    ] {
+        fx.create(name, 0).expect(name).discard();
+    }
+}
+
+#[test]
+fn the_flags_allow_hidden_and_unportable_names() {
+    let fx = Fixture::with(StoreOptions {
+        allow_hidden_names: true,
+        ..StoreOptions::default()
+    });
+    fx.create(".bashrc", 0).unwrap().discard();
+    assert!(
+        fx.create("CON", 0).is_err(),
+        "only hidden names are allowed"
+    );
+    let fx = Fixture::with(StoreOptions {
+        allow_unportable_names: true,
+        ..StoreOptions::default()
+    });
+    for name in ["CON", "-rf", "ab:c", "trail.", "a\u{200b}b"] {
+        fx.create(name, 0).expect(name).discard();
+    }
+    assert!(
+        fx.create(".bashrc", 0).is_err(),
+        "only unportable names are allowed"
+    );
 }
