@@ -74,6 +74,8 @@ pub use wire::{Connection, ErrorFrame, Message, WireError};
 
 pub mod compat;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod net;
 pub mod service;
 pub mod session;

@@ -41,7 +41,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod auth;
+pub(crate) mod auth;
 mod client;
 mod gate;
 mod handshake;

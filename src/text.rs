@@ -40,15 +40,22 @@ fn push_escaped(out: &mut String, c: char) {
         c if c.is_control() => {
             let _ = write!(out, "\\x{:02x}", u32::from(c));
         }
-        '\u{200e}'
-        | '\u{200f}'
-        | '\u{061c}'
-        | '\u{202a}'..='\u{202e}'
-        | '\u{2066}'..='\u{2069}' => {
+        c if is_hidden_format(c) => {
             let _ = write!(out, "\\u{{{:04x}}}", u32::from(c));
         }
         c => out.push(c),
     }
+}
+
+/// Characters that change how text reads without showing themselves: bidi controls
+/// (U+202A–U+202E, U+2066–U+2069, U+200E/U+200F, U+061C), zero-width and invisible ones
+/// (U+200B, U+2060–U+2064, U+FEFF, U+180E, the soft hyphen U+00AD) and the line and paragraph
+/// separators U+2028/U+2029. The joiners U+200C/U+200D are not among them: emoji sequences and
+/// several scripts need them.
+pub(crate) fn is_hidden_format(c: char) -> bool {
+    matches!(c,
+        '\u{00ad}' | '\u{061c}' | '\u{180e}' | '\u{200b}' | '\u{200e}' | '\u{200f}'
+        | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 /// Escapes a byte stream chunk by chunk for a terminal. Invalid UTF-8 bytes are shown as
@@ -108,6 +115,14 @@ impl TerminalEscaper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invisible_characters_are_shown_but_joiners_are_kept() {
+        let shown = escape_one_line("a\u{200b}b\u{feff}c\u{2028}d\u{ad}e\u{2060}", 100);
+        assert_eq!(shown, "a\\u{200b}b\\u{feff}c\\u{2028}d\\u{00ad}e\\u{2060}");
+        let family = "\u{1f468}\u{200d}\u{1f469}";
+        assert_eq!(escape_one_line(family, 100), family);
+    }
 
     #[test]
     fn escape_sequences_and_bidi_overrides_are_made_visible() {
