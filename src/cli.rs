@@ -82,6 +82,25 @@ pub enum Command {
     /// Load generators.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print a shell completion script (e.g. `sockit completions bash > /etc/bash_completion.d/sockit`).
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff; `sockit man | man -l -`), or write one per command with --dir.
+    Man(ManArgs),
+}
+
+/// `sockit completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
+}
+
+/// `sockit man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write sockit.1 and a sockit-COMMAND.1 page per subcommand into this directory instead.
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// Parses `300ms`, `5s`, `2m`, `1h` or a bare number of seconds.
@@ -210,7 +229,32 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Send(args) => files::run_put(args, "send", quiet).await,
         Command::Chat(cmd) => chat::run_chat(cmd).await,
         Command::Bench(cmd) => bench::run_bench(cmd).await,
+        Command::Completions(args) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut cmd, "sockit", &mut script);
+            output::print_text(&String::from_utf8_lossy(&script));
+            Ok(())
+        }
+        Command::Man(args) => man(args.dir.as_deref()),
     }
+}
+
+/// Renders the manual: to stdout, or one page per command into `dir`.
+fn man(dir: Option<&std::path::Path>) -> Result<(), Failure> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let Some(dir) = dir else {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .render(&mut page)
+            .context("cannot render the manual")?;
+        output::print_text(&String::from_utf8_lossy(&page));
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    clap_mangen::generate_to(cmd, dir)
+        .with_context(|| format!("cannot write the manual pages into {}", dir.display()))?;
+    Ok(())
 }
 
 /// A client's TLS flags, the same for every framed service's client.

@@ -639,3 +639,43 @@ fn a_bad_service_set_exits_2_naming_the_entry_and_the_key() {
         );
     }
 }
+
+#[test]
+fn completions_and_manual_pages_are_generated_from_the_command_line() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = sockit().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            script.contains("sockit") && script.contains("exec"),
+            "{shell}"
+        );
+    }
+    let bash = sockit().args(["completions", "bash"]).output().unwrap();
+    let checked = std::process::Command::new("bash")
+        .arg("-n")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&bash.stdout)?;
+            child.wait()
+        });
+    match checked {
+        Ok(status) => assert!(status.success(), "the bash script does not parse"),
+        Err(e) => eprintln!("skipped the bash syntax check: cannot run bash ({e})"),
+    }
+    let page = sockit().arg("man").output().unwrap();
+    assert!(page.status.success());
+    let page = String::from_utf8(page.stdout).unwrap();
+    assert!(page.contains(".TH sockit 1"), "{page}");
+    let dir = tempfile::tempdir().unwrap();
+    let status = sockit()
+        .args(["man", "--dir"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = std::fs::read_to_string(dir.path().join("sockit-exec-run.1")).unwrap();
+    assert!(run.contains(r"\-\-token\-file"), "{run}");
+}
