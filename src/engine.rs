@@ -19,7 +19,7 @@
 mod child;
 mod datagram;
 mod idle;
-mod process;
+pub(crate) mod process;
 #[cfg(test)]
 mod tests;
 

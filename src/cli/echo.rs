@@ -97,7 +97,7 @@ impl EchoArgs {
             service: "echo",
             transport,
             label: "echo".into(),
-            detail: self.udp.then(|| "(udp)".into()),
+            detail: (transport == "udp").then(|| "(udp)".into()),
             addr,
             notes: Vec::new(),
             run,

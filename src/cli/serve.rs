@@ -340,7 +340,11 @@ pub(super) async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     for b in &bound {
         say(&banner_line(b));
     }
-    say(&format!("serving {} services; Ctrl-C to stop", bound.len()));
+    let services = match bound.len() {
+        1 => "1 service".to_owned(),
+        n => format!("{n} services"),
+    };
+    say(&format!("serving {services}; Ctrl-C to stop"));
     run_all(bound, shutdown)
         .await
         .map_err(|e| Failure::Runtime(anyhow::Error::from(e).context("a service failed")))

@@ -114,7 +114,7 @@ impl Handler for TutorialServer {
             let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let status = match (captured.status, captured.cut) {
                 (_, Some(cut)) => format!("{cut:?}"),
-                (Some(status), None) => status.to_string(),
+                (Some(status), None) => crate::engine::process::exit_text(status),
                 (None, None) => "unknown".to_owned(),
             };
             info!(peer = %info.peer, service = "exec-tutorial", command = %shown, %status, duration_ms, "exec session");

@@ -184,6 +184,16 @@ pub async fn run(
         }
     };
     group.disarm();
-    info!(%status, "child exited");
+    info!(status = %exit_text(status), "child exited");
     Ok(())
+}
+
+/// `exit 0` or `signal 15`, for a log line (std's form reads `status=exit status: 0`).
+pub(crate) fn exit_text(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        (None, None) => "unknown".to_owned(),
+    }
 }

@@ -253,7 +253,13 @@ pub async fn listen(opts: ListenOptions, shutdown: CancellationToken) -> Result<
             ));
         }
         let socket = Datagram::bind(&opts.addr, &opts.bind).await?;
-        eprintln!("listening on {} (udp)", socket.local_addr()?);
+        let local = socket.local_addr()?;
+        let kind = if matches!(local, Addr::Unix(_)) {
+            "unix datagram"
+        } else {
+            "udp"
+        };
+        eprintln!("listening on {local} ({kind})");
         return tokio::select! {
             res = datagram_session(&socket, None, opts.raw, true) => res.map_err(NetcatError::Io),
             _ = shutdown.cancelled() => Ok(()),

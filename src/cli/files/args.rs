@@ -167,7 +167,7 @@ pub struct LsArgs {
     /// The file server: HOST:PORT, [IPv6]:PORT or unix:/path.
     pub addr: Addr,
     /// Remote directory (default: the root).
-    #[arg(default_value = "")]
+    #[arg(default_value = "", hide_default_value = true)]
     pub dir: String,
     #[command(flatten)]
     #[allow(missing_docs)]

@@ -251,7 +251,10 @@ impl Broker {
                 state,
                 id,
                 Some(&room),
-                format!("last {n} messages in {}:", RoomName(&room)),
+                match n {
+                    1 => format!("the last message in {}:", RoomName(&room)),
+                    n => format!("the last {n} messages in {}:", RoomName(&room)),
+                },
             );
             for delivery in replay {
                 send(state, id, delivery);
@@ -277,7 +280,10 @@ impl Broker {
                 state.rooms.remove(&room);
             }
         }
-        let left = format!("{nick} left {} ({reason})", RoomName(&room));
+        let left = match reason {
+            "left" => format!("{nick} left {}", RoomName(&room)),
+            reason => format!("{nick} left {} ({reason})", RoomName(&room)),
+        };
         broadcast(state, &room, room_notice(&room, left), false, 0);
     }
 

@@ -93,12 +93,21 @@ fn history_is_bounded_and_replayed_on_join() {
         drain(&b_out),
         [
             "* you are bob in #lobby",
-            "* last 2 messages in #lobby:",
+            "* the last 2 messages in #lobby:",
             "<alice> two",
             "<alice> three",
             "* bob joined #lobby"
         ]
     );
+}
+
+#[test]
+fn one_message_of_history_is_announced_in_the_singular() {
+    let broker = Broker::new(BrokerConfig::default());
+    let (alice, _) = join(&broker, "alice");
+    say(&alice, "only");
+    let (_bob, b_out) = join(&broker, "bob");
+    assert_eq!(drain(&b_out)[1], "* the last message in #lobby:");
 }
 
 #[test]
@@ -109,7 +118,7 @@ fn rooms_who_nick_msg_and_me() {
     alice.handle(ClientMessage::Join {
         room: "#Dev".into(),
     });
-    assert_eq!(drain(&b_out)[2..], ["* alice left #lobby (left)"]);
+    assert_eq!(drain(&b_out)[2..], ["* alice left #lobby"]);
     assert_eq!(
         drain(&a_out)[3..],
         ["* you are alice in #dev", "* alice joined #dev"]
