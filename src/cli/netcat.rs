@@ -6,10 +6,10 @@ use anyhow::Context;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::{EngineArgs, Failure};
+use super::{parse_duration, EngineArgs, Failure};
 use sockit::engine::{self, ProcessCommand};
 use sockit::net::Addr;
-use sockit::tools::netcat::{self, ListenOptions, NetcatError};
+use sockit::tools::netcat::{self, ListenOptions, NetcatError, PumpOptions};
 
 /// `sockit connect`.
 #[derive(Debug, Args)]
@@ -22,6 +22,19 @@ pub struct ConnectArgs {
     /// Write peer bytes unescaped even when stdout is a terminal.
     #[arg(long)]
     pub raw: bool,
+    /// After one direction ends, end the session this long later (e.g. 0, 2s), as `nc -q`
+    /// and `socat -t` do; by default both directions run to their end.
+    #[arg(long, value_parser = parse_duration)]
+    pub quit_after: Option<std::time::Duration>,
+    /// Only send stdin, ignore what arrives, and end once stdin is sent (ncat --send-only).
+    #[arg(long, conflicts_with = "recv_only")]
+    pub send_only: bool,
+    /// Only receive; never read stdin (ncat --recv-only).
+    #[arg(long)]
+    pub recv_only: bool,
+    /// Close the connection after this long without a byte either way (e.g. 30s; ncat -i).
+    #[arg(long, value_parser = parse_duration)]
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 /// `sockit listen`.
@@ -45,6 +58,16 @@ pub struct ListenArgs {
     /// Write peer bytes unescaped even when stdout is a terminal.
     #[arg(long)]
     pub raw: bool,
+    /// After one direction ends, end the session this long later (e.g. 0, 2s), as `nc -q`
+    /// and `socat -t` do; by default both directions run to their end.
+    #[arg(long, value_parser = parse_duration)]
+    pub quit_after: Option<std::time::Duration>,
+    /// Only send stdin, ignore what arrives, and end once stdin is sent (ncat --send-only).
+    #[arg(long, conflicts_with = "recv_only")]
+    pub send_only: bool,
+    /// Only receive; never read stdin (ncat --recv-only).
+    #[arg(long)]
+    pub recv_only: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub engine: EngineArgs,
@@ -58,7 +81,14 @@ fn netcat_failure(e: NetcatError) -> Failure {
 }
 
 pub(super) async fn run_connect(args: ConnectArgs) -> Result<(), Failure> {
-    netcat::connect(&args.addr, args.udp, args.raw)
+    let pump = PumpOptions {
+        raw: args.raw,
+        send_only: args.send_only,
+        recv_only: args.recv_only,
+        quit_after: args.quit_after,
+        idle_timeout: args.idle_timeout,
+    };
+    netcat::connect(&args.addr, args.udp, pump)
         .await
         .map_err(netcat_failure)
 }
@@ -93,7 +123,14 @@ pub(super) async fn run_listen(args: ListenArgs) -> Result<(), Failure> {
         acl: args.engine.acl(),
         bind: args.engine.bind_options(),
         max_conns: args.engine.max_conns.unwrap_or(engine::DEFAULT_MAX_CONNS),
-        raw: args.raw,
+        pump: PumpOptions {
+            raw: args.raw,
+            send_only: args.send_only,
+            recv_only: args.recv_only,
+            quit_after: args.quit_after,
+            // Like ncat -i: no idle limit unless asked for.
+            idle_timeout: args.engine.idle_timeout.and_then(|limit| limit.0),
+        },
     };
     netcat::listen(opts, shutdown).await.map_err(netcat_failure)
 }

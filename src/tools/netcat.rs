@@ -11,7 +11,9 @@ use tokio::sync::{broadcast, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::engine::{run_process, serve, Config, Conn, ConnInfo, Handler, Mode, ProcessCommand};
+use crate::engine::{
+    run_process, serve, Config, Conn, ConnInfo, Handler, IdleTimeout, Mode, ProcessCommand,
+};
 use crate::net::{Acl, Addr, BindOptions, Datagram, Listener, PeerAddr, Stream};
 use crate::text::TerminalEscaper;
 
@@ -59,6 +61,16 @@ impl Output {
         self.stdout.flush().await
     }
 
+    /// Finishes and closes stdout, so whatever reads it sees its end while stdin may still
+    /// be sent: fd 1 is pointed at `/dev/null` rather than closed, so no socket opened later
+    /// can take its number.
+    async fn close(&mut self) -> std::io::Result<()> {
+        self.finish().await?;
+        let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+        nix::unistd::dup2_stdout(&null).map_err(std::io::Error::from)?;
+        Ok(())
+    }
+
     async fn finish(&mut self) -> std::io::Result<()> {
         if let Some(esc) = &mut self.escaper {
             let text = esc.finish();
@@ -68,58 +80,108 @@ impl Output {
     }
 }
 
+/// How a stream session moves bytes: both ways by default, each direction independent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PumpOptions {
+    /// Write peer bytes unescaped even when stdout is a terminal.
+    pub raw: bool,
+    /// Only send stdin; what the peer sends is read and dropped, and the session ends once
+    /// stdin is sent (ncat `--send-only`).
+    pub send_only: bool,
+    /// Only receive; stdin is never read (ncat `--recv-only`).
+    pub recv_only: bool,
+    /// End the session this long after the first direction finishes, even if the other has
+    /// not (`nc -q`, `socat -t`); `None` waits for both.
+    pub quit_after: Option<Duration>,
+    /// Close the connection after this long without a byte either way (`ncat -i`).
+    pub idle_timeout: Option<Duration>,
+}
+
 /// Connects to `addr` and pumps stdin to the socket and the socket to stdout.
 ///
-/// Stream sockets: stdin EOF half-closes the write side; returns when the peer closes.
+/// Stream sockets: the two directions are independent. Stdin's end half-closes the socket
+/// once everything read from stdin is sent, and the socket is still read; the peer's end
+/// flushes and closes stdout, and stdin is still sent. It returns when both are done.
 /// Datagram sockets (`udp`): each stdin read is one datagram; returns [`DATAGRAM_LINGER`]
 /// after stdin ends and replies stop.
 ///
 /// # Errors
 /// Connect and I/O errors.
-pub async fn connect(addr: &Addr, udp: bool, raw: bool) -> Result<(), NetcatError> {
+pub async fn connect(addr: &Addr, udp: bool, opts: PumpOptions) -> Result<(), NetcatError> {
     if udp {
-        return connect_datagram(addr, raw).await;
+        return connect_datagram(addr, opts.raw).await;
     }
     let stream = Stream::connect(addr).await?;
-    pump(stream, raw).await?;
+    pump(stream, opts).await?;
     Ok(())
 }
 
-/// Pumps stdin → `stream` and `stream` → stdout until the peer closes.
-async fn pump<S: AsyncRead + AsyncWrite>(stream: S, raw: bool) -> std::io::Result<()> {
+/// Pumps stdin → `stream` and `stream` → stdout, each until its end (see [`connect`]).
+async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    opts: PumpOptions,
+) -> std::io::Result<()> {
+    let stream = IdleTimeout::optional(stream, opts.idle_timeout);
     let (mut rd, mut wr) = tokio::io::split(stream);
     let upload = async {
+        if opts.recv_only {
+            return std::future::pending().await;
+        }
         let mut stdin = tokio::io::stdin();
         tokio::io::copy(&mut stdin, &mut wr).await?;
+        // Everything read from stdin is sent: now the peer may see our end.
         wr.shutdown().await
     };
     let download = async {
-        let mut out = Output::new(raw);
+        let mut out = (!opts.send_only).then(|| Output::new(opts.raw));
         let mut buf = vec![0u8; PUMP_BUFFER_BYTES];
         loop {
             let n = rd.read(&mut buf).await?;
             if n == 0 {
-                return out.finish().await;
+                return match &mut out {
+                    Some(out) => out.close().await,
+                    None => Ok(()),
+                };
             }
-            out.write(&buf[..n]).await?;
+            if let Some(out) = &mut out {
+                out.write(&buf[..n]).await?;
+            }
         }
     };
     tokio::pin!(upload, download);
-    let mut uploading = true;
-    loop {
-        tokio::select! {
-            res = &mut upload, if uploading => {
-                uploading = false;
-                // The peer closing its read side first is not our error: keep reading.
-                if let Err(e) = res {
-                    if e.kind() != std::io::ErrorKind::BrokenPipe {
-                        return Err(e);
-                    }
-                }
+    // The first direction to finish; with --send-only, the upload is the session.
+    let rest = tokio::select! {
+        res = &mut upload => {
+            res?;
+            if opts.send_only {
+                return Ok(());
             }
-            res = &mut download => return res,
+            Direction::Download
         }
+        res = &mut download => {
+            res?;
+            if opts.recv_only {
+                return Ok(());
+            }
+            Direction::Upload
+        }
+    };
+    let rest = async {
+        match rest {
+            Direction::Upload => upload.await,
+            Direction::Download => download.await,
+        }
+    };
+    match opts.quit_after {
+        None => rest.await,
+        Some(grace) => tokio::time::timeout(grace, rest).await.unwrap_or(Ok(())),
     }
+}
+
+/// The direction of a session still running after the other finished.
+enum Direction {
+    Upload,
+    Download,
 }
 
 async fn connect_datagram(addr: &Addr, raw: bool) -> Result<(), NetcatError> {
@@ -228,8 +290,9 @@ pub struct ListenOptions {
     pub bind: BindOptions,
     /// Concurrent peers with keep-open or exec.
     pub max_conns: usize,
-    /// Print peer bytes unescaped even to a terminal.
-    pub raw: bool,
+    /// How a single peer's session moves bytes (`raw` and `idle_timeout` apply in every
+    /// mode).
+    pub pump: PumpOptions,
 }
 
 /// Listens on `opts.addr`: one peer by default, many with `keep_open`, a process per
@@ -261,7 +324,7 @@ pub async fn listen(opts: ListenOptions, shutdown: CancellationToken) -> Result<
         };
         eprintln!("listening on {local} ({kind})");
         return tokio::select! {
-            res = datagram_session(&socket, None, opts.raw, true) => res.map_err(NetcatError::Io),
+            res = datagram_session(&socket, None, opts.pump.raw, true) => res.map_err(NetcatError::Io),
             _ = shutdown.cancelled() => Ok(()),
         };
     }
@@ -271,7 +334,7 @@ pub async fn listen(opts: ListenOptions, shutdown: CancellationToken) -> Result<
         service: "listen".into(),
         acl: opts.acl.clone(),
         max_conns: opts.max_conns,
-        idle_timeout: None,
+        idle_timeout: opts.pump.idle_timeout,
         ..Config::default()
     };
     if let Some(cmd) = opts.exec.clone().filter(|_| opts.keep_open) {
@@ -285,7 +348,7 @@ pub async fn listen(opts: ListenOptions, shutdown: CancellationToken) -> Result<
         let handler = Broadcast {
             stdin: tx,
             output: Arc::new(Mutex::new(())),
-            raw: opts.raw,
+            raw: opts.pump.raw,
         };
         let res = serve(listener, handler, config, shutdown).await;
         stdin_task.abort();
@@ -315,12 +378,12 @@ pub async fn listen(opts: ListenOptions, shutdown: CancellationToken) -> Result<
                 tokio::time::sleep(config.drain_timeout).await;
             };
             return tokio::select! {
-                res = run_process(cmd, stream, &info, None) => res.map_err(NetcatError::Io),
+                res = run_process(cmd, stream, &info, opts.pump.idle_timeout) => res.map_err(NetcatError::Io),
                 () = drained => Ok(()),
             };
         }
         return tokio::select! {
-            res = pump(stream, opts.raw) => res.map_err(NetcatError::Io),
+            res = pump(stream, opts.pump) => res.map_err(NetcatError::Io),
             _ = shutdown.cancelled() => Ok(()),
         };
     }
