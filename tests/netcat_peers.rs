@@ -380,3 +380,54 @@ fn listen_idle_timeout_closes_a_quiet_peer_in_every_mode() {
         let _ = l.wait();
     }
 }
+
+/// `connect --udp` splits a large stdin read into datagrams a UDP socket can carry, and
+/// reports a closed port as ncat and socat do.
+#[test]
+fn udp_connect_splits_large_reads_and_reports_a_closed_port() {
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let port = server.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big");
+    // One 64 KiB read is over UDP's 65,507-byte limit as a single datagram.
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&big, &payload).unwrap();
+    let mut client = sockit()
+        .args(["connect", "--udp", &format!("127.0.0.1:{port}")])
+        .stdin(File::open(&big).unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    while got.len() < payload.len() {
+        let (n, _) = server
+            .recv_from(&mut buf)
+            .expect("every datagram arrives on loopback");
+        assert!(n <= 16 * 1024, "a {n}-byte datagram");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got == payload, "the datagrams carry stdin in order");
+    let status = wait(&mut client, "connect --udp", Instant::now());
+    assert!(status.success(), "{status}");
+
+    // A port nobody listens on: the ICMP refusal is an error, exit 1.
+    let closed = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let hello = dir.path().join("hello");
+    std::fs::write(&hello, b"anyone?\n").unwrap();
+    let out = sockit()
+        .args(["connect", "--udp", &format!("127.0.0.1:{closed}")])
+        .stdin(File::open(&hello).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused"), "{err}");
+}

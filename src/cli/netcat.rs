@@ -35,6 +35,9 @@ pub struct ConnectArgs {
     /// Close the connection after this long without a byte either way (e.g. 30s; ncat -i).
     #[arg(long, value_parser = parse_duration)]
     pub idle_timeout: Option<std::time::Duration>,
+    /// UDP: the largest datagram sent; each stdin read is split into datagrams this big.
+    #[arg(long, default_value_t = netcat::DEFAULT_DATAGRAM_SEND_BYTES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_507))]
+    pub datagram_size: usize,
 }
 
 /// `sockit listen`.
@@ -87,6 +90,7 @@ pub(super) async fn run_connect(args: ConnectArgs) -> Result<(), Failure> {
         recv_only: args.recv_only,
         quit_after: args.quit_after,
         idle_timeout: args.idle_timeout,
+        datagram_bytes: Some(args.datagram_size),
     };
     netcat::connect(&args.addr, args.udp, pump)
         .await
@@ -130,6 +134,7 @@ pub(super) async fn run_listen(args: ListenArgs) -> Result<(), Failure> {
             quit_after: args.quit_after,
             // Like ncat -i: no idle limit unless asked for.
             idle_timeout: args.engine.idle_timeout.and_then(|limit| limit.0),
+            datagram_bytes: None,
         },
     };
     netcat::listen(opts, shutdown).await.map_err(netcat_failure)

@@ -59,6 +59,22 @@ impl Datagram {
         Ok((n, n == buf.len(), peer))
     }
 
+    /// Connects the socket to `peer`: it then receives only from `peer`, and an ICMP port
+    /// unreachable for what it sent comes back as `ConnectionRefused` on a later call.
+    ///
+    /// # Errors
+    /// The connect error; a Unix peer without a path cannot be connected to.
+    pub async fn connect(&self, peer: &PeerAddr) -> io::Result<()> {
+        match (self, peer) {
+            (Datagram::Udp(s), PeerAddr::Inet(sa)) => s.connect(sa).await,
+            (Datagram::Unix(s), PeerAddr::Unix(Some(p))) => s.connect(p),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot connect to {peer}"),
+            )),
+        }
+    }
+
     /// Sends one datagram to `peer`.
     ///
     /// # Errors

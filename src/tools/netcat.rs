@@ -19,6 +19,10 @@ use crate::text::TerminalEscaper;
 
 /// Bytes per read from stdin or the socket.
 pub(crate) const PUMP_BUFFER_BYTES: usize = 64 * 1024;
+/// Largest datagram `connect --udp` sends by default: each stdin read is split into datagrams
+/// of at most this many bytes (nc sends 16 KiB, ncat 8 KiB; a read can be up to
+/// [`PUMP_BUFFER_BYTES`], over UDP's 65,507-byte limit).
+pub const DEFAULT_DATAGRAM_SEND_BYTES: usize = 16 * 1024;
 /// How long a datagram client waits for more replies after its stdin ends.
 pub const DATAGRAM_LINGER: Duration = Duration::from_millis(500);
 /// Chunks of stdin queued for keep-open peers; a peer further behind is disconnected.
@@ -95,6 +99,8 @@ pub struct PumpOptions {
     pub quit_after: Option<Duration>,
     /// Close the connection after this long without a byte either way (`ncat -i`).
     pub idle_timeout: Option<Duration>,
+    /// Datagram sockets: the largest datagram sent (`None`: [`DEFAULT_DATAGRAM_SEND_BYTES`]).
+    pub datagram_bytes: Option<usize>,
 }
 
 /// Connects to `addr` and pumps stdin to the socket and the socket to stdout.
@@ -109,7 +115,11 @@ pub struct PumpOptions {
 /// Connect and I/O errors.
 pub async fn connect(addr: &Addr, udp: bool, opts: PumpOptions) -> Result<(), NetcatError> {
     if udp {
-        return connect_datagram(addr, opts.raw).await;
+        let size = opts
+            .datagram_bytes
+            .unwrap_or(DEFAULT_DATAGRAM_SEND_BYTES)
+            .max(1);
+        return connect_datagram(addr, opts.raw, size).await;
     }
     let stream = Stream::connect(addr).await?;
     pump(stream, opts).await?;
@@ -184,7 +194,7 @@ enum Direction {
     Download,
 }
 
-async fn connect_datagram(addr: &Addr, raw: bool) -> Result<(), NetcatError> {
+async fn connect_datagram(addr: &Addr, raw: bool, size: usize) -> Result<(), NetcatError> {
     // A Unix datagram client needs a name of its own, or the server could not reply.
     let (local, cleanup) = match addr {
         Addr::Inet(sa) if sa.is_ipv4() => ("0.0.0.0:0".parse().map_err(usage)?, None),
@@ -206,7 +216,9 @@ async fn connect_datagram(addr: &Addr, raw: bool) -> Result<(), NetcatError> {
         Addr::Inet(sa) => PeerAddr::Inet(*sa),
         Addr::Unix(p) => PeerAddr::Unix(Some(p.clone())),
     };
-    let res = datagram_session(&socket, Some(peer), raw, false).await;
+    // Connected, so an ICMP port unreachable comes back as an error, as with ncat and socat.
+    socket.connect(&peer).await?;
+    let res = datagram_session(&socket, Some(peer), raw, false, size).await;
     if let Some(path) = cleanup {
         let _ = std::fs::remove_file(path);
     }
@@ -223,6 +235,7 @@ async fn datagram_session(
     mut peer: Option<PeerAddr>,
     raw: bool,
     listening: bool,
+    datagram_bytes: usize,
 ) -> std::io::Result<()> {
     let mut out = Output::new(raw);
     let mut stdin = tokio::io::stdin();
@@ -244,17 +257,13 @@ async fn datagram_session(
                     continue;
                 }
                 if let Some(p) = &peer {
-                    socket.send_to(&inbuf[..n], p).await?;
+                    for datagram in inbuf[..n].chunks(datagram_bytes) {
+                        socket.send_to(datagram, p).await.map_err(refused)?;
+                    }
                 }
             }
             res = socket.recv_from(&mut netbuf) => {
-                let (n, truncated, from) = match res {
-                    Ok(r) => r,
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                        return Err(std::io::Error::new(e.kind(), "nothing is listening there (ICMP port unreachable)"));
-                    }
-                    Err(e) => return Err(e),
-                };
+                let (n, truncated, from) = res.map_err(refused)?;
                 match &peer {
                     None => {
                         info!(%from, "first datagram; talking to this peer");
@@ -271,6 +280,17 @@ async fn datagram_session(
             _ = linger => return out.finish().await,
         }
     }
+}
+
+/// Says what a refused datagram means: nothing listens at the peer's port.
+fn refused(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::ConnectionRefused {
+        return std::io::Error::new(
+            e.kind(),
+            "connection refused: nothing is listening there (ICMP port unreachable)",
+        );
+    }
+    e
 }
 
 /// What `listen` should do.
@@ -324,7 +344,7 @@ pub async fn listen(opts: ListenOptions, shutdown: CancellationToken) -> Result<
         };
         eprintln!("listening on {local} ({kind})");
         return tokio::select! {
-            res = datagram_session(&socket, None, opts.pump.raw, true) => res.map_err(NetcatError::Io),
+            res = datagram_session(&socket, None, opts.pump.raw, true, DEFAULT_DATAGRAM_SEND_BYTES) => res.map_err(NetcatError::Io),
             _ = shutdown.cancelled() => Ok(()),
         };
     }
