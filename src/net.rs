@@ -15,7 +15,7 @@ pub mod tls;
 
 pub use acl::{parse_net, Acl};
 pub use addr::{Addr, AddrParseError, PeerAddr};
-pub use bind::{AcceptOptions, BindOptions, DEFAULT_BACKLOG};
+pub use bind::{AcceptOptions, BindOptions, UnixSocketFile, DEFAULT_BACKLOG};
 pub use datagram::Datagram;
 pub use keepalive::{Keepalive, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_RETRIES};
 pub use stream::{Listener, Stream};

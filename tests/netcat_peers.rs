@@ -431,3 +431,68 @@ fn udp_connect_splits_large_reads_and_reports_a_closed_port() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refused"), "{err}");
 }
+
+/// A bind on the path of a live Unix socket fails without connecting to it, so a one-shot
+/// `nc -lU` is not consumed; `sockit listen unix:` removes its socket file when it ends.
+#[test]
+fn a_live_unix_listener_is_not_consumed_by_a_failed_bind() {
+    if !have(
+        "nc",
+        "a_live_unix_listener_is_not_consumed_by_a_failed_bind",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("live.sock");
+    let got = dir.path().join("got");
+    let mut nc = Command::new("nc")
+        .arg("-lU")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(File::create(&got).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !path.exists() {
+        assert!(started.elapsed() < LISTEN_DEADLINE, "nc -lU did not bind");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = sockit()
+        .args(["listen", &format!("unix:{}", path.display())])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a second listener on a live path"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.to_lowercase().contains("in use"), "{err}");
+    // nc still waits for its one real client.
+    let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    client.write_all(b"the real client\n").unwrap();
+    drop(client);
+    assert!(wait(&mut nc, "nc -lU", started).success());
+    assert_eq!(std::fs::read(&got).unwrap(), b"the real client\n");
+
+    // sockit's own listener leaves no file behind once its peer is done.
+    let own = dir.path().join("own.sock");
+    let mut listen = sockit()
+        .args(["listen", &format!("unix:{}", own.display())])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while !own.exists() {
+        assert!(
+            started.elapsed() < LISTEN_DEADLINE,
+            "sockit listen did not bind"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(std::os::unix::net::UnixStream::connect(&own).unwrap());
+    assert!(wait(&mut listen, "sockit listen unix:", started).success());
+    assert!(!own.exists(), "the socket file was left behind");
+}

@@ -68,7 +68,7 @@ async fn dgram_examine(addr: &Addr, dir: &Path) {
             // A Unix datagram client needs a name of its own to be answered.
             Addr::Unix(_) => {
                 let path = dir.join(format!("client{client}.sock"));
-                Datagram::Unix(tokio::net::UnixDatagram::bind(path).unwrap())
+                Datagram::Unix(tokio::net::UnixDatagram::bind(path).unwrap(), None)
             }
         };
         let server = match addr {

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener};
@@ -95,27 +95,77 @@ fn backlog(opts: &BindOptions) -> i32 {
 
 pub(super) fn bind_unix_stream(path: &Path, opts: &BindOptions) -> io::Result<UnixListener> {
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    bind_unix(&socket, path, opts, |p| {
-        std::os::unix::net::UnixStream::connect(p).is_ok()
-    })?;
+    bind_unix(&socket, path, opts)?;
     socket.listen(backlog(opts))?;
     socket.set_nonblocking(true)?;
     UnixListener::from_std(socket.into())
 }
 
-/// Binds `socket` at `path`, first removing a stale socket file that nothing answers on.
-fn bind_unix(
-    socket: &Socket,
-    path: &Path,
-    opts: &BindOptions,
-    in_use: impl Fn(&Path) -> bool,
-) -> io::Result<()> {
+/// A bound Unix socket's file, removed when this is dropped if it is still the one bound
+/// (same device and inode), so a listener leaves no stale file behind and never removes a
+/// newer one.
+#[derive(Debug)]
+pub struct UnixSocketFile {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl UnixSocketFile {
+    /// Remembers the socket file just bound at `path`; `None` if it cannot be read.
+    pub(crate) fn bound(path: &Path) -> Option<UnixSocketFile> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        Some(UnixSocketFile {
+            path: path.to_owned(),
+            id: (meta.dev(), meta.ino()),
+        })
+    }
+}
+
+impl Drop for UnixSocketFile {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let same = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.id);
+        if same {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Whether a socket is bound at `path` now, read from `/proc/net/unix` without connecting
+/// to it: a connection would be taken by a one-shot listener (`nc -lU`, `sockit listen`) and
+/// start a `--exec` command for nobody. When the table cannot be read, or lists the name
+/// with a relative path (bound from another directory), the socket counts as live: the file
+/// is left alone and the bind fails with "address in use".
+fn unix_socket_is_live(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return true;
+    };
+    let absolute = std::path::absolute(path).ok();
+    let name = path.file_name();
+    table.lines().skip(1).any(|line| {
+        // The path is the eighth column, when the socket has one.
+        let Some(bound) = line.split_whitespace().nth(7) else {
+            return false;
+        };
+        let bound = Path::new(bound);
+        if bound.is_absolute() {
+            Some(bound) == absolute.as_deref()
+        } else {
+            bound.file_name() == name
+        }
+    })
+}
+
+/// Binds `socket` at `path`, first removing a stale socket file (one no socket is bound to).
+fn bind_unix(socket: &Socket, path: &Path, opts: &BindOptions) -> io::Result<()> {
     let addr = SockAddr::unix(path)?;
     match socket.bind(&addr) {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse && opts.unlink_stale_unix => {
             use std::os::unix::fs::FileTypeExt;
             let is_socket = std::fs::symlink_metadata(path)?.file_type().is_socket();
-            if !is_socket || in_use(path) {
+            if !is_socket || unix_socket_is_live(path) {
                 return Err(e);
             }
             std::fs::remove_file(path)?;
@@ -141,12 +191,7 @@ pub(super) fn bind_udp(sa: SocketAddr, opts: &BindOptions) -> io::Result<UdpSock
 
 pub(super) fn bind_unix_datagram(path: &Path, opts: &BindOptions) -> io::Result<UnixDatagram> {
     let socket = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
-    // A datagram socket cannot be probed by connecting; a datagram socket file left behind by
-    // a dead process is replaced only when connecting to it is refused.
-    bind_unix(&socket, path, opts, |p| {
-        let probe = std::os::unix::net::UnixDatagram::unbound();
-        probe.is_ok_and(|s| s.connect(p).is_ok())
-    })?;
+    bind_unix(&socket, path, opts)?;
     socket.set_nonblocking(true)?;
     UnixDatagram::from_std(socket.into())
 }
@@ -186,7 +231,20 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
-        drop(live); // the socket file stays behind, with nobody listening
-        assert!(Listener::bind(&addr, &BindOptions::default()).await.is_ok());
+        let path = dir.path().join("s.sock");
+        drop(live);
+        assert!(!path.exists(), "a listener removes its socket file");
+        // A file left by a process that died (std leaves it): replaced.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let again = Listener::bind(&addr, &BindOptions::default())
+            .await
+            .unwrap();
+        // A newer socket at the path is not removed by an older listener's drop.
+        std::fs::remove_file(&path).unwrap();
+        let newer = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        drop(again);
+        assert!(path.exists(), "another socket's file was removed");
+        drop(newer);
     }
 }

@@ -6,7 +6,7 @@ use std::io;
 use tokio::net::{UdpSocket, UnixDatagram};
 
 use crate::net::addr::{unix_path, with_addr};
-use crate::net::bind::{bind_udp, bind_unix_datagram};
+use crate::net::bind::{bind_udp, bind_unix_datagram, UnixSocketFile};
 use crate::net::{Addr, BindOptions, PeerAddr};
 
 /// A bound datagram socket: UDP or Unix datagram.
@@ -14,8 +14,8 @@ use crate::net::{Addr, BindOptions, PeerAddr};
 pub enum Datagram {
     /// UDP.
     Udp(UdpSocket),
-    /// Unix datagram.
-    Unix(UnixDatagram),
+    /// Unix datagram, with its socket file (removed when the socket is dropped).
+    Unix(UnixDatagram, Option<UnixSocketFile>),
 }
 
 impl Datagram {
@@ -26,7 +26,8 @@ impl Datagram {
     pub async fn bind(addr: &Addr, opts: &BindOptions) -> io::Result<Datagram> {
         let res = match addr {
             Addr::Inet(sa) => bind_udp(*sa, opts).map(Datagram::Udp),
-            Addr::Unix(path) => bind_unix_datagram(path, opts).map(Datagram::Unix),
+            Addr::Unix(path) => bind_unix_datagram(path, opts)
+                .map(|s| Datagram::Unix(s, UnixSocketFile::bound(path))),
         };
         res.map_err(|e| with_addr(e, "bind", addr))
     }
@@ -35,7 +36,7 @@ impl Datagram {
     pub fn local_addr(&self) -> io::Result<Addr> {
         match self {
             Datagram::Udp(s) => s.local_addr().map(Addr::Inet),
-            Datagram::Unix(s) => Ok(Addr::Unix(unix_path(&s.local_addr()?).unwrap_or_default())),
+            Datagram::Unix(s, _) => Ok(Addr::Unix(unix_path(&s.local_addr()?).unwrap_or_default())),
         }
     }
 
@@ -51,7 +52,7 @@ impl Datagram {
                 let (n, sa) = s.recv_from(buf).await?;
                 (n, PeerAddr::Inet(sa))
             }
-            Datagram::Unix(s) => {
+            Datagram::Unix(s, _) => {
                 let (n, sa) = s.recv_from(buf).await?;
                 (n, PeerAddr::Unix(unix_path(&sa)))
             }
@@ -67,7 +68,7 @@ impl Datagram {
     pub async fn connect(&self, peer: &PeerAddr) -> io::Result<()> {
         match (self, peer) {
             (Datagram::Udp(s), PeerAddr::Inet(sa)) => s.connect(sa).await,
-            (Datagram::Unix(s), PeerAddr::Unix(Some(p))) => s.connect(p),
+            (Datagram::Unix(s, _), PeerAddr::Unix(Some(p))) => s.connect(p),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("cannot connect to {peer}"),
@@ -82,7 +83,7 @@ impl Datagram {
     pub async fn send_to(&self, buf: &[u8], peer: &PeerAddr) -> io::Result<usize> {
         match (self, peer) {
             (Datagram::Udp(s), PeerAddr::Inet(sa)) => s.send_to(buf, sa).await,
-            (Datagram::Unix(s), PeerAddr::Unix(Some(p))) => s.send_to(buf, p).await,
+            (Datagram::Unix(s, _), PeerAddr::Unix(Some(p))) => s.send_to(buf, p).await,
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("cannot reply to {peer}"),

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::net::addr::{unix_path, with_addr};
-use crate::net::bind::{bind_tcp, bind_unix_stream};
+use crate::net::bind::{bind_tcp, bind_unix_stream, UnixSocketFile};
 use crate::net::{AcceptOptions, Addr, BindOptions, PeerAddr};
 
 /// A bound stream listener: TCP or Unix.
@@ -18,8 +18,8 @@ use crate::net::{AcceptOptions, Addr, BindOptions, PeerAddr};
 pub enum Listener {
     /// TCP, with the options each accepted socket gets.
     Tcp(TcpListener, AcceptOptions),
-    /// Unix stream.
-    Unix(UnixListener),
+    /// Unix stream, with its socket file (removed when the listener is dropped).
+    Unix(UnixListener, Option<UnixSocketFile>),
 }
 
 impl Listener {
@@ -32,7 +32,9 @@ impl Listener {
             Addr::Inet(sa) => {
                 bind_tcp(*sa, opts).map(|l| Listener::Tcp(l, AcceptOptions::from_bind(opts)))
             }
-            Addr::Unix(path) => bind_unix_stream(path, opts).map(Listener::Unix),
+            Addr::Unix(path) => {
+                bind_unix_stream(path, opts).map(|l| Listener::Unix(l, UnixSocketFile::bound(path)))
+            }
         };
         res.map_err(|e| with_addr(e, "bind", addr))
     }
@@ -41,7 +43,7 @@ impl Listener {
     pub fn local_addr(&self) -> io::Result<Addr> {
         match self {
             Listener::Tcp(l, _) => l.local_addr().map(Addr::Inet),
-            Listener::Unix(l) => Ok(Addr::Unix(unix_path(&l.local_addr()?).unwrap_or_default())),
+            Listener::Unix(l, _) => Ok(Addr::Unix(unix_path(&l.local_addr()?).unwrap_or_default())),
         }
     }
 
@@ -56,7 +58,7 @@ impl Listener {
                 options.apply(&s);
                 Ok((Stream::Tcp(s), PeerAddr::Inet(peer)))
             }
-            Listener::Unix(l) => {
+            Listener::Unix(l, _) => {
                 let (s, peer) = l.accept().await?;
                 Ok((Stream::Unix(s), PeerAddr::Unix(unix_path(&peer))))
             }
