@@ -293,6 +293,41 @@ async fn a_client_that_disconnects_takes_the_grandchild_down_too() {
     server.stop().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_client_that_half_closes_ends_stdin_and_still_gets_the_output() {
+    let (server, token) = start_exec(ExecConfig::default()).await;
+    let mut conn = authenticated(&server.addr, &token).await;
+    let run = ClientMessage::Run {
+        argv: vec!["sort".into()],
+        shell: false,
+        pty: None,
+    };
+    conn.write_frame(&run, &[]).await.unwrap();
+    let lines = b"pear\napple\nfig\n";
+    let stdin = ClientMessage::Stdin {
+        size: lines.len() as u64,
+    };
+    conn.write_frame(&stdin, lines).await.unwrap();
+    // No stdin_eof frame: the client shuts down its sending side, as `nc -N` would.
+    conn.get_mut().shutdown().await.unwrap();
+    let mut out = Vec::new();
+    let code = loop {
+        match next_frame(&mut conn).await {
+            Some(ServerMessage::Stdout { .. }) => {
+                while let Some(chunk) = conn.read_body_chunk().await.unwrap() {
+                    out.extend_from_slice(&chunk);
+                }
+            }
+            Some(ServerMessage::StdinCredit { .. }) => {}
+            Some(ServerMessage::Exit { code, .. }) => break code,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(out, b"apple\nfig\npear\n");
+    assert_eq!(code, Some(0));
+    server.stop().await.unwrap();
+}
+
 // ---- the built binary ----
 
 fn exec_run(addr: &str, token_path: Option<&std::path::Path>, command: &[&str]) -> Command {

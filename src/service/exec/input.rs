@@ -11,6 +11,7 @@
 
 use std::convert::Infallible;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -18,6 +19,7 @@ use tokio::process::ChildStdin;
 use tokio::sync::{watch, Notify};
 
 use super::messages::{window_size, ClientMessage};
+use super::pumps::Credit;
 use super::STDIN_WINDOW_BYTES;
 use crate::engine::ProcessGroup;
 use crate::terminal::PtyMaster;
@@ -74,10 +76,20 @@ impl<'a> CommandInput<'a> {
     }
 }
 
+/// After a client's half-close, when its session is first probed again (the first probe
+/// goes at once; on loopback the reset it draws comes back within this).
+const FIRST_HALF_CLOSE_PROBE: Duration = Duration::from_millis(20);
+
+/// After a client's half-close, how often the session checks that it is still there.
+pub(crate) const HALF_CLOSE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Why the client's side of a session ended.
 pub(super) enum InputEnd {
-    /// EOF or a broken stream: the client is gone.
+    /// A broken stream, or an end in the middle of a frame: the client is gone.
     Closed,
+    /// The stream ended between frames: the client shut down its side (or closed; the probes
+    /// tell, see [`pump_input`]). Only ever seen inside `pump_input`.
+    HalfClosed,
     /// A frame that breaks the protocol.
     Invalid(ErrorFrame),
 }
@@ -93,11 +105,27 @@ pub(super) async fn pump_input<R: AsyncRead + AsyncWrite + Unpin>(
     reader: &mut Connection<R>,
     input: CommandInput<'_>,
     group: &ProcessGroup,
-    credits: watch::Sender<u64>,
+    credits: watch::Sender<Credit>,
 ) -> InputEnd {
     let queue = StdinQueue::default();
     let terminal = input.terminal();
-    let read = read_client(reader, &queue, terminal, group);
+    let read = async {
+        let end = read_client(reader, &queue, terminal, group).await;
+        if !matches!(end, InputEnd::HalfClosed) {
+            return end;
+        }
+        // The client shut down its sending side: that is the end of stdin, and the command
+        // runs on. Whether the client is still there to read is only learnt by writing to
+        // it: a probe frame (a zero stdin credit) to a client that closed altogether is
+        // answered with a reset, and the next write fails, which ends the session.
+        queue.end();
+        let mut pause = FIRST_HALF_CLOSE_PROBE;
+        loop {
+            credits.send_modify(|c| c.probes = c.probes.wrapping_add(1));
+            tokio::time::sleep(pause).await;
+            pause = HALF_CLOSE_PROBE_INTERVAL;
+        }
+    };
     let write = write_stdin(&queue, input, &credits);
     tokio::select! {
         end = read => end,
@@ -115,7 +143,8 @@ async fn read_client<R: AsyncRead + AsyncWrite + Unpin>(
     loop {
         let msg = match reader.read_frame::<ClientMessage>().await {
             Ok(Some(msg)) => msg,
-            Ok(None) | Err(WireError::Io(_) | WireError::UnexpectedEof) => return InputEnd::Closed,
+            Ok(None) => return InputEnd::HalfClosed,
+            Err(WireError::Io(_) | WireError::UnexpectedEof) => return InputEnd::Closed,
             Err(e) => return InputEnd::Invalid(ErrorFrame::from(&e)),
         };
         match msg {
@@ -165,7 +194,7 @@ fn resize(terminal: Option<&PtyMaster>, rows: u16, cols: u16) -> Result<(), Erro
 async fn write_stdin(
     queue: &StdinQueue,
     mut input: CommandInput<'_>,
-    credits: &watch::Sender<u64>,
+    credits: &watch::Sender<Credit>,
 ) -> Infallible {
     let mut buf = vec![0u8; STDIN_WRITE_CHUNK_BYTES];
     loop {
@@ -174,7 +203,7 @@ async fn write_stdin(
             Step::Write(n) => {
                 input.write(buf.get(..n).unwrap_or_default()).await;
                 queue.taken(n);
-                credits.send_modify(|total| *total = total.saturating_add(n as u64));
+                credits.send_modify(|c| c.taken = c.taken.saturating_add(n as u64));
             }
             Step::End => input.end().await,
         }

@@ -33,16 +33,30 @@ pub(super) enum CommandOutput<'a> {
 /// The stdin the command has taken, not yet credited to the client: a running total from the
 /// input pump ([`super::input::pump_input`]) and how much of it was sent.
 pub(super) struct StdinCredits {
-    taken: watch::Receiver<u64>,
+    taken: watch::Receiver<Credit>,
     sent: u64,
+    probes: u64,
+}
+
+/// What the input side tells the output side: stdin bytes the command took in all, and how
+/// many probes it asked for (a frame sent only to learn whether the client is still there).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Credit {
+    pub(super) taken: u64,
+    pub(super) probes: u64,
 }
 
 impl StdinCredits {
-    pub(super) fn new(taken: watch::Receiver<u64>) -> Self {
-        StdinCredits { taken, sent: 0 }
+    pub(super) fn new(taken: watch::Receiver<Credit>) -> Self {
+        StdinCredits {
+            taken,
+            sent: 0,
+            probes: 0,
+        }
     }
 
-    /// Waits for stdin taken since the last call; `None` once the input pump is gone.
+    /// Waits for stdin taken since the last call, or a probe (`Some(0)`); `None` once the
+    /// input pump is gone.
     ///
     /// # Cancel safety
     ///
@@ -50,10 +64,12 @@ impl StdinCredits {
     async fn next(&mut self) -> Option<u64> {
         loop {
             self.taken.changed().await.ok()?;
-            let total = *self.taken.borrow_and_update();
-            let fresh = total.saturating_sub(self.sent);
-            if fresh > 0 {
-                self.sent = total;
+            let now = *self.taken.borrow_and_update();
+            let fresh = now.taken.saturating_sub(self.sent);
+            let probe = now.probes != self.probes;
+            if fresh > 0 || probe {
+                self.sent = now.taken;
+                self.probes = now.probes;
                 return Some(fresh);
             }
         }

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use super::input::{pump_input, CommandInput};
 use super::messages::{ClientMessage, RemoteExit, ServerMessage};
 use super::plan::{exit_of, spawn, validate, CommandIo, Plan};
-use super::pumps::{pump_output, CommandOutput, StdinCredits};
+use super::pumps::{pump_output, CommandOutput, Credit, StdinCredits};
 use super::supervisor::{Outcome, OutputSignals, Supervisor};
 use super::{DEFAULT_KILL_GRACE, RUN_REQUEST_TIMEOUT};
 use crate::engine::{ConnInfo, ProcessGroup};
@@ -225,7 +225,7 @@ impl ExecService {
         let is_pty = matches!(command_out, CommandOutput::Pty(_));
         let stop_output = CancellationToken::new();
         let exited = CancellationToken::new();
-        let (taken, credits) = watch::channel(0u64);
+        let (taken, credits) = watch::channel(Credit::default());
         let mut credits = StdinCredits::new(credits);
         let (mut reader, mut writer) = framed.split();
         let signals = OutputSignals {

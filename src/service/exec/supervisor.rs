@@ -187,7 +187,7 @@ impl<'a> Supervisor<'a> {
         self.input_done = true;
         self.group.signal(Signal::SIGKILL);
         match end {
-            InputEnd::Closed => self.client_gone = true,
+            InputEnd::Closed | InputEnd::HalfClosed => self.client_gone = true,
             InputEnd::Invalid(refusal) => self.client_error = Some(refusal),
         }
     }
