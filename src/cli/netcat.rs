@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use super::launch::ServiceDefaults;
 use super::{parse_duration, EngineArgs, Failure};
 use sockit::engine::{self, ProcessCommand};
 use sockit::net::Addr;
@@ -124,9 +125,12 @@ pub(super) async fn run_listen(args: ListenArgs) -> Result<(), Failure> {
         udp: args.udp,
         keep_open: args.keep_open,
         exec,
-        acl: args.engine.acl(),
         bind: args.engine.bind_options(),
-        max_conns: args.engine.max_conns.unwrap_or(engine::DEFAULT_MAX_CONNS),
+        engine: args.engine.config(
+            "listen",
+            engine::Mode::Concurrent,
+            ServiceDefaults::default(),
+        ),
         pump: PumpOptions {
             raw: args.raw,
             send_only: args.send_only,

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::engine::{
     run_process, serve, Config, Conn, ConnInfo, Handler, IdleTimeout, Mode, ProcessCommand,
 };
-use crate::net::{Acl, Addr, BindOptions, Datagram, Listener, PeerAddr, Stream};
+use crate::net::{Addr, BindOptions, Datagram, Listener, PeerAddr, Stream};
 use crate::text::TerminalEscaper;
 
 /// Bytes per read from stdin or the socket.
@@ -304,12 +304,12 @@ pub struct ListenOptions {
     pub keep_open: bool,
     /// Run this per connection with the socket as stdin/stdout (`Mode::Process`).
     pub exec: Option<ProcessCommand>,
-    /// Access lists; `--exec` off loopback requires a non-empty allow list.
-    pub acl: Acl,
     /// Socket options.
     pub bind: BindOptions,
-    /// Concurrent peers with keep-open or exec.
-    pub max_conns: usize,
+    /// The engine's limits for keep-open and exec (connections, per source, drain, idle)
+    /// and the access lists (`--exec` off loopback requires a non-empty allow list); its
+    /// `idle_timeout` is taken from `pump`.
+    pub engine: Config,
     /// How a single peer's session moves bytes (`raw` and `idle_timeout` apply in every
     /// mode).
     pub pump: PumpOptions,
@@ -322,7 +322,7 @@ pub struct ListenOptions {
 /// `Usage` for `exec` on a non-loopback address without an allow list or with `udp`;
 /// bind and I/O errors otherwise.
 pub async fn listen(opts: ListenOptions, shutdown: CancellationToken) -> Result<(), NetcatError> {
-    if opts.exec.is_some() && !opts.addr.is_local() && opts.acl.allow.is_empty() {
+    if opts.exec.is_some() && !opts.addr.is_local() && opts.engine.acl.allow.is_empty() {
         return Err(NetcatError::Usage(format!(
             "refusing --exec on non-loopback address {}: anyone who can reach it could run the \
              command; add --allow CIDR for the peers you trust",
@@ -352,10 +352,8 @@ pub async fn listen(opts: ListenOptions, shutdown: CancellationToken) -> Result<
     eprintln!("listening on {}", listener.local_addr()?);
     let mut config = Config {
         service: "listen".into(),
-        acl: opts.acl.clone(),
-        max_conns: opts.max_conns,
         idle_timeout: opts.pump.idle_timeout,
-        ..Config::default()
+        ..opts.engine.clone()
     };
     if let Some(cmd) = opts.exec.clone().filter(|_| opts.keep_open) {
         config.mode = Mode::Process;
@@ -379,7 +377,7 @@ pub async fn listen(opts: ListenOptions, shutdown: CancellationToken) -> Result<
             res = listener.accept() => res?,
             _ = shutdown.cancelled() => return Ok(()),
         };
-        if !opts.acl.permits(&peer) {
+        if !config.acl.permits(&peer) {
             warn!(%peer, "denied by access list");
             continue;
         }
