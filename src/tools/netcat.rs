@@ -21,7 +21,7 @@ use crate::text::TerminalEscaper;
 pub(crate) const PUMP_BUFFER_BYTES: usize = 64 * 1024;
 /// Largest datagram `connect --udp` sends by default: each stdin read is split into datagrams
 /// of at most this many bytes (nc sends 16 KiB, ncat 8 KiB; a read can be up to
-/// [`PUMP_BUFFER_BYTES`], over UDP's 65,507-byte limit).
+/// `PUMP_BUFFER_BYTES` (64 KiB), over UDP's 65,507-byte limit).
 pub const DEFAULT_DATAGRAM_SEND_BYTES: usize = 16 * 1024;
 /// How long a datagram client waits for more replies after its stdin ends.
 pub const DATAGRAM_LINGER: Duration = Duration::from_millis(500);
