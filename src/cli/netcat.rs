@@ -12,14 +12,9 @@ use sockit::engine::{self, ProcessCommand};
 use sockit::net::Addr;
 use sockit::tools::netcat::{self, ListenOptions, NetcatError, PumpOptions};
 
-/// `sockit connect`.
+/// How one stream session moves bytes, the same for `connect` and `listen`.
 #[derive(Debug, Args)]
-pub struct ConnectArgs {
-    /// Address: HOST:PORT, [IPv6]:PORT or unix:/path.
-    pub addr: Addr,
-    /// UDP (or Unix datagram).
-    #[arg(long, short)]
-    pub udp: bool,
+pub struct SessionArgs {
     /// Write peer bytes unescaped even when stdout is a terminal.
     #[arg(long)]
     pub raw: bool,
@@ -33,6 +28,32 @@ pub struct ConnectArgs {
     /// Only receive; never read stdin (ncat --recv-only).
     #[arg(long)]
     pub recv_only: bool,
+}
+
+impl SessionArgs {
+    fn pump(&self, idle_timeout: Option<std::time::Duration>) -> PumpOptions {
+        PumpOptions {
+            raw: self.raw,
+            send_only: self.send_only,
+            recv_only: self.recv_only,
+            quit_after: self.quit_after,
+            idle_timeout,
+            datagram_bytes: None,
+        }
+    }
+}
+
+/// `sockit connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Address: HOST:PORT, [IPv6]:PORT or unix:/path.
+    pub addr: Addr,
+    /// UDP (or Unix datagram).
+    #[arg(long, short)]
+    pub udp: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub session: SessionArgs,
     /// Close the connection after this long without a byte either way (e.g. 30s; ncat -i).
     #[arg(long, value_parser = parse_duration)]
     pub idle_timeout: Option<std::time::Duration>,
@@ -59,19 +80,9 @@ pub struct ListenArgs {
     /// Like --exec, through `sh -c`.
     #[arg(long)]
     pub sh_exec: Option<String>,
-    /// Write peer bytes unescaped even when stdout is a terminal.
-    #[arg(long)]
-    pub raw: bool,
-    /// After one direction ends, end the session this long later (e.g. 0, 2s), as `nc -q`
-    /// and `socat -t` do; by default both directions run to their end.
-    #[arg(long, value_parser = parse_duration)]
-    pub quit_after: Option<std::time::Duration>,
-    /// Only send stdin, ignore what arrives, and end once stdin is sent (ncat --send-only).
-    #[arg(long, conflicts_with = "recv_only")]
-    pub send_only: bool,
-    /// Only receive; never read stdin (ncat --recv-only).
-    #[arg(long)]
-    pub recv_only: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub session: SessionArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub engine: EngineArgs,
@@ -86,12 +97,8 @@ fn netcat_failure(e: NetcatError) -> Failure {
 
 pub(super) async fn run_connect(args: ConnectArgs) -> Result<(), Failure> {
     let pump = PumpOptions {
-        raw: args.raw,
-        send_only: args.send_only,
-        recv_only: args.recv_only,
-        quit_after: args.quit_after,
-        idle_timeout: args.idle_timeout,
         datagram_bytes: Some(args.datagram_size),
+        ..args.session.pump(args.idle_timeout)
     };
     netcat::connect(&args.addr, args.udp, pump)
         .await
@@ -131,15 +138,10 @@ pub(super) async fn run_listen(args: ListenArgs) -> Result<(), Failure> {
             engine::Mode::Concurrent,
             ServiceDefaults::default(),
         ),
-        pump: PumpOptions {
-            raw: args.raw,
-            send_only: args.send_only,
-            recv_only: args.recv_only,
-            quit_after: args.quit_after,
-            // Like ncat -i: no idle limit unless asked for.
-            idle_timeout: args.engine.idle_timeout.and_then(|limit| limit.0),
-            datagram_bytes: None,
-        },
+        // Like ncat -i: no idle limit unless asked for.
+        pump: args
+            .session
+            .pump(args.engine.idle_timeout.and_then(|limit| limit.0)),
     };
     netcat::listen(opts, shutdown).await.map_err(netcat_failure)
 }
