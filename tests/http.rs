@@ -12,7 +12,7 @@ use base64::Engine as _;
 use common::{have, start, TestServer, TEST_TIMEOUT};
 use sha2::Digest as _;
 use sockit::engine::Config;
-use sockit::service::http::{HttpConfig, HttpServer};
+use sockit::service::http::{HttpConfig, HttpServer, MAX_LISTING_ENTRIES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -523,4 +523,47 @@ fn curl_gets_a_file_and_uploads_with_a_digest() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&status.stdout), "201");
     assert_eq!(fs::read(dir.path().join("curl.txt")).unwrap(), b"x");
+}
+
+#[tokio::test]
+async fn a_listing_of_a_huge_directory_is_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..=MAX_LISTING_ENTRIES {
+        fs::write(dir.path().join(format!("f{i}")), "").unwrap();
+    }
+    let server = serve(HttpConfig::new(dir.path())).await;
+    let reply = get(&server, "/", "Accept: application/json\r\n").await;
+    let listing: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(
+        listing["entries"].as_array().unwrap().len(),
+        MAX_LISTING_ENTRIES
+    );
+    assert_eq!(listing["truncated"], true);
+    let html = get(&server, "/", "").await.text();
+    assert!(html.contains("Only the first"));
+}
+
+#[tokio::test]
+async fn a_slow_request_head_is_closed_at_its_deadline_while_others_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path());
+    let mut config = HttpConfig::new(dir.path());
+    config.header_read_timeout = std::time::Duration::from_millis(300);
+    let server = serve(config).await;
+    let mut slow = TcpStream::connect(server.addr.to_string()).await.unwrap();
+    slow.write_all(b"GET /a.txt HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        .await
+        .unwrap();
+    still_serving(&server).await;
+    // The server gives up on the head: it closes, perhaps after a 408.
+    let mut rest = Vec::new();
+    tokio::time::timeout(TEST_TIMEOUT, slow.read_to_end(&mut rest))
+        .await
+        .expect("the slow head was not closed")
+        .ok();
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
 }
