@@ -7,6 +7,7 @@ mod chat;
 mod echo;
 mod exec;
 mod files;
+mod http;
 pub mod launch;
 mod netcat;
 pub mod output;
@@ -25,6 +26,7 @@ use exec::{ExecCommand, ExecServeArgs};
 #[cfg(test)]
 use files::{parse_max_age, MaxAge};
 use files::{FilesCommand, FilesServeArgs, GetArgs, LsArgs, PutArgs, RecvArgs};
+use http::{HttpCommand, HttpServeArgs};
 #[cfg(test)]
 use launch::Limit;
 use launch::{EngineArgs, Note};
@@ -66,6 +68,9 @@ pub enum Command {
     /// File service: serve a directory (`files serve`).
     #[command(subcommand)]
     Files(FilesCommand),
+    /// HTTP: serve a directory to browsers and curl (`http serve`).
+    #[command(subcommand)]
+    Http(HttpCommand),
     /// Send files and directories to a file server, verified and resumable.
     Put(PutArgs),
     /// Fetch files and directories from a file server.
@@ -222,6 +227,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Exec(ExecCommand::Run(args)) => exec::run_exec_run(args).await,
         Command::Exec(ExecCommand::Shell(args)) => exec::run_exec_shell(args).await,
         Command::Files(FilesCommand::Serve(args)) => files::run_files_serve(args).await,
+        Command::Http(HttpCommand::Serve(args)) => http::run_http_serve(args).await,
         Command::Put(args) => files::run_put(args, "put", quiet).await,
         Command::Get(args) => files::run_get(args, quiet).await,
         Command::Ls(args) => files::run_ls(args).await,

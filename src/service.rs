@@ -5,3 +5,4 @@ pub mod echo;
 pub mod exec;
 pub mod files;
 pub mod framed_echo;
+pub mod http;

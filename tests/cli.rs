@@ -557,13 +557,14 @@ const ENGINE_FLAGS: [&str; 11] = [
 
 #[test]
 fn every_server_command_takes_every_engine_flag() {
-    let servers: [&[&str]; 6] = [
+    let servers: [&[&str]; 7] = [
         &["echo"],
         &["listen"],
         &["exec", "serve"],
         &["files", "serve"],
         &["recv"],
         &["chat", "serve"],
+        &["http", "serve"],
     ];
     for command in servers {
         let out = sockit().args(command).arg("--help").output().unwrap();
@@ -584,7 +585,7 @@ fn every_server_command_takes_every_engine_flag() {
     // And every `sockit serve` kind takes them as keys.
     let out = sockit().args(["serve", "--print-config"]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    for kind in ["echo", "exec", "files", "chat"] {
+    for kind in ["echo", "exec", "files", "chat", "http"] {
         let section = text
             .split("# kind = ")
             .find(|s| s.starts_with(&format!("\"{kind}\"")))

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::launch::{run_all, Bound, Note, Tokens};
 use super::output::{print_text, say};
-use super::{ChatServeArgs, EchoArgs, ExecServeArgs, Failure, FilesServeArgs};
+use super::{ChatServeArgs, EchoArgs, ExecServeArgs, Failure, FilesServeArgs, HttpServeArgs};
 use sockit::engine;
 use sockit::net::Addr;
 
@@ -48,6 +48,11 @@ dir = "sockit-files"     # created if missing
 kind = "chat"            # chat: `sockit chat join` on listen,
 listen = "127.0.0.1:7010" # plain text for nc/telnet on line-listen (no auth: loopback)
 line-listen = "127.0.0.1:7011"
+
+[[service]]
+kind = "http"            # the files directory for browsers and curl (read-only)
+listen = "127.0.0.1:7012"
+dir = "sockit-files"
 "#;
 
 /// `sockit serve`.
@@ -73,14 +78,17 @@ pub enum Entry {
     Files(FilesServeArgs),
     /// `sockit chat serve`.
     Chat(ChatServeArgs),
+    /// `sockit http serve`.
+    Http(HttpServeArgs),
 }
 
 /// The kinds an entry may name, and the command whose flags it takes.
-const KINDS: [(&str, &str); 4] = [
+const KINDS: [(&str, &str); 5] = [
     ("echo", "sockit echo"),
     ("exec", "sockit exec serve"),
     ("files", "sockit files serve"),
     ("chat", "sockit chat serve"),
+    ("http", "sockit http serve"),
 ];
 
 fn kind_command(kind: &str) -> Option<clap::Command> {
@@ -90,6 +98,7 @@ fn kind_command(kind: &str) -> Option<clap::Command> {
         "exec" => Some(ExecServeArgs::augment_args(cmd)),
         "files" => Some(FilesServeArgs::augment_args(cmd)),
         "chat" => Some(ChatServeArgs::augment_args(cmd)),
+        "http" => Some(HttpServeArgs::augment_args(cmd)),
         _ => None,
     }
 }
@@ -141,6 +150,7 @@ impl Entry {
             "echo" => EchoArgs::from_arg_matches(&matches).map(Entry::Echo),
             "exec" => ExecServeArgs::from_arg_matches(&matches).map(Entry::Exec),
             "files" => FilesServeArgs::from_arg_matches(&matches).map(Entry::Files),
+            "http" => HttpServeArgs::from_arg_matches(&matches).map(Entry::Http),
             _ => ChatServeArgs::from_arg_matches(&matches).map(Entry::Chat),
         };
         parsed.map_err(|e| invalid(format!("{entry}: {}", clap_reason(&e))))
@@ -152,6 +162,7 @@ impl Entry {
             Entry::Echo(a) => vec![(a.listen.clone(), a.udp)],
             Entry::Exec(a) => vec![(a.listen.clone(), false)],
             Entry::Files(a) => vec![(a.listen.clone(), false)],
+            Entry::Http(a) => vec![(a.listen.clone(), false)],
             Entry::Chat(a) => std::iter::once(a.listen.clone())
                 .chain(a.line_listen.clone())
                 .map(|addr| (addr, false))
@@ -167,6 +178,7 @@ impl Entry {
             Entry::Echo(_) => false,
             Entry::Exec(a) => a.compat.is_none(),
             Entry::Files(_) | Entry::Chat(_) => self.addrs().iter().any(|(a, _)| !a.is_local()),
+            Entry::Http(a) => a.needs_token(),
         }
     }
 
@@ -181,6 +193,7 @@ impl Entry {
             Entry::Exec(a) => a.bind(shutdown, tokens).await.map(|b| vec![b]),
             Entry::Files(a) => a.bind(shutdown, tokens).await.map(|b| vec![b]),
             Entry::Chat(a) => a.bind(shutdown, tokens).await,
+            Entry::Http(a) => a.bind(shutdown, tokens).await.map(|b| vec![b]),
         }
     }
 }
@@ -379,7 +392,7 @@ mod tests {
     #[test]
     fn the_default_config_parses_and_binds_loopback_only() {
         let entries = parse_config(DEFAULT_CONFIG).unwrap();
-        assert_eq!(entries.len(), 5);
+        assert_eq!(entries.len(), 6);
         for entry in &entries {
             for (addr, _) in entry.addrs() {
                 assert!(addr.is_local(), "{addr}");

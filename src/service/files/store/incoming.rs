@@ -47,6 +47,12 @@ impl Incoming {
         self.received
     }
 
+    /// The hex digest of the bytes held so far: what [`Incoming::commit`] is given when the
+    /// sender declared no digest of its own (an HTTP `PUT` without `Content-Digest`).
+    pub(crate) fn digest_hex(&self) -> String {
+        self.hasher.hex()
+    }
+
     /// Appends and hashes a chunk.
     ///
     /// # Errors

@@ -1,0 +1,569 @@
+//! `sockit http serve` end to end: an in-process server on port 0, driven by raw sockets (so
+//! the bytes on the wire are exactly the test's) and by curl where it is installed.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::Command;
+
+use base64::Engine as _;
+use common::{have, start, TestServer, TEST_TIMEOUT};
+use sha2::Digest as _;
+use sockit::engine::Config;
+use sockit::service::http::{HttpConfig, HttpServer, MAX_LISTING_ENTRIES};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A response as read off the wire.
+struct Reply {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+    /// Everything read, for counting responses.
+    raw: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `request` as is and reads until the server closes (requests say
+/// `Connection: close`).
+async fn exchange(server: &TestServer, request: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(server.addr.to_string()).await.unwrap();
+    let (mut rd, mut wr) = stream.split();
+    let mut bytes = Vec::new();
+    // Read while writing: a server refusing a huge request answers before it is all sent.
+    let write = async {
+        let _ = wr.write_all(request).await;
+    };
+    let read = async {
+        let _ = rd.read_to_end(&mut bytes).await;
+    };
+    tokio::time::timeout(TEST_TIMEOUT, async { tokio::join!(write, read) })
+        .await
+        .expect("the server did not answer and close");
+    drop(stream);
+    let raw = String::from_utf8_lossy(&bytes).into_owned();
+    let split = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(bytes.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Reply {
+        status,
+        head,
+        body: bytes[split..].to_vec(),
+        raw,
+    }
+}
+
+/// `GET path` with extra header lines.
+async fn get(server: &TestServer, path: &str, headers: &str) -> Reply {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n");
+    exchange(server, request.as_bytes()).await
+}
+
+/// The test tree: a.txt, a hidden file, a directory with an index, one without, odd names.
+fn tree(root: &Path) {
+    fs::write(root.join("a.txt"), "hello world\n").unwrap();
+    fs::write(root.join("page.html"), "<p>hi</p>").unwrap();
+    fs::write(root.join(".secret"), "hidden").unwrap();
+    fs::create_dir(root.join("site")).unwrap();
+    fs::write(root.join("site/index.html"), "<h1>site</h1>").unwrap();
+    fs::create_dir(root.join("plain")).unwrap();
+    fs::write(root.join("plain/<script>.txt"), "x").unwrap();
+    fs::write(root.join("plain/a b#c?d%e é.txt"), "y").unwrap();
+}
+
+async fn serve(config: HttpConfig) -> TestServer {
+    start(HttpServer::new(config).unwrap(), Config::default()).await
+}
+
+async fn serve_tree() -> (tempfile::TempDir, TestServer) {
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path());
+    let server = serve(HttpConfig::new(dir.path())).await;
+    (dir, server)
+}
+
+/// After bad input the server still answers a plain GET.
+async fn still_serving(server: &TestServer) {
+    let reply = get(server, "/a.txt", "").await;
+    assert_eq!(reply.status, 200, "{}", reply.raw);
+    assert_eq!(reply.text(), "hello world\n");
+}
+
+#[tokio::test]
+async fn get_and_head_serve_a_file_with_its_type_and_length() {
+    let (_dir, server) = serve_tree().await;
+    let reply = get(&server, "/a.txt", "").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "hello world\n");
+    assert!(reply
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain"));
+    assert_eq!(reply.header("content-length").as_deref(), Some("12"));
+    let html = get(&server, "/page.html", "").await;
+    assert!(html
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    let head = exchange(
+        &server,
+        b"HEAD /a.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length").as_deref(), Some("12"));
+    assert!(head.body.is_empty());
+}
+
+#[tokio::test]
+async fn the_lessons_hello_world_client_gets_a_page_from_one_recv() {
+    let (_dir, server) = serve_tree().await;
+    let mut stream = TcpStream::connect(server.addr.to_string()).await.unwrap();
+    stream
+        .write_all(b"GET /a.txt HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    // The head and the body may arrive in two segments: read as a loop of recv(1024)
+    // would, up to 1024 bytes in all.
+    let mut buf = [0u8; 1024];
+    let mut n = 0;
+    while n < buf.len() && !buf[..n].ends_with(b"hello world\n") {
+        let got = tokio::time::timeout(TEST_TIMEOUT, stream.read(&mut buf[n..]))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(got > 0, "closed early");
+        n += got;
+    }
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.ends_with("hello world\n"), "{text}");
+}
+
+#[tokio::test]
+async fn methods_other_than_get_and_head_are_405_and_put_needs_upload() {
+    let (_dir, server) = serve_tree().await;
+    for method in ["DELETE", "POST", "PUT", "OPTIONS", "BREW"] {
+        let request = format!(
+            "{method} /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let reply = exchange(&server, request.as_bytes()).await;
+        assert_eq!(reply.status, 405, "{method}: {}", reply.raw);
+        assert_eq!(reply.header("allow").as_deref(), Some("GET, HEAD"));
+    }
+    still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn a_directory_serves_its_index_or_redirects_to_its_slash() {
+    let (_dir, server) = serve_tree().await;
+    let index = get(&server, "/site/", "").await;
+    assert_eq!(index.status, 200);
+    assert_eq!(index.text(), "<h1>site</h1>");
+    let bare = get(&server, "/plain?x=1", "").await;
+    assert_eq!(bare.status, 308);
+    assert_eq!(bare.header("location").as_deref(), Some("/plain/?x=1"));
+}
+
+#[tokio::test]
+async fn a_listing_escapes_names_and_links_them_percent_encoded() {
+    let (_dir, server) = serve_tree().await;
+    let page = get(&server, "/plain/", "").await;
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    let html = page.text();
+    assert!(html.contains("&lt;script&gt;.txt"), "{html}");
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(
+        html.contains("href=\"./a%20b%23c%3Fd%25e%20%C3%A9.txt\""),
+        "{html}"
+    );
+    // The link works.
+    let linked = get(&server, "/plain/a%20b%23c%3Fd%25e%20%C3%A9.txt", "").await;
+    assert_eq!(linked.status, 200);
+    assert_eq!(linked.text(), "y");
+}
+
+#[tokio::test]
+async fn a_listing_is_json_when_asked_and_never_shows_hidden_files() {
+    let (_dir, server) = serve_tree().await;
+    let reply = get(&server, "/", "Accept: application/json\r\n").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    let listing: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    let names: Vec<&str> = listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["plain", "site", "a.txt", "page.html"]);
+    assert_eq!(listing["entries"][2]["size"], 12);
+    assert_eq!(listing["truncated"], false);
+}
+
+#[tokio::test]
+async fn hidden_files_are_404_unless_show_hidden() {
+    let (dir, server) = serve_tree().await;
+    assert_eq!(get(&server, "/.secret", "").await.status, 404);
+    assert!(!get(&server, "/", "").await.text().contains(".secret"));
+    let mut config = HttpConfig::new(dir.path());
+    config.show_hidden = true;
+    let shown = serve(config).await;
+    assert_eq!(get(&shown, "/.secret", "").await.text(), "hidden");
+    assert!(get(&shown, "/", "").await.text().contains(".secret"));
+}
+
+#[tokio::test]
+async fn no_listing_makes_a_directory_without_index_404() {
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path());
+    let mut config = HttpConfig::new(dir.path());
+    config.listing = false;
+    let server = serve(config).await;
+    assert_eq!(get(&server, "/plain/", "").await.status, 404);
+    assert_eq!(get(&server, "/site/", "").await.status, 200);
+}
+
+#[tokio::test]
+async fn traversal_attempts_are_refused_and_the_server_keeps_serving() {
+    let (_dir, server) = serve_tree().await;
+    for path in [
+        "/../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/%2e%2e/",
+        "/%2e%2e%2f",
+        "/a%00b",
+        "/..%5c",
+        "/..%5c..%5cetc%5cpasswd",
+        "/site/..%2f..%2fetc/passwd",
+    ] {
+        let reply = get(&server, path, "").await;
+        assert!(
+            reply.status == 400 || reply.status == 404,
+            "{path}: {}",
+            reply.raw
+        );
+        assert!(!reply.text().contains("root:"), "{path}");
+        still_serving(&server).await;
+    }
+}
+
+#[tokio::test]
+async fn a_symlink_inside_the_root_never_leads_outside() {
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("private"), "private").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path());
+    symlink(outside.path().join("private"), dir.path().join("to-file")).unwrap();
+    symlink(outside.path(), dir.path().join("to-dir")).unwrap();
+    symlink("a.txt", dir.path().join("inside-link")).unwrap();
+    let server = serve(HttpConfig::new(dir.path())).await;
+    assert_eq!(get(&server, "/to-file", "").await.status, 404);
+    assert_eq!(get(&server, "/to-dir/", "").await.status, 404);
+    assert_eq!(get(&server, "/to-dir/private", "").await.status, 404);
+    let listing = get(&server, "/", "").await.text();
+    assert!(!listing.contains("to-file") && !listing.contains("to-dir"));
+    // A link that stays inside is served.
+    assert_eq!(
+        get(&server, "/inside-link", "").await.text(),
+        "hello world\n"
+    );
+}
+
+#[tokio::test]
+async fn ranges_give_206_and_past_the_end_416() {
+    let (_dir, server) = serve_tree().await;
+    let part = get(&server, "/a.txt", "Range: bytes=0-4\r\n").await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.text(), "hello");
+    assert_eq!(
+        part.header("content-range").as_deref(),
+        Some("bytes 0-4/12")
+    );
+    let suffix = get(&server, "/a.txt", "Range: bytes=-6\r\n").await;
+    assert_eq!(suffix.text(), "world\n");
+    let past = get(&server, "/a.txt", "Range: bytes=100-200\r\n").await;
+    assert_eq!(past.status, 416);
+    still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn if_none_match_with_the_etag_is_304() {
+    let (_dir, server) = serve_tree().await;
+    let first = get(&server, "/a.txt", "").await;
+    let etag = first.header("etag").expect("an ETag");
+    assert!(first.header("last-modified").is_some());
+    let again = get(&server, "/a.txt", &format!("If-None-Match: {etag}\r\n")).await;
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+}
+
+fn sha256_b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(bytes))
+}
+
+fn put_request(path: &str, body: &[u8], extra: &str) -> Vec<u8> {
+    let mut request = format!(
+        "PUT {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+async fn upload_server() -> (tempfile::TempDir, TestServer) {
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path());
+    let mut config = HttpConfig::new(dir.path());
+    config.upload = true;
+    config.store.max_file_size = 1024;
+    let server = serve(config).await;
+    (dir, server)
+}
+
+#[tokio::test]
+async fn put_stores_a_file_and_a_second_put_of_the_name_is_409() {
+    let (dir, server) = upload_server().await;
+    let body = b"uploaded bytes";
+    let digest = format!("Content-Digest: sha-256=:{}:\r\n", sha256_b64(body));
+    let reply = exchange(&server, &put_request("/in/new.txt", body, &digest)).await;
+    assert_eq!(reply.status, 201, "{}", reply.raw);
+    assert_eq!(fs::read(dir.path().join("in/new.txt")).unwrap(), body);
+    let again = exchange(&server, &put_request("/in/new.txt", b"other", "")).await;
+    assert_eq!(again.status, 409, "{}", again.raw);
+    assert_eq!(fs::read(dir.path().join("in/new.txt")).unwrap(), body);
+    let served = get(&server, "/in/new.txt", "").await;
+    assert_eq!(served.body, body);
+}
+
+#[tokio::test]
+async fn a_put_with_a_wrong_digest_is_400_and_stores_nothing() {
+    let (dir, server) = upload_server().await;
+    let wrong = format!(
+        "Repr-Digest: sha-256=:{}:\r\n",
+        sha256_b64(b"something else")
+    );
+    let reply = exchange(&server, &put_request("/x.txt", b"the body", &wrong)).await;
+    assert_eq!(reply.status, 400, "{}", reply.raw);
+    assert!(!dir.path().join("x.txt").exists());
+    let malformed = exchange(
+        &server,
+        &put_request("/y.txt", b"the body", "Content-Digest: sha-256=:nope:\r\n"),
+    )
+    .await;
+    assert_eq!(malformed.status, 400);
+    assert!(!dir.path().join("y.txt").exists());
+    still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn a_put_over_the_size_limit_is_413_and_stores_nothing() {
+    let (dir, server) = upload_server().await;
+    let reply = exchange(&server, &put_request("/big.bin", &[7u8; 4096], "")).await;
+    assert_eq!(reply.status, 413, "{}", reply.raw);
+    assert!(!dir.path().join("big.bin").exists());
+    still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn a_put_cut_off_mid_body_stores_nothing() {
+    let (dir, server) = upload_server().await;
+    let mut stream = TcpStream::connect(server.addr.to_string()).await.unwrap();
+    stream
+        .write_all(b"PUT /cut.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nonly part")
+        .await
+        .unwrap();
+    drop(stream);
+    still_serving(&server).await;
+    assert!(!dir.path().join("cut.txt").exists());
+}
+
+#[tokio::test]
+async fn uploads_with_a_token_need_the_bearer_header() {
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path());
+    let mut config = HttpConfig::new(dir.path());
+    config.upload = true;
+    let token = sockit::session::Token::generate().unwrap();
+    let bearer = format!("Authorization: Bearer {}\r\n", token.reveal());
+    config.token = Some(token);
+    let server = serve(config).await;
+    let none = exchange(&server, &put_request("/t.txt", b"x", "")).await;
+    assert_eq!(none.status, 401);
+    let wrong = exchange(
+        &server,
+        &put_request("/t.txt", b"x", "Authorization: Bearer nope\r\n"),
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    assert!(!dir.path().join("t.txt").exists());
+    let right = exchange(&server, &put_request("/t.txt", b"x", &bearer)).await;
+    assert_eq!(right.status, 201, "{}", right.raw);
+}
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_gets_one_response() {
+    let (_dir, server) = serve_tree().await;
+    let smuggled = b"GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\
+        Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /page.html HTTP/1.1\r\nHost: t\r\n\r\n";
+    let reply = exchange(&server, smuggled).await;
+    assert_eq!(reply.raw.matches("HTTP/1.1 ").count(), 1, "{}", reply.raw);
+    let two_lengths = b"PUT /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\
+        Content-Length: 2\r\nConnection: close\r\n\r\nab";
+    let reply = exchange(&server, two_lengths).await;
+    assert_eq!(reply.raw.matches("HTTP/1.1 ").count(), 1, "{}", reply.raw);
+    assert_eq!(reply.status, 400, "{}", reply.raw);
+    still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn a_one_mib_header_is_431_and_the_server_keeps_serving() {
+    let (_dir, server) = serve_tree().await;
+    let mut request = b"GET /a.txt HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
+    request.extend(std::iter::repeat(b'a').take(1 << 20));
+    request.extend_from_slice(b"\r\n\r\n");
+    let reply = exchange(&server, &request).await;
+    assert_eq!(
+        reply.status,
+        431,
+        "{}",
+        &reply.raw[..reply.raw.len().min(200)]
+    );
+    still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn too_many_headers_are_refused() {
+    let (_dir, server) = serve_tree().await;
+    let mut request = String::from("GET /a.txt HTTP/1.1\r\nHost: t\r\n");
+    for i in 0..1000 {
+        request.push_str(&format!("X-{i}: v\r\n"));
+    }
+    request.push_str("\r\n");
+    let reply = exchange(&server, request.as_bytes()).await;
+    assert!(
+        reply.status == 431 || reply.status == 400,
+        "{}",
+        reply.status
+    );
+    still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn keep_alive_serves_pipelined_requests_in_order() {
+    let (_dir, server) = serve_tree().await;
+    let reply = exchange(
+        &server,
+        b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /page.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let first = reply.raw.find("hello world").unwrap();
+    let second = reply.raw.find("<p>hi</p>").unwrap();
+    assert!(first < second);
+}
+
+#[test]
+fn curl_gets_a_file_and_uploads_with_a_digest() {
+    if !have("curl", "curl_gets_a_file_and_uploads_with_a_digest") {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (dir, server) = runtime.block_on(upload_server());
+    let base = format!("http://{}", server.addr);
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", &format!("{base}/a.txt")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello world\n");
+    let local = dir.path().join("plain/<script>.txt");
+    let digest = format!("Content-Digest: sha-256=:{}:", sha256_b64(b"x"));
+    let status = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(["-H", &digest, "-T"])
+        .arg(&local)
+        .arg(format!("{base}/curl.txt"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&status.stdout), "201");
+    assert_eq!(fs::read(dir.path().join("curl.txt")).unwrap(), b"x");
+}
+
+#[tokio::test]
+async fn a_listing_of_a_huge_directory_is_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..=MAX_LISTING_ENTRIES {
+        fs::write(dir.path().join(format!("f{i}")), "").unwrap();
+    }
+    let server = serve(HttpConfig::new(dir.path())).await;
+    let reply = get(&server, "/", "Accept: application/json\r\n").await;
+    let listing: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(
+        listing["entries"].as_array().unwrap().len(),
+        MAX_LISTING_ENTRIES
+    );
+    assert_eq!(listing["truncated"], true);
+    let html = get(&server, "/", "").await.text();
+    assert!(html.contains("Only the first"));
+}
+
+#[tokio::test]
+async fn a_slow_request_head_is_closed_at_its_deadline_while_others_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path());
+    let mut config = HttpConfig::new(dir.path());
+    config.header_read_timeout = std::time::Duration::from_millis(300);
+    let server = serve(config).await;
+    let mut slow = TcpStream::connect(server.addr.to_string()).await.unwrap();
+    slow.write_all(b"GET /a.txt HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        .await
+        .unwrap();
+    still_serving(&server).await;
+    // The server gives up on the head: it closes, perhaps after a 408.
+    let mut rest = Vec::new();
+    tokio::time::timeout(TEST_TIMEOUT, slow.read_to_end(&mut rest))
+        .await
+        .expect("the slow head was not closed")
+        .ok();
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}
