@@ -37,6 +37,7 @@
 //! ```
 
 mod client;
+mod escapees;
 mod input;
 pub mod local;
 pub mod messages;

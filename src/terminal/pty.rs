@@ -3,7 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::Stdio;
 
@@ -41,6 +41,11 @@ impl Pty {
             .into();
         set_window_size(&slave, size)?;
         Ok(Pty { master, slave })
+    }
+
+    /// The slave end, as the command will hold it.
+    pub fn slave(&self) -> BorrowedFd<'_> {
+        self.slave.as_fd()
     }
 
     /// Spawns `cmd` on the slave: it becomes the command's stdin, stdout and stderr (so the

@@ -7,6 +7,7 @@ use std::process::{ExitStatus, Stdio};
 use tokio::net::unix::pipe;
 use tokio::process::{Child, ChildStderr, ChildStdin, Command};
 
+use super::escapees::{Escapees, SESSION_MARK_VAR};
 use super::messages::{PtyRequest, RemoteExit};
 use super::server::ExecConfig;
 use super::{MAX_COMMAND_BYTES, STDOUT_PIPE_BYTES};
@@ -112,20 +113,25 @@ pub(super) fn validate(
 }
 
 /// Starts the command in a process group of its own: on pipes, or on `pty`, in a new session
-/// it leads (a session leader's group id is its pid, so the group kill still works).
+/// it leads (a session leader's group id is its pid, so the group kill still works). Its
+/// environment carries the session's mark and `escapees` learns its pipes or terminal, so
+/// what it leaves behind outside its group can be found.
 pub(super) fn spawn(
     plan: &Plan,
     pty: Option<Pty>,
     info: &ConnInfo,
+    escapees: &mut Escapees,
 ) -> io::Result<(Child, CommandIo)> {
     let mut cmd = Command::new(&plan.program);
     set_command_env(&mut cmd, info);
+    cmd.env(SESSION_MARK_VAR, escapees.mark());
     cmd.args(&plan.args).kill_on_drop(true);
     with_default_signals(&mut cmd);
     if let Some(pty) = pty {
         if let Some((_, term)) = &plan.pty {
             cmd.env("TERM", term);
         }
+        escapees.watch_file(pty.slave());
         let (child, master) = pty.spawn(cmd)?;
         return Ok((child, CommandIo::Pty(master)));
     }
@@ -137,6 +143,9 @@ pub(super) fn spawn(
         .spawn()?;
     match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
         (Some(stdin), Some(stdout), Some(stderr)) => {
+            escapees.watch_file(&stdin);
+            escapees.watch_file(&stdout);
+            escapees.watch_file(&stderr);
             let stdout = pipe::Receiver::from_owned_fd(stdout.into_owned_fd()?)?;
             widen_pipe(&stdout);
             Ok((child, CommandIo::Pipes(stdin, stdout, stderr)))

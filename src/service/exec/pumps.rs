@@ -16,6 +16,10 @@ use crate::net::splice::{pipe_ready_bytes, SpliceWrite};
 use crate::terminal::PtyMaster;
 use crate::wire::{Connection, WireError};
 
+/// Output still read from the pipes after [`pump_output`] was told to stop: more than a
+/// stdout pipe holds, so a command's last output is never cut short.
+const PIPE_LATE_OUTPUT_BYTES: usize = 2 * super::STDOUT_PIPE_BYTES;
+
 /// Output still read from a pty after [`pump_output`] was told to stop, so a command that
 /// exited with its last output still in the terminal's buffers (at most ~64 KiB on Linux)
 /// loses nothing, while a background job that keeps the terminal busy cannot hold the
@@ -88,7 +92,8 @@ impl StdinCredits {
 ///
 /// Once `stop` fires (some time after the command exited) a terminal is read only while it
 /// has output ready, and for at most [`PTY_LATE_OUTPUT_BYTES`]: a background job may still
-/// hold it open. Pipes ignore `stop`; they end with the process group.
+/// hold it open. Pipes likewise send only what is ready, at most [`PIPE_LATE_OUTPUT_BYTES`]:
+/// a process that escaped the group (`setsid cmd &`) and was not found may hold them.
 ///
 /// # Errors
 ///
@@ -105,7 +110,9 @@ pub(super) async fn pump_output<W: AsyncRead + AsyncWrite + SpliceWrite + Unpin>
     exited: &CancellationToken,
 ) -> Result<(), WireError> {
     match output {
-        CommandOutput::Pipes(stdout, stderr) => pump_pipes(writer, stdout, stderr, credits).await,
+        CommandOutput::Pipes(stdout, stderr) => {
+            pump_pipes(writer, stdout, stderr, credits, stop).await
+        }
         CommandOutput::Pty(master) => pump_pty(writer, master, credits, stop).await,
     }?;
     loop {
@@ -170,6 +177,7 @@ async fn pump_pipes<W: AsyncRead + AsyncWrite + SpliceWrite + Unpin>(
     stdout: pipe::Receiver,
     mut stderr: ChildStderr,
     credits: &mut StdinCredits,
+    stop: &CancellationToken,
 ) -> Result<(), WireError> {
     let splice = writer.get_ref().can_splice();
     let mut out_buf = vec![0u8; OUTPUT_CHUNK_BYTES];
@@ -190,7 +198,44 @@ async fn pump_pipes<W: AsyncRead + AsyncWrite + SpliceWrite + Unpin>(
                 err_open = forward(writer, Pipe::Stderr, &err_buf, n).await?;
             }
             Some(bytes) = credits.next() => send_credit(writer, bytes).await?,
+            () = stop.cancelled() => {
+                return send_late_output(writer, &stdout, &mut stderr, &mut out_buf).await;
+            }
         }
+    }
+    Ok(())
+}
+
+/// Sends what the pipes hold once the command exited and its output did not end in time (a
+/// process that escaped its group still holds them): only what is ready, and at most
+/// [`PIPE_LATE_OUTPUT_BYTES`], so that process cannot hold the session open.
+async fn send_late_output<W: AsyncRead + AsyncWrite + Unpin>(
+    writer: &mut Connection<W>,
+    stdout: &pipe::Receiver,
+    stderr: &mut ChildStderr,
+    buf: &mut [u8],
+) -> Result<(), WireError> {
+    let mut late = 0usize;
+    while late < PIPE_LATE_OUTPUT_BYTES {
+        let n = match stdout.try_read(buf) {
+            Ok(n) if n > 0 => n,
+            _ => break,
+        };
+        late += n;
+        forward(writer, Pipe::Stdout, buf, Ok(n)).await?;
+    }
+    while late < PIPE_LATE_OUTPUT_BYTES {
+        // Biased: a read that is not ready at once loses to `ready`, having read nothing.
+        let n = tokio::select! {
+            biased;
+            n = stderr.read(buf) => n.unwrap_or(0),
+            () = std::future::ready(()) => 0,
+        };
+        if n == 0 {
+            break;
+        }
+        late += n;
+        forward(writer, Pipe::Stderr, buf, Ok(n)).await?;
     }
     Ok(())
 }

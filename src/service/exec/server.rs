@@ -11,6 +11,7 @@ use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::escapees::Escapees;
 use super::input::{pump_input, CommandInput};
 use super::messages::{ClientMessage, RemoteExit, ServerMessage};
 use super::plan::{exit_of, spawn, validate, CommandIo, Plan};
@@ -148,7 +149,8 @@ impl ExecService {
             Ok(pty) => pty,
             Err(refusal) => return (shown, refuse(&mut framed, refusal).await),
         };
-        let (child, io) = match spawn(&plan, pty, info) {
+        let mut escapees = Escapees::new();
+        let (child, io) = match spawn(&plan, pty, info, &mut escapees) {
             Ok(spawned) => spawned,
             Err(e) => {
                 return (
@@ -157,7 +159,10 @@ impl ExecService {
                 )
             }
         };
-        (shown, self.supervise(framed, child, io, info).await)
+        (
+            shown,
+            self.supervise(framed, child, io, info, &escapees).await,
+        )
     }
 
     /// A missing or non-executable program is answered like a shell: an error, then exit 127
@@ -199,13 +204,15 @@ impl ExecService {
     }
 
     /// Streams the child's output, forwards input and signals, enforces the timeout, and
-    /// reports the exit. The group dies with the session however it ends.
+    /// reports the exit. The group, and whatever escaped it, dies with the session however it
+    /// ends.
     async fn supervise<S: Stream>(
         &self,
         framed: Connection<S>,
         mut child: Child,
         io: CommandIo,
         info: &ConnInfo,
+        escapees: &Escapees,
     ) -> Ending {
         let group = ProcessGroup::of(&child);
         let master;
@@ -236,7 +243,8 @@ impl ExecService {
             .config
             .timeout
             .map(|after| (after, self.config.kill_grace));
-        let mut supervisor = Supervisor::new(&mut child, &group, info, signals, is_pty, limit);
+        let mut supervisor =
+            Supervisor::new(&mut child, &group, escapees, info, signals, is_pty, limit);
         let pump_out = pump_output(
             &mut writer,
             command_out,
@@ -247,6 +255,8 @@ impl ExecService {
         let pump_in = pump_input(&mut reader, command_in, &group, taken);
         supervisor.watch(pump_out, pump_in).await;
         let outcome = supervisor.finish().await;
+        // Whatever escaped the group dies with the session, whichever way it ended.
+        escapees.kill_all_within(CLOSE_LINGER).await;
         report(&mut writer, &mut reader, outcome, info).await
     }
 }

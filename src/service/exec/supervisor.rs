@@ -13,6 +13,7 @@ use tokio::process::Child;
 use tokio::time::{sleep_until, timeout, Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use super::escapees::Escapees;
 use super::input::InputEnd;
 use super::server::CLOSE_LINGER;
 use crate::engine::{ConnInfo, ProcessGroup};
@@ -25,11 +26,18 @@ use crate::wire::WireError;
 /// longer than this.
 const PTY_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long pipe output may take to end after the command exited and its group was killed.
+/// Only a process that left the group (`setsid cmd &`) and escaped the sweep
+/// ([`super::escapees`]) can hold the pipes longer; the `exit` is sent after this even so,
+/// with what the pipes hold by then.
+const PIPE_DRAIN_TIMEOUT: Duration = Duration::from_millis(300);
+
 /// The tokens a supervisor fires at the output pump ([`super::pumps::pump_output`]).
 pub(super) struct OutputSignals<'a> {
     /// Fired once the command exited: no more stdin will be taken to credit.
     pub(super) exited: &'a CancellationToken,
-    /// Fired [`PTY_DRAIN_TIMEOUT`] after a pty's command exited: stop waiting for its output.
+    /// Fired [`PTY_DRAIN_TIMEOUT`] after a pty's command exited, [`PIPE_DRAIN_TIMEOUT`] after
+    /// a piped one did: stop waiting for its output.
     pub(super) stop: &'a CancellationToken,
 }
 
@@ -38,6 +46,8 @@ pub(super) struct OutputSignals<'a> {
 pub(super) struct Supervisor<'a> {
     child: &'a mut Child,
     group: &'a ProcessGroup,
+    /// What escaped the group: killed when the command exits.
+    escapees: &'a Escapees,
     info: &'a ConnInfo,
     signals: OutputSignals<'a>,
     is_pty: bool,
@@ -46,7 +56,7 @@ pub(super) struct Supervisor<'a> {
     /// Where the timeout stands; `timer` fires at its next step.
     stage: TimeoutStage,
     timer: Pin<Box<Sleep>>,
-    /// Armed when a pty's command exits; see [`PTY_DRAIN_TIMEOUT`].
+    /// Armed when the command exits; see [`PTY_DRAIN_TIMEOUT`] and [`PIPE_DRAIN_TIMEOUT`].
     drain_timer: Pin<Box<Sleep>>,
     status: Option<io::Result<ExitStatus>>,
     output: Option<Result<(), WireError>>,
@@ -88,6 +98,7 @@ impl<'a> Supervisor<'a> {
     pub(super) fn new(
         child: &'a mut Child,
         group: &'a ProcessGroup,
+        escapees: &'a Escapees,
         info: &'a ConnInfo,
         signals: OutputSignals<'a>,
         is_pty: bool,
@@ -97,6 +108,7 @@ impl<'a> Supervisor<'a> {
         Supervisor {
             child,
             group,
+            escapees,
             info,
             signals,
             is_pty,
@@ -162,7 +174,7 @@ impl<'a> Supervisor<'a> {
         !self.client_gone && (self.status.is_none() || self.output.is_none())
     }
 
-    /// Whether a pty's command exited and its output is still being waited for.
+    /// Whether the command exited and its output is still being waited for.
     fn draining(&self) -> bool {
         self.status.is_some() && !self.signals.stop.is_cancelled()
     }
@@ -197,13 +209,16 @@ impl<'a> Supervisor<'a> {
         // and nothing outlives the session.
         self.group.signal(Signal::SIGKILL);
         self.group.disarm();
+        // And so do those that left the group, which may hold the output pipes open.
+        self.escapees.kill_all_soon();
         self.signals.exited.cancel();
         self.status = Some(res);
-        if self.is_pty {
-            self.drain_timer
-                .as_mut()
-                .reset(Instant::now() + PTY_DRAIN_TIMEOUT);
-        }
+        let drain = if self.is_pty {
+            PTY_DRAIN_TIMEOUT
+        } else {
+            PIPE_DRAIN_TIMEOUT
+        };
+        self.drain_timer.as_mut().reset(Instant::now() + drain);
     }
 
     fn drain_timed_out(&mut self) {
