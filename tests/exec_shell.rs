@@ -42,6 +42,7 @@ async fn session(server: &TestServer, token: &Token, form: LineForm, input: &str
         stdout: &mut stdout,
         stderr: &mut stderr,
         prompt: true,
+        interrupts: None,
     };
     let result = timeout(
         TEST_TIMEOUT,
@@ -81,16 +82,28 @@ async fn eof_ends_the_loop_with_the_last_exit_code() {
 #[tokio::test]
 async fn a_refused_line_is_shown_and_the_loop_goes_on() {
     let (server, token) = start_exec(false).await;
-    let s = session(&server, &token, LineForm::Shell, "echo a\necho b\n").await;
+    let long = "a".repeat(exec::MAX_COMMAND_BYTES + 10);
+    let input = format!("{long}\necho b\n");
+    let s = session(&server, &token, LineForm::Words, &input).await;
+    assert!(s.stderr.contains("command_too_long"), "{}", s.stderr);
+    assert_eq!(s.stdout, "b\n");
+    assert_eq!(s.result.unwrap(), 0);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_server_without_shell_is_reported_once_with_how_to_run_the_lines() {
+    let (server, token) = start_exec(false).await;
+    let s = session(&server, &token, LineForm::Shell, "echo a\necho b\necho c\n").await;
     assert_eq!(s.result.unwrap(), 255);
     assert_eq!(
         s.stderr.matches("shell_not_allowed").count(),
-        2,
+        1,
         "{}",
         s.stderr
     );
     assert!(
-        s.stderr.contains("try `sockit exec shell --words`"),
+        s.stderr.contains("`sockit exec shell --words ADDR`"),
         "{}",
         s.stderr
     );
@@ -98,6 +111,150 @@ async fn a_refused_line_is_shown_and_the_loop_goes_on() {
     let words = session(&server, &token, LineForm::Words, "printf %s| a  b\n").await;
     assert_eq!(words.result.unwrap(), 0);
     assert_eq!(words.stdout, "a|b|");
+    server.stop().await.unwrap();
+}
+
+/// Pids of live `sleep SECS` processes, found through /proc.
+fn live_sleeps(secs: &str) -> Vec<i32> {
+    let wanted = format!("sleep\0{secs}\0");
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| c == wanted.as_bytes())
+                })
+                .filter(|pid| !common::pids::is_gone(*pid))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls (bounded) until a `sleep SECS` runs.
+fn wait_for_sleep(secs: &str) {
+    let deadline = std::time::Instant::now() + TEST_TIMEOUT;
+    while live_sleeps(secs).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the remote sleep never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_stops_the_running_command_and_the_next_line_runs() {
+    let (server, token) = start_exec(true).await;
+    let secs = "876.4";
+    let (interrupt, interrupts) = tokio::sync::mpsc::channel(1);
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let input = format!("sleep {secs}\necho after\n");
+    let io = ShellIo {
+        input: input.as_bytes(),
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+        prompt: false,
+        interrupts: Some(interrupts),
+    };
+    let options = exec::client_options(token.clone());
+    let send = tokio::task::spawn_blocking(move || {
+        wait_for_sleep(secs);
+        interrupt.blocking_send(exec::SignalName::Int).unwrap();
+        interrupt
+    });
+    let result = timeout(
+        TEST_TIMEOUT,
+        shell(&server.addr, &options, LineForm::Shell, io),
+    )
+    .await
+    .expect("the interrupt ended the sleep, not the test's timeout");
+    drop(send.await.unwrap());
+    assert_eq!(result.unwrap(), 0, "{}", String::from_utf8_lossy(&stderr));
+    assert_eq!(String::from_utf8_lossy(&stdout), "after\n");
+    assert!(live_sleeps(secs).is_empty());
+    server.stop().await.unwrap();
+}
+
+/// Reads what the shell shows until it has shown `prompts` prompts in all.
+async fn wait_for_prompts(
+    screen: &mut tokio::io::DuplexStream,
+    shown: &mut Vec<u8>,
+    prompts: usize,
+) {
+    use tokio::io::AsyncReadExt;
+    while String::from_utf8_lossy(shown).matches("sockit> ").count() < prompts {
+        let mut buf = [0u8; 256];
+        let n = screen.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the shell ended early");
+        shown.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn an_interrupt_at_the_prompt_drops_the_line_being_typed_and_prompts_again() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+    let (server, token) = start_exec(true).await;
+    let (mut typing, input) = tokio::io::duplex(1024);
+    let (stderr, mut screen) = tokio::io::duplex(1024);
+    let (interrupt, interrupts) = tokio::sync::mpsc::channel(1);
+    let mut stdout = Vec::new();
+    let io = ShellIo {
+        input: BufReader::new(input),
+        stdout: &mut stdout,
+        stderr,
+        prompt: true,
+        interrupts: Some(interrupts),
+    };
+    let options = exec::client_options(token.clone());
+    let person = async {
+        let mut shown = Vec::new();
+        wait_for_prompts(&mut screen, &mut shown, 1).await;
+        // Typed, then Ctrl-C before Enter: neither await yields, so the shell sees both.
+        typing.write_all(b"ech").await.unwrap();
+        interrupt.try_send(exec::SignalName::Int).unwrap();
+        wait_for_prompts(&mut screen, &mut shown, 2).await;
+        typing.write_all(b"echo x\n").await.unwrap();
+        drop(typing);
+        wait_for_prompts(&mut screen, &mut shown, 3).await;
+        drop(interrupt);
+        let mut rest = Vec::new();
+        screen.read_to_end(&mut rest).await.unwrap();
+        shown.extend_from_slice(&rest);
+        String::from_utf8_lossy(&shown).into_owned()
+    };
+    let (result, shown) = timeout(TEST_TIMEOUT, async {
+        tokio::join!(shell(&server.addr, &options, LineForm::Words, io), person)
+    })
+    .await
+    .expect("the shell finishes in time");
+    assert_eq!(result.unwrap(), 0, "{shown}");
+    assert_eq!(String::from_utf8_lossy(&stdout), "x\n", "{shown}");
+    assert!(shown.starts_with("sockit> \nsockit> "), "{shown}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_interrupt_while_waiting_for_piped_lines_ends_the_shell_with_130() {
+    let (server, token) = start_exec(true).await;
+    let (_typing, input) = tokio::io::duplex(1024);
+    let (interrupt, interrupts) = tokio::sync::mpsc::channel(1);
+    interrupt.try_send(exec::SignalName::Int).unwrap();
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let io = ShellIo {
+        input: tokio::io::BufReader::new(input),
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+        prompt: false,
+        interrupts: Some(interrupts),
+    };
+    let options = exec::client_options(token.clone());
+    let result = timeout(
+        TEST_TIMEOUT,
+        shell(&server.addr, &options, LineForm::Shell, io),
+    )
+    .await
+    .expect("the interrupt ended the shell");
+    assert_eq!(result.unwrap(), 130);
     server.stop().await.unwrap();
 }
 
@@ -177,4 +334,55 @@ fn the_binary_runs_lines_from_stdin_until_exit() {
     );
     // Lines piped in get no prompts, as with sh.
     assert!(!stderr.contains("sockit> "), "{stderr}");
+}
+
+#[test]
+fn sigint_to_the_binary_interrupts_the_remote_command_and_the_loop_goes_on() {
+    let mut token = tempfile::NamedTempFile::new().unwrap();
+    writeln!(token, "{}", Token::generate().unwrap().reveal()).unwrap();
+    let mut cmd = sockit();
+    cmd.args([
+        "exec",
+        "serve",
+        "--shell",
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+    ])
+    .arg(token.path())
+    .stdout(Stdio::null());
+    let mut server = Proc::spawn(cmd);
+    let addr = server.listening_addr();
+    let secs = "876.5";
+    let mut client = sockit()
+        .args(["exec", "shell", &addr, "--token-file"])
+        .arg(token.path())
+        .env_remove("SOCKIT_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    client
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("sleep {secs}\necho after\n").as_bytes())
+        .unwrap();
+    wait_for_sleep(secs);
+    let pid = nix::unistd::Pid::from_raw(client.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let deadline = std::time::Instant::now() + TEST_TIMEOUT;
+    while client.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = client.kill();
+            panic!("the shell still runs {TEST_TIMEOUT:?} after the interrupt");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = client.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "after\n", "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(live_sleeps(secs).is_empty(), "the remote sleep survived");
 }

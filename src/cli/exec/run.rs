@@ -126,7 +126,7 @@ fn pty_wanted(tty: u8, stdin_is_tty: bool) -> Option<PtyRequest> {
 /// Ctrl-C goes to the remote command, which decides whether to die of it. (In raw mode the key
 /// is a byte on stdin; this still catches a SIGINT sent from elsewhere.) Returns the signals
 /// for the run to forward.
-fn forward_interrupts() -> anyhow::Result<mpsc::Receiver<SignalName>> {
+pub(super) fn forward_interrupts() -> anyhow::Result<mpsc::Receiver<SignalName>> {
     let (tx, rx) = mpsc::channel(4);
     let mut interrupts =
         unix_signal(SignalKind::interrupt()).context("cannot install signal handlers")?;

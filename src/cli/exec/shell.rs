@@ -20,6 +20,8 @@ pub(in crate::cli) async fn run_exec_shell(args: ExecShellArgs) -> Result<(), Fa
         stderr: tokio::io::stderr(),
         // As sh: a prompt for a person at a terminal, none for lines piped in.
         prompt: std::io::stdin().is_terminal(),
+        // Ctrl-C interrupts the remote command, not this loop.
+        interrupts: Some(super::run::forward_interrupts().map_err(fail)?),
     };
     let code = exec::shell::shell(&args.addr, &exec::client_options(token), form, io)
         .await

@@ -6,6 +6,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWr
 use tokio::sync::mpsc;
 
 use super::client::{run, ExecError, LocalIo, RunRequest};
+use super::messages::SignalName;
 use super::MAX_COMMAND_BYTES;
 use crate::net::Addr;
 use crate::session::ClientOptions;
@@ -13,6 +14,13 @@ use crate::stdio::Output;
 
 /// What the shell prints before reading each line.
 pub const PROMPT: &str = "sockit> ";
+
+/// The shell's exit status when an interrupt ends it while it waits for a line that is not
+/// typed at a prompt (128 + SIGINT, as sh).
+pub const INTERRUPTED_EXIT: u8 = 130;
+
+/// Signals forwarded to one running command at most, queued while it starts.
+const QUEUED_SIGNALS: usize = 4;
 
 /// How each line is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +43,19 @@ pub struct ShellIo<I, O, E> {
     /// Whether to print [`PROMPT`] before each line: for a person at a terminal, not for lines
     /// piped in.
     pub prompt: bool,
+    /// Local interrupts (Ctrl-C, SIGINT): each goes to the running command, as SIGINT, and
+    /// the loop goes on with the next line. Between commands one drops the line being typed
+    /// and prompts again, as sh does; without a prompt (lines piped in) it ends the shell
+    /// with [`INTERRUPTED_EXIT`]. `None`: interrupts are not this loop's business.
+    pub interrupts: Option<mpsc::Receiver<SignalName>>,
 }
 
 /// Reads lines from `io.input` and runs each on the exec server at `addr`, until EOF or a line
 /// `exit [N]`. Returns N, else the last command's exit code (0 if none ran), as a shell does.
-/// A refused line (e.g. `shell_not_allowed`) is reported on `io.stderr` and the loop goes on.
+/// A refused line (e.g. `not_found`, `command_not_allowed`) is reported on `io.stderr` and
+/// the loop goes on. A server that runs no shell lines refuses every line alike, so its
+/// refusal is reported once, with how to run the commands (`--words`, [`LineForm::Words`]),
+/// and ends the shell with 255.
 ///
 /// # Errors
 ///
@@ -61,13 +77,19 @@ where
         mut stdout,
         mut stderr,
         prompt,
+        mut interrupts,
     } = io;
     let mut last = 0;
     loop {
         if prompt {
             write_local(&mut stderr, PROMPT.as_bytes()).await?;
         }
-        let Some(line) = read_line(&mut input).await.map_err(ExecError::Local)? else {
+        let line = match next_line(&mut input, &mut interrupts, &mut stderr, prompt).await? {
+            Read::Line(line) => Some(line),
+            Read::Eof => None,
+            Read::Interrupted => return Ok(INTERRUPTED_EXIT),
+        };
+        let Some(line) = line else {
             if prompt {
                 // End the prompt's line, as a shell does at Ctrl-D.
                 write_local(&mut stderr, b"\n").await?;
@@ -92,13 +114,104 @@ where
         if line.is_empty() {
             continue;
         }
-        last = run_line(addr, options, form, line, &mut stdout, &mut stderr).await?;
+        let mut local = LineIo {
+            stdout: &mut stdout,
+            stderr: &mut stderr,
+            interrupts: &mut interrupts,
+            prompt,
+        };
+        last = match run_line(addr, options, form, line, &mut local).await? {
+            LineEnd::Exited(code) => code,
+            LineEnd::NoShell => return Ok(255),
+        };
     }
     Ok(last)
 }
 
-/// Runs one line on the server, writing its output and any refusal locally; returns its exit
-/// code (255 for a refused line).
+/// What waiting for a line brought.
+enum Read {
+    Line(Vec<u8>),
+    Eof,
+    /// An interrupt with no prompt: the shell ends.
+    Interrupted,
+}
+
+/// Waits for the next line. An interrupt meanwhile drops the line being typed (the terminal
+/// already discarded it) and prompts again; with no prompt it ends the shell.
+///
+/// # Errors
+///
+/// A local read or write error.
+async fn next_line<I, E>(
+    input: &mut I,
+    interrupts: &mut Option<mpsc::Receiver<SignalName>>,
+    stderr: &mut E,
+    prompt: bool,
+) -> Result<Read, ExecError>
+where
+    I: AsyncBufRead + Unpin,
+    E: AsyncWrite + Unpin,
+{
+    let mut line = Vec::new();
+    loop {
+        // Both are cancel safe: a read cut short keeps what it read in `line` and goes on
+        // where it stopped. Biased: input already there is taken before an interrupt drops it.
+        tokio::select! {
+            biased;
+            read = read_line(input, &mut line) => {
+                return match read.map_err(ExecError::Local)? {
+                    Some(line) => Ok(Read::Line(line)),
+                    None => Ok(Read::Eof),
+                };
+            }
+            () = next_interrupt(interrupts) => {
+                if !prompt {
+                    return Ok(Read::Interrupted);
+                }
+                line.clear();
+                write_local(stderr, b"\n").await?;
+                write_local(stderr, PROMPT.as_bytes()).await?;
+            }
+        }
+    }
+}
+
+/// The next interrupt; never, without a source of them (or once it is gone).
+///
+/// # Cancel safety
+///
+/// Cancel safe, as `mpsc::Receiver::recv` is.
+async fn next_interrupt(interrupts: &mut Option<mpsc::Receiver<SignalName>>) {
+    match interrupts {
+        Some(rx) => match rx.recv().await {
+            Some(_) => {}
+            None => {
+                *interrupts = None;
+                std::future::pending::<()>().await;
+            }
+        },
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// The local ends one line's command is wired to.
+struct LineIo<'a, O, E> {
+    stdout: &'a mut O,
+    stderr: &'a mut E,
+    interrupts: &'a mut Option<mpsc::Receiver<SignalName>>,
+    prompt: bool,
+}
+
+/// How one line came out.
+enum LineEnd {
+    /// It ran (or was refused, 255): its exit code.
+    Exited(u8),
+    /// The server runs no shell lines: so would every other line be refused.
+    NoShell,
+}
+
+/// Runs one line on the server, writing its output and any refusal locally, and forwarding
+/// interrupts to it; returns how it ended (an exit code, 255 for a refused line).
 ///
 /// # Errors
 ///
@@ -108,9 +221,8 @@ async fn run_line<O, E>(
     options: &ClientOptions,
     form: LineForm,
     line: &str,
-    stdout: &mut O,
-    stderr: &mut E,
-) -> Result<u8, ExecError>
+    io: &mut LineIo<'_, O, E>,
+) -> Result<LineEnd, ExecError>
 where
     O: AsyncWrite + Unpin,
     E: AsyncWrite + Unpin,
@@ -124,32 +236,58 @@ where
         shell: form == LineForm::Shell,
         pty: None,
     };
-    // Nothing to forward: the command gets an empty stdin, and Ctrl-C ends the shell.
-    let (_signals, rx) = mpsc::channel(1);
+    // The command gets an empty stdin (the lines are the shell's), and the interrupts.
+    let (signals, rx) = mpsc::channel(QUEUED_SIGNALS);
     let local = LocalIo {
         stdin: tokio::io::empty(),
-        stdout: Output::new(&mut *stdout),
-        stderr: &mut *stderr,
+        stdout: Output::new(&mut *io.stdout),
+        stderr: &mut *io.stderr,
         signals: rx,
         resizes: None,
     };
-    match run(addr, options, &request, local).await {
+    let mut interrupted = false;
+    let result = {
+        let running = run(addr, options, &request, local);
+        tokio::pin!(running);
+        loop {
+            // `running` is polled in place, never dropped before it ends; `next_interrupt` is
+            // cancel safe.
+            tokio::select! {
+                result = &mut running => break result,
+                () = next_interrupt(io.interrupts) => {
+                    interrupted = true;
+                    // A full queue already holds interrupts the command was not sent yet.
+                    let _ = signals.try_send(SignalName::Int);
+                }
+            }
+        }
+    };
+    if interrupted && io.prompt {
+        // The terminal echoed ^C: the next prompt starts a line of its own, as in sh.
+        write_local(io.stderr, b"\n").await?;
+    }
+    match result {
         Ok(outcome) => {
             if let Some(error) = outcome.error {
                 let text = format!("sockit: remote: {} ({})\n", error.message, error.code);
-                write_local(stderr, text.as_bytes()).await?;
+                write_local(io.stderr, text.as_bytes()).await?;
             }
-            Ok(outcome.exit.exit_code())
+            Ok(LineEnd::Exited(outcome.exit.exit_code()))
+        }
+        Err(ExecError::Remote(error)) if error.code == "shell_not_allowed" => {
+            let text = format!(
+                "sockit: remote: {} ({}); every line would be refused: run \
+                 `sockit exec shell --words ADDR` to send each line as a program and its \
+                 arguments, or start the server with --shell\n",
+                error.message, error.code
+            );
+            write_local(io.stderr, text.as_bytes()).await?;
+            Ok(LineEnd::NoShell)
         }
         Err(ExecError::Remote(error)) => {
-            let hint = if error.code == "shell_not_allowed" {
-                " (the server runs without --shell: try `sockit exec shell --words`)"
-            } else {
-                ""
-            };
-            let text = format!("sockit: remote: {} ({}){hint}\n", error.message, error.code);
-            write_local(stderr, text.as_bytes()).await?;
-            Ok(255)
+            let text = format!("sockit: remote: {} ({})\n", error.message, error.code);
+            write_local(io.stderr, text.as_bytes()).await?;
+            Ok(LineEnd::Exited(255))
         }
         Err(e) => Err(e),
     }
@@ -173,13 +311,22 @@ fn exit_command(line: &str) -> Option<Result<Option<u8>, ()>> {
     })
 }
 
-/// Reads one line without its newline, or `None` at EOF. Of a line longer than the exec
-/// protocol allows, only the first `MAX_COMMAND_BYTES + 1` bytes are kept (the rest is
-/// skipped), so the server's `command_too_long` refusal reports it without unbounded memory.
-async fn read_line<I: AsyncBufRead + Unpin>(input: &mut I) -> std::io::Result<Option<Vec<u8>>> {
+/// Reads one line into `line` and returns it without its newline, or `None` at EOF. Of a
+/// line longer than the exec protocol allows, only the first `MAX_COMMAND_BYTES + 1` bytes
+/// are kept (the rest is skipped), so the server's `command_too_long` refusal reports it
+/// without unbounded memory.
+///
+/// # Cancel safety
+///
+/// Cancel safe if called again with the same `line`: what was read is kept there.
+async fn read_line<I: AsyncBufRead + Unpin>(
+    input: &mut I,
+    line: &mut Vec<u8>,
+) -> std::io::Result<Option<Vec<u8>>> {
     let cap = (MAX_COMMAND_BYTES + 1) as u64;
-    let mut line = Vec::new();
-    let n = (&mut *input).take(cap).read_until(b'\n', &mut line).await?;
+    let room = cap.saturating_sub(line.len() as u64);
+    (&mut *input).take(room).read_until(b'\n', line).await?;
+    let n = line.len();
     if n == 0 {
         return Ok(None);
     }
@@ -196,7 +343,7 @@ async fn read_line<I: AsyncBufRead + Unpin>(input: &mut I) -> std::io::Result<Op
     if line.last() == Some(&b'\n') {
         line.pop();
     }
-    Ok(Some(line))
+    Ok(Some(std::mem::take(line)))
 }
 
 async fn write_local<W: AsyncWrite + Unpin>(out: &mut W, bytes: &[u8]) -> Result<(), ExecError> {
