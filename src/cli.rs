@@ -46,6 +46,10 @@ pub struct Cli {
     /// Less logging (-q warnings only, -qq errors only).
     #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
     pub quiet: u8,
+    /// When to colour output (log levels, chat nicks, help): auto colours a terminal unless
+    /// NO_COLOR is set.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t, global = true)]
+    pub color: output::ColorWhen,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -233,7 +237,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Ls(args) => files::run_ls(args).await,
         Command::Recv(args) => files::run_recv(args, quiet).await,
         Command::Send(args) => files::run_put(args, "send", quiet).await,
-        Command::Chat(cmd) => chat::run_chat(cmd).await,
+        Command::Chat(cmd) => chat::run_chat(cmd, cli.color).await,
         Command::Bench(cmd) => bench::run_bench(cmd).await,
         Command::Completions(args) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -244,6 +248,33 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Man(args) => man(args.dir.as_deref()),
     }
+}
+
+/// Longest word of the user's repeated in a tip.
+const TIP_WORD_CHARS: usize = 80;
+
+/// `e` with a tip for a mistake clap cannot name itself: a word after `exec run ADDR` that is
+/// the remote command given without the `--` before it (`exec run ADDR uname -a`).
+pub fn with_tips(mut e: clap::Error, args: &[std::ffi::OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let before_dashes = args.iter().take_while(|a| *a != "--");
+    let words: Vec<_> = before_dashes.filter_map(|a| a.to_str()).collect();
+    let exec_run = words.windows(2).any(|w| w == ["exec", "run"]);
+    let stray_word = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) if !arg.starts_with('-') => Some(arg.clone()),
+        _ => None,
+    };
+    if let Some(word) = stray_word.filter(|_| exec_run && e.kind() == ErrorKind::UnknownArgument) {
+        let word = sockit::text::escape_one_line(&word, TIP_WORD_CHARS);
+        e.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![format!(
+                "the remote command goes after `--`: `sockit exec run ADDR -- {word} ...`"
+            )
+            .into()]),
+        );
+    }
+    e
 }
 
 /// Renders the manual: to stdout, or one page per command into `dir`.
@@ -266,24 +297,29 @@ fn man(dir: Option<&std::path::Path>) -> Result<(), Failure> {
 /// A client's TLS flags, the same for every framed service's client.
 #[derive(Debug, Args)]
 pub struct ClientTlsArgs {
-    /// Connect over TLS (never falls back to plaintext); needs --tls-pin or --tls-ca.
+    /// Connect over TLS (never falls back to plaintext); needs --tls-pin or --tls-ca, which
+    /// imply it.
     #[arg(long)]
     pub tls: bool,
-    /// Accept only the server certificate with this fingerprint (sha256:AB:CD:...).
-    #[arg(long, requires = "tls", conflicts_with = "tls_ca")]
+    /// Connect over TLS and accept only the server certificate with this fingerprint
+    /// (sha256:AB:CD:...); implies --tls.
+    #[arg(long, conflicts_with = "tls_ca")]
     pub tls_pin: Option<Fingerprint>,
-    /// Accept server certificates issued by a CA in this PEM file.
-    #[arg(long, requires = "tls")]
+    /// Connect over TLS and accept server certificates issued by a CA in this PEM file;
+    /// implies --tls.
+    #[arg(long)]
     pub tls_ca: Option<PathBuf>,
 }
 
 impl ClientTlsArgs {
     /// The TLS connector these flags ask for; `None` for plaintext.
     fn connector(&self) -> Result<Option<TlsConnector>, Failure> {
+        // A pin or a CA can only mean TLS: either implies --tls (as curl's --cacert does not,
+        // but a flag that would otherwise be an error should do the one thing it can mean).
         let trust = match (self.tls, self.tls_pin, &self.tls_ca) {
-            (false, _, _) => return Ok(None),
-            (true, Some(pin), _) => ServerTrust::Pin(pin),
-            (true, None, Some(ca)) => ServerTrust::CaFile(ca.clone()),
+            (_, Some(pin), _) => ServerTrust::Pin(pin),
+            (_, None, Some(ca)) => ServerTrust::CaFile(ca.clone()),
+            (false, None, None) => return Ok(None),
             (true, None, None) => {
                 return Err(Failure::Usage(anyhow::anyhow!(
                     "--tls needs --tls-pin FINGERPRINT or --tls-ca FILE; the fingerprint is the \
@@ -332,6 +368,47 @@ impl ServerTlsArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every command and subcommand below `cmd`, itself included.
+    fn all_commands(cmd: &clap::Command) -> Vec<clap::Command> {
+        let mut all = vec![cmd.clone()];
+        for sub in cmd.get_subcommands() {
+            all.extend(all_commands(sub));
+        }
+        all
+    }
+
+    #[test]
+    fn no_help_shows_an_empty_default() {
+        let root = <Cli as clap::CommandFactory>::command();
+        for mut cmd in all_commands(&root) {
+            let help = cmd.render_long_help().to_string();
+            assert!(
+                !help.contains("[default: ]") && !help.contains("[default: \"\"]"),
+                "{}: {help}",
+                cmd.get_name()
+            );
+        }
+    }
+
+    fn tip_for(args: &[&str]) -> String {
+        let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        let e = <Cli as clap::CommandFactory>::command()
+            .try_get_matches_from(&args)
+            .expect_err("a usage error");
+        with_tips(e, &args).to_string()
+    }
+
+    #[test]
+    fn a_remote_command_without_the_double_dash_gets_a_tip_and_a_bad_flag_does_not() {
+        let tip = "the remote command goes after `--`";
+        let out = tip_for(&["sockit", "exec", "run", "127.0.0.1:1", "uname", "-a"]);
+        assert!(out.contains(tip) && out.contains("-- uname"), "{out}");
+        let out = tip_for(&["sockit", "exec", "run", "127.0.0.1:1", "--tokn-file", "f"]);
+        assert!(!out.contains(tip) && out.contains("--token-file"), "{out}");
+        let out = tip_for(&["sockit", "ls", "127.0.0.1:1", "a", "b"]);
+        assert!(!out.contains(tip), "{out}");
+    }
 
     /// An error that quotes its source in its own message, as many of ours do.
     #[derive(Debug, thiserror::Error)]

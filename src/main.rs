@@ -5,13 +5,20 @@ use std::process::ExitCode;
 
 mod cli;
 
-use clap::Parser;
-use cli::output::{eprint_line, init_logging};
-use cli::{error_line, run, Cli, Failure};
+use clap::{CommandFactory, FromArgMatches};
+use cli::output::{eprint_line, init_logging, ColorWhen};
+use cli::{error_line, run, with_tips, Cli, Failure};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Read first so that clap's own help and errors follow --color too.
+    let args: Vec<_> = std::env::args_os().collect();
+    let color = ColorWhen::from_args(args.iter().cloned());
+    let cli = Cli::command()
+        .color(color.for_clap())
+        .try_get_matches_from(&args)
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+        .unwrap_or_else(|e| with_tips(e, &args).exit());
     // A file-size limit (ulimit -f) must fail a write with EFBIG, reported as "no space",
     // rather than kill a file server mid-session.
     // SAFETY: setting a signal to SIG_IGN installs no handler code; done before any thread.
@@ -23,7 +30,7 @@ fn main() -> ExitCode {
     };
     let filter =
         EnvFilter::try_from_env("SOCKIT_LOG").unwrap_or_else(|_| EnvFilter::new(cli.log_level()));
-    let _log = init_logging(filter, std::io::stderr().is_terminal());
+    let _log = init_logging(filter, cli.color.enabled(std::io::stderr().is_terminal()));
     let runtime = if cli.single_threaded() {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -680,3 +680,151 @@ fn completions_and_manual_pages_are_generated_from_the_command_line() {
     let run = std::fs::read_to_string(dir.path().join("sockit-exec-run.1")).unwrap();
     assert!(run.contains(r"\-\-token\-file"), "{run}");
 }
+
+#[test]
+fn a_missing_config_file_exits_2_like_an_invalid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    let out = sockit()
+        .args(["serve", "--config"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("nope.toml"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_set_of_one_says_serving_1_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("one.toml");
+    std::fs::write(
+        &config,
+        "[[service]]\nkind = \"echo\"\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut cmd = sockit();
+    cmd.args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped());
+    let mut proc = Proc::spawn(cmd);
+    let mut stdout = std::io::BufReader::new(proc.child.stdout.take().unwrap());
+    let mut lines = String::new();
+    while !lines.contains("serving") {
+        let n = std::io::BufRead::read_line(&mut stdout, &mut lines).unwrap();
+        assert!(n > 0, "no serving line: {lines}");
+    }
+    assert!(lines.contains("serving 1 service;"), "{lines}");
+    assert_eq!(proc.terminate().code(), Some(0));
+}
+
+#[test]
+fn two_unix_datagram_entries_on_one_path_are_not_called_udp() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dgram.toml");
+    let sock = dir.path().join("d.sock");
+    let entry = format!(
+        "[[service]]\nkind = \"echo\"\nlisten = \"unix:{}\"\nudp = true\n",
+        sock.display()
+    );
+    std::fs::write(&config, format!("{entry}\n{entry}")).unwrap();
+    let out = sockit()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("entries 1 and 2"), "{err}");
+    assert!(
+        err.contains("(datagram)") && !err.contains("(udp)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tls_pin_alone_means_tls() {
+    let token = common::token_file(sockit::session::Token::generate().unwrap().reveal());
+    // A plaintext server: a client that tries TLS is told the server does not speak it.
+    let (_server, addr) = common::start_exec_binary(token.path());
+    let pin = format!("sha256:{}", "ab".repeat(32));
+    let out = sockit()
+        .args(["exec", "run", &addr, "--tls-pin", &pin, "--token-file"])
+        .arg(token.path())
+        .args(["--", "true"])
+        .env_remove("SOCKIT_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not speak TLS"), "{err}");
+    assert_eq!(out.status.code(), Some(255), "{err}");
+}
+
+/// What `sockit [--color WHEN] echo` writes on stderr from start to a SIGTERM (its log lines
+/// include the shutdown one), stderr being a pipe or, with `on_a_terminal`, a pty.
+fn echo_stderr(color: Option<&str>, no_color: bool, on_a_terminal: bool) -> String {
+    let mut cmd = sockit();
+    if let Some(when) = color {
+        cmd.args(["--color", when]);
+    }
+    cmd.args(["echo", "--listen", "127.0.0.1:0"]);
+    if no_color {
+        cmd.env("NO_COLOR", "1");
+    } else {
+        cmd.env_remove("NO_COLOR");
+    }
+    let (mut child, mut reader): (std::process::Child, Box<dyn Read + Send>) = if on_a_terminal {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let child = cmd.stderr(Stdio::from(pty.slave)).spawn().unwrap();
+        (child, Box::new(std::fs::File::from(pty.master)))
+    } else {
+        let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        (child, Box::new(stderr))
+    };
+    // The `cmd` holding the pty slave is gone, so the reader ends once the child has exited.
+    drop(cmd);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        // A pty reports the end as EIO.
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&seen).contains("listening on") {
+                let _ = tx.send(None);
+            }
+        }
+        let _ = tx.send(Some(String::from_utf8_lossy(&seen).into_owned()));
+    });
+    assert_eq!(
+        rx.recv_timeout(TEST_TIMEOUT).unwrap(),
+        None,
+        "never listened"
+    );
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    loop {
+        if let Some(seen) = rx.recv_timeout(TEST_TIMEOUT).unwrap() {
+            assert!(seen.contains("shutting down"), "no log line: {seen}");
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn log_colours_follow_color_and_no_color() {
+    let coloured = |s: &str| s.contains('\x1b');
+    assert!(coloured(&echo_stderr(Some("always"), true, false)));
+    assert!(!coloured(&echo_stderr(None, false, false)), "a pipe");
+    assert!(!coloured(&echo_stderr(Some("never"), false, true)));
+    assert!(coloured(&echo_stderr(None, false, true)), "a terminal");
+    assert!(!coloured(&echo_stderr(None, true, true)), "NO_COLOR");
+    assert!(coloured(&echo_stderr(Some("always"), true, true)));
+}

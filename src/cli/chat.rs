@@ -1,5 +1,6 @@
 //! `sockit chat serve` and `sockit chat join`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::launch::{
     bind_failure, run_command, stream_transport, Bound, EngineArgs, ServiceDefaults, Tokens,
 };
+use super::output::ColorWhen;
 use super::{Failure, Note};
 use sockit::engine::{self, serve, Config, Mode};
 use sockit::net::{Addr, Listener};
@@ -87,10 +89,10 @@ pub struct ChatJoinArgs {
 ///
 /// # Errors
 /// A [`Failure`] carrying the exit-code class.
-pub async fn run_chat(cmd: ChatCommand) -> Result<(), Failure> {
+pub async fn run_chat(cmd: ChatCommand, color: ColorWhen) -> Result<(), Failure> {
     match cmd {
         ChatCommand::Serve(args) => run_serve(args).await,
-        ChatCommand::Join(args) => run_join(args).await,
+        ChatCommand::Join(args) => run_join(args, color).await,
     }
 }
 
@@ -249,7 +251,7 @@ struct Framed {
     gate: GateConfig,
 }
 
-async fn run_join(args: ChatJoinArgs) -> Result<(), Failure> {
+async fn run_join(args: ChatJoinArgs, color: ColorWhen) -> Result<(), Failure> {
     let tls = args.tls.connector()?;
     let token = load_token(args.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
     let opts = JoinOptions {
@@ -259,6 +261,7 @@ async fn run_join(args: ChatJoinArgs) -> Result<(), Failure> {
         tls,
     };
     let client = chat::join(&args.addr, &opts).await.context("chat")?;
-    chat::run_terminal(client).await.context("chat")?;
+    let colour = color.enabled(std::io::stdout().is_terminal());
+    chat::run_terminal(client, colour).await.context("chat")?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! None of them may panic or hold a task up when the terminal or pipe they go to is gone or
 //! stops reading (`sockit serve 2>&1 | head -1`, `sockit ls ADDR | head -1`).
 
+use std::ffi::{OsStr, OsString};
 use std::io::{self, Write};
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
@@ -14,6 +15,71 @@ pub const BROKEN_PIPE_EXIT: u8 = 141;
 /// Log lines queued for stderr; while stderr does not keep up, further lines are dropped
 /// rather than making a connection's task wait.
 pub const LOG_QUEUE_LINES: usize = 16 * 1024;
+
+/// When the binary colours its output (`--color`): log levels on stderr, nicks in `chat
+/// join`, and clap's help and errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ColorWhen {
+    /// On a terminal, unless `NO_COLOR` is set to anything but the empty string.
+    #[default]
+    Auto,
+    /// Always, even into a pipe or a file, and whatever `NO_COLOR` says.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorWhen {
+    /// Whether output to a stream that `is_terminal` (or not) gets colours, with `NO_COLOR`
+    /// as this process's environment has it.
+    pub fn enabled(self, is_terminal: bool) -> bool {
+        self.enabled_with(is_terminal, std::env::var_os("NO_COLOR").as_deref())
+    }
+
+    /// [`Self::enabled`] with the value of `NO_COLOR` given (no-color.org: set and not empty
+    /// means no colour; a command-line flag overrides it).
+    fn enabled_with(self, is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+        match self {
+            ColorWhen::Always => true,
+            ColorWhen::Never => false,
+            ColorWhen::Auto => is_terminal && no_color.map_or(true, OsStr::is_empty),
+        }
+    }
+
+    /// The `--color` on a command line, read before clap parses it so that clap's own help
+    /// and errors follow it: the last one before `--` (after it come a remote command's
+    /// words). A missing or unknown value is `auto` here; the real parse reports it.
+    pub fn from_args(args: impl IntoIterator<Item = OsString>) -> Self {
+        let mut when = ColorWhen::Auto;
+        let mut args = args.into_iter().skip(1);
+        while let Some(arg) = args.next() {
+            let value = match arg.to_str() {
+                Some("--") => break,
+                Some("--color") => args.next(),
+                Some(a) => match a.strip_prefix("--color=") {
+                    Some(v) => Some(OsString::from(v)),
+                    None => continue,
+                },
+                None => continue,
+            };
+            when = match value.as_ref().and_then(|v| v.to_str()) {
+                Some("always") => ColorWhen::Always,
+                Some("never") => ColorWhen::Never,
+                _ => ColorWhen::Auto,
+            };
+        }
+        when
+    }
+
+    /// The same choice for clap, whose `auto` also honours `NO_COLOR`.
+    pub fn for_clap(self) -> clap::ColorChoice {
+        match self {
+            ColorWhen::Auto => clap::ColorChoice::Auto,
+            ColorWhen::Always => clap::ColorChoice::Always,
+            ColorWhen::Never => clap::ColorChoice::Never,
+        }
+    }
+}
 
 /// Sends log lines to stderr through a writer thread and a bounded, lossy queue, so no task
 /// ever blocks on a slow stderr or panics on a closed one. Keep the guard until exit: dropping
@@ -94,4 +160,45 @@ pub fn eprint_line(line: &str) {
 pub fn say(line: &str) {
     let mut out = io::stdout().lock();
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<OsString> {
+        line.split_whitespace().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn the_last_color_before_the_double_dash_counts_in_either_spelling() {
+        assert_eq!(ColorWhen::from_args(args("sockit ls A")), ColorWhen::Auto);
+        assert_eq!(
+            ColorWhen::from_args(args("sockit --color never ls A")),
+            ColorWhen::Never
+        );
+        assert_eq!(
+            ColorWhen::from_args(args("sockit --color=never chat join --color=always")),
+            ColorWhen::Always
+        );
+        assert_eq!(
+            ColorWhen::from_args(args("sockit exec run A --color never -- ls --color=always")),
+            ColorWhen::Never
+        );
+        assert_eq!(
+            ColorWhen::from_args(args("sockit --color sometimes")),
+            ColorWhen::Auto
+        );
+    }
+
+    #[test]
+    fn auto_colours_a_terminal_unless_no_color_is_set_and_the_flag_overrides_it() {
+        let set = Some(OsStr::new("1"));
+        assert!(ColorWhen::Auto.enabled_with(true, None));
+        assert!(ColorWhen::Auto.enabled_with(true, Some(OsStr::new(""))));
+        assert!(!ColorWhen::Auto.enabled_with(true, set));
+        assert!(!ColorWhen::Auto.enabled_with(false, None));
+        assert!(ColorWhen::Always.enabled_with(false, set));
+        assert!(!ColorWhen::Never.enabled_with(true, None));
+    }
 }

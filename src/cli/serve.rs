@@ -287,7 +287,11 @@ fn check_no_shared_address(entries: &[Entry]) -> Result<(), Failure> {
                     first + 1,
                     i + 1,
                     addr.0,
-                    if addr.1 { " (udp)" } else { "" }
+                    match addr {
+                        (Addr::Inet(_), true) => " (udp)",
+                        (Addr::Unix(_), true) => " (datagram)",
+                        (_, false) => "",
+                    }
                 )));
             }
             seen.push((addr, i));

@@ -197,3 +197,18 @@ pub(crate) fn exit_text(status: std::process::ExitStatus) -> String {
         (None, None) => "unknown".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    use super::exit_text;
+
+    #[test]
+    fn exit_statuses_read_as_words_not_as_std_debug() {
+        assert_eq!(exit_text(ExitStatus::from_raw(0)), "exit 0");
+        assert_eq!(exit_text(ExitStatus::from_raw(3 << 8)), "exit 3");
+        assert_eq!(exit_text(ExitStatus::from_raw(9)), "signal 9");
+    }
+}

@@ -18,11 +18,12 @@ const INPUT_QUEUE_LINES: usize = 64;
 /// Nick colours (ANSI foreground codes), chosen by a hash of the nick.
 const NICK_COLOURS: [u8; 6] = [31, 32, 33, 34, 35, 36];
 
-/// Runs the interactive session until `/quit`, end of input, or the server closing.
+/// Runs the interactive session until `/quit`, end of input, or the server closing; nicks are
+/// painted with ANSI colours if `colour`.
 ///
 /// # Errors
 /// Writing to stdout failed.
-pub async fn run_terminal(client: ChatClient) -> std::io::Result<()> {
+pub async fn run_terminal(client: ChatClient, colour: bool) -> std::io::Result<()> {
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let ChatClient {
         nick,
@@ -45,11 +46,11 @@ pub async fn run_terminal(client: ChatClient) -> std::io::Result<()> {
             let _ = stdout.flush();
         })
     };
-    if let Some(line) = render(&hello, tty) {
+    if let Some(line) = render(&hello, colour) {
         out(line);
     }
     let sending = tokio::spawn(send_lines(sender, lines_rx));
-    receive(receiver, tty, &mut *out).await;
+    receive(receiver, colour, &mut *out).await;
     sending.abort();
     if let Some(thread) = editor.filter(|t| !t.is_finished()) {
         // The editor holds the terminal in raw mode until its `readline` returns; exiting
