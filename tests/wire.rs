@@ -231,3 +231,33 @@ async fn a_frame_trickled_a_byte_at_a_time_is_cut_off_at_its_deadline() {
     drop(conn);
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_line_of_text_gets_one_plain_text_error_line_and_the_next_client_is_served() {
+    // A long header deadline: a short line must be answered at once, not at the deadline.
+    let server = start(
+        FramedEcho::with_header_deadline(TEST_TIMEOUT * 10),
+        Config::default(),
+    )
+    .await;
+    let addr = server.addr.clone();
+    for line in [&b"hello\n"[..], b"hi\n", b"GET / HTTP/1.1\r\n\r\n"] {
+        let mut s = Stream::connect(&addr).await.unwrap();
+        s.write_all(line).await.unwrap();
+        // Like nc: the connection stays open for more typing; the reply must come anyway.
+        let mut reply = Vec::new();
+        timeout(TEST_TIMEOUT, s.read_to_end(&mut reply))
+            .await
+            .expect("answered before the header deadline")
+            .unwrap();
+        let reply = String::from_utf8(reply).expect("a text reply, not a frame");
+        assert!(
+            reply.starts_with("error: this port speaks sockit's framed protocol (framed echo)")
+                && reply.ends_with('\n')
+                && reply.matches('\n').count() == 1,
+            "{line:?}: {reply}"
+        );
+        next_client_is_served(&addr).await;
+    }
+    server.stop().await.unwrap();
+}

@@ -1,14 +1,19 @@
 //! Framed echo: every wire-v1 frame is sent back, header and streamed body. The smallest
-//! framed service, and the server the wire format's hostile-input tests run against.
+//! framed service, and the server the wire format's hostile-input tests run against. A peer
+//! that sends a line of plain text (`nc`) gets one line of text back, as at every framed port.
 
 use std::io;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::time::{timeout_at, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::engine::{Conn, ConnInfo, Handler};
-use crate::wire::{Connection, ErrorFrame, Limits, Message, WireError, MAX_HEADER_BYTES};
+use crate::wire::{
+    looks_like_text, Connection, ErrorFrame, Limits, Message, WireError, MAX_HEADER_BYTES,
+    TEXT_SNIFF_BYTES,
+};
 
 /// Largest body a framed echo accepts.
 pub(crate) const FRAMED_ECHO_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
@@ -79,6 +84,11 @@ impl Handler for FramedEcho {
                 let _ = conn.write_error(frame).await;
                 TOO_SLOW.to_owned()
             }
+            Err(Failure::Text) => {
+                // A person with nc reads one line of text, not an error frame.
+                let _ = timeout(TEXT_REPLY_LINGER, reply_in_text(&mut conn)).await;
+                "a plain-text client at the framed echo port".to_owned()
+            }
         };
         Err(io::Error::new(io::ErrorKind::InvalidData, failure))
     }
@@ -86,11 +96,22 @@ impl Handler for FramedEcho {
 
 const TOO_SLOW: &str = "the frame did not arrive within its deadline";
 
+/// The one line a plain-text client (`nc`) gets, as at every framed port.
+const TEXT_REPLY: &str = "error: this port speaks sockit's framed protocol (framed echo), not \
+    plain text: send wire-v1 frames, a 4-byte big-endian header length, the JSON header \
+    {\"type\":\"echo\",\"size\":N}, then N body bytes; for plain text use `sockit echo` without \
+    --framed\n";
+
+/// How long the text reply may take, and the client to close after it.
+const TEXT_REPLY_LINGER: Duration = Duration::from_secs(2);
+
 /// Why the echo of a connection's frames ended early.
 enum Failure {
     Wire(WireError),
     /// A frame took longer than its deadline (see [`FRAME_HEADER_DEADLINE`]).
     TooSlow,
+    /// The peer sent a line of text, not a frame.
+    Text,
 }
 
 impl From<WireError> for Failure {
@@ -107,6 +128,40 @@ pub const FRAME_HEADER_DEADLINE: Duration = Duration::from_secs(10);
 /// at this rate.
 pub const MIN_BODY_BYTES_PER_SEC: u64 = 64 * 1024;
 
+/// Fails with [`Failure::Text`] if the next frame's first bytes are a line of text, as soon
+/// as that is clear: a line shorter than a length prefix (`hi\n`) would otherwise leave the
+/// frame read waiting for its fourth byte. Called at a frame's start.
+///
+/// # Cancel safety
+///
+/// Cancel safe: what it reads stays buffered in `conn`.
+async fn sniff_text(conn: &mut Connection<Conn>) -> Result<(), Failure> {
+    while conn.buffered().len() < TEXT_SNIFF_BYTES {
+        if looks_like_text(conn.buffered()) {
+            return Err(Failure::Text);
+        }
+        if conn.read_more().await? == 0 {
+            // A frame cut short: the frame read reports it.
+            return Ok(());
+        }
+    }
+    match looks_like_text(conn.buffered()) {
+        true => Err(Failure::Text),
+        false => Ok(()),
+    }
+}
+
+/// Writes [`TEXT_REPLY`], half-closes, and drops what the client still sends until it closes
+/// (closing with unread bytes would reset the connection and could destroy the reply).
+async fn reply_in_text(conn: &mut Connection<Conn>) -> io::Result<()> {
+    let stream = conn.get_mut();
+    stream.write_all(TEXT_REPLY.as_bytes()).await?;
+    stream.shutdown().await?;
+    let mut sink = [0u8; 1024];
+    while stream.read(&mut sink).await? > 0 {}
+    Ok(())
+}
+
 async fn echo_frames(
     conn: &mut Connection<Conn>,
     header_deadline: Duration,
@@ -117,9 +172,18 @@ async fn echo_frames(
             return Ok(());
         }
         let started = Instant::now();
+        timeout_at(started + header_deadline, sniff_text(conn))
+            .await
+            .map_err(|_| Failure::TooSlow)??;
         let header = timeout_at(started + header_deadline, conn.read_frame::<EchoMessage>());
-        let Some(msg) = header.await.map_err(|_| Failure::TooSlow)?? else {
-            return Ok(());
+        let msg = match header.await.map_err(|_| Failure::TooSlow)? {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Ok(()),
+            // A line's first bytes read as an absurd length; they stay in `buffered`.
+            Err(WireError::HeaderTooLarge { .. }) if looks_like_text(conn.buffered()) => {
+                return Err(Failure::Text)
+            }
+            Err(e) => return Err(e.into()),
         };
         let body_time = Duration::from_secs(msg.body_size() / MIN_BODY_BYTES_PER_SEC);
         let deadline = started + header_deadline + body_time;
