@@ -255,9 +255,13 @@ impl ExecService {
         let pump_in = pump_input(&mut reader, command_in, &group, taken);
         supervisor.watch(pump_out, pump_in).await;
         let outcome = supervisor.finish().await;
-        // Whatever escaped the group dies with the session, whichever way it ended.
-        escapees.kill_all_within(CLOSE_LINGER).await;
-        report(&mut writer, &mut reader, outcome, info).await
+        // Whatever escaped the group dies with the session, whichever way it ended. The sweep
+        // reads /proc (milliseconds): the exit is sent meanwhile, not after it.
+        let (ending, ()) = tokio::join!(
+            report(&mut writer, &mut reader, outcome, info),
+            escapees.kill_all_within(CLOSE_LINGER),
+        );
+        ending
     }
 }
 
