@@ -493,22 +493,32 @@ fn connect_speaks_unix_stream_and_unix_datagram() {
     }
 }
 
-#[test]
-fn serve_runs_exec_with_a_generated_token_shown_once() {
+/// `sockit serve` running the set `toml` describes (with no `SOCKIT_TOKEN`), its stdout, and
+/// the directory holding the config.
+fn serve_set(
+    toml: &str,
+) -> (
+    Proc,
+    std::io::BufReader<std::process::ChildStdout>,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("serve.toml");
-    std::fs::write(
-        &config,
-        "[[service]]\nkind = \"exec\"\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
+    std::fs::write(&config, toml).unwrap();
     let mut cmd = sockit();
     cmd.args(["serve", "--config"])
         .arg(&config)
         .env_remove("SOCKIT_TOKEN")
         .stdout(Stdio::piped());
     let mut proc = Proc::spawn(cmd);
-    let mut stdout = std::io::BufReader::new(proc.child.stdout.take().unwrap());
+    let stdout = std::io::BufReader::new(proc.child.stdout.take().unwrap());
+    (proc, stdout, dir)
+}
+
+#[test]
+fn serve_runs_exec_with_a_generated_token_shown_once() {
+    let (mut proc, mut stdout, _dir) =
+        serve_set("[[service]]\nkind = \"exec\"\nlisten = \"127.0.0.1:0\"\n");
     let mut read_line = || {
         let mut line = String::new();
         std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
@@ -698,19 +708,8 @@ fn a_missing_config_file_exits_2_like_an_invalid_one() {
 
 #[test]
 fn a_set_of_one_says_serving_1_service() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("one.toml");
-    std::fs::write(
-        &config,
-        "[[service]]\nkind = \"echo\"\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
-    let mut cmd = sockit();
-    cmd.args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped());
-    let mut proc = Proc::spawn(cmd);
-    let mut stdout = std::io::BufReader::new(proc.child.stdout.take().unwrap());
+    let (mut proc, mut stdout, _dir) =
+        serve_set("[[service]]\nkind = \"echo\"\nlisten = \"127.0.0.1:0\"\n");
     let mut lines = String::new();
     while !lines.contains("serving") {
         let n = std::io::BufRead::read_line(&mut stdout, &mut lines).unwrap();

@@ -8,7 +8,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::pids::is_gone;
+use common::pids::live_with_argv;
 use common::{have, sockit, start_exec_binary, token_file};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -21,18 +21,9 @@ const PROMPT_EXIT: Duration = Duration::from_secs(5);
 /// How often the test looks at the client and at /proc.
 const POLL: Duration = Duration::from_millis(20);
 
-/// Pids of live `sleep SECS` processes, found through /proc.
+/// Pids of live `sleep SECS` processes.
 fn live_sleeps(secs: &str) -> Vec<i32> {
-    let wanted = format!("sleep\0{secs}\0");
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted.as_bytes())
-        })
-        .filter(|pid| !is_gone(*pid))
-        .collect()
+    live_with_argv(&["sleep", secs])
 }
 
 /// A `sh -c` line that starts `launch sleep SECS` in the background, waits (a bounded spin)

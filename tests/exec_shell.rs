@@ -114,20 +114,9 @@ async fn a_server_without_shell_is_reported_once_with_how_to_run_the_lines() {
     server.stop().await.unwrap();
 }
 
-/// Pids of live `sleep SECS` processes, found through /proc.
+/// Pids of live `sleep SECS` processes.
 fn live_sleeps(secs: &str) -> Vec<i32> {
-    let wanted = format!("sleep\0{secs}\0");
-    std::fs::read_dir("/proc")
-        .map(|dir| {
-            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-                .filter(|pid| {
-                    std::fs::read(format!("/proc/{pid}/cmdline"))
-                        .is_ok_and(|c| c == wanted.as_bytes())
-                })
-                .filter(|pid| !common::pids::is_gone(*pid))
-                .collect()
-        })
-        .unwrap_or_default()
+    common::pids::live_with_argv(&["sleep", secs])
 }
 
 /// Polls (bounded) until a `sleep SECS` runs.
@@ -288,32 +277,38 @@ async fn a_wrong_token_ends_the_shell() {
     server.stop().await.unwrap();
 }
 
-#[test]
-fn the_binary_runs_lines_from_stdin_until_exit() {
+/// The built binary's `exec serve --shell` on 127.0.0.1:0: the server, its address, and its
+/// token file.
+fn start_shell_server_binary() -> (Proc, String, tempfile::NamedTempFile) {
     let mut token = tempfile::NamedTempFile::new().unwrap();
     writeln!(token, "{}", Token::generate().unwrap().reveal()).unwrap();
     let mut cmd = sockit();
-    cmd.args([
-        "exec",
-        "serve",
-        "--shell",
-        "--listen",
-        "127.0.0.1:0",
-        "--token-file",
-    ])
-    .arg(token.path())
-    .stdout(Stdio::null());
+    cmd.args(["exec", "serve", "--shell", "--listen", "127.0.0.1:0"])
+        .arg("--token-file")
+        .arg(token.path())
+        .stdout(Stdio::null());
     let mut server = Proc::spawn(cmd);
     let addr = server.listening_addr();
-    let mut client = sockit()
-        .args(["exec", "shell", &addr, "--token-file"])
+    (server, addr, token)
+}
+
+/// `sockit exec shell ADDR` with its standard streams piped.
+fn spawn_shell_client(addr: &str, token: &tempfile::NamedTempFile) -> std::process::Child {
+    sockit()
+        .args(["exec", "shell", addr, "--token-file"])
         .arg(token.path())
         .env_remove("SOCKIT_TOKEN")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn the_binary_runs_lines_from_stdin_until_exit() {
+    let (_server, addr, token) = start_shell_server_binary();
+    let mut client = spawn_shell_client(&addr, &token);
     client
         .stdin
         .take()
@@ -338,31 +333,9 @@ fn the_binary_runs_lines_from_stdin_until_exit() {
 
 #[test]
 fn sigint_to_the_binary_interrupts_the_remote_command_and_the_loop_goes_on() {
-    let mut token = tempfile::NamedTempFile::new().unwrap();
-    writeln!(token, "{}", Token::generate().unwrap().reveal()).unwrap();
-    let mut cmd = sockit();
-    cmd.args([
-        "exec",
-        "serve",
-        "--shell",
-        "--listen",
-        "127.0.0.1:0",
-        "--token-file",
-    ])
-    .arg(token.path())
-    .stdout(Stdio::null());
-    let mut server = Proc::spawn(cmd);
-    let addr = server.listening_addr();
+    let (_server, addr, token) = start_shell_server_binary();
     let secs = "876.5";
-    let mut client = sockit()
-        .args(["exec", "shell", &addr, "--token-file"])
-        .arg(token.path())
-        .env_remove("SOCKIT_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut client = spawn_shell_client(&addr, &token);
     client
         .stdin
         .take()

@@ -39,3 +39,19 @@ pub fn wait_until_gone_blocking(pid: i32, what: &str) {
         .expect("a runtime for the poll")
         .block_on(wait_until_gone(pid, what));
 }
+
+/// Pids of the live processes whose command line is exactly `argv` (e.g. `["sleep", "987.1"]`,
+/// an argument no other process has), found through /proc.
+pub fn live_with_argv(argv: &[&str]) -> Vec<i32> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
+        .filter(|pid| !is_gone(*pid))
+        .collect()
+}
