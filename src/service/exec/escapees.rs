@@ -11,7 +11,8 @@
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -45,6 +46,10 @@ type FileId = (u64, u64);
 pub(super) struct Escapees {
     mark: String,
     files: Vec<FileId>,
+    /// Cleared once the session lets go of its files: a terminal's number (and so its inode)
+    /// is then free for another session's, and a sweep still running must not take that
+    /// session's processes for this one's.
+    files_held: Arc<AtomicBool>,
 }
 
 impl Escapees {
@@ -54,6 +59,7 @@ impl Escapees {
         Escapees {
             mark: format!("{}.{n}", std::process::id()),
             files: Vec::new(),
+            files_held: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -69,6 +75,11 @@ impl Escapees {
             self.files
                 .push((u64::from(st.st_dev), u64::from(st.st_ino)));
         }
+    }
+
+    /// Stops identifying the session's processes by its files: call before closing them.
+    pub(super) fn release_files(&self) {
+        self.files_held.store(false, Ordering::SeqCst);
     }
 
     /// SIGKILLs every process of the session still alive, and what descends from them.
@@ -116,7 +127,10 @@ impl Escapees {
         let mut found: Vec<i32> = live
             .iter()
             .map(|(pid, _)| *pid)
-            .filter(|pid| carries(*pid, entry) || holds_any(*pid, &self.files))
+            .filter(|pid| {
+                carries(*pid, entry)
+                    || (self.files_held.load(Ordering::SeqCst) && holds_any(*pid, &self.files))
+            })
             .collect();
         // Descendants, breadth first: a child that cleared its environment is still found
         // through a parent that did not.

@@ -261,6 +261,9 @@ impl ExecService {
             report(&mut writer, &mut reader, outcome, info),
             escapees.kill_all_within(CLOSE_LINGER),
         );
+        // The pipes or the terminal close when this returns; a sweep still running goes on by
+        // the mark alone.
+        escapees.release_files();
         ending
     }
 }
