@@ -1,6 +1,7 @@
 //! `sockit exec shell`: the tutorial's prompt loop on top of [`run`]. Each line is one
 //! authenticated `run` on a fresh connection (the exec protocol runs one command per
-//! connection), so a refused line costs nothing but its own connection.
+//! connection), so a refused line costs nothing but its own connection. The loop itself
+//! ([`prompt_loop`]) also drives the compat dialects' shell, over one connection.
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -49,33 +50,82 @@ pub async fn shell<I, O, E>(
     addr: &Addr,
     options: &ClientOptions,
     form: LineForm,
-    io: ShellIo<I, O, E>,
+    mut io: ShellIo<I, O, E>,
 ) -> Result<u8, ExecError>
 where
     I: AsyncBufRead + Unpin,
     O: AsyncWrite + Unpin,
     E: AsyncWrite + Unpin,
 {
+    let mut runner = ExecLines {
+        addr,
+        options,
+        form,
+    };
+    prompt_loop(&mut runner, &mut io).await
+}
+
+/// What runs each line of a prompt loop: the exec protocol's (a connection per line) or a
+/// compat dialect's (one connection for all).
+pub(crate) trait LineRunner {
+    /// What ends the loop.
+    type Error;
+
+    /// A local write failure as `Self::Error`.
+    fn local(error: std::io::Error) -> Self::Error;
+
+    /// Runs `line`, writing its output; returns its exit code. An error ends the loop.
+    async fn run_line<O, E>(
+        &mut self,
+        line: &str,
+        stdout: &mut O,
+        stderr: &mut E,
+    ) -> Result<u8, Self::Error>
+    where
+        O: AsyncWrite + Unpin,
+        E: AsyncWrite + Unpin;
+}
+
+/// The prompt loop itself: reads lines until EOF or `exit [N]` and runs each with `runner`.
+/// Returns N, else the last line's exit code (0 if none ran).
+///
+/// # Errors
+/// The runner's, and a failure to read input or write locally.
+pub(crate) async fn prompt_loop<R, I, O, E>(
+    runner: &mut R,
+    io: &mut ShellIo<I, O, E>,
+) -> Result<u8, R::Error>
+where
+    R: LineRunner,
+    I: AsyncBufRead + Unpin,
+    O: AsyncWrite + Unpin,
+    E: AsyncWrite + Unpin,
+{
     let ShellIo {
-        mut input,
-        mut stdout,
-        mut stderr,
+        input,
+        stdout,
+        stderr,
         prompt,
     } = io;
+    let prompt = *prompt;
     let mut last = 0;
     loop {
         if prompt {
-            write_local(&mut stderr, PROMPT.as_bytes()).await?;
+            write_local(stderr, PROMPT.as_bytes())
+                .await
+                .map_err(R::local)?;
         }
-        let Some(line) = read_line(&mut input).await.map_err(ExecError::Local)? else {
+        let Some(line) = read_line(input).await.map_err(R::local)? else {
             if prompt {
                 // End the prompt's line, as a shell does at Ctrl-D.
-                write_local(&mut stderr, b"\n").await?;
+                write_local(stderr, b"\n").await.map_err(R::local)?;
             }
             break;
         };
         let Ok(line) = String::from_utf8(line) else {
-            write_local(&mut stderr, b"sockit: the line is not UTF-8\n").await?;
+            write_local(stderr, b"sockit: the line is not UTF-8\n")
+                .await
+                .map_err(R::local)?;
             continue;
         };
         let line = line.trim();
@@ -83,7 +133,9 @@ where
             Some(Ok(None)) => break,
             Some(Ok(Some(code))) => return Ok(code),
             Some(Err(())) => {
-                write_local(&mut stderr, b"sockit: exit takes one number: exit [N]\n").await?;
+                write_local(stderr, b"sockit: exit takes one number: exit [N]\n")
+                    .await
+                    .map_err(R::local)?;
                 last = 2;
                 continue;
             }
@@ -92,9 +144,37 @@ where
         if line.is_empty() {
             continue;
         }
-        last = run_line(addr, options, form, line, &mut stdout, &mut stderr).await?;
+        last = runner.run_line(line, stdout, stderr).await?;
     }
     Ok(last)
+}
+
+/// Lines run with the exec protocol, each on a connection of its own.
+struct ExecLines<'a> {
+    addr: &'a Addr,
+    options: &'a ClientOptions,
+    form: LineForm,
+}
+
+impl LineRunner for ExecLines<'_> {
+    type Error = ExecError;
+
+    fn local(error: std::io::Error) -> ExecError {
+        ExecError::Local(error)
+    }
+
+    async fn run_line<O, E>(
+        &mut self,
+        line: &str,
+        stdout: &mut O,
+        stderr: &mut E,
+    ) -> Result<u8, ExecError>
+    where
+        O: AsyncWrite + Unpin,
+        E: AsyncWrite + Unpin,
+    {
+        run_line(self.addr, self.options, self.form, line, stdout, stderr).await
+    }
 }
 
 /// Runs one line on the server, writing its output and any refusal locally; returns its exit
@@ -137,7 +217,9 @@ where
         Ok(outcome) => {
             if let Some(error) = outcome.error {
                 let text = format!("sockit: remote: {} ({})\n", error.message, error.code);
-                write_local(stderr, text.as_bytes()).await?;
+                write_local(stderr, text.as_bytes())
+                    .await
+                    .map_err(ExecError::Local)?;
             }
             Ok(outcome.exit.exit_code())
         }
@@ -148,7 +230,9 @@ where
                 ""
             };
             let text = format!("sockit: remote: {} ({}){hint}\n", error.message, error.code);
-            write_local(stderr, text.as_bytes()).await?;
+            write_local(stderr, text.as_bytes())
+                .await
+                .map_err(ExecError::Local)?;
             Ok(255)
         }
         Err(e) => Err(e),
@@ -199,7 +283,11 @@ async fn read_line<I: AsyncBufRead + Unpin>(input: &mut I) -> std::io::Result<Op
     Ok(Some(line))
 }
 
-async fn write_local<W: AsyncWrite + Unpin>(out: &mut W, bytes: &[u8]) -> Result<(), ExecError> {
-    out.write_all(bytes).await.map_err(ExecError::Local)?;
-    out.flush().await.map_err(ExecError::Local)
+/// Writes and flushes a prompt, a refusal or a note.
+pub(crate) async fn write_local<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    out.write_all(bytes).await?;
+    out.flush().await
 }
