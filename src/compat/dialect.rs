@@ -122,7 +122,7 @@ impl FromStr for Dialect {
 }
 
 /// Longest quoted peer text in a description.
-const QUOTED_CHARS: usize = 60;
+const QUOTED_CHARS: usize = 120;
 
 /// Largest `struct.pack("i")` length that [`describe`] takes for one (1 GiB).
 const PLAUSIBLE_BINARY_LENGTH: i32 = 1 << 30;
