@@ -6,6 +6,6 @@
 mod dialect;
 pub mod exec;
 pub mod framing;
-mod reply;
+pub(crate) mod reply;
 
 pub use dialect::{Dialect, UnknownDialect, ACK};
