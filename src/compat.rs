@@ -5,6 +5,7 @@
 
 mod dialect;
 pub mod exec;
+pub mod files;
 pub mod framing;
 pub(crate) mod reply;
 
