@@ -78,7 +78,7 @@ pub enum ReceiveError {
 /// The file being received: into the store, or skipped.
 enum Current {
     Storing {
-        incoming: Incoming,
+        incoming: Box<Incoming>,
         header: TutorialHeader,
         md5: Md5,
     },
@@ -182,7 +182,7 @@ async fn open(store: &Arc<Store>, header: TutorialHeader) -> Current {
     let store = store.clone();
     match blocking(move || store.create(&path, size, meta, HashAlg::Sha256, None)).await {
         Ok(incoming) => Current::Storing {
-            incoming,
+            incoming: Box::new(incoming),
             header,
             md5: Md5::new(),
         },
