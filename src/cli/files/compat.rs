@@ -53,9 +53,9 @@ pub(crate) async fn run_recv_compat(args: RecvArgs) -> Result<(), Failure> {
     match outcome {
         Some(Outcome {
             stored,
-            refused,
+            refused: 0,
             error: None,
-        }) if refused == 0 => {
+        }) => {
             eprint_line(&format!("recv: {stored} stored"));
             Ok(())
         }
