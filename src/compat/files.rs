@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::framing::{encode_header, TutorialDecoder, TutorialHeader};
-use crate::service::files::store::{FileMeta, Incoming, RelPath, Store, StoreError};
+use crate::service::files::store::{blocking, FileMeta, Incoming, RelPath, Store, StoreError};
 use crate::service::files::HashAlg;
 use crate::text::escape_one_line;
 use crate::wire::{Decoded, Limits, WireError, MAX_HEADER_BYTES};
@@ -248,18 +248,6 @@ fn shown(name: &str) -> String {
 
 fn refusal(e: &StoreError) -> String {
     escape_one_line(&e.to_string(), SHOWN_NAME_CHARS * 2)
-}
-
-/// Runs store work on a blocking thread; a panicked task is an I/O error.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
-        Err(StoreError::Io {
-            path: String::new(),
-            source: io::Error::other(e),
-        })
-    })
 }
 
 /// What [`send`] can fail with.

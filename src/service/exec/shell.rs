@@ -1,7 +1,7 @@
 //! `sockit exec shell`: the tutorial's prompt loop on top of [`run`]. Each line is one
 //! authenticated `run` on a fresh connection (the exec protocol runs one command per
 //! connection), so a refused line costs nothing but its own connection. The loop itself
-//! ([`prompt_loop`]) also drives the compat dialects' shell, over one connection.
+//! (`prompt_loop`) also drives the compat dialects' shell, over one connection.
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -163,6 +163,9 @@ impl LineRunner for ExecLines<'_> {
         ExecError::Local(error)
     }
 
+    /// Runs one line on the server, writing its output and any refusal locally; returns its
+    /// exit code (255 for a refused line). Errors only for failures that would repeat on
+    /// every line.
     async fn run_line<O, E>(
         &mut self,
         line: &str,
@@ -173,69 +176,48 @@ impl LineRunner for ExecLines<'_> {
         O: AsyncWrite + Unpin,
         E: AsyncWrite + Unpin,
     {
-        run_line(self.addr, self.options, self.form, line, stdout, stderr).await
-    }
-}
-
-/// Runs one line on the server, writing its output and any refusal locally; returns its exit
-/// code (255 for a refused line).
-///
-/// # Errors
-///
-/// As [`shell`]: only the failures that would repeat on every line.
-async fn run_line<O, E>(
-    addr: &Addr,
-    options: &ClientOptions,
-    form: LineForm,
-    line: &str,
-    stdout: &mut O,
-    stderr: &mut E,
-) -> Result<u8, ExecError>
-where
-    O: AsyncWrite + Unpin,
-    E: AsyncWrite + Unpin,
-{
-    let argv = match form {
-        LineForm::Shell => vec![line.to_owned()],
-        LineForm::Words => line.split_whitespace().map(str::to_owned).collect(),
-    };
-    let request = RunRequest {
-        argv,
-        shell: form == LineForm::Shell,
-        pty: None,
-    };
-    // Nothing to forward: the command gets an empty stdin, and Ctrl-C ends the shell.
-    let (_signals, rx) = mpsc::channel(1);
-    let local = LocalIo {
-        stdin: tokio::io::empty(),
-        stdout: Output::new(&mut *stdout),
-        stderr: &mut *stderr,
-        signals: rx,
-        resizes: None,
-    };
-    match run(addr, options, &request, local).await {
-        Ok(outcome) => {
-            if let Some(error) = outcome.error {
-                let text = format!("sockit: remote: {} ({})\n", error.message, error.code);
+        let argv = match self.form {
+            LineForm::Shell => vec![line.to_owned()],
+            LineForm::Words => line.split_whitespace().map(str::to_owned).collect(),
+        };
+        let request = RunRequest {
+            argv,
+            shell: self.form == LineForm::Shell,
+            pty: None,
+        };
+        // Nothing to forward: the command gets an empty stdin, and Ctrl-C ends the shell.
+        let (_signals, rx) = mpsc::channel(1);
+        let local = LocalIo {
+            stdin: tokio::io::empty(),
+            stdout: Output::new(&mut *stdout),
+            stderr: &mut *stderr,
+            signals: rx,
+            resizes: None,
+        };
+        match run(self.addr, self.options, &request, local).await {
+            Ok(outcome) => {
+                if let Some(error) = outcome.error {
+                    let text = format!("sockit: remote: {} ({})\n", error.message, error.code);
+                    write_local(stderr, text.as_bytes())
+                        .await
+                        .map_err(ExecError::Local)?;
+                }
+                Ok(outcome.exit.exit_code())
+            }
+            Err(ExecError::Remote(error)) => {
+                let hint = if error.code == "shell_not_allowed" {
+                    " (the server runs without --shell: try `sockit exec shell --words`)"
+                } else {
+                    ""
+                };
+                let text = format!("sockit: remote: {} ({}){hint}\n", error.message, error.code);
                 write_local(stderr, text.as_bytes())
                     .await
                     .map_err(ExecError::Local)?;
+                Ok(255)
             }
-            Ok(outcome.exit.exit_code())
+            Err(e) => Err(e),
         }
-        Err(ExecError::Remote(error)) => {
-            let hint = if error.code == "shell_not_allowed" {
-                " (the server runs without --shell: try `sockit exec shell --words`)"
-            } else {
-                ""
-            };
-            let text = format!("sockit: remote: {} ({}){hint}\n", error.message, error.code);
-            write_local(stderr, text.as_bytes())
-                .await
-                .map_err(ExecError::Local)?;
-            Ok(255)
-        }
-        Err(e) => Err(e),
     }
 }
 
