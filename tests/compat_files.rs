@@ -152,3 +152,27 @@ fn recv_compat_is_refused_beyond_loopback() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no authentication"), "{stderr}");
 }
+
+#[test]
+fn recv_compat_ends_a_connection_with_a_broken_header_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = sockit();
+    cmd.args([
+        "recv",
+        "--compat",
+        "tutorial",
+        "--listen",
+        "127.0.0.1:0",
+        "--dir",
+    ])
+    .arg(dir.path());
+    let mut recv = Proc::spawn(cmd);
+    let addr = recv.listening_addr();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(&mut conn, &(-5i32).to_ne_bytes()).unwrap();
+    std::io::Write::write_all(&mut conn, b"{\"filename\": \"x\"}").unwrap();
+    let line = recv.wait_for_stderr("connection ended");
+    assert!(line.contains("bad file header"), "{line}");
+    assert_eq!(recv.wait_exit().code(), Some(1));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

@@ -353,3 +353,35 @@ fn every_dialect_is_refused_beyond_loopback() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_instead_of_acknowledging_does_not_stop_the_server() {
+    use sockit::compat::exec::{CompatConfig, CompatServer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = common::start(
+        CompatServer::new(Dialect::LengthTextAck, CompatConfig::default()),
+        sockit::engine::Config::default(),
+    )
+    .await;
+    let mut rude = sockit::net::Stream::connect(&server.addr).await.unwrap();
+    rude.write_all(b"echo hello").await.unwrap();
+    let mut digits = [0u8; 16];
+    let n = tokio::time::timeout(TEST_TIMEOUT, rude.read(&mut digits))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&digits[..n], b"6");
+    drop(rude);
+    let mut out = Vec::new();
+    compat::run(
+        &server.addr,
+        Dialect::LengthTextAck,
+        "echo next",
+        &mut out,
+        TEST_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, b"next\n");
+    server.stop().await.unwrap();
+}
