@@ -77,6 +77,49 @@ pub fn compat_framing(data: &[u8]) {
     }
 }
 
+/// The compat clients' reply decoder, every dialect (the first byte picks it and the chunk
+/// sizes), with pauses between chunks: never panics, and never yields more output than
+/// bytes came in.
+pub fn compat_reply(data: &[u8]) {
+    use crate::compat::reply::{Pause, ReplyDecoder, Step};
+    use crate::compat::Dialect;
+    let Some((&seed, data)) = data.split_first() else {
+        return;
+    };
+    let dialect = Dialect::ALL[usize::from(seed) % Dialect::ALL.len()];
+    let mut decoder = ReplyDecoder::new(dialect, 1 << 20);
+    let mut buf = BytesMut::new();
+    let (mut fed, mut out) = (0usize, 0usize);
+    let chunks = chunks(seed / 5, data).map(Some).chain([None]);
+    for (i, chunk) in chunks.enumerate() {
+        let pause = match chunk {
+            Some(c) => {
+                buf.extend_from_slice(c);
+                fed += c.len();
+                (seed & 0x80 != 0 && i % 3 == 2).then_some(Pause::Quiet)
+            }
+            None => Some(Pause::Eof),
+        };
+        for pause in [None, pause] {
+            loop {
+                let step = match pause {
+                    Some(p) => decoder.pause(&mut buf, p),
+                    None => decoder.decode(&mut buf),
+                };
+                match step {
+                    Ok(Some(Step::Body(b))) => {
+                        out += b.len();
+                        assert!(out <= fed, "{out} output bytes from {fed}");
+                    }
+                    Ok(Some(Step::SendAck)) => {}
+                    Ok(Some(Step::Done(_))) | Err(_) => return,
+                    Ok(None) => break,
+                }
+            }
+        }
+    }
+}
+
 /// One header type: what parses serializes and parses back to the same JSON.
 fn round_trip<M: DeserializeOwned + Serialize>(data: &[u8]) {
     if let Ok(message) = serde_json::from_slice::<M>(data) {

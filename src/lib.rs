@@ -43,7 +43,8 @@
 //!
 //! ```text
 //!  service        one module per service (echo, exec, files, chat, framed_echo)
-//!  compat         the socket lessons' own protocols, so their programs work unchanged
+//!  compat         the socket lessons' own protocols (their "simulated ssh" dialects, their
+//!                 file header), so their programs work unchanged
 //!  tools          built on the engine, not run by it: netcat (connect, listen), bench
 //!  session        the way in for every framed service: the server's `Gate` (pending caps,
 //!                 TLS, hello, auth) and the client's `open`; tokens, limits, error frames

@@ -8,8 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{have, sockit, start, Proc, TEST_TIMEOUT};
-use sockit::compat::exec::{run_tutorial, TutorialConfig, TutorialError, TutorialServer};
+use sockit::compat::exec::{self as compat, CompatConfig, CompatError, CompatServer, Reply};
+use sockit::compat::Dialect;
 use sockit::engine::Config;
+use sockit::net::Addr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::timeout;
@@ -227,19 +229,24 @@ fn sockit_run_against_nothing_exits_255() {
     assert_eq!(code, 255, "{stderr}");
 }
 
-async fn start_in_process(config: TutorialConfig) -> common::TestServer {
+async fn start_in_process(config: CompatConfig) -> common::TestServer {
     let engine = Config {
-        service: "exec-tutorial".into(),
+        service: "exec-compat".into(),
         ..Config::default()
     };
-    start(TutorialServer::new(config), engine).await
+    start(CompatServer::new(Dialect::StructJson, config), engine).await
+}
+
+/// The library's one-shot struct-json client.
+async fn run_tutorial(addr: &Addr, line: &str, out: &mut Vec<u8>) -> Result<Reply, CompatError> {
+    compat::run(addr, Dialect::StructJson, line, out, TEST_TIMEOUT).await
 }
 
 #[tokio::test]
 async fn output_over_the_cap_is_truncated_with_a_note_and_the_server_still_serves() {
-    let config = TutorialConfig {
+    let config = CompatConfig {
         max_output_bytes: 1000,
-        ..TutorialConfig::default()
+        ..CompatConfig::default()
     };
     let server = start_in_process(config).await;
     let mut out = Vec::new();
@@ -261,9 +268,9 @@ async fn output_over_the_cap_is_truncated_with_a_note_and_the_server_still_serve
 
 #[tokio::test]
 async fn a_command_past_the_timeout_is_killed_with_its_group() {
-    let config = TutorialConfig {
+    let config = CompatConfig {
         timeout: Duration::from_millis(300),
-        ..TutorialConfig::default()
+        ..CompatConfig::default()
     };
     let server = start_in_process(config).await;
     let mut out = Vec::new();
@@ -283,8 +290,10 @@ async fn an_overlong_or_empty_command_is_refused_by_the_client() {
     let addr = "127.0.0.1:9".parse().unwrap();
     let long = "x".repeat(1025);
     for line in [long.as_str(), "  \n"] {
-        let err = run_tutorial(&addr, line, Vec::new()).await.unwrap_err();
-        assert!(matches!(err, TutorialError::InvalidCommand(_)), "{err}");
+        let err = run_tutorial(&addr, line, &mut Vec::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CompatError::InvalidCommand(_)), "{err}");
     }
 }
 
@@ -302,11 +311,11 @@ async fn a_reply_cut_short_is_an_error() {
         reply.extend_from_slice(b"abc");
         conn.write_all(&reply).await.unwrap();
     });
-    let err = timeout(TEST_TIMEOUT, run_tutorial(&addr, "x", Vec::new()))
+    let err = timeout(TEST_TIMEOUT, run_tutorial(&addr, "x", &mut Vec::new()))
         .await
         .unwrap()
         .unwrap_err();
-    assert!(matches!(err, TutorialError::Closed), "{err}");
+    assert!(matches!(err, CompatError::Closed { .. }), "{err}");
     fake.await.unwrap();
 }
 
@@ -325,15 +334,16 @@ async fn each_protocol_at_the_others_port_is_told_plainly() {
     // The tutorial client at a framed exec port: a line of 4 bytes or more is answered in text
     // at once.
     let (framed, _) = common::start_exec(sockit::service::exec::ExecConfig::default()).await;
-    match run_tutorial(&framed.addr, "echo hi", Vec::new()).await {
-        Err(e @ TutorialError::ServerSpeaksText { .. }) => {
+    match run_tutorial(&framed.addr, "echo hi", &mut Vec::new()).await {
+        Err(e @ CompatError::NotThisDialect { .. }) => {
             let text = e.to_string();
+            assert!(text.contains("expected a struct-json reply"), "{text}");
             assert!(text.contains("framed protocol"), "{text}");
         }
         other => panic!("expected plain text, got {other:?}"),
     }
     // The framed client at a tutorial port (which runs whatever it is sent).
-    let tutorial = start_in_process(TutorialConfig::default()).await;
+    let tutorial = start_in_process(CompatConfig::default()).await;
     let err = framed_run_error(&tutorial.addr).await;
     assert_eq!(err.code(), "not_sockit", "{err}");
     assert!(err.to_string().contains("--compat tutorial"), "{err}");

@@ -6,9 +6,10 @@ use std::path::Path;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 6] = [
+const TARGETS: [(&str, Target); 7] = [
     ("frame_decoder", sockit::fuzzing::frame_decoder),
     ("compat_framing", sockit::fuzzing::compat_framing),
+    ("compat_reply", sockit::fuzzing::compat_reply),
     ("headers", sockit::fuzzing::headers),
     ("chat_line", sockit::fuzzing::chat_line),
     ("escaper", sockit::fuzzing::escaper),

@@ -615,3 +615,53 @@ async fn writes_are_not_truncated_when_a_signal_interrupts_them() {
         server.stop().await.unwrap();
     }
 }
+
+/// The lessons' "semi-connection pool" (`listen(5)` and one client at a time, issue 16 item 8):
+/// `sockit echo --mode sequential --backlog 5` serves the first client while the next ones
+/// wait, connected, in the kernel's queue, and serves each in turn when the one before leaves.
+#[tokio::test]
+async fn the_semi_connection_pool_serves_one_client_and_queues_the_rest() {
+    let (_proc, addr) = start_binary(&[
+        "echo",
+        "--upper",
+        "--mode",
+        "sequential",
+        "--backlog",
+        "5",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let mut first = BufReader::new(Stream::connect(&addr).await.unwrap());
+    first.write_all(b"first\n").await.unwrap();
+    let mut back = String::new();
+    timeout(TEST_TIMEOUT, first.read_line(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, "FIRST\n");
+    let mut queued = Vec::new();
+    for i in 0..3 {
+        let mut conn = BufReader::new(Stream::connect(&addr).await.unwrap());
+        conn.write_all(format!("queued {i}\n").as_bytes())
+            .await
+            .unwrap();
+        queued.push(conn);
+    }
+    // While the first client stays, the queued ones are connected but not answered.
+    let mut early = String::new();
+    let waited = timeout(Duration::from_millis(300), queued[0].read_line(&mut early)).await;
+    assert!(
+        waited.is_err(),
+        "a queued client was served early: {early:?}"
+    );
+    drop(first);
+    for (i, conn) in queued.iter_mut().enumerate() {
+        let mut back = String::new();
+        timeout(TEST_TIMEOUT, conn.read_line(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, format!("QUEUED {i}\n"));
+        conn.get_mut().shutdown().await.unwrap();
+    }
+}

@@ -16,7 +16,8 @@ use super::launch::{
     bind_failure, run_command, stream_transport, Bound, EngineArgs, ServiceDefaults, Tokens,
 };
 use super::{parse_duration, Failure, Note};
-use sockit::compat::exec::{self as tutorial, TutorialConfig, TutorialServer};
+use sockit::compat::exec::{self as compat, CompatConfig, CompatServer};
+use sockit::compat::Dialect;
 use sockit::engine::{self, serve, Mode};
 use sockit::net::{Addr, Listener};
 use sockit::service::exec::{self, ExecConfig, ExecServer, ExecService};
@@ -32,7 +33,8 @@ pub enum ExecCommand {
     Serve(ExecServeArgs),
     /// Run one command on an exec server; exits with its status (ssh's rule).
     Run(ExecRunArgs),
-    /// A prompt loop: each line runs on the server (a connection per line) until EOF or `exit`.
+    /// A prompt loop: each line runs on the server (a connection per line; one connection for
+    /// all with --compat) until EOF or `exit`.
     Shell(ExecShellArgs),
 }
 
@@ -48,14 +50,43 @@ pub struct ExecShellArgs {
     /// without --shell (default: each line is one `sh -c` line).
     #[arg(long)]
     pub words: bool,
+    /// Speak one of the lessons' protocols, every line over one connection (no auth, no TLS).
+    #[arg(long, value_enum, conflicts_with_all = ["token_file", "words"])]
+    pub compat: Option<Compat>,
+    /// With --compat, the time each reply may take (default 75s).
+    #[arg(long, value_parser = parse_duration, requires = "compat")]
+    pub timeout: Option<Duration>,
 }
 
-/// Another program's protocol to speak instead of sockit's own.
+/// One of the Python socket lessons' "simulated ssh" protocols, to speak instead of sockit's
+/// own. None has authentication: loopback or Unix sockets only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Compat {
-    /// The Python socket lessons' "simulated ssh": a raw command line in; a
-    /// `struct.pack("i")` length, a JSON header and stdout+stderr out. No auth: loopback only.
-    Tutorial,
+    /// No framing: stdout then stderr as they are (lesson 000 §4).
+    Raw,
+    /// The length as decimal text, an ack (`recv_ready`), then stdout or else stderr
+    /// (000 §6.1, 002 §1.7).
+    LengthTextAck,
+    /// The length as decimal text glued to the output, no ack (002 §1.5).
+    LengthText,
+    /// A 4-byte `struct.pack("i")` length, then stdout and stderr (001 §3).
+    Length,
+    /// A 4-byte `struct.pack("i")` length, a JSON header, then stdout and stderr (000 §6.2);
+    /// also called `tutorial`.
+    #[value(alias = "tutorial")]
+    StructJson,
+}
+
+impl From<Compat> for Dialect {
+    fn from(compat: Compat) -> Dialect {
+        match compat {
+            Compat::Raw => Dialect::Raw,
+            Compat::LengthTextAck => Dialect::LengthTextAck,
+            Compat::LengthText => Dialect::LengthText,
+            Compat::Length => Dialect::Length,
+            Compat::StructJson => Dialect::StructJson,
+        }
+    }
 }
 
 /// `sockit exec serve`.
@@ -73,23 +104,22 @@ pub struct ExecServeArgs {
     /// Only run this program (exact argv[0]; repeatable).
     #[arg(long)]
     pub allow_cmd: Vec<String>,
-    /// Stop a command after this long (e.g. 30s, 5m; with --compat tutorial the default is
-    /// 60s): SIGTERM to its whole process group, SIGKILL --kill-grace later; the client is
+    /// Stop a command after this long (e.g. 30s, 5m; with --compat the default is 60s): SIGTERM to its whole process group, SIGKILL --kill-grace later; the client is
     /// told and exits 124.
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Time a timed-out command gets between SIGTERM and SIGKILL, to clean up.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub kill_grace: Duration,
-    /// --max-conns defaults to 16 with --compat tutorial, whose sessions hold a command's
-    /// whole output in memory.
+    /// --max-conns defaults to 16 with --compat, whose sessions hold a command's whole output
+    /// in memory.
     #[command(flatten)]
     pub engine: EngineArgs,
     /// --tls, --cert, --key.
     #[command(flatten)]
     pub tls: super::ServerTlsArgs,
-    /// Speak another protocol: `tutorial` for the Python lessons' client (no auth, no TLS, so
-    /// only on loopback or a Unix socket).
+    /// Speak one of the Python lessons' protocols to their client (no auth, no TLS, so only on
+    /// loopback or a Unix socket).
     #[arg(long, value_enum, conflicts_with_all = ["token_file", "shell", "allow_cmd", "tls"])]
     pub compat: Option<Compat>,
 }
@@ -102,7 +132,8 @@ pub struct ExecRunArgs {
     /// File holding the token (mode 0600); else SOCKIT_TOKEN.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
-    /// Give up after this long (exit 255; the server then kills the command).
+    /// Give up after this long (exit 255; the server then kills the command). With --compat
+    /// the default is 75s.
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Run the words as one `sh -c` line (the server must run with --shell).
@@ -116,8 +147,8 @@ pub struct ExecRunArgs {
     /// --tls, --tls-pin, --tls-ca.
     #[command(flatten)]
     pub tls: super::ClientTlsArgs,
-    /// Speak another protocol: `tutorial` talks to the Python lessons' server (the words are
-    /// joined with spaces into one command line; no auth, no TLS).
+    /// Speak one of the Python lessons' protocols to their server (the words are joined with
+    /// spaces into one command line; no auth, no TLS).
     #[arg(long, value_enum, conflicts_with_all = ["token_file", "shell", "tls", "tty"])]
     pub compat: Option<Compat>,
     /// The program and its arguments, after `--`.
@@ -154,8 +185,8 @@ pub(super) async fn run_exec_serve(args: ExecServeArgs) -> Result<(), Failure> {
 }
 
 impl ExecServeArgs {
-    /// Binds the exec service (or the tutorial's protocol with `--compat tutorial`); it serves
-    /// until `shutdown` fires.
+    /// Binds the exec service (or a lessons' protocol with `--compat`); it serves until
+    /// `shutdown` fires.
     ///
     /// # Errors
     /// A usage error for a bad token file, certificate or address, or the bind error.
@@ -164,8 +195,8 @@ impl ExecServeArgs {
         shutdown: &CancellationToken,
         tokens: &Tokens,
     ) -> Result<Bound, Failure> {
-        if self.compat == Some(Compat::Tutorial) {
-            return self.bind_tutorial(shutdown).await;
+        if let Some(compat) = self.compat {
+            return self.bind_compat(compat.into(), shutdown).await;
         }
         let mut notes = Vec::new();
         let config = ExecConfig {
@@ -210,38 +241,44 @@ impl ExecServeArgs {
         })
     }
 
-    async fn bind_tutorial(self, shutdown: &CancellationToken) -> Result<Bound, Failure> {
+    async fn bind_compat(
+        self,
+        dialect: Dialect,
+        shutdown: &CancellationToken,
+    ) -> Result<Bound, Failure> {
         if !self.listen.is_local() {
             return Err(Failure::Usage(anyhow::anyhow!(
-                "--compat tutorial has no authentication, so it only listens on loopback or a \
+                "--compat {dialect} has no authentication, so it only listens on loopback or a \
                  Unix socket, not {}",
                 self.listen
             )));
         }
-        let config = TutorialConfig {
-            timeout: self.timeout.unwrap_or(tutorial::DEFAULT_COMMAND_TIMEOUT),
-            ..TutorialConfig::default()
+        let config = CompatConfig {
+            timeout: self.timeout.unwrap_or(compat::DEFAULT_COMMAND_TIMEOUT),
+            ..CompatConfig::default()
         };
         let defaults = ServiceDefaults {
-            max_conns: tutorial::DEFAULT_MAX_CONNS,
+            max_conns: compat::DEFAULT_MAX_CONNS,
             ..ServiceDefaults::default()
         };
         let engine = self
             .engine
-            .config("exec-tutorial", Mode::Concurrent, defaults);
+            .config("exec-compat", Mode::Concurrent, defaults);
         let fail = |e| bind_failure("exec", e);
         let listener = Listener::bind(&self.listen, &self.engine.bind_options())
             .await
             .map_err(fail)?;
         let addr = listener.local_addr().map_err(fail)?;
-        let handler = TutorialServer::new(config);
+        let handler = CompatServer::new(dialect, config);
         Ok(Bound {
             service: "exec",
             transport: stream_transport(&addr, false),
-            label: "exec (tutorial protocol, no auth)".into(),
+            label: format!("exec (the lessons' {dialect} protocol, no auth)"),
             detail: None,
             addr,
-            notes: vec![Note::Text("the lessons' protocol: no auth".into())],
+            notes: vec![Note::Text(format!(
+                "the lessons' {dialect} protocol: no auth"
+            ))],
             run: Box::pin(serve(listener, handler, engine, shutdown.clone())),
         })
     }

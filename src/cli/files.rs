@@ -6,6 +6,7 @@
 
 mod args;
 mod client;
+mod compat;
 mod report;
 mod serve;
 

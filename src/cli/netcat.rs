@@ -70,8 +70,9 @@ pub struct ListenArgs {
     /// UDP (or Unix datagram): talk to whoever sends first.
     #[arg(long, short)]
     pub udp: bool,
-    /// Keep accepting peers: stdin goes to all of them (with --exec, a command for each).
-    /// Without it, listen serves one peer and exits, as ncat does.
+    /// Keep accepting peers: stdin goes to all of them (with --exec, a command for each; with
+    /// --udp --exec, a command per datagram). Without it, listen serves one peer and exits,
+    /// as ncat does.
     #[arg(long, short)]
     pub keep_open: bool,
     /// Run this command per connection with the socket as stdin/stdout (split on spaces).
@@ -125,6 +126,14 @@ pub(super) async fn run_listen(args: ListenArgs) -> Result<(), Failure> {
         }),
         (None, None) => None,
     };
+    // A command per datagram: at most this many run at once unless --max-conns says.
+    let defaults = match (args.udp, &exec) {
+        (true, Some(_)) => ServiceDefaults {
+            max_conns: netcat::DEFAULT_DATAGRAM_EXEC_CONCURRENCY,
+            ..ServiceDefaults::default()
+        },
+        _ => ServiceDefaults::default(),
+    };
     let shutdown: CancellationToken =
         engine::shutdown_on_signals().context("cannot install signal handlers")?;
     let opts = ListenOptions {
@@ -133,11 +142,9 @@ pub(super) async fn run_listen(args: ListenArgs) -> Result<(), Failure> {
         keep_open: args.keep_open,
         exec,
         bind: args.engine.bind_options(),
-        engine: args.engine.config(
-            "listen",
-            engine::Mode::Concurrent,
-            ServiceDefaults::default(),
-        ),
+        engine: args
+            .engine
+            .config("listen", engine::Mode::Concurrent, defaults),
         // Like ncat -i: no idle limit unless asked for.
         pump: args
             .session

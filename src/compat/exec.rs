@@ -1,13 +1,15 @@
-//! `--compat tutorial`: the socket lessons' own "simulated ssh" protocol, both halves, so their
-//! Python client and server work with sockit unchanged. No authentication: loopback only.
+//! `--compat DIALECT`: the socket lessons' "simulated ssh" in each of their [`Dialect`]s, both
+//! halves, so their Python clients and servers work with sockit unchanged. No authentication:
+//! loopback only.
 //!
 //! Per connection the client sends a raw command line (one `recv(1024)`); the server runs it
-//! with `sh -c` and answers with [`crate::compat::framing`] framing: a `struct.pack("i")`
-//! length, a JSON header `{"filename": LINE, "total_size": N, "hash": SHA256_HEX}`, then N
-//! bytes of stdout followed by stderr. The header needs the size first, so output is collected
-//! (up to [`TutorialConfig::max_output_bytes`]) before anything is sent.
+//! with `sh -c` and answers in its dialect; in `struct-json` the header is
+//! `{"filename": LINE, "total_size": N, "hash": SHA256_HEX}`. Every dialect but `raw` sends the
+//! size first, so output is collected (up to [`CompatConfig::max_output_bytes`]) before
+//! anything is sent; `raw` does the same, to send stdout and then stderr as the lesson does.
 //!
-//! The server ([`TutorialServer`]) is here; the client ([`run_tutorial`]) has a file of its own.
+//! The server ([`CompatServer`]) is here; the client ([`Session`], [`run`]) has a file of its
+//! own.
 
 use std::ffi::OsStr;
 use std::io;
@@ -18,19 +20,24 @@ use std::time::Duration;
 use bytes::BytesMut;
 use nix::sys::signal::Signal;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::compat::framing::{encode_header, TutorialHeader};
+use crate::compat::Dialect;
 use crate::engine::{set_command_env, with_default_signals, Conn, ConnInfo, Handler, ProcessGroup};
 use crate::service::exec::OUTPUT_CHUNK_BYTES;
 use crate::text::escape_one_line;
 
 mod client;
+mod shell;
 
-pub use client::{run_tutorial, TutorialError, TutorialReply};
+pub use client::{
+    run, CompatError, Reply, Session, DEFAULT_CLIENT_TIMEOUT, QUIET_GAP, RAW_SILENCE,
+};
+pub use shell::shell;
 
 /// Largest command line, in bytes: the lesson's server reads it with one `recv(1024)`.
 pub(crate) const MAX_LINE_BYTES: usize = 1024;
@@ -44,37 +51,43 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default concurrent connections: each may hold up to the output cap in memory.
 pub const DEFAULT_MAX_CONNS: usize = 16;
 
+/// How long the `length-text-ack` server waits for the acknowledgement.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Longest command line kept in a log line.
 const LOG_LINE_CHARS: usize = 500;
 
-/// Settings of the tutorial-compatible server.
+/// Settings of the compat server.
 #[derive(Debug, Clone)]
-pub struct TutorialConfig {
+pub struct CompatConfig {
     /// Output beyond this many bytes is cut: the command is killed and a note ends the body.
     pub max_output_bytes: usize,
     /// A command still running after this long has its process group killed.
     pub timeout: Duration,
 }
 
-impl Default for TutorialConfig {
+impl Default for CompatConfig {
     fn default() -> Self {
-        TutorialConfig {
+        CompatConfig {
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             timeout: DEFAULT_COMMAND_TIMEOUT,
         }
     }
 }
 
-/// The lesson's server as a [`Handler`]: command lines in, framed output back, until EOF.
-#[derive(Debug, Clone, Default)]
-pub struct TutorialServer {
-    config: TutorialConfig,
+/// The lessons' server as a [`Handler`]: command lines in, output back in its dialect, until
+/// EOF.
+#[derive(Debug, Clone)]
+pub struct CompatServer {
+    dialect: Dialect,
+    config: CompatConfig,
 }
 
-impl TutorialServer {
-    /// A server with `config`. Bind it to loopback only: it has no authentication.
-    pub fn new(config: TutorialConfig) -> Self {
-        TutorialServer { config }
+impl CompatServer {
+    /// A server speaking `dialect` with `config`. Bind it to loopback only: it has no
+    /// authentication.
+    pub fn new(dialect: Dialect, config: CompatConfig) -> Self {
+        CompatServer { dialect, config }
     }
 }
 
@@ -86,14 +99,17 @@ enum Cut {
     Shutdown,
 }
 
-/// A finished command: the reply body and how it ended, for the log.
+/// A finished command: its output and how it ended, for the log.
 struct Captured {
-    body: Vec<u8>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    /// Why the output was cut, to end the reply with.
+    note: Option<String>,
     status: Option<ExitStatus>,
     cut: Option<Cut>,
 }
 
-impl Handler for TutorialServer {
+impl Handler for CompatServer {
     async fn handle(&self, mut conn: Conn, info: ConnInfo) -> io::Result<()> {
         let mut buf = [0u8; MAX_LINE_BYTES];
         loop {
@@ -117,16 +133,79 @@ impl Handler for TutorialServer {
                 (Some(status), None) => crate::engine::process::exit_text(status),
                 (None, None) => "unknown".to_owned(),
             };
-            info!(peer = %info.peer, service = "exec-tutorial", command = %shown, %status, duration_ms, "exec session");
+            info!(peer = %info.peer, service = self.dialect.service(), command = %shown, %status, duration_ms, "exec session");
             if captured.cut == Some(Cut::Shutdown) {
                 return Ok(());
             }
-            write_reply(&mut conn, line, &captured.body).await?;
+            let mut body = self.dialect.body(captured.stdout, captured.stderr);
+            body.extend_from_slice(captured.note.unwrap_or_default().as_bytes());
+            if !self.write_reply(&mut conn, line, &body, &info).await? {
+                return Ok(());
+            }
         }
     }
 }
 
-impl TutorialServer {
+impl CompatServer {
+    /// Sends the reply to one command; false when the client left instead of acknowledging.
+    async fn write_reply(
+        &self,
+        conn: &mut Conn,
+        line: &[u8],
+        body: &[u8],
+        info: &ConnInfo,
+    ) -> io::Result<bool> {
+        let mut head = BytesMut::new();
+        match self.dialect {
+            Dialect::Raw => {}
+            Dialect::Length => {
+                let len = i32::try_from(body.len()).map_err(io::Error::other)?;
+                head.extend_from_slice(&len.to_ne_bytes());
+            }
+            Dialect::LengthText => head.extend_from_slice(body.len().to_string().as_bytes()),
+            Dialect::LengthTextAck => {
+                conn.write_all(body.len().to_string().as_bytes()).await?;
+                conn.flush().await?;
+                if !self.read_ack(conn, info).await? {
+                    return Ok(false);
+                }
+            }
+            Dialect::StructJson => {
+                let header = TutorialHeader {
+                    filename: String::from_utf8_lossy(line).into_owned(),
+                    total_size: body.len() as u64,
+                    hash: sha256_hex(body),
+                };
+                encode_header(&header, &mut head).map_err(io::Error::other)?;
+            }
+        }
+        // One write for the head and a small body: what the lesson's back-to-back sends
+        // become on Linux, which is what 002 §1.5 demonstrates.
+        head.extend_from_slice(&body[..body.len().min(OUTPUT_CHUNK_BYTES)]);
+        conn.write_all(&head).await?;
+        conn.write_all(&body[body.len().min(OUTPUT_CHUNK_BYTES)..])
+            .await?;
+        conn.flush().await?;
+        Ok(true)
+    }
+
+    /// Waits for the client's acknowledgement: any one read, as 002 §1.7's server takes it
+    /// (000 §6.1's wants `recv_ready`, which sockit's client sends). False at EOF, at the
+    /// [`ACK_TIMEOUT`] or at shutdown.
+    async fn read_ack(&self, conn: &mut Conn, info: &ConnInfo) -> io::Result<bool> {
+        let mut ack = [0u8; MAX_LINE_BYTES];
+        tokio::select! {
+            n = tokio::time::timeout(ACK_TIMEOUT, conn.read(&mut ack)) => match n {
+                Ok(n) => Ok(n? > 0),
+                Err(_) => {
+                    warn!(peer = %info.peer, "no acknowledgement within {ACK_TIMEOUT:?}");
+                    Ok(false)
+                }
+            },
+            () = info.shutdown.cancelled() => Ok(false),
+        }
+    }
+
     /// Runs `sh -c LINE` and collects stdout, then stderr, within the cap and the timeout.
     async fn capture(&self, line: &[u8], info: &ConnInfo) -> Captured {
         let mut command = Command::new("sh");
@@ -145,7 +224,9 @@ impl TutorialServer {
             Ok(child) => child,
             Err(e) => {
                 return Captured {
-                    body: format!("sockit: cannot run the command: {e}\n").into_bytes(),
+                    stdout: Vec::new(),
+                    stderr: format!("sockit: cannot run the command: {e}\n").into_bytes(),
+                    note: None,
                     status: None,
                     cut: None,
                 }
@@ -159,7 +240,7 @@ impl TutorialServer {
                 let note = format!(
                     "\n[sockit: output truncated at {limit} bytes; the command was killed]\n"
                 );
-                captured.body.extend_from_slice(note.as_bytes());
+                captured.note = Some(note);
             }
             Some(Cut::TimedOut) => {
                 warn!(peer = %info.peer, "tutorial command killed at the timeout");
@@ -167,7 +248,7 @@ impl TutorialServer {
                     "\n[sockit: the command was killed after {:?}]\n",
                     self.config.timeout
                 );
-                captured.body.extend_from_slice(note.as_bytes());
+                captured.note = Some(note);
             }
             Some(Cut::Shutdown) | None => {}
         }
@@ -179,7 +260,9 @@ impl TutorialServer {
         let group = ProcessGroup::of(child);
         let (Some(mut out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
             return Captured {
-                body: Vec::new(),
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                note: None,
                 status: None,
                 cut: None,
             };
@@ -220,7 +303,9 @@ impl TutorialServer {
             group.disarm();
         }
         Captured {
-            body: output.into_body(),
+            stdout: output.stdout,
+            stderr: output.stderr,
+            note: None,
             status: status.flatten(),
             cut,
         }
@@ -268,29 +353,6 @@ impl Output {
         dst.extend_from_slice(&buf[..take]);
         true
     }
-
-    fn into_body(mut self) -> Vec<u8> {
-        self.stdout.append(&mut self.stderr);
-        self.stdout
-    }
-}
-
-/// Sends the length, the header and the body.
-async fn write_reply<W: AsyncWrite + Unpin>(
-    conn: &mut W,
-    line: &[u8],
-    body: &[u8],
-) -> io::Result<()> {
-    let header = TutorialHeader {
-        filename: String::from_utf8_lossy(line).into_owned(),
-        total_size: body.len() as u64,
-        hash: sha256_hex(body),
-    };
-    let mut head = BytesMut::new();
-    encode_header(&header, &mut head).map_err(io::Error::other)?;
-    conn.write_all(&head).await?;
-    conn.write_all(body).await?;
-    conn.flush().await
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

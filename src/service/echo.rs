@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use crate::engine::{Conn, ConnInfo, DatagramHandler, Handler, Mode, ProcessCommand};
 use crate::net::{Datagram, PeerAddr};
 
-mod reflect;
+pub(crate) mod reflect;
 
 use reflect::{is_service_port, LoopGuard, RateLimiter};
 pub use reflect::{LOOP_STREAK, LOWEST_ANSWERED_PORT, SERVICE_PORTS};

@@ -11,8 +11,16 @@ use tokio::sync::{broadcast, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+mod datagram_exec;
+
+pub use datagram_exec::{
+    DatagramExec, DatagramExecConfig, DEFAULT_DATAGRAM_EXEC_CONCURRENCY,
+    DEFAULT_DATAGRAM_EXEC_RATE, DEFAULT_DATAGRAM_EXEC_TIMEOUT, MAX_DATAGRAM_REPLY_BYTES,
+};
+
 use crate::engine::{
-    run_process, serve, Config, Conn, ConnInfo, Handler, IdleTimeout, Mode, ProcessCommand,
+    run_process, serve, serve_datagram, Config, Conn, ConnInfo, Handler, IdleTimeout, Mode,
+    ProcessCommand,
 };
 use crate::net::{Addr, BindOptions, Datagram, Listener, PeerAddr, Stream};
 use crate::text::TerminalEscaper;
@@ -330,10 +338,19 @@ pub async fn listen(opts: ListenOptions, shutdown: CancellationToken) -> Result<
         )));
     }
     if opts.udp {
-        if opts.exec.is_some() || opts.keep_open {
-            return Err(usage(
-                "--exec and --keep-open need a stream socket, not --udp",
-            ));
+        match (&opts.exec, opts.keep_open) {
+            (Some(command), true) => {
+                return serve_datagram_exec(&opts, command.clone(), shutdown).await
+            }
+            (Some(_), false) => {
+                return Err(usage(
+                    "with --udp, --exec runs a command per datagram: add --keep-open",
+                ))
+            }
+            (None, true) => return Err(usage(
+                "--keep-open needs a stream socket, or --exec (a command per datagram) with --udp",
+            )),
+            (None, false) => {}
         }
         let socket = Datagram::bind(&opts.addr, &opts.bind).await?;
         let local = socket.local_addr()?;
@@ -405,6 +422,27 @@ pub async fn listen(opts: ListenOptions, shutdown: CancellationToken) -> Result<
             _ = shutdown.cancelled() => Ok(()),
         };
     }
+}
+
+/// `listen --udp --keep-open --exec`: a command per datagram until `shutdown`.
+async fn serve_datagram_exec(
+    opts: &ListenOptions,
+    command: ProcessCommand,
+    shutdown: CancellationToken,
+) -> Result<(), NetcatError> {
+    let socket = Datagram::bind(&opts.addr, &opts.bind).await?;
+    eprintln!(
+        "listening on {} (udp, a command per datagram)",
+        socket.local_addr()?
+    );
+    let config = Config {
+        service: "listen-udp-exec".into(),
+        mode: Mode::Concurrent,
+        ..opts.engine.clone()
+    };
+    let handler = DatagramExec::new(DatagramExecConfig::new(command));
+    serve_datagram(socket, handler, config, shutdown).await?;
+    Ok(())
 }
 
 /// `--exec`: the handler exists only in its process form.

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{fail, required_token, Compat, ExecRunArgs};
 use crate::cli::Failure;
-use sockit::compat::exec as tutorial;
+use sockit::compat::exec as compat;
 use sockit::service::exec::local::{self, Hangups};
 use sockit::service::exec::{
     self, ExecError, LocalIo, PtyRequest, RunOutcome, RunRequest, SignalName,
@@ -20,8 +20,8 @@ use sockit::stdio::{Output, ThreadWriter};
 use sockit::terminal::{RawMode, WindowSize};
 
 pub(in crate::cli) async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failure> {
-    if args.compat == Some(Compat::Tutorial) {
-        return run_tutorial_client(args).await;
+    if let Some(dialect) = args.compat {
+        return run_compat_client(args, dialect).await;
     }
     let tls = args.tls.connector()?;
     let token = required_token(args.token_file.as_deref())?;
@@ -211,20 +211,25 @@ impl PtyTerminal {
     }
 }
 
-async fn run_tutorial_client(args: ExecRunArgs) -> Result<(), Failure> {
+async fn run_compat_client(args: ExecRunArgs, dialect: Compat) -> Result<(), Failure> {
     let line = args.command.join(" ");
-    let running = tutorial::run_tutorial(&args.addr, &line, tokio::io::stdout());
-    let reply = match args.timeout {
-        Some(limit) => tokio::time::timeout(limit, running)
-            .await
-            .map_err(|_| fail(anyhow::anyhow!("no complete reply within {limit:?}")))?,
-        None => running.await,
-    }
+    let limit = args.timeout.unwrap_or(compat::DEFAULT_CLIENT_TIMEOUT);
+    let reply = compat::run(
+        &args.addr,
+        dialect.into(),
+        &line,
+        tokio::io::stdout(),
+        limit,
+    )
+    .await
     .map_err(|e| fail(e.into()))?;
-    if !reply.verified && !reply.header.hash.is_empty() {
+    if let Some(header) = reply
+        .header
+        .filter(|h| !reply.verified && !h.hash.is_empty())
+    {
         eprint_line(&format!(
-            "sockit: the output's hash is not SHA-256 ({} hex digits), so it was not checked",
-            reply.header.hash.len()
+            "sockit: the output's hash is not SHA-256 ({} characters), so it was not checked",
+            header.hash.chars().count()
         ));
     }
     Ok(())

@@ -134,6 +134,19 @@ pub struct PutArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub client: ClientArgs,
+    /// Send in the lessons' header format to a lesson-style receiver: regular files only,
+    /// each under its own name with its SHA-256 (no auth, no TLS, no resume).
+    #[arg(long, value_enum, conflicts_with_all = ["to", "follow", "token_file", "tls"])]
+    pub compat: Option<FileCompat>,
+}
+
+/// The lessons' file format: `struct.pack("i", len(header))`, a JSON header
+/// `{"filename", "total_size", "hash"}`, the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FileCompat {
+    /// The lessons' header (also called `struct-json`).
+    #[value(alias = "struct-json")]
+    Tutorial,
 }
 
 /// `sockit get`.
@@ -186,6 +199,10 @@ pub struct RecvArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: ServerArgs,
+    /// Take one lesson-style upload instead (several files, each a `struct.pack("i")` length,
+    /// a JSON header and the bytes); no auth, so loopback or a Unix socket only.
+    #[arg(long, value_enum, conflicts_with_all = ["token_file", "tls", "hash"])]
+    pub compat: Option<FileCompat>,
 }
 
 /// Parses a digest name.
@@ -201,6 +218,20 @@ pub fn parse_hash(s: &str) -> Result<HashAlg, String> {
 }
 
 impl ServerArgs {
+    /// The store's settings from the flags.
+    pub(super) fn store_options(&self) -> StoreOptions {
+        let mut store = StoreOptions {
+            policy: self.policy(),
+            allow_hidden_names: self.allow_hidden_names,
+            allow_unportable_names: self.allow_unportable_names,
+            ..StoreOptions::default()
+        };
+        if let Some(max) = self.max_file_size {
+            store.max_file_size = max;
+        }
+        store
+    }
+
     fn policy(&self) -> Policy {
         match (self.overwrite, self.rename) {
             (true, _) => Policy::Overwrite,
@@ -220,17 +251,8 @@ impl ServerArgs {
         notes: &mut Vec<Note>,
     ) -> Result<(FilesService, GateConfig), Failure> {
         let token = tokens.resolve(self.token_file.as_deref(), addr, notes)?;
-        let mut store = StoreOptions {
-            policy: self.policy(),
-            allow_hidden_names: self.allow_hidden_names,
-            allow_unportable_names: self.allow_unportable_names,
-            ..StoreOptions::default()
-        };
-        if let Some(max) = self.max_file_size {
-            store.max_file_size = max;
-        }
         let mut config = FilesConfig::new(dir);
-        config.store = store;
+        config.store = self.store_options();
         config.access = access;
         config.progress = progress;
         if !self.hash.is_empty() {

@@ -8,6 +8,9 @@ use sockit::service::files::{self, GetOptions, Policy, PutOptions};
 
 /// `sockit put` / `sockit send`.
 pub(crate) async fn run_put(args: PutArgs, verb: &str, quiet: bool) -> Result<(), Failure> {
+    if args.compat.is_some() {
+        return super::compat::run_send_compat(args).await;
+    }
     let remote = args.client.remote(&args.addr)?;
     let options = PutOptions {
         follow: args.follow,

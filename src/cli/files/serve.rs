@@ -76,6 +76,9 @@ impl FilesServeArgs {
 /// `sockit recv`: one authenticated session, then exit with its status. Each file gets a bar
 /// while it arrives (as `put` does) and a line once stored.
 pub(crate) async fn run_recv(args: RecvArgs, quiet: bool) -> Result<(), Failure> {
+    if args.compat.is_some() {
+        return super::compat::run_recv_compat(args).await;
+    }
     let engine_args = &args.common.engine;
     let listener = Listener::bind(&args.listen, &engine_args.bind_options())
         .await

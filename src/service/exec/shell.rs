@@ -1,6 +1,7 @@
 //! `sockit exec shell`: the tutorial's prompt loop on top of [`run`]. Each line is one
 //! authenticated `run` on a fresh connection (the exec protocol runs one command per
-//! connection), so a refused line costs nothing but its own connection.
+//! connection), so a refused line costs nothing but its own connection. The loop itself
+//! (`prompt_loop`) also drives the compat dialects' shell, over one connection.
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -65,26 +66,76 @@ pub async fn shell<I, O, E>(
     addr: &Addr,
     options: &ClientOptions,
     form: LineForm,
-    io: ShellIo<I, O, E>,
+    mut io: ShellIo<I, O, E>,
 ) -> Result<u8, ExecError>
 where
     I: AsyncBufRead + Unpin,
     O: AsyncWrite + Unpin,
     E: AsyncWrite + Unpin,
 {
+    let mut runner = ExecLines {
+        addr,
+        options,
+        form,
+    };
+    prompt_loop(&mut runner, &mut io).await
+}
+
+/// What runs each line of a prompt loop: the exec protocol's (a connection per line) or a
+/// compat dialect's (one connection for all).
+pub(crate) trait LineRunner {
+    /// What ends the loop.
+    type Error;
+
+    /// A local write failure as `Self::Error`.
+    fn local(error: std::io::Error) -> Self::Error;
+
+    /// Runs `line`, writing its output to `io` (and forwarding `io`'s interrupts where the
+    /// protocol can); returns how it ended. An error ends the loop.
+    async fn run_line<O, E>(
+        &mut self,
+        line: &str,
+        io: &mut LineIo<'_, O, E>,
+    ) -> Result<LineEnd, Self::Error>
+    where
+        O: AsyncWrite + Unpin,
+        E: AsyncWrite + Unpin;
+}
+
+/// The prompt loop itself: reads lines until EOF or `exit [N]` and runs each with `runner`.
+/// Returns N, else the last line's exit code (0 if none ran).
+///
+/// # Errors
+/// The runner's, and a failure to read input or write locally.
+pub(crate) async fn prompt_loop<R, I, O, E>(
+    runner: &mut R,
+    io: &mut ShellIo<I, O, E>,
+) -> Result<u8, R::Error>
+where
+    R: LineRunner,
+    I: AsyncBufRead + Unpin,
+    O: AsyncWrite + Unpin,
+    E: AsyncWrite + Unpin,
+{
     let ShellIo {
-        mut input,
-        mut stdout,
-        mut stderr,
+        input,
+        stdout,
+        stderr,
         prompt,
-        mut interrupts,
+        interrupts,
     } = io;
+    let prompt = *prompt;
     let mut last = 0;
     loop {
         if prompt {
-            write_local(&mut stderr, PROMPT.as_bytes()).await?;
+            write_local(stderr, PROMPT.as_bytes())
+                .await
+                .map_err(R::local)?;
         }
-        let line = match next_line(&mut input, &mut interrupts, &mut stderr, prompt).await? {
+        let line = match next_line(input, interrupts, stderr, prompt)
+            .await
+            .map_err(R::local)?
+        {
             Read::Line(line) => Some(line),
             Read::Eof => None,
             Read::Interrupted => return Ok(INTERRUPTED_EXIT),
@@ -92,12 +143,14 @@ where
         let Some(line) = line else {
             if prompt {
                 // End the prompt's line, as a shell does at Ctrl-D.
-                write_local(&mut stderr, b"\n").await?;
+                write_local(stderr, b"\n").await.map_err(R::local)?;
             }
             break;
         };
         let Ok(line) = String::from_utf8(line) else {
-            write_local(&mut stderr, b"sockit: the line is not UTF-8\n").await?;
+            write_local(stderr, b"sockit: the line is not UTF-8\n")
+                .await
+                .map_err(R::local)?;
             continue;
         };
         let line = line.trim();
@@ -105,7 +158,9 @@ where
             Some(Ok(None)) => break,
             Some(Ok(Some(code))) => return Ok(code),
             Some(Err(())) => {
-                write_local(&mut stderr, b"sockit: exit takes one number: exit [N]\n").await?;
+                write_local(stderr, b"sockit: exit takes one number: exit [N]\n")
+                    .await
+                    .map_err(R::local)?;
                 last = 2;
                 continue;
             }
@@ -115,12 +170,12 @@ where
             continue;
         }
         let mut local = LineIo {
-            stdout: &mut stdout,
-            stderr: &mut stderr,
-            interrupts: &mut interrupts,
+            stdout: &mut *stdout,
+            stderr: &mut *stderr,
+            interrupts: &mut *interrupts,
             prompt,
         };
-        last = match run_line(addr, options, form, line, &mut local).await? {
+        last = match runner.run_line(line, &mut local).await? {
             LineEnd::Exited(code) => code,
             LineEnd::NoShell => return Ok(255),
         };
@@ -147,7 +202,7 @@ async fn next_line<I, E>(
     interrupts: &mut Option<mpsc::Receiver<SignalName>>,
     stderr: &mut E,
     prompt: bool,
-) -> Result<Read, ExecError>
+) -> std::io::Result<Read>
 where
     I: AsyncBufRead + Unpin,
     E: AsyncWrite + Unpin,
@@ -159,7 +214,7 @@ where
         tokio::select! {
             biased;
             read = read_line(input, &mut line) => {
-                return match read.map_err(ExecError::Local)? {
+                return match read? {
                     Some(line) => Ok(Read::Line(line)),
                     None => Ok(Read::Eof),
                 };
@@ -195,101 +250,120 @@ async fn next_interrupt(interrupts: &mut Option<mpsc::Receiver<SignalName>>) {
 }
 
 /// The local ends one line's command is wired to.
-struct LineIo<'a, O, E> {
-    stdout: &'a mut O,
-    stderr: &'a mut E,
+pub(crate) struct LineIo<'a, O, E> {
+    pub(crate) stdout: &'a mut O,
+    pub(crate) stderr: &'a mut E,
     interrupts: &'a mut Option<mpsc::Receiver<SignalName>>,
     prompt: bool,
 }
 
 /// How one line came out.
-enum LineEnd {
+pub(crate) enum LineEnd {
     /// It ran (or was refused, 255): its exit code.
     Exited(u8),
     /// The server runs no shell lines: so would every other line be refused.
     NoShell,
 }
 
-/// Runs one line on the server, writing its output and any refusal locally, and forwarding
-/// interrupts to it; returns how it ended (an exit code, 255 for a refused line).
-///
-/// # Errors
-///
-/// As [`shell`]: only the failures that would repeat on every line.
-async fn run_line<O, E>(
-    addr: &Addr,
-    options: &ClientOptions,
+/// Lines run with the exec protocol, each on a connection of its own.
+struct ExecLines<'a> {
+    addr: &'a Addr,
+    options: &'a ClientOptions,
     form: LineForm,
-    line: &str,
-    io: &mut LineIo<'_, O, E>,
-) -> Result<LineEnd, ExecError>
-where
-    O: AsyncWrite + Unpin,
-    E: AsyncWrite + Unpin,
-{
-    let argv = match form {
-        LineForm::Shell => vec![line.to_owned()],
-        LineForm::Words => line.split_whitespace().map(str::to_owned).collect(),
-    };
-    let request = RunRequest {
-        argv,
-        shell: form == LineForm::Shell,
-        pty: None,
-    };
-    // The command gets an empty stdin (the lines are the shell's), and the interrupts.
-    let (signals, rx) = mpsc::channel(QUEUED_SIGNALS);
-    let local = LocalIo {
-        stdin: tokio::io::empty(),
-        stdout: Output::new(&mut *io.stdout),
-        stderr: &mut *io.stderr,
-        signals: rx,
-        resizes: None,
-    };
-    let mut interrupted = false;
-    let result = {
-        let running = run(addr, options, &request, local);
-        tokio::pin!(running);
-        loop {
-            // `running` is polled in place, never dropped before it ends; `next_interrupt` is
-            // cancel safe.
-            tokio::select! {
-                result = &mut running => break result,
-                () = next_interrupt(io.interrupts) => {
-                    interrupted = true;
-                    // A full queue already holds interrupts the command was not sent yet.
-                    let _ = signals.try_send(SignalName::Int);
+}
+
+impl LineRunner for ExecLines<'_> {
+    type Error = ExecError;
+
+    fn local(error: std::io::Error) -> ExecError {
+        ExecError::Local(error)
+    }
+
+    /// Runs one line on the server, writing its output and any refusal locally, and
+    /// forwarding interrupts to it; returns how it ended (an exit code, 255 for a refused
+    /// line). Errors only for the failures that would repeat on every line.
+    async fn run_line<O, E>(
+        &mut self,
+        line: &str,
+        io: &mut LineIo<'_, O, E>,
+    ) -> Result<LineEnd, ExecError>
+    where
+        O: AsyncWrite + Unpin,
+        E: AsyncWrite + Unpin,
+    {
+        let form = self.form;
+        let argv = match form {
+            LineForm::Shell => vec![line.to_owned()],
+            LineForm::Words => line.split_whitespace().map(str::to_owned).collect(),
+        };
+        let request = RunRequest {
+            argv,
+            shell: form == LineForm::Shell,
+            pty: None,
+        };
+        // The command gets an empty stdin (the lines are the shell's), and the interrupts.
+        let (signals, rx) = mpsc::channel(QUEUED_SIGNALS);
+        let local = LocalIo {
+            stdin: tokio::io::empty(),
+            stdout: Output::new(&mut *io.stdout),
+            stderr: &mut *io.stderr,
+            signals: rx,
+            resizes: None,
+        };
+        let mut interrupted = false;
+        let result = {
+            let running = run(self.addr, self.options, &request, local);
+            tokio::pin!(running);
+            loop {
+                // `running` is polled in place, never dropped before it ends; `next_interrupt` is
+                // cancel safe.
+                tokio::select! {
+                    result = &mut running => break result,
+                    () = next_interrupt(io.interrupts) => {
+                        interrupted = true;
+                        // A full queue already holds interrupts the command was not sent yet.
+                        let _ = signals.try_send(SignalName::Int);
+                    }
                 }
             }
+        };
+        if interrupted && io.prompt {
+            // The terminal echoed ^C: the next prompt starts a line of its own, as in sh.
+            write_local(io.stderr, b"\n")
+                .await
+                .map_err(ExecError::Local)?;
         }
-    };
-    if interrupted && io.prompt {
-        // The terminal echoed ^C: the next prompt starts a line of its own, as in sh.
-        write_local(io.stderr, b"\n").await?;
-    }
-    match result {
-        Ok(outcome) => {
-            if let Some(error) = outcome.error {
-                let text = format!("sockit: remote: {} ({})\n", error.message, error.code);
-                write_local(io.stderr, text.as_bytes()).await?;
+        match result {
+            Ok(outcome) => {
+                if let Some(error) = outcome.error {
+                    let text = format!("sockit: remote: {} ({})\n", error.message, error.code);
+                    write_local(io.stderr, text.as_bytes())
+                        .await
+                        .map_err(ExecError::Local)?;
+                }
+                Ok(LineEnd::Exited(outcome.exit.exit_code()))
             }
-            Ok(LineEnd::Exited(outcome.exit.exit_code()))
-        }
-        Err(ExecError::Remote(error)) if error.code == "shell_not_allowed" => {
-            let text = format!(
-                "sockit: remote: {} ({}); every line would be refused: run \
+            Err(ExecError::Remote(error)) if error.code == "shell_not_allowed" => {
+                let text = format!(
+                    "sockit: remote: {} ({}); every line would be refused: run \
                  `sockit exec shell --words ADDR` to send each line as a program and its \
                  arguments, or start the server with --shell\n",
-                error.message, error.code
-            );
-            write_local(io.stderr, text.as_bytes()).await?;
-            Ok(LineEnd::NoShell)
+                    error.message, error.code
+                );
+                write_local(io.stderr, text.as_bytes())
+                    .await
+                    .map_err(ExecError::Local)?;
+                Ok(LineEnd::NoShell)
+            }
+            Err(ExecError::Remote(error)) => {
+                let text = format!("sockit: remote: {} ({})\n", error.message, error.code);
+                write_local(io.stderr, text.as_bytes())
+                    .await
+                    .map_err(ExecError::Local)?;
+                Ok(LineEnd::Exited(255))
+            }
+            Err(e) => Err(e),
         }
-        Err(ExecError::Remote(error)) => {
-            let text = format!("sockit: remote: {} ({})\n", error.message, error.code);
-            write_local(io.stderr, text.as_bytes()).await?;
-            Ok(LineEnd::Exited(255))
-        }
-        Err(e) => Err(e),
     }
 }
 
@@ -346,7 +420,11 @@ async fn read_line<I: AsyncBufRead + Unpin>(
     Ok(Some(std::mem::take(line)))
 }
 
-async fn write_local<W: AsyncWrite + Unpin>(out: &mut W, bytes: &[u8]) -> Result<(), ExecError> {
-    out.write_all(bytes).await.map_err(ExecError::Local)?;
-    out.flush().await.map_err(ExecError::Local)
+/// Writes and flushes a prompt, a refusal or a note.
+pub(crate) async fn write_local<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    out.write_all(bytes).await?;
+    out.flush().await
 }

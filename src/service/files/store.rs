@@ -396,3 +396,16 @@ impl Store {
         }
     }
 }
+
+/// Runs store work on a blocking thread (the store's calls block on the disk); a panicked or
+/// cancelled task is an I/O error.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(StoreError::Io {
+            path: String::new(),
+            source: std::io::Error::other(e),
+        })
+    })
+}

@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming as Body;
 use subtle::ConstantTimeEq;
 
+use crate::service::files::store::blocking;
 use crate::service::files::{FileMeta, HashAlg, RelPath, Store, StoreError};
 use crate::session::Token;
 
@@ -135,18 +136,6 @@ pub(crate) async fn put(
         ),
         Err(e) => refusal(&e),
     }
-}
-
-/// Runs store work on a blocking thread; a panicked or cancelled task is an I/O error.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
-        Err(StoreError::Io {
-            path: String::new(),
-            source: std::io::Error::other(e),
-        })
-    })
 }
 
 /// The status a store refusal maps to.
