@@ -1,45 +1,55 @@
-//! `sockit http serve`: a directory over HTTP/1.1 and HTTP/2 on hyper, files through
-//! tower-http's `ServeDir` (types, ranges, validators, precompressed siblings), listings and
-//! uploads of our own, every path checked against the root first.
+//! `sockit http serve`: a directory over HTTP/1.1 and HTTP/2 on hyper, every file opened
+//! relative to the root's handle, text compressed on the fly by tower-http.
 //!
 //! The engine accepts each connection (limits, access lists, idle timeout) and hands the
 //! stream to hyper; a request goes:
 //!
 //! ```text
-//! method  GET/HEAD -> path decoded once (path.rs) -> resolved under the root, symlinks
-//!                     included -> a file or a directory's index.html: ServeDir
-//!                                 a directory: listing (listing.rs) or 404
-//!         PUT (--upload, token beyond loopback) -> upload.rs -> files Store
+//! method  GET/HEAD -> path decoded once (path.rs) -> opened below the root (open.rs), in
+//!                     one blocking call with -> a file or a directory's index.html (file.rs)
+//!                                              a directory: listing (listing.rs) or 404
+//!         PUT, POST form (--upload, token beyond loopback) -> upload.rs -> files Store
 //!         anything else -> 405
+//! then tower-http's compression for text above MIN_COMPRESS_BYTES, then one log line.
 //! ```
 
+mod file;
 mod listing;
+mod open;
 mod path;
 mod upload;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, Extensions, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tower_http::services::ServeDir;
+use tower_http::compression::{Compression, CompressionBody};
+use tower_service::Service;
 
 use crate::engine::{Conn, ConnInfo, Handler};
 use crate::net::tls::TlsAcceptor;
 use crate::net::PeerAddr;
 use crate::service::files::{Store, StoreError, StoreOptions};
 use crate::session::Token;
-pub use listing::MAX_LISTING_ENTRIES;
+pub use file::CHUNK_BYTES;
+use file::{Answer, Ask, Payload, Precompressed};
+pub use listing::{MAX_LISTING_ENTRIES, MAX_LISTING_SCANNED};
+use open::{Node, Root};
 use path::decode_path;
+pub use upload::MAX_FORM_FILES;
 
 /// The service name, in logs and `sockit serve`.
 pub const SERVICE: &str = "http";
@@ -59,6 +69,10 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest upload accepted, unless `--max-file-size` says otherwise.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
+
+/// Text responses at least this long are compressed on the fly for clients that accept it
+/// (`br`, `zstd` or `gzip`); smaller ones gain less than the encoding costs.
+pub const MIN_COMPRESS_BYTES: u64 = 1024;
 
 /// Longest request path shown in a log line, in characters.
 const LOGGED_PATH_CHARS: usize = 256;
@@ -118,13 +132,12 @@ pub struct HttpServer {
 #[derive(Debug)]
 struct Inner {
     config: HttpConfig,
-    /// The root, canonical: every resolved path must stay under it.
-    root: PathBuf,
-    files: ServeDir,
+    /// The root's handle: every file is opened relative to it.
+    root: Arc<Root>,
     store: Arc<Store>,
 }
 
-/// A response body: ours (`Full`) or `ServeDir`'s stream.
+/// A response body before compression: ours (`Full`, `Empty`) or a file's chunks.
 type Body = UnsyncBoxBody<Bytes, io::Error>;
 
 impl HttpServer {
@@ -132,22 +145,18 @@ impl HttpServer {
     ///
     /// # Errors
     /// The root cannot be opened or is not a directory.
-    pub fn new(config: HttpConfig) -> Result<Self, StoreError> {
+    pub fn new(mut config: HttpConfig) -> Result<Self, StoreError> {
+        config.tls = config.tls.take().map(|tls| tls.with_alpn(&ALPN_PROTOCOLS));
         let store = Store::open(&config.root, config.store.clone())?;
-        let root = std::fs::canonicalize(&config.root).map_err(|source| StoreError::Io {
-            path: crate::text::escape_one_line(&config.root.to_string_lossy(), 256),
-            source,
-        })?;
-        let files = ServeDir::new(&root)
-            .append_index_html_on_directories(true)
-            .precompressed_br()
-            .precompressed_gzip()
-            .precompressed_zstd();
+        let root =
+            Root::open(&config.root, config.show_hidden).map_err(|source| StoreError::Io {
+                path: crate::text::escape_one_line(&config.root.to_string_lossy(), 256),
+                source,
+            })?;
         Ok(HttpServer {
             inner: Arc::new(Inner {
                 config,
-                root,
-                files,
+                root: Arc::new(root),
                 store: Arc::new(store),
             }),
         })
@@ -167,13 +176,17 @@ impl HttpServer {
             .header_read_timeout(config.header_read_timeout)
             .max_buf_size(config.max_header_bytes.max(8192))
             .max_headers(config.max_headers);
-        builder.http2().timer(TokioTimer::new());
-        let inner = self.inner.clone();
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+        let routes: Compressed = Compression::new(Routes(self.inner.clone()))
+            .compress_when(compressible as fn(_, _, &_, &_) -> bool);
         let peer = info.peer.clone();
         let service = hyper::service::service_fn(move |req| {
-            let inner = inner.clone();
+            let routes = routes.clone();
             let peer = peer.clone();
-            async move { Ok::<_, Infallible>(inner.respond(req, &peer).await) }
+            respond(routes, req, peer)
         });
         let conn = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
@@ -197,28 +210,112 @@ impl Handler for HttpServer {
     }
 }
 
-impl Inner {
-    /// Answers one request and logs it.
-    async fn respond(&self, req: Request<Incoming>, peer: &PeerAddr) -> Response<Body> {
-        let started = Instant::now();
-        let method = req.method().clone();
-        let shown = crate::text::escape_one_line(req.uri().path(), LOGGED_PATH_CHARS);
-        let response = self.route(req).await;
-        let bytes = response
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
-        // The peer is named here too: HTTP/2 streams run in tasks outside the connection's span.
-        tracing::info!(
-            %peer,
-            "{method} {shown} {} {bytes} {:.1}ms",
-            response.status().as_u16(),
-            started.elapsed().as_secs_f64() * 1000.0
-        );
-        response
+/// The protocols offered by ALPN under TLS, preferred first.
+pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// The routes under tower-http's compression, as each connection serves them.
+type Compressed =
+    Compression<Routes, fn(StatusCode, http::Version, &HeaderMap, &Extensions) -> bool>;
+
+/// The routes as a tower service, for tower-http's compression to wrap.
+#[derive(Debug, Clone)]
+struct Routes(Arc<Inner>);
+
+impl Service<Request<Incoming>> for Routes {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
 
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let inner = self.0.clone();
+        Box::pin(async move { Ok(inner.route(req).await) })
+    }
+}
+
+/// Whether tower-http compresses a response: a whole 200 of a text type of at least
+/// [`MIN_COMPRESS_BYTES`] (it already leaves ranges and encoded responses alone).
+fn compressible(status: StatusCode, _: http::Version, headers: &HeaderMap, _: &Extensions) -> bool {
+    let long = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len >= MIN_COMPRESS_BYTES);
+    let text = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| {
+            let t = t.split(';').next().unwrap_or("").trim();
+            t.starts_with("text/")
+                || matches!(
+                    t,
+                    "application/json"
+                        | "application/javascript"
+                        | "application/xml"
+                        | "application/wasm"
+                        | "image/svg+xml"
+                )
+        });
+    status == StatusCode::OK && long && text
+}
+
+/// Answers one request through the compression layer, and logs it.
+async fn respond(
+    mut routes: Compressed,
+    req: Request<Incoming>,
+    peer: PeerAddr,
+) -> Result<Response<CompressionBody<Body>>, Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let shown = crate::text::escape_one_line(req.uri().path(), LOGGED_PATH_CHARS);
+    let mut response = routes.call(req).await?;
+    let encoded_here = response.headers().contains_key(header::CONTENT_ENCODING)
+        && response.extensions().get::<Precompressed>().is_none();
+    if encoded_here {
+        weaken_etag(response.headers_mut());
+    }
+    let bytes = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    // The peer is named here too: HTTP/2 streams run in tasks outside the connection's span.
+    tracing::info!(
+        %peer,
+        "{method} {shown} {} {bytes} {:.1}ms",
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    Ok(response)
+}
+
+/// An encoding made on the fly is a different representation with the same file behind it:
+/// its validator becomes weak (as nginx does), so no range is ever asked of it.
+fn weaken_etag(headers: &mut HeaderMap) {
+    let Some(etag) = headers.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    if etag.starts_with("W/") {
+        return;
+    }
+    if let Ok(weak) = HeaderValue::from_str(&format!("W/{etag}")) {
+        headers.insert(header::ETAG, weak);
+    }
+}
+
+/// What a GET or HEAD found, decided on a blocking thread.
+enum Found {
+    File(Answer),
+    Listing(listing::Listing),
+    /// A directory asked for without its trailing slash.
+    Redirect,
+    NotFound,
+}
+
+impl Inner {
     async fn route(&self, req: Request<Incoming>) -> Response<Body> {
         let config = &self.config;
         let parts = match decode_path(req.uri().path(), config.show_hidden) {
@@ -227,22 +324,10 @@ impl Inner {
         };
         match *req.method() {
             Method::GET | Method::HEAD => self.read(req, parts).await,
-            Method::PUT if config.upload => {
-                if !upload::authorized(req.headers(), config.token.as_ref()) {
-                    let mut response = text(StatusCode::UNAUTHORIZED, "a token is needed\n");
-                    response
-                        .headers_mut()
-                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                    return response;
-                }
-                let (head, body) = req.into_parts();
-                let (status, message) =
-                    upload::put(self.store.clone(), parts, &head.headers, body).await;
-                text(status, &message)
-            }
+            Method::PUT | Method::POST if config.upload => self.upload(req, parts).await,
             _ => {
                 let allow = if config.upload {
-                    "GET, HEAD, PUT"
+                    "GET, HEAD, PUT, POST"
                 } else {
                     "GET, HEAD"
                 };
@@ -255,54 +340,77 @@ impl Inner {
         }
     }
 
-    /// GET or HEAD of a file or a directory.
-    async fn read(&self, req: Request<Incoming>, parts: Vec<String>) -> Response<Body> {
-        let (root, show_hidden) = (self.root.clone(), self.config.show_hidden);
-        let resolved =
-            tokio::task::spawn_blocking(move || resolve(&root, &parts, show_hidden)).await;
-        let Ok(Some((target, is_dir))) = resolved else {
-            return text(StatusCode::NOT_FOUND, "not found\n");
-        };
-        if !is_dir {
-            return self.serve_file(req).await;
+    /// `PUT` of one file, or a browser form's `POST` to a directory.
+    async fn upload(&self, req: Request<Incoming>, parts: Vec<String>) -> Response<Body> {
+        if !upload::authorized(req.headers(), self.config.token.as_ref()) {
+            let mut response = text(StatusCode::UNAUTHORIZED, "a token is needed\n");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
         }
-        let path = req.uri().path();
-        if !path.ends_with('/') {
-            let mut location = format!("{path}/");
-            if let Some(query) = req.uri().query() {
-                location = format!("{location}?{query}");
+        let is_post = req.method() == Method::POST;
+        if is_post && !upload::same_origin(&req) {
+            return text(
+                StatusCode::FORBIDDEN,
+                "a form upload must come from a page of this server\n",
+            );
+        }
+        let wants_page = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"));
+        let dir_path = req.uri().path().to_owned();
+        let (head, body) = req.into_parts();
+        let store = self.store.clone();
+        let (status, message) = if is_post {
+            upload::post_form(store, parts, &head.headers, body).await
+        } else {
+            upload::put(store, parts, &head.headers, body).await
+        };
+        // A browser's form goes back to the listing, which now shows what it sent.
+        if is_post && wants_page && status == StatusCode::CREATED {
+            let mut response = text(StatusCode::SEE_OTHER, &message);
+            if let Ok(value) = HeaderValue::from_str(&dir_path) {
+                response.headers_mut().insert(header::LOCATION, value);
             }
-            return redirect(&location);
+            return response;
         }
+        text(status, &message)
+    }
+
+    /// GET or HEAD of a file or a directory: opening, preconditions and the first chunk in
+    /// one blocking call.
+    async fn read(&self, req: Request<Incoming>, parts: Vec<String>) -> Response<Body> {
+        let ask = Ask::new(req.method(), req.headers());
+        let slash = req.uri().path().ends_with('/');
         let root = self.root.clone();
-        let index = target.join("index.html");
-        let has_index =
-            tokio::task::spawn_blocking(move || inside(&root, &index).is_some_and(|m| m.is_file()))
-                .await
-                .unwrap_or(false);
-        if has_index {
-            return self.serve_file(req).await;
+        let (listing, show_hidden) = (self.config.listing, self.config.show_hidden);
+        let found = tokio::task::spawn_blocking(move || {
+            find(&root, &parts, slash, &ask, listing, show_hidden)
+        })
+        .await
+        .unwrap_or(Found::NotFound);
+        match found {
+            Found::File(answer) => file_response(answer),
+            Found::Listing(listing) => self.listing_response(&req, &listing),
+            Found::Redirect => {
+                let mut location = format!("{}/", req.uri().path());
+                if let Some(query) = req.uri().query() {
+                    location = format!("{location}?{query}");
+                }
+                redirect(&location)
+            }
+            Found::NotFound => text(StatusCode::NOT_FOUND, "not found\n"),
         }
-        if !self.config.listing {
-            return text(StatusCode::NOT_FOUND, "not found\n");
-        }
-        self.listing(&req, target).await
     }
 
-    async fn serve_file(&self, req: Request<Incoming>) -> Response<Body> {
-        match self.files.clone().try_call(req).await {
-            Ok(response) => response.map(|b| b.map_err(io::Error::other).boxed_unsync()),
-            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n"),
-        }
-    }
-
-    async fn listing(&self, req: &Request<Incoming>, dir: PathBuf) -> Response<Body> {
-        let (root, show_hidden) = (self.root.clone(), self.config.show_hidden);
-        let read =
-            tokio::task::spawn_blocking(move || listing::read_listing(&dir, &root, show_hidden));
-        let Ok(Ok(listing)) = read.await else {
-            return text(StatusCode::NOT_FOUND, "not found\n");
-        };
+    fn listing_response(
+        &self,
+        req: &Request<Incoming>,
+        listing: &listing::Listing,
+    ) -> Response<Body> {
         let wants_json = req
             .headers()
             .get(header::ACCEPT)
@@ -312,47 +420,72 @@ impl Inner {
             (listing.to_json(), "application/json")
         } else {
             let title = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy();
-            (listing.to_html(&title), "text/html; charset=utf-8")
+            (
+                listing.to_html(&title, self.config.upload),
+                "text/html; charset=utf-8",
+            )
         };
         let mut response = full(StatusCode::OK, Bytes::from(body), kind);
         response
             .headers_mut()
             .insert(header::VARY, HeaderValue::from_static("accept"));
         if req.method() == Method::HEAD {
-            let len = response.headers().get(header::CONTENT_LENGTH).cloned();
-            let mut head = full(StatusCode::OK, Bytes::new(), kind);
-            if let Some(len) = len {
-                head.headers_mut().insert(header::CONTENT_LENGTH, len);
-            }
-            return head;
+            let (parts, _) = response.into_parts();
+            return Response::from_parts(parts, empty());
         }
         response
     }
 }
 
-/// Where `parts` leads below `root` (blocking): the canonical path and whether it is a
-/// directory, or `None` if it is missing, or resolves (through a symlink) outside the root
-/// or onto a hidden name.
-fn resolve(root: &Path, parts: &[String], show_hidden: bool) -> Option<(PathBuf, bool)> {
-    let mut path = root.to_path_buf();
-    path.extend(parts);
-    let canonical = std::fs::canonicalize(&path).ok()?;
-    let below = canonical.strip_prefix(root).ok()?;
-    if below
-        .components()
-        .any(|c| path::is_hidden(&c.as_os_str().to_string_lossy(), show_hidden))
-    {
-        return None;
+/// Finds what `parts` names below the root and answers for it (blocking).
+fn find(
+    root: &Root,
+    parts: &[String],
+    slash: bool,
+    ask: &Ask,
+    listing: bool,
+    show_hidden: bool,
+) -> Found {
+    let mut parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    match root.open_at(&parts) {
+        // A file named with a trailing slash is not that file (as nginx answers).
+        Some(Node::File(..)) if slash => Found::NotFound,
+        Some(Node::File(file, st)) => Found::File(file::answer(root, &parts, file, st, ask)),
+        Some(Node::Dir(_)) if !slash => Found::Redirect,
+        Some(Node::Dir(dir)) => {
+            parts.push("index.html");
+            if let Some(Node::File(file, st)) = root.open_at(&parts) {
+                return Found::File(file::answer(root, &parts, file, st, ask));
+            }
+            parts.pop();
+            if !listing {
+                return Found::NotFound;
+            }
+            listing::read_listing(root, &parts, dir, show_hidden)
+                .map_or(Found::NotFound, Found::Listing)
+        }
+        None => Found::NotFound,
     }
-    let meta = std::fs::metadata(&canonical).ok()?;
-    Some((canonical, meta.is_dir()))
 }
 
-/// The metadata of `path` if it resolves inside `root` (blocking).
-fn inside(root: &Path, path: &Path) -> Option<std::fs::Metadata> {
-    let canonical = std::fs::canonicalize(path).ok()?;
-    canonical.starts_with(root).then_some(())?;
-    std::fs::metadata(canonical).ok()
+/// A file's answer as a hyper response.
+fn file_response(answer: Answer) -> Response<Body> {
+    let body = match answer.payload {
+        Payload::Empty => empty(),
+        Payload::Whole(bytes) => Full::new(bytes).map_err(|e| match e {}).boxed_unsync(),
+        Payload::Stream(stream) => stream.boxed_unsync(),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = answer.status;
+    *response.headers_mut() = answer.headers;
+    if answer.precompressed {
+        response.extensions_mut().insert(Precompressed);
+    }
+    response
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|e| match e {}).boxed_unsync()
 }
 
 fn full(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<Body> {

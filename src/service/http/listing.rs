@@ -2,17 +2,26 @@
 //! at most [`MAX_LISTING_ENTRIES`] entries read.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::os::fd::OwnedFd;
 use std::time::SystemTime;
+
+use nix::dir::Dir;
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{fstat, fstatat, SFlag};
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
 
+use super::open::{Node, Root};
 use super::path::is_hidden;
 
 /// Most entries a listing shows; a bigger directory's listing says it was cut short, so a
 /// directory of millions of files costs a bounded read and a bounded page.
 pub const MAX_LISTING_ENTRIES: usize = 10_000;
+
+/// Most names read from one directory for a listing, hidden ones included, so a directory
+/// of millions of dot files costs a bounded read too.
+pub const MAX_LISTING_SCANNED: usize = 4 * MAX_LISTING_ENTRIES;
 
 /// Everything but the unreserved characters is encoded in a link, so names with spaces,
 /// `#`, `?`, `%` or non-ASCII letters link to themselves.
@@ -45,62 +54,68 @@ pub(crate) struct Listing {
     pub truncated: bool,
 }
 
-/// Reads `dir` (blocking): visible entries, symlinks resolved for their kind and size; a
-/// symlink leading out of `root` (canonical) or onto a hidden name is left out, as it would
-/// not be served.
-pub(crate) fn read_listing(dir: &Path, root: &Path, show_hidden: bool) -> std::io::Result<Listing> {
+/// Reads the directory `dir`, found at `parts` below `root` (blocking): visible entries, a
+/// symlink shown with its target's kind and size only if it would be served (it stays below
+/// the root, on visible names). At most [`MAX_LISTING_SCANNED`] names are read.
+pub(crate) fn read_listing(
+    root: &Root,
+    parts: &[&str],
+    dir: OwnedFd,
+    show_hidden: bool,
+) -> std::io::Result<Listing> {
+    let dir_fd = dir.try_clone()?;
+    let mut dir = Dir::from_fd(dir)?;
     let mut entries = Vec::new();
     let mut truncated = false;
-    for entry in std::fs::read_dir(dir)? {
+    let mut scanned = 0usize;
+    for entry in dir.iter() {
         let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if is_hidden(&name, show_hidden) {
+        scanned += 1;
+        if scanned > MAX_LISTING_SCANNED {
+            truncated = true;
+            break;
+        }
+        let Ok(name) = entry.file_name().to_str() else {
+            continue; // not UTF-8: it could not be requested either
+        };
+        if name == "." || name == ".." || is_hidden(name, show_hidden) {
             continue;
         }
         if entries.len() == MAX_LISTING_ENTRIES {
             truncated = true;
             break;
         }
-        if entry.file_type().is_ok_and(|t| t.is_symlink())
-            && !link_stays_inside(&entry.path(), root, show_hidden)
-        {
-            continue;
-        }
-        let Ok(meta) = std::fs::metadata(entry.path()) else {
-            continue; // a dangling link, or gone meanwhile
+        let Ok(st) = fstatat(&dir_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
+            continue; // gone meanwhile
         };
-        let kind = match (meta.is_dir(), meta.is_file()) {
-            (true, _) => "dir",
-            (_, true) => "file",
+        let st = if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK {
+            let mut path = parts.to_vec();
+            path.push(name);
+            match root.open_at(&path) {
+                Some(Node::File(_, st)) => st,
+                Some(Node::Dir(fd)) => match fstat(&fd) {
+                    Ok(st) => st,
+                    Err(_) => continue,
+                },
+                None => continue,
+            }
+        } else {
+            st
+        };
+        let kind = match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFDIR => "dir",
+            SFlag::S_IFREG => "file",
             _ => "other",
         };
-        let mtime = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs());
-        let size = if meta.is_file() { meta.len() } else { 0 };
         entries.push(ListedEntry {
-            name,
+            name: name.to_owned(),
             kind,
-            size,
-            mtime,
+            size: if kind == "file" { st.st_size as u64 } else { 0 },
+            mtime: u64::try_from(st.st_mtime).unwrap_or(0),
         });
     }
     entries.sort_by(|a, b| (b.kind == "dir", &a.name).cmp(&(a.kind == "dir", &b.name)));
     Ok(Listing { entries, truncated })
-}
-
-/// Whether the symlink at `path` resolves below `root` onto visible names.
-fn link_stays_inside(path: &Path, root: &Path, show_hidden: bool) -> bool {
-    let Ok(target) = std::fs::canonicalize(path) else {
-        return false;
-    };
-    target.strip_prefix(root).is_ok_and(|below| {
-        !below
-            .components()
-            .any(|c| is_hidden(&c.as_os_str().to_string_lossy(), show_hidden))
-    })
 }
 
 impl Listing {
@@ -110,8 +125,8 @@ impl Listing {
     }
 
     /// The listing as an HTML page for the directory shown as `title` (the decoded request
-    /// path).
-    pub(crate) fn to_html(&self, title: &str) -> String {
+    /// path), with a form to upload files into it when `upload`.
+    pub(crate) fn to_html(&self, title: &str, upload: bool) -> String {
         let title = html_escape(title);
         let mut page = format!(
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
@@ -142,6 +157,13 @@ impl Listing {
             );
         }
         page.push_str("</tbody></table>\n");
+        if upload {
+            page.push_str(
+                "<form method=\"post\" enctype=\"multipart/form-data\">\
+                 <input type=\"file\" name=\"file\" multiple> \
+                 <button type=\"submit\">Upload</button></form>\n",
+            );
+        }
         if self.truncated {
             let _ = writeln!(
                 page,
@@ -184,7 +206,7 @@ mod tests {
             }],
             truncated: false,
         };
-        let html = listing.to_html("/d/");
+        let html = listing.to_html("/d/", false);
         assert!(html.contains("&lt;b&gt; #?%é.txt"), "{html}");
         assert!(
             html.contains("href=\"./%3Cb%3E%20%23%3F%25%C3%A9.txt\""),

@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming as Body;
 use subtle::ConstantTimeEq;
 
-use crate::service::files::{FileMeta, HashAlg, RelPath, Store, StoreError};
+use crate::service::files::{FileMeta, HashAlg, RelPath, Store, StoreError, Stored};
 use crate::session::Token;
 
 /// The outcome of an upload: a status and a one-line text body.
@@ -29,6 +29,26 @@ pub(crate) fn authorized(headers: &HeaderMap, token: Option<&Token>) -> bool {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     bool::from(given.as_bytes().ct_eq(token.reveal().as_bytes()))
+}
+
+/// Whether a form's `POST` comes from a page of this server: a browser names the page's
+/// origin, and a page elsewhere (which could otherwise make a visitor's browser upload into
+/// a loopback server) names another. A client that names none (curl) is not a browser.
+pub(crate) fn same_origin<B>(req: &http::Request<B>) -> bool {
+    let Some(origin) = req.headers().get(http::header::ORIGIN) else {
+        return true;
+    };
+    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+    });
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, host)| host);
+    matches!((origin_host, host), (Some(a), Some(b)) if a.eq_ignore_ascii_case(b))
 }
 
 /// The `sha-256` digest a request declares in `Content-Digest` or `Repr-Digest`, as hex;
@@ -70,17 +90,13 @@ pub(crate) async fn put(
     store: Arc<Store>,
     parts: Vec<String>,
     headers: &HeaderMap,
-    mut body: Body,
+    body: Body,
 ) -> Answer {
     let path = match RelPath::parse(&parts.join("/")) {
         Ok(path) => path,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
-    let Some(size) = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    else {
+    let Some(size) = content_length(headers) else {
         return (
             StatusCode::LENGTH_REQUIRED,
             "an upload needs a Content-Length\n".into(),
@@ -92,49 +108,173 @@ pub(crate) async fn put(
             "a Content-Digest or Repr-Digest sha-256 must be :base64: of 32 bytes\n".into(),
         );
     };
+    match receive(store, path, size, declared, Source::Body(body)).await {
+        Ok(stored) => (
+            StatusCode::CREATED,
+            format!("stored {} ({} bytes)\n", stored.name, stored.size),
+        ),
+        Err(answer) => answer,
+    }
+}
+
+/// Most files one form upload may carry.
+pub const MAX_FORM_FILES: usize = 256;
+
+/// Stores the files of a browser form (`multipart/form-data`, `POST` to a directory) under
+/// the directory `dir`: each file field under its file name, each atomically; other fields
+/// are skipped. The form's `Content-Length` is required, and bounds each file.
+pub(crate) async fn post_form(
+    store: Arc<Store>,
+    dir: Vec<String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Answer {
+    let Some(boundary) = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| multer::parse_boundary(v).ok())
+    else {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a form upload is multipart/form-data\n".into(),
+        );
+    };
+    let Some(bound) = content_length(headers) else {
+        return (
+            StatusCode::LENGTH_REQUIRED,
+            "an upload needs a Content-Length\n".into(),
+        );
+    };
+    let limits = multer::SizeLimit::new().whole_stream(bound);
+    let constraints = multer::Constraints::new().size_limit(limits);
+    let mut form =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let mut stored = Vec::new();
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => return form_failure(&stored, StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+        // A file input left empty still sends its field, with an empty file name.
+        let Some(name) = field
+            .file_name()
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        if stored.len() == MAX_FORM_FILES {
+            let why = format!("a form may carry at most {MAX_FORM_FILES} files");
+            return form_failure(&stored, StatusCode::PAYLOAD_TOO_LARGE, &why);
+        }
+        if name.contains(['/', '\\']) {
+            let why = "a file name may not hold / or \\";
+            return form_failure(&stored, StatusCode::BAD_REQUEST, why);
+        }
+        let mut parts = dir.clone();
+        parts.push(name);
+        let path = match RelPath::parse(&parts.join("/")) {
+            Ok(path) => path,
+            Err(e) => return form_failure(&stored, StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+        match receive(store.clone(), path, bound, None, Source::Field(field)).await {
+            Ok(file) => stored.push(file),
+            Err((status, why)) => return form_failure(&stored, status, why.trim_end()),
+        }
+    }
+    if stored.is_empty() {
+        return (StatusCode::BAD_REQUEST, "the form carried no file\n".into());
+    }
+    let mut message = String::new();
+    for file in &stored {
+        message.push_str(&format!("stored {} ({} bytes)\n", file.name, file.size));
+    }
+    (StatusCode::CREATED, message)
+}
+
+/// A form's refusal, naming the files stored before it (each is whole: they stay).
+fn form_failure(stored: &[Stored], status: StatusCode, why: &str) -> Answer {
+    let mut message = format!("{why}\n");
+    for file in stored {
+        message.push_str(&format!("stored before that: {}\n", file.name));
+    }
+    (status, message)
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Where an upload's bytes come from: a `PUT` body of exactly its `Content-Length`, or one
+/// field of a form, whose size is only known at its end.
+enum Source {
+    Body(Body),
+    Field(multer::Field<'static>),
+}
+
+impl Source {
+    /// The next chunk; `None` at the end; `Err` when the client cut it off or broke the form.
+    async fn next(&mut self) -> Option<Result<Bytes, String>> {
+        match self {
+            Source::Body(body) => loop {
+                match body.frame().await? {
+                    Ok(frame) => match frame.into_data() {
+                        Ok(data) => return Some(Ok(data)),
+                        Err(_) => continue, // trailers
+                    },
+                    Err(_) => return Some(Err("the body was cut off".into())),
+                }
+            },
+            Source::Field(field) => field.chunk().await.map_err(|e| e.to_string()).transpose(),
+        }
+    }
+
+    fn exact(&self) -> bool {
+        matches!(self, Source::Body(_))
+    }
+}
+
+/// Receives one file into the store: `size` is exact for a body, an upper bound for a form
+/// field; `declared` the digest the client gave, checked before the file becomes visible.
+async fn receive(
+    store: Arc<Store>,
+    path: RelPath,
+    size: u64,
+    declared: Option<String>,
+    mut source: Source,
+) -> Result<Stored, Answer> {
     let meta = FileMeta {
         mode: 0o644,
         mtime: now_secs(),
         mtime_nsec: 0,
     };
-    let opened = {
-        let store = store.clone();
-        let path = path.clone();
-        blocking(move || store.create(&path, size, meta, HashAlg::Sha256, None)).await
-    };
-    let mut incoming = match opened {
-        Ok(incoming) => incoming,
-        Err(e) => return refusal(&e),
-    };
-    while let Some(frame) = body.frame().await {
-        let chunk: Bytes = match frame {
-            Ok(frame) => match frame.into_data() {
-                Ok(data) => data,
-                Err(_) => continue, // trailers
-            },
-            Err(_) => {
+    let opened = blocking(move || store.create(&path, size, meta, HashAlg::Sha256, None)).await;
+    let mut incoming = opened.map_err(|e| refusal(&e))?;
+    while let Some(chunk) = source.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(why) => {
                 incoming.discard();
-                return (StatusCode::BAD_REQUEST, "the body was cut off\n".into());
+                return Err((StatusCode::BAD_REQUEST, format!("{why}\n")));
             }
         };
         let written = blocking(move || incoming.write(&chunk).map(|()| incoming)).await;
-        incoming = match written {
-            Ok(incoming) => incoming,
-            Err(e) => return refusal(&e),
-        };
+        incoming = written.map_err(|e| refusal(&e))?;
     }
-    let committed = blocking(move || {
+    let exact = source.exact();
+    blocking(move || {
+        if !exact {
+            incoming.settle_size();
+        }
         let expected = declared.unwrap_or_else(|| incoming.digest_hex());
         incoming.commit(&expected)
     })
-    .await;
-    match committed {
-        Ok(stored) => (
-            StatusCode::CREATED,
-            format!("stored {} ({} bytes)\n", stored.name, stored.size),
-        ),
-        Err(e) => refusal(&e),
-    }
+    .await
+    .map_err(|e| refusal(&e))
 }
 
 /// Runs store work on a blocking thread; a panicked or cancelled task is an I/O error.
