@@ -67,6 +67,11 @@ pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// Time a client gets to send a whole request head; a slowloris is closed at it.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest wait for the next byte of a request body (an upload): a client trickling its
+/// body, or stopping half way, is answered 408 and closed then (nginx's
+/// `client_body_timeout`, 60 s, likewise).
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Largest upload accepted, unless `--max-file-size` says otherwise.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
 
@@ -100,6 +105,8 @@ pub struct HttpConfig {
     pub max_headers: usize,
     /// See [`DEFAULT_HEADER_READ_TIMEOUT`].
     pub header_read_timeout: Duration,
+    /// See [`DEFAULT_BODY_IDLE_TIMEOUT`].
+    pub body_idle_timeout: Duration,
 }
 
 impl HttpConfig {
@@ -119,6 +126,7 @@ impl HttpConfig {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
         }
     }
 }
@@ -270,7 +278,9 @@ async fn respond(
 ) -> Result<Response<CompressionBody<Body>>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
-    let shown = crate::text::escape_one_line(req.uri().path(), LOGGED_PATH_CHARS);
+    // Decoded, so a log reads as the names on disk; escaped, so no byte of it is a control.
+    let decoded = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy();
+    let shown = crate::text::escape_one_line(&decoded, LOGGED_PATH_CHARS);
     let mut response = routes.call(req).await?;
     let encoded_here = response.headers().contains_key(header::CONTENT_ENCODING)
         && response.extensions().get::<Precompressed>().is_none();
@@ -364,10 +374,11 @@ impl Inner {
         let dir_path = req.uri().path().to_owned();
         let (head, body) = req.into_parts();
         let store = self.store.clone();
+        let idle = self.config.body_idle_timeout;
         let (status, message) = if is_post {
-            upload::post_form(store, parts, &head.headers, body).await
+            upload::post_form(store, parts, &head.headers, body, idle).await
         } else {
-            upload::put(store, parts, &head.headers, body).await
+            upload::put(store, parts, &head.headers, body, idle).await
         };
         // A browser's form goes back to the listing, which now shows what it sent.
         if is_post && wants_page && status == StatusCode::CREATED {

@@ -3,6 +3,7 @@
 //! file becomes visible.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -91,6 +92,7 @@ pub(crate) async fn put(
     parts: Vec<String>,
     headers: &HeaderMap,
     body: Body,
+    idle: Duration,
 ) -> Answer {
     let path = match RelPath::parse(&parts.join("/")) {
         Ok(path) => path,
@@ -108,7 +110,7 @@ pub(crate) async fn put(
             "a Content-Digest or Repr-Digest sha-256 must be :base64: of 32 bytes\n".into(),
         );
     };
-    match receive(store, path, size, declared, Source::Body(body)).await {
+    match receive(store, path, size, declared, Source::Body(body), idle).await {
         Ok(stored) => (
             StatusCode::CREATED,
             format!("stored {} ({} bytes)\n", stored.name, stored.size),
@@ -128,6 +130,7 @@ pub(crate) async fn post_form(
     dir: Vec<String>,
     headers: &HeaderMap,
     body: Body,
+    idle: Duration,
 ) -> Answer {
     let Some(boundary) = headers
         .get(http::header::CONTENT_TYPE)
@@ -151,10 +154,11 @@ pub(crate) async fn post_form(
         multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
     let mut stored = Vec::new();
     loop {
-        let field = match form.next_field().await {
-            Ok(Some(field)) => field,
-            Ok(None) => break,
-            Err(e) => return form_failure(&stored, StatusCode::BAD_REQUEST, &e.to_string()),
+        let field = match tokio::time::timeout(idle, form.next_field()).await {
+            Ok(Ok(Some(field))) => field,
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => return form_failure(&stored, StatusCode::BAD_REQUEST, &e.to_string()),
+            Err(_) => return form_failure(&stored, StatusCode::REQUEST_TIMEOUT, &stalled(idle)),
         };
         // A file input left empty still sends its field, with an empty file name.
         let Some(name) = field
@@ -178,7 +182,7 @@ pub(crate) async fn post_form(
             Ok(path) => path,
             Err(e) => return form_failure(&stored, StatusCode::BAD_REQUEST, &e.to_string()),
         };
-        match receive(store.clone(), path, bound, None, Source::Field(field)).await {
+        match receive(store.clone(), path, bound, None, Source::Field(field), idle).await {
             Ok(file) => stored.push(file),
             Err((status, why)) => return form_failure(&stored, status, why.trim_end()),
         }
@@ -200,6 +204,10 @@ fn form_failure(stored: &[Stored], status: StatusCode, why: &str) -> Answer {
         message.push_str(&format!("stored before that: {}\n", file.name));
     }
     (status, message)
+}
+
+fn stalled(idle: Duration) -> String {
+    format!("no body byte came for {} s", idle.as_secs_f64())
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -246,6 +254,7 @@ async fn receive(
     size: u64,
     declared: Option<String>,
     mut source: Source,
+    idle: Duration,
 ) -> Result<Stored, Answer> {
     let meta = FileMeta {
         mode: 0o644,
@@ -254,12 +263,17 @@ async fn receive(
     };
     let opened = blocking(move || store.create(&path, size, meta, HashAlg::Sha256, None)).await;
     let mut incoming = opened.map_err(|e| refusal(&e))?;
-    while let Some(chunk) = source.next().await {
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(why) => {
+    loop {
+        let chunk = match tokio::time::timeout(idle, source.next()).await {
+            Ok(None) => break,
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(Some(Err(why))) => {
                 incoming.discard();
                 return Err((StatusCode::BAD_REQUEST, format!("{why}\n")));
+            }
+            Err(_) => {
+                incoming.discard();
+                return Err((StatusCode::REQUEST_TIMEOUT, format!("{}\n", stalled(idle))));
             }
         };
         let written = blocking(move || incoming.write(&chunk).map(|()| incoming)).await;
