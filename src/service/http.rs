@@ -13,10 +13,12 @@
 //! then tower-http's compression for text above MIN_COMPRESS_BYTES, then one log line.
 //! ```
 
+mod body;
 mod file;
 mod listing;
 mod open;
 mod path;
+mod read;
 mod upload;
 
 use std::convert::Infallible;
@@ -44,10 +46,10 @@ use crate::net::tls::TlsAcceptor;
 use crate::net::PeerAddr;
 use crate::service::files::{Store, StoreError, StoreOptions};
 use crate::session::Token;
+use file::Precompressed;
 pub use file::CHUNK_BYTES;
-use file::{Answer, Ask, Payload, Precompressed};
 pub use listing::{MAX_LISTING_ENTRIES, MAX_LISTING_SCANNED};
-use open::{Node, Root};
+use open::Root;
 use path::decode_path;
 pub use upload::MAX_FORM_FILES;
 
@@ -316,15 +318,6 @@ fn weaken_etag(headers: &mut HeaderMap) {
     }
 }
 
-/// What a GET or HEAD found, decided on a blocking thread.
-enum Found {
-    File(Answer),
-    Listing(listing::Listing),
-    /// A directory asked for without its trailing slash.
-    Redirect,
-    NotFound,
-}
-
 impl Inner {
     async fn route(&self, req: Request<Incoming>) -> Response<Body> {
         let config = &self.config;
@@ -390,109 +383,6 @@ impl Inner {
         }
         text(status, &message)
     }
-
-    /// GET or HEAD of a file or a directory: opening, preconditions and the first chunk in
-    /// one blocking call.
-    async fn read(&self, req: Request<Incoming>, parts: Vec<String>) -> Response<Body> {
-        let ask = Ask::new(req.method(), req.headers());
-        let slash = req.uri().path().ends_with('/');
-        let root = self.root.clone();
-        let (listing, show_hidden) = (self.config.listing, self.config.show_hidden);
-        let found = tokio::task::spawn_blocking(move || {
-            find(&root, &parts, slash, &ask, listing, show_hidden)
-        })
-        .await
-        .unwrap_or(Found::NotFound);
-        match found {
-            Found::File(answer) => file_response(answer),
-            Found::Listing(listing) => self.listing_response(&req, &listing),
-            Found::Redirect => {
-                let mut location = format!("{}/", req.uri().path());
-                if let Some(query) = req.uri().query() {
-                    location = format!("{location}?{query}");
-                }
-                redirect(&location)
-            }
-            Found::NotFound => text(StatusCode::NOT_FOUND, "not found\n"),
-        }
-    }
-
-    fn listing_response(
-        &self,
-        req: &Request<Incoming>,
-        listing: &listing::Listing,
-    ) -> Response<Body> {
-        let wants_json = req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("application/json"));
-        let (body, kind) = if wants_json {
-            (listing.to_json(), "application/json")
-        } else {
-            let title = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy();
-            (
-                listing.to_html(&title, self.config.upload),
-                "text/html; charset=utf-8",
-            )
-        };
-        let mut response = full(StatusCode::OK, Bytes::from(body), kind);
-        response
-            .headers_mut()
-            .insert(header::VARY, HeaderValue::from_static("accept"));
-        if req.method() == Method::HEAD {
-            let (parts, _) = response.into_parts();
-            return Response::from_parts(parts, empty());
-        }
-        response
-    }
-}
-
-/// Finds what `parts` names below the root and answers for it (blocking).
-fn find(
-    root: &Root,
-    parts: &[String],
-    slash: bool,
-    ask: &Ask,
-    listing: bool,
-    show_hidden: bool,
-) -> Found {
-    let mut parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-    match root.open_at(&parts) {
-        // A file named with a trailing slash is not that file (as nginx answers).
-        Some(Node::File(..)) if slash => Found::NotFound,
-        Some(Node::File(file, st)) => Found::File(file::answer(root, &parts, file, st, ask)),
-        Some(Node::Dir(_)) if !slash => Found::Redirect,
-        Some(Node::Dir(dir)) => {
-            parts.push("index.html");
-            if let Some(Node::File(file, st)) = root.open_at(&parts) {
-                return Found::File(file::answer(root, &parts, file, st, ask));
-            }
-            parts.pop();
-            if !listing {
-                return Found::NotFound;
-            }
-            listing::read_listing(root, &parts, dir, show_hidden)
-                .map_or(Found::NotFound, Found::Listing)
-        }
-        None => Found::NotFound,
-    }
-}
-
-/// A file's answer as a hyper response.
-fn file_response(answer: Answer) -> Response<Body> {
-    let body = match answer.payload {
-        Payload::Empty => empty(),
-        Payload::Whole(bytes) => Full::new(bytes).map_err(|e| match e {}).boxed_unsync(),
-        Payload::Stream(stream) => stream.boxed_unsync(),
-    };
-    let mut response = Response::new(body);
-    *response.status_mut() = answer.status;
-    *response.headers_mut() = answer.headers;
-    if answer.precompressed {
-        response.extensions_mut().insert(Precompressed);
-    }
-    response
 }
 
 fn empty() -> Body {
