@@ -279,28 +279,34 @@ async fn respond(
     peer: PeerAddr,
 ) -> Result<Response<CompressionBody<Body>>, Infallible> {
     let started = Instant::now();
-    let method = req.method().clone();
     // Decoded, so a log reads as the names on disk; escaped, so no byte of it is a control.
-    let decoded = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy();
-    let shown = crate::text::escape_one_line(&decoded, LOGGED_PATH_CHARS);
+    // Only made when the line is written (`-q` spares every request this).
+    let logged = tracing::enabled!(tracing::Level::INFO).then(|| {
+        let decoded = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy();
+        let shown = crate::text::escape_one_line(&decoded, LOGGED_PATH_CHARS);
+        (req.method().clone(), shown)
+    });
     let mut response = routes.call(req).await?;
     let encoded_here = response.headers().contains_key(header::CONTENT_ENCODING)
         && response.extensions().get::<Precompressed>().is_none();
     if encoded_here {
         weaken_etag(response.headers_mut());
     }
-    let bytes = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    // The peer is named here too: HTTP/2 streams run in tasks outside the connection's span.
-    tracing::info!(
-        %peer,
-        "{method} {shown} {} {bytes} {:.1}ms",
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64() * 1000.0
-    );
+    if let Some((method, shown)) = logged {
+        let bytes = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        // The peer is named here too: HTTP/2 streams run in tasks outside the connection's
+        // span.
+        tracing::info!(
+            %peer,
+            "{method} {shown} {} {bytes} {:.1}ms",
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
     Ok(response)
 }
 

@@ -1,7 +1,6 @@
-//! A file's body: chunks read at an offset on a blocking thread, one chunk held at a time.
+//! A file's body: chunks read at an offset as hyper asks for them, one chunk held at a time.
 
 use std::fs::File;
-use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
@@ -9,7 +8,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::task::JoinHandle;
 
 /// A body is read in chunks of this size, one chunk in memory per response; the first in
 /// the blocking call that opened the file, so a body up to this size costs one such call.
@@ -23,27 +21,25 @@ pub(crate) fn read_chunk(file: &File, offset: u64, len: u64) -> io::Result<Bytes
     Ok(Bytes::from(buf))
 }
 
-/// A file's bytes from an offset, a chunk at a time on a blocking thread.
+/// A file's bytes from an offset, a chunk at a time, each read when hyper asks for it (so a
+/// slow client holds one chunk, not the file).
 #[derive(Debug)]
 pub(crate) struct FileBody {
-    state: State,
+    file: File,
+    /// The next chunk, read already.
+    held: Option<Bytes>,
+    /// Where the chunk after it starts.
+    next: u64,
     /// Bytes still to send, the held chunk included.
     remaining: u64,
 }
 
-#[derive(Debug)]
-enum State {
-    /// The next chunk, read already, then the file and where the chunk after it starts.
-    Ready(Option<Bytes>, File, u64),
-    Reading(JoinHandle<io::Result<(Bytes, File)>>, u64),
-    Done,
-}
-
 impl FileBody {
     pub(crate) fn new(file: File, first: Bytes, start: u64, len: u64) -> FileBody {
-        let next = start + first.len() as u64;
         FileBody {
-            state: State::Ready(Some(first), file, next),
+            file,
+            next: start + first.len() as u64,
+            held: Some(first),
             remaining: len,
         }
     }
@@ -53,45 +49,37 @@ impl Body for FileBody {
     type Data = Bytes;
     type Error = io::Error;
 
+    /// Reads on the runtime's thread, as the first chunk was (see `read.rs` for why).
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        _: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
-        loop {
-            match std::mem::replace(&mut this.state, State::Done) {
-                State::Done => return Poll::Ready(None),
-                State::Ready(Some(chunk), file, next) => {
-                    this.remaining -= chunk.len() as u64;
-                    if this.remaining > 0 {
-                        this.state = State::Ready(None, file, next);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
-                }
-                State::Ready(None, file, next) => {
-                    let len = this.remaining.min(CHUNK_BYTES);
-                    let read = tokio::task::spawn_blocking(move || {
-                        read_chunk(&file, next, len).map(|chunk| (chunk, file))
-                    });
-                    this.state = State::Reading(read, next + len);
-                }
-                State::Reading(mut read, next) => match Pin::new(&mut read).poll(cx) {
-                    Poll::Pending => {
-                        this.state = State::Reading(read, next);
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Ok(Ok((chunk, file)))) => {
-                        this.state = State::Ready(Some(chunk), file, next);
-                    }
-                    Poll::Ready(Ok(Err(e))) => return Poll::Ready(Some(Err(e))),
-                    Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(io::Error::other(e)))),
-                },
-            }
+        if this.remaining == 0 {
+            return Poll::Ready(None);
         }
+        let chunk = match this.held.take() {
+            Some(chunk) => chunk,
+            None => {
+                let len = this.remaining.min(CHUNK_BYTES);
+                match read_chunk(&this.file, this.next, len) {
+                    Ok(chunk) => {
+                        this.next += len;
+                        chunk
+                    }
+                    Err(e) => {
+                        this.remaining = 0;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+            }
+        };
+        this.remaining -= chunk.len() as u64;
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done)
+        self.remaining == 0
     }
 
     fn size_hint(&self) -> SizeHint {

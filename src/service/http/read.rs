@@ -1,5 +1,12 @@
-//! GET and HEAD: what a path names below the root, found and answered in one blocking call
-//! (a file, a directory's `index.html`, a listing, a redirect to the slash, or 404).
+//! GET and HEAD: what a path names below the root, found and answered (a file, a directory's
+//! `index.html`, a listing, a redirect to the slash, or 404).
+//!
+//! A file is opened, checked and its first chunk read right on the runtime's thread, as
+//! nginx does on its event loop: a handful of syscalls on a page-cached file cost less than
+//! the two thread switches a blocking-pool round trip takes (profiled: they were most of a
+//! small file's cost). A listing, which may stat thousands of entries, goes to the pool.
+
+use std::os::fd::OwnedFd;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -11,31 +18,34 @@ use super::listing::{self, Listing};
 use super::open::{Node, Root};
 use super::{empty, full, redirect, text, Body, Inner};
 
-/// What a GET or HEAD found, decided on a blocking thread.
+/// What a GET or HEAD found.
 enum Outcome {
     File(Answer),
-    Listing(Listing),
+    /// A directory to list, opened, and its path's components.
+    Listing(OwnedFd, Vec<String>),
     /// A directory asked for without its trailing slash.
     Redirect,
     NotFound,
 }
 
 impl Inner {
-    /// GET or HEAD of a file or a directory: opening, preconditions and the first chunk in
-    /// one blocking call.
+    /// GET or HEAD of a file or a directory.
     pub(super) async fn read(&self, req: Request<Incoming>, parts: Vec<String>) -> Response<Body> {
         let ask = Ask::new(req.method(), req.headers());
         let slash = req.uri().path().ends_with('/');
-        let root = self.root.clone();
-        let (listing, show_hidden) = (self.config.listing, self.config.show_hidden);
-        let found = tokio::task::spawn_blocking(move || {
-            find(&root, &parts, slash, &ask, listing, show_hidden)
-        })
-        .await
-        .unwrap_or(Outcome::NotFound);
-        match found {
+        match find(&self.root, &parts, slash, &ask, self.config.listing) {
             Outcome::File(answer) => file_response(answer),
-            Outcome::Listing(listing) => self.listing_response(&req, &listing),
+            Outcome::Listing(dir, parts) => {
+                let (root, show_hidden) = (self.root.clone(), self.config.show_hidden);
+                let read = tokio::task::spawn_blocking(move || {
+                    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+                    listing::read_listing(&root, &parts, dir, show_hidden)
+                });
+                match read.await {
+                    Ok(Ok(listing)) => self.listing_response(&req, &listing),
+                    _ => text(StatusCode::NOT_FOUND, "not found\n"),
+                }
+            }
             Outcome::Redirect => {
                 let mut location = format!("{}/", req.uri().path());
                 if let Some(query) = req.uri().query() {
@@ -74,15 +84,8 @@ impl Inner {
     }
 }
 
-/// Finds what `parts` names below the root and answers for it (blocking).
-fn find(
-    root: &Root,
-    parts: &[String],
-    slash: bool,
-    ask: &Ask,
-    listing: bool,
-    show_hidden: bool,
-) -> Outcome {
+/// Finds what `parts` names below the root and answers for a file (blocking, briefly).
+fn find(root: &Root, parts: &[String], slash: bool, ask: &Ask, listing: bool) -> Outcome {
     let mut parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     match root.open_at(&parts) {
         // A file named with a trailing slash is not that file (as nginx answers).
@@ -98,8 +101,7 @@ fn find(
             if !listing {
                 return Outcome::NotFound;
             }
-            listing::read_listing(root, &parts, dir, show_hidden)
-                .map_or(Outcome::NotFound, Outcome::Listing)
+            Outcome::Listing(dir, parts.iter().map(|p| (*p).to_owned()).collect())
         }
         None => Outcome::NotFound,
     }
