@@ -38,7 +38,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tower_http::compression::{Compression, CompressionBody};
+use tower_http::compression::Compression;
 use tower_service::Service;
 
 use crate::engine::{Conn, ConnInfo, Handler};
@@ -149,6 +149,11 @@ struct Inner {
 
 /// A response body before compression: ours (`Full`, `Empty`) or a file's chunks.
 type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+/// A response body as sent: compressed or not, boxed.
+type SentBody = UnsyncBoxBody<Bytes, BoxError>;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl HttpServer {
     /// A server for `config.root`.
@@ -277,7 +282,7 @@ async fn respond(
     mut routes: Compressed,
     req: Request<Incoming>,
     peer: PeerAddr,
-) -> Result<Response<CompressionBody<Body>>, Infallible> {
+) -> Result<Response<SentBody>, Infallible> {
     let started = Instant::now();
     // Decoded, so a log reads as the names on disk; escaped, so no byte of it is a control.
     // Only made when the line is written (`-q` spares every request this).
@@ -286,7 +291,15 @@ async fn respond(
         let shown = crate::text::escape_one_line(&decoded, LOGGED_PATH_CHARS);
         (req.method().clone(), shown)
     });
-    let mut response = routes.call(req).await?;
+    // A client that takes no encoding skips the compression layer: its body type holds the
+    // encoders' state inline, kilobytes moved with every response (profiled as memcpy).
+    let mut response = if req.headers().contains_key(header::ACCEPT_ENCODING) {
+        let response = routes.call(req).await?;
+        response.map(|b| b.boxed_unsync())
+    } else {
+        let response = routes.get_mut().0.route(req).await;
+        response.map(|b| b.map_err(Into::into).boxed_unsync())
+    };
     let encoded_here = response.headers().contains_key(header::CONTENT_ENCODING)
         && response.extensions().get::<Precompressed>().is_none();
     if encoded_here {
