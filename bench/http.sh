@@ -151,7 +151,7 @@ def mb(v):
     n, u = re.match(r"([\d.]+)(\w+)", v).groups()
     return float(n) * {"B": 1e-6, "KB": 1e-3 * 1.024, "MB": 1.048576, "GB": 1073.741824}[u]
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p99 = ms(re.search(r"99%\s+(\S+)", t).group(1))
+p99 = ms(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1))
 tput = mb(re.search(r"Transfer/sec:\s+(\S+)", t).group(1))
 requests = int(re.search(r"(\d+) requests in", t).group(1))
 cpu_us = ticks * 1e6 / hz / max(requests, 1)

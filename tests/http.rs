@@ -549,25 +549,30 @@ async fn a_listing_of_a_directory_of_100_000_entries_is_capped() {
     assert!(html.contains("Only the first"));
 }
 
+/// Starts a server, sends it `start` of a request and stops there; checks another client is
+/// served meanwhile, then returns what the stalled client read before the server closed.
+async fn stalled_client(config: HttpConfig, start: &[u8]) -> (TestServer, String) {
+    let server = serve(config).await;
+    let mut slow = TcpStream::connect(server.addr.to_string()).await.unwrap();
+    slow.write_all(start).await.unwrap();
+    still_serving(&server).await;
+    let mut rest = Vec::new();
+    tokio::time::timeout(TEST_TIMEOUT, slow.read_to_end(&mut rest))
+        .await
+        .expect("the stalled client was not closed")
+        .ok();
+    (server, String::from_utf8_lossy(&rest).into_owned())
+}
+
 #[tokio::test]
 async fn a_slow_request_head_is_closed_at_its_deadline_while_others_are_served() {
     let dir = tempfile::tempdir().unwrap();
     tree(dir.path());
     let mut config = HttpConfig::new(dir.path());
     config.header_read_timeout = std::time::Duration::from_millis(300);
-    let server = serve(config).await;
-    let mut slow = TcpStream::connect(server.addr.to_string()).await.unwrap();
-    slow.write_all(b"GET /a.txt HTTP/1.1\r\nHost: t\r\nX-Slow: ")
-        .await
-        .unwrap();
-    still_serving(&server).await;
     // The server gives up on the head: it closes, perhaps after a 408.
-    let mut rest = Vec::new();
-    tokio::time::timeout(TEST_TIMEOUT, slow.read_to_end(&mut rest))
-        .await
-        .expect("the slow head was not closed")
-        .ok();
-    let text = String::from_utf8_lossy(&rest);
+    let (_server, text) =
+        stalled_client(config, b"GET /a.txt HTTP/1.1\r\nHost: t\r\nX-Slow: ").await;
     assert!(
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
         "{text}"
@@ -889,18 +894,11 @@ async fn a_slow_body_is_closed_at_its_deadline_and_stores_nothing() {
     let mut config = HttpConfig::new(dir.path());
     config.upload = true;
     config.body_idle_timeout = std::time::Duration::from_millis(300);
-    let server = serve(config).await;
-    let mut slow = TcpStream::connect(server.addr.to_string()).await.unwrap();
-    slow.write_all(b"PUT /slow.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nab")
-        .await
-        .unwrap();
-    still_serving(&server).await;
-    let mut rest = Vec::new();
-    tokio::time::timeout(TEST_TIMEOUT, slow.read_to_end(&mut rest))
-        .await
-        .expect("the slow body was not closed")
-        .ok();
-    let text = String::from_utf8_lossy(&rest);
+    let (server, text) = stalled_client(
+        config,
+        b"PUT /slow.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nab",
+    )
+    .await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(!dir.path().join("slow.txt").exists());
     still_serving(&server).await;

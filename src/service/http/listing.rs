@@ -114,26 +114,108 @@ pub(crate) fn read_listing(
             mtime: u64::try_from(st.st_mtime).unwrap_or(0),
         });
     }
-    entries.sort_by(|a, b| (b.kind == "dir", &a.name).cmp(&(a.kind == "dir", &b.name)));
-    Ok(Listing { entries, truncated })
+    let mut listing = Listing { entries, truncated };
+    listing.sort(Sort::default());
+    Ok(listing)
+}
+
+/// The column a listing is sorted by, from the query (`?sort=size&order=desc`); directories
+/// always come first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Sort {
+    pub key: SortKey,
+    pub descending: bool,
+}
+
+/// See [`Sort`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum SortKey {
+    #[default]
+    Name,
+    Size,
+    Modified,
+}
+
+impl SortKey {
+    fn as_str(self) -> &'static str {
+        match self {
+            SortKey::Name => "name",
+            SortKey::Size => "size",
+            SortKey::Modified => "mtime",
+        }
+    }
+}
+
+impl Sort {
+    /// The order a request's query asks for; anything not understood is the default (by
+    /// name, ascending).
+    pub(crate) fn from_query(query: Option<&str>) -> Sort {
+        let mut sort = Sort::default();
+        for pair in query.unwrap_or("").split('&') {
+            match pair {
+                "sort=name" => sort.key = SortKey::Name,
+                "sort=size" => sort.key = SortKey::Size,
+                "sort=mtime" => sort.key = SortKey::Modified,
+                "order=desc" => sort.descending = true,
+                "order=asc" => sort.descending = false,
+                _ => {}
+            }
+        }
+        sort
+    }
+
+    /// The link of a column header: this column ascending, or reversed if it is the
+    /// current one.
+    fn link(self, key: SortKey) -> String {
+        let order = if key == self.key && !self.descending {
+            "desc"
+        } else {
+            "asc"
+        };
+        format!("?sort={}&amp;order={order}", key.as_str())
+    }
 }
 
 impl Listing {
+    /// Orders the entries by `sort`, directories first.
+    pub(crate) fn sort(&mut self, sort: Sort) {
+        self.entries.sort_by(|a, b| {
+            let by_key = match sort.key {
+                SortKey::Name => a.name.cmp(&b.name),
+                SortKey::Size => a.size.cmp(&b.size).then(a.name.cmp(&b.name)),
+                SortKey::Modified => a.mtime.cmp(&b.mtime).then(a.name.cmp(&b.name)),
+            };
+            let by_key = if sort.descending {
+                by_key.reverse()
+            } else {
+                by_key
+            };
+            (b.kind == "dir").cmp(&(a.kind == "dir")).then(by_key)
+        });
+    }
+
     /// The listing as JSON.
     pub(crate) fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
     }
 
     /// The listing as an HTML page for the directory shown as `title` (the decoded request
-    /// path), with a form to upload files into it when `upload`.
-    pub(crate) fn to_html(&self, title: &str, upload: bool) -> String {
+    /// path), sorted by `sort` (the column headers link to the other orders), with a form to
+    /// upload files into it when `upload`.
+    pub(crate) fn to_html(&self, title: &str, sort: Sort, upload: bool) -> String {
         let title = html_escape(title);
+        let (by_name, by_size, by_time) = (
+            sort.link(SortKey::Name),
+            sort.link(SortKey::Size),
+            sort.link(SortKey::Modified),
+        );
         let mut page = format!(
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width\">\
              <title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n\
-             <table><thead><tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr></thead>\
-             <tbody>\n"
+             <table><thead><tr><th><a href=\"{by_name}\">Name</a></th>\
+             <th><a href=\"{by_size}\">Size</a></th>\
+             <th><a href=\"{by_time}\">Modified (UTC)</a></th></tr></thead><tbody>\n"
         );
         if title != "/" {
             page.push_str("<tr><td><a href=\"../\">../</a></td><td></td><td></td></tr>\n");
@@ -195,6 +277,43 @@ pub(crate) fn html_escape(text: &str) -> String {
 mod tests {
     use super::*;
 
+    fn entry(name: &str, kind: &'static str, size: u64, mtime: u64) -> ListedEntry {
+        ListedEntry {
+            name: name.into(),
+            kind,
+            size,
+            mtime,
+        }
+    }
+
+    #[test]
+    fn a_listing_sorts_by_the_query_with_directories_first() {
+        let mut listing = Listing {
+            entries: vec![
+                entry("b", "file", 1, 30),
+                entry("a", "file", 3, 10),
+                entry("z", "dir", 0, 0),
+                entry("c", "file", 2, 20),
+            ],
+            truncated: false,
+        };
+        let names = |l: &Listing| l.entries.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+        listing.sort(Sort::from_query(Some("sort=size&order=desc")));
+        assert_eq!(names(&listing), ["z", "a", "c", "b"]);
+        listing.sort(Sort::from_query(Some("sort=mtime")));
+        assert_eq!(names(&listing), ["z", "a", "c", "b"]);
+        listing.sort(Sort::from_query(Some("order=desc")));
+        assert_eq!(names(&listing), ["z", "c", "b", "a"]);
+        listing.sort(Sort::from_query(Some("sort=<x>")));
+        assert_eq!(names(&listing), ["z", "a", "b", "c"]);
+        let html = listing.to_html("/", Sort::from_query(Some("sort=size")), false);
+        assert!(
+            html.contains("href=\"?sort=size&amp;order=desc\""),
+            "{html}"
+        );
+        assert!(html.contains("href=\"?sort=name&amp;order=asc\""), "{html}");
+    }
+
     #[test]
     fn names_are_escaped_in_text_and_encoded_in_links() {
         let listing = Listing {
@@ -206,7 +325,7 @@ mod tests {
             }],
             truncated: false,
         };
-        let html = listing.to_html("/d/", false);
+        let html = listing.to_html("/d/", Sort::default(), false);
         assert!(html.contains("&lt;b&gt; #?%é.txt"), "{html}");
         assert!(
             html.contains("href=\"./%3Cb%3E%20%23%3F%25%C3%A9.txt\""),

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use super::file::{self, Answer, Ask, Payload, Precompressed};
-use super::listing::{self, Listing};
+use super::listing::{self, Listing, Sort};
 use super::open::{Node, Root};
 use super::{empty, full, redirect, text, Body, Inner};
 
@@ -42,7 +42,7 @@ impl Inner {
                     listing::read_listing(&root, &parts, dir, show_hidden)
                 });
                 match read.await {
-                    Ok(Ok(listing)) => self.listing_response(&req, &listing),
+                    Ok(Ok(listing)) => self.listing_response(&req, listing),
                     _ => text(StatusCode::NOT_FOUND, "not found\n"),
                 }
             }
@@ -57,7 +57,8 @@ impl Inner {
         }
     }
 
-    fn listing_response(&self, req: &Request<Incoming>, listing: &Listing) -> Response<Body> {
+    fn listing_response(&self, req: &Request<Incoming>, mut listing: Listing) -> Response<Body> {
+        listing.sort(Sort::from_query(req.uri().query()));
         let wants_json = req
             .headers()
             .get(header::ACCEPT)
@@ -68,7 +69,11 @@ impl Inner {
         } else {
             let title = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy();
             (
-                listing.to_html(&title, self.config.upload),
+                listing.to_html(
+                    &title,
+                    Sort::from_query(req.uri().query()),
+                    self.config.upload,
+                ),
                 "text/html; charset=utf-8",
             )
         };

@@ -98,11 +98,9 @@ pub(crate) async fn put(
         Ok(path) => path,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
-    let Some(size) = content_length(headers) else {
-        return (
-            StatusCode::LENGTH_REQUIRED,
-            "an upload needs a Content-Length\n".into(),
-        );
+    let size = match content_length(headers) {
+        Ok(size) => size,
+        Err(answer) => return answer,
     };
     let Ok(declared) = declared_sha256(headers) else {
         return (
@@ -142,11 +140,9 @@ pub(crate) async fn post_form(
             "a form upload is multipart/form-data\n".into(),
         );
     };
-    let Some(bound) = content_length(headers) else {
-        return (
-            StatusCode::LENGTH_REQUIRED,
-            "an upload needs a Content-Length\n".into(),
-        );
+    let bound = match content_length(headers) {
+        Ok(bound) => bound,
+        Err(answer) => return answer,
     };
     let limits = multer::SizeLimit::new().whole_stream(bound);
     let constraints = multer::Constraints::new().size_limit(limits);
@@ -210,11 +206,18 @@ fn stalled(idle: Duration) -> String {
     format!("no body byte came for {} s", idle.as_secs_f64())
 }
 
-fn content_length(headers: &HeaderMap) -> Option<u64> {
+/// The request's `Content-Length`, which every upload needs (411 without).
+fn content_length(headers: &HeaderMap) -> Result<u64, Answer> {
     headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| {
+            (
+                StatusCode::LENGTH_REQUIRED,
+                "an upload needs a Content-Length\n".into(),
+            )
+        })
 }
 
 /// Where an upload's bytes come from: a `PUT` body of exactly its `Content-Length`, or one
