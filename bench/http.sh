@@ -4,7 +4,9 @@
 # serving one directory, driven by wrk over keep-alive: a 13-byte file and a 4 KiB file with
 # 64 connections, and a 1 MiB file with 8. Servers are interleaved within each repetition.
 # Both sockit and nginx run without access logs (sockit -q, nginx access_log off); nginx has
-# one worker per core and sendfile on.
+# one worker process per core and sendfile on, sockit one runtime worker thread per core
+# (TOKIO_WORKER_THREADS=$(nproc): pinned to one CPU, tokio would otherwise start one, and on a
+# CPU shared with other work each runnable thread gets its own share, so the counts must match).
 # PIN=1 puts the servers on CPU 0 and wrk on CPU 1.
 # BEFORE=path/to/an/older/sockit adds that build as a fourth server, interleaved with the
 # others, so a change is measured before and after in one run.
@@ -61,14 +63,14 @@ chmod 644 "$WWW"/*
 
 MAX_CONNS=$((IDLE_CONNS + 1000))
 SOCKIT_PORT=$(free_port)
-$SRV "$SOCKIT" -q http serve --dir "$WWW" --listen "127.0.0.1:$SOCKIT_PORT" --max-conns "$MAX_CONNS" \
+TOKIO_WORKER_THREADS=$(nproc) $SRV "$SOCKIT" -q http serve --dir "$WWW" --listen "127.0.0.1:$SOCKIT_PORT" --max-conns "$MAX_CONNS" \
   2>"$OUT/sockit.log" &
 SOCKIT_PID=$!
 pids+=($!)
 NAMES=(sockit nginx python)
 if [ -n "${BEFORE:-}" ]; then
   BEFORE_PORT=$(free_port)
-  $SRV "$BEFORE" -q http serve --dir "$WWW" --listen "127.0.0.1:$BEFORE_PORT" --max-conns "$MAX_CONNS" \
+  TOKIO_WORKER_THREADS=$(nproc) $SRV "$BEFORE" -q http serve --dir "$WWW" --listen "127.0.0.1:$BEFORE_PORT" --max-conns "$MAX_CONNS" \
     2>"$OUT/before.log" &
   BEFORE_PID=$!
   pids+=($!)
