@@ -893,7 +893,7 @@ async fn a_slow_body_is_closed_at_its_deadline_and_stores_nothing() {
     tree(dir.path());
     let mut config = HttpConfig::new(dir.path());
     config.upload = true;
-    config.body_idle_timeout = std::time::Duration::from_millis(300);
+    config.body_pace.idle = std::time::Duration::from_millis(300);
     let (server, text) = stalled_client(
         config,
         b"PUT /slow.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nab",
@@ -901,6 +901,61 @@ async fn a_slow_body_is_closed_at_its_deadline_and_stores_nothing() {
     .await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(!dir.path().join("slow.txt").exists());
+    still_serving(&server).await;
+}
+
+/// Connects and sends `start`, then `byte` every 50 ms (up to 200 of them, 10 s), never
+/// finishing; returns what the server sent before it closed, or `None` if it never did.
+async fn trickle(server: &TestServer, start: &[u8], byte: u8) -> Option<String> {
+    let mut stream = TcpStream::connect(server.addr.to_string()).await.unwrap();
+    stream.write_all(start).await.unwrap();
+    let (mut rd, mut wr) = stream.split();
+    let mut got = Vec::new();
+    let reading = rd.read_to_end(&mut got);
+    let writing = async {
+        let mut pace = tokio::time::interval(std::time::Duration::from_millis(50));
+        for _ in 0..200 {
+            pace.tick().await;
+            if wr.write_all(&[byte]).await.is_err() {
+                break;
+            }
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        _ = reading => Some(String::from_utf8_lossy(&got).into_owned()),
+        () = tokio::time::sleep(TEST_TIMEOUT) => None,
+        () = writing => None,
+    }
+}
+
+#[tokio::test]
+async fn a_head_or_body_trickled_a_byte_at_a_time_is_cut_off_at_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path());
+    let mut config = HttpConfig::new(dir.path());
+    config.upload = true;
+    config.header_read_timeout = std::time::Duration::from_millis(500);
+    // Each byte comes well within the idle limit; the whole body's deadline cuts it off.
+    config.body_pace.grace = std::time::Duration::from_millis(500);
+    config.body_pace.min_bytes_per_sec = 1 << 20;
+    let server = serve(config).await;
+    let head = trickle(&server, b"GET /a.txt HTTP/1.1\r\nHost: t\r\nX-Slow: ", b'a').await;
+    let head = head.expect("a trickled head was never cut off");
+    assert!(
+        head.is_empty() || head.starts_with("HTTP/1.1 408"),
+        "{head}"
+    );
+    let body = trickle(
+        &server,
+        b"PUT /trickle.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n",
+        b'b',
+    )
+    .await;
+    let body = body.expect("a trickled body was never cut off");
+    assert!(body.starts_with("HTTP/1.1 408"), "{body}");
+    assert!(body.contains("slower than"), "{body}");
+    assert!(!dir.path().join("trickle.txt").exists());
     still_serving(&server).await;
 }
 

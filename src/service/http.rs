@@ -51,7 +51,7 @@ pub use file::CHUNK_BYTES;
 pub use listing::{MAX_LISTING_ENTRIES, MAX_LISTING_SCANNED};
 use open::Root;
 use path::decode_path;
-pub use upload::MAX_FORM_FILES;
+pub use upload::{BodyPace, MAX_FORM_FILES};
 
 /// The service name, in logs and `sockit serve`.
 pub const SERVICE: &str = "http";
@@ -69,10 +69,16 @@ pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// Time a client gets to send a whole request head; a slowloris is closed at it.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Longest wait for the next byte of a request body (an upload): a client trickling its
-/// body, or stopping half way, is answered 408 and closed then (nginx's
-/// `client_body_timeout`, 60 s, likewise).
+/// Longest wait for the next byte of a request body (an upload): a client stopping half way
+/// is answered 408 and closed then (nginx's `client_body_timeout`, 60 s, likewise).
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Time every upload gets on top of its size at [`DEFAULT_BODY_MIN_BYTES_PER_SEC`].
+pub const DEFAULT_BODY_GRACE: Duration = Duration::from_secs(10);
+
+/// The slowest average upload rate accepted: a body trickled a byte at a time, each within
+/// the idle limit, is answered 408 at `grace + size / rate` (1 GiB gets 4.6 hours).
+pub const DEFAULT_BODY_MIN_BYTES_PER_SEC: u64 = 64 * 1024;
 
 /// Largest upload accepted, unless `--max-file-size` says otherwise.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
@@ -107,8 +113,9 @@ pub struct HttpConfig {
     pub max_headers: usize,
     /// See [`DEFAULT_HEADER_READ_TIMEOUT`].
     pub header_read_timeout: Duration,
-    /// See [`DEFAULT_BODY_IDLE_TIMEOUT`].
-    pub body_idle_timeout: Duration,
+    /// How long an upload's body may take: [`DEFAULT_BODY_IDLE_TIMEOUT`],
+    /// [`DEFAULT_BODY_GRACE`], [`DEFAULT_BODY_MIN_BYTES_PER_SEC`].
+    pub body_pace: BodyPace,
 }
 
 impl HttpConfig {
@@ -128,7 +135,11 @@ impl HttpConfig {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
-            body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
+            body_pace: BodyPace {
+                idle: DEFAULT_BODY_IDLE_TIMEOUT,
+                grace: DEFAULT_BODY_GRACE,
+                min_bytes_per_sec: DEFAULT_BODY_MIN_BYTES_PER_SEC,
+            },
         }
     }
 }
@@ -386,11 +397,11 @@ impl Inner {
         let dir_path = req.uri().path().to_owned();
         let (head, body) = req.into_parts();
         let store = self.store.clone();
-        let idle = self.config.body_idle_timeout;
+        let pace = self.config.body_pace;
         let (status, message) = if is_post {
-            upload::post_form(store, parts, &head.headers, body, idle).await
+            upload::post_form(store, parts, &head.headers, body, pace).await
         } else {
-            upload::put(store, parts, &head.headers, body, idle).await
+            upload::put(store, parts, &head.headers, body, pace).await
         };
         // A browser's form goes back to the listing, which now shows what it sent.
         if is_post && wants_page && status == StatusCode::CREATED {

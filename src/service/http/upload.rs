@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -92,7 +94,7 @@ pub(crate) async fn put(
     parts: Vec<String>,
     headers: &HeaderMap,
     body: Body,
-    idle: Duration,
+    pace: BodyPace,
 ) -> Answer {
     let path = match RelPath::parse(&parts.join("/")) {
         Ok(path) => path,
@@ -108,7 +110,8 @@ pub(crate) async fn put(
             "a Content-Digest or Repr-Digest sha-256 must be :base64: of 32 bytes\n".into(),
         );
     };
-    match receive(store, path, size, declared, Source::Body(body), idle).await {
+    let timer = pace.timer(size);
+    match receive(store, path, size, declared, Source::Body(body), &timer).await {
         Ok(stored) => (
             StatusCode::CREATED,
             format!("stored {} ({} bytes)\n", stored.name, stored.size),
@@ -128,7 +131,7 @@ pub(crate) async fn post_form(
     dir: Vec<String>,
     headers: &HeaderMap,
     body: Body,
-    idle: Duration,
+    pace: BodyPace,
 ) -> Answer {
     let Some(boundary) = headers
         .get(http::header::CONTENT_TYPE)
@@ -144,17 +147,18 @@ pub(crate) async fn post_form(
         Ok(bound) => bound,
         Err(answer) => return answer,
     };
+    let timer = pace.timer(bound);
     let limits = multer::SizeLimit::new().whole_stream(bound);
     let constraints = multer::Constraints::new().size_limit(limits);
     let mut form =
         multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
     let mut stored = Vec::new();
     loop {
-        let field = match tokio::time::timeout(idle, form.next_field()).await {
+        let field = match timer.wait(form.next_field()).await {
             Ok(Ok(Some(field))) => field,
             Ok(Ok(None)) => break,
             Ok(Err(e)) => return form_failure(&stored, StatusCode::BAD_REQUEST, &e.to_string()),
-            Err(_) => return form_failure(&stored, StatusCode::REQUEST_TIMEOUT, &stalled(idle)),
+            Err(late) => return form_failure(&stored, StatusCode::REQUEST_TIMEOUT, &late),
         };
         // A file input left empty still sends its field, with an empty file name.
         let Some(name) = field
@@ -178,7 +182,16 @@ pub(crate) async fn post_form(
             Ok(path) => path,
             Err(e) => return form_failure(&stored, StatusCode::BAD_REQUEST, &e.to_string()),
         };
-        match receive(store.clone(), path, bound, None, Source::Field(field), idle).await {
+        match receive(
+            store.clone(),
+            path,
+            bound,
+            None,
+            Source::Field(field),
+            &timer,
+        )
+        .await
+        {
             Ok(file) => stored.push(file),
             Err((status, why)) => return form_failure(&stored, status, why.trim_end()),
         }
@@ -202,8 +215,58 @@ fn form_failure(stored: &[Stored], status: StatusCode, why: &str) -> Answer {
     (status, message)
 }
 
-fn stalled(idle: Duration) -> String {
-    format!("no body byte came for {} s", idle.as_secs_f64())
+/// How long a request body may take: a wait for its next byte, and the whole of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyPace {
+    /// Longest wait for the next byte (nginx's `client_body_timeout`).
+    pub idle: Duration,
+    /// What every body gets on top of its size at `min_bytes_per_sec`.
+    pub grace: Duration,
+    /// The slowest average rate accepted: a client trickling a byte now and then, each
+    /// arriving within `idle`, is still cut off at its whole-body deadline.
+    pub min_bytes_per_sec: u64,
+}
+
+impl BodyPace {
+    /// The clock of one body of (at most) `size` bytes, started now.
+    fn timer(&self, size: u64) -> BodyTimer {
+        let rate = self.min_bytes_per_sec.max(1);
+        let allowed = self
+            .grace
+            .saturating_add(Duration::from_secs(size / rate + 1));
+        let now = Instant::now();
+        BodyTimer {
+            pace: *self,
+            deadline: now
+                .checked_add(allowed)
+                .unwrap_or(now + Duration::from_secs(86_400 * 365)),
+        }
+    }
+}
+
+/// One body's deadlines, as [`BodyPace::timer`] set them.
+struct BodyTimer {
+    pace: BodyPace,
+    deadline: Instant,
+}
+
+impl BodyTimer {
+    /// Waits for `step` (the next chunk or form field) up to the nearer deadline; `Err` says
+    /// which one passed.
+    async fn wait<F: std::future::Future>(&self, step: F) -> Result<F::Output, String> {
+        let idle_end = Instant::now() + self.pace.idle;
+        let end = idle_end.min(self.deadline);
+        tokio::time::timeout_at(end, step).await.map_err(|_| {
+            if end == self.deadline {
+                format!(
+                    "the body came slower than {} bytes/s",
+                    self.pace.min_bytes_per_sec
+                )
+            } else {
+                format!("no body byte came for {} s", self.pace.idle.as_secs_f64())
+            }
+        })
+    }
 }
 
 /// The request's `Content-Length`, which every upload needs (411 without).
@@ -257,7 +320,7 @@ async fn receive(
     size: u64,
     declared: Option<String>,
     mut source: Source,
-    idle: Duration,
+    timer: &BodyTimer,
 ) -> Result<Stored, Answer> {
     let meta = FileMeta {
         mode: 0o644,
@@ -267,16 +330,16 @@ async fn receive(
     let opened = blocking(move || store.create(&path, size, meta, HashAlg::Sha256, None)).await;
     let mut incoming = opened.map_err(|e| refusal(&e))?;
     loop {
-        let chunk = match tokio::time::timeout(idle, source.next()).await {
+        let chunk = match timer.wait(source.next()).await {
             Ok(None) => break,
             Ok(Some(Ok(chunk))) => chunk,
             Ok(Some(Err(why))) => {
                 incoming.discard();
                 return Err((StatusCode::BAD_REQUEST, format!("{why}\n")));
             }
-            Err(_) => {
+            Err(late) => {
                 incoming.discard();
-                return Err((StatusCode::REQUEST_TIMEOUT, format!("{}\n", stalled(idle))));
+                return Err((StatusCode::REQUEST_TIMEOUT, format!("{late}\n")));
             }
         };
         let written = blocking(move || incoming.write(&chunk).map(|()| incoming)).await;
