@@ -16,7 +16,7 @@ use nix::sys::stat::FileStat;
 use super::body::{read_chunk, FileBody};
 use super::open::{Node, Root};
 
-pub use super::body::CHUNK_BYTES;
+use super::body::CHUNK_BYTES;
 
 /// A precompressed sibling's encoding, by the extension it has on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
