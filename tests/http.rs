@@ -982,6 +982,13 @@ fn http2_with_prior_knowledge_and_by_alpn_under_tls() {
     if !have("curl", "http2_with_prior_knowledge_and_by_alpn_under_tls") {
         return;
     }
+    let features = Command::new("curl").arg("-V").output().unwrap();
+    if !String::from_utf8_lossy(&features.stdout).contains("HTTP2") {
+        println!(
+            "http2_with_prior_knowledge_and_by_alpn_under_tls: skipped: this curl has no HTTP/2"
+        );
+        return;
+    }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     tree(dir.path());
