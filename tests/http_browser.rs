@@ -1,6 +1,7 @@
 //! `sockit http serve` in a real browser: headless Chromium (Debian's), driven by
 //! `playwright-core` from npm, opens a listing holding a file with a hostile name, which must
-//! show as text (no element, no script run) and download intact through its link.
+//! show as text (no element, no script run) and download intact through its link; then
+//! uploads a file with the page's form.
 //!
 //! Needs `node`, `chromium` and `playwright-core` in `$SOCKIT_PLAYWRIGHT_DIR` (default
 //! `/tmp/sockit-playwright`; `.ci/run` installs it there, and the test tries `npm install`
@@ -37,7 +38,14 @@ const [url, name, saveTo, executablePath] = process.argv.slice(2);
       page.getByText(name, { exact: true }).click(),
     ]);
     await download.saveAs(saveTo);
-    console.log(JSON.stringify({ links, images, dialogs, failure: await download.failure() }));
+    const failure = await download.failure();
+    // The page's upload form, as a person would use it: pick a file, press Upload.
+    await page.setInputFiles('input[type=file]', {
+      name: 'from the browser #1.txt', mimeType: 'text/plain', buffer: Buffer.from('sent by a form\n'),
+    });
+    await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+    const after = await page.$$eval('td a', (as) => as.map((a) => a.textContent));
+    console.log(JSON.stringify({ links, images, dialogs, failure, after, url: page.url() }));
   } finally {
     await browser.close();
   }
@@ -101,10 +109,9 @@ fn a_hostile_name_is_shown_escaped_and_downloads_intact() {
     fs::write(served.join(HOSTILE), &bytes).unwrap();
     fs::write(served.join("plain.txt"), "plain").unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let server = runtime.block_on(start(
-        HttpServer::new(HttpConfig::new(&served)).unwrap(),
-        Config::default(),
-    ));
+    let mut config = HttpConfig::new(&served);
+    config.upload = true;
+    let server = runtime.block_on(start(HttpServer::new(config).unwrap(), Config::default()));
     let script = dir.path().join("listing.js");
     fs::write(&script, SCRIPT).unwrap();
     let saved = dir.path().join("downloaded");
