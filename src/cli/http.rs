@@ -32,7 +32,8 @@ pub struct HttpServeArgs {
     /// Address: HOST:PORT, [IPv6]:PORT or unix:/path.
     #[arg(long, default_value = http::DEFAULT_HTTP_ADDR)]
     pub listen: Addr,
-    /// Accept `PUT /path` uploads (atomic, digest-checked; a token beyond loopback).
+    /// Accept uploads: `PUT /path` and browser forms (atomic, digest-checked; a token beyond
+    /// loopback).
     #[arg(long)]
     pub upload: bool,
     /// Answer 404 for a directory without index.html instead of listing it.

@@ -1,45 +1,57 @@
-//! `sockit http serve`: a directory over HTTP/1.1 and HTTP/2 on hyper, files through
-//! tower-http's `ServeDir` (types, ranges, validators, precompressed siblings), listings and
-//! uploads of our own, every path checked against the root first.
+//! `sockit http serve`: a directory over HTTP/1.1 and HTTP/2 on hyper, every file opened
+//! relative to the root's handle, text compressed on the fly by tower-http.
 //!
 //! The engine accepts each connection (limits, access lists, idle timeout) and hands the
 //! stream to hyper; a request goes:
 //!
 //! ```text
-//! method  GET/HEAD -> path decoded once (path.rs) -> resolved under the root, symlinks
-//!                     included -> a file or a directory's index.html: ServeDir
-//!                                 a directory: listing (listing.rs) or 404
-//!         PUT (--upload, token beyond loopback) -> upload.rs -> files Store
+//! method  GET/HEAD -> path decoded once (path.rs) -> opened below the root (open.rs), in
+//!                     one blocking call with -> a file or a directory's index.html (file.rs)
+//!                                              a directory: listing (listing.rs) or 404
+//!         PUT, POST form (--upload, token beyond loopback) -> upload.rs -> files Store
 //!         anything else -> 405
+//! then tower-http's compression for text above MIN_COMPRESS_BYTES, then one log line.
 //! ```
 
+mod body;
+mod file;
 mod listing;
+mod open;
 mod path;
+mod read;
 mod upload;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, Extensions, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tower_http::services::ServeDir;
+use tower_http::compression::Compression;
+use tower_service::Service;
 
 use crate::engine::{Conn, ConnInfo, Handler};
 use crate::net::tls::TlsAcceptor;
 use crate::net::PeerAddr;
 use crate::service::files::{Store, StoreError, StoreOptions};
 use crate::session::Token;
-pub use listing::MAX_LISTING_ENTRIES;
+pub use body::CHUNK_BYTES;
+use file::Precompressed;
+pub use listing::{MAX_LISTING_ENTRIES, MAX_LISTING_SCANNED};
+use open::Root;
 use path::decode_path;
+pub use upload::{BodyPace, MAX_FORM_FILES};
 
 /// The service name, in logs and `sockit serve`.
 pub const SERVICE: &str = "http";
@@ -57,8 +69,23 @@ pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// Time a client gets to send a whole request head; a slowloris is closed at it.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest wait for the next byte of a request body (an upload): a client stopping half way
+/// is answered 408 and closed then (nginx's `client_body_timeout`, 60 s, likewise).
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Time every upload gets on top of its size at [`DEFAULT_BODY_MIN_BYTES_PER_SEC`].
+pub const DEFAULT_BODY_GRACE: Duration = Duration::from_secs(10);
+
+/// The slowest average upload rate accepted: a body trickled a byte at a time, each within
+/// the idle limit, is answered 408 at `grace + size / rate` (1 GiB gets 4.6 hours).
+pub const DEFAULT_BODY_MIN_BYTES_PER_SEC: u64 = 64 * 1024;
+
 /// Largest upload accepted, unless `--max-file-size` says otherwise.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
+
+/// Text responses at least this long are compressed on the fly for clients that accept it
+/// (`br`, `zstd` or `gzip`); smaller ones gain less than the encoding costs.
+pub const MIN_COMPRESS_BYTES: u64 = 1024;
 
 /// Longest request path shown in a log line, in characters.
 const LOGGED_PATH_CHARS: usize = 256;
@@ -86,6 +113,9 @@ pub struct HttpConfig {
     pub max_headers: usize,
     /// See [`DEFAULT_HEADER_READ_TIMEOUT`].
     pub header_read_timeout: Duration,
+    /// How long an upload's body may take: [`DEFAULT_BODY_IDLE_TIMEOUT`],
+    /// [`DEFAULT_BODY_GRACE`], [`DEFAULT_BODY_MIN_BYTES_PER_SEC`].
+    pub body_pace: BodyPace,
 }
 
 impl HttpConfig {
@@ -105,6 +135,11 @@ impl HttpConfig {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_pace: BodyPace {
+                idle: DEFAULT_BODY_IDLE_TIMEOUT,
+                grace: DEFAULT_BODY_GRACE,
+                min_bytes_per_sec: DEFAULT_BODY_MIN_BYTES_PER_SEC,
+            },
         }
     }
 }
@@ -118,36 +153,36 @@ pub struct HttpServer {
 #[derive(Debug)]
 struct Inner {
     config: HttpConfig,
-    /// The root, canonical: every resolved path must stay under it.
-    root: PathBuf,
-    files: ServeDir,
+    /// The root's handle: every file is opened relative to it.
+    root: Arc<Root>,
     store: Arc<Store>,
 }
 
-/// A response body: ours (`Full`) or `ServeDir`'s stream.
+/// A response body before compression: ours (`Full`, `Empty`) or a file's chunks.
 type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+/// A response body as sent: compressed or not, boxed.
+type SentBody = UnsyncBoxBody<Bytes, BoxError>;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl HttpServer {
     /// A server for `config.root`.
     ///
     /// # Errors
     /// The root cannot be opened or is not a directory.
-    pub fn new(config: HttpConfig) -> Result<Self, StoreError> {
+    pub fn new(mut config: HttpConfig) -> Result<Self, StoreError> {
+        config.tls = config.tls.take().map(|tls| tls.with_alpn(&ALPN_PROTOCOLS));
         let store = Store::open(&config.root, config.store.clone())?;
-        let root = std::fs::canonicalize(&config.root).map_err(|source| StoreError::Io {
-            path: crate::text::escape_one_line(&config.root.to_string_lossy(), 256),
-            source,
-        })?;
-        let files = ServeDir::new(&root)
-            .append_index_html_on_directories(true)
-            .precompressed_br()
-            .precompressed_gzip()
-            .precompressed_zstd();
+        let root =
+            Root::open(&config.root, config.show_hidden).map_err(|source| StoreError::Io {
+                path: crate::text::escape_one_line(&config.root.to_string_lossy(), 256),
+                source,
+            })?;
         Ok(HttpServer {
             inner: Arc::new(Inner {
                 config,
-                root,
-                files,
+                root: Arc::new(root),
                 store: Arc::new(store),
             }),
         })
@@ -167,13 +202,17 @@ impl HttpServer {
             .header_read_timeout(config.header_read_timeout)
             .max_buf_size(config.max_header_bytes.max(8192))
             .max_headers(config.max_headers);
-        builder.http2().timer(TokioTimer::new());
-        let inner = self.inner.clone();
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+        let routes: Compressed = Compression::new(Routes(self.inner.clone()))
+            .compress_when(compressible as fn(_, _, &_, &_) -> bool);
         let peer = info.peer.clone();
         let service = hyper::service::service_fn(move |req| {
-            let inner = inner.clone();
+            let routes = routes.clone();
             let peer = peer.clone();
-            async move { Ok::<_, Infallible>(inner.respond(req, &peer).await) }
+            respond(routes, req, peer)
         });
         let conn = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
@@ -197,28 +236,119 @@ impl Handler for HttpServer {
     }
 }
 
-impl Inner {
-    /// Answers one request and logs it.
-    async fn respond(&self, req: Request<Incoming>, peer: &PeerAddr) -> Response<Body> {
-        let started = Instant::now();
-        let method = req.method().clone();
-        let shown = crate::text::escape_one_line(req.uri().path(), LOGGED_PATH_CHARS);
-        let response = self.route(req).await;
+/// The protocols offered by ALPN under TLS, preferred first.
+pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// The routes under tower-http's compression, as each connection serves them.
+type Compressed =
+    Compression<Routes, fn(StatusCode, http::Version, &HeaderMap, &Extensions) -> bool>;
+
+/// The routes as a tower service, for tower-http's compression to wrap.
+#[derive(Debug, Clone)]
+struct Routes(Arc<Inner>);
+
+impl Service<Request<Incoming>> for Routes {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let inner = self.0.clone();
+        Box::pin(async move { Ok(inner.route(req).await) })
+    }
+}
+
+/// Whether tower-http compresses a response: a whole 200 of a text type of at least
+/// [`MIN_COMPRESS_BYTES`] (it already leaves ranges and encoded responses alone).
+fn compressible(status: StatusCode, _: http::Version, headers: &HeaderMap, _: &Extensions) -> bool {
+    let long = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len >= MIN_COMPRESS_BYTES);
+    let text = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| {
+            let t = t.split(';').next().unwrap_or("").trim();
+            t.starts_with("text/")
+                || matches!(
+                    t,
+                    "application/json"
+                        | "application/javascript"
+                        | "application/xml"
+                        | "application/wasm"
+                        | "image/svg+xml"
+                )
+        });
+    status == StatusCode::OK && long && text
+}
+
+/// Answers one request through the compression layer, and logs it.
+async fn respond(
+    mut routes: Compressed,
+    req: Request<Incoming>,
+    peer: PeerAddr,
+) -> Result<Response<SentBody>, Infallible> {
+    let started = Instant::now();
+    // Decoded, so a log reads as the names on disk; escaped, so no byte of it is a control.
+    // Only made when the line is written (`-q` spares every request this).
+    let logged = tracing::enabled!(tracing::Level::INFO).then(|| {
+        let decoded = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy();
+        let shown = crate::text::escape_one_line(&decoded, LOGGED_PATH_CHARS);
+        (req.method().clone(), shown)
+    });
+    // A client that takes no encoding skips the compression layer: its body type holds the
+    // encoders' state inline, kilobytes moved with every response (profiled as memcpy).
+    let mut response = if req.headers().contains_key(header::ACCEPT_ENCODING) {
+        let response = routes.call(req).await?;
+        response.map(|b| b.boxed_unsync())
+    } else {
+        let response = routes.get_mut().0.route(req).await;
+        response.map(|b| b.map_err(Into::into).boxed_unsync())
+    };
+    let encoded_here = response.headers().contains_key(header::CONTENT_ENCODING)
+        && response.extensions().get::<Precompressed>().is_none();
+    if encoded_here {
+        weaken_etag(response.headers_mut());
+    }
+    if let Some((method, shown)) = logged {
         let bytes = response
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
-        // The peer is named here too: HTTP/2 streams run in tasks outside the connection's span.
+        // The peer is named here too: HTTP/2 streams run in tasks outside the connection's
+        // span.
         tracing::info!(
             %peer,
             "{method} {shown} {} {bytes} {:.1}ms",
             response.status().as_u16(),
             started.elapsed().as_secs_f64() * 1000.0
         );
-        response
     }
+    Ok(response)
+}
 
+/// An encoding made on the fly is a different representation with the same file behind it:
+/// its validator becomes weak (as nginx does), so no range is ever asked of it.
+fn weaken_etag(headers: &mut HeaderMap) {
+    let Some(etag) = headers.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    if etag.starts_with("W/") {
+        return;
+    }
+    if let Ok(weak) = HeaderValue::from_str(&format!("W/{etag}")) {
+        headers.insert(header::ETAG, weak);
+    }
+}
+
+impl Inner {
     async fn route(&self, req: Request<Incoming>) -> Response<Body> {
         let config = &self.config;
         let parts = match decode_path(req.uri().path(), config.show_hidden) {
@@ -227,22 +357,10 @@ impl Inner {
         };
         match *req.method() {
             Method::GET | Method::HEAD => self.read(req, parts).await,
-            Method::PUT if config.upload => {
-                if !upload::authorized(req.headers(), config.token.as_ref()) {
-                    let mut response = text(StatusCode::UNAUTHORIZED, "a token is needed\n");
-                    response
-                        .headers_mut()
-                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                    return response;
-                }
-                let (head, body) = req.into_parts();
-                let (status, message) =
-                    upload::put(self.store.clone(), parts, &head.headers, body).await;
-                text(status, &message)
-            }
+            Method::PUT | Method::POST if config.upload => self.upload(req, parts).await,
             _ => {
                 let allow = if config.upload {
-                    "GET, HEAD, PUT"
+                    "GET, HEAD, PUT, POST"
                 } else {
                     "GET, HEAD"
                 };
@@ -255,104 +373,50 @@ impl Inner {
         }
     }
 
-    /// GET or HEAD of a file or a directory.
-    async fn read(&self, req: Request<Incoming>, parts: Vec<String>) -> Response<Body> {
-        let (root, show_hidden) = (self.root.clone(), self.config.show_hidden);
-        let resolved =
-            tokio::task::spawn_blocking(move || resolve(&root, &parts, show_hidden)).await;
-        let Ok(Some((target, is_dir))) = resolved else {
-            return text(StatusCode::NOT_FOUND, "not found\n");
-        };
-        if !is_dir {
-            return self.serve_file(req).await;
+    /// `PUT` of one file, or a browser form's `POST` to a directory.
+    async fn upload(&self, req: Request<Incoming>, parts: Vec<String>) -> Response<Body> {
+        if !upload::authorized(req.headers(), self.config.token.as_ref()) {
+            let mut response = text(StatusCode::UNAUTHORIZED, "a token is needed\n");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
         }
-        let path = req.uri().path();
-        if !path.ends_with('/') {
-            let mut location = format!("{path}/");
-            if let Some(query) = req.uri().query() {
-                location = format!("{location}?{query}");
-            }
-            return redirect(&location);
+        let is_post = req.method() == Method::POST;
+        if is_post && !upload::same_origin(&req) {
+            return text(
+                StatusCode::FORBIDDEN,
+                "a form upload must come from a page of this server\n",
+            );
         }
-        let root = self.root.clone();
-        let index = target.join("index.html");
-        let has_index =
-            tokio::task::spawn_blocking(move || inside(&root, &index).is_some_and(|m| m.is_file()))
-                .await
-                .unwrap_or(false);
-        if has_index {
-            return self.serve_file(req).await;
-        }
-        if !self.config.listing {
-            return text(StatusCode::NOT_FOUND, "not found\n");
-        }
-        self.listing(&req, target).await
-    }
-
-    async fn serve_file(&self, req: Request<Incoming>) -> Response<Body> {
-        match self.files.clone().try_call(req).await {
-            Ok(response) => response.map(|b| b.map_err(io::Error::other).boxed_unsync()),
-            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n"),
-        }
-    }
-
-    async fn listing(&self, req: &Request<Incoming>, dir: PathBuf) -> Response<Body> {
-        let (root, show_hidden) = (self.root.clone(), self.config.show_hidden);
-        let read =
-            tokio::task::spawn_blocking(move || listing::read_listing(&dir, &root, show_hidden));
-        let Ok(Ok(listing)) = read.await else {
-            return text(StatusCode::NOT_FOUND, "not found\n");
-        };
-        let wants_json = req
+        let wants_page = req
             .headers()
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("application/json"));
-        let (body, kind) = if wants_json {
-            (listing.to_json(), "application/json")
+            .is_some_and(|v| v.contains("text/html"));
+        let dir_path = req.uri().path().to_owned();
+        let (head, body) = req.into_parts();
+        let store = self.store.clone();
+        let pace = self.config.body_pace;
+        let (status, message) = if is_post {
+            upload::post_form(store, parts, &head.headers, body, pace).await
         } else {
-            let title = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy();
-            (listing.to_html(&title), "text/html; charset=utf-8")
+            upload::put(store, parts, &head.headers, body, pace).await
         };
-        let mut response = full(StatusCode::OK, Bytes::from(body), kind);
-        response
-            .headers_mut()
-            .insert(header::VARY, HeaderValue::from_static("accept"));
-        if req.method() == Method::HEAD {
-            let len = response.headers().get(header::CONTENT_LENGTH).cloned();
-            let mut head = full(StatusCode::OK, Bytes::new(), kind);
-            if let Some(len) = len {
-                head.headers_mut().insert(header::CONTENT_LENGTH, len);
+        // A browser's form goes back to the listing, which now shows what it sent.
+        if is_post && wants_page && status == StatusCode::CREATED {
+            let mut response = text(StatusCode::SEE_OTHER, &message);
+            if let Ok(value) = HeaderValue::from_str(&dir_path) {
+                response.headers_mut().insert(header::LOCATION, value);
             }
-            return head;
+            return response;
         }
-        response
+        text(status, &message)
     }
 }
 
-/// Where `parts` leads below `root` (blocking): the canonical path and whether it is a
-/// directory, or `None` if it is missing, or resolves (through a symlink) outside the root
-/// or onto a hidden name.
-fn resolve(root: &Path, parts: &[String], show_hidden: bool) -> Option<(PathBuf, bool)> {
-    let mut path = root.to_path_buf();
-    path.extend(parts);
-    let canonical = std::fs::canonicalize(&path).ok()?;
-    let below = canonical.strip_prefix(root).ok()?;
-    if below
-        .components()
-        .any(|c| path::is_hidden(&c.as_os_str().to_string_lossy(), show_hidden))
-    {
-        return None;
-    }
-    let meta = std::fs::metadata(&canonical).ok()?;
-    Some((canonical, meta.is_dir()))
-}
-
-/// The metadata of `path` if it resolves inside `root` (blocking).
-fn inside(root: &Path, path: &Path) -> Option<std::fs::Metadata> {
-    let canonical = std::fs::canonicalize(path).ok()?;
-    canonical.starts_with(root).then_some(())?;
-    std::fs::metadata(canonical).ok()
+fn empty() -> Body {
+    Empty::new().map_err(|e| match e {}).boxed_unsync()
 }
 
 fn full(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<Body> {

@@ -52,6 +52,15 @@ impl TlsAcceptor {
         })
     }
 
+    /// The same acceptor offering `protocols` by ALPN, preferred first (HTTP offers `h2`
+    /// and `http/1.1`); a client offering none of them still connects.
+    pub fn with_alpn(mut self, protocols: &[&[u8]]) -> TlsAcceptor {
+        let mut config = ServerConfig::clone(self.inner.config());
+        config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        self.inner = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        self
+    }
+
     /// The fingerprint of the certificate this acceptor presents.
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint

@@ -53,6 +53,13 @@ impl Incoming {
         self.hasher.hex()
     }
 
+    /// Takes what arrived as the size, for a sender that declared only an upper bound (the
+    /// files of a browser form share one `Content-Length`): the caps and the free-space check
+    /// were made against that bound when the file was created.
+    pub(crate) fn settle_size(&mut self) {
+        self.size = self.received;
+    }
+
     /// Appends and hashes a chunk.
     ///
     /// # Errors
