@@ -8,7 +8,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
 use super::client::{ChatClient, ChatReceiver, ChatSender};
-use super::messages::{ClientMessage, ServerMessage};
+use super::messages::{ClientMessage, ServerMessage, NOTICE_PREFIX};
 use super::{parse_line, RoomName, MAX_MESSAGE_BYTES};
 use crate::text::escape_one_line;
 
@@ -180,10 +180,17 @@ pub fn render(msg: &ServerMessage, colour: bool) -> Option<String> {
                 clean(text)
             )
         }
-        ServerMessage::Notice { time, text, .. } => format!("{} * {}", clock(*time), clean(text)),
+        // Notices look like nothing a user can send (see `NOTICE_PREFIX`).
+        ServerMessage::Notice { time, text, .. } => {
+            format!("{} {NOTICE_PREFIX}{}", clock(*time), clean(text))
+        }
         ServerMessage::Ready { nick, room } => match room {
-            Some(room) => format!("* you are {} in {}", who(nick), RoomName(&clean(room))),
-            None => format!("* you are {}, in no room (/join ROOM)", who(nick)),
+            Some(room) => format!(
+                "{NOTICE_PREFIX}you are {} in {}",
+                who(nick),
+                RoomName(&clean(room))
+            ),
+            None => format!("{NOTICE_PREFIX}you are {}, in no room (/join ROOM)", who(nick)),
         },
         ServerMessage::Error { message, .. } => format!("! {}", clean(message)),
     };
