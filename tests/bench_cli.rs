@@ -87,16 +87,29 @@ fn bench(args: &[&str]) -> Command {
 }
 
 fn assert_failed_with(code: i32, out: &str, err: &str, needle: &str) {
-    assert_eq!(code, 1, "a failed load exits 1\nstdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(
+        code, 1,
+        "a failed load exits 1\nstdout:\n{out}\nstderr:\n{err}"
+    );
     assert!(out.contains("FAILED"), "the table says so:\n{out}");
-    assert!(out.contains(needle), "the table gives the reason {needle:?}:\n{out}");
+    assert!(
+        out.contains(needle),
+        "the table gives the reason {needle:?}:\n{out}"
+    );
     assert!(err.contains("bench failed"), "{err}");
 }
 
 #[test]
 fn bench_echo_against_a_server_that_closes_fails_with_the_reason_in_the_table() {
     let addr = closing_server();
-    let (code, out, err, _) = run(bench(&["echo", &addr, "--conns", "2", "--duration", "300ms"]));
+    let (code, out, err, _) = run(bench(&[
+        "echo",
+        &addr,
+        "--conns",
+        "2",
+        "--duration",
+        "300ms",
+    ]));
     assert_failed_with(code, &out, &err, "no message was echoed");
 }
 
@@ -127,14 +140,24 @@ fn bench_echo_against_a_real_echo_server_succeeds() {
     let addr = echo.listening_addr();
     let (code, out, err, _) = run(bench(&["echo", &addr, "--duration", "300ms", "--verify"]));
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("result") && out.contains("ok") && !out.contains("FAILED"), "{out}");
+    assert!(
+        out.contains("result") && out.contains("ok") && !out.contains("FAILED"),
+        "{out}"
+    );
 }
 
 #[test]
 fn bench_hold_against_a_server_that_stops_echoing_fails_with_the_reason_in_the_table() {
     let addr = echo_once_server();
     let (code, out, err, _) = run(bench(&[
-        "hold", &addr, "--conns", "5", "--seconds", "300ms", "--probes", "2",
+        "hold",
+        &addr,
+        "--conns",
+        "5",
+        "--seconds",
+        "300ms",
+        "--probes",
+        "2",
     ]));
     assert_failed_with(code, &out, &err, "no longer echoed");
 }
@@ -176,7 +199,10 @@ fn bench_chat_against_default_flood_control_fails_and_names_it() {
     assert_failed_with(code, &out, &err, "slow down");
     assert!(out.contains("did not arrive"), "{out}");
     // No rate from the first burst's milliseconds.
-    let rate = out.lines().find(|l| l.starts_with("deliveries/s")).unwrap_or_default();
+    let rate = out
+        .lines()
+        .find(|l| l.starts_with("deliveries/s"))
+        .unwrap_or_default();
     assert!(rate.trim_end().ends_with('-'), "{out}");
     assert!(took < BENCH_IO_TIMEOUT, "ran {took:?}");
 }
@@ -201,7 +227,14 @@ fn bench_chat_paced_under_the_flood_limit_succeeds() {
 #[test]
 fn bench_chat_against_a_broker_that_never_confirms_says_so_not_unreachable() {
     let addr = silent_server();
-    let (code, _, err, _) = run(bench(&["chat", &addr, "--receivers", "1", "--duration", "1s"]));
+    let (code, _, err, _) = run(bench(&[
+        "chat",
+        &addr,
+        "--receivers",
+        "1",
+        "--duration",
+        "1s",
+    ]));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&format!("connected to {addr}")), "{err}");
     assert!(!err.contains("unreachable"), "{err}");

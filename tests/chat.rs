@@ -599,7 +599,9 @@ async fn the_line_port_marks_notices_so_users_cannot_forge_them() {
     let chat = start_chat().await;
     let mut carol = LineClient::connect(&chat.line.addr).await;
     carol.send("Server").await;
-    carol.expect("! the nicks server, system, admin and sockit").await;
+    carol
+        .expect("! the nicks server, system, admin and sockit")
+        .await;
     carol.send("carol").await;
     carol.expect("*** carol joined #lobby").await;
     let mut bob = LineClient::join(&chat.line.addr, "bob").await;

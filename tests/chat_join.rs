@@ -10,7 +10,10 @@ use std::time::Instant;
 
 use common::{sockit, start, TestServer, TEST_TIMEOUT};
 use sockit::engine::Config;
-use sockit::service::chat::{self, Broker, BrokerConfig, ChatServer, ChatService, FramedConfig};
+use sockit::service::chat::{
+    self, Broker, BrokerConfig, ChatServer, ChatService, FramedConfig, LineConfig, LineServer,
+};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 async fn start_chat() -> TestServer {
     let broker = Broker::new(BrokerConfig::default());
@@ -117,6 +120,95 @@ async fn chat_join_on_a_terminal_does_not_wait_for_enter_when_the_server_goes_aw
     // The line editor's raw mode was undone on the way out.
     use nix::sys::termios::{tcgetattr, LocalFlags};
     let local = tcgetattr(&slave).expect("tcgetattr").local_flags;
-    assert!(local.contains(LocalFlags::ICANON | LocalFlags::ECHO), "{local:?}");
+    assert!(
+        local.contains(LocalFlags::ICANON | LocalFlags::ECHO),
+        "{local:?}"
+    );
     drop(master);
+}
+
+/// Everything read from `from` so far, gathered by a thread, so waits can be bounded.
+fn output_of(from: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut from = from;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_output(rx: &mpsc::Receiver<Vec<u8>>, seen: &mut Vec<u8>, needle: &str) {
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    while !String::from_utf8_lossy(seen).contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => seen.extend_from_slice(&chunk),
+            Err(_) => panic!("no {needle:?} in {:?}", String::from_utf8_lossy(seen)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pasted_escape_sequences_reach_the_line_editor_as_visible_text() {
+    let broker = Broker::new(BrokerConfig::default());
+    let engine = Config {
+        idle_timeout: None,
+        ..Config::default()
+    };
+    let service = ChatService::new(broker.clone(), FramedConfig::default());
+    let framed = start(ChatServer::new(chat::gate(None), service), engine.clone()).await;
+    let line = start(LineServer::new(broker, LineConfig::default()), engine).await;
+    let watcher = tokio::net::TcpStream::connect(line.addr.to_string())
+        .await
+        .expect("connect");
+    let (rd, mut wr) = watcher.into_split();
+    let mut watched = tokio::io::BufReader::new(rd).lines();
+    wr.write_all(b"watcher\n").await.expect("nick");
+
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let slave = std::fs::File::from(pty.slave);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockit"));
+    cmd.args(["chat", "join", &framed.addr.to_string(), "--nick", "tty"])
+        .env_remove("SOCKIT_TOKEN")
+        .env("TERM", "xterm")
+        .stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave);
+    let mut child = cmd.spawn().expect("spawn");
+    drop(cmd);
+    let mut master = std::fs::File::from(pty.master);
+    let out = output_of(master.try_clone().expect("dup"));
+    let mut seen = Vec::new();
+    // The prompt: the editor is reading.
+    let seen = tokio::task::spawn_blocking(move || {
+        wait_output(&out, &mut seen, "> ");
+        seen
+    })
+    .await
+    .expect("prompt");
+    // A paste, as a terminal sends it with bracketed paste on, then Enter.
+    std::io::Write::write_all(&mut master, b"\x1b[200~hi \x1b[31mred\x1b[201~\r").expect("type");
+    let said = tokio::time::timeout(TEST_TIMEOUT, async {
+        while let Ok(Some(line)) = watched.next_line().await {
+            if line.starts_with("<tty>") {
+                return line;
+            }
+        }
+        String::new()
+    })
+    .await
+    .unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        said,
+        "<tty> hi \\x1b[31mred",
+        "terminal showed {:?}",
+        String::from_utf8_lossy(&seen)
+    );
 }

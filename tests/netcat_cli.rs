@@ -85,7 +85,10 @@ fn a_host_name_in_host_colon_port_resolves() {
         return;
     }
     let (mut server, addr) = listen(&[&format!("{host}:0")]);
-    let (code, _, err) = connect(&["connect", &format!("{host}:{}", port_of(&addr))], b"hosts");
+    let (code, _, err) = connect(
+        &["connect", &format!("{host}:{}", port_of(&addr))],
+        b"hosts",
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(stdout_of(&mut server), b"hosts");
 }
@@ -108,14 +111,25 @@ fn listen_takes_a_bare_port_as_loopback_and_nc_style_host_and_port() {
 fn a_bare_port_for_connect_says_the_host_is_missing() {
     let (code, _, err) = connect(&["connect", "9000"], b"");
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("without a host") && err.contains("127.0.0.1:9000"), "{err}");
+    assert!(
+        err.contains("without a host") && err.contains("127.0.0.1:9000"),
+        "{err}"
+    );
 }
 
 #[test]
 fn malformed_and_unknown_targets_are_named() {
     for (args, code, needle) in [
-        (&["connect", "no-such-host.invalid:80"][..], 1, "cannot resolve"),
-        (&["connect", "no-such-host.invalid", "80"], 1, "cannot resolve"),
+        (
+            &["connect", "no-such-host.invalid:80"][..],
+            1,
+            "cannot resolve",
+        ),
+        (
+            &["connect", "no-such-host.invalid", "80"],
+            1,
+            "cannot resolve",
+        ),
         (&["connect", "example.org"], 2, "port is missing"),
         (&["connect", "127.0.0.1", "http"], 2, "not a number"),
         (&["listen", "unix:/tmp/x.sock", "80"], 2, "takes no port"),
@@ -131,7 +145,10 @@ fn connect_v_reports_each_refused_address() {
     let port = free_port().to_string();
     let (code, _, err) = connect(&["-v", "connect", "127.0.0.1", &port], b"");
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("refused"), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("refused"),
+        "{err}"
+    );
 }
 
 #[test]

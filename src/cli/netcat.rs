@@ -145,7 +145,10 @@ pub(super) async fn run_listen(args: ListenArgs) -> Result<(), Failure> {
     // as nc does.
     let addrs = resolve(&args.addr, args.port.as_deref(), BarePort::Loopback).await?;
     let Some(addr) = addrs.into_iter().next() else {
-        return Err(Failure::Usage(anyhow::anyhow!("{} names no address", args.addr)));
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "{} names no address",
+            args.addr
+        )));
     };
     let opts = ListenOptions {
         addr,

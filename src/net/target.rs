@@ -129,7 +129,12 @@ impl Target {
                     format!("resolving {self} took over {RESOLVE_TIMEOUT:?}"),
                 )
             })?
-            .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("cannot resolve {self}: {e}")))?;
+            .map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("cannot resolve {self}: {e}"),
+                )
+            })?;
         let addrs: Vec<Addr> = found.map(Addr::Inet).collect();
         if addrs.is_empty() {
             return Err(io::Error::new(
@@ -166,7 +171,10 @@ mod tests {
     #[test]
     fn addresses_names_and_nc_style_pairs_parse() {
         let v4: Addr = "127.0.0.1:80".parse().unwrap();
-        assert_eq!(parse("127.0.0.1:80", None).unwrap(), Target::Addr(v4.clone()));
+        assert_eq!(
+            parse("127.0.0.1:80", None).unwrap(),
+            Target::Addr(v4.clone())
+        );
         assert_eq!(parse("127.0.0.1", Some("80")).unwrap(), Target::Addr(v4));
         assert_eq!(
             parse("::1", Some("80")).unwrap(),
@@ -191,7 +199,10 @@ mod tests {
             Target::Addr("127.0.0.1:9000".parse().unwrap())
         );
         let err = parse("9000", None).unwrap_err().to_string();
-        assert!(err.contains("without a host") && err.contains("127.0.0.1:9000"), "{err}");
+        assert!(
+            err.contains("without a host") && err.contains("127.0.0.1:9000"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -225,6 +236,10 @@ mod tests {
             .resolve()
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("cannot resolve no-such-host.invalid:80"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("cannot resolve no-such-host.invalid:80"),
+            "{err}"
+        );
     }
 }

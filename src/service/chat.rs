@@ -9,6 +9,7 @@
 //!  framed   the wire-v1 protocol behind the session handshake (service `chat`)
 //!  client   the framed client: join, then a sender and a receiver
 //!  terminal `sockit chat join`'s line editor and rendering
+//!  paste    terminal input for the editor, pasted escape sequences kept as visible text
 //! ```
 //!
 //! Both protocols feed one [`Broker`], so line and framed clients share rooms. Text from
@@ -24,6 +25,8 @@ mod line;
 pub mod messages;
 mod nick;
 mod outbox;
+#[cfg(feature = "cli")]
+mod paste;
 mod pump;
 mod rate;
 mod replies;

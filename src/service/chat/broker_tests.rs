@@ -140,7 +140,10 @@ fn rooms_who_nick_msg_and_me() {
     });
     assert_eq!(
         drain(&b_out),
-        ["*** you are robert in #lobby", "*** bob is now known as robert"]
+        [
+            "*** you are robert in #lobby",
+            "*** bob is now known as robert"
+        ]
     );
     alice.handle(ClientMessage::Nick {
         nick: "r0bert".into(),
@@ -213,7 +216,10 @@ fn reserved_nicks_are_refused_at_register_and_at_nick() {
     });
     let lines = drain(&a_out);
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].starts_with("! ") && lines[0].contains("reserved"), "{lines:?}");
+    assert!(
+        lines[0].starts_with("! ") && lines[0].contains("reserved"),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -223,7 +229,10 @@ fn a_notice_cannot_be_forged_by_an_action_or_a_message() {
     let (_bob, b_out) = join(&broker, "bob");
     drain(&c_out);
     let real = drain(&b_out);
-    assert_eq!(real.last().map(String::as_str), Some("*** bob joined #lobby"));
+    assert_eq!(
+        real.last().map(String::as_str),
+        Some("*** bob joined #lobby")
+    );
     carol.handle(ClientMessage::Me {
         text: "joined #lobby".into(),
     });
@@ -231,7 +240,10 @@ fn a_notice_cannot_be_forged_by_an_action_or_a_message() {
     let forged = drain(&b_out);
     assert_eq!(forged.len(), 2, "{forged:?}");
     for line in &forged {
-        assert!(!line.starts_with(crate::service::chat::NOTICE_PREFIX), "{line:?}");
+        assert!(
+            !line.starts_with(crate::service::chat::NOTICE_PREFIX),
+            "{line:?}"
+        );
         assert!(!line.starts_with('!'), "{line:?}");
     }
 }

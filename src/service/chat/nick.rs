@@ -160,7 +160,9 @@ mod tests {
 
     #[test]
     fn reserved_nicks_are_refused_in_any_case_or_look_alike() {
-        for bad in ["server", "SERVER", "System", "admin", "ADM1N", "sockit", "50ckit", "5ystem"] {
+        for bad in [
+            "server", "SERVER", "System", "admin", "ADM1N", "sockit", "50ckit", "5ystem",
+        ] {
             assert_eq!(validate_nick(bad), Err(NameError::Reserved), "{bad}");
         }
         for fine in ["servers", "admin2", "sysadmin", "sock"] {

@@ -42,6 +42,7 @@ pub async fn run_terminal(client: ChatClient) -> Result<(), ChatError> {
     let mut terminal = None;
     let mut out: Box<dyn FnMut(String) + Send> = if tty {
         terminal = Some(crate::terminal::RawMode::restore_on_drop(std::io::stdin())?);
+        super::paste::filter_stdin()?;
         let (printer, thread) = start_editor(lines_tx)?;
         editor = Some(thread);
         printer
@@ -224,7 +225,10 @@ pub fn render(msg: &ServerMessage, colour: bool) -> Option<String> {
                 who(nick),
                 RoomName(&clean(room))
             ),
-            None => format!("{NOTICE_PREFIX}you are {}, in no room (/join ROOM)", who(nick)),
+            None => format!(
+                "{NOTICE_PREFIX}you are {}, in no room (/join ROOM)",
+                who(nick)
+            ),
         },
         ServerMessage::Error { message, .. } => format!("! {}", clean(message)),
     };

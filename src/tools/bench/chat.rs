@@ -118,7 +118,12 @@ impl ChatReport {
         table_row(&mut out, "p50", self.p50_us, "µs");
         table_row(&mut out, "p99", self.p99_us, "µs");
         table_row(&mut out, "max", self.max_us, "µs");
-        table_row(&mut out, "elapsed", format!("{:.3}", self.elapsed_secs), "s");
+        table_row(
+            &mut out,
+            "elapsed",
+            format!("{:.3}", self.elapsed_secs),
+            "s",
+        );
         result_rows(&mut out, failure.as_deref());
         out
     }

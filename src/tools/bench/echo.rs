@@ -490,7 +490,9 @@ mod tests {
         let addr = stream_echo("127.0.0.1:0", Some(1234)).await;
         let report = run_echo(&load(addr)).await.unwrap();
         assert!(report.errors > 0, "{report:?}");
-        assert!(report.failure().is_some_and(|f| f.contains("operations failed")));
+        assert!(report
+            .failure()
+            .is_some_and(|f| f.contains("operations failed")));
         assert_eq!(report.errors, report.mismatches);
         assert!(report.requests > 0);
         assert!(report.first_error.is_some());

@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use crate::net::{Addr, Stream};
 use crate::tools::bench::{
-    ensure_fd_limit, keep_first, result_rows, run_bounded, serialize_secs, table_row,
-    BenchError, CONNECT_PARALLELISM, FINISH_GRACE, IO_TIMEOUT, MAX_DURATION,
+    ensure_fd_limit, keep_first, result_rows, run_bounded, serialize_secs, table_row, BenchError,
+    CONNECT_PARALLELISM, FINISH_GRACE, IO_TIMEOUT, MAX_DURATION,
 };
 use conn::{check_echo, open_held, source_ip_count};
 use probe::Prober;
@@ -198,7 +198,10 @@ pub async fn run_hold(load: &HoldLoad) -> Result<HoldReport, BenchError> {
             prober.probe_held(&mut held[sample]).await;
         };
         let cutoff = hold_start + load.duration + FINISH_GRACE;
-        if tokio::time::timeout_at(cutoff.into(), probes).await.is_err() {
+        if tokio::time::timeout_at(cutoff.into(), probes)
+            .await
+            .is_err()
+        {
             prober.cut_off(FINISH_GRACE);
             break;
         }

@@ -8,8 +8,7 @@ use tokio::task::JoinSet;
 
 use super::echo::{collect, ConnStats, EchoLoad, Plan};
 use super::{
-    bounded, connect_stream, exchange, fill_pattern, run_bounded, BenchError,
-    CONNECT_PARALLELISM,
+    bounded, connect_stream, exchange, fill_pattern, run_bounded, BenchError, CONNECT_PARALLELISM,
 };
 use crate::net::{Addr, Stream};
 

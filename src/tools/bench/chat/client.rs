@@ -280,7 +280,8 @@ async fn send_until(
         while progress.slowest(s).saturating_add(load.window) < next {
             // Waits at most IO_TIMEOUT for receivers, and never past the load's end.
             let stalled = Instant::now() + IO_TIMEOUT;
-            let woke = tokio::time::timeout_at(stalled.min(end).into(), progress.wake[s].notified()).await;
+            let woke =
+                tokio::time::timeout_at(stalled.min(end).into(), progress.wake[s].notified()).await;
             if woke.is_err() {
                 if stalled < end {
                     return Err(std::io::Error::other(format!(
