@@ -59,7 +59,7 @@ pub(crate) const CONNECT_PARALLELISM: usize = 64;
 /// How long work in flight at the end of a load's duration (an echo batch, a probe, the
 /// last deliveries of a chat load) may take to finish; past it the work is cut off and
 /// counted as failed, so a run lasts its duration plus at most this (and its setup: connects,
-/// joins, each bounded by [`IO_TIMEOUT`]).
+/// joins, each bounded by 5 s).
 pub const FINISH_GRACE: Duration = Duration::from_secs(2);
 
 /// Longest run a load may ask for (a week), so deadlines never overflow the clock.

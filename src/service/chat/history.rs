@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use super::outbox::{Delivery, DELIVERY_OVERHEAD_BYTES};
 
-/// Default bytes of history one room keeps (see [`History`] for how a message is counted).
+/// Default bytes of history one room keeps. A message counts three times its text plus
+/// [`DELIVERY_OVERHEAD_BYTES`]: a kept delivery holds its text and, once sent, its line and
+/// frame encodings.
 pub const DEFAULT_HISTORY_BYTES: usize = 512 * 1024;
 /// Most history bytes a room may be configured to keep (`--history-bytes`).
 pub const MAX_HISTORY_BYTES: usize = 64 * 1024 * 1024;
