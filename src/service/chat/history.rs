@@ -10,8 +10,15 @@ use super::outbox::{Delivery, DELIVERY_OVERHEAD_BYTES};
 /// [`DELIVERY_OVERHEAD_BYTES`]: a kept delivery holds its text and, once sent, its line and
 /// frame encodings.
 pub const DEFAULT_HISTORY_BYTES: usize = 512 * 1024;
-/// Most history bytes a room may be configured to keep (`--history-bytes`).
-pub const MAX_HISTORY_BYTES: usize = 64 * 1024 * 1024;
+/// Most history bytes a room may be configured to keep (`--history-bytes`): 2 MiB counts at
+/// most about 700 KB of text, so a whole replay fits a joining client's queue
+/// ([`MAX_QUEUED_BYTES`](super::MAX_QUEUED_BYTES), 1 MiB) and never disconnects it as slow.
+pub const MAX_HISTORY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Released history at least this large is handed back to the operating system at once
+/// (`malloc_trim`): glibc keeps freed small blocks in its heap, so without it the memory of a
+/// room's history stays in the server's RSS after the room empties.
+const TRIM_AFTER_RELEASED_BYTES: usize = 1024 * 1024;
 
 /// How much history a room keeps: whichever limit is reached first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,10 +70,14 @@ impl History {
         self.entries.iter().cloned().collect()
     }
 
-    /// Releases everything (the room emptied), the buffer included.
+    /// Releases everything (the room emptied), the buffer included; a large history's
+    /// memory goes back to the operating system.
     pub(super) fn clear(&mut self) {
+        let released = std::mem::take(&mut self.bytes);
         self.entries = VecDeque::new();
-        self.bytes = 0;
+        if released >= TRIM_AFTER_RELEASED_BYTES {
+            return_freed_memory();
+        }
     }
 
     /// Bytes counted now.
@@ -74,6 +85,17 @@ impl History {
         self.bytes
     }
 }
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn return_freed_memory() {
+    // SAFETY: malloc_trim only walks and shrinks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_freed_memory() {}
 
 #[cfg(test)]
 mod tests {
