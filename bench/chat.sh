@@ -94,14 +94,17 @@ for shape in $SHAPES; do
     json=$OUT/$broker-$shape.json
     # shellcheck disable=SC2086
     "$SOCKIT" -q bench chat "$addr" $flag --senders "$S" --receivers "$R" "${pace[@]}" \
-      --duration "$duration" --window "$WINDOW" --json >"$json"
+      --duration "$duration" --window "$WINDOW" --json >"$json" || true  # a failed load is still reported, with its "failure"
     python3 - "$json" "$shape" "$broker" "$(rss_kib "$pid")" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 shape, broker, rss = sys.argv[2:5]
 expected = r["sent"] * r["receivers"]
-print(f"| {shape} | {broker} | {r['deliveries_per_sec']:,.0f} | {r['p50_us']} | {r['p99_us']} "
+rate = "FAILED" if r.get("failure") else f"{r['deliveries_per_sec']:,.0f}"
+print(f"| {shape} | {broker} | {rate} | {r['p50_us']} | {r['p99_us']} "
       f"| {r['deliveries']}/{expected} | {r['out_of_order']} | {rss} |")
+if r.get("failure"):
+    print(f"  {broker} {shape} failed: {r['failure']}", file=sys.stderr)
 EOF
   done
 done

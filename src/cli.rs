@@ -225,7 +225,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve(args) => serve::run_serve(args).await,
         Command::Echo(args) => echo::run_echo(args).await,
-        Command::Connect(args) => netcat::run_connect(args).await,
+        Command::Connect(args) => netcat::run_connect(args, cli.verbose > 0).await,
         Command::Listen(args) => netcat::run_listen(args).await,
         Command::Exec(ExecCommand::Serve(args)) => exec::run_exec_serve(args).await,
         Command::Exec(ExecCommand::Run(args)) => exec::run_exec_run(args).await,

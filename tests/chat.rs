@@ -223,7 +223,7 @@ async fn rooms_history_who_and_nick_changes_work_end_to_end() {
     bob.expect("* alice left #dev").await;
     alice.send("/quit").await;
     let rest = alice.read_to_end().await;
-    assert!(rest.iter().any(|l| l == "* bye"), "{rest:?}");
+    assert!(rest.iter().any(|l| l == "*** bye"), "{rest:?}");
 }
 
 #[tokio::test]
@@ -286,11 +286,12 @@ async fn escape_sequences_and_bidi_overrides_arrive_neutralised() {
 async fn a_one_mib_message_is_refused_and_the_client_keeps_chatting() {
     let chat = start_chat().await;
     let mut alice = LineClient::join(&chat.line.addr, "alice").await;
+    let mut watcher = LineClient::join(&chat.line.addr, "watcher").await;
     let mut huge = vec![b'x'; 1024 * 1024];
     huge.push(b'\n');
     alice.send_raw(&huge).await;
     alice
-        .expect("! a line has at most 4160 bytes; the rest of that line was dropped")
+        .expect("! a line has at most 4160 bytes; that line was dropped, none of it was sent")
         .await;
     alice.send(&"y".repeat(4097)).await;
     alice
@@ -298,6 +299,8 @@ async fn a_one_mib_message_is_refused_and_the_client_keeps_chatting() {
         .await;
     alice.send("still here").await;
     alice.expect("<alice> still here").await;
+    // As the notice says: no part of either line reached anyone.
+    assert_eq!(watcher.expect("<alice>").await, "<alice> still here");
     let mut bob = chat::join(&chat.framed.addr, &join_opts("bob"))
         .await
         .expect("joins");
@@ -589,4 +592,26 @@ async fn chat_listeners_turn_tcp_keepalive_on_for_accepted_sockets() {
         sock.keepalive_retries().expect("retries"),
         KEEPALIVE_RETRIES
     );
+}
+
+#[tokio::test]
+async fn the_line_port_marks_notices_so_users_cannot_forge_them() {
+    let chat = start_chat().await;
+    let mut carol = LineClient::connect(&chat.line.addr).await;
+    carol.send("Server").await;
+    carol
+        .expect("! the nicks server, system, admin and sockit")
+        .await;
+    carol.send("carol").await;
+    carol.expect("*** carol joined #lobby").await;
+    let mut bob = LineClient::join(&chat.line.addr, "bob").await;
+    carol.send("/me joined #lobby").await;
+    carol.send(" \t ").await;
+    carol.send("/nick carol").await;
+    carol.expect("*** you are already carol").await;
+    carol.send("done").await;
+    // What bob sees from carol: the action, unmistakable for a notice, then "done"; the
+    // blank line and the non-change were sent to nobody.
+    assert_eq!(bob.expect("carol").await, "* carol joined #lobby");
+    assert_eq!(bob.expect("carol").await, "<carol> done");
 }

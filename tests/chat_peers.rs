@@ -177,9 +177,9 @@ async fn sockit_chat_join_reads_stdin_and_prints_what_it_receives() {
     let (code, stdout, stderr) = join.await.expect("sockit ran");
     let stdout = String::from_utf8_lossy(&stdout);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("* you are cli in #lobby"), "{stdout}");
+    assert!(stdout.contains("*** you are cli in #lobby"), "{stdout}");
     assert!(stdout.contains("<cli> hello from cli"), "{stdout}");
-    assert!(stdout.contains("* bye"), "{stdout}");
+    assert!(stdout.contains("*** bye"), "{stdout}");
     assert!(stderr.contains("! unknown command /bogus"), "{stderr}");
     // No colour codes when stdout is not a terminal.
     assert!(!stdout.contains('\x1b'), "{stdout}");

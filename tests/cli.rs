@@ -35,6 +35,8 @@ fn invalid_command_line_input_exits_2_with_clap_error() {
         &["echo", "--udp", "--mode", "process"],
         &["connect"],
         &["bench", "echo", "127.0.0.1:1", "--conns", "many"],
+        // More history than a joining client's queue could take in one replay.
+        &["chat", "serve", "--history-bytes", "3M"],
         &["frobnicate"],
     ] {
         let out = sockit().args(args).output().unwrap();

@@ -107,7 +107,7 @@ pub struct BenchHoldArgs {
 }
 
 pub(super) async fn run_bench(cmd: BenchCommand) -> Result<(), Failure> {
-    let (text, json) = match cmd {
+    let (text, json, failure) = match cmd {
         BenchCommand::Echo(a) => {
             let load = EchoLoad {
                 addr: a.addr,
@@ -120,8 +120,8 @@ pub(super) async fn run_bench(cmd: BenchCommand) -> Result<(), Failure> {
                 connect_per_request: a.connect_per_request,
             };
             let report = bench::run_echo(&load).await.map_err(bench_failure)?;
-            let json = serde_json::to_string(&report).context("report")?;
-            (report.table(), a.json.then_some(json))
+            let json = a.json.then(|| serde_json::to_value(&report)).transpose();
+            (report.table(), json.context("report")?, report.failure())
         }
         BenchCommand::Hold(a) => {
             let load = HoldLoad {
@@ -131,8 +131,8 @@ pub(super) async fn run_bench(cmd: BenchCommand) -> Result<(), Failure> {
                 probes: a.probes,
             };
             let report = bench::run_hold(&load).await.map_err(bench_failure)?;
-            let json = serde_json::to_string(&report).context("report")?;
-            (report.table(), a.json.then_some(json))
+            let json = a.json.then(|| serde_json::to_value(&report)).transpose();
+            (report.table(), json.context("report")?, report.failure())
         }
         BenchCommand::Chat(a) => {
             let load = bench::ChatLoad {
@@ -150,12 +150,26 @@ pub(super) async fn run_bench(cmd: BenchCommand) -> Result<(), Failure> {
                 rate: a.rate,
             };
             let report = bench::run_chat(&load).await.map_err(bench_failure)?;
-            let json = serde_json::to_string(&report).context("report")?;
-            (report.table(), a.json.then_some(json))
+            let json = a.json.then(|| serde_json::to_value(&report)).transpose();
+            (report.table(), json.context("report")?, report.failure())
         }
     };
-    super::output::print_line(&json.unwrap_or(text));
-    Ok(())
+    match json {
+        Some(mut json) => {
+            // Every report says in JSON too whether the load failed, and why.
+            json["failure"] = serde_json::Value::from(failure.clone());
+            super::output::print_line(&json.to_string());
+        }
+        None => super::output::print_line(text.trim_end()),
+    }
+    // A load that failed is not a measurement: exit 1, as a failed test would.
+    match failure {
+        Some(why) => Err(Failure::Exit {
+            code: 1,
+            error: Some(anyhow::anyhow!("bench failed: {why}")),
+        }),
+        None => Ok(()),
+    }
 }
 
 fn bench_failure(e: BenchError) -> Failure {

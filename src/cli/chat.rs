@@ -17,7 +17,7 @@ use sockit::engine::{self, serve, Config, Mode};
 use sockit::net::{Addr, Listener};
 use sockit::service::chat::{
     self, Broker, BrokerConfig, ChatServer, ChatService, FramedConfig, JoinOptions, LineConfig,
-    LineServer, RateLimit, DEFAULT_HISTORY, MAX_HISTORY,
+    LineServer, RateLimit, DEFAULT_HISTORY, DEFAULT_HISTORY_BYTES, MAX_HISTORY, MAX_HISTORY_BYTES,
 };
 use sockit::session::{load_token, GateConfig};
 
@@ -47,6 +47,11 @@ pub struct ChatServeArgs {
     #[arg(long, default_value_t = DEFAULT_HISTORY,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=MAX_HISTORY as u64))]
     pub history: usize,
+    /// Bytes of history each room keeps (e.g. 256K), whichever of this and --history is
+    /// reached first; a message counts three times its text (its line and frame encodings
+    /// are kept with it). A room's history is dropped when its last member leaves.
+    #[arg(long, default_value_t = DEFAULT_HISTORY_BYTES, value_parser = parse_history_bytes)]
+    pub history_bytes: usize,
     /// File holding the token (mode 0600); else SOCKIT_TOKEN; else none on loopback, and a
     /// generated one (printed once) beyond it.
     #[arg(long)]
@@ -64,6 +69,15 @@ pub struct ChatServeArgs {
     /// chat, so --idle-timeout defaults to never and keepalive finds vanished peers.
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+/// A size such as `512K` up to [`MAX_HISTORY_BYTES`].
+fn parse_history_bytes(s: &str) -> Result<usize, String> {
+    let bytes = sockit::service::files::parse_size(s)?;
+    usize::try_from(bytes)
+        .ok()
+        .filter(|b| *b <= MAX_HISTORY_BYTES)
+        .ok_or_else(|| format!("at most {MAX_HISTORY_BYTES} bytes of history per room"))
 }
 
 /// `sockit chat join`.
@@ -132,6 +146,7 @@ impl ChatServeArgs {
         let tls = self.tls.acceptor(&addr, &mut notes)?;
         let broker = Broker::new(BrokerConfig {
             history: self.history,
+            history_bytes: self.history_bytes,
             ..BrokerConfig::default()
         });
         let defaults = ServiceDefaults {

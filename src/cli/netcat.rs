@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::launch::ServiceDefaults;
 use super::{parse_duration, EngineArgs, Failure};
 use sockit::engine::{self, ProcessCommand};
-use sockit::net::Addr;
+use sockit::net::{Addr, BarePort, Target};
 use sockit::tools::netcat::{self, ListenOptions, NetcatError, PumpOptions};
 
 /// How one stream session moves bytes, the same for `connect` and `listen`.
@@ -39,6 +39,7 @@ impl SessionArgs {
             quit_after: self.quit_after,
             idle_timeout,
             datagram_bytes: None,
+            verbose: false,
         }
     }
 }
@@ -46,8 +47,10 @@ impl SessionArgs {
 /// `sockit connect`.
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
-    /// Address: HOST:PORT, [IPv6]:PORT or unix:/path.
-    pub addr: Addr,
+    /// Address: HOST:PORT, [IPv6]:PORT or unix:/path; HOST may be a name (/etc/hosts, DNS).
+    pub addr: String,
+    /// The port, when the host is given alone as nc takes it (`connect example.org 80`).
+    pub port: Option<String>,
     /// UDP (or Unix datagram).
     #[arg(long, short)]
     pub udp: bool,
@@ -65,8 +68,10 @@ pub struct ConnectArgs {
 /// `sockit listen`.
 #[derive(Debug, Args)]
 pub struct ListenArgs {
-    /// Address: HOST:PORT, [IPv6]:PORT or unix:/path.
-    pub addr: Addr,
+    /// Address: HOST:PORT, [IPv6]:PORT, unix:/path, or a bare PORT for 127.0.0.1:PORT.
+    pub addr: String,
+    /// The port, when the host is given alone as nc takes it (`listen 127.0.0.1 9000`).
+    pub port: Option<String>,
     /// UDP (or Unix datagram): talk to whoever sends first.
     #[arg(long, short)]
     pub udp: bool,
@@ -96,12 +101,21 @@ fn netcat_failure(e: NetcatError) -> Failure {
     }
 }
 
-pub(super) async fn run_connect(args: ConnectArgs) -> Result<(), Failure> {
+/// The addresses `ADDR [PORT]` names: a malformed target is a usage error (exit 2), a name
+/// that does not resolve a runtime one (exit 1), as with nc.
+async fn resolve(addr: &str, port: Option<&str>, bare: BarePort) -> Result<Vec<Addr>, Failure> {
+    let target = Target::parse(addr, port, bare).map_err(|e| Failure::Usage(e.into()))?;
+    Ok(target.resolve().await.map_err(anyhow::Error::from)?)
+}
+
+pub(super) async fn run_connect(args: ConnectArgs, verbose: bool) -> Result<(), Failure> {
+    let addrs = resolve(&args.addr, args.port.as_deref(), BarePort::Refused).await?;
     let pump = PumpOptions {
         datagram_bytes: Some(args.datagram_size),
+        verbose,
         ..args.session.pump(args.idle_timeout)
     };
-    netcat::connect(&args.addr, args.udp, pump)
+    netcat::connect(&addrs, args.udp, pump)
         .await
         .map_err(netcat_failure)
 }
@@ -136,8 +150,17 @@ pub(super) async fn run_listen(args: ListenArgs) -> Result<(), Failure> {
     };
     let shutdown: CancellationToken =
         engine::shutdown_on_signals().context("cannot install signal handlers")?;
+    // A name that lists several addresses (localhost as ::1 and 127.0.0.1) binds the first,
+    // as nc does.
+    let addrs = resolve(&args.addr, args.port.as_deref(), BarePort::Loopback).await?;
+    let Some(addr) = addrs.into_iter().next() else {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "{} names no address",
+            args.addr
+        )));
+    };
     let opts = ListenOptions {
-        addr: args.addr,
+        addr,
         udp: args.udp,
         keep_open: args.keep_open,
         exec,

@@ -2,12 +2,14 @@
 //! authenticated, optionally TLS) or from plain `nc`/`telnet` (the line protocol).
 //!
 //! ```text
-//!  broker   nicks (confusable-aware), rooms, history, commands; no I/O
+//!  broker   nicks (confusable-aware), rooms, commands; no I/O
+//!  history  a room's last messages, bounded in count and bytes, freed when it empties
 //!  outbox   each client's bounded queue of shared deliveries, drained one write per wakeup
 //!  line     the plain-text protocol: first line the nick, then one message per line
 //!  framed   the wire-v1 protocol behind the session handshake (service `chat`)
 //!  client   the framed client: join, then a sender and a receiver
 //!  terminal `sockit chat join`'s line editor and rendering
+//!  paste    terminal input for the editor, pasted escape sequences kept as visible text
 //! ```
 //!
 //! Both protocols feed one [`Broker`], so line and framed clients share rooms. Text from
@@ -18,10 +20,13 @@ mod broker;
 mod client;
 mod command;
 mod framed;
+mod history;
 mod line;
 pub mod messages;
 mod nick;
 mod outbox;
+#[cfg(feature = "cli")]
+mod paste;
 mod pump;
 mod rate;
 mod replies;
@@ -33,6 +38,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::net::{BindOptions, Keepalive};
 
 pub use broker::{Broker, BrokerConfig, Control, Member, DEFAULT_HISTORY, MAX_HISTORY};
+pub use history::{DEFAULT_HISTORY_BYTES, MAX_HISTORY_BYTES};
 
 pub(crate) use broker::MAX_LISTED_NAMES;
 pub use client::{join, ChatClient, ChatError, JoinOptions};
@@ -42,7 +48,7 @@ pub use framed::{
     gate, session_config, session_config_with_line_port, ChatServer, ChatService, FramedConfig,
 };
 pub use line::{LineConfig, LineServer};
-pub use messages::{ClientMessage, ServerMessage};
+pub use messages::{ClientMessage, ServerMessage, NOTICE_PREFIX};
 #[cfg(feature = "cli")]
 use nick::RoomName;
 pub use outbox::{
@@ -78,6 +84,13 @@ pub fn bind_options() -> BindOptions {
 /// tabs included), ANSI/OSC escape sequences and bidi controls become visible escapes.
 pub(crate) fn sanitize(text: &str) -> String {
     crate::text::escape_one_line(text, MAX_MESSAGE_BYTES)
+}
+
+/// Whether `text` shows nothing: only whitespace and invisible format characters (zero-width
+/// space, bidi marks). Such a message is not broadcast.
+pub(crate) fn is_blank(text: &str) -> bool {
+    text.chars()
+        .all(|c| c.is_whitespace() || crate::text::is_hidden_format(c))
 }
 
 /// Now, in Unix milliseconds (0 if the clock is before 1970).

@@ -31,6 +31,20 @@ impl RawMode {
     }
 }
 
+impl RawMode {
+    /// Saves the settings of the terminal `fd` refers to without changing them, to restore
+    /// them when the guard drops: for a terminal a line editor switches to raw mode, when
+    /// the program may have to leave while the editor still holds it.
+    ///
+    /// # Errors
+    /// `ENOTTY` when `fd` is not a terminal, or the error of duplicating `fd`.
+    pub fn restore_on_drop(fd: impl AsFd) -> io::Result<RawMode> {
+        let tty = fd.as_fd().try_clone_to_owned()?;
+        let saved = tcgetattr(&tty)?;
+        Ok(RawMode { tty, saved })
+    }
+}
+
 impl Drop for RawMode {
     fn drop(&mut self) {
         // Nothing better to do on failure: the terminal is gone or no longer ours.

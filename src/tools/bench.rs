@@ -56,6 +56,12 @@ pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// `TcpListener::bind`): an overrun backlog drops SYNs, and each drop costs a 1 s retransmit.
 pub(crate) const CONNECT_PARALLELISM: usize = 64;
 
+/// How long work in flight at the end of a load's duration (an echo batch, a probe, the
+/// last deliveries of a chat load) may take to finish; past it the work is cut off and
+/// counted as failed, so a run lasts its duration plus at most this (and its setup: connects,
+/// joins, each bounded by 5 s).
+pub const FINISH_GRACE: Duration = Duration::from_secs(2);
+
 /// Longest run a load may ask for (a week), so deadlines never overflow the clock.
 pub(crate) const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -76,6 +82,15 @@ pub enum BenchError {
         /// The first failure seen.
         #[source]
         source: io::Error,
+    },
+    /// A client connected but the broker never let it in the way the protocol asked for
+    /// says it would (a sockit line port's `*** NICK joined`, a Redis subscription).
+    #[error("connected to {addr}, but {detail}")]
+    Handshake {
+        /// The target.
+        addr: Addr,
+        /// What happened instead, and what to try.
+        detail: String,
     },
     /// The load asks for something that cannot run (zero connections, UDP to a Unix path, ...).
     #[error("invalid bench load: {0}")]
@@ -297,6 +312,24 @@ async fn connect_stream(addr: &Addr) -> io::Result<Stream> {
         .unwrap_or_else(|_| Err(timed_out("connect")))
 }
 
+/// Runs `work` for at most [`IO_TIMEOUT`], and not past `cutoff` (the end of the run and its
+/// [`FINISH_GRACE`]); each limit has its own error.
+async fn bounded<T>(
+    what: &str,
+    cutoff: Instant,
+    work: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    let io_limit = Instant::now() + IO_TIMEOUT;
+    match tokio::time::timeout_at(io_limit.min(cutoff).into(), work).await {
+        Ok(res) => res,
+        Err(_) if cutoff < io_limit => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{what} unfinished {FINISH_GRACE:?} after the run's end"),
+        )),
+        Err(_) => Err(timed_out(what)),
+    }
+}
+
 fn timed_out(what: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::TimedOut,
@@ -307,6 +340,18 @@ fn timed_out(what: &str) -> io::Error {
 /// Serializes a `Duration` as fractional seconds, the unit JSON consumers expect.
 fn serialize_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+/// The last rows of a report table: `result  ok`, or `result  FAILED` and the reason, so the
+/// reason is on screen and not only in `--json`.
+fn result_rows(out: &mut String, failure: Option<&str>) {
+    match failure {
+        None => table_row(out, "result", "ok", ""),
+        Some(reason) => {
+            table_row(out, "result", "FAILED", "");
+            table_row(out, "why", reason, "");
+        }
+    }
 }
 
 /// One `label  value unit` line of a report table.

@@ -109,29 +109,59 @@ pub struct PumpOptions {
     pub idle_timeout: Option<Duration>,
     /// Datagram sockets: the largest datagram sent (`None`: [`DEFAULT_DATAGRAM_SEND_BYTES`]).
     pub datagram_bytes: Option<usize>,
+    /// Report on stderr which address `connect` reached, and each one that failed (`nc -v`).
+    pub verbose: bool,
 }
 
-/// Connects to `addr` and pumps stdin to the socket and the socket to stdout.
+/// Connects to the first of `addrs` that answers (a name's addresses, in the resolver's
+/// order, as nc tries them) and pumps stdin to the socket and the socket to stdout.
 ///
 /// Stream sockets: the two directions are independent. Stdin's end half-closes the socket
 /// once everything read from stdin is sent, and the socket is still read; the peer's end
 /// flushes and closes stdout, and stdin is still sent. It returns when both are done.
-/// Datagram sockets (`udp`): each stdin read is one datagram; returns [`DATAGRAM_LINGER`]
-/// after stdin ends and replies stop.
+/// Datagram sockets (`udp`, to the first address): stdin is sent in datagrams of at most
+/// `datagram_bytes`; returns [`DATAGRAM_LINGER`] after stdin ends and replies stop.
+/// With `opts.verbose`, each failed address and the one reached are reported on stderr, as
+/// `nc -v` does.
 ///
 /// # Errors
-/// Connect and I/O errors.
-pub async fn connect(addr: &Addr, udp: bool, opts: PumpOptions) -> Result<(), NetcatError> {
+/// `Usage` for an empty `addrs`; the last address's connect error, and I/O errors.
+pub async fn connect(addrs: &[Addr], udp: bool, opts: PumpOptions) -> Result<(), NetcatError> {
+    let Some(first) = addrs.first() else {
+        return Err(usage("no address to connect to"));
+    };
     if udp {
         let size = opts
             .datagram_bytes
             .unwrap_or(DEFAULT_DATAGRAM_SEND_BYTES)
             .max(1);
-        return connect_datagram(addr, opts.raw, size).await;
+        return connect_datagram(first, opts, size).await;
     }
-    let stream = Stream::connect(addr).await?;
-    pump(stream, opts).await?;
-    Ok(())
+    let mut last_error = None;
+    for addr in addrs {
+        match Stream::connect(addr).await {
+            Ok(stream) => {
+                if opts.verbose {
+                    eprint_line(&format!("connected to {addr}"));
+                }
+                pump(stream, opts).await?;
+                return Ok(());
+            }
+            Err(e) => {
+                if opts.verbose {
+                    eprint_line(&e.to_string());
+                }
+                last_error = Some(e);
+            }
+        }
+    }
+    Err(last_error.map_or_else(|| usage("no address to connect to"), NetcatError::Io))
+}
+
+/// One line on stderr; a closed stderr is not the session's problem.
+fn eprint_line(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// Pumps stdin → `stream` and `stream` → stdout, each until its end (see [`connect`]).
@@ -202,7 +232,7 @@ enum Direction {
     Download,
 }
 
-async fn connect_datagram(addr: &Addr, raw: bool, size: usize) -> Result<(), NetcatError> {
+async fn connect_datagram(addr: &Addr, opts: PumpOptions, size: usize) -> Result<(), NetcatError> {
     // A Unix datagram client needs a name of its own, or the server could not reply.
     let (local, cleanup) = match addr {
         Addr::Inet(sa) if sa.is_ipv4() => ("0.0.0.0:0".parse().map_err(usage)?, None),
@@ -226,7 +256,15 @@ async fn connect_datagram(addr: &Addr, raw: bool, size: usize) -> Result<(), Net
     };
     // Connected, so an ICMP port unreachable comes back as an error, as with ncat and socat.
     socket.connect(&peer).await?;
-    let res = datagram_session(&socket, Some(peer), raw, false, size).await;
+    if opts.verbose {
+        // As `nc -uv`: UDP has no handshake, so this says only where datagrams go.
+        let kind = match addr {
+            Addr::Inet(_) => "udp",
+            Addr::Unix(_) => "unix datagram",
+        };
+        eprint_line(&format!("sending datagrams to {addr} ({kind})"));
+    }
+    let res = datagram_session(&socket, Some(peer), opts.raw, false, size).await;
     if let Some(path) = cleanup {
         let _ = std::fs::remove_file(path);
     }
@@ -359,14 +397,14 @@ pub async fn listen(opts: ListenOptions, shutdown: CancellationToken) -> Result<
         } else {
             "udp"
         };
-        eprintln!("listening on {local} ({kind})");
+        eprint_line(&format!("listening on {local} ({kind})"));
         return tokio::select! {
             res = datagram_session(&socket, None, opts.pump.raw, true, DEFAULT_DATAGRAM_SEND_BYTES) => res.map_err(NetcatError::Io),
             _ = shutdown.cancelled() => Ok(()),
         };
     }
     let listener = Listener::bind(&opts.addr, &opts.bind).await?;
-    eprintln!("listening on {}", listener.local_addr()?);
+    eprint_line(&format!("listening on {}", listener.local_addr()?));
     let mut config = Config {
         service: "listen".into(),
         idle_timeout: opts.pump.idle_timeout,
@@ -398,7 +436,7 @@ pub async fn listen(opts: ListenOptions, shutdown: CancellationToken) -> Result<
             warn!(%peer, "denied by access list");
             continue;
         }
-        eprintln!("connection from {peer}");
+        eprint_line(&format!("connection from {peer}"));
         if let Some(cmd) = &opts.exec {
             // One peer, as ncat without --keep-open: its command runs, then listen exits.
             let info = ConnInfo {
@@ -484,7 +522,7 @@ struct Broadcast {
 
 impl Handler for Broadcast {
     async fn handle(&self, conn: Conn, info: ConnInfo) -> std::io::Result<()> {
-        eprintln!("connection from {}", info.peer);
+        eprint_line(&format!("connection from {}", info.peer));
         let mut from_stdin = self.stdin.subscribe();
         let (mut rd, mut wr) = tokio::io::split(conn);
         let mut out = Output::new(self.raw);

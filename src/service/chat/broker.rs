@@ -4,9 +4,10 @@
 //! One mutex guards the whole state; every critical section is a few map operations and
 //! queue pushes, with no await inside.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::history::{History, HistoryLimits, DEFAULT_HISTORY_BYTES, MAX_HISTORY_BYTES};
 use super::messages::{ClientMessage, ServerMessage};
 use super::nick::{normalize_room, skeleton, validate_nick, RoomName};
 use super::outbox::{Delivery, Outbox};
@@ -14,7 +15,7 @@ use super::replies::{
     broadcast, change_nick, check_text, gone, list_rooms, notify, private, room_notice, send,
     send_ready, taken_check, who,
 };
-use super::{now_ms, sanitize};
+use super::{is_blank, now_ms, sanitize};
 use crate::wire::ErrorFrame;
 
 /// Default number of messages a room keeps and replays to whoever joins.
@@ -31,6 +32,9 @@ pub(crate) const MAX_LISTED_NAMES: usize = 100;
 pub struct BrokerConfig {
     /// Messages kept per room (capped at [`MAX_HISTORY`]).
     pub history: usize,
+    /// Bytes of history kept per room (capped at [`MAX_HISTORY_BYTES`]; see
+    /// [`DEFAULT_HISTORY_BYTES`] for how a message is counted).
+    pub history_bytes: usize,
     /// Room a client joins when it names none (normalised, without `#`).
     pub default_room: String,
 }
@@ -39,6 +43,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             history: DEFAULT_HISTORY,
+            history_bytes: DEFAULT_HISTORY_BYTES,
             default_room: DEFAULT_ROOM.to_owned(),
         }
     }
@@ -63,7 +68,7 @@ pub(super) struct Client {
 #[derive(Debug, Default)]
 pub(super) struct Room {
     pub members: Vec<u64>,
-    pub history: VecDeque<Arc<Delivery>>,
+    pub history: History,
 }
 
 #[derive(Debug, Default)]
@@ -113,6 +118,7 @@ impl Broker {
     /// A broker with `config` (its history capped at [`MAX_HISTORY`]).
     pub fn new(mut config: BrokerConfig) -> Arc<Broker> {
         config.history = config.history.min(MAX_HISTORY);
+        config.history_bytes = config.history_bytes.min(MAX_HISTORY_BYTES);
         Arc::new(Broker {
             state: Mutex::new(State::default()),
             config,
@@ -167,6 +173,19 @@ impl Broker {
     /// Nicks registered now.
     pub fn client_count(&self) -> usize {
         self.lock().clients.len()
+    }
+
+    /// Bytes of history kept now, all rooms together (counted as [`BrokerConfig`]'s
+    /// `history_bytes` is).
+    pub fn history_bytes(&self) -> usize {
+        self.lock().rooms.values().map(|r| r.history.bytes()).sum()
+    }
+
+    fn history_limits(&self) -> HistoryLimits {
+        HistoryLimits {
+            messages: self.config.history,
+            bytes: self.config.history_bytes,
+        }
     }
 
     fn remove(&self, id: u64, reason: &str) {
@@ -244,7 +263,7 @@ impl Broker {
         send_ready(state, id);
         let entry = state.rooms.entry(room.clone()).or_default();
         entry.members.push(id);
-        let replay: Vec<_> = entry.history.iter().cloned().collect();
+        let replay = entry.history.replay();
         if !replay.is_empty() {
             let n = replay.len();
             notify(
@@ -261,7 +280,7 @@ impl Broker {
             }
         }
         let joined = format!("{nick} joined {}", RoomName(&room));
-        broadcast(state, &room, room_notice(&room, joined), false, 0);
+        broadcast(state, &room, room_notice(&room, joined), None);
     }
 
     fn exit_room(&self, state: &mut State, id: u64, reason: &str) {
@@ -275,16 +294,20 @@ impl Broker {
         let keep = room == self.config.default_room;
         if let Some(entry) = state.rooms.get_mut(&room) {
             entry.members.retain(|m| *m != id);
-            if entry.members.is_empty() && !keep {
-                // An empty room and its history go, so rooms are bounded by clients.
-                state.rooms.remove(&room);
+            if entry.members.is_empty() {
+                // An empty room's history goes (and the room, but for the default one), so
+                // what the broker holds is bounded by who is connected.
+                entry.history.clear();
+                if !keep {
+                    state.rooms.remove(&room);
+                }
             }
         }
         let left = match reason {
             "left" => format!("{nick} left {}", RoomName(&room)),
             reason => format!("{nick} left {} ({reason})", RoomName(&room)),
         };
-        broadcast(state, &room, room_notice(&room, left), false, 0);
+        broadcast(state, &room, room_notice(&room, left), None);
     }
 
     fn speak(
@@ -295,6 +318,10 @@ impl Broker {
         action: bool,
     ) -> Result<(), ErrorFrame> {
         check_text(text)?;
+        if is_blank(text) {
+            // Nothing visible to say: nobody is sent an empty line.
+            return Ok(());
+        }
         let client = state.clients.get(&id).ok_or_else(gone)?;
         let Some(room) = client.room.clone() else {
             return Err(ErrorFrame::new(
@@ -318,7 +345,8 @@ impl Broker {
                 text,
             }
         };
-        broadcast(state, &room, Delivery::new(msg), true, self.config.history);
+        let keep = Some(self.history_limits());
+        broadcast(state, &room, Delivery::new(msg), keep);
         Ok(())
     }
 }

@@ -30,9 +30,9 @@ fn a_message_reaches_everyone_in_the_room_once_formatted() {
     assert_eq!(
         drain(&a_out),
         [
-            "* you are alice in #lobby",
-            "* alice joined #lobby",
-            "* bob joined #lobby"
+            "*** you are alice in #lobby",
+            "*** alice joined #lobby",
+            "*** bob joined #lobby"
         ]
     );
     drain(&b_out);
@@ -73,7 +73,7 @@ fn a_dropped_member_frees_its_nick_and_tells_the_room() {
     let (_bob, b_out) = join(&broker, "bob");
     drain(&b_out);
     drop(alice);
-    assert_eq!(drain(&b_out), ["* alice left #lobby (connection closed)"]);
+    assert_eq!(drain(&b_out), ["*** alice left #lobby (connection closed)"]);
     assert_eq!(broker.client_count(), 1);
     let (_again, _) = join(&broker, "ALICE");
 }
@@ -92,11 +92,11 @@ fn history_is_bounded_and_replayed_on_join() {
     assert_eq!(
         drain(&b_out),
         [
-            "* you are bob in #lobby",
-            "* the last 2 messages in #lobby:",
+            "*** you are bob in #lobby",
+            "*** the last 2 messages in #lobby:",
             "<alice> two",
             "<alice> three",
-            "* bob joined #lobby"
+            "*** bob joined #lobby"
         ]
     );
 }
@@ -107,7 +107,7 @@ fn one_message_of_history_is_announced_in_the_singular() {
     let (alice, _) = join(&broker, "alice");
     say(&alice, "only");
     let (_bob, b_out) = join(&broker, "bob");
-    assert_eq!(drain(&b_out)[1], "* the last message in #lobby:");
+    assert_eq!(drain(&b_out)[1], "*** the last message in #lobby:");
 }
 
 #[test]
@@ -118,17 +118,17 @@ fn rooms_who_nick_msg_and_me() {
     alice.handle(ClientMessage::Join {
         room: "#Dev".into(),
     });
-    assert_eq!(drain(&b_out)[2..], ["* alice left #lobby"]);
+    assert_eq!(drain(&b_out)[2..], ["*** alice left #lobby"]);
     assert_eq!(
         drain(&a_out)[3..],
-        ["* you are alice in #dev", "* alice joined #dev"]
+        ["*** you are alice in #dev", "*** alice joined #dev"]
     );
     say(&bob, "lobby only");
     assert!(drain(&a_out).is_empty());
     alice.handle(ClientMessage::Rooms);
-    assert_eq!(drain(&a_out), ["* rooms: #dev (1), #lobby (1)"]);
+    assert_eq!(drain(&a_out), ["*** rooms: #dev (1), #lobby (1)"]);
     bob.handle(ClientMessage::Who);
-    assert_eq!(drain(&b_out), ["<bob> lobby only", "* in #lobby: bob"]);
+    assert_eq!(drain(&b_out), ["<bob> lobby only", "*** in #lobby: bob"]);
     alice.handle(ClientMessage::Msg {
         to: "BOB".into(),
         text: "psst".into(),
@@ -140,7 +140,10 @@ fn rooms_who_nick_msg_and_me() {
     });
     assert_eq!(
         drain(&b_out),
-        ["* you are robert in #lobby", "* bob is now known as robert"]
+        [
+            "*** you are robert in #lobby",
+            "*** bob is now known as robert"
+        ]
     );
     alice.handle(ClientMessage::Nick {
         nick: "r0bert".into(),
@@ -153,11 +156,11 @@ fn rooms_who_nick_msg_and_me() {
     alice.handle(ClientMessage::Leave);
     say(&alice, "anyone?");
     let lines = drain(&a_out);
-    assert_eq!(lines[0], "* you are alice, in no room (/join ROOM)");
+    assert_eq!(lines[0], "*** you are alice, in no room (/join ROOM)");
     assert_eq!(lines[1], "! you are in no room; /join ROOM first");
     // #dev was emptied and dropped; the default room stays.
     alice.handle(ClientMessage::Rooms);
-    assert_eq!(drain(&a_out), ["* rooms: #lobby (1)"]);
+    assert_eq!(drain(&a_out), ["*** rooms: #lobby (1)"]);
 }
 
 #[test]
@@ -194,4 +197,114 @@ fn a_slow_member_overflows_alone() {
     assert!(slow_box.overflowed());
     assert!(slow_box.is_empty());
     assert!(!a_out.overflowed());
+}
+
+#[test]
+fn reserved_nicks_are_refused_at_register_and_at_nick() {
+    let broker = Broker::new(BrokerConfig::default());
+    for nick in ["server", "System", "ADMIN", "sockit", "5erver"] {
+        let err = broker
+            .register(nick, None, Outbox::new(QueueLimits::default()))
+            .expect_err(nick);
+        assert_eq!(err.code, "invalid_nick", "{nick}");
+        assert!(err.message.contains("reserved"), "{err}");
+    }
+    let (alice, a_out) = join(&broker, "alice");
+    drain(&a_out);
+    alice.handle(ClientMessage::Nick {
+        nick: "Sockit".into(),
+    });
+    let lines = drain(&a_out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("! ") && lines[0].contains("reserved"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_notice_cannot_be_forged_by_an_action_or_a_message() {
+    let broker = Broker::new(BrokerConfig::default());
+    let (carol, c_out) = join(&broker, "carol");
+    let (_bob, b_out) = join(&broker, "bob");
+    drain(&c_out);
+    let real = drain(&b_out);
+    assert_eq!(
+        real.last().map(String::as_str),
+        Some("*** bob joined #lobby")
+    );
+    carol.handle(ClientMessage::Me {
+        text: "joined #lobby".into(),
+    });
+    say(&carol, "\n*** bob joined #lobby");
+    let forged = drain(&b_out);
+    assert_eq!(forged.len(), 2, "{forged:?}");
+    for line in &forged {
+        assert!(
+            !line.starts_with(crate::service::chat::NOTICE_PREFIX),
+            "{line:?}"
+        );
+        assert!(!line.starts_with('!'), "{line:?}");
+    }
+}
+
+#[test]
+fn blank_messages_and_a_nick_change_to_the_same_nick_reach_nobody() {
+    let broker = Broker::new(BrokerConfig::default());
+    let (alice, a_out) = join(&broker, "alice");
+    let (_bob, b_out) = join(&broker, "bob");
+    drain(&a_out);
+    drain(&b_out);
+    for blank in ["   ", "\t", " \u{200b} ", "\u{feff}"] {
+        say(&alice, blank);
+        alice.handle(ClientMessage::Me { text: blank.into() });
+        alice.handle(ClientMessage::Msg {
+            to: "bob".into(),
+            text: blank.into(),
+        });
+    }
+    alice.handle(ClientMessage::Nick {
+        nick: "alice".into(),
+    });
+    assert!(drain(&b_out).is_empty());
+    assert_eq!(drain(&a_out), ["*** you are already alice"]);
+    // A change of case is a change, and is told.
+    alice.handle(ClientMessage::Nick {
+        nick: "Alice".into(),
+    });
+    assert_eq!(drain(&b_out), ["*** alice is now known as Alice"]);
+}
+
+#[test]
+fn history_is_bounded_in_bytes_and_released_when_its_room_empties() {
+    let broker = Broker::new(BrokerConfig {
+        history: 1000,
+        history_bytes: 64 * 1024,
+        ..BrokerConfig::default()
+    });
+    let big = "x".repeat(MAX_MESSAGE_BYTES);
+    let (alice, _) = join(&broker, "alice");
+    alice.handle(ClientMessage::Join { room: "dev".into() });
+    for _ in 0..100 {
+        say(&alice, &big);
+    }
+    let kept = broker.history_bytes();
+    assert!(kept <= 64 * 1024 && kept > 32 * 1024, "{kept}");
+    let (bob, b_out) = join(&broker, "bob");
+    bob.handle(ClientMessage::Join { room: "dev".into() });
+    let replayed = drain(&b_out)
+        .iter()
+        .filter(|l| l.starts_with("<alice>"))
+        .count();
+    assert_eq!(replayed, 64 * 1024 / (3 * MAX_MESSAGE_BYTES + 64), "{kept}");
+    drop(bob);
+    drop(alice);
+    assert_eq!(broker.history_bytes(), 0, "an empty room keeps nothing");
+
+    // The default room stays, but its history goes with its last member.
+    let (carol, _) = join(&broker, "carol");
+    say(&carol, "kept while carol is here");
+    assert!(broker.history_bytes() > 0);
+    drop(carol);
+    assert_eq!(broker.history_bytes(), 0);
 }

@@ -56,6 +56,12 @@ pub enum ChatError {
     /// The server closed the connection before accepting the nick.
     #[error("the server closed the connection before accepting the nick")]
     Closed,
+    /// The server ended the session without being asked to (it stopped, or dropped us).
+    #[error("the server closed the connection")]
+    ServerClosed,
+    /// A local error: the terminal or stdout.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 /// A stream a session runs over: TCP, Unix, or TLS around either.

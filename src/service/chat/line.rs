@@ -3,7 +3,7 @@
 //!
 //! No authentication (nothing a plain socket client could do), so `sockit chat serve` binds it
 //! only where asked and warns beyond loopback. Lines are capped at [`MAX_LINE_BYTES`]: a longer
-//! one gets a notice and the rest of it is discarded; invalid UTF-8 is replaced, not fatal.
+//! one is dropped whole, with a notice; invalid UTF-8 is replaced, not fatal.
 
 use std::io;
 use std::sync::Arc;
@@ -142,7 +142,7 @@ async fn read_commands<R: AsyncRead + Unpin>(
             Ok(Some(Line::TooLong)) => Err(ErrorFrame::new(
                 "line_too_long",
                 format!(
-                    "a line has at most {MAX_LINE_BYTES} bytes; the rest of that line was dropped"
+                    "a line has at most {MAX_LINE_BYTES} bytes; that line was dropped, none of it was sent"
                 ),
             )),
             Ok(None) | Err(_) => return Ending::Closed,

@@ -21,6 +21,10 @@ use serde::{Deserialize, Serialize};
 use super::nick::RoomName;
 use crate::wire::Message;
 
+/// How the server's notices start, in the line protocol and in `sockit chat join`: `*** `,
+/// as IRC clients mark server messages; no user text can start a line this way.
+pub const NOTICE_PREFIX: &str = "*** ";
+
 /// A frame from a client (and the commands a line client types, parsed by
 /// `parse_line`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,20 +153,25 @@ impl ServerMessage {
     }
 
     /// The plain-text line a line-protocol client sees, without the newline: `<alice> hi`,
-    /// `* alice waves`, `*alice -> bob* psst`, `* bob joined #lobby`, `! error text`.
+    /// `* alice waves`, `*alice -> bob* psst`, `*** bob joined #lobby`, `! error text`.
+    ///
+    /// The server's own lines start with [`NOTICE_PREFIX`] or `! `, which no user can
+    /// produce: a message starts `<`, an action `* ` and a nick character, a private message
+    /// `*` and a nick character, nicks are `[A-Za-z0-9._-]`, and line breaks in text are
+    /// escaped. So `* carol joined #lobby` from a `/me` cannot pass for a notice.
     pub(crate) fn to_line(&self) -> String {
         match self {
             ServerMessage::Ready {
                 nick,
                 room: Some(room),
-            } => format!("* you are {nick} in {}", RoomName(room)),
+            } => format!("{NOTICE_PREFIX}you are {nick} in {}", RoomName(room)),
             ServerMessage::Ready { nick, room: None } => {
-                format!("* you are {nick}, in no room (/join ROOM)")
+                format!("{NOTICE_PREFIX}you are {nick}, in no room (/join ROOM)")
             }
             ServerMessage::Message { nick, text, .. } => format!("<{nick}> {text}"),
             ServerMessage::Action { nick, text, .. } => format!("* {nick} {text}"),
             ServerMessage::Private { from, to, text, .. } => format!("*{from} -> {to}* {text}"),
-            ServerMessage::Notice { text, .. } => format!("* {text}"),
+            ServerMessage::Notice { text, .. } => format!("{NOTICE_PREFIX}{text}"),
             ServerMessage::Error { message, .. } => format!("! {message}"),
         }
     }

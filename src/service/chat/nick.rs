@@ -9,6 +9,10 @@ pub(crate) const MAX_NICK_CHARS: usize = 32;
 /// Longest room name, in ASCII characters (a leading `#` not counted).
 pub(crate) const MAX_ROOM_CHARS: usize = 32;
 
+/// Nicks nobody may take, in any case or look-alike spelling (`Server`, `5ystem`, `adm1n`):
+/// a line from them would read as the server speaking.
+pub(crate) const RESERVED_NICKS: &[&str] = &["server", "system", "admin", "sockit"];
+
 /// How far [`suggest`] counts (`alice_2` … `alice_99`) before giving up.
 const MAX_SUGGESTION_SUFFIX: u32 = 99;
 
@@ -37,14 +41,22 @@ pub(crate) enum NameError {
         /// `nick` or `room name`.
         what: &'static str,
     },
+    /// One of [`RESERVED_NICKS`], or a look-alike of one.
+    #[error("the nicks server, system, admin and sockit (in any case or look-alike) are reserved")]
+    Reserved,
 }
 
-/// Checks a nick against `[A-Za-z0-9._-]{1,32}`.
+/// Checks a nick against `[A-Za-z0-9._-]{1,32}` and [`RESERVED_NICKS`].
 ///
 /// # Errors
 /// A [`NameError`] saying what is wrong.
 pub(crate) fn validate_nick(nick: &str) -> Result<(), NameError> {
-    validate("nick", nick, MAX_NICK_CHARS)
+    validate("nick", nick, MAX_NICK_CHARS)?;
+    let key = skeleton(nick);
+    if RESERVED_NICKS.iter().any(|r| skeleton(r) == key) {
+        return Err(NameError::Reserved);
+    }
+    Ok(())
 }
 
 /// Normalises a room name: an optional leading `#` is dropped, the rest must match
@@ -143,6 +155,18 @@ mod tests {
                 matches!(validate_nick(bad), Err(NameError::BadCharacter { .. })),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn reserved_nicks_are_refused_in_any_case_or_look_alike() {
+        for bad in [
+            "server", "SERVER", "System", "admin", "ADM1N", "sockit", "50ckit", "5ystem",
+        ] {
+            assert_eq!(validate_nick(bad), Err(NameError::Reserved), "{bad}");
+        }
+        for fine in ["servers", "admin2", "sysadmin", "sock"] {
+            assert!(validate_nick(fine).is_ok(), "{fine}");
         }
     }
 

@@ -314,7 +314,7 @@ mod tests {
         let bye = notice("bye");
         let closed = write_loop(&outbox, &mut out, Delivery::line, &bye).await;
         assert_eq!(closed.ok(), Some(Closed::Finished));
-        assert_eq!(out, b"* a\n* b\n* c\n");
+        assert_eq!(out, b"*** a\n*** b\n*** c\n");
     }
 
     #[tokio::test]
@@ -329,7 +329,7 @@ mod tests {
         let bye = notice("too slow");
         let closed = write_loop(&outbox, &mut out, Delivery::line, &bye).await;
         assert_eq!(closed.ok(), Some(Closed::Overflowed));
-        assert_eq!(out, b"* too slow\n");
+        assert_eq!(out, b"*** too slow\n");
     }
 
     #[test]

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use super::broker::State;
+use super::history::HistoryLimits;
 use super::messages::ServerMessage;
 use super::nick::{skeleton, suggest, validate_nick, RoomName};
 use super::outbox::Delivery;
-use super::{now_ms, sanitize, MAX_LISTED_NAMES, MAX_MESSAGE_BYTES};
+use super::{is_blank, now_ms, sanitize, MAX_LISTED_NAMES, MAX_MESSAGE_BYTES};
 use crate::wire::ErrorFrame;
 
 pub(super) fn gone() -> ErrorFrame {
@@ -53,6 +54,11 @@ pub(super) fn change_nick(state: &mut State, id: u64, nick: &str) -> Result<(), 
     let key = skeleton(nick);
     taken_check(state, &key, nick, Some(id))?;
     let client = state.clients.get_mut(&id).ok_or_else(gone)?;
+    if client.nick == nick {
+        // Nothing changes, so nobody is told (a change of case is a change, and is told).
+        notify(state, id, None, format!("you are already {nick}"));
+        return Ok(());
+    }
     let old = std::mem::replace(&mut client.nick, nick.to_owned());
     let room = client.room.clone();
     state.nicks.remove(&skeleton(&old));
@@ -60,13 +66,16 @@ pub(super) fn change_nick(state: &mut State, id: u64, nick: &str) -> Result<(), 
     send_ready(state, id);
     if let Some(room) = room {
         let text = format!("{old} is now known as {nick}");
-        broadcast(state, &room, room_notice(&room, text), false, 0);
+        broadcast(state, &room, room_notice(&room, text), None);
     }
     Ok(())
 }
 
 pub(super) fn private(state: &State, id: u64, to: &str, text: &str) -> Result<(), ErrorFrame> {
     check_text(text)?;
+    if is_blank(text) {
+        return Ok(());
+    }
     let from = state.clients.get(&id).ok_or_else(gone)?;
     let not_found = || {
         let shown = crate::text::escape_one_line(to, super::nick::MAX_NICK_CHARS);
@@ -172,22 +181,18 @@ pub(super) fn send(state: &State, id: u64, delivery: Arc<Delivery>) {
 }
 
 /// Queues one shared delivery for every member of `room`, and keeps it in the room's
-/// history (at most `history` entries) when `keep` is set.
+/// history within `keep`'s limits when given.
 pub(super) fn broadcast(
     state: &mut State,
     room: &str,
     delivery: Arc<Delivery>,
-    keep: bool,
-    history: usize,
+    keep: Option<HistoryLimits>,
 ) {
     let Some(entry) = state.rooms.get_mut(room) else {
         return;
     };
-    if keep && history > 0 {
-        if entry.history.len() >= history {
-            entry.history.pop_front();
-        }
-        entry.history.push_back(delivery.clone());
+    if let Some(limits) = keep {
+        entry.history.push(delivery.clone(), limits);
     }
     for member in &entry.members {
         if let Some(client) = state.clients.get(member) {

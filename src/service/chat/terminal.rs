@@ -3,12 +3,14 @@
 //! from stdin and to stdout. Peer text is escaped again before it is printed.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
-use super::client::{ChatClient, ChatReceiver, ChatSender};
-use super::messages::{ClientMessage, ServerMessage};
+use super::client::{ChatClient, ChatError, ChatReceiver, ChatSender};
+use super::messages::{ClientMessage, ServerMessage, NOTICE_PREFIX};
 use super::{parse_line, RoomName, MAX_MESSAGE_BYTES};
 use crate::text::escape_one_line;
 
@@ -22,8 +24,10 @@ const NICK_COLOURS: [u8; 6] = [31, 32, 33, 34, 35, 36];
 /// painted with ANSI colours if `colour`.
 ///
 /// # Errors
-/// Writing to stdout failed.
-pub async fn run_terminal(client: ChatClient, colour: bool) -> std::io::Result<()> {
+/// [`ChatError::ServerClosed`] when the server ended the session unasked (it stopped, or
+/// dropped this client), [`ChatError::Wire`] when the connection broke: the session does not
+/// wait for Enter, it restores the terminal and returns at once. `Io` for the terminal.
+pub async fn run_terminal(client: ChatClient, colour: bool) -> Result<(), ChatError> {
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let ChatClient {
         nick,
@@ -34,7 +38,12 @@ pub async fn run_terminal(client: ChatClient, colour: bool) -> std::io::Result<(
     let hello = ServerMessage::Ready { nick, room };
     let (lines_tx, lines_rx) = mpsc::channel::<ClientMessage>(INPUT_QUEUE_LINES);
     let mut editor = None;
+    // The line editor holds the terminal in raw mode while it waits for a line; if the
+    // server goes away meanwhile, these settings are put back before returning under it.
+    let mut terminal = None;
     let mut out: Box<dyn FnMut(String) + Send> = if tty {
+        terminal = Some(crate::terminal::RawMode::restore_on_drop(std::io::stdin())?);
+        super::paste::filter_stdin()?;
         let (printer, thread) = start_editor(lines_tx)?;
         editor = Some(thread);
         printer
@@ -49,19 +58,39 @@ pub async fn run_terminal(client: ChatClient, colour: bool) -> std::io::Result<(
     if let Some(line) = render(&hello, colour) {
         out(line);
     }
-    let sending = tokio::spawn(send_lines(sender, lines_rx));
-    receive(receiver, colour, &mut *out).await;
+    let quitting = Arc::new(AtomicBool::new(false));
+    let sending = tokio::spawn(send_lines(sender, lines_rx, quitting.clone()));
+    let ended = receive(receiver, colour, &mut *out).await;
     sending.abort();
-    if let Some(thread) = editor.filter(|t| !t.is_finished()) {
-        // The editor holds the terminal in raw mode until its `readline` returns; exiting
-        // under it would leave the terminal raw.
-        out("* disconnected; press Enter to exit".to_owned());
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    let asked = quitting.load(Ordering::Acquire);
+    let result = match ended {
+        // The goodbye after /quit or the end of input.
+        Ok(()) if asked => Ok(()),
+        Ok(()) => Err(ChatError::ServerClosed),
+        Err(e) => Err(ChatError::Wire(e)),
+    };
+    match editor.filter(|t| !t.is_finished()) {
+        // The user is still at the prompt: the editor's read cannot be interrupted, so it
+        // is left behind (the process is about to exit) with the terminal put back.
+        Some(_) => {
+            drop(out);
+            drop(terminal);
+            // Bracketed paste off again (the editor turned it on), then a fresh line.
+            let mut stdout = std::io::stdout().lock();
+            let _ = write!(stdout, "\x1b[?2004l\r\n");
+            let _ = stdout.flush();
+        }
+        None => drop(terminal),
     }
-    Ok(())
+    result
 }
 
-async fn receive(mut receiver: ChatReceiver, colour: bool, out: &mut (dyn FnMut(String) + Send)) {
+/// Prints what arrives until the server ends the session (`Ok`) or the connection breaks.
+async fn receive(
+    mut receiver: ChatReceiver,
+    colour: bool,
+    out: &mut (dyn FnMut(String) + Send),
+) -> Result<(), crate::wire::WireError> {
     loop {
         match receiver.recv().await {
             Ok(Some(msg)) => {
@@ -69,22 +98,28 @@ async fn receive(mut receiver: ChatReceiver, colour: bool, out: &mut (dyn FnMut(
                     out(line);
                 }
             }
-            Ok(None) => return,
-            Err(e) => {
-                out(format!("! connection error: {e}"));
-                return;
-            }
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(e),
         }
     }
 }
 
-/// Sends each typed command; the end of input says goodbye to the server.
-async fn send_lines(mut sender: ChatSender, mut lines: mpsc::Receiver<ClientMessage>) {
+/// Sends each typed command; the end of input says goodbye to the server. `quitting` is set
+/// before a goodbye goes out, so the server's close that follows is expected.
+async fn send_lines(
+    mut sender: ChatSender,
+    mut lines: mpsc::Receiver<ClientMessage>,
+    quitting: Arc<AtomicBool>,
+) {
     while let Some(msg) = lines.recv().await {
+        if msg == ClientMessage::Quit {
+            quitting.store(true, Ordering::Release);
+        }
         if sender.send(&msg).await.is_err() {
             return;
         }
     }
+    quitting.store(true, Ordering::Release);
     let _ = sender.send(&ClientMessage::Quit).await;
 }
 
@@ -181,10 +216,20 @@ pub fn render(msg: &ServerMessage, colour: bool) -> Option<String> {
                 clean(text)
             )
         }
-        ServerMessage::Notice { time, text, .. } => format!("{} * {}", clock(*time), clean(text)),
+        // Notices look like nothing a user can send (see `NOTICE_PREFIX`).
+        ServerMessage::Notice { time, text, .. } => {
+            format!("{} {NOTICE_PREFIX}{}", clock(*time), clean(text))
+        }
         ServerMessage::Ready { nick, room } => match room {
-            Some(room) => format!("* you are {} in {}", who(nick), RoomName(&clean(room))),
-            None => format!("* you are {}, in no room (/join ROOM)", who(nick)),
+            Some(room) => format!(
+                "{NOTICE_PREFIX}you are {} in {}",
+                who(nick),
+                RoomName(&clean(room))
+            ),
+            None => format!(
+                "{NOTICE_PREFIX}you are {}, in no room (/join ROOM)",
+                who(nick)
+            ),
         },
         ServerMessage::Error { message, .. } => format!("! {}", clean(message)),
     };

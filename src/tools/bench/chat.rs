@@ -22,8 +22,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::Addr;
-use crate::tools::bench::{ensure_fd_limit, keep_first, table_row, BenchError};
-use client::{join, receive, send, Progress, Received, Writer};
+use crate::tools::bench::{ensure_fd_limit, keep_first, result_rows, table_row, BenchError};
+use client::{join, receive, send, BrokerSaid, Progress, Received, Writer};
 
 /// Most receivers or senders one load may open.
 pub(crate) const MAX_CHAT_CLIENTS: usize = 10_000;
@@ -97,28 +97,67 @@ pub struct ChatReport {
     pub max_us: u64,
     /// The first error seen.
     pub first_error: Option<String>,
+    /// The first refusal the broker sent a client during the load (`! slow down…`), escaped.
+    pub broker_said: Option<String>,
 }
 
 impl ChatReport {
     /// A small aligned table for humans.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        table_row(
-            &mut out,
-            "deliveries/s",
-            format!("{:.0}", self.deliveries_per_sec),
-            "",
-        );
+        let failure = self.failure();
+        // A rate over a load that did not complete measures nothing (the first burst only).
+        let rate = match failure {
+            None => format!("{:.0}", self.deliveries_per_sec),
+            Some(_) => "-".to_owned(),
+        };
+        table_row(&mut out, "deliveries/s", rate, "");
         table_row(&mut out, "sent", self.sent, "");
         table_row(&mut out, "deliveries", self.deliveries, "");
         table_row(&mut out, "out of order", self.out_of_order, "");
         table_row(&mut out, "p50", self.p50_us, "µs");
         table_row(&mut out, "p99", self.p99_us, "µs");
         table_row(&mut out, "max", self.max_us, "µs");
-        if let Some(e) = &self.first_error {
-            table_row(&mut out, "first error", e, "");
-        }
+        table_row(
+            &mut out,
+            "elapsed",
+            format!("{:.3}", self.elapsed_secs),
+            "s",
+        );
+        result_rows(&mut out, failure.as_deref());
         out
+    }
+
+    /// Why the load failed, `None` when it did not: nothing sent, deliveries missing
+    /// (every receiver must get every message), or a client error; with what the broker
+    /// said when it refused messages (sockit's flood control says `! slow down…`).
+    pub fn failure(&self) -> Option<String> {
+        let expected = self.sent.saturating_mul(self.receivers as u64);
+        let mut why = if self.sent == 0 {
+            "nothing was sent".to_owned()
+        } else if self.deliveries < expected {
+            format!(
+                "{} of {expected} deliveries did not arrive",
+                expected - self.deliveries
+            )
+        } else if self.first_error.is_some() {
+            "a client failed".to_owned()
+        } else {
+            return None;
+        };
+        if let Some(said) = &self.broker_said {
+            why.push_str(&format!("; the broker said {said:?}"));
+            if said.contains("slow down") {
+                why.push_str(
+                    " (its flood control: pace senders under its limit with --rate, or raise \
+                     it with `sockit chat serve --rate N --burst N`)",
+                );
+            }
+        }
+        if let Some(e) = &self.first_error {
+            why.push_str(&format!("; first error: {e}"));
+        }
+        Some(why)
     }
 }
 
@@ -154,8 +193,9 @@ pub async fn run_chat(load: &ChatLoad) -> Result<ChatReport, BenchError> {
     let base = Instant::now();
     let stop = CancellationToken::new();
     let _stop_all = stop.clone().drop_guard();
-    let readers = join_receivers(load, &tag, &progress, base, &stop).await?;
-    let senders = join_senders(load, &tag, &stop).await?;
+    let said = Arc::new(BrokerSaid::default());
+    let readers = join_receivers(load, &tag, &progress, base, &stop, &said).await?;
+    let senders = join_senders(load, &tag, &stop, &said).await?;
     let start = base.elapsed();
     let writers = start_sending(senders, &progress, load, base, start);
     let mut first_error = None;
@@ -163,7 +203,9 @@ pub async fn run_chat(load: &ChatLoad) -> Result<ChatReport, BenchError> {
     // Each sender returned once every receiver had its last message (or a timeout passed).
     stop.cancel();
     let received = total_received(readers, &mut first_error).await;
-    Ok(report(load, sent, &received, start, first_error))
+    let mut report = report(load, sent, &received, start, first_error);
+    report.broker_said = said.get();
+    Ok(report)
 }
 
 /// A tag unique to this load for its nicks, so a load started while the broker still drops an
@@ -186,12 +228,13 @@ async fn join_receivers(
     progress: &Arc<Progress>,
     base: Instant,
     stop: &CancellationToken,
+    said: &Arc<BrokerSaid>,
 ) -> Result<Vec<JoinHandle<Received>>, BenchError> {
     let mut readers = Vec::with_capacity(load.receivers);
     for r in 0..load.receivers {
         let (lines, _writer) = join(load, &format!("{tag}r{r}"), true).await?;
-        let (progress, stop) = (progress.clone(), stop.clone());
-        readers.push(tokio::spawn(receive(lines, r, progress, base, stop)));
+        let (progress, stop, said) = (progress.clone(), stop.clone(), said.clone());
+        readers.push(tokio::spawn(receive(lines, r, progress, base, stop, said)));
     }
     Ok(readers)
 }
@@ -203,11 +246,13 @@ async fn join_senders(
     load: &ChatLoad,
     tag: &str,
     stop: &CancellationToken,
+    said: &Arc<BrokerSaid>,
 ) -> Result<Vec<Writer>, BenchError> {
     let mut senders = Vec::with_capacity(load.senders);
     for i in 0..load.senders {
         let (mut lines, writer) = join(load, &format!("{tag}s{i}"), false).await?;
         let drain_stop = stop.clone();
+        let said = said.clone();
         tokio::spawn(async move {
             loop {
                 // `next_line` is cancel safe: a partial line stays buffered.
@@ -215,9 +260,10 @@ async fn join_senders(
                     line = lines.next_line() => line,
                     () = drain_stop.cancelled() => break,
                 };
-                if !matches!(line, Ok(Some(_))) {
+                let Ok(Some(line)) = line else {
                     break;
-                }
+                };
+                said.note(&line);
             }
         });
         senders.push(writer);
@@ -304,6 +350,7 @@ fn report(
         p99_us: summary.p99_us,
         max_us: summary.max_us,
         first_error,
+        broker_said: None,
     }
 }
 

@@ -8,7 +8,8 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 use tokio::task::JoinSet;
 
 use super::{
-    ensure_fd_limit, keep_first, stream, table_row, udp, BenchError, Latency, MAX_DURATION,
+    ensure_fd_limit, keep_first, result_rows, stream, table_row, udp, BenchError, Latency,
+    FINISH_GRACE, MAX_DURATION,
 };
 use crate::net::Addr;
 
@@ -37,7 +38,7 @@ pub struct EchoLoad {
     pub conns: usize,
     /// Bytes per message (for UDP at least [`UDP_SEQ_BYTES`]).
     pub size: usize,
-    /// How long to send; a batch in flight at the deadline is still completed.
+    /// How long to send; a batch in flight at the deadline has [`FINISH_GRACE`] to complete.
     pub duration: Duration,
     /// Messages each client keeps in flight: written as one batch, then all read back.
     pub pipeline: usize,
@@ -187,7 +188,35 @@ impl EchoReport {
         if self.transport == Transport::Udp {
             table_row(&mut out, "lost", self.lost, "");
         }
+        let secs = format!("{:.2}", self.elapsed.as_secs_f64());
+        table_row(&mut out, "elapsed", secs, "s");
+        result_rows(&mut out, self.failure().as_deref());
         out
+    }
+
+    /// Why the load failed, `None` when it did not: nothing was echoed (every UDP reply lost
+    /// included), or any operation failed (a connect, a timeout, a mismatched echo). Lost UDP
+    /// replies alone are not a failure: UDP may drop them.
+    pub fn failure(&self) -> Option<String> {
+        let first = match &self.first_error {
+            Some(e) => format!(" (first: {e})"),
+            None => String::new(),
+        };
+        if self.requests == 0 {
+            let lost = match self.lost {
+                0 => String::new(),
+                n => format!("; {n} UDP replies lost"),
+            };
+            return Some(format!("no message was echoed{lost}{first}"));
+        }
+        if self.errors > 0 {
+            return Some(format!(
+                "{} of {} operations failed{first}",
+                self.errors,
+                self.errors + self.requests
+            ));
+        }
+        None
     }
 }
 
@@ -280,6 +309,8 @@ pub(super) struct Plan {
     pub(super) pipeline: usize,
     pub(super) verify: bool,
     pub(super) deadline: Instant,
+    /// The deadline plus [`FINISH_GRACE`]: no operation runs past it.
+    pub(super) cutoff: Instant,
 }
 
 impl Plan {
@@ -289,6 +320,7 @@ impl Plan {
             pipeline: load.pipeline,
             verify: load.verify,
             deadline: Instant::now() + load.duration,
+            cutoff: Instant::now() + load.duration + FINISH_GRACE,
         }
     }
 
@@ -458,6 +490,9 @@ mod tests {
         let addr = stream_echo("127.0.0.1:0", Some(1234)).await;
         let report = run_echo(&load(addr)).await.unwrap();
         assert!(report.errors > 0, "{report:?}");
+        assert!(report
+            .failure()
+            .is_some_and(|f| f.contains("operations failed")));
         assert_eq!(report.errors, report.mismatches);
         assert!(report.requests > 0);
         assert!(report.first_error.is_some());
@@ -487,12 +522,27 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn silent_server_ends_each_connection_after_the_io_timeout() {
+    async fn a_silent_server_fails_the_load_within_its_duration_and_grace() {
         let started = Instant::now();
         let report = run_echo(&load(silent_server().await)).await.unwrap();
         assert_eq!((report.requests, report.errors), (0, 2), "{report:?}");
-        assert!(report.first_error.unwrap().contains("took longer than"));
-        assert!(started.elapsed() < IO_TIMEOUT + Duration::from_secs(2));
+        let first = report.first_error.clone().unwrap();
+        assert!(first.contains("after the run's end"), "{first}");
+        // 200 ms of load, then the grace; never the 5 s I/O timeout.
+        assert!(started.elapsed() < FINISH_GRACE + Duration::from_secs(1));
+        assert!(started.elapsed() < IO_TIMEOUT);
+        let failure = report.failure().expect("a load with nothing echoed failed");
+        assert!(failure.contains("no message was echoed"), "{failure}");
+        assert!(report.table().contains("FAILED"), "{}", report.table());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clean_load_has_no_failure_and_says_ok() {
+        let report = run_echo(&load(stream_echo("127.0.0.1:0", None).await))
+            .await
+            .unwrap();
+        assert_eq!(report.failure(), None, "{report:?}");
+        assert!(report.table().contains("result") && report.table().contains("ok"));
     }
 
     #[tokio::test]

@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use crate::net::{Addr, Stream};
 use crate::tools::bench::{
-    ensure_fd_limit, keep_first, run_bounded, serialize_secs, table_row, BenchError,
-    CONNECT_PARALLELISM, IO_TIMEOUT, MAX_DURATION,
+    ensure_fd_limit, keep_first, result_rows, run_bounded, serialize_secs, table_row, BenchError,
+    CONNECT_PARALLELISM, FINISH_GRACE, IO_TIMEOUT, MAX_DURATION,
 };
 use conn::{check_echo, open_held, source_ip_count};
 use probe::Prober;
@@ -132,7 +132,37 @@ impl HoldReport {
             "",
         );
         table_row(&mut out, "alive at end", self.alive_at_end, "");
+        result_rows(&mut out, self.failure().as_deref());
         out
+    }
+
+    /// Why the load failed, `None` when it did not: a connection that could not be opened, a
+    /// failed probe, or a held connection that no longer echoed at the end.
+    pub fn failure(&self) -> Option<String> {
+        let first = match &self.first_error {
+            Some(e) => format!(" (first: {e})"),
+            None => String::new(),
+        };
+        let mut problems = Vec::new();
+        if self.established < self.requested {
+            problems.push(format!(
+                "{} of {} connections could not be opened",
+                self.requested - self.established,
+                self.requested
+            ));
+        }
+        let probe_errors = self.probe_errors + self.sample_errors;
+        if probe_errors > 0 {
+            problems.push(format!("{probe_errors} probes failed"));
+        }
+        if self.alive_at_end < self.established {
+            problems.push(format!(
+                "{} of {} held connections no longer echoed at the end",
+                self.established - self.alive_at_end,
+                self.established
+            ));
+        }
+        (!problems.is_empty()).then(|| format!("{}{first}", problems.join("; ")))
     }
 }
 
@@ -162,9 +192,19 @@ pub async fn run_hold(load: &HoldLoad) -> Result<HoldReport, BenchError> {
         if hold_start.elapsed() >= load.duration {
             break;
         }
-        prober.probe_fresh().await;
         let sample = k * held.len() / load.probes;
-        prober.probe_held(&mut held[sample]).await;
+        let probes = async {
+            prober.probe_fresh().await;
+            prober.probe_held(&mut held[sample]).await;
+        };
+        let cutoff = hold_start + load.duration + FINISH_GRACE;
+        if tokio::time::timeout_at(cutoff.into(), probes)
+            .await
+            .is_err()
+        {
+            prober.cut_off(FINISH_GRACE);
+            break;
+        }
     }
     tokio::time::sleep_until((hold_start + load.duration).into()).await;
     let held_for = hold_start.elapsed();

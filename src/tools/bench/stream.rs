@@ -5,12 +5,10 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
-use tokio::time::timeout;
 
 use super::echo::{collect, ConnStats, EchoLoad, Plan};
 use super::{
-    connect_stream, exchange, fill_pattern, run_bounded, timed_out, BenchError,
-    CONNECT_PARALLELISM, IO_TIMEOUT,
+    bounded, connect_stream, exchange, fill_pattern, run_bounded, BenchError, CONNECT_PARALLELISM,
 };
 use crate::net::{Addr, Stream};
 
@@ -79,9 +77,7 @@ async fn echo_batch(
     let batch = exchange(stream, tx, rx, plan.size, |sent, echoed, at| {
         stats.check(plan.verify, sent, echoed, at - start);
     });
-    timeout(IO_TIMEOUT, batch)
-        .await
-        .unwrap_or_else(|_| Err(timed_out("echo")))
+    bounded("echo", plan.cutoff, batch).await
 }
 
 pub(super) async fn run_per_request_clients(
@@ -113,7 +109,7 @@ async fn run_per_request_client(addr: Addr, seed: u64, plan: Plan) -> ConnStats 
     while plan.keep_going(attempted) {
         attempted += 1;
         let start = Instant::now();
-        let mut stream = match connect_stream(&addr).await {
+        let mut stream = match bounded("connect", plan.cutoff, Stream::connect(&addr)).await {
             Ok(stream) => stream,
             Err(e) => {
                 stats.connect_failed(e);
@@ -123,10 +119,7 @@ async fn run_per_request_client(addr: Addr, seed: u64, plan: Plan) -> ConnStats 
         let batch = exchange(&mut stream, &tx, &mut rx, plan.size, |sent, echoed, at| {
             stats.check(plan.verify, sent, echoed, at - start);
         });
-        if let Err(e) = timeout(IO_TIMEOUT, batch)
-            .await
-            .unwrap_or_else(|_| Err(timed_out("echo")))
-        {
+        if let Err(e) = bounded("echo", plan.cutoff, batch).await {
             stats.failed(e);
         }
     }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ChatLoad, ChatProto, REDIS_CHANNEL};
 use crate::net::Stream;
-use crate::tools::bench::{BenchError, Latency, IO_TIMEOUT};
+use crate::tools::bench::{BenchError, Latency, FINISH_GRACE, IO_TIMEOUT};
 
 /// Per sender: the highest sequence number each receiver has seen, and a wakeup.
 pub(super) struct Progress {
@@ -43,6 +43,35 @@ impl Progress {
 pub(super) type Lines = tokio::io::Lines<BufReader<tokio::io::ReadHalf<Stream>>>;
 pub(super) type Writer = tokio::io::WriteHalf<Stream>;
 
+/// Longest broker line quoted in a report.
+const QUOTED_LINE_CHARS: usize = 200;
+
+/// The first refusal the broker sent any client of the load (`! slow down…` from sockit,
+/// `-ERR …` from Redis), escaped, for the report.
+#[derive(Debug, Default)]
+pub(super) struct BrokerSaid(std::sync::Mutex<Option<String>>);
+
+impl BrokerSaid {
+    /// Keeps `line` if it is a refusal and none was kept yet.
+    pub(super) fn note(&self, line: &str) {
+        if !(line.starts_with('!') || line.starts_with('-')) {
+            return;
+        }
+        if let Ok(mut slot) = self.0.lock() {
+            slot.get_or_insert_with(|| quote(line));
+        }
+    }
+
+    /// The refusal kept, if any.
+    pub(super) fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|slot| slot.clone())
+    }
+}
+
+fn quote(line: &str) -> String {
+    crate::text::escape_one_line(line, QUOTED_LINE_CHARS)
+}
+
 /// Connects one client and, for sockit, registers `nick` and waits until it is in; for
 /// Redis, a receiver subscribes and waits for the confirmation.
 pub(super) async fn join(
@@ -60,32 +89,66 @@ pub(super) async fn join(
         .map_err(connect_err)?;
     let (rd, mut wr) = tokio::io::split(stream);
     let mut lines = BufReader::new(rd).lines();
-    let (hello, joined) = match load.proto {
+    let hello = match load.proto {
         ChatProto::Raw => return Ok((lines, wr)),
         ChatProto::Redis if !receiver => return Ok((lines, wr)),
-        // The subscription count reply, `:1`, ends the confirmation.
-        ChatProto::Redis => (format!("SUBSCRIBE {REDIS_CHANNEL}\r\n"), ":".to_owned()),
-        ChatProto::Sockit => (format!("{nick}\n"), format!("* {nick} joined")),
+        ChatProto::Redis => format!("SUBSCRIBE {REDIS_CHANNEL}\r\n"),
+        ChatProto::Sockit => format!("{nick}\n"),
     };
-    {
-        wr.write_all(hello.as_bytes()).await?;
-        let wait = async {
-            while let Some(line) = lines.next_line().await? {
-                if line.starts_with(&joined) {
-                    return Ok(());
-                }
-                if line.starts_with('!') || line.starts_with('-') {
-                    return Err(std::io::Error::other(line));
-                }
+    let handshake = |detail: String| BenchError::Handshake {
+        addr: load.addr.clone(),
+        detail,
+    };
+    wr.write_all(hello.as_bytes()).await.map_err(connect_err)?;
+    let mut first_line = None;
+    let wait = async {
+        while let Some(line) = lines.next_line().await? {
+            if joined(load.proto, nick, &line) {
+                return Ok(None);
             }
-            Err(std::io::ErrorKind::UnexpectedEof.into())
-        };
-        timeout(IO_TIMEOUT, wait)
-            .await
-            .map_err(|_| connect_err(std::io::ErrorKind::TimedOut.into()))?
-            .map_err(connect_err)?;
+            if line.starts_with('!') || line.starts_with('-') {
+                return Ok(Some(quote(&line)));
+            }
+            first_line.get_or_insert_with(|| quote(&line));
+        }
+        Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
+    };
+    let other_protocol = match load.proto {
+        ChatProto::Redis => "it is not a Redis server",
+        _ => "it does not speak sockit chat's line protocol (for `ncat --chat` use --raw, for Redis --redis)",
+    };
+    match timeout(IO_TIMEOUT, wait).await {
+        Ok(Ok(None)) => Ok((lines, wr)),
+        Ok(Ok(Some(refusal))) => Err(handshake(format!("it refused the join: {refusal}"))),
+        Ok(Err(e)) => Err(handshake(format!(
+            "it closed the connection during the join ({e}){}",
+            match &first_line {
+                Some(line) => format!(" after saying {line:?}"),
+                None => String::new(),
+            }
+        ))),
+        Err(_) => Err(handshake(match first_line {
+            Some(line) => format!(
+                "it did not confirm the join within {IO_TIMEOUT:?} (it said {line:?}): \
+                 {other_protocol}"
+            ),
+            None => format!(
+                "it sent nothing within {IO_TIMEOUT:?} of the join request: {other_protocol}"
+            ),
+        })),
     }
-    Ok((lines, wr))
+}
+
+/// Whether `line` confirms the join: sockit's `*** NICK joined #room` (or the older
+/// `* NICK joined`), Redis's subscription count (`:1`).
+fn joined(proto: ChatProto, nick: &str, line: &str) -> bool {
+    match proto {
+        ChatProto::Redis => line.starts_with(':'),
+        _ => {
+            let notice = line.trim_start_matches('*');
+            notice.len() < line.len() && notice.starts_with(&format!(" {nick} joined"))
+        }
+    }
 }
 
 /// What one receiver saw, or all of them together.
@@ -128,6 +191,7 @@ pub(super) async fn receive(
     progress: Arc<Progress>,
     base: Instant,
     stop: CancellationToken,
+    said: Arc<BrokerSaid>,
 ) -> Received {
     let mut got = Received::new();
     loop {
@@ -140,6 +204,7 @@ pub(super) async fn receive(
             break;
         };
         let Some((s, seq, sent_us)) = parse(&line) else {
+            said.note(&line);
             continue;
         };
         let now = base.elapsed();
@@ -196,9 +261,10 @@ async fn send_until(
     seq: &mut u64,
 ) -> std::io::Result<()> {
     let begin = base + start;
+    let end = begin + load.duration;
     let mut line = String::with_capacity(load.size + 1);
     let interval = load.rate.map(|rate| Duration::from_secs(1) / rate.max(1));
-    loop {
+    'sending: loop {
         let next = *seq + 1;
         if let Some(interval) = interval {
             // Message `next` is due at `(next - 1) × interval`; a late sender catches up, so
@@ -212,9 +278,18 @@ async fn send_until(
             break;
         }
         while progress.slowest(s).saturating_add(load.window) < next {
-            timeout(IO_TIMEOUT, progress.wake[s].notified())
-                .await
-                .map_err(|_| std::io::Error::other("receivers stopped making progress"))?;
+            // Waits at most IO_TIMEOUT for receivers, and never past the load's end.
+            let stalled = Instant::now() + IO_TIMEOUT;
+            let woke =
+                tokio::time::timeout_at(stalled.min(end).into(), progress.wake[s].notified()).await;
+            if woke.is_err() {
+                if stalled < end {
+                    return Err(std::io::Error::other(format!(
+                        "receivers got nothing new for {IO_TIMEOUT:?}"
+                    )));
+                }
+                break 'sending;
+            }
         }
         line.clear();
         let now = u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -235,16 +310,21 @@ async fn send_until(
         writer.write_all(line.as_bytes()).await?;
         *seq = next;
     }
-    // Wait (bounded) until every receiver has the last message.
+    // Wait until every receiver has the last message, at most FINISH_GRACE past the end.
     let last = *seq;
     let wait = async {
         while progress.slowest(s) < last {
             progress.wake[s].notified().await;
         }
     };
-    timeout(IO_TIMEOUT, wait)
+    let cutoff = Instant::now().max(end) + FINISH_GRACE;
+    tokio::time::timeout_at(cutoff.into(), wait)
         .await
-        .map_err(|_| std::io::Error::other("receivers did not get every message in time"))
+        .map_err(|_| {
+            std::io::Error::other(format!(
+                "receivers did not get every message within {FINISH_GRACE:?} of the end"
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -256,5 +336,14 @@ mod tests {
         assert_eq!(parse("<r1> ~3 17 12345 xxxx"), Some((3, 17, 12345)));
         assert_eq!(parse("<user5> ~0 1 9 "), Some((0, 1, 9)));
         assert_eq!(parse("* r1 joined #lobby"), None);
+    }
+
+    #[test]
+    fn a_join_is_confirmed_only_by_the_broker_notice_for_this_nick() {
+        assert!(joined(ChatProto::Sockit, "r1", "*** r1 joined #lobby"));
+        assert!(joined(ChatProto::Sockit, "r1", "* r1 joined #lobby"));
+        assert!(!joined(ChatProto::Sockit, "r1", "*** r10 joined #lobby"));
+        assert!(!joined(ChatProto::Sockit, "r1", "<r1> joined"));
+        assert!(joined(ChatProto::Redis, "r1", ":1"));
     }
 }

@@ -66,6 +66,15 @@ impl Prober {
         }
     }
 
+    /// A probe still running `grace` after the hold ended was cut off: one failure.
+    pub(super) fn cut_off(&mut self, grace: std::time::Duration) {
+        self.fresh_errors += 1;
+        keep_first(
+            &mut self.first_error,
+            format!("a probe was unfinished {grace:?} after the hold's end"),
+        );
+    }
+
     /// One round trip on `stream`, a held connection.
     pub(super) async fn probe_held(&mut self, stream: &mut Stream) {
         match round_trip(stream, &self.tx, &mut self.rx).await {
