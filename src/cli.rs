@@ -11,6 +11,7 @@ mod http;
 pub mod launch;
 mod netcat;
 pub mod output;
+mod peer;
 mod serve;
 
 use std::path::PathBuf;

@@ -1,12 +1,12 @@
 //! The load generators: `bench echo`, `bench hold`, `bench chat`.
 
+use crate::cli::peer::Peer;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::{parse_duration, Failure};
-use sockit::net::Addr;
 use sockit::tools::bench::{self, BenchError, EchoLoad, HoldLoad};
 
 /// `sockit bench ...`.
@@ -24,7 +24,7 @@ pub enum BenchCommand {
 #[derive(Debug, Args)]
 pub struct BenchChatArgs {
     /// The broker's line-protocol address (`sockit chat serve --line-listen`, `ncat --chat`).
-    pub addr: Addr,
+    pub addr: Peer,
     /// Clients that only receive.
     #[arg(long, default_value_t = 100)]
     pub receivers: usize,
@@ -60,7 +60,7 @@ pub struct BenchChatArgs {
 #[derive(Debug, Args)]
 pub struct BenchEchoArgs {
     /// The echo server: HOST:PORT, [IPv6]:PORT or unix:/path.
-    pub addr: Addr,
+    pub addr: Peer,
     /// Concurrent connections (or UDP clients).
     #[arg(long, default_value_t = 1)]
     pub conns: usize,
@@ -91,7 +91,7 @@ pub struct BenchEchoArgs {
 #[derive(Debug, Args)]
 pub struct BenchHoldArgs {
     /// The echo server: HOST:PORT.
-    pub addr: Addr,
+    pub addr: Peer,
     /// Connections to hold.
     #[arg(long, default_value_t = 1000)]
     pub conns: usize,
@@ -110,7 +110,7 @@ pub(super) async fn run_bench(cmd: BenchCommand) -> Result<(), Failure> {
     let (text, json, failure) = match cmd {
         BenchCommand::Echo(a) => {
             let load = EchoLoad {
-                addr: a.addr,
+                addr: a.addr.resolve().await?,
                 conns: a.conns,
                 size: a.size,
                 duration: a.duration,
@@ -125,7 +125,7 @@ pub(super) async fn run_bench(cmd: BenchCommand) -> Result<(), Failure> {
         }
         BenchCommand::Hold(a) => {
             let load = HoldLoad {
-                addr: a.addr,
+                addr: a.addr.resolve().await?,
                 conns: a.conns,
                 duration: a.seconds,
                 probes: a.probes,
@@ -136,7 +136,7 @@ pub(super) async fn run_bench(cmd: BenchCommand) -> Result<(), Failure> {
         }
         BenchCommand::Chat(a) => {
             let load = bench::ChatLoad {
-                addr: a.addr,
+                addr: a.addr.resolve().await?,
                 proto: match (a.raw, a.redis) {
                     (true, _) => bench::ChatProto::Raw,
                     (_, true) => bench::ChatProto::Redis,

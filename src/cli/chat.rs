@@ -1,5 +1,6 @@
 //! `sockit chat serve` and `sockit chat join`.
 
+use crate::cli::peer::Peer;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -84,7 +85,7 @@ fn parse_history_bytes(s: &str) -> Result<usize, String> {
 #[derive(Debug, Args)]
 pub struct ChatJoinArgs {
     /// The chat server's framed address: HOST:PORT, [IPv6]:PORT or unix:/path.
-    pub addr: Addr,
+    pub addr: Peer,
     /// Your nick: letters, digits, . _ - (at most 32).
     #[arg(long)]
     pub nick: String,
@@ -275,7 +276,8 @@ async fn run_join(args: ChatJoinArgs, color: ColorWhen) -> Result<(), Failure> {
         token,
         tls,
     };
-    let client = chat::join(&args.addr, &opts).await.context("chat")?;
+    let addr = args.addr.resolve().await?;
+    let client = chat::join(&addr, &opts).await.context("chat")?;
     let colour = color.enabled(std::io::stdout().is_terminal());
     chat::run_terminal(client, colour).await.context("chat")?;
     Ok(())

@@ -5,6 +5,7 @@
 mod run;
 mod shell;
 
+use crate::cli::peer::Peer;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -42,7 +43,7 @@ pub enum ExecCommand {
 #[derive(Debug, Args)]
 pub struct ExecShellArgs {
     /// The exec server: HOST:PORT, [IPv6]:PORT or unix:/path.
-    pub addr: Addr,
+    pub addr: Peer,
     /// File holding the token (mode 0600); else SOCKIT_TOKEN.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -128,7 +129,7 @@ pub struct ExecServeArgs {
 #[derive(Debug, Args)]
 pub struct ExecRunArgs {
     /// The exec server: HOST:PORT, [IPv6]:PORT or unix:/path.
-    pub addr: Addr,
+    pub addr: Peer,
     /// File holding the token (mode 0600); else SOCKIT_TOKEN.
     #[arg(long)]
     pub token_file: Option<PathBuf>,

@@ -25,6 +25,7 @@ pub(in crate::cli) async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failur
     }
     let tls = args.tls.connector()?;
     let token = required_token(args.token_file.as_deref())?;
+    let addr = args.addr.resolve().await.map_err(fail)?;
     let stdin_is_tty = std::io::stdin().is_terminal();
     let pty = pty_wanted(args.tty, stdin_is_tty);
     // The guard restores the terminal however this function ends, and is dropped before
@@ -52,7 +53,7 @@ pub(in crate::cli) async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failur
         tls,
         ..exec::client_options(token)
     };
-    let running = exec::run(&args.addr, &options, &request, io);
+    let running = exec::run(&addr, &options, &request, io);
     let limited = async {
         match args.timeout {
             Some(limit) => tokio::time::timeout(limit, running).await.map_err(|_| {
@@ -214,15 +215,10 @@ impl PtyTerminal {
 async fn run_compat_client(args: ExecRunArgs, dialect: Compat) -> Result<(), Failure> {
     let line = args.command.join(" ");
     let limit = args.timeout.unwrap_or(compat::DEFAULT_CLIENT_TIMEOUT);
-    let reply = compat::run(
-        &args.addr,
-        dialect.into(),
-        &line,
-        tokio::io::stdout(),
-        limit,
-    )
-    .await
-    .map_err(|e| fail(e.into()))?;
+    let addr = args.addr.resolve().await.map_err(fail)?;
+    let reply = compat::run(&addr, dialect.into(), &line, tokio::io::stdout(), limit)
+        .await
+        .map_err(|e| fail(e.into()))?;
     if let Some(header) = reply
         .header
         .filter(|h| !reply.verified && !h.hash.is_empty())

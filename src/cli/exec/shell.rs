@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 pub(in crate::cli) async fn run_exec_shell(args: ExecShellArgs) -> Result<(), Failure> {
     if let Some(dialect) = args.compat {
         let timeout = args.timeout.unwrap_or(compat::DEFAULT_CLIENT_TIMEOUT);
-        let code = compat::shell(&args.addr, dialect.into(), timeout, shell_io(None))
+        let addr = args.addr.resolve().await.map_err(fail)?;
+        let code = compat::shell(&addr, dialect.into(), timeout, shell_io(None))
             .await
             .map_err(|e| fail(e.into()))?;
         return exit_with(code);
@@ -28,7 +29,8 @@ pub(in crate::cli) async fn run_exec_shell(args: ExecShellArgs) -> Result<(), Fa
     // Ctrl-C interrupts the remote command, not this loop.
     let interrupts = super::run::forward_interrupts().map_err(fail)?;
     let io = shell_io(Some(interrupts));
-    let code = exec::shell::shell(&args.addr, &exec::client_options(token), form, io)
+    let addr = args.addr.resolve().await.map_err(fail)?;
+    let code = exec::shell::shell(&addr, &exec::client_options(token), form, io)
         .await
         .map_err(|e| fail(e.into()))?;
     exit_with(code)

@@ -1,5 +1,6 @@
 //! The clap types of the file commands, and how they become the library's configs.
 
+use crate::cli::peer::Peer;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -118,7 +119,7 @@ pub fn parse_max_age(s: &str) -> Result<MaxAge, String> {
 #[derive(Debug, Args)]
 pub struct PutArgs {
     /// The file server: HOST:PORT, [IPv6]:PORT or unix:/path.
-    pub addr: Addr,
+    pub addr: Peer,
     /// Files and directories to send (directories recursively).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
@@ -153,7 +154,7 @@ pub enum FileCompat {
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// The file server: HOST:PORT, [IPv6]:PORT or unix:/path.
-    pub addr: Addr,
+    pub addr: Peer,
     /// Remote files and directories to fetch.
     #[arg(required = true)]
     pub paths: Vec<String>,
@@ -178,7 +179,7 @@ pub struct GetArgs {
 #[derive(Debug, Args)]
 pub struct LsArgs {
     /// The file server: HOST:PORT, [IPv6]:PORT or unix:/path.
-    pub addr: Addr,
+    pub addr: Peer,
     /// Remote directory (default: the root).
     #[arg(default_value = "", hide_default_value = true)]
     pub dir: String,
@@ -272,11 +273,11 @@ impl ServerArgs {
 }
 
 impl ClientArgs {
-    pub(super) fn remote(&self, addr: &Addr) -> Result<Remote, Failure> {
+    pub(super) async fn remote(&self, peer: &Peer) -> Result<Remote, Failure> {
         let tls = self.tls.connector()?;
         let token = load_token(self.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
         Ok(Remote {
-            addr: addr.clone(),
+            addr: peer.resolve().await?,
             token,
             tls,
         })

@@ -11,7 +11,7 @@ pub(crate) async fn run_put(args: PutArgs, verb: &str, quiet: bool) -> Result<()
     if args.compat.is_some() {
         return super::compat::run_send_compat(args).await;
     }
-    let remote = args.client.remote(&args.addr)?;
+    let remote = args.client.remote(&args.addr).await?;
     let options = PutOptions {
         follow: args.follow,
         hash: args.hash,
@@ -31,7 +31,7 @@ pub(crate) async fn run_put(args: PutArgs, verb: &str, quiet: bool) -> Result<()
 
 /// `sockit get`.
 pub(crate) async fn run_get(args: GetArgs, quiet: bool) -> Result<(), Failure> {
-    let remote = args.client.remote(&args.addr)?;
+    let remote = args.client.remote(&args.addr).await?;
     let policy = match (args.overwrite, args.rename) {
         (true, _) => Policy::Overwrite,
         (_, true) => Policy::Rename,
@@ -53,7 +53,7 @@ pub(crate) async fn run_get(args: GetArgs, quiet: bool) -> Result<(), Failure> {
 
 /// `sockit ls`: one line per entry on stdout, names escaped.
 pub(crate) async fn run_ls(args: LsArgs) -> Result<(), Failure> {
-    let remote = args.client.remote(&args.addr)?;
+    let remote = args.client.remote(&args.addr).await?;
     let entries = files::list(&remote, &args.dir)
         .await
         .map_err(|e| Failure::Runtime(e.into()))?;

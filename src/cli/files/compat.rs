@@ -135,10 +135,11 @@ fn report_line(received: &Received) -> String {
 
 /// `sockit send --compat tutorial`: each file with its name, size and SHA-256.
 pub(crate) async fn run_send_compat(args: PutArgs) -> Result<(), Failure> {
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, Stream::connect(&args.addr))
+    let addr = args.addr.resolve().await?;
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, Stream::connect(&addr))
         .await
-        .map_err(|_| anyhow::anyhow!("cannot connect to {} within {CONNECT_TIMEOUT:?}", args.addr))?
-        .with_context(|| format!("cannot connect to {}", args.addr))?;
+        .map_err(|_| anyhow::anyhow!("cannot connect to {addr} within {CONNECT_TIMEOUT:?}"))?
+        .with_context(|| format!("cannot connect to {addr}"))?;
     let sent = compat::send(&mut stream, &args.paths)
         .await
         .context("send")?;
