@@ -195,3 +195,48 @@ pub fn rel_path(data: &[u8]) {
         }
     }
 }
+
+/// The HTTP service's request path decoder and `Range` reader. The first byte is split: its
+/// low bit is `--show-hidden`, the rest picks the file size a range is read against; then the
+/// bytes up to the first newline are the path, the rest the `Range` header. An accepted path
+/// is only plain names below the root (no `.`, `..`, empty, separator or NUL component, and
+/// no hidden one without `--show-hidden`); a range is inside the file.
+pub fn http_request(data: &[u8]) {
+    use crate::service::http::{fuzz_decode_path, one_range, RangeAsk};
+
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let show_hidden = first & 1 == 1;
+    let (path, range) = match rest.iter().position(|&b| b == b'\n') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, &[][..]),
+    };
+    if let Ok(path) = std::str::from_utf8(path) {
+        if let Ok(parts) = fuzz_decode_path(path, show_hidden) {
+            for part in &parts {
+                assert!(
+                    !part.is_empty() && part != "." && part != "..",
+                    "{path:?} gave the component {part:?}"
+                );
+                assert!(
+                    !part.contains(['/', '\\', '\0']),
+                    "{path:?} gave the component {part:?}"
+                );
+                assert!(
+                    show_hidden || !part.starts_with('.'),
+                    "{path:?} gave the hidden component {part:?}"
+                );
+            }
+        }
+    }
+    if let Ok(range) = std::str::from_utf8(range) {
+        let size = u64::from(first >> 1) * 4099;
+        if let RangeAsk::One(start, end) = one_range(range, size) {
+            assert!(
+                start <= end && end < size,
+                "{range:?} of {size} gave {start}-{end}"
+            );
+        }
+    }
+}

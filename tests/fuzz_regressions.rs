@@ -6,7 +6,7 @@ use std::path::Path;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 7] = [
+const TARGETS: [(&str, Target); 8] = [
     ("frame_decoder", sockit::fuzzing::frame_decoder),
     ("compat_framing", sockit::fuzzing::compat_framing),
     ("compat_reply", sockit::fuzzing::compat_reply),
@@ -14,6 +14,7 @@ const TARGETS: [(&str, Target); 7] = [
     ("chat_line", sockit::fuzzing::chat_line),
     ("escaper", sockit::fuzzing::escaper),
     ("rel_path", sockit::fuzzing::rel_path),
+    ("http_request", sockit::fuzzing::http_request),
 ];
 
 #[test]

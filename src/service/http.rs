@@ -52,6 +52,8 @@ pub use listing::{MAX_LISTING_ENTRIES, MAX_LISTING_SCANNED};
 use open::Root;
 use path::decode_path;
 pub use upload::{BodyPace, MAX_FORM_FILES};
+#[doc(hidden)]
+pub(crate) use {file::one_range, file::RangeAsk, path::decode_path as fuzz_decode_path};
 
 /// The service name, in logs and `sockit serve`.
 pub const SERVICE: &str = "http";

@@ -281,7 +281,7 @@ fn precondition(ask: &Ask, etag: Option<&ETag>, modified: SystemTime) -> Option<
 
 /// What a `Range` header comes to for a file of `size` bytes.
 #[derive(Debug, PartialEq, Eq)]
-enum RangeAsk {
+pub(crate) enum RangeAsk {
     /// Not understood, or more than one range: the whole file (RFC 9110 §14.2 lets a
     /// server ignore `Range`).
     Ignored,
@@ -291,7 +291,7 @@ enum RangeAsk {
     Unsatisfiable,
 }
 
-fn one_range(value: &str, size: u64) -> RangeAsk {
+pub(crate) fn one_range(value: &str, size: u64) -> RangeAsk {
     let Ok(parsed) = http_range_header::parse_range_header(value) else {
         return RangeAsk::Ignored;
     };
