@@ -69,6 +69,8 @@ fn put_ls_and_get_through_the_binary_exit_0_and_1_on_a_refusal() {
     assert_no_progress_bar(&err);
     assert_eq!(fs::read(out.path().join("docs/a.txt")).unwrap(), b"alpha");
 
+    // Local bytes other than the server's under the name: refused, or renamed on request.
+    fs::write(out.path().join("b.txt"), b"BETA").unwrap();
     let (code, _, err) = run(&["get", &addr, "b.txt", "-o", o]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("b.txt") && err.contains("exists"), "{err}");
@@ -76,6 +78,7 @@ fn put_ls_and_get_through_the_binary_exit_0_and_1_on_a_refusal() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(fs::read(out.path().join("b (1).txt")).unwrap(), b"beta");
 
+    fs::write(&b, b"BETA").unwrap();
     let (code, _, err) = run(&["put", &addr, path_str(&b)]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("b.txt") && err.contains("exists"), "{err}");
@@ -111,6 +114,52 @@ fn the_server_policy_flags_overwrite_or_rename() {
 }
 
 #[test]
+fn put_and_get_say_the_name_the_rename_policy_stored_under() {
+    let (src, root, out) = (tempdir(), tempdir(), tempdir());
+    let file = src.path().join("p.txt");
+    let (_server, addr) = files_serve(root.path(), &["--rename"]);
+    fs::write(&file, b"one").unwrap();
+    let (code, _, err) = run(&["put", &addr, path_str(&file)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("stored as"), "{err}");
+    fs::write(&file, b"two").unwrap();
+    let (code, _, err) = run(&["put", &addr, path_str(&file)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("put: p.txt stored as p (1).txt"), "{err}");
+
+    let o = path_str(out.path());
+    fs::write(out.path().join("p.txt"), b"mine").unwrap();
+    let (code, _, err) = run(&["get", &addr, "p.txt", "-o", o, "--rename"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("get: p.txt stored as p (1).txt"), "{err}");
+    assert_eq!(fs::read(out.path().join("p (1).txt")).unwrap(), b"one");
+}
+
+#[test]
+fn a_second_identical_put_exits_0_and_a_failed_file_is_one_line() {
+    let (src, root) = (tempdir(), tempdir());
+    let file = src.path().join("q.txt");
+    fs::write(&file, b"same").unwrap();
+    let (_server, addr) = files_serve(root.path(), &[]);
+    assert_eq!(run(&["put", &addr, path_str(&file)]).0, 0);
+    let (code, _, err) = run(&["put", &addr, path_str(&file)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("put: 1 file (4 bytes, 1 unchanged)"), "{err}");
+
+    fs::write(&file, b"diff").unwrap();
+    let (code, _, err) = run(&["put", &addr, path_str(&file)]);
+    assert_eq!(code, 1, "{err}");
+    let lines: Vec<_> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("sockit: put: {}: already exists", path_str(&file))),
+        "{err}"
+    );
+    assert!(!lines[0].contains("(exists)"), "no wire code: {err}");
+    assert_eq!(fs::read(root.path().join("q.txt")).unwrap(), b"same");
+}
+
+#[test]
 fn send_and_recv_move_files_once_and_report_through_the_exit_status() {
     let (src, dest) = (tempdir(), tempdir());
     let file = src.path().join("hello.txt");
@@ -127,7 +176,11 @@ fn send_and_recv_move_files_once_and_report_through_the_exit_status() {
         .env_remove("SOCKIT_TOKEN");
         let mut recv = Proc::spawn(cmd);
         let addr = recv.listening_addr();
-        // The second round sends a name the directory already holds: refused on both ends.
+        // The second round sends other bytes under a name the directory already holds:
+        // refused on both ends.
+        if expect_send == 1 {
+            fs::write(&file, b"HELLO").unwrap();
+        }
         let (code, _, err) = run(&["send", &addr, path_str(&file)]);
         assert_eq!(code, expect_send, "{err}");
         assert_no_progress_bar(&err);
@@ -228,7 +281,10 @@ fn a_disk_that_fills_up_mid_file_is_a_clear_error_and_leaves_nothing() {
     fs::write(&big, vec![7u8; 3 * 1024 * 1024]).unwrap();
     let (code, _, err) = run(&["put", &addr, path_str(&big)]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("big.bin") && err.contains("no_space"), "{err}");
+    assert!(
+        err.contains("big.bin") && err.contains("no space left"),
+        "{err}"
+    );
     assert!(snapshot(root.path()).is_empty());
     let partials = root.path().join(".sockit-partial");
     let leftover: u64 = fs::read_dir(&partials)
@@ -309,12 +365,12 @@ fn sockit_serve_runs_a_file_service_from_its_config() {
     assert!(banner.starts_with("files"), "{banner}");
     let addr = banner.split_whitespace().last().unwrap().to_string();
     let file = src.path().join("s.txt");
-    fs::write(&file, b"served").unwrap();
-    for _ in 0..2 {
+    for content in ["served", "SERVED"] {
+        fs::write(&file, content).unwrap();
         let (code, _, err) = run(&["put", &addr, path_str(&file)]);
         assert_eq!(code, 0, "{err}");
     }
-    assert_eq!(fs::read(root.path().join("s (1).txt")).unwrap(), b"served");
+    assert_eq!(fs::read(root.path().join("s (1).txt")).unwrap(), b"SERVED");
     assert_eq!(proc.terminate().code(), Some(0));
 }
 

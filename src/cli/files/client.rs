@@ -1,7 +1,7 @@
 //! The file clients: `put` (and `send`), `get` and `ls`.
 
 use super::args::{GetArgs, LsArgs, PutArgs};
-use super::report::{finish, print_failures, progress_bar, summary_line};
+use super::report::{finish, print_failures, print_renamed, progress_bar, summary_line, Receiver};
 use crate::cli::output::{eprint_line, print_line};
 use crate::cli::Failure;
 use sockit::service::files::{self, GetOptions, Policy, PutOptions};
@@ -20,6 +20,7 @@ pub(crate) async fn run_put(args: PutArgs, verb: &str, quiet: bool) -> Result<()
     for warning in &report.warnings {
         eprint_line(&format!("sockit: {verb}: warning: {warning}"));
     }
+    print_renamed(verb, &report.files, Receiver::Remote);
     print_failures(verb, &report.files);
     let moved = (report.bytes_sent, report.elapsed, report.hash);
     summary_line(verb, &report.files, moved);
@@ -42,6 +43,7 @@ pub(crate) async fn run_get(args: GetArgs, quiet: bool) -> Result<(), Failure> {
     let report = files::get(&remote, &args.paths, &args.output, &options).await;
     options.progress.finish_and_clear();
     let report = report.map_err(|e| Failure::Runtime(e.into()))?;
+    print_renamed("get", &report.files, Receiver::Local);
     print_failures("get", &report.files);
     let moved = (report.bytes_received, report.elapsed, report.hash);
     summary_line("get", &report.files, moved);

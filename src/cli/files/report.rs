@@ -19,20 +19,63 @@ pub(super) fn progress_bar(quiet: bool) -> Progress {
     Progress::new(ProgressDrawTarget::stderr())
 }
 
+/// Which name a file was asked to land under, on the receiving side: the remote path for
+/// `put`, the local one for `get`.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Receiver {
+    Remote,
+    Local,
+}
+
+/// One line per failed file: `sockit: VERB: NAME: why`, the name said once (the receiver's
+/// message usually starts with it) and no wire code.
 pub(super) fn print_failures(verb: &str, files: &[FileReport]) {
     for file in files {
         if let Err(rejection) = &file.result {
-            let name = if file.local.is_empty() {
-                &file.remote
-            } else {
-                &file.local
-            };
-            eprint_line(&format!("sockit: {verb}: {name}: {rejection}"));
+            eprint_line(&failure_line(verb, file, rejection));
         }
     }
 }
 
-/// One line on stderr: what landed, how many bytes crossed the wire, how fast, verified how.
+fn failure_line(verb: &str, file: &FileReport, rejection: &files::Rejection) -> String {
+    let name = if file.local.is_empty() {
+        &file.remote
+    } else {
+        &file.local
+    };
+    let mut why = rejection.message.as_str();
+    for said in [&file.remote, &file.local]
+        .into_iter()
+        .filter(|n| !n.is_empty())
+    {
+        if let Some(rest) = why.strip_prefix(said.as_str()) {
+            why = rest.strip_prefix(':').unwrap_or(rest).trim_start();
+            break;
+        }
+    }
+    format!("sockit: {verb}: {name}: {why}")
+}
+
+/// A line per file stored under another name than asked (the rename policy found the name
+/// taken): `VERB: NAME stored as NAME (1).ext`.
+pub(super) fn print_renamed(verb: &str, files: &[FileReport], asked: Receiver) {
+    for file in files.iter().filter(|f| f.kind == files::Kind::File) {
+        let requested = match asked {
+            Receiver::Remote => &file.remote,
+            Receiver::Local => &file.local,
+        };
+        if let Ok(name) = &file.result {
+            if name != requested {
+                eprint_line(&format!(
+                    "{verb}: {requested} stored as {name} (the name was taken)"
+                ));
+            }
+        }
+    }
+}
+
+/// One line on stderr: what landed, how many bytes crossed the wire, how fast, verified how;
+/// and how many failed. Nothing when nothing landed: the failure lines said it all.
 pub(super) fn summary_line(
     verb: &str,
     files: &[FileReport],
@@ -45,6 +88,14 @@ pub(super) fn summary_line(
             .count()
     };
     let (ok_files, ok_dirs) = (done(files::Kind::File), done(files::Kind::Dir));
+    let failed = files.iter().filter(|f| f.result.is_err()).count();
+    if failed > 0 && ok_files + ok_dirs == 0 {
+        return;
+    }
+    let unchanged = files
+        .iter()
+        .filter(|f| f.unchanged && f.result.is_ok())
+        .count();
     // Sizes a server may have declared: summed without overflowing.
     let bytes = files
         .iter()
@@ -56,8 +107,17 @@ pub(super) fn summary_line(
     } else {
         String::new()
     };
+    let unchanged = match unchanged {
+        0 => String::new(),
+        n => format!(", {n} unchanged"),
+    };
+    let failed = match failed {
+        0 => String::new(),
+        n => format!("; {n} failed"),
+    };
     eprint_line(&format!(
-        "{verb}: {} ({bytes} bytes) and {} done; {moved} bytes transferred in {:.2} s ({}){verified}",
+        "{verb}: {} ({bytes} bytes{unchanged}) and {} done{failed}; {moved} bytes transferred in \
+         {:.2} s ({}){verified}",
         counted(ok_files as u64, "file"),
         counted(ok_dirs as u64, "directory"),
         elapsed.as_secs_f64(),
@@ -74,9 +134,54 @@ pub(super) fn counted(n: u64, noun: &str) -> String {
     }
 }
 
+/// Exit 1 when any file failed; the lines printed already say which and why.
 pub(super) fn finish(failures: usize) -> Result<(), Failure> {
     match failures {
         0 => Ok(()),
-        n => Err(Failure::Runtime(anyhow::anyhow!("{n} failed"))),
+        _ => Err(Failure::Exit {
+            code: 1,
+            error: None,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(local: &str, remote: &str, message: &str) -> FileReport {
+        FileReport {
+            local: local.into(),
+            remote: remote.into(),
+            kind: files::Kind::File,
+            size: 0,
+            transferred: 0,
+            result: Err(files::Rejection::new("exists", message)),
+            unchanged: false,
+        }
+    }
+
+    #[test]
+    fn a_failure_line_names_the_file_once_and_leaves_the_code_out() {
+        let file = report(
+            "src/a.txt",
+            "a.txt",
+            "a.txt already exists and was left untouched",
+        );
+        let Err(rejection) = &file.result else {
+            unreachable!()
+        };
+        assert_eq!(
+            failure_line("put", &file, rejection),
+            "sockit: put: src/a.txt: already exists and was left untouched"
+        );
+        let file = report("", "d/b", "d/b: received 3 bytes, the header declared 4");
+        let Err(rejection) = &file.result else {
+            unreachable!()
+        };
+        assert_eq!(
+            failure_line("get", &file, rejection),
+            "sockit: get: d/b: received 3 bytes, the header declared 4"
+        );
     }
 }

@@ -91,6 +91,9 @@ pub struct FileReport {
     pub transferred: u64,
     /// The name it was stored under (escaped), or why it failed.
     pub result: Result<String, Rejection>,
+    /// The receiving side already held these very bytes under that name (same size and
+    /// digest), so nothing was written there.
+    pub unchanged: bool,
 }
 
 /// Lists one directory level of the server (`""` is the root).

@@ -231,7 +231,8 @@ mod no_bar {
     }
 }
 
-/// `verb: stored NAME (SIZE bytes); N bytes received in S s (RATE); verified HASH`.
+/// `verb: stored NAME (SIZE bytes); N bytes received in S s (RATE); verified HASH`, or
+/// `verb: NAME unchanged (SIZE bytes already held); …`.
 fn stored_line(
     verb: &str,
     stored: &Stored,
@@ -240,10 +241,13 @@ fn stored_line(
     hash: HashAlg,
 ) -> String {
     let name = escape_one_line(&stored.name, MAX_PATH_BYTES);
+    let what = if stored.unchanged {
+        format!("{name} unchanged ({} bytes already held)", stored.size)
+    } else {
+        format!("stored {name} ({} bytes)", stored.size)
+    };
     format!(
-        "{verb}: stored {name} ({} bytes); {received} bytes received in {:.2} s ({}); \
-         verified {hash}",
-        stored.size,
+        "{verb}: {what}; {received} bytes received in {:.2} s ({}); verified {hash}",
         elapsed.as_secs_f64(),
         transfer_rate(received, elapsed),
     )
@@ -296,6 +300,7 @@ mod tests {
         let stored = Stored {
             name: "d/a\x1b.txt".into(),
             size: 2_000_000,
+            unchanged: false,
         };
         let line = stored_line(
             "recv",

@@ -31,6 +31,14 @@ enum Stop {
     Fatal(Rejection),
 }
 
+/// What a probe found to offer.
+enum Offer {
+    /// A partial copy to resume from, if any.
+    Resume(Option<(RelPath, Partial)>),
+    /// Under the refuse policy, a file of the probed size holds the name: its digest.
+    Existing(String),
+}
+
 /// What one file request came to, for its log line.
 struct FileLog<'a> {
     op: &'static str,
@@ -190,7 +198,16 @@ impl<'a, S: Stream> Session<'a, S> {
     async fn probe(&mut self, path: String, size: u64, alg: HashAlg) -> Result<(), Stop> {
         self.probed = None;
         match self.offer_prefix(&path, size, alg).await {
-            Ok(found) => {
+            Ok(Offer::Existing(digest)) => {
+                self.reply(ServerMessage::Partial {
+                    path,
+                    offset: 0,
+                    prefix: None,
+                    existing: Some(digest),
+                })
+                .await
+            }
+            Ok(Offer::Resume(found)) => {
                 let (offset, prefix) = match &found {
                     Some((_, partial)) => (partial.len, Some(partial.hasher.hex())),
                     None => (0, None),
@@ -200,6 +217,7 @@ impl<'a, S: Stream> Session<'a, S> {
                     path,
                     offset,
                     prefix,
+                    existing: None,
                 })
                 .await
             }
@@ -208,13 +226,9 @@ impl<'a, S: Stream> Session<'a, S> {
     }
 
     /// A probe's checks, made before the client sends a large body it would have to throw
-    /// away: access, name, digest, size cap, and an existing file under the refuse policy.
-    async fn offer_prefix(
-        &self,
-        path: &str,
-        size: u64,
-        alg: HashAlg,
-    ) -> Result<Option<(RelPath, Partial)>, Rejection> {
+    /// away: access, name, digest, size cap, and an existing file under the refuse policy
+    /// (refused unless it has the probed size, else its digest is offered for comparison).
+    async fn offer_prefix(&self, path: &str, size: u64, alg: HashAlg) -> Result<Offer, Rejection> {
         self.check_access(true, path)?;
         self.check_hash(alg)?;
         let rel = RelPath::parse(path)?;
@@ -228,17 +242,24 @@ impl<'a, S: Stream> Session<'a, S> {
         }
         let refuse = options.policy == Policy::Refuse;
         let probe_rel = rel.clone();
-        let partial = self
+        let found = self
             .blocking(move |store| {
-                if refuse && store.open_file(&probe_rel).is_ok() {
-                    return Err(StoreError::Exists(probe_rel.to_string()));
+                if refuse {
+                    if let Some(digest) = store.digest_if_size(&probe_rel, size, alg)? {
+                        return Ok(Err(digest));
+                    }
                 }
-                store.partial(&probe_rel, alg)
+                store.partial(&probe_rel, alg).map(Ok)
             })
             .await?;
-        Ok(partial
-            .filter(|p| p.len > 0 && p.len <= size)
-            .map(|p| (rel, p)))
+        Ok(match found {
+            Err(digest) => Offer::Existing(digest),
+            Ok(partial) => Offer::Resume(
+                partial
+                    .filter(|p| p.len > 0 && p.len <= size)
+                    .map(|p| (rel, p)),
+            ),
+        })
     }
 
     async fn put(&mut self, header: FileHeader) -> Result<(), Stop> {
@@ -281,6 +302,7 @@ impl<'a, S: Stream> Session<'a, S> {
                     path,
                     name: stored.name,
                     size: stored.size,
+                    unchanged: stored.unchanged,
                 })
                 .await
             }
@@ -365,6 +387,7 @@ impl<'a, S: Stream> Session<'a, S> {
                     path,
                     name,
                     size: 0,
+                    unchanged: false,
                 })
                 .await
             }

@@ -6,11 +6,14 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::Flock;
+use nix::fcntl::{openat, Flock, OFlag};
+use nix::sys::stat::{fstat, Mode};
 use nix::sys::time::TimeSpec;
 
 use super::super::hash::Hasher;
-use super::at::{io_error, perm, rename_noreplace, rename_replace};
+use super::super::messages::Kind;
+use super::at::{io_error, kind_of, perm, rename_noreplace, rename_replace};
+use super::receive::hash_whole;
 use super::{
     FileMeta, Policy, RelPath, StoreError, Stored, MAX_COMPONENT_BYTES, MAX_RENAME_ATTEMPTS,
 };
@@ -148,6 +151,14 @@ impl Incoming {
                 self.hasher.alg(),
             ));
         }
+        if self.policy != Policy::Overwrite && self.final_name_holds_the_same_bytes() {
+            self.remove();
+            return Ok(Stored {
+                name: self.path.to_string(),
+                size: self.size,
+                unchanged: true,
+            });
+        }
         let fd = &*self.file;
         nix::sys::stat::fchmod(fd, perm(self.meta.mode)).map_err(|e| self.io(e))?;
         let mtime = TimeSpec::new(
@@ -169,7 +180,26 @@ impl Incoming {
         Ok(Stored {
             name,
             size: self.size,
+            unchanged: false,
         })
+    }
+
+    /// Whether the final name already holds a regular file with exactly the bytes received
+    /// (same size, same digest): then there is nothing to store, and under the refuse and
+    /// rename policies no conflict either. Any doubt (an error, a symlink) is a no.
+    fn final_name_holds_the_same_bytes(&self) -> bool {
+        let (_, name) = self.path.split_last();
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+        let Ok(fd) = openat(&self.parent, name, flags, Mode::empty()) else {
+            return false;
+        };
+        let file = File::from(fd);
+        let is_same_size_file = fstat(&file).is_ok_and(|st| {
+            kind_of(&st) == Kind::File && u64::try_from(st.st_size).is_ok_and(|n| n == self.size)
+        });
+        is_same_size_file
+            && hash_whole(&file, self.size, self.hasher.alg())
+                .is_ok_and(|hex| hex.is_some_and(|hex| self.hasher.matches(&hex)))
     }
 
     /// Renames the partial to its final name by the policy; returns the name used.

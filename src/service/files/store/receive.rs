@@ -38,14 +38,26 @@ impl Store {
     /// [`StoreError::Busy`] while another transfer of `path` is writing it; I/O errors
     /// reading the partial.
     pub fn partial(&self, path: &RelPath, alg: HashAlg) -> Result<Option<Partial>, StoreError> {
+        self.partial_for(path, alg, None)
+    }
+
+    /// [`Store::partial`] for a transfer of `size` bytes, when known: a regular file of that
+    /// size under the final name is no refusal here, as with [`Store::create`] (it may hold
+    /// the same bytes).
+    pub(crate) fn partial_for(
+        &self,
+        path: &RelPath,
+        alg: HashAlg,
+        size: Option<u64>,
+    ) -> Result<Option<Partial>, StoreError> {
         let (parents, name) = path.split_last();
         match self.open_dirs(parents, None) {
-            Ok(parent) => self.check_final(parent.as_fd(), name, path)?,
+            Ok(parent) => self.check_final(parent.as_fd(), name, path, size)?,
             // No parent, no file under the final name; a partial may still be kept.
             Err(StoreError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
-        let Some(partials) = self.partial_dir(false)? else {
+        let Some(partials) = self.partial_dir_for_transfer(false)? else {
             return Ok(None);
         };
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
@@ -98,8 +110,8 @@ impl Store {
         let start = self.admit(path, size, alg, resume.as_ref())?;
         let (parents, name) = path.split_last();
         let parent = self.open_dirs(parents, Some(0o755))?;
-        self.check_final(parent.as_fd(), name, path)?;
-        let Some(partials) = self.partial_dir(true)? else {
+        self.check_final(parent.as_fd(), name, path, Some(size))?;
+        let Some(partials) = self.partial_dir_for_transfer(true)? else {
             return Err(StoreError::NotFound(PARTIAL_DIR.to_string()));
         };
         let partial_name = partial_name(path);
@@ -308,6 +320,12 @@ fn same_contents(now: &FileStat, then: &FileStat) -> bool {
         )
     };
     key(now) == key(then)
+}
+
+/// The hex digest of `file` if it holds exactly `size` bytes (`None` if it holds fewer).
+pub(super) fn hash_whole(file: &File, size: u64, alg: HashAlg) -> std::io::Result<Option<String>> {
+    let (len, hasher) = hash_prefix(file, size, alg)?;
+    Ok((len == size).then(|| hasher.hex()))
 }
 
 /// Hashes up to `limit` bytes from the start of `file` with a bounded buffer; returns how

@@ -124,7 +124,8 @@ fn a_file_is_stored_with_its_parents_and_nothing_else_is_left() {
         stored,
         Stored {
             name: "d/e/a.txt".into(),
-            size: 5
+            size: 5,
+            unchanged: false,
         }
     );
     assert_eq!(fs::read(fx.root().join("d/e/a.txt")).unwrap(), b"hello");
@@ -931,4 +932,74 @@ fn the_flags_allow_hidden_and_unportable_names() {
         fx.create(".bashrc", 0).is_err(),
         "only unportable names are allowed"
     );
+}
+
+#[test]
+fn the_same_bytes_under_a_taken_name_are_unchanged_and_other_bytes_conflict() {
+    for policy in [Policy::Refuse, Policy::Rename] {
+        let fx = Fixture::new(policy);
+        assert!(!fx.put("a.txt", b"same").unwrap().unchanged);
+        let again = fx.put("a.txt", b"same").unwrap();
+        assert_eq!(
+            again,
+            Stored {
+                name: "a.txt".into(),
+                size: 4,
+                unchanged: true
+            },
+            "{policy:?}"
+        );
+        assert_eq!(
+            fx.partials(),
+            0,
+            "{policy:?}: the copy received was dropped"
+        );
+        let other = fx.put("a.txt", b"diff");
+        match policy {
+            Policy::Refuse => assert_eq!(other.unwrap_err().code(), "exists"),
+            _ => assert_eq!(other.unwrap().name, "a (1).txt"),
+        }
+        assert_eq!(fs::read(fx.root().join("a.txt")).unwrap(), b"same");
+    }
+}
+
+#[test]
+fn a_taken_name_of_another_size_is_refused_before_any_data() {
+    let fx = Fixture::new(Policy::Refuse);
+    fx.put("a.txt", b"four").unwrap();
+    assert_eq!(fx.create("a.txt", 5).unwrap_err().code(), "exists");
+    let size_matches = fx.create("a.txt", 4);
+    assert!(size_matches.is_ok(), "decided at the commit, by digest");
+}
+
+#[test]
+fn a_store_offers_the_digest_of_a_file_of_the_asked_size_only() {
+    let fx = Fixture::new(Policy::Refuse);
+    fx.put("d/a.txt", b"four").unwrap();
+    let offered = fx.store.digest_if_size(&rel("d/a.txt"), 4, HashAlg::Blake3);
+    assert_eq!(offered.unwrap(), Some(digest(b"four")));
+    let other_size = fx.store.digest_if_size(&rel("d/a.txt"), 5, HashAlg::Blake3);
+    assert_eq!(other_size.unwrap(), None);
+    assert_eq!(
+        fx.store
+            .digest_if_size(&rel("nope"), 4, HashAlg::Blake3)
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        fx.store
+            .digest_if_size(&rel("d"), 0, HashAlg::Blake3)
+            .unwrap(),
+        None
+    );
+}
+
+#[test]
+fn an_unusable_partial_directory_says_what_it_is_and_what_to_do() {
+    let fx = Fixture::new(Policy::Refuse);
+    fs::write(fx.root().join(PARTIAL_DIR), b"in the way").unwrap();
+    let message = fx.put("a.txt", b"data").unwrap_err().to_string();
+    assert!(message.contains("not a directory"), "{message}");
+    assert!(message.contains("holds unfinished transfers"), "{message}");
+    assert!(message.contains("remove or fix"), "{message}");
 }
