@@ -190,6 +190,48 @@ fn send_and_recv_move_files_once_and_report_through_the_exit_status() {
 }
 
 #[test]
+fn a_second_sender_to_a_busy_recv_is_told_it_is_busy_while_the_first_goes_on() {
+    use sockit::service::files::{ClientMessage, ServerMessage};
+    let (src, dest) = (tempdir(), tempdir());
+    let file = src.path().join("late.txt");
+    fs::write(&file, b"late").unwrap();
+    let mut cmd = sockit();
+    cmd.args(["recv", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(dest.path())
+        .env_remove("SOCKIT_TOKEN");
+    let mut recv = Proc::spawn(cmd);
+    let addr = recv.listening_addr();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The first sender: authenticated and holding its session open.
+    let mut first = runtime.block_on(common::raw_files(&addr.parse().unwrap()));
+
+    let (code, _, err) = run(&["send", &addr, path_str(&file)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the receiver is busy"), "{err}");
+    assert!(!dest.path().join("late.txt").exists());
+
+    // The first sender is still served, and recv ends with its session.
+    let stored = runtime.block_on(async {
+        let mkdir = ClientMessage::Mkdir {
+            path: "d".into(),
+            mode: 0o755,
+        };
+        first.write_frame(&mkdir, &[]).await.unwrap();
+        first.read_frame::<ServerMessage>().await.unwrap()
+    });
+    assert!(
+        matches!(stored, Some(ServerMessage::Stored { .. })),
+        "{stored:?}"
+    );
+    drop(first);
+    assert_eq!(recv.wait_exit().code(), Some(0));
+    assert!(dest.path().join("d").is_dir());
+}
+
+#[test]
 fn recv_off_a_terminal_prints_one_line_per_stored_file_with_its_size() {
     let (src, dest) = (tempdir(), tempdir());
     let (a, b) = (src.path().join("a.txt"), src.path().join("b.bin"));

@@ -92,7 +92,7 @@ pub struct ServerArgs {
     #[arg(long, value_parser = parse_max_age, default_value = "7d")]
     pub partial_max_age: MaxAge,
     /// --max-conns defaults to 256 here (each session holds a few MiB of buffers and a disk
-    /// thread); `recv` serves one sender at a time whatever it says.
+    /// thread); `recv` serves one sender whatever it says and tells others it is busy.
     #[command(flatten)]
     pub engine: EngineArgs,
 }

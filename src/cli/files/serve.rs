@@ -15,6 +15,10 @@ use sockit::net::Listener;
 use sockit::service::files::{self, Access, FilesServer, OneShot, Progress};
 use sockit::session::Gated;
 
+/// Connections `recv` handles at once by default: the one sender it serves, and others it
+/// tells at once that it is busy.
+const RECV_MAX_CONNS: usize = 8;
+
 /// `sockit files serve`.
 pub(crate) async fn run_files_serve(args: FilesServeArgs) -> Result<(), Failure> {
     let shutdown = engine::shutdown_on_signals().context("cannot install signal handlers")?;
@@ -98,7 +102,13 @@ pub(crate) async fn run_recv(args: RecvArgs, quiet: bool) -> Result<(), Failure>
     }
     let signals = engine::shutdown_on_signals().context("cannot install signal handlers")?;
     let done: CancellationToken = signals.child_token();
-    let engine = engine_args.config("recv", Mode::Sequential, ServiceDefaults::default());
+    // Concurrent, so a second sender is accepted and told the receiver is busy (OneShot)
+    // rather than left in the backlog until it is reset; a few at once is plenty for that.
+    let defaults = ServiceDefaults {
+        max_conns: RECV_MAX_CONNS,
+        ..ServiceDefaults::default()
+    };
+    let engine = engine_args.config("recv", Mode::Concurrent, defaults);
     let one_shot = std::sync::Arc::new(Gated::new(gate, OneShot::new(service, done.clone())));
     eprint_line(&format!(
         "recv listening on {addr} (dir {})",

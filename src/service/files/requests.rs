@@ -34,7 +34,7 @@ enum Stop {
 /// What a probe found to offer.
 enum Offer {
     /// A partial copy to resume from, if any.
-    Resume(Option<(RelPath, Partial)>),
+    Resume(Option<Box<(RelPath, Partial)>>),
     /// Under the refuse policy, a file of the probed size holds the name: its digest.
     Existing(String),
 }
@@ -208,11 +208,11 @@ impl<'a, S: Stream> Session<'a, S> {
                 .await
             }
             Ok(Offer::Resume(found)) => {
-                let (offset, prefix) = match &found {
+                let (offset, prefix) = match found.as_deref() {
                     Some((_, partial)) => (partial.len, Some(partial.hasher.hex())),
                     None => (0, None),
                 };
-                self.probed = found;
+                self.probed = found.map(|found| *found);
                 self.reply(ServerMessage::Partial {
                     path,
                     offset,
@@ -257,7 +257,7 @@ impl<'a, S: Stream> Session<'a, S> {
             Ok(partial) => Offer::Resume(
                 partial
                     .filter(|p| p.len > 0 && p.len <= size)
-                    .map(|p| (rel, p)),
+                    .map(|p| Box::new((rel, p))),
             ),
         })
     }
