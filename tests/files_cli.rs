@@ -276,6 +276,29 @@ fn recv_off_a_terminal_prints_one_line_per_stored_file_with_its_size() {
 }
 
 #[test]
+fn partial_max_total_drops_the_oldest_partials_a_starting_server_finds_over_it() {
+    let root = tempdir();
+    let partials = root.path().join(".sockit-partial");
+    fs::create_dir(&partials).unwrap();
+    let old = partials.join("0123456789abcdef0123456789abcdef.part");
+    let new = partials.join("fedcba9876543210fedcba9876543210.part");
+    fs::write(&old, vec![1u8; 3000]).unwrap();
+    fs::write(&new, vec![2u8; 3000]).unwrap();
+    age_by(&old, std::time::Duration::from_secs(60));
+
+    let (proc, _) = files_serve(root.path(), &[]);
+    drop(proc);
+    assert!(
+        old.exists() && new.exists(),
+        "6 kB is far within the default"
+    );
+    let (proc, _) = files_serve(root.path(), &["--partial-max-total", "4k"]);
+    drop(proc);
+    assert!(!old.exists(), "the least recently written went");
+    assert!(new.exists(), "3000 bytes fit in 4k");
+}
+
+#[test]
 fn partial_max_age_sets_how_long_a_starting_server_keeps_partial_files() {
     let root = tempdir();
     let partials = root.path().join(".sockit-partial");

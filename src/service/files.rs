@@ -79,7 +79,7 @@ pub use server::{
 };
 pub use store::{
     FileMeta, Partial, Policy, RelPath, Store, StoreError, StoreOptions, Stored,
-    DEFAULT_PARTIAL_MAX_AGE,
+    DEFAULT_PARTIAL_MAX_AGE, DEFAULT_PARTIAL_MAX_TOTAL_BYTES,
 };
 pub use transfer::{CHANNEL_CHUNKS, CHUNK_BYTES};
 

@@ -15,7 +15,7 @@ use super::hash::HashAlg;
 use super::progress::Progress;
 use super::requests::Session;
 use super::store::{Store, StoreError, StoreOptions, DEFAULT_PARTIAL_MAX_AGE};
-use super::sweep::{sweep, PartialSweeper, PARTIAL_SWEEP_INTERVAL};
+use super::sweep::{cap, sweep, PartialSweeper, PARTIAL_SWEEP_INTERVAL};
 use crate::engine::ConnInfo;
 use crate::session::{FramedService, Gated, ServerStream};
 use crate::wire::Connection;
@@ -57,7 +57,8 @@ pub struct FilesConfig {
     /// Deadline for each next request.
     pub request_timeout: Duration,
     /// Partial files (kept for resume) untouched this long are removed when the server
-    /// starts and then at most hourly; `None` keeps them forever.
+    /// starts and then at most hourly; `None` keeps them forever. (Their total size is
+    /// capped apart from this: `store.partial_max_total`.)
     pub partial_max_age: Option<Duration>,
     /// Advanced as uploaded files arrive, restarted per file (hidden by default; `recv` shows
     /// it). Meant for a one-session server: concurrent uploads would share one bar.
@@ -127,8 +128,9 @@ impl FilesService {
     /// The root directory cannot be created or opened.
     pub fn new(config: FilesConfig) -> Result<Self, StoreError> {
         let store = Store::open(&config.root, config.store.clone())?;
-        if let Some(max_age) = config.partial_max_age {
-            sweep(&store, max_age);
+        match config.partial_max_age {
+            Some(max_age) => sweep(&store, max_age),
+            None => cap(&store),
         }
         let next_sweep = std::time::Instant::now() + PARTIAL_SWEEP_INTERVAL;
         Ok(FilesService {

@@ -49,6 +49,11 @@ pub(crate) const MAX_PATH_DEPTH: usize = 64;
 /// Default cap on one file's size (`--max-file-size`).
 pub(crate) const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 40;
 
+/// Default cap on the bytes kept in partial files of transfers cut off mid-body, all together
+/// (`--partial-max-total`): room for one interrupted transfer of a large disk image, and a
+/// bound on what peers who hang up can leave behind.
+pub const DEFAULT_PARTIAL_MAX_TOTAL_BYTES: u64 = 16 << 30;
+
 /// Most entries one listing or `get` manifest may hold: a manifest is held whole on both ends,
 /// so this and [`MAX_LISTING_PATH_BYTES`] keep it to some tens of MiB.
 pub(crate) const MAX_LISTING_ENTRIES: usize = 200_000;
@@ -83,6 +88,10 @@ pub struct StoreOptions {
     /// Accept names Windows or a shell would trip on: a leading `-` or space, a trailing
     /// space or dot, `CON`/`NUL`/`COM1`-style names, `< > : " | ? *`.
     pub allow_unportable_names: bool,
+    /// Most bytes the partial files of transfers cut off may hold together. When a cut-off
+    /// transfer leaves more, the least recently written partials not in use are dropped (a
+    /// partial alone over this is dropped itself): new uploads are never refused over them.
+    pub partial_max_total: u64,
 }
 
 impl Default for StoreOptions {
@@ -92,6 +101,7 @@ impl Default for StoreOptions {
             max_file_size: DEFAULT_MAX_FILE_BYTES,
             allow_hidden_names: false,
             allow_unportable_names: false,
+            partial_max_total: DEFAULT_PARTIAL_MAX_TOTAL_BYTES,
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct Incoming {
     pub(super) hasher: Hasher,
     pub(super) meta: FileMeta,
     pub(super) policy: Policy,
+    /// The store's cap on partial data at rest (see [`Drop`](#impl-Drop-for-Incoming)).
+    pub(super) partial_max_total: u64,
     /// The partial's name no longer belongs to this transfer (removed, or renamed into
     /// place): it must not be touched again, another transfer may have taken it.
     pub(super) removed: bool,
@@ -303,8 +305,32 @@ impl Incoming {
 /// Dropping an `Incoming` without `commit` or `discard` keeps the partial file for a later
 /// resume (and releases its lock): that is what an interrupted transfer leaves, never under
 /// the final name. It is not synced: a resume proves its prefix by digest anyway.
+///
+/// The partials at rest are then kept within the store's `partial_max_total`: the least
+/// recently written ones not in use are dropped to make room for this one, and this one is
+/// dropped if it alone is over the cap.
 impl Drop for Incoming {
-    fn drop(&mut self) {}
+    fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
+        let limit = self.partial_max_total;
+        let Some(budget) = limit.checked_sub(self.received) else {
+            tracing::info!(path = %self.path, bytes = self.received, limit,
+                "partial data over the partial total cap dropped: a later transfer starts over");
+            self.remove();
+            return;
+        };
+        // This partial is still locked by us, so it is not counted against the budget.
+        let capped = super::expire::cap_partials_in(self.partials.as_fd(), budget);
+        if capped.removed > 0 {
+            tracing::info!(
+                removed = capped.removed,
+                limit,
+                "oldest partial data dropped to keep partial files within their total cap"
+            );
+        }
+    }
 }
 
 /// `name` with ` (n)` before its last extension, shortened to stay within

@@ -134,6 +134,7 @@ impl Store {
                 ..meta
             },
             policy: self.options.policy,
+            partial_max_total: self.options.partial_max_total,
             removed: false,
         })
     }
