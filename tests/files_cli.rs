@@ -457,3 +457,76 @@ fn a_dot_file_is_refused_with_the_flag_that_allows_it() {
     assert!(root.path().join(".bashrc").exists());
     server.terminate();
 }
+
+/// Polls `what` until it holds or [`common::TEST_TIMEOUT`] passes.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + common::TEST_TIMEOUT;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Bytes in the partial files under `root`.
+fn partial_bytes(root: &Path) -> u64 {
+    fs::read_dir(root.join(".sockit-partial"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn ctrl_c_during_a_put_says_in_one_line_what_the_server_kept_and_a_rerun_resumes() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let (src, root) = (tempdir(), tempdir());
+    let big = src.path().join("big.bin");
+    let data = common::pattern(64 * 1024 * 1024, 5);
+    fs::write(&big, &data).unwrap();
+    let (server, addr) = files_serve(root.path(), &[]);
+    let server_pid = Pid::from_raw(server.child.id() as i32);
+
+    let mut put = sockit();
+    put.args(["put", &addr, path_str(&big)])
+        .env_remove("SOCKIT_TOKEN")
+        .stdout(std::process::Stdio::null());
+    let mut put = Proc::spawn(put);
+    // Once the server holds some of it, freeze the server so the transfer is surely mid-body
+    // when Ctrl-C comes (the client then blocks on a full socket).
+    wait_until("the server holds part of the file", || {
+        partial_bytes(root.path()) > 0
+    });
+    kill(server_pid, Signal::SIGSTOP).unwrap();
+    kill(Pid::from_raw(put.child.id() as i32), Signal::SIGINT).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(put.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let status = put.wait_exit();
+    kill(server_pid, Signal::SIGCONT).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    let lines: Vec<_> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with("sockit: put: interrupted: big.bin was cut off after "),
+        "{err}"
+    );
+    assert!(
+        lines[0].contains("the server keeps what it received"),
+        "{err}"
+    );
+    assert!(!root.path().join("big.bin").exists());
+
+    // The server notices the cut and keeps the partial: the same put resumes from it.
+    wait_until("the server settles the partial", || {
+        let (code, _, err) = run(&["put", &addr, path_str(&big)]);
+        assert!(code == 0 || err.contains("busy"), "{err}");
+        code == 0
+    });
+    assert_eq!(fs::read(root.path().join("big.bin")).unwrap(), data);
+}

@@ -5,10 +5,15 @@ use crate::cli::output::eprint_line;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use indicatif::ProgressDrawTarget;
+use indicatif::{ProgressDrawTarget, TermLike};
 
 use crate::cli::Failure;
 use sockit::service::files::{self, FileReport, HashAlg, Progress};
+
+/// Columns the bar leaves free at the right edge of the terminal: room for the `^C` a
+/// terminal echoes at the cursor when Ctrl-C is pressed. A bar filling the whole width would
+/// have that echo wrap onto a new line, and clearing the bar would then clear the wrong line.
+const BAR_RIGHT_MARGIN: u16 = 3;
 
 /// A bar on stderr when it is a terminal and not `-q`; else none (the summary line says it
 /// all). The bar is cleared before anything else is printed.
@@ -16,7 +21,47 @@ pub(super) fn progress_bar(quiet: bool) -> Progress {
     if quiet || !std::io::stderr().is_terminal() {
         return Progress::hidden();
     }
-    Progress::new(ProgressDrawTarget::stderr())
+    let term = MarginTerm(console::Term::stderr());
+    Progress::new(ProgressDrawTarget::term_like(Box::new(term)))
+}
+
+/// Standard error as the bar sees it: [`BAR_RIGHT_MARGIN`] columns narrower than it is.
+#[derive(Debug)]
+struct MarginTerm(console::Term);
+
+impl TermLike for MarginTerm {
+    fn width(&self) -> u16 {
+        TermLike::width(&self.0)
+            .saturating_sub(BAR_RIGHT_MARGIN)
+            .max(1)
+    }
+    fn height(&self) -> u16 {
+        TermLike::height(&self.0)
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_up(n)
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_down(n)
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_right(n)
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_left(n)
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.0.write_line(s)
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.0.write_str(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.0.clear_line()
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        std::io::Write::flush(&mut &self.0)
+    }
 }
 
 /// Which name a file was asked to land under, on the receiving side: the remote path for

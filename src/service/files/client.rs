@@ -22,7 +22,7 @@ pub use put::{put, PutOptions, PutReport};
 
 /// Files at least this large are probed first, so an interrupted transfer resumes; smaller
 /// ones are pushed without waiting for anything.
-pub(crate) const RESUME_PROBE_MIN_BYTES: u64 = 8 * 1024 * 1024;
+pub const RESUME_PROBE_MIN_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Most requests sent and not yet answered: the server's answers are read concurrently, so
 /// they never back up against the client's writes, and this bounds the bookkeeping.

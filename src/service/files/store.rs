@@ -32,7 +32,11 @@ use path::shown_parts;
 pub use path::RelPath;
 
 /// Directory under the root holding partial files kept for resume; hidden from listings.
-pub(crate) const PARTIAL_DIR: &str = ".sockit-partial";
+pub(crate) const PARTIAL_DIR: &str = PARTIAL_DIR_NAME;
+
+/// The name of the directory, inside a store's root, that holds the partial files of
+/// unfinished transfers (what a user is told to look at or clean).
+pub const PARTIAL_DIR_NAME: &str = ".sockit-partial";
 
 /// Names starting with this are reserved for sockit's own use and refused from peers.
 pub(crate) const RESERVED_PREFIX: &str = ".sockit-";

@@ -339,6 +339,7 @@ impl Receiver {
         };
         let body = header.body_len();
         self.progress.start_file(&next.local.as_wire());
+        self.progress.file_size(header.size);
         if header.size != next.size {
             // It changed since the listing; the bar follows what is sent.
             self.progress.remove_total(next.size);

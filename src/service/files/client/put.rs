@@ -250,6 +250,7 @@ impl Sender {
             self.progress.add_total(meta.size);
         }
         report.size = meta.size;
+        self.progress.file_size(meta.size);
         let (file, start, hasher) = match self.resume_point(file, remote, &meta).await? {
             Ok(Start::At(file, start, hasher)) => (file, start, hasher),
             Ok(Start::Unchanged) => {
@@ -309,6 +310,7 @@ impl Sender {
         if meta.size < RESUME_PROBE_MIN_BYTES {
             return Ok(Ok(Start::At(file, 0, fresh)));
         }
+        self.progress.probe_file(remote);
         let (tx, rx) = oneshot::channel();
         self.expect(Pending::Probe(tx)).await?;
         let probe = ClientMessage::Probe {
@@ -317,7 +319,9 @@ impl Sender {
             hash: self.hash,
         };
         self.writer.write_frame(&probe, &[]).await?;
-        let answer = match rx.await.map_err(|_| FilesError::Closed)? {
+        let answer = rx.await.map_err(|_| FilesError::Closed)?;
+        self.progress.probed(remote);
+        let answer = match answer {
             Ok(answer) => answer,
             Err(rejection) => return Ok(Err(rejection)),
         };
