@@ -19,6 +19,19 @@ use sockit::session::Gated;
 /// tells at once that it is busy.
 const RECV_MAX_CONNS: usize = 8;
 
+/// Raises the soft limit on open files to the hard one (best effort, as Go programs and
+/// nginx's `worker_rlimit_nofile` do): a session storing a batch of small files holds one
+/// descriptor per file until they are synced, and fewer descriptors mean smaller batches.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            // An infinite hard limit cannot be the soft one on Linux: then keep what we have.
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 /// `sockit files serve`.
 pub(crate) async fn run_files_serve(args: FilesServeArgs) -> Result<(), Failure> {
     let shutdown = engine::shutdown_on_signals().context("cannot install signal handlers")?;
@@ -37,6 +50,7 @@ impl FilesServeArgs {
         shutdown: &CancellationToken,
         tokens: &Tokens,
     ) -> Result<Bound, Failure> {
+        raise_open_files_limit();
         let access = match (self.read_only, self.write_only) {
             (true, _) => Access::ReadOnly,
             (_, true) => Access::WriteOnly,
@@ -80,6 +94,7 @@ impl FilesServeArgs {
 /// `sockit recv`: one authenticated session, then exit with its status. Each file gets a bar
 /// while it arrives (as `put` does) and a line once stored.
 pub(crate) async fn run_recv(args: RecvArgs, quiet: bool) -> Result<(), Failure> {
+    raise_open_files_limit();
     let engine_args = &args.common.engine;
     let listener = Listener::bind(&args.listen, &engine_args.bind_options())
         .await

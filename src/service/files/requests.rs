@@ -16,6 +16,7 @@ use crate::engine::ConnInfo;
 use crate::text::escape_one_line;
 use crate::wire::{Connection, WireError};
 
+mod batch;
 mod reading;
 
 /// Longest escaped path kept in a log line.
@@ -53,6 +54,8 @@ pub(super) struct Session<'a, S> {
     conn: Connection<S>,
     info: &'a ConnInfo,
     probed: Option<(RelPath, Partial)>,
+    /// Small `put`s received and not yet stored or answered.
+    batch: batch::Batch,
     summary: SessionSummary,
     /// Whether shutdown found the session in the middle of a request (then it drains).
     idle_at_shutdown_checked: bool,
@@ -65,6 +68,7 @@ impl<'a, S: Stream> Session<'a, S> {
             conn,
             info,
             probed: None,
+            batch: batch::Batch::default(),
             summary: SessionSummary::default(),
             idle_at_shutdown_checked: false,
         }
@@ -76,6 +80,14 @@ impl<'a, S: Stream> Session<'a, S> {
             if let Err(stop) = self.next_request().await {
                 break stop;
             }
+        };
+        // What was received whole is stored whatever ended the session; answered only if the
+        // connection can still carry answers.
+        let answer = !matches!(stop, Stop::Broken);
+        let stop = match self.flush_batch(answer).await {
+            Ok(()) => stop,
+            Err(Stop::Broken) if matches!(stop, Stop::Closed) => Stop::Broken,
+            Err(_) => stop,
         };
         match stop {
             Stop::Closed => {}
@@ -95,6 +107,47 @@ impl<'a, S: Stream> Session<'a, S> {
     }
 
     async fn next_request(&mut self) -> Result<(), Stop> {
+        let read = match self.next_if_sent().await? {
+            Some(read) => Ok(read),
+            None => self.wait_request().await?,
+        };
+        let request = match read {
+            Err(_) => return Err(fatal("timeout", "no request arrived in time")),
+            Ok(Ok(Some(request))) => request,
+            Ok(Ok(None)) => return Err(Stop::Closed),
+            Ok(Err(WireError::Io(_) | WireError::UnexpectedEof)) => return Err(Stop::Broken),
+            Ok(Err(e)) => return Err(Stop::Fatal(Rejection::from(&e))),
+        };
+        if !matches!(&request, ClientMessage::Put(header) if batch::batchable(header)) {
+            // Answers go out in request order: the held ones first.
+            self.flush_batch(true).await?;
+        }
+        match request {
+            ClientMessage::Probe { path, size, hash } => self.probe(path, size, hash).await,
+            ClientMessage::Put(header) if batch::batchable(&header) => self.put_small(header).await,
+            ClientMessage::Put(header) => self.put(header).await,
+            ClientMessage::End { .. } => Err(fatal(
+                "unexpected_message",
+                "an end frame arrived without a file before it",
+            )),
+            ClientMessage::Mkdir { path, mode } => self.mkdir(path, mode).await,
+            ClientMessage::List { path } => self.list(path, false).await,
+            ClientMessage::Get { path } => self.list(path, true).await,
+            ClientMessage::Fetch {
+                path,
+                offset,
+                prefix,
+                hash,
+            } => self.fetch(path, offset, prefix, hash).await,
+        }
+    }
+
+    /// Waits for the next request, within the request timeout; at shutdown, a session
+    /// between requests is ended at once.
+    async fn wait_request(
+        &mut self,
+    ) -> Result<Result<Result<Option<ClientMessage>, WireError>, tokio::time::error::Elapsed>, Stop>
+    {
         let deadline = Instant::now() + self.server.config.request_timeout;
         let read = loop {
             let shutdown = self.info.shutdown.cancelled();
@@ -111,30 +164,7 @@ impl<'a, S: Stream> Session<'a, S> {
                 }
             }
         };
-        let request = match read {
-            Err(_) => return Err(fatal("timeout", "no request arrived in time")),
-            Ok(Ok(Some(request))) => request,
-            Ok(Ok(None)) => return Err(Stop::Closed),
-            Ok(Err(WireError::Io(_) | WireError::UnexpectedEof)) => return Err(Stop::Broken),
-            Ok(Err(e)) => return Err(Stop::Fatal(Rejection::from(&e))),
-        };
-        match request {
-            ClientMessage::Probe { path, size, hash } => self.probe(path, size, hash).await,
-            ClientMessage::Put(header) => self.put(header).await,
-            ClientMessage::End { .. } => Err(fatal(
-                "unexpected_message",
-                "an end frame arrived without a file before it",
-            )),
-            ClientMessage::Mkdir { path, mode } => self.mkdir(path, mode).await,
-            ClientMessage::List { path } => self.list(path, false).await,
-            ClientMessage::Get { path } => self.list(path, true).await,
-            ClientMessage::Fetch {
-                path,
-                offset,
-                prefix,
-                hash,
-            } => self.fetch(path, offset, prefix, hash).await,
-        }
+        Ok(read)
     }
 
     async fn reply(&mut self, msg: ServerMessage) -> Result<(), Stop> {

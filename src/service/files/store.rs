@@ -17,6 +17,7 @@ use super::hash::{HashAlg, Hasher};
 use super::messages::{Entry, Kind};
 
 mod at;
+mod batch;
 mod expire;
 mod incoming;
 mod listing;
@@ -26,6 +27,7 @@ mod receive;
 mod tests;
 
 use at::{io_error, kind_of, open_dir, stat_at};
+pub(crate) use batch::BatchFile;
 pub use expire::DEFAULT_PARTIAL_MAX_AGE;
 pub use incoming::Incoming;
 use path::shown_parts;

@@ -3,7 +3,8 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -106,13 +107,42 @@ impl Store {
         alg: HashAlg,
         resume: Option<Partial>,
     ) -> Result<Incoming, StoreError> {
+        self.create_in(path, size, meta, alg, resume, &mut DirHandles::default())
+    }
+
+    /// [`Store::create`] reusing the directory handles `dirs` holds (and adding to them): many
+    /// files received together hold one handle per directory, not two per file.
+    pub(super) fn create_in(
+        &self,
+        path: &RelPath,
+        size: u64,
+        meta: FileMeta,
+        alg: HashAlg,
+        resume: Option<Partial>,
+        dirs: &mut DirHandles,
+    ) -> Result<Incoming, StoreError> {
         super::path::check_writable(path, &self.options)?;
         let start = self.admit(path, size, alg, resume.as_ref())?;
         let (parents, name) = path.split_last();
-        let parent = self.open_dirs(parents, Some(0o755))?;
+        let parent = match dirs.parents.iter().find(|(p, _)| p.as_slice() == parents) {
+            Some((_, dir)) => Arc::clone(dir),
+            None => {
+                let dir = Arc::new(self.open_dirs(parents, Some(0o755))?);
+                dirs.parents.push((parents.to_vec(), Arc::clone(&dir)));
+                dir
+            }
+        };
         self.check_final(parent.as_fd(), name, path, Some(size))?;
-        let Some(partials) = self.partial_dir_for_transfer(true)? else {
-            return Err(StoreError::NotFound(PARTIAL_DIR.to_string()));
+        let partials = match &dirs.partials {
+            Some(dir) => Arc::clone(dir),
+            None => {
+                let Some(dir) = self.partial_dir_for_transfer(true)? else {
+                    return Err(StoreError::NotFound(PARTIAL_DIR.to_string()));
+                };
+                let dir = Arc::new(dir);
+                dirs.partials = Some(Arc::clone(&dir));
+                dir
+            }
         };
         let partial_name = partial_name(path);
         let (file, st) = open_partial(partials.as_fd(), &partial_name, resume.is_none(), path)?;
@@ -181,6 +211,13 @@ impl Store {
         }
         Ok(start)
     }
+}
+
+/// Directory handles shared by the files of one batch (see [`Store::create_in`]).
+#[derive(Debug, Default)]
+pub(super) struct DirHandles {
+    partials: Option<Arc<OwnedFd>>,
+    parents: Vec<(Vec<String>, Arc<OwnedFd>)>,
 }
 
 /// The partial file's name for `path`: fixed length whatever the path, so any valid path

@@ -1003,3 +1003,53 @@ fn an_unusable_partial_directory_says_what_it_is_and_what_to_do() {
     assert!(message.contains("holds unfinished transfers"), "{message}");
     assert!(message.contains("remove or fix"), "{message}");
 }
+
+fn batch_file(path: &str, bytes: &[u8]) -> BatchFile {
+    BatchFile {
+        path: rel(path),
+        meta: META,
+        alg: HashAlg::Blake3,
+        data: bytes.to_vec(),
+        hash: digest(bytes),
+    }
+}
+
+#[test]
+fn a_batch_stores_each_file_as_a_commit_would_and_answers_in_order() {
+    let fx = Fixture::new(Policy::Refuse);
+    fx.put("same.txt", b"same").unwrap();
+    fx.put("taken.txt", b"mine").unwrap();
+    let mut corrupt = batch_file("corrupt.txt", b"data");
+    corrupt.hash = digest(b"other");
+    let results = fx.store.store_batch(vec![
+        batch_file("d/a.txt", b"alpha"),
+        batch_file("same.txt", b"same"),
+        batch_file("taken.txt", b"diff"),
+        corrupt,
+        batch_file("d/e/b.txt", b"beta"),
+    ]);
+    let shown: Vec<_> = results
+        .iter()
+        .map(|r| match r {
+            Ok(stored) => format!("{} {}", stored.name, stored.unchanged),
+            Err(e) => e.code().to_string(),
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "d/a.txt false",
+            "same.txt true",
+            "exists",
+            "hash_mismatch",
+            "d/e/b.txt false"
+        ]
+    );
+    assert_eq!(fs::read(fx.root().join("d/a.txt")).unwrap(), b"alpha");
+    assert_eq!(fs::read(fx.root().join("d/e/b.txt")).unwrap(), b"beta");
+    assert_eq!(fs::read(fx.root().join("taken.txt")).unwrap(), b"mine");
+    assert!(!fx.root().join("corrupt.txt").exists());
+    let mode = fs::metadata(fx.root().join("d/a.txt")).unwrap().mode();
+    assert_eq!(mode & 0o777, 0o644);
+    assert_eq!(fx.partials(), 0, "nothing is left behind");
+}
