@@ -224,6 +224,96 @@ async fn policies_refuse_by_default_and_overwrite_or_rename_on_request() {
     }
 }
 
+/// The files of a report that landed, and how many of them were unchanged.
+fn landed(report: &files::PutReport) -> (usize, usize) {
+    let ok = report
+        .files
+        .iter()
+        .filter(|f| f.kind == Kind::File && f.result.is_ok());
+    (ok.clone().count(), ok.filter(|f| f.unchanged).count())
+}
+
+#[tokio::test]
+async fn putting_identical_files_again_is_unchanged_and_only_other_bytes_conflict() {
+    let (src, root) = (tempdir(), tempdir());
+    let tree = src.path().join("t");
+    // A pushed small file and a large one that is probed first.
+    let big = 9 * 1024 * 1024;
+    write_file(&tree.join("small.txt"), b"same", 0o644, 1);
+    write_file(&tree.join("big.bin"), &pattern(big, 3), 0o644, 1);
+    let server = start_files(FilesConfig::new(root.path()), None).await;
+    let paths = std::slice::from_ref(&tree);
+    let first = put_all(&server.addr, paths, None).await;
+    assert_eq!((first.failures(), landed(&first)), (0, (2, 0)));
+    let stored = snapshot(root.path());
+
+    let again = put_all(&server.addr, paths, None).await;
+    assert_eq!(again.failures(), 0, "{:?}", again.files);
+    assert_eq!(landed(&again), (2, 2), "{:?}", again.files);
+    assert_eq!(
+        again.bytes_sent, 4,
+        "the large file's digest matched: not sent"
+    );
+
+    // Same sizes, other bytes: each is a conflict, and the large one costs no body.
+    write_file(&tree.join("small.txt"), b"diff", 0o644, 1);
+    write_file(&tree.join("big.bin"), &pattern(big, 4), 0o644, 1);
+    let other = put_all(&server.addr, paths, None).await;
+    assert_eq!(other.failures(), 2, "{:?}", other.files);
+    for file in other.files.iter().filter(|f| f.kind == Kind::File) {
+        let rejection = file.result.as_ref().unwrap_err();
+        assert_eq!(rejection.code, "exists", "{rejection:?}");
+        assert!(rejection.message.contains("other content"), "{rejection:?}");
+    }
+    assert_eq!(other.bytes_sent, 4);
+    assert_eq!(snapshot(root.path()), stored, "nothing was replaced");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_rename_policy_keeps_no_second_copy_of_identical_bytes() {
+    let (src, root) = (tempdir(), tempdir());
+    let file = src.path().join("n.txt");
+    write_file(&file, b"one", 0o644, 1);
+    let mut config = FilesConfig::new(root.path());
+    config.store.policy = Policy::Rename;
+    let server = start_files(config, None).await;
+    let paths = std::slice::from_ref(&file);
+    assert_eq!(landed(&put_all(&server.addr, paths, None).await), (1, 0));
+    let again = put_all(&server.addr, paths, None).await;
+    assert_eq!(landed(&again), (1, 1));
+    assert_eq!(again.files[0].result.as_deref(), Ok("n.txt"));
+    write_file(&file, b"two", 0o644, 1);
+    let renamed = put_all(&server.addr, paths, None).await;
+    assert_eq!(renamed.files[0].result.as_deref(), Ok("n (1).txt"));
+    let names: Vec<_> = snapshot(root.path()).into_keys().collect();
+    assert_eq!(names, [PathBuf::from("n (1).txt"), PathBuf::from("n.txt")]);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn getting_identical_files_again_is_unchanged_and_other_local_bytes_conflict() {
+    let (root, out) = (tempdir(), tempdir());
+    write_file(&root.path().join("d/a.txt"), b"alpha", 0o644, 1);
+    let server = start_files(FilesConfig::new(root.path()), None).await;
+    let remote = Remote::new(server.addr.clone());
+    let wanted = ["d".to_owned()];
+    let options = GetOptions::default();
+    let first = get(&remote, &wanted, out.path(), &options).await.unwrap();
+    assert_eq!(first.failures(), 0, "{:?}", first.files);
+    let again = get(&remote, &wanted, out.path(), &options).await.unwrap();
+    assert_eq!(again.failures(), 0, "{:?}", again.files);
+    assert!(again
+        .files
+        .iter()
+        .any(|f| f.kind == Kind::File && f.unchanged));
+    fs::write(out.path().join("d/a.txt"), b"local").unwrap();
+    let other = get(&remote, &wanted, out.path(), &options).await.unwrap();
+    assert_eq!(other.failures(), 1, "{:?}", other.files);
+    assert_eq!(fs::read(out.path().join("d/a.txt")).unwrap(), b"local");
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_symlink_inside_the_root_never_leads_outside() {
     let (src, root, outside) = (tempdir(), tempdir(), tempdir());

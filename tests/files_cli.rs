@@ -69,6 +69,8 @@ fn put_ls_and_get_through_the_binary_exit_0_and_1_on_a_refusal() {
     assert_no_progress_bar(&err);
     assert_eq!(fs::read(out.path().join("docs/a.txt")).unwrap(), b"alpha");
 
+    // Local bytes other than the server's under the name: refused, or renamed on request.
+    fs::write(out.path().join("b.txt"), b"BETA").unwrap();
     let (code, _, err) = run(&["get", &addr, "b.txt", "-o", o]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("b.txt") && err.contains("exists"), "{err}");
@@ -76,6 +78,7 @@ fn put_ls_and_get_through_the_binary_exit_0_and_1_on_a_refusal() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(fs::read(out.path().join("b (1).txt")).unwrap(), b"beta");
 
+    fs::write(&b, b"BETA").unwrap();
     let (code, _, err) = run(&["put", &addr, path_str(&b)]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("b.txt") && err.contains("exists"), "{err}");
@@ -111,6 +114,52 @@ fn the_server_policy_flags_overwrite_or_rename() {
 }
 
 #[test]
+fn put_and_get_say_the_name_the_rename_policy_stored_under() {
+    let (src, root, out) = (tempdir(), tempdir(), tempdir());
+    let file = src.path().join("p.txt");
+    let (_server, addr) = files_serve(root.path(), &["--rename"]);
+    fs::write(&file, b"one").unwrap();
+    let (code, _, err) = run(&["put", &addr, path_str(&file)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("stored as"), "{err}");
+    fs::write(&file, b"two").unwrap();
+    let (code, _, err) = run(&["put", &addr, path_str(&file)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("put: p.txt stored as p (1).txt"), "{err}");
+
+    let o = path_str(out.path());
+    fs::write(out.path().join("p.txt"), b"mine").unwrap();
+    let (code, _, err) = run(&["get", &addr, "p.txt", "-o", o, "--rename"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("get: p.txt stored as p (1).txt"), "{err}");
+    assert_eq!(fs::read(out.path().join("p (1).txt")).unwrap(), b"one");
+}
+
+#[test]
+fn a_second_identical_put_exits_0_and_a_failed_file_is_one_line() {
+    let (src, root) = (tempdir(), tempdir());
+    let file = src.path().join("q.txt");
+    fs::write(&file, b"same").unwrap();
+    let (_server, addr) = files_serve(root.path(), &[]);
+    assert_eq!(run(&["put", &addr, path_str(&file)]).0, 0);
+    let (code, _, err) = run(&["put", &addr, path_str(&file)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("put: 1 file (4 bytes, 1 unchanged)"), "{err}");
+
+    fs::write(&file, b"diff").unwrap();
+    let (code, _, err) = run(&["put", &addr, path_str(&file)]);
+    assert_eq!(code, 1, "{err}");
+    let lines: Vec<_> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("sockit: put: {}: already exists", path_str(&file))),
+        "{err}"
+    );
+    assert!(!lines[0].contains("(exists)"), "no wire code: {err}");
+    assert_eq!(fs::read(root.path().join("q.txt")).unwrap(), b"same");
+}
+
+#[test]
 fn send_and_recv_move_files_once_and_report_through_the_exit_status() {
     let (src, dest) = (tempdir(), tempdir());
     let file = src.path().join("hello.txt");
@@ -127,13 +176,59 @@ fn send_and_recv_move_files_once_and_report_through_the_exit_status() {
         .env_remove("SOCKIT_TOKEN");
         let mut recv = Proc::spawn(cmd);
         let addr = recv.listening_addr();
-        // The second round sends a name the directory already holds: refused on both ends.
+        // The second round sends other bytes under a name the directory already holds:
+        // refused on both ends.
+        if expect_send == 1 {
+            fs::write(&file, b"HELLO").unwrap();
+        }
         let (code, _, err) = run(&["send", &addr, path_str(&file)]);
         assert_eq!(code, expect_send, "{err}");
         assert_no_progress_bar(&err);
         assert_eq!(recv.wait_exit().code(), Some(expect_recv));
         assert_eq!(fs::read(dest.path().join("hello.txt")).unwrap(), b"hello");
     }
+}
+
+#[test]
+fn a_second_sender_to_a_busy_recv_is_told_it_is_busy_while_the_first_goes_on() {
+    use sockit::service::files::{ClientMessage, ServerMessage};
+    let (src, dest) = (tempdir(), tempdir());
+    let file = src.path().join("late.txt");
+    fs::write(&file, b"late").unwrap();
+    let mut cmd = sockit();
+    cmd.args(["recv", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(dest.path())
+        .env_remove("SOCKIT_TOKEN");
+    let mut recv = Proc::spawn(cmd);
+    let addr = recv.listening_addr();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The first sender: authenticated and holding its session open.
+    let mut first = runtime.block_on(common::raw_files(&addr.parse().unwrap()));
+
+    let (code, _, err) = run(&["send", &addr, path_str(&file)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the receiver is busy"), "{err}");
+    assert!(!dest.path().join("late.txt").exists());
+
+    // The first sender is still served, and recv ends with its session.
+    let stored = runtime.block_on(async {
+        let mkdir = ClientMessage::Mkdir {
+            path: "d".into(),
+            mode: 0o755,
+        };
+        first.write_frame(&mkdir, &[]).await.unwrap();
+        first.read_frame::<ServerMessage>().await.unwrap()
+    });
+    assert!(
+        matches!(stored, Some(ServerMessage::Stored { .. })),
+        "{stored:?}"
+    );
+    drop(first);
+    assert_eq!(recv.wait_exit().code(), Some(0));
+    assert!(dest.path().join("d").is_dir());
 }
 
 #[test]
@@ -178,6 +273,29 @@ fn recv_off_a_terminal_prints_one_line_per_stored_file_with_its_size() {
         stderr.contains("recv: 3 files and 1 directory stored, 70006 bytes"),
         "{stderr}"
     );
+}
+
+#[test]
+fn partial_max_total_drops_the_oldest_partials_a_starting_server_finds_over_it() {
+    let root = tempdir();
+    let partials = root.path().join(".sockit-partial");
+    fs::create_dir(&partials).unwrap();
+    let old = partials.join("0123456789abcdef0123456789abcdef.part");
+    let new = partials.join("fedcba9876543210fedcba9876543210.part");
+    fs::write(&old, vec![1u8; 3000]).unwrap();
+    fs::write(&new, vec![2u8; 3000]).unwrap();
+    age_by(&old, std::time::Duration::from_secs(60));
+
+    let (proc, _) = files_serve(root.path(), &[]);
+    drop(proc);
+    assert!(
+        old.exists() && new.exists(),
+        "6 kB is far within the default"
+    );
+    let (proc, _) = files_serve(root.path(), &["--partial-max-total", "4k"]);
+    drop(proc);
+    assert!(!old.exists(), "the least recently written went");
+    assert!(new.exists(), "3000 bytes fit in 4k");
 }
 
 #[test]
@@ -228,7 +346,10 @@ fn a_disk_that_fills_up_mid_file_is_a_clear_error_and_leaves_nothing() {
     fs::write(&big, vec![7u8; 3 * 1024 * 1024]).unwrap();
     let (code, _, err) = run(&["put", &addr, path_str(&big)]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("big.bin") && err.contains("no_space"), "{err}");
+    assert!(
+        err.contains("big.bin") && err.contains("no space left"),
+        "{err}"
+    );
     assert!(snapshot(root.path()).is_empty());
     let partials = root.path().join(".sockit-partial");
     let leftover: u64 = fs::read_dir(&partials)
@@ -309,12 +430,12 @@ fn sockit_serve_runs_a_file_service_from_its_config() {
     assert!(banner.starts_with("files"), "{banner}");
     let addr = banner.split_whitespace().last().unwrap().to_string();
     let file = src.path().join("s.txt");
-    fs::write(&file, b"served").unwrap();
-    for _ in 0..2 {
+    for content in ["served", "SERVED"] {
+        fs::write(&file, content).unwrap();
         let (code, _, err) = run(&["put", &addr, path_str(&file)]);
         assert_eq!(code, 0, "{err}");
     }
-    assert_eq!(fs::read(root.path().join("s (1).txt")).unwrap(), b"served");
+    assert_eq!(fs::read(root.path().join("s (1).txt")).unwrap(), b"SERVED");
     assert_eq!(proc.terminate().code(), Some(0));
 }
 
@@ -335,4 +456,77 @@ fn a_dot_file_is_refused_with_the_flag_that_allows_it() {
     assert_eq!(code, 0, "{err}");
     assert!(root.path().join(".bashrc").exists());
     server.terminate();
+}
+
+/// Polls `what` until it holds or [`common::TEST_TIMEOUT`] passes.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + common::TEST_TIMEOUT;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Bytes in the partial files under `root`.
+fn partial_bytes(root: &Path) -> u64 {
+    fs::read_dir(root.join(".sockit-partial"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn ctrl_c_during_a_put_says_in_one_line_what_the_server_kept_and_a_rerun_resumes() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let (src, root) = (tempdir(), tempdir());
+    let big = src.path().join("big.bin");
+    let data = common::pattern(64 * 1024 * 1024, 5);
+    fs::write(&big, &data).unwrap();
+    let (server, addr) = files_serve(root.path(), &[]);
+    let server_pid = Pid::from_raw(server.child.id() as i32);
+
+    let mut put = sockit();
+    put.args(["put", &addr, path_str(&big)])
+        .env_remove("SOCKIT_TOKEN")
+        .stdout(std::process::Stdio::null());
+    let mut put = Proc::spawn(put);
+    // Once the server holds some of it, freeze the server so the transfer is surely mid-body
+    // when Ctrl-C comes (the client then blocks on a full socket).
+    wait_until("the server holds part of the file", || {
+        partial_bytes(root.path()) > 0
+    });
+    kill(server_pid, Signal::SIGSTOP).unwrap();
+    kill(Pid::from_raw(put.child.id() as i32), Signal::SIGINT).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(put.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let status = put.wait_exit();
+    kill(server_pid, Signal::SIGCONT).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    let lines: Vec<_> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with("sockit: put: interrupted: big.bin was cut off after "),
+        "{err}"
+    );
+    assert!(
+        lines[0].contains("the server keeps what it received"),
+        "{err}"
+    );
+    assert!(!root.path().join("big.bin").exists());
+
+    // The server notices the cut and keeps the partial: the same put resumes from it.
+    wait_until("the server settles the partial", || {
+        let (code, _, err) = run(&["put", &addr, path_str(&big)]);
+        assert!(code == 0 || err.contains("busy"), "{err}");
+        code == 0
+    });
+    assert_eq!(fs::read(root.path().join("big.bin")).unwrap(), data);
 }

@@ -354,3 +354,50 @@ async fn nc_typing_at_the_file_port_is_told_which_commands_speak_it() {
     );
     f.assert_unchanged_and_serving().await;
 }
+
+/// The path of a `stored` answer.
+fn stored_path(frame: Option<ServerMessage>) -> String {
+    match frame {
+        Some(ServerMessage::Stored { path, .. }) => path,
+        other => panic!("expected stored, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn small_puts_back_to_back_are_answered_in_order_and_kept_when_the_connection_breaks() {
+    let f = fixture().await;
+    let mut conn = raw_files(&f.server.addr).await;
+    // Sent without waiting: held in one batch, answered in request order.
+    send_put(&mut conn, header("b1.txt", 3, 0), b"one", &blake3(b"one")).await;
+    send_put(&mut conn, header("../b.txt", 3, 0), b"bad", &blake3(b"bad")).await;
+    send_put(&mut conn, header("b2.txt", 3, 0), b"two", &blake3(b"two")).await;
+    assert_eq!(stored_path(next(&mut conn).await), "b1.txt");
+    assert_eq!(code_of(next(&mut conn).await), "invalid_path");
+    assert_eq!(stored_path(next(&mut conn).await), "b2.txt");
+
+    // A whole file, then one cut off mid-body: the whole one is still stored, unanswered.
+    send_put(
+        &mut conn,
+        header("b3.txt", 5, 0),
+        b"three",
+        &blake3(b"three"),
+    )
+    .await;
+    conn.write_header(&ClientMessage::Put(header("b4.txt", 100, 0)))
+        .await
+        .unwrap();
+    conn.write_body(&[4; 10]).await.unwrap();
+    drop(conn);
+    let b3 = f.root.path().join("b3.txt");
+    let deadline = std::time::Instant::now() + TEST_TIMEOUT;
+    while !b3.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b3.txt was not stored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(std::fs::read(&b3).unwrap(), b"three");
+    assert!(!f.root.path().join("b4.txt").exists());
+    assert_eq!(std::fs::read(f.root.path().join("b1.txt")).unwrap(), b"one");
+}

@@ -65,6 +65,7 @@ mod transfer;
 
 pub use client::{
     get, list, put, FileReport, GetOptions, GetReport, PutOptions, PutReport, Remote,
+    RESUME_PROBE_MIN_BYTES,
 };
 
 pub use error::{FilesError, Rejection};
@@ -72,14 +73,14 @@ pub use hash::{HashAlg, Hasher};
 pub use local::parse_size;
 pub(crate) use local::{local_meta, prefix_digest};
 pub use messages::{ClientMessage, Entry, FileHeader, Kind, ServerMessage};
-pub use progress::{transfer_rate, Progress};
+pub use progress::{transfer_rate, Progress, UnderWay};
 pub use server::{
     Access, FilesConfig, FilesServer, FilesService, OneShot, SessionSummary,
     DEFAULT_MAX_FILES_CONNS,
 };
 pub use store::{
     FileMeta, Partial, Policy, RelPath, Store, StoreError, StoreOptions, Stored,
-    DEFAULT_PARTIAL_MAX_AGE,
+    DEFAULT_PARTIAL_MAX_AGE, DEFAULT_PARTIAL_MAX_TOTAL_BYTES,
 };
 pub use transfer::{CHANNEL_CHUNKS, CHUNK_BYTES};
 

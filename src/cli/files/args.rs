@@ -92,8 +92,12 @@ pub struct ServerArgs {
     /// and then at most hourly; `never` keeps them.
     #[arg(long, value_parser = parse_max_age, default_value = "7d")]
     pub partial_max_age: MaxAge,
+    /// Most bytes the partial files of cut-off transfers may hold together (e.g. 2G, 100G);
+    /// past it the least recently written are dropped (a new upload is never refused for it)
+    #[arg(long, value_parser = parse_size, default_value = "16G")]
+    pub partial_max_total: u64,
     /// --max-conns defaults to 256 here (each session holds a few MiB of buffers and a disk
-    /// thread); `recv` serves one sender at a time whatever it says.
+    /// thread); `recv` serves one sender whatever it says and tells others it is busy.
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -225,6 +229,7 @@ impl ServerArgs {
             policy: self.policy(),
             allow_hidden_names: self.allow_hidden_names,
             allow_unportable_names: self.allow_unportable_names,
+            partial_max_total: self.partial_max_total,
             ..StoreOptions::default()
         };
         if let Some(max) = self.max_file_size {

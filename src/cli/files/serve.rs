@@ -15,6 +15,23 @@ use sockit::net::Listener;
 use sockit::service::files::{self, Access, FilesServer, OneShot, Progress};
 use sockit::session::Gated;
 
+/// Connections `recv` handles at once by default: the one sender it serves, and others it
+/// tells at once that it is busy.
+const RECV_MAX_CONNS: usize = 8;
+
+/// Raises the soft limit on open files to the hard one (best effort, as Go programs and
+/// nginx's `worker_rlimit_nofile` do): a session storing a batch of small files holds one
+/// descriptor per file until they are synced, and fewer descriptors mean smaller batches.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            // An infinite hard limit cannot be the soft one on Linux: then keep what we have.
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 /// `sockit files serve`.
 pub(crate) async fn run_files_serve(args: FilesServeArgs) -> Result<(), Failure> {
     let shutdown = engine::shutdown_on_signals().context("cannot install signal handlers")?;
@@ -33,6 +50,7 @@ impl FilesServeArgs {
         shutdown: &CancellationToken,
         tokens: &Tokens,
     ) -> Result<Bound, Failure> {
+        raise_open_files_limit();
         let access = match (self.read_only, self.write_only) {
             (true, _) => Access::ReadOnly,
             (_, true) => Access::WriteOnly,
@@ -79,6 +97,7 @@ pub(crate) async fn run_recv(args: RecvArgs, quiet: bool) -> Result<(), Failure>
     if args.compat.is_some() {
         return super::compat::run_recv_compat(args).await;
     }
+    raise_open_files_limit();
     let engine_args = &args.common.engine;
     let listener = Listener::bind(&args.listen, &engine_args.bind_options())
         .await
@@ -101,7 +120,13 @@ pub(crate) async fn run_recv(args: RecvArgs, quiet: bool) -> Result<(), Failure>
     }
     let signals = engine::shutdown_on_signals().context("cannot install signal handlers")?;
     let done: CancellationToken = signals.child_token();
-    let engine = engine_args.config("recv", Mode::Sequential, ServiceDefaults::default());
+    // Concurrent, so a second sender is accepted and told the receiver is busy (OneShot)
+    // rather than left in the backlog until it is reset; a few at once is plenty for that.
+    let defaults = ServiceDefaults {
+        max_conns: RECV_MAX_CONNS,
+        ..ServiceDefaults::default()
+    };
+    let engine = engine_args.config("recv", Mode::Concurrent, defaults);
     let one_shot = std::sync::Arc::new(Gated::new(gate, OneShot::new(service, done.clone())));
     eprint_line(&format!(
         "recv listening on {addr} (dir {})",

@@ -22,11 +22,11 @@ pub use put::{put, PutOptions, PutReport};
 
 /// Files at least this large are probed first, so an interrupted transfer resumes; smaller
 /// ones are pushed without waiting for anything.
-pub(crate) const RESUME_PROBE_MIN_BYTES: u64 = 8 * 1024 * 1024;
+pub const RESUME_PROBE_MIN_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Most requests sent and not yet answered: the server's answers are read concurrently, so
 /// they never back up against the client's writes, and this bounds the bookkeeping.
-pub(crate) const WINDOW_REQUESTS: usize = 256;
+pub(crate) const WINDOW_REQUESTS: usize = 1024;
 
 /// A client connection that makes no progress for this long is given up.
 pub(crate) const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -91,6 +91,9 @@ pub struct FileReport {
     pub transferred: u64,
     /// The name it was stored under (escaped), or why it failed.
     pub result: Result<String, Rejection>,
+    /// The receiving side already held these very bytes under that name (same size and
+    /// digest), so nothing was written there.
+    pub unchanged: bool,
 }
 
 /// Lists one directory level of the server (`""` is the root).

@@ -147,6 +147,11 @@ pub enum ServerMessage {
         /// Their digest, hex.
         #[serde(default)]
         prefix: Option<String>,
+        /// Under the refuse policy, when a file of the probed size already holds the name: its
+        /// digest, hex. The client skips its file if it has the same digest (`unchanged`) and
+        /// reports the conflict without sending anything if not.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        existing: Option<String>,
     },
     /// A `put` (or `mkdir`) landed: verified, synced and renamed into place.
     Stored {
@@ -156,6 +161,9 @@ pub enum ServerMessage {
         name: String,
         /// Its size.
         size: u64,
+        /// The name already held these very bytes: nothing was written (not a conflict).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unchanged: bool,
     },
     /// One request was refused or failed; the connection carries on.
     Rejected {

@@ -2,6 +2,8 @@
 //! rate, ETA, the current file), drawn by `indicatif`; hidden unless the caller asks for one.
 //! A receiving server (`recv`) restarts it per file and may print a line per stored file.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[cfg(not(feature = "cli"))]
@@ -19,9 +21,9 @@ pub(crate) const PROGRESS_NAME_CHARS: usize = 40;
 /// Longest name escaped for the bar, in input characters (enough to fill any bar).
 const MAX_ESCAPED_CHARS: usize = 1024;
 
+/// The rate and ETA go in the `rate` key, left empty until bytes flow (see [`rate_and_eta`]).
 #[cfg(feature = "cli")]
-const TEMPLATE: &str =
-    "{wide_msg} [{bar:20}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} ETA {eta}";
+const TEMPLATE: &str = "{wide_msg} [{bar:20}] {decimal_bytes}/{decimal_total_bytes} {rate}";
 
 /// A handle on one command's progress bar: cheap to clone, shared across tasks.
 ///
@@ -32,6 +34,27 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     /// Prefix of the line printed on stderr per stored file; `None` prints none.
     file_lines: Option<&'static str>,
+    /// The file under way, kept with or without a bar: what an interrupted command reports.
+    current: Arc<Current>,
+}
+
+/// The file a transfer is moving now and the bytes of it counted so far.
+#[derive(Debug, Default)]
+struct Current {
+    name: Mutex<Option<String>>,
+    bytes: AtomicU64,
+    size: AtomicU64,
+}
+
+/// The file a transfer was moving, as [`Progress::under_way`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnderWay {
+    /// Its name, escaped.
+    pub name: String,
+    /// Its bytes counted so far: a resumed prefix and the bytes that crossed the wire.
+    pub bytes: u64,
+    /// Its size, once known (0 before).
+    pub size: u64,
 }
 
 impl Progress {
@@ -45,12 +68,20 @@ impl Progress {
     pub fn new(target: ProgressDrawTarget) -> Self {
         let style = ProgressStyle::with_template(TEMPLATE).map_or_else(
             |_| ProgressStyle::default_bar(),
-            |s| s.progress_chars("=> "),
+            |s| {
+                s.progress_chars("=> ").with_key(
+                    "rate",
+                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = w.write_str(&rate_and_eta(state.per_sec(), state.eta()));
+                    },
+                )
+            },
         );
         let bar = ProgressBar::with_draw_target(Some(0), target).with_style(style);
         Progress {
             bar: Some(bar),
             file_lines: None,
+            current: Arc::default(),
         }
     }
 
@@ -97,13 +128,49 @@ impl Progress {
 
     /// Shows `name` (escaped: it may come from the peer) as the file under way.
     pub(crate) fn start_file(&self, name: &str) {
+        if let Ok(mut current) = self.current.name.lock() {
+            *current = Some(escape_one_line(name, MAX_PATH_BYTES));
+        }
+        self.current.bytes.store(0, Ordering::Relaxed);
+        self.current.size.store(0, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.set_message(label(name));
         }
     }
 
+    /// The file under way has `size` bytes.
+    pub(crate) fn file_size(&self, size: u64) {
+        self.current.size.store(size, Ordering::Relaxed);
+    }
+
+    /// `name` is being checked for a partial copy to resume: said on the bar, which shows no
+    /// rate meanwhile.
+    pub(crate) fn probe_file(&self, name: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("{} (looking for a partial copy)", label(name)));
+        }
+    }
+
+    /// The probe of `name` is answered: the bar shows its name alone again.
+    pub(crate) fn probed(&self, name: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(label(name));
+        }
+    }
+
+    /// The file under way, if one has started: what an interrupted command says it cut off.
+    pub fn under_way(&self) -> Option<UnderWay> {
+        let name = self.current.name.lock().ok()?.clone()?;
+        Some(UnderWay {
+            name,
+            bytes: self.current.bytes.load(Ordering::Relaxed),
+            size: self.current.size.load(Ordering::Relaxed),
+        })
+    }
+
     /// A resumed prefix: counted at once, and kept out of the rate so the ETA stays right.
     pub(crate) fn skip(&self, bytes: u64) {
+        self.current.bytes.fetch_add(bytes, Ordering::Relaxed);
         if let Some(bar) = self.bar.as_ref().filter(|_| bytes > 0) {
             bar.inc(bytes);
             bar.tick();
@@ -138,10 +205,23 @@ impl Progress {
 
     /// `bytes` crossed the wire.
     pub(crate) fn advance(&self, bytes: u64) {
+        self.current.bytes.fetch_add(bytes, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.inc(bytes);
         }
     }
+}
+
+/// The bar's rate and ETA: nothing until bytes flow (while a resume is probed, or before the
+/// first chunk), rather than `0 B/s ETA 0s`.
+#[cfg(feature = "cli")]
+fn rate_and_eta(per_sec: f64, eta: Duration) -> String {
+    if !per_sec.is_finite() || per_sec < 1.0 {
+        return String::new();
+    }
+    // Saturating float-to-int conversion, as in `transfer_rate`.
+    let rate = decimal_bytes(per_sec as u64);
+    format!("{rate}/s ETA {}", indicatif::HumanDuration(eta))
 }
 
 /// `name` escaped for one line, cut to [`PROGRESS_NAME_CHARS`] from the end.
@@ -231,7 +311,8 @@ mod no_bar {
     }
 }
 
-/// `verb: stored NAME (SIZE bytes); N bytes received in S s (RATE); verified HASH`.
+/// `verb: stored NAME (SIZE bytes); N bytes received in S s (RATE); verified HASH`, or
+/// `verb: NAME unchanged (SIZE bytes already held); …`.
 fn stored_line(
     verb: &str,
     stored: &Stored,
@@ -240,10 +321,13 @@ fn stored_line(
     hash: HashAlg,
 ) -> String {
     let name = escape_one_line(&stored.name, MAX_PATH_BYTES);
+    let what = if stored.unchanged {
+        format!("{name} unchanged ({} bytes already held)", stored.size)
+    } else {
+        format!("stored {name} ({} bytes)", stored.size)
+    };
     format!(
-        "{verb}: stored {name} ({} bytes); {received} bytes received in {:.2} s ({}); \
-         verified {hash}",
-        stored.size,
+        "{verb}: {what}; {received} bytes received in {:.2} s ({}); verified {hash}",
         elapsed.as_secs_f64(),
         transfer_rate(received, elapsed),
     )
@@ -296,6 +380,7 @@ mod tests {
         let stored = Stored {
             name: "d/a\x1b.txt".into(),
             size: 2_000_000,
+            unchanged: false,
         };
         let line = stored_line(
             "recv",
@@ -309,6 +394,37 @@ mod tests {
             "recv: stored d/a\\x1b.txt (2000000 bytes); 1000000 bytes received in 1.00 s \
              (1.00 MB/s); verified blake3"
         );
+    }
+
+    #[test]
+    fn the_bar_shows_no_rate_or_eta_until_bytes_flow() {
+        assert_eq!(rate_and_eta(0.0, Duration::ZERO), "");
+        assert_eq!(rate_and_eta(f64::NAN, Duration::ZERO), "");
+        assert_eq!(rate_and_eta(0.5, Duration::from_secs(9)), "");
+        let shown = rate_and_eta(1_500_000.0, Duration::from_secs(3));
+        assert_eq!(shown, "1.50 MB/s ETA 3 seconds");
+    }
+
+    #[test]
+    fn the_file_under_way_is_known_with_or_without_a_bar() {
+        for progress in [
+            Progress::hidden(),
+            Progress::new(ProgressDrawTarget::hidden()),
+        ] {
+            assert_eq!(progress.under_way(), None);
+            progress.start_file("a\x1b.bin");
+            progress.file_size(40);
+            progress.skip(10);
+            progress.advance(5);
+            let expect = UnderWay {
+                name: "a\\x1b.bin".into(),
+                bytes: 15,
+                size: 40,
+            };
+            assert_eq!(progress.under_way(), Some(expect));
+            progress.start_file("b");
+            assert_eq!(progress.under_way().map(|u| u.bytes), Some(0));
+        }
     }
 
     #[test]

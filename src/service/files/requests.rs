@@ -16,6 +16,7 @@ use crate::engine::ConnInfo;
 use crate::text::escape_one_line;
 use crate::wire::{Connection, WireError};
 
+mod batch;
 mod reading;
 
 /// Longest escaped path kept in a log line.
@@ -29,6 +30,14 @@ enum Stop {
     Broken,
     /// Tell the client why, then close.
     Fatal(Rejection),
+}
+
+/// What a probe found to offer.
+enum Offer {
+    /// A partial copy to resume from, if any.
+    Resume(Option<Box<(RelPath, Partial)>>),
+    /// Under the refuse policy, a file of the probed size holds the name: its digest.
+    Existing(String),
 }
 
 /// What one file request came to, for its log line.
@@ -45,6 +54,8 @@ pub(super) struct Session<'a, S> {
     conn: Connection<S>,
     info: &'a ConnInfo,
     probed: Option<(RelPath, Partial)>,
+    /// Small `put`s received and not yet stored or answered.
+    batch: batch::Batch,
     summary: SessionSummary,
     /// Whether shutdown found the session in the middle of a request (then it drains).
     idle_at_shutdown_checked: bool,
@@ -57,6 +68,7 @@ impl<'a, S: Stream> Session<'a, S> {
             conn,
             info,
             probed: None,
+            batch: batch::Batch::default(),
             summary: SessionSummary::default(),
             idle_at_shutdown_checked: false,
         }
@@ -68,6 +80,14 @@ impl<'a, S: Stream> Session<'a, S> {
             if let Err(stop) = self.next_request().await {
                 break stop;
             }
+        };
+        // What was received whole is stored whatever ended the session; answered only if the
+        // connection can still carry answers.
+        let answer = !matches!(stop, Stop::Broken);
+        let stop = match self.flush_batch(answer).await {
+            Ok(()) => stop,
+            Err(Stop::Broken) if matches!(stop, Stop::Closed) => Stop::Broken,
+            Err(_) => stop,
         };
         match stop {
             Stop::Closed => {}
@@ -87,6 +107,47 @@ impl<'a, S: Stream> Session<'a, S> {
     }
 
     async fn next_request(&mut self) -> Result<(), Stop> {
+        let read = match self.next_if_sent().await? {
+            Some(read) => Ok(read),
+            None => self.wait_request().await?,
+        };
+        let request = match read {
+            Err(_) => return Err(fatal("timeout", "no request arrived in time")),
+            Ok(Ok(Some(request))) => request,
+            Ok(Ok(None)) => return Err(Stop::Closed),
+            Ok(Err(WireError::Io(_) | WireError::UnexpectedEof)) => return Err(Stop::Broken),
+            Ok(Err(e)) => return Err(Stop::Fatal(Rejection::from(&e))),
+        };
+        if !matches!(&request, ClientMessage::Put(header) if batch::batchable(header)) {
+            // Answers go out in request order: the held ones first.
+            self.flush_batch(true).await?;
+        }
+        match request {
+            ClientMessage::Probe { path, size, hash } => self.probe(path, size, hash).await,
+            ClientMessage::Put(header) if batch::batchable(&header) => self.put_small(header).await,
+            ClientMessage::Put(header) => self.put(header).await,
+            ClientMessage::End { .. } => Err(fatal(
+                "unexpected_message",
+                "an end frame arrived without a file before it",
+            )),
+            ClientMessage::Mkdir { path, mode } => self.mkdir(path, mode).await,
+            ClientMessage::List { path } => self.list(path, false).await,
+            ClientMessage::Get { path } => self.list(path, true).await,
+            ClientMessage::Fetch {
+                path,
+                offset,
+                prefix,
+                hash,
+            } => self.fetch(path, offset, prefix, hash).await,
+        }
+    }
+
+    /// Waits for the next request, within the request timeout; at shutdown, a session
+    /// between requests is ended at once.
+    async fn wait_request(
+        &mut self,
+    ) -> Result<Result<Result<Option<ClientMessage>, WireError>, tokio::time::error::Elapsed>, Stop>
+    {
         let deadline = Instant::now() + self.server.config.request_timeout;
         let read = loop {
             let shutdown = self.info.shutdown.cancelled();
@@ -103,30 +164,7 @@ impl<'a, S: Stream> Session<'a, S> {
                 }
             }
         };
-        let request = match read {
-            Err(_) => return Err(fatal("timeout", "no request arrived in time")),
-            Ok(Ok(Some(request))) => request,
-            Ok(Ok(None)) => return Err(Stop::Closed),
-            Ok(Err(WireError::Io(_) | WireError::UnexpectedEof)) => return Err(Stop::Broken),
-            Ok(Err(e)) => return Err(Stop::Fatal(Rejection::from(&e))),
-        };
-        match request {
-            ClientMessage::Probe { path, size, hash } => self.probe(path, size, hash).await,
-            ClientMessage::Put(header) => self.put(header).await,
-            ClientMessage::End { .. } => Err(fatal(
-                "unexpected_message",
-                "an end frame arrived without a file before it",
-            )),
-            ClientMessage::Mkdir { path, mode } => self.mkdir(path, mode).await,
-            ClientMessage::List { path } => self.list(path, false).await,
-            ClientMessage::Get { path } => self.list(path, true).await,
-            ClientMessage::Fetch {
-                path,
-                offset,
-                prefix,
-                hash,
-            } => self.fetch(path, offset, prefix, hash).await,
-        }
+        Ok(read)
     }
 
     async fn reply(&mut self, msg: ServerMessage) -> Result<(), Stop> {
@@ -190,16 +228,26 @@ impl<'a, S: Stream> Session<'a, S> {
     async fn probe(&mut self, path: String, size: u64, alg: HashAlg) -> Result<(), Stop> {
         self.probed = None;
         match self.offer_prefix(&path, size, alg).await {
-            Ok(found) => {
-                let (offset, prefix) = match &found {
+            Ok(Offer::Existing(digest)) => {
+                self.reply(ServerMessage::Partial {
+                    path,
+                    offset: 0,
+                    prefix: None,
+                    existing: Some(digest),
+                })
+                .await
+            }
+            Ok(Offer::Resume(found)) => {
+                let (offset, prefix) = match found.as_deref() {
                     Some((_, partial)) => (partial.len, Some(partial.hasher.hex())),
                     None => (0, None),
                 };
-                self.probed = found;
+                self.probed = found.map(|found| *found);
                 self.reply(ServerMessage::Partial {
                     path,
                     offset,
                     prefix,
+                    existing: None,
                 })
                 .await
             }
@@ -208,13 +256,9 @@ impl<'a, S: Stream> Session<'a, S> {
     }
 
     /// A probe's checks, made before the client sends a large body it would have to throw
-    /// away: access, name, digest, size cap, and an existing file under the refuse policy.
-    async fn offer_prefix(
-        &self,
-        path: &str,
-        size: u64,
-        alg: HashAlg,
-    ) -> Result<Option<(RelPath, Partial)>, Rejection> {
+    /// away: access, name, digest, size cap, and an existing file under the refuse policy
+    /// (refused unless it has the probed size, else its digest is offered for comparison).
+    async fn offer_prefix(&self, path: &str, size: u64, alg: HashAlg) -> Result<Offer, Rejection> {
         self.check_access(true, path)?;
         self.check_hash(alg)?;
         let rel = RelPath::parse(path)?;
@@ -228,17 +272,24 @@ impl<'a, S: Stream> Session<'a, S> {
         }
         let refuse = options.policy == Policy::Refuse;
         let probe_rel = rel.clone();
-        let partial = self
+        let found = self
             .blocking(move |store| {
-                if refuse && store.open_file(&probe_rel).is_ok() {
-                    return Err(StoreError::Exists(probe_rel.to_string()));
+                if refuse {
+                    if let Some(digest) = store.digest_if_size(&probe_rel, size, alg)? {
+                        return Ok(Err(digest));
+                    }
                 }
-                store.partial(&probe_rel, alg)
+                store.partial(&probe_rel, alg).map(Ok)
             })
             .await?;
-        Ok(partial
-            .filter(|p| p.len > 0 && p.len <= size)
-            .map(|p| (rel, p)))
+        Ok(match found {
+            Err(digest) => Offer::Existing(digest),
+            Ok(partial) => Offer::Resume(
+                partial
+                    .filter(|p| p.len > 0 && p.len <= size)
+                    .map(|p| Box::new((rel, p))),
+            ),
+        })
     }
 
     async fn put(&mut self, header: FileHeader) -> Result<(), Stop> {
@@ -281,6 +332,7 @@ impl<'a, S: Stream> Session<'a, S> {
                     path,
                     name: stored.name,
                     size: stored.size,
+                    unchanged: stored.unchanged,
                 })
                 .await
             }
@@ -365,6 +417,7 @@ impl<'a, S: Stream> Session<'a, S> {
                     path,
                     name,
                     size: 0,
+                    unchanged: false,
                 })
                 .await
             }

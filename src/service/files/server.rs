@@ -3,6 +3,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use super::hash::HashAlg;
 use super::progress::Progress;
 use super::requests::Session;
 use super::store::{Store, StoreError, StoreOptions, DEFAULT_PARTIAL_MAX_AGE};
-use super::sweep::{sweep, PartialSweeper, PARTIAL_SWEEP_INTERVAL};
+use super::sweep::{cap, sweep, PartialSweeper, PARTIAL_SWEEP_INTERVAL};
 use crate::engine::ConnInfo;
 use crate::session::{FramedService, Gated, ServerStream};
 use crate::wire::Connection;
@@ -56,7 +57,8 @@ pub struct FilesConfig {
     /// Deadline for each next request.
     pub request_timeout: Duration,
     /// Partial files (kept for resume) untouched this long are removed when the server
-    /// starts and then at most hourly; `None` keeps them forever.
+    /// starts and then at most hourly; `None` keeps them forever. (Their total size is
+    /// capped apart from this: `store.partial_max_total`.)
     pub partial_max_age: Option<Duration>,
     /// Advanced as uploaded files arrive, restarted per file (hidden by default; `recv` shows
     /// it). Meant for a one-session server: concurrent uploads would share one bar.
@@ -126,8 +128,9 @@ impl FilesService {
     /// The root directory cannot be created or opened.
     pub fn new(config: FilesConfig) -> Result<Self, StoreError> {
         let store = Store::open(&config.root, config.store.clone())?;
-        if let Some(max_age) = config.partial_max_age {
-            sweep(&store, max_age);
+        match config.partial_max_age {
+            Some(max_age) => sweep(&store, max_age),
+            None => cap(&store),
         }
         let next_sweep = std::time::Instant::now() + PARTIAL_SWEEP_INTERVAL;
         Ok(FilesService {
@@ -162,14 +165,26 @@ impl FramedService for FilesService {
 }
 
 /// `recv`: a [`FilesService`] that serves one authenticated session, then fires `done`.
-/// Run it behind a gate with [`Mode::Sequential`](crate::engine::Mode::Sequential) and `done`
-/// (or a child of it) as the engine's shutdown token.
+/// Any other session, while that one runs or after, is told at once that the receiver is busy
+/// (an error frame with code `busy`), instead of waiting in the backlog to be reset when the
+/// receiver exits. Run it behind a gate with
+/// [`Mode::Concurrent`](crate::engine::Mode::Concurrent) (a few connections, so the refusals
+/// are prompt) and `done` (or a child of it) as the engine's shutdown token.
 #[derive(Debug)]
 pub struct OneShot {
     service: FilesService,
     done: CancellationToken,
+    /// Whether a session has been taken: the first to set it is the one served.
+    taken: AtomicBool,
     outcome: Mutex<Option<SessionSummary>>,
 }
+
+/// The refusal a second sender gets from a [`OneShot`] receiver.
+pub(crate) const BUSY_MESSAGE: &str = "the receiver is busy: it is already receiving from \
+     another sender (sockit recv takes one sender, then exits); try again once it is done";
+
+/// Deadline for telling a second sender that the receiver is busy.
+const BUSY_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl OneShot {
     /// Wraps `service`; `done` fires when the first session ends.
@@ -177,6 +192,7 @@ impl OneShot {
         OneShot {
             service,
             done,
+            taken: AtomicBool::new(false),
             outcome: Mutex::new(None),
         }
     }
@@ -189,7 +205,9 @@ impl OneShot {
 
 impl FramedService for OneShot {
     async fn serve(&self, framed: Connection<ServerStream>, info: ConnInfo) -> io::Result<()> {
-        if self.done.is_cancelled() {
+        if self.taken.swap(true, Ordering::AcqRel) {
+            info!(peer = %info.peer, service = "files", "refused: busy with another sender");
+            refuse_busy(framed).await;
             return Ok(());
         }
         let summary = self.service.serve_session(framed, &info).await;
@@ -198,6 +216,18 @@ impl FramedService for OneShot {
         }
         self.done.cancel();
         Ok(())
+    }
+}
+
+/// Tells a sender the receiver is busy, then closes as a session does.
+async fn refuse_busy(mut framed: Connection<ServerStream>) {
+    let frame = super::messages::ServerMessage::Error {
+        code: "busy".into(),
+        message: BUSY_MESSAGE.into(),
+    };
+    let told = tokio::time::timeout(BUSY_WRITE_TIMEOUT, framed.write_frame(&frame, &[])).await;
+    if matches!(told, Ok(Ok(()))) {
+        close(&mut framed).await;
     }
 }
 

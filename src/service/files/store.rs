@@ -17,6 +17,7 @@ use super::hash::{HashAlg, Hasher};
 use super::messages::{Entry, Kind};
 
 mod at;
+mod batch;
 mod expire;
 mod incoming;
 mod listing;
@@ -26,13 +27,18 @@ mod receive;
 mod tests;
 
 use at::{io_error, kind_of, open_dir, stat_at};
+pub(crate) use batch::BatchFile;
 pub use expire::DEFAULT_PARTIAL_MAX_AGE;
 pub use incoming::Incoming;
 use path::shown_parts;
 pub use path::RelPath;
 
 /// Directory under the root holding partial files kept for resume; hidden from listings.
-pub(crate) const PARTIAL_DIR: &str = ".sockit-partial";
+pub(crate) const PARTIAL_DIR: &str = PARTIAL_DIR_NAME;
+
+/// The name of the directory, inside a store's root, that holds the partial files of
+/// unfinished transfers (what a user is told to look at or clean).
+pub const PARTIAL_DIR_NAME: &str = ".sockit-partial";
 
 /// Names starting with this are reserved for sockit's own use and refused from peers.
 pub(crate) const RESERVED_PREFIX: &str = ".sockit-";
@@ -48,6 +54,11 @@ pub(crate) const MAX_PATH_DEPTH: usize = 64;
 
 /// Default cap on one file's size (`--max-file-size`).
 pub(crate) const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 40;
+
+/// Default cap on the bytes kept in partial files of transfers cut off mid-body, all together
+/// (`--partial-max-total`): room for one interrupted transfer of a large disk image, and a
+/// bound on what peers who hang up can leave behind.
+pub const DEFAULT_PARTIAL_MAX_TOTAL_BYTES: u64 = 16 << 30;
 
 /// Most entries one listing or `get` manifest may hold: a manifest is held whole on both ends,
 /// so this and [`MAX_LISTING_PATH_BYTES`] keep it to some tens of MiB.
@@ -83,6 +94,10 @@ pub struct StoreOptions {
     /// Accept names Windows or a shell would trip on: a leading `-` or space, a trailing
     /// space or dot, `CON`/`NUL`/`COM1`-style names, `< > : " | ? *`.
     pub allow_unportable_names: bool,
+    /// Most bytes the partial files of transfers cut off may hold together. When a cut-off
+    /// transfer leaves more, the least recently written partials not in use are dropped (a
+    /// partial alone over this is dropped itself): new uploads are never refused over them.
+    pub partial_max_total: u64,
 }
 
 impl Default for StoreOptions {
@@ -92,6 +107,7 @@ impl Default for StoreOptions {
             max_file_size: DEFAULT_MAX_FILE_BYTES,
             allow_hidden_names: false,
             allow_unportable_names: false,
+            partial_max_total: DEFAULT_PARTIAL_MAX_TOTAL_BYTES,
         }
     }
 }
@@ -136,6 +152,9 @@ pub struct Stored {
     pub name: String,
     /// Its size.
     pub size: u64,
+    /// The name already held these very bytes (same size and digest): nothing was written and
+    /// the existing file was left as it was. Identical content is never a name conflict.
+    pub unchanged: bool,
 }
 
 /// Everything a store operation can refuse or fail with; `code()` is the wire code.
@@ -149,8 +168,9 @@ pub enum StoreError {
         /// Which rule it broke.
         reason: &'static str,
     },
-    /// The name is taken and the policy is [`Policy::Refuse`].
-    #[error("{0} already exists and was left untouched (--overwrite or --rename on the receiving side change that)")]
+    /// The name is taken by something other than the same bytes and the policy is
+    /// [`Policy::Refuse`].
+    #[error("{0} already exists with other content and was left untouched (--overwrite or --rename on the receiving side change that)")]
     Exists(String),
     /// A component of the path is a symlink, or the file itself is one.
     #[error("{0} goes through a symbolic link")]
@@ -352,23 +372,55 @@ impl Store {
 
     /// Refuses what the policy refuses about the final name as it stands: a directory there
     /// (but under [`Policy::Rename`] that is just a taken name), and under [`Policy::Refuse`]
-    /// anything at all, a dangling symlink included.
+    /// anything at all, a dangling symlink included — except a regular file of `size` bytes
+    /// when a size is given: it may hold the same bytes, which the commit finds out by digest.
     fn check_final(
         &self,
         parent: BorrowedFd<'_>,
         name: &str,
         path: &RelPath,
+        size: Option<u64>,
     ) -> Result<(), StoreError> {
         let st = match stat_at(parent, name) {
             Ok(st) => st,
             Err(Errno::ENOENT) => return Ok(()),
             Err(e) => return Err(io_error(path.to_string(), e)),
         };
+        let same_size =
+            size.is_some_and(|size| u64::try_from(st.st_size).is_ok_and(|held| held == size));
         match (self.options.policy, kind_of(&st)) {
             (Policy::Rename, _) => Ok(()),
             (_, Kind::Dir) => Err(StoreError::WrongKind(path.to_string(), "regular file")),
+            (Policy::Refuse, Kind::File) if same_size => Ok(()),
             (Policy::Refuse, _) => Err(StoreError::Exists(path.to_string())),
             (Policy::Overwrite, _) => Ok(()),
+        }
+    }
+
+    /// The digest (with `alg`) of the regular file at `path` if it has exactly `size` bytes;
+    /// `None` when there is no such file. What a sender compares with its own file to skip
+    /// one the store already holds, as `rsync` skips unchanged files.
+    ///
+    /// # Errors
+    /// Symlink and wrong-kind errors on the way, I/O errors reading it.
+    pub fn digest_if_size(
+        &self,
+        path: &RelPath,
+        size: u64,
+        alg: HashAlg,
+    ) -> Result<Option<String>, StoreError> {
+        let (file, entry) = match self.open_file(path) {
+            Ok(opened) => opened,
+            Err(StoreError::NotFound(_) | StoreError::WrongKind(..)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if entry.size != size {
+            return Ok(None);
+        }
+        match receive::hash_whole(&file, size, alg) {
+            Ok(Some(hex)) => Ok(Some(hex)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(io_error(path.to_string(), e)),
         }
     }
 
@@ -395,6 +447,30 @@ impl Store {
             Err(e) => Err(e),
         }
     }
+
+    /// [`Store::partial_dir`] for a transfer: a failure says what the directory is and what
+    /// to do about it, as the name alone means nothing to someone who never made it.
+    fn partial_dir_for_transfer(&self, create: bool) -> Result<Option<OwnedFd>, StoreError> {
+        self.partial_dir(create).map_err(|e| partial_dir_error(&e))
+    }
+}
+
+/// A failure to use [`PARTIAL_DIR`], with what it is and what to do about it.
+fn partial_dir_error(e: &StoreError) -> StoreError {
+    let why = match e {
+        StoreError::Io { source, .. } => source.to_string(),
+        StoreError::Symlink(_) => "it is a symbolic link".to_string(),
+        StoreError::WrongKind(..) => "it is not a directory".to_string(),
+        other => other.to_string(),
+    };
+    io_error(
+        PARTIAL_DIR.to_string(),
+        std::io::Error::other(format!(
+            "{why}; this directory, inside the receiving directory, holds unfinished \
+             transfers: it must be a directory the receiving user can write (remove or fix \
+             what is there)"
+        )),
+    )
 }
 
 /// Runs store work on a blocking thread (the store's calls block on the disk); a panicked or

@@ -65,6 +65,25 @@ pub(super) fn sweep(store: &Store, max_age: Duration) {
         Ok(_) => {}
         Err(e) => warn!(service = "files", error = %e, "could not expire stale partial files"),
     }
+    cap(store);
+}
+
+/// Drops the oldest partials at rest beyond the store's total cap (a cap lowered since they
+/// were left), logging what happened.
+pub(super) fn cap(store: &Store) {
+    let limit = store.options().partial_max_total;
+    match store.cap_partials() {
+        Ok(capped) if capped.removed > 0 => {
+            info!(
+                service = "files",
+                removed = capped.removed,
+                limit,
+                "dropped the oldest partial files to stay within --partial-max-total"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => warn!(service = "files", error = %e, "could not cap partial files"),
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::messages::{ClientMessage, ServerMessage};
 use crate::wire::Message;
 
-pub(crate) use receive::{receive_file, skip_file, ReceiveError};
+pub(crate) use receive::{read_end, receive_file, sender_failed, skip_file, ReceiveError};
 pub(crate) use send::send_file;
 
 /// Size of the reads from a file being sent, and of the socket reads on the receiving side.

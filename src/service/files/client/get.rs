@@ -171,6 +171,7 @@ fn report(
         size: 0,
         transferred: 0,
         result,
+        unchanged: false,
     }
 }
 
@@ -250,7 +251,8 @@ async fn send_fetches(
     let mut failures = Vec::new();
     for want in wanted {
         let (s, name) = (Arc::clone(&store), want.local.clone());
-        let partial = tokio::task::spawn_blocking(move || s.partial(&name, alg)).await;
+        let size = Some(want.size);
+        let partial = tokio::task::spawn_blocking(move || s.partial_for(&name, alg, size)).await;
         let partial = match partial {
             Ok(Ok(partial)) => partial,
             Ok(Err(e)) => {
@@ -303,7 +305,10 @@ impl Receiver {
             let index = next.index;
             let (result, transferred) = self.receive_one(next).await?;
             if let Some(report) = files.get_mut(index) {
-                report.result = result;
+                report.result = result.map(|(name, unchanged)| {
+                    report.unchanged = unchanged;
+                    name
+                });
                 report.transferred = transferred;
             }
         }
@@ -313,7 +318,7 @@ impl Receiver {
     async fn receive_one(
         &mut self,
         next: InFlight,
-    ) -> Result<(Result<String, Rejection>, u64), FilesError> {
+    ) -> Result<(Result<(String, bool), Rejection>, u64), FilesError> {
         let header = match self.reader.read_frame::<ServerMessage>().await? {
             Some(ServerMessage::File(header)) => header,
             Some(ServerMessage::Rejected { code, message, .. }) => {
@@ -334,6 +339,7 @@ impl Receiver {
         };
         let body = header.body_len();
         self.progress.start_file(&next.local.as_wire());
+        self.progress.file_size(header.size);
         if header.size != next.size {
             // It changed since the listing; the bar follows what is sent.
             self.progress.remove_total(next.size);
@@ -352,7 +358,7 @@ impl Receiver {
             receive_file::<_, ServerMessage, _>(&mut self.reader, body, open, &self.progress).await;
         self.bytes = self.bytes.saturating_add(body);
         match received {
-            Ok(stored) => Ok((stored.map(|s| shown(&s.name)), body)),
+            Ok(stored) => Ok((stored.map(|s| (shown(&s.name), s.unchanged)), body)),
             Err(ReceiveError::Broken(e)) => Err(e.into()),
             Err(ReceiveError::Invalid(r)) => Err(FilesError::Protocol(r.to_string())),
             Err(ReceiveError::Unskippable(r)) => Err(FilesError::Rejected(r)),

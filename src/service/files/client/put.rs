@@ -60,7 +60,24 @@ enum Pending {
     /// `stored` or `rejected` for entry `index`.
     Stored(usize),
     /// `partial` or `rejected` for a probe: handed to the writer, which waits for it.
-    Probe(oneshot::Sender<Result<(u64, Option<String>), Rejection>>),
+    Probe(oneshot::Sender<Result<ProbeAnswer, Rejection>>),
+}
+
+/// A `partial` answer to a probe.
+struct ProbeAnswer {
+    /// Bytes of a partial copy the server holds, and their digest.
+    offset: u64,
+    prefix: Option<String>,
+    /// The digest of a same-size file already under the name (refuse policy).
+    existing: Option<String>,
+}
+
+/// Where a file's body starts, as a probe decided.
+enum Start {
+    /// At `offset` (0, or the end of a proven prefix), with the digest state there.
+    At(File, u64, Hasher),
+    /// Nowhere: the server already holds these very bytes under the name.
+    Unchanged,
 }
 
 /// Sends `paths` (files and, recursively, directories) to the server, under `to_dir` if given.
@@ -113,7 +130,10 @@ pub async fn put(
     };
     for (index, result) in results {
         if let Some(report) = files.get_mut(index) {
-            report.result = result;
+            report.result = result.map(|(name, unchanged)| {
+                report.unchanged = unchanged;
+                name
+            });
         }
     }
     // A broken connection is the command's failure; the reader's reason is the better one.
@@ -143,6 +163,7 @@ fn initial_report(item: &Item) -> FileReport {
         size: 0,
         transferred: 0,
         result,
+        unchanged: false,
     }
 }
 
@@ -229,8 +250,15 @@ impl Sender {
             self.progress.add_total(meta.size);
         }
         report.size = meta.size;
+        self.progress.file_size(meta.size);
         let (file, start, hasher) = match self.resume_point(file, remote, &meta).await? {
-            Ok(point) => point,
+            Ok(Start::At(file, start, hasher)) => (file, start, hasher),
+            Ok(Start::Unchanged) => {
+                self.progress.skip(meta.size);
+                report.result = Ok(shown(remote));
+                report.unchanged = true;
+                return Ok(());
+            }
             Err(rejection) => {
                 self.progress.remove_total(meta.size);
                 report.result = Err(rejection);
@@ -269,17 +297,20 @@ impl Sender {
     }
 
     /// Where to start: 0, or, for a large file whose prefix the server proves it holds, the
-    /// end of that prefix with the digest state there. `Ok(Err(..))`: the probe was refused.
+    /// end of that prefix with the digest state there; nowhere if the server holds the same
+    /// bytes already. `Ok(Err(..))`: the probe was refused, or the server holds different
+    /// bytes under the name and refuses to replace them.
     async fn resume_point(
         &mut self,
         file: File,
         remote: &str,
         meta: &LocalMeta,
-    ) -> Result<Result<(File, u64, Hasher), Rejection>, FilesError> {
+    ) -> Result<Result<Start, Rejection>, FilesError> {
         let fresh = Hasher::new(self.hash);
         if meta.size < RESUME_PROBE_MIN_BYTES {
-            return Ok(Ok((file, 0, fresh)));
+            return Ok(Ok(Start::At(file, 0, fresh)));
         }
+        self.progress.probe_file(remote);
         let (tx, rx) = oneshot::channel();
         self.expect(Pending::Probe(tx)).await?;
         let probe = ClientMessage::Probe {
@@ -288,14 +319,35 @@ impl Sender {
             hash: self.hash,
         };
         self.writer.write_frame(&probe, &[]).await?;
-        let (offset, prefix) = match rx.await.map_err(|_| FilesError::Closed)? {
+        let answer = rx.await.map_err(|_| FilesError::Closed)?;
+        self.progress.probed(remote);
+        let answer = match answer {
             Ok(answer) => answer,
             Err(rejection) => return Ok(Err(rejection)),
         };
-        let Some(prefix) = prefix.filter(|_| offset > 0 && offset <= meta.size) else {
-            return Ok(Ok((file, 0, fresh)));
-        };
         let alg = self.hash;
+        if let Some(theirs) = answer.existing {
+            let size = meta.size;
+            let mine = tokio::task::spawn_blocking(move || prefix_digest(&file, size, alg))
+                .await
+                .map_err(|e| FilesError::Local(e.to_string()))?;
+            return Ok(match mine {
+                Ok(mine) if mine.matches(&theirs) => Ok(Start::Unchanged),
+                Ok(_) => Err(Rejection::new(
+                    "exists",
+                    format!(
+                        "{} already exists with other content and was left untouched \
+                         (--overwrite or --rename on the receiving side change that)",
+                        shown(remote)
+                    ),
+                )),
+                Err(e) => Err(Rejection::new("local_io", format!("cannot read it: {e}"))),
+            });
+        }
+        let (offset, prefix) = (answer.offset, answer.prefix);
+        let Some(prefix) = prefix.filter(|_| offset > 0 && offset <= meta.size) else {
+            return Ok(Ok(Start::At(file, 0, fresh)));
+        };
         let checked = tokio::task::spawn_blocking(move || {
             let mine = prefix_digest(&file, offset, alg);
             (file, mine)
@@ -303,8 +355,8 @@ impl Sender {
         .await
         .map_err(|e| FilesError::Local(e.to_string()))?;
         match checked {
-            (file, Ok(mine)) if mine.matches(&prefix) => Ok(Ok((file, offset, mine))),
-            (file, _) => Ok(Ok((file, 0, fresh))),
+            (file, Ok(mine)) if mine.matches(&prefix) => Ok(Ok(Start::At(file, offset, mine))),
+            (file, _) => Ok(Ok(Start::At(file, 0, fresh))),
         }
     }
 }
@@ -318,7 +370,8 @@ fn open_local(path: &Path) -> std::io::Result<(File, LocalMeta)> {
     Ok((file, local_meta(&meta)))
 }
 
-type Answers = Vec<(usize, Result<String, Rejection>)>;
+/// Each entry's stored name and whether it was unchanged, or why it failed.
+type Answers = Vec<(usize, Result<(String, bool), Rejection>)>;
 
 /// The reading half: matches each answer to its request, in order, until the writer is done
 /// and every request is answered. On failure, the answers so far come back with the error.
@@ -333,14 +386,31 @@ async fn collect_answers(
             Err(e) => return Err((answers, e.into())),
         };
         match (next, frame) {
-            (Pending::Stored(index), Some(ServerMessage::Stored { name, .. })) => {
-                answers.push((index, Ok(shown(&name))));
+            (
+                Pending::Stored(index),
+                Some(ServerMessage::Stored {
+                    name, unchanged, ..
+                }),
+            ) => {
+                answers.push((index, Ok((shown(&name), unchanged))));
             }
             (Pending::Stored(index), Some(ServerMessage::Rejected { code, message, .. })) => {
                 answers.push((index, Err(Rejection::from_peer(&code, &message))));
             }
-            (Pending::Probe(reply), Some(ServerMessage::Partial { offset, prefix, .. })) => {
-                let _ = reply.send(Ok((offset, prefix)));
+            (
+                Pending::Probe(reply),
+                Some(ServerMessage::Partial {
+                    offset,
+                    prefix,
+                    existing,
+                    ..
+                }),
+            ) => {
+                let _ = reply.send(Ok(ProbeAnswer {
+                    offset,
+                    prefix,
+                    existing,
+                }));
             }
             (Pending::Probe(reply), Some(ServerMessage::Rejected { code, message, .. })) => {
                 let _ = reply.send(Err(Rejection::from_peer(&code, &message)));

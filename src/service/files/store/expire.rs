@@ -63,16 +63,8 @@ impl Store {
             .checked_sub(max_age)
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        let shown = || PARTIAL_DIR.to_string();
-        let listed = partials.try_clone().map_err(|e| io_error(shown(), e))?;
-        let mut dir = Dir::from_fd(listed).map_err(|e| io_error(shown(), e))?;
-        let mut names: Vec<CString> = Vec::new();
-        for item in dir.iter().take(MAX_PARTIALS_PER_SWEEP) {
-            let item = item.map_err(|e| io_error(shown(), e))?;
-            if is_partial_name(item.file_name()) {
-                names.push(item.file_name().to_owned());
-            }
-        }
+        let names =
+            partial_names(partials.as_fd()).map_err(|e| io_error(PARTIAL_DIR.to_string(), e))?;
         for name in &names {
             match expire_one(partials.as_fd(), name, cutoff) {
                 Ok(Outcome::Removed) => expired.removed += 1,
@@ -82,6 +74,92 @@ impl Store {
             }
         }
         Ok(expired)
+    }
+
+    /// Drops the least recently written partial files not in use until those left hold at
+    /// most [`StoreOptions::partial_max_total`](super::StoreOptions) bytes (what a transfer cut
+    /// off also does as it ends, see `Incoming`'s `Drop`). Looks at most at
+    /// [`MAX_PARTIALS_PER_SWEEP`] entries.
+    ///
+    /// # Errors
+    /// As [`Store::expire_partials`].
+    pub(crate) fn cap_partials(&self) -> Result<Expired, StoreError> {
+        match self.partial_dir(false)? {
+            None => Ok(Expired::default()),
+            Some(partials) => Ok(cap_partials_in(
+                partials.as_fd(),
+                self.options.partial_max_total,
+            )),
+        }
+    }
+}
+
+/// The names in the partial directory `dir` that the store gives partials, at most
+/// [`MAX_PARTIALS_PER_SWEEP`].
+fn partial_names(dir: BorrowedFd<'_>) -> Result<Vec<CString>, Errno> {
+    let listed = dir
+        .try_clone_to_owned()
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+    let mut dir = Dir::from_fd(listed)?;
+    let mut names = Vec::new();
+    for item in dir.iter().take(MAX_PARTIALS_PER_SWEEP) {
+        let item = item?;
+        if is_partial_name(item.file_name()) {
+            names.push(item.file_name().to_owned());
+        }
+    }
+    Ok(names)
+}
+
+/// Removes the least recently written partials in `dir` that no transfer holds until those
+/// at rest hold at most `budget` bytes. Partials in use (locked) neither count nor go. A
+/// partial that fails on its own is skipped, with a warning.
+pub(super) fn cap_partials_in(dir: BorrowedFd<'_>, budget: u64) -> Expired {
+    let mut capped = Expired::default();
+    let names = match partial_names(dir) {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list partial files");
+            return capped;
+        }
+    };
+    let mut held: Vec<((i64, i64), u64, CString)> = names
+        .into_iter()
+        .filter_map(|name| {
+            let st = stat_at(dir, name.as_c_str()).ok()?;
+            let size = u64::try_from(st.st_size).ok()?;
+            #[allow(clippy::unnecessary_cast)] // time_t differs between unixes
+            let written = (st.st_mtime as i64, st.st_mtime_nsec as i64);
+            (kind_of(&st) == Kind::File && !in_use(dir, &name)).then_some((written, size, name))
+        })
+        .collect();
+    held.sort_unstable();
+    let mut total = held.iter().map(|h| h.1).fold(0u64, u64::saturating_add);
+    for (_, size, name) in &held {
+        if total <= budget {
+            break;
+        }
+        // Whatever happens to it, this one no longer counts: gone, in use since, or changed.
+        total = total.saturating_sub(*size);
+        match expire_one(dir, name, i64::MAX) {
+            Ok(Outcome::Removed) => capped.removed += 1,
+            Ok(Outcome::Busy) => {
+                capped.busy += 1;
+            }
+            Ok(Outcome::Kept) => {}
+            Err(e) => tracing::warn!(partial = ?name, error = %e, "could not drop a partial"),
+        }
+    }
+    capped
+}
+
+/// Whether a transfer holds the partial `name` in `dir` (a writer's exclusive lock or a
+/// probe's shared one); one that cannot be opened is left out as if it were.
+fn in_use(dir: BorrowedFd<'_>, name: &CStr) -> bool {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+    match openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock).is_err(),
+        Err(_) => true,
     }
 }
 

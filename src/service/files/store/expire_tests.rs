@@ -200,3 +200,70 @@ fn a_store_without_partials_has_nothing_to_expire() {
     let expired = fx.store.expire_partials(DEFAULT_PARTIAL_MAX_AGE).unwrap();
     assert_eq!(expired, Expired::default());
 }
+
+/// A store whose partials at rest may hold at most `cap` bytes.
+fn capped(cap: u64) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("outside")).unwrap();
+    let options = StoreOptions {
+        partial_max_total: cap,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&tmp.path().join("root"), options).unwrap();
+    Fixture { tmp, store }
+}
+
+#[test]
+fn a_cut_off_transfer_drops_the_oldest_partials_beyond_the_total_cap() {
+    // Each interrupted transfer leaves 10 bytes; the cap holds two.
+    let fx = capped(25);
+    let first = fx.interrupted("a.bin");
+    age_by(&first, Duration::from_secs(60));
+    let second = fx.interrupted("b.bin");
+    assert!(first.exists(), "20 bytes fit: {first:?}");
+    assert!(second.exists(), "20 bytes fit: {second:?}");
+    let third = fx.interrupted("c.bin");
+    assert!(!first.exists(), "the least recently written went");
+    assert!(second.exists() && third.exists());
+}
+
+#[test]
+fn a_partial_in_use_is_never_dropped_for_the_cap_and_does_not_count() {
+    let fx = capped(15);
+    let writing = fx.receive("busy.bin");
+    let old = fx.interrupted("a.bin");
+    age_by(&old, Duration::from_secs(60));
+    let new = fx.interrupted("b.bin");
+    assert!(!old.exists() && new.exists());
+    assert_eq!(fx.partial_names().len(), 2, "the one being written stays");
+    drop(writing);
+}
+
+#[test]
+fn a_cut_off_transfer_alone_over_the_cap_keeps_nothing() {
+    let fx = capped(5);
+    let kept = fx.partial_names();
+    drop(fx.receive("big.bin"));
+    assert_eq!(
+        fx.partial_names(),
+        kept,
+        "10 bytes over a 5-byte cap are dropped"
+    );
+}
+
+#[test]
+fn a_lowered_cap_is_applied_to_what_is_already_kept() {
+    let fx = Fixture::new();
+    let old = fx.interrupted("a.bin");
+    age_by(&old, Duration::from_secs(60));
+    let new = fx.interrupted("b.bin");
+    let root = fx.root();
+    let options = StoreOptions {
+        partial_max_total: 10,
+        ..StoreOptions::default()
+    };
+    let reopened = Store::open(&root, options).unwrap();
+    let capped = reopened.cap_partials().unwrap();
+    assert_eq!(capped.removed, 1);
+    assert!(!old.exists() && new.exists());
+}

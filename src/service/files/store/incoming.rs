@@ -3,14 +3,18 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 use nix::errno::Errno;
-use nix::fcntl::Flock;
+use nix::fcntl::{openat, Flock, OFlag};
+use nix::sys::stat::{fstat, Mode};
 use nix::sys::time::TimeSpec;
 
 use super::super::hash::Hasher;
-use super::at::{io_error, perm, rename_noreplace, rename_replace};
+use super::super::messages::Kind;
+use super::at::{io_error, kind_of, perm, rename_noreplace, rename_replace};
+use super::receive::hash_whole;
 use super::{
     FileMeta, Policy, RelPath, StoreError, Stored, MAX_COMPONENT_BYTES, MAX_RENAME_ATTEMPTS,
 };
@@ -25,10 +29,10 @@ pub struct Incoming {
     /// The partial file, exclusively locked until this is dropped.
     pub(super) file: Flock<File>,
     /// The partial directory and the partial's name in it.
-    pub(super) partials: OwnedFd,
+    pub(super) partials: Arc<OwnedFd>,
     pub(super) partial_name: String,
     /// The final name's directory, opened (without symlinks) when the transfer started.
-    pub(super) parent: OwnedFd,
+    pub(super) parent: Arc<OwnedFd>,
     pub(super) size: u64,
     pub(super) received: u64,
     /// Where the next early writeback starts (see [`Incoming::start_writeback`]).
@@ -36,6 +40,8 @@ pub struct Incoming {
     pub(super) hasher: Hasher,
     pub(super) meta: FileMeta,
     pub(super) policy: Policy,
+    /// The store's cap on partial data at rest (see [`Drop`](#impl-Drop-for-Incoming)).
+    pub(super) partial_max_total: u64,
     /// The partial's name no longer belongs to this transfer (removed, or renamed into
     /// place): it must not be touched again, another transfer may have taken it.
     pub(super) removed: bool,
@@ -90,8 +96,15 @@ impl Incoming {
     /// still arrives, so the fsync before the rename finds little left to do and the disk
     /// works in parallel with the network. Only initiates I/O: it does not wait for it.
     fn start_writeback(&mut self) {
+        if self.received - self.writeback_from >= WRITEBACK_WINDOW_BYTES {
+            self.start_writeback_all();
+        }
+    }
+
+    /// Starts writing back everything from `writeback_from` on, without waiting for it.
+    fn start_writeback_all(&mut self) {
         let pending = self.received - self.writeback_from;
-        if pending < WRITEBACK_WINDOW_BYTES {
+        if pending == 0 {
             return;
         }
         #[cfg(target_os = "linux")]
@@ -142,6 +155,18 @@ impl Incoming {
     }
 
     fn finish(&mut self, hash_hex: &str) -> Result<Stored, StoreError> {
+        if let Some(unchanged) = self.verify(hash_hex)? {
+            return Ok(unchanged);
+        }
+        let name = self.sync_and_place()?;
+        // The name is in place now; only its durability is in question from here.
+        nix::unistd::fsync(self.parent.as_fd()).map_err(|e| self.io(e))?;
+        Ok(name)
+    }
+
+    /// Checks size and digest and applies mode and mtime; `Some` when the final name already
+    /// holds these very bytes (nothing more to do but drop the partial, done here).
+    fn verify(&mut self, hash_hex: &str) -> Result<Option<Stored>, StoreError> {
         if self.received != self.size {
             return Err(StoreError::SizeMismatch {
                 path: self.path.to_string(),
@@ -155,6 +180,14 @@ impl Incoming {
                 self.hasher.alg(),
             ));
         }
+        if self.policy != Policy::Overwrite && self.final_name_holds_the_same_bytes() {
+            self.remove();
+            return Ok(Some(Stored {
+                name: self.path.to_string(),
+                size: self.size,
+                unchanged: true,
+            }));
+        }
         let fd = &*self.file;
         nix::sys::stat::fchmod(fd, perm(self.meta.mode)).map_err(|e| self.io(e))?;
         let mtime = TimeSpec::new(
@@ -162,12 +195,15 @@ impl Incoming {
             self.meta.mtime_nsec.min(999_999_999) as _,
         );
         nix::sys::stat::futimens(fd, &TimeSpec::UTIME_NOW, &mtime).map_err(|e| self.io(e))?;
+        Ok(None)
+    }
+
+    /// Syncs the data and renames it into place by the policy; the directory is not synced.
+    fn sync_and_place(&mut self) -> Result<Stored, StoreError> {
         if let Err(e) = self.file.sync_all() {
             return Err(self.write_error(e));
         }
         let name = self.place()?;
-        // The name is in place now; only its durability is in question from here.
-        nix::unistd::fsync(&self.parent).map_err(|e| self.io(e))?;
         let (parents, _) = self.path.split_last();
         let name = match parents {
             [] => name,
@@ -176,7 +212,61 @@ impl Incoming {
         Ok(Stored {
             name,
             size: self.size,
+            unchanged: false,
         })
+    }
+
+    /// The first half of a commit made for many files at once (see `Store::store_batch`):
+    /// checks size and digest, applies mode and mtime and starts writing the data back
+    /// without waiting. `Ok(Err(stored))` when the name already holds these bytes. Any
+    /// failure removes the partial.
+    pub(super) fn seal(mut self, hash_hex: &str) -> Result<Result<Incoming, Stored>, StoreError> {
+        self.check_live()?;
+        match self.verify(hash_hex) {
+            Ok(Some(unchanged)) => Ok(Err(unchanged)),
+            Ok(None) => {
+                self.start_writeback_all();
+                Ok(Ok(self))
+            }
+            Err(e) => {
+                self.remove();
+                Err(e)
+            }
+        }
+    }
+
+    /// The second half: syncs the data and renames it into place; the caller syncs the
+    /// directory (once for all the files of a batch that share it). Any failure removes the
+    /// partial.
+    pub(super) fn place_sealed(&mut self) -> Result<Stored, StoreError> {
+        let placed = self.sync_and_place();
+        if placed.is_err() {
+            self.remove();
+        }
+        placed
+    }
+
+    /// The directory the file lands in.
+    pub(super) fn parent(&self) -> BorrowedFd<'_> {
+        self.parent.as_fd()
+    }
+
+    /// Whether the final name already holds a regular file with exactly the bytes received
+    /// (same size, same digest): then there is nothing to store, and under the refuse and
+    /// rename policies no conflict either. Any doubt (an error, a symlink) is a no.
+    fn final_name_holds_the_same_bytes(&self) -> bool {
+        let (_, name) = self.path.split_last();
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+        let Ok(fd) = openat(self.parent.as_fd(), name, flags, Mode::empty()) else {
+            return false;
+        };
+        let file = File::from(fd);
+        let is_same_size_file = fstat(&file).is_ok_and(|st| {
+            kind_of(&st) == Kind::File && u64::try_from(st.st_size).is_ok_and(|n| n == self.size)
+        });
+        is_same_size_file
+            && hash_whole(&file, self.size, self.hasher.alg())
+                .is_ok_and(|hex| hex.is_some_and(|hex| self.hasher.matches(&hex)))
     }
 
     /// Renames the partial to its final name by the policy; returns the name used.
@@ -268,7 +358,7 @@ impl Incoming {
             return;
         }
         if let Err(e) = nix::unistd::unlinkat(
-            &self.partials,
+            self.partials.as_fd(),
             self.partial_name.as_str(),
             nix::unistd::UnlinkatFlags::NoRemoveDir,
         ) {
@@ -280,8 +370,32 @@ impl Incoming {
 /// Dropping an `Incoming` without `commit` or `discard` keeps the partial file for a later
 /// resume (and releases its lock): that is what an interrupted transfer leaves, never under
 /// the final name. It is not synced: a resume proves its prefix by digest anyway.
+///
+/// The partials at rest are then kept within the store's `partial_max_total`: the least
+/// recently written ones not in use are dropped to make room for this one, and this one is
+/// dropped if it alone is over the cap.
 impl Drop for Incoming {
-    fn drop(&mut self) {}
+    fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
+        let limit = self.partial_max_total;
+        let Some(budget) = limit.checked_sub(self.received) else {
+            tracing::info!(path = %self.path, bytes = self.received, limit,
+                "partial data over the partial total cap dropped: a later transfer starts over");
+            self.remove();
+            return;
+        };
+        // This partial is still locked by us, so it is not counted against the budget.
+        let capped = super::expire::cap_partials_in(self.partials.as_fd(), budget);
+        if capped.removed > 0 {
+            tracing::info!(
+                removed = capped.removed,
+                limit,
+                "oldest partial data dropped to keep partial files within their total cap"
+            );
+        }
+    }
 }
 
 /// `name` with ` (n)` before its last extension, shortened to stay within

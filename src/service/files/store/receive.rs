@@ -3,7 +3,8 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -38,14 +39,26 @@ impl Store {
     /// [`StoreError::Busy`] while another transfer of `path` is writing it; I/O errors
     /// reading the partial.
     pub fn partial(&self, path: &RelPath, alg: HashAlg) -> Result<Option<Partial>, StoreError> {
+        self.partial_for(path, alg, None)
+    }
+
+    /// [`Store::partial`] for a transfer of `size` bytes, when known: a regular file of that
+    /// size under the final name is no refusal here, as with [`Store::create`] (it may hold
+    /// the same bytes).
+    pub(crate) fn partial_for(
+        &self,
+        path: &RelPath,
+        alg: HashAlg,
+        size: Option<u64>,
+    ) -> Result<Option<Partial>, StoreError> {
         let (parents, name) = path.split_last();
         match self.open_dirs(parents, None) {
-            Ok(parent) => self.check_final(parent.as_fd(), name, path)?,
+            Ok(parent) => self.check_final(parent.as_fd(), name, path, size)?,
             // No parent, no file under the final name; a partial may still be kept.
             Err(StoreError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
-        let Some(partials) = self.partial_dir(false)? else {
+        let Some(partials) = self.partial_dir_for_transfer(false)? else {
             return Ok(None);
         };
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
@@ -94,13 +107,42 @@ impl Store {
         alg: HashAlg,
         resume: Option<Partial>,
     ) -> Result<Incoming, StoreError> {
+        self.create_in(path, size, meta, alg, resume, &mut DirHandles::default())
+    }
+
+    /// [`Store::create`] reusing the directory handles `dirs` holds (and adding to them): many
+    /// files received together hold one handle per directory, not two per file.
+    pub(super) fn create_in(
+        &self,
+        path: &RelPath,
+        size: u64,
+        meta: FileMeta,
+        alg: HashAlg,
+        resume: Option<Partial>,
+        dirs: &mut DirHandles,
+    ) -> Result<Incoming, StoreError> {
         super::path::check_writable(path, &self.options)?;
         let start = self.admit(path, size, alg, resume.as_ref())?;
         let (parents, name) = path.split_last();
-        let parent = self.open_dirs(parents, Some(0o755))?;
-        self.check_final(parent.as_fd(), name, path)?;
-        let Some(partials) = self.partial_dir(true)? else {
-            return Err(StoreError::NotFound(PARTIAL_DIR.to_string()));
+        let parent = match dirs.parents.iter().find(|(p, _)| p.as_slice() == parents) {
+            Some((_, dir)) => Arc::clone(dir),
+            None => {
+                let dir = Arc::new(self.open_dirs(parents, Some(0o755))?);
+                dirs.parents.push((parents.to_vec(), Arc::clone(&dir)));
+                dir
+            }
+        };
+        self.check_final(parent.as_fd(), name, path, Some(size))?;
+        let partials = match &dirs.partials {
+            Some(dir) => Arc::clone(dir),
+            None => {
+                let Some(dir) = self.partial_dir_for_transfer(true)? else {
+                    return Err(StoreError::NotFound(PARTIAL_DIR.to_string()));
+                };
+                let dir = Arc::new(dir);
+                dirs.partials = Some(Arc::clone(&dir));
+                dir
+            }
         };
         let partial_name = partial_name(path);
         let (file, st) = open_partial(partials.as_fd(), &partial_name, resume.is_none(), path)?;
@@ -122,6 +164,7 @@ impl Store {
                 ..meta
             },
             policy: self.options.policy,
+            partial_max_total: self.options.partial_max_total,
             removed: false,
         })
     }
@@ -168,6 +211,13 @@ impl Store {
         }
         Ok(start)
     }
+}
+
+/// Directory handles shared by the files of one batch (see [`Store::create_in`]).
+#[derive(Debug, Default)]
+pub(super) struct DirHandles {
+    partials: Option<Arc<OwnedFd>>,
+    parents: Vec<(Vec<String>, Arc<OwnedFd>)>,
 }
 
 /// The partial file's name for `path`: fixed length whatever the path, so any valid path
@@ -308,6 +358,12 @@ fn same_contents(now: &FileStat, then: &FileStat) -> bool {
         )
     };
     key(now) == key(then)
+}
+
+/// The hex digest of `file` if it holds exactly `size` bytes (`None` if it holds fewer).
+pub(super) fn hash_whole(file: &File, size: u64, alg: HashAlg) -> std::io::Result<Option<String>> {
+    let (len, hasher) = hash_prefix(file, size, alg)?;
+    Ok((len == size).then(|| hasher.hex()))
 }
 
 /// Hashes up to `limit` bytes from the start of `file` with a bounded buffer; returns how

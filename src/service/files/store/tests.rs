@@ -124,7 +124,8 @@ fn a_file_is_stored_with_its_parents_and_nothing_else_is_left() {
         stored,
         Stored {
             name: "d/e/a.txt".into(),
-            size: 5
+            size: 5,
+            unchanged: false,
         }
     );
     assert_eq!(fs::read(fx.root().join("d/e/a.txt")).unwrap(), b"hello");
@@ -931,4 +932,124 @@ fn the_flags_allow_hidden_and_unportable_names() {
         fx.create(".bashrc", 0).is_err(),
         "only unportable names are allowed"
     );
+}
+
+#[test]
+fn the_same_bytes_under_a_taken_name_are_unchanged_and_other_bytes_conflict() {
+    for policy in [Policy::Refuse, Policy::Rename] {
+        let fx = Fixture::new(policy);
+        assert!(!fx.put("a.txt", b"same").unwrap().unchanged);
+        let again = fx.put("a.txt", b"same").unwrap();
+        assert_eq!(
+            again,
+            Stored {
+                name: "a.txt".into(),
+                size: 4,
+                unchanged: true
+            },
+            "{policy:?}"
+        );
+        assert_eq!(
+            fx.partials(),
+            0,
+            "{policy:?}: the copy received was dropped"
+        );
+        let other = fx.put("a.txt", b"diff");
+        match policy {
+            Policy::Refuse => assert_eq!(other.unwrap_err().code(), "exists"),
+            _ => assert_eq!(other.unwrap().name, "a (1).txt"),
+        }
+        assert_eq!(fs::read(fx.root().join("a.txt")).unwrap(), b"same");
+    }
+}
+
+#[test]
+fn a_taken_name_of_another_size_is_refused_before_any_data() {
+    let fx = Fixture::new(Policy::Refuse);
+    fx.put("a.txt", b"four").unwrap();
+    assert_eq!(fx.create("a.txt", 5).unwrap_err().code(), "exists");
+    let size_matches = fx.create("a.txt", 4);
+    assert!(size_matches.is_ok(), "decided at the commit, by digest");
+}
+
+#[test]
+fn a_store_offers_the_digest_of_a_file_of_the_asked_size_only() {
+    let fx = Fixture::new(Policy::Refuse);
+    fx.put("d/a.txt", b"four").unwrap();
+    let offered = fx.store.digest_if_size(&rel("d/a.txt"), 4, HashAlg::Blake3);
+    assert_eq!(offered.unwrap(), Some(digest(b"four")));
+    let other_size = fx.store.digest_if_size(&rel("d/a.txt"), 5, HashAlg::Blake3);
+    assert_eq!(other_size.unwrap(), None);
+    assert_eq!(
+        fx.store
+            .digest_if_size(&rel("nope"), 4, HashAlg::Blake3)
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        fx.store
+            .digest_if_size(&rel("d"), 0, HashAlg::Blake3)
+            .unwrap(),
+        None
+    );
+}
+
+#[test]
+fn an_unusable_partial_directory_says_what_it_is_and_what_to_do() {
+    let fx = Fixture::new(Policy::Refuse);
+    fs::write(fx.root().join(PARTIAL_DIR), b"in the way").unwrap();
+    let message = fx.put("a.txt", b"data").unwrap_err().to_string();
+    assert!(message.contains("not a directory"), "{message}");
+    assert!(message.contains("holds unfinished transfers"), "{message}");
+    assert!(message.contains("remove or fix"), "{message}");
+}
+
+fn batch_file(path: &str, bytes: &[u8]) -> BatchFile {
+    BatchFile {
+        path: rel(path),
+        meta: META,
+        alg: HashAlg::Blake3,
+        data: bytes.to_vec(),
+        hash: digest(bytes),
+    }
+}
+
+#[test]
+fn a_batch_stores_each_file_as_a_commit_would_and_answers_in_order() {
+    let fx = Fixture::new(Policy::Refuse);
+    fx.put("same.txt", b"same").unwrap();
+    fx.put("taken.txt", b"mine").unwrap();
+    let mut corrupt = batch_file("corrupt.txt", b"data");
+    corrupt.hash = digest(b"other");
+    let results = fx.store.store_batch(vec![
+        batch_file("d/a.txt", b"alpha"),
+        batch_file("same.txt", b"same"),
+        batch_file("taken.txt", b"diff"),
+        corrupt,
+        batch_file("d/e/b.txt", b"beta"),
+    ]);
+    let shown: Vec<_> = results
+        .iter()
+        .map(|r| match r {
+            Ok(stored) => format!("{} {}", stored.name, stored.unchanged),
+            Err(e) => e.code().to_string(),
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "d/a.txt false",
+            "same.txt true",
+            "exists",
+            "hash_mismatch",
+            "d/e/b.txt false"
+        ]
+    );
+    assert_eq!(fs::read(fx.root().join("d/a.txt")).unwrap(), b"alpha");
+    assert_eq!(fs::read(fx.root().join("d/e/b.txt")).unwrap(), b"beta");
+    assert_eq!(fs::read(fx.root().join("taken.txt")).unwrap(), b"mine");
+    assert!(!fx.root().join("corrupt.txt").exists());
+    let mode = fs::metadata(fx.root().join("d/a.txt")).unwrap().mode();
+    assert_eq!(mode & 0o777, 0o644);
+    assert_eq!(fx.partials(), 0, "nothing is left behind");
 }

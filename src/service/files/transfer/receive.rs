@@ -158,7 +158,8 @@ where
     Ok(Err(rejection))
 }
 
-async fn read_end<S, M>(conn: &mut Connection<S>) -> Result<String, ReceiveError>
+/// Reads the `end` frame that closes a file's data; returns its digest.
+pub(crate) async fn read_end<S, M>(conn: &mut Connection<S>) -> Result<String, ReceiveError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     M: DataFrames,
@@ -206,10 +207,7 @@ where
             }
             Some(Piece::End(hash)) if hash == ABORTED_HASH => {
                 incoming.discard();
-                return Err(Rejection::new(
-                    "sender_failed",
-                    "the sender could not read the whole file; nothing was kept",
-                ));
+                return Err(sender_failed());
             }
             Some(Piece::End(hash)) => return incoming.commit(&hash).map_err(Rejection::from),
             Some(Piece::Abort) => {
@@ -227,6 +225,15 @@ where
             }
         }
     }
+}
+
+/// The answer to a file whose sender said, with [`ABORTED_HASH`], that it could not read it
+/// whole.
+pub(crate) fn sender_failed() -> Rejection {
+    Rejection::new(
+        "sender_failed",
+        "the sender could not read the whole file; nothing was kept",
+    )
 }
 
 async fn joined(
