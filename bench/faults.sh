@@ -38,6 +38,7 @@ command -v rsync >/dev/null || need+=(rsync)
 command -v nft >/dev/null || need+=(nftables)
 command -v ss >/dev/null || need+=(iproute2)
 command -v bc >/dev/null || need+=(bc)
+command -v ethtool >/dev/null || need+=(ethtool)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   apt-get update -qq >&2
@@ -46,7 +47,7 @@ fi
 
 if [ -z "${SOCKIT:-}" ]; then
   cargo build --release --quiet --bin sockit
-  SOCKIT=$PWD/target/release/sockit
+  SOCKIT=${CARGO_TARGET_DIR:-$PWD/target}/release/sockit
 fi
 
 S=sockit-bench-s-$$ C=sockit-bench-c-$$ SIF=bs$$ CIF=bc$$
@@ -84,6 +85,9 @@ else
   shaping="tc tbf $RATE (no delay, no reordering: this kernel has no sch_netem)"
   log "no sch_netem on this kernel: delay and reordering are NOT measured, only loss and rate"
 fi
+# One packet is one MTU-sized segment, as on a wire (not a 64 KiB offload super-packet).
+ip netns exec "$S" ethtool -K "$SIF" tso off gso off gro off
+ip netns exec "$C" ethtool -K "$CIF" tso off gso off gro off
 for ns in "$S" "$C"; do
   ip netns exec "$ns" nft add table inet sockit
   ip netns exec "$ns" nft add chain inet sockit in '{ type filter hook input priority 0 ; }'
@@ -130,6 +134,9 @@ run() { # name
 }
 check() { cmp -s "$SRC/big.bin" "$1" || { echo "MISMATCH: $1" >&2; exit 1; }; }
 
+# Pulls may come before the first push: both servers start with the file.
+cp "$SRC/big.bin" "$T/store/big.bin"
+cp "$SRC/big.bin" "$T/rsync/big.bin"
 order=(sockit-put rsync-push sockit-get rsync-pull)
 for rep in $(seq "$REPS"); do
   for i in "${!order[@]}"; do
@@ -157,6 +164,7 @@ for _ in $(seq 1200); do
 done
 ip -n "$C" link set "$CIF" down
 kill -9 "$put" 2>/dev/null || true
+wait "$put" 2>/dev/null || true
 t0=$(date +%s.%N)
 for _ in $(seq 1200); do
   [ "$(ip netns exec "$S" ss -tnpH state connected exclude time-wait | grep -c "users:(")" = 0 ] && break

@@ -141,7 +141,25 @@ impl Link {
     }
 
     /// Drops `percent` % of the packets arriving at each end, at random (nftables' numgen).
+    /// Segmentation offload is turned off first (ethtool), so a packet is one MTU-sized
+    /// segment as on a wire, not a 64 KiB super-packet that takes 40 segments with it.
     pub fn lose(&self, percent: u32) {
+        for (ns, ifname) in [
+            (&self.server, &self.server_if),
+            (&self.client, &self.client_if),
+        ] {
+            let off = ns
+                .command("ethtool")
+                .args(["-K", ifname, "tso", "off", "gso", "off", "gro", "off"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if !off {
+                eprintln!(
+                    "note: ethtool could not turn segmentation offload off on {ifname}: the loss \
+                     applies to super-packets (apt-get install ethtool)"
+                );
+            }
+        }
         let percent = percent.to_string();
         for ns in [&self.server, &self.client] {
             ns.exec(&["nft", "add", "table", "inet", "sockit"]);
