@@ -616,3 +616,83 @@ fn listen_with_an_idle_timeout_ends_when_its_peer_vanishes() {
     eprintln!("listen --idle-timeout {LISTEN_IDLE:?}: ended {took:.1?} after its peer vanished");
     drop(peer);
 }
+
+/// Waits at most [`TRANSFER_DEADLINE`] for a line equal to `want` from `lines`.
+fn expect_line(lines: &std::sync::mpsc::Receiver<String>, want: &str) {
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while let Some(left) = TRANSFER_DEADLINE.checked_sub(started.elapsed()) {
+        match lines.recv_timeout(left) {
+            Ok(line) if line.trim_end() == want => return,
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    panic!("no line {want:?}; saw {seen:?}");
+}
+
+#[test]
+fn an_interactive_session_across_a_lossy_link_echoes_and_takes_ctrl_c() {
+    let Some(link) = faulty_link("faults::exec_pty") else {
+        return;
+    };
+    let token = token_file("faults-exec-pty-token-of-32-bytes!!");
+    let (_server, addr) = serve(&link, &["exec", "serve"], token.path());
+    let tok = token.path().to_str().unwrap();
+    // The client's terminal: it gets the slave as stdin; the master is our keyboard.
+    let local = nix::pty::openpty(None, None).expect("openpty");
+    let mut client = client(
+        &link,
+        &[
+            "exec",
+            "run",
+            &addr,
+            "--token-file",
+            tok,
+            "-t",
+            "--",
+            "sh",
+            "-c",
+            "echo ready; cat",
+        ],
+    )
+    .stdin(Stdio::from(local.slave.try_clone().unwrap()))
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn exec run -t");
+    let stdout = BufReader::new(client.stdout.take().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut client = Proc {
+        child: client,
+        stderr: None,
+    };
+    expect_line(&lines, "ready");
+    let mut keyboard = std::fs::File::from(local.master.try_clone().unwrap());
+    // Typed a character at a time, as a person would, each its own segment on the link.
+    for byte in b"typed across loss\r" {
+        keyboard.write_all(&[*byte]).unwrap();
+    }
+    expect_line(&lines, "typed across loss");
+    // Ctrl-C is a byte in raw mode; the remote terminal turns it into SIGINT.
+    keyboard.write_all(b"\x03").unwrap();
+    let mut status = None;
+    wait_until(TRANSFER_DEADLINE, || {
+        status = client.child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    let mut said = String::new();
+    if let Some(stderr) = client.child.stderr.as_mut() {
+        let _ = std::io::Read::read_to_string(stderr, &mut said);
+    }
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(130),
+        "Ctrl-C ended the remote command: {said}"
+    );
+}
