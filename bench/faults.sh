@@ -152,13 +152,14 @@ for rep in $(seq "$REPS"); do
 done
 
 # Resume: cut once half the file has arrived.
+partial_bytes() { find "$T/store/.sockit-partial" -type f -printf '%s\n' 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
 rm -f "$T/store/big.bin"
 in_c "$SOCKIT" put "$ADDR" "$SRC/big.bin" --token-file "$TOKEN" >/dev/null 2>&1 &
 put=$!
 pids+=($put)
 half=$((BYTES / 2))
 for _ in $(seq 1200); do
-  have=$(du -sb "$T/store/.sockit-partial" 2>/dev/null | cut -f1)
+  have=$(partial_bytes)
   [ "${have:-0}" -ge "$half" ] && break
   sleep 0.05
 done
@@ -171,7 +172,7 @@ for _ in $(seq 1200); do
   sleep 0.05
 done
 detect=$(echo "$(date +%s.%N) - $t0" | bc -l)
-kept=$(du -sb "$T/store/.sockit-partial" | cut -f1)
+kept=$(partial_bytes)
 ip -n "$C" link set "$CIF" up
 resent=$(in_c "$SOCKIT" put "$ADDR" "$SRC/big.bin" --token-file "$TOKEN" 2>&1 |
   grep -o '[0-9]* bytes transferred' | cut -d' ' -f1)
