@@ -7,6 +7,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::netns::{can_make_namespaces, Link, SERVER_IP};
 use common::{token_file, Proc};
 
 /// `--keepalive` for the server: probes after 2 s of quiet, one a second, six unanswered.
@@ -14,55 +15,6 @@ const KEEPALIVE: &str = "2s";
 
 /// How long the kill may take: the keepalive's own time (2 s + 6 × 1 s) and generous slack.
 const KILL_DEADLINE: Duration = Duration::from_secs(30);
-
-/// A network namespace removed (with its links) when dropped.
-struct Netns(String);
-
-impl Netns {
-    fn add(name: String) -> Netns {
-        ip(&["netns", "add", &name]);
-        Netns(name)
-    }
-
-    fn exec(&self, args: &[&str]) {
-        let mut all = vec!["netns", "exec", &self.0];
-        all.extend_from_slice(args);
-        ip(&all);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Whether namespaces can be made here; says why the test is skipped if not.
-fn can_make_namespaces() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    let ip = Command::new("ip")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !(root && ip) {
-        eprintln!(
-            "SKIPPED exec_vanish: needs root and iproute2's `ip` to make network namespaces \
-             (CI runs as root and installs iproute2)"
-        );
-    }
-    root && ip
-}
 
 /// Whether a process whose command line contains `needle` is running.
 fn running(needle: &str) -> bool {
@@ -120,47 +72,12 @@ fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn a_command_dies_when_its_client_vanishes_without_a_close() {
-    if !can_make_namespaces() {
+    if !can_make_namespaces("exec_vanish") {
         return;
     }
     let pid = std::process::id();
-    let net = pid % 250;
-    let server_ns = Netns::add(format!("sockit-s-{pid}"));
-    let client_ns = Netns::add(format!("sockit-c-{pid}"));
-    let (server_if, client_if) = (format!("sks{pid}"), format!("skc{pid}"));
-    let (server_ip, client_ip) = (format!("10.203.{net}.1"), format!("10.203.{net}.2"));
-    ip(&[
-        "link",
-        "add",
-        &server_if,
-        "netns",
-        &server_ns.0,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &client_if,
-        "netns",
-        &client_ns.0,
-    ]);
-    server_ns.exec(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{server_ip}/30"),
-        "dev",
-        &server_if,
-    ]);
-    server_ns.exec(&["ip", "link", "set", &server_if, "up"]);
-    client_ns.exec(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{client_ip}/30"),
-        "dev",
-        &client_if,
-    ]);
-    client_ns.exec(&["ip", "link", "set", &client_if, "up"]);
+    let link = Link::new();
+    let server_ip = SERVER_IP;
 
     let token = token_file("vanish-token-of-32-bytes-for-a-veth");
     let sockit = env!("CARGO_BIN_EXE_sockit");
@@ -169,7 +86,7 @@ fn a_command_dies_when_its_client_vanishes_without_a_close() {
         .args([
             "netns",
             "exec",
-            &server_ns.0,
+            &link.server.0,
             sockit,
             "exec",
             "serve",
@@ -190,7 +107,7 @@ fn a_command_dies_when_its_client_vanishes_without_a_close() {
         .args([
             "netns",
             "exec",
-            &client_ns.0,
+            &link.client.0,
             sockit,
             "exec",
             "run",
@@ -209,7 +126,7 @@ fn a_command_dies_when_its_client_vanishes_without_a_close() {
 
     // The cable is pulled: nothing the client's kernel sends reaches the server any more,
     // not even the RST for the killed client's socket.
-    client_ns.exec(&["ip", "link", "set", &client_if, "down"]);
+    link.set_client_up(false);
     drop(client);
     let started = Instant::now();
     assert!(

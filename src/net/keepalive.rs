@@ -1,5 +1,6 @@
 //! TCP keepalive on accepted connections, so a server notices a peer that vanished without a
-//! FIN or RST (a pulled cable, a suspended laptop, a NAT that forgot it) on a quiet connection.
+//! FIN or RST (a pulled cable, a suspended laptop, a NAT that forgot it), whether the
+//! connection was quiet or had data in flight.
 
 use std::io;
 use std::time::Duration;
@@ -48,7 +49,21 @@ impl Keepalive {
         }
     }
 
-    /// Turns SO_KEEPALIVE on for `socket` with these timings.
+    /// How long keepalive takes to give up on a peer that went quiet: the idle time plus
+    /// every unanswered probe.
+    pub fn give_up_after(&self) -> Duration {
+        self.idle
+            .saturating_add(self.interval.saturating_mul(self.retries))
+    }
+
+    /// Turns SO_KEEPALIVE on for `socket` with these timings, and on Linux bounds unacknowledged
+    /// data by the same time (TCP_USER_TIMEOUT).
+    ///
+    /// Keepalive probes are only sent while nothing is in flight: a peer that vanished while
+    /// the server was sending (a command's output, a download, chat lines) would otherwise be
+    /// retransmitted to for about 15 minutes (`tcp_retries2`) before the write failed. With
+    /// the user timeout, data unacknowledged for [`Keepalive::give_up_after`] resets the
+    /// connection, so a busy connection is dropped as soon as a quiet one.
     ///
     /// # Errors
     /// The `setsockopt` error, e.g. for a socket the peer has already reset.
@@ -57,7 +72,11 @@ impl Keepalive {
             .with_time(self.idle)
             .with_interval(self.interval)
             .with_retries(self.retries);
-        SockRef::from(socket).set_tcp_keepalive(&params)
+        let sock = SockRef::from(socket);
+        sock.set_tcp_keepalive(&params)?;
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        sock.set_tcp_user_timeout(Some(self.give_up_after()))?;
+        Ok(())
     }
 }
 
@@ -107,6 +126,12 @@ mod tests {
         assert!(
             sock.nodelay().expect("TCP_NODELAY"),
             "nodelay still applies"
+        );
+        #[cfg(target_os = "linux")]
+        assert_eq!(
+            sock.tcp_user_timeout().expect("TCP_USER_TIMEOUT"),
+            Some(Duration::from_secs(61 + 11 * 7)),
+            "data in flight to a vanished peer is given up on as soon as a quiet peer"
         );
     }
 
