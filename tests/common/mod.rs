@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod browser;
 pub mod pids;
 
 /// Bounds every wait in tests so a broken server fails the test instead of hanging it.

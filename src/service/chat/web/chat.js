@@ -160,10 +160,11 @@ function nickSpan(nick, text) {
   return span;
 }
 
+// FNV-1a over the nick, so nicks a letter apart (pageA, pageB) get far-apart hues.
 function nickColour(nick) {
-  let h = 0;
-  for (const c of nick) h = (h * 31 + c.codePointAt(0)) >>> 0;
-  return "hsl(" + (h % 360) + ", 65%, 45%)";
+  let h = 0x811c9dc5;
+  for (const c of nick) h = Math.imul(h ^ c.codePointAt(0), 0x01000193) >>> 0;
+  return "hsl(" + (h % 360) + ", 65%, 42%)";
 }
 
 function addLine(time, parts, kind) {
