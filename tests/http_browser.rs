@@ -10,7 +10,6 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::browser::{chromium, playwright_dir};

@@ -163,7 +163,12 @@ impl ChatServeArgs {
             _ => &addr,
         };
         let token = tokens.resolve(self.token_file.as_deref(), exposed, &mut notes)?;
-        let web_token = token.clone();
+        // On loopback the page asks for no token, as the line port asks for none there (and
+        // a page elsewhere is kept out by the Origin check); beyond it, the same token.
+        let web_token = match &web {
+            Some((_, web_addr)) if !web_addr.is_local() => token.clone(),
+            _ => None,
+        };
         let tls = self.tls.acceptor(&addr, &mut notes)?;
         let broker = Broker::new(BrokerConfig {
             history: self.history,
