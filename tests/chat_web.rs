@@ -525,3 +525,53 @@ async fn the_page_is_embedded_with_a_strict_policy_and_nothing_else_is_served() 
     let plain = http_get(&chat.web.addr, "/chat/ws", "GET").await;
     assert!(plain.starts_with("HTTP/1.1 400"), "{plain}");
 }
+
+/// `sockit chat serve --web-listen ADDR` with `SOCKIT_TOKEN` set: whether the page's socket
+/// asks for the token.
+async fn cli_token_required(web: &str) -> bool {
+    let mut cmd = common::sockit();
+    cmd.args([
+        "chat",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--web-listen",
+        web,
+    ])
+    .env(
+        "SOCKIT_TOKEN",
+        "a-token-long-enough-for-any-address-0123456789",
+    )
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null());
+    let mut server = tokio::task::spawn_blocking(move || {
+        let mut server = common::Proc::spawn(cmd);
+        let line = server.wait_for_stderr("chat web page listening on ");
+        (server, line)
+    })
+    .await
+    .expect("started");
+    let addr: Addr = server
+        .1
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("an address")
+        .parse()
+        .expect("an address");
+    let mut ws = open(&addr, None).await.expect("handshake");
+    let hello = next_json(&mut ws).await;
+    drop(ws);
+    server.0.terminate();
+    hello["token_required"].as_bool().expect("a bool")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_page_needs_no_token_on_loopback_and_the_token_beyond_it() {
+    assert!(!cli_token_required("127.0.0.1:0").await);
+    let Some(ip) = non_loopback_ip() else {
+        println!("the_cli_page_needs_no_token_on_loopback_and_the_token_beyond_it: beyond loopback skipped: no non-loopback address here");
+        return;
+    };
+    assert!(cli_token_required(&format!("{ip}:0")).await);
+}
