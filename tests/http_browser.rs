@@ -10,9 +10,9 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::browser::{chromium, playwright_dir};
 use common::{have, start};
 use sockit::engine::Config;
 use sockit::service::http::{HttpConfig, HttpServer};
@@ -52,42 +52,6 @@ const [url, name, saveTo, executablePath] = process.argv.slice(2);
 })().catch((e) => { console.error(e); process.exit(1); });
 "#;
 
-/// Where `playwright-core` is (installing it with npm if it is missing and npm is here).
-fn playwright_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(
-        std::env::var_os("SOCKIT_PLAYWRIGHT_DIR")
-            .unwrap_or_else(|| "/tmp/sockit-playwright".into()),
-    );
-    let installed = |d: &Path| d.join("node_modules/playwright-core/package.json").exists();
-    if !installed(&dir)
-        && have(
-            "npm",
-            "a_hostile_name_is_shown_escaped_and_downloads_intact",
-        )
-    {
-        fs::create_dir_all(&dir).ok()?;
-        let _ = Command::new("npm")
-            .args([
-                "install",
-                "--no-audit",
-                "--no-fund",
-                "--silent",
-                "playwright-core",
-            ])
-            .current_dir(&dir)
-            .status();
-    }
-    installed(&dir).then_some(dir)
-}
-
-/// Debian's browser binary (the `chromium` on PATH is a wrapper script).
-fn chromium() -> Option<PathBuf> {
-    ["/usr/lib/chromium/chromium", "/usr/bin/chromium"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
 #[test]
 fn a_hostile_name_is_shown_escaped_and_downloads_intact() {
     let test = "a_hostile_name_is_shown_escaped_and_downloads_intact";
@@ -98,7 +62,7 @@ fn a_hostile_name_is_shown_escaped_and_downloads_intact() {
         println!("{test}: skipped: chromium is not installed (apt-get install chromium)");
         return;
     };
-    let Some(modules) = playwright_dir() else {
+    let Some(modules) = playwright_dir(test) else {
         println!("{test}: skipped: playwright-core is not installed (npm install playwright-core)");
         return;
     };

@@ -18,7 +18,8 @@ use sockit::engine::{self, serve, Config, Mode};
 use sockit::net::{Addr, Listener};
 use sockit::service::chat::{
     self, Broker, BrokerConfig, ChatServer, ChatService, FramedConfig, JoinOptions, LineConfig,
-    LineServer, RateLimit, DEFAULT_HISTORY, DEFAULT_HISTORY_BYTES, MAX_HISTORY, MAX_HISTORY_BYTES,
+    LineServer, RateLimit, WebConfig, WebServer, DEFAULT_HISTORY, DEFAULT_HISTORY_BYTES,
+    MAX_HISTORY, MAX_HISTORY_BYTES,
 };
 use sockit::session::{load_token, GateConfig};
 
@@ -41,6 +42,11 @@ pub struct ChatServeArgs {
     /// and no TLS, so only loopback or a Unix socket unless --line-public.
     #[arg(long)]
     pub line_listen: Option<Addr>,
+    /// Also serve the chat page for browsers here, over HTTP: the page at /chat/ and its
+    /// WebSocket at /chat/ws (same rooms and nicks). Beyond loopback the page asks for the
+    /// token, as `sockit chat join` needs it; plain HTTP, so put TLS in front beyond a LAN.
+    #[arg(long)]
+    pub web_listen: Option<Addr>,
     /// Allow --line-listen beyond loopback: anyone who can connect can chat.
     #[arg(long, requires = "line_listen")]
     pub line_public: bool,
@@ -142,8 +148,27 @@ impl ChatServeArgs {
             }
             None => None,
         };
+        let web = match &self.web_listen {
+            Some(web_addr) => {
+                let l = Listener::bind(web_addr, &opts).await.map_err(fail)?;
+                let bound = l.local_addr().map_err(fail)?;
+                Some((l, bound))
+            }
+            None => None,
+        };
         let mut notes = Vec::new();
-        let token = tokens.resolve(self.token_file.as_deref(), &addr, &mut notes)?;
+        // One token for both authenticated ports, needed if either is beyond loopback.
+        let exposed = match &web {
+            Some((_, web_addr)) if !web_addr.is_local() => web_addr,
+            _ => &addr,
+        };
+        let token = tokens.resolve(self.token_file.as_deref(), exposed, &mut notes)?;
+        // On loopback the page asks for no token, as the line port asks for none there (and
+        // a page elsewhere is kept out by the Origin check); beyond it, the same token.
+        let web_token = match &web {
+            Some((_, web_addr)) if !web_addr.is_local() => token.clone(),
+            _ => None,
+        };
         let tls = self.tls.acceptor(&addr, &mut notes)?;
         let broker = Broker::new(BrokerConfig {
             history: self.history,
@@ -173,6 +198,21 @@ impl ChatServeArgs {
             gate,
         };
         let mut bound = vec![self.framed_bound(framed, broker.clone(), engine.clone(), shutdown)];
+        if let Some((listener, web_addr)) = web {
+            let web = WebConfig {
+                rate: self.rate_limit(),
+                token: web_token,
+                ..WebConfig::default()
+            };
+            bound.push(self.web_bound(
+                listener,
+                web_addr,
+                web,
+                broker.clone(),
+                engine.clone(),
+                shutdown,
+            ));
+        }
         if let Some((listener, line_addr)) = line {
             bound.push(self.line_bound(listener, line_addr, broker, engine, shutdown));
         }
@@ -221,6 +261,40 @@ impl ChatServeArgs {
             addr: framed.addr,
             notes: framed.notes,
             run: Box::pin(serve(framed.listener, handler, engine, shutdown.clone())),
+        }
+    }
+
+    /// The web listener: the chat page and its WebSocket, on the framed port's broker.
+    fn web_bound(
+        &self,
+        listener: Listener,
+        web_addr: Addr,
+        config: WebConfig,
+        broker: Arc<Broker>,
+        engine: Config,
+        shutdown: &CancellationToken,
+    ) -> Bound {
+        let engine = Config {
+            service: "chat-web".into(),
+            ..engine
+        };
+        let note = match &web_addr {
+            Addr::Inet(sa) => format!("open http://{sa}{} in a browser", chat::CHAT_PATH),
+            Addr::Unix(_) => format!("the page is at {} (behind a proxy)", chat::CHAT_PATH),
+        };
+        Bound {
+            service: "chat",
+            transport: "http",
+            label: "chat web page".into(),
+            detail: None,
+            addr: web_addr,
+            notes: vec![Note::Text(note)],
+            run: Box::pin(serve(
+                listener,
+                WebServer::new(broker, config),
+                engine,
+                shutdown.clone(),
+            )),
         }
     }
 

@@ -48,6 +48,7 @@ dir = "sockit-files"     # created if missing
 kind = "chat"            # chat: `sockit chat join` on listen,
 listen = "127.0.0.1:7010" # plain text for nc/telnet on line-listen (no auth: loopback)
 line-listen = "127.0.0.1:7011"
+web-listen = "127.0.0.1:7013" # the chat page: http://127.0.0.1:7013/chat/
 
 [[service]]
 kind = "http"            # the files directory for browsers and curl (read-only)

@@ -10,9 +10,11 @@
 //!  client   the framed client: join, then a sender and a receiver
 //!  terminal `sockit chat join`'s line editor and rendering
 //!  paste    terminal input for the editor, pasted escape sequences kept as visible text
+//!  web      the browser page at /chat/ and its WebSocket at /chat/ws, on hyper
+//!  websocket the WebSocket bridge: JSON messages to and from the same broker
 //! ```
 //!
-//! Both protocols feed one [`Broker`], so line and framed clients share rooms. Text from
+//! All three feed one [`Broker`], so line, framed and browser clients share rooms. Text from
 //! peers is escaped by the server before anyone receives it (`sanitize`), and again by the
 //! client before it reaches a terminal.
 
@@ -32,6 +34,8 @@ mod rate;
 mod replies;
 #[cfg(feature = "cli")]
 mod terminal;
+mod web;
+mod websocket;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -57,6 +61,8 @@ pub use outbox::{
 pub use rate::{RateLimit, DEFAULT_BURST, DEFAULT_RATE_PER_SEC};
 #[cfg(feature = "cli")]
 pub use terminal::{render, run_terminal};
+pub use web::{WebServer, CHAT_PATH, CHAT_WS_PATH};
+pub use websocket::{WebConfig, MAX_WS_MESSAGE_BYTES, PING_INTERVAL, SILENCE_TIMEOUT};
 
 /// The service name sent in the hello.
 pub const SERVICE: &str = "chat";

@@ -51,6 +51,7 @@ use file::Precompressed;
 pub use listing::{MAX_LISTING_ENTRIES, MAX_LISTING_SCANNED};
 use open::Root;
 use path::decode_path;
+pub(crate) use upload::same_origin;
 pub use upload::{BodyPace, MAX_FORM_FILES};
 #[doc(hidden)]
 pub(crate) use {file::one_range, file::RangeAsk, path::decode_path as fuzz_decode_path};
@@ -197,17 +198,11 @@ impl HttpServer {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let config = &self.inner.config;
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout)
-            .max_buf_size(config.max_header_bytes.max(8192))
-            .max_headers(config.max_headers);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+        let builder = connection_builder(HeadLimits {
+            max_header_bytes: config.max_header_bytes,
+            max_headers: config.max_headers,
+            header_read_timeout: config.header_read_timeout,
+        });
         let routes: Compressed = Compression::new(Routes(self.inner.clone()))
             .compress_when(compressible as fn(_, _, &_, &_) -> bool);
         let peer = info.peer.clone();
@@ -224,6 +219,44 @@ impl HttpServer {
         }
         conn.await.map_err(io::Error::other)
     }
+}
+
+/// hyper's limits on a request head, as every sockit HTTP listener sets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeadLimits {
+    /// See [`DEFAULT_MAX_HEADER_BYTES`].
+    pub max_header_bytes: usize,
+    /// See [`DEFAULT_MAX_HEADERS`].
+    pub max_headers: usize,
+    /// See [`DEFAULT_HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Duration,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+        }
+    }
+}
+
+/// hyper-util's HTTP/1.1-or-HTTP/2 connection builder with `limits` (shared by `http serve`
+/// and the chat's web listener, so both answer hostile heads alike).
+pub(crate) fn connection_builder(limits: HeadLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    builder
 }
 
 impl Handler for HttpServer {

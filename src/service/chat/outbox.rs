@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::messages::ServerMessage;
@@ -32,6 +33,7 @@ pub struct Delivery {
     msg: ServerMessage,
     line: OnceLock<Bytes>,
     frame: OnceLock<Bytes>,
+    json: OnceLock<Utf8Bytes>,
 }
 
 impl Delivery {
@@ -41,6 +43,7 @@ impl Delivery {
             msg,
             line: OnceLock::new(),
             frame: OnceLock::new(),
+            json: OnceLock::new(),
         })
     }
 
@@ -71,6 +74,19 @@ impl Delivery {
                 }
             }
         })
+    }
+
+    /// Its JSON form, a WebSocket text message's payload; encoded once. As with
+    /// [`Delivery::frame`], a failure (which cannot happen) gives an empty text, not a corrupt one.
+    pub fn json(&self) -> &Utf8Bytes {
+        self.json
+            .get_or_init(|| match serde_json::to_string(&self.msg) {
+                Ok(json) => Utf8Bytes::from(json),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode a chat message as JSON");
+                    Utf8Bytes::from_static("")
+                }
+            })
     }
 
     fn cost(&self) -> usize {
@@ -170,6 +186,15 @@ impl Outbox {
     /// Whether the outbox overflowed.
     pub(crate) fn overflowed(&self) -> bool {
         self.lock().closed == Some(Closed::Overflowed)
+    }
+
+    /// Waits until the outbox overflows (a writer blocked on a client that does not read
+    /// gives up then).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub(crate) async fn overflow_fired(&self) {
+        self.overflow.cancelled().await;
     }
 
     /// Messages queued now.

@@ -92,6 +92,17 @@ pub(super) async fn pump<W: AsyncWrite + Unpin>(
     reading: impl Future<Output = Ending>,
 ) -> &'static str {
     let writing = write_loop(outbox, writer, encode, farewell);
+    pump_with(outbox, writing, shutdown, reading).await
+}
+
+/// [`pump`] with the writer given: `writing` drains `outbox` in the transport's own way (the
+/// WebSocket bridge sends one message per delivery) and ends when it closes.
+pub(super) async fn pump_with(
+    outbox: &Outbox,
+    writing: impl Future<Output = std::io::Result<Closed>>,
+    shutdown: &CancellationToken,
+    reading: impl Future<Output = Ending>,
+) -> &'static str {
     tokio::pin!(writing, reading);
     let ending = tokio::select! {
         ending = &mut reading => Some(ending),
