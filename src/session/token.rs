@@ -86,6 +86,17 @@ impl Token {
         &self.secret
     }
 
+    /// Whether `given` is this token, for a token sent as it is (an HTTP `Authorization`
+    /// header, a WebSocket's first message), in time independent of where they differ: both
+    /// are hashed first, so neither length shows either.
+    pub(crate) fn matches(&self, given: &[u8]) -> bool {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        let given = Sha256::digest(given);
+        let want = Sha256::digest(self.secret.as_bytes());
+        bool::from(given.ct_eq(&want))
+    }
+
     /// Key bytes for the HMAC: the token text exactly as written (after trimming).
     pub(crate) fn key(&self) -> &[u8] {
         self.secret.as_bytes()

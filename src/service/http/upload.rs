@@ -12,7 +12,6 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming as Body;
-use subtle::ConstantTimeEq;
 
 use crate::service::files::store::blocking;
 use crate::service::files::{FileMeta, HashAlg, RelPath, Store, StoreError, Stored};
@@ -32,7 +31,7 @@ pub(crate) fn authorized(headers: &HeaderMap, token: Option<&Token>) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    bool::from(given.as_bytes().ct_eq(token.reveal().as_bytes()))
+    token.matches(given.as_bytes())
 }
 
 /// Whether a form's `POST` comes from a page of this server: a browser names the page's
