@@ -158,7 +158,7 @@ impl Incoming {
         if let Some(unchanged) = self.verify(hash_hex)? {
             return Ok(unchanged);
         }
-        let name = self.sync_and_place()?;
+        let name = self.sync_and_place(false)?;
         // The name is in place now; only its durability is in question from here.
         nix::unistd::fsync(self.parent.as_fd()).map_err(|e| self.io(e))?;
         Ok(name)
@@ -198,10 +198,13 @@ impl Incoming {
         Ok(None)
     }
 
-    /// Syncs the data and renames it into place by the policy; the directory is not synced.
-    fn sync_and_place(&mut self) -> Result<Stored, StoreError> {
-        if let Err(e) = self.file.sync_all() {
-            return Err(self.write_error(e));
+    /// Syncs the data (unless `already_synced`: a `syncfs` of its file system covered it)
+    /// and renames it into place by the policy; the directory is not synced.
+    fn sync_and_place(&mut self, already_synced: bool) -> Result<Stored, StoreError> {
+        if !already_synced {
+            if let Err(e) = self.file.sync_all() {
+                return Err(self.write_error(e));
+            }
         }
         let name = self.place()?;
         let (parents, _) = self.path.split_last();
@@ -217,17 +220,15 @@ impl Incoming {
     }
 
     /// The first half of a commit made for many files at once (see `Store::store_batch`):
-    /// checks size and digest, applies mode and mtime and starts writing the data back
-    /// without waiting. `Ok(Err(stored))` when the name already holds these bytes. Any
-    /// failure removes the partial.
+    /// checks size and digest and applies mode and mtime. `Ok(Err(stored))` when the name
+    /// already holds these bytes. Any failure removes the partial. No writeback is started
+    /// here: the batch's one `syncfs` writes all its files back together, which costs less
+    /// than a writeback submitted for each small file.
     pub(super) fn seal(mut self, hash_hex: &str) -> Result<Result<Incoming, Stored>, StoreError> {
         self.check_live()?;
         match self.verify(hash_hex) {
             Ok(Some(unchanged)) => Ok(Err(unchanged)),
-            Ok(None) => {
-                self.start_writeback_all();
-                Ok(Ok(self))
-            }
+            Ok(None) => Ok(Ok(self)),
             Err(e) => {
                 self.remove();
                 Err(e)
@@ -238,12 +239,19 @@ impl Incoming {
     /// The second half: syncs the data and renames it into place; the caller syncs the
     /// directory (once for all the files of a batch that share it). Any failure removes the
     /// partial.
-    pub(super) fn place_sealed(&mut self) -> Result<Stored, StoreError> {
-        let placed = self.sync_and_place();
+    /// `already_synced`: a `syncfs` of the file's file system, after it was sealed,
+    /// succeeded, so its data and inode are durable and it needs no sync of its own.
+    pub(super) fn place_sealed(&mut self, already_synced: bool) -> Result<Stored, StoreError> {
+        let placed = self.sync_and_place(already_synced);
         if placed.is_err() {
             self.remove();
         }
         placed
+    }
+
+    /// The partial file's descriptor (for `syncfs`).
+    pub(super) fn partial_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
     }
 
     /// The directory the file lands in.
