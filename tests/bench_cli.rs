@@ -9,37 +9,19 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{sockit, Proc, TEST_TIMEOUT};
+use common::{run_with_input, sockit, Proc};
 
 /// The bench's own limit on one operation: a run that honours its duration ends well before.
 const BENCH_IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs `cmd` to its end (bounded); returns (exit code, stdout, stderr, how long it ran).
-fn run(mut cmd: Command) -> (i32, String, String, Duration) {
+fn run(cmd: Command) -> (i32, String, String, Duration) {
     let started = Instant::now();
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sockit");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let Ok(out) = rx.recv_timeout(TEST_TIMEOUT) else {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        panic!("bench did not exit: {cmd:?}");
-    };
-    let out = out.expect("wait");
+    let (code, out, err) = run_with_input(cmd, b"");
     (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        code,
+        String::from_utf8_lossy(&out).into_owned(),
+        err,
         started.elapsed(),
     )
 }

@@ -15,8 +15,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use common::browser::{chromium, playwright_dir};
-use common::{have, sockit, Proc};
+use common::browser::browser_tools;
+use common::{sockit, Proc};
 
 /// Bounds each wait on the browser side: Chromium starts slowly on a busy machine.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(90);
@@ -224,15 +224,7 @@ fn chat_join(addr: &str) -> (Child, ChildStdin, Receiver<String>) {
 #[test]
 fn two_pages_a_line_client_and_chat_join_share_a_room_and_the_pages_survive_a_restart() {
     let test = "two_pages_a_line_client_and_chat_join_share_a_room_and_the_pages_survive_a_restart";
-    if !have("node", test) {
-        return;
-    }
-    let Some(browser) = chromium() else {
-        println!("{test}: skipped: chromium is not installed (apt-get install chromium)");
-        return;
-    };
-    let Some(modules) = playwright_dir(test) else {
-        println!("{test}: skipped: playwright-core is not installed (npm install playwright-core)");
+    let Some((browser, modules)) = browser_tools(test) else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");

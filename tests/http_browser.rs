@@ -12,8 +12,8 @@ mod common;
 use std::fs;
 use std::process::Command;
 
-use common::browser::{chromium, playwright_dir};
-use common::{have, start};
+use common::browser::browser_tools;
+use common::start;
 use sockit::engine::Config;
 use sockit::service::http::{HttpConfig, HttpServer};
 
@@ -55,15 +55,7 @@ const [url, name, saveTo, executablePath] = process.argv.slice(2);
 #[test]
 fn a_hostile_name_is_shown_escaped_and_downloads_intact() {
     let test = "a_hostile_name_is_shown_escaped_and_downloads_intact";
-    if !have("node", test) {
-        return;
-    }
-    let Some(browser) = chromium() else {
-        println!("{test}: skipped: chromium is not installed (apt-get install chromium)");
-        return;
-    };
-    let Some(modules) = playwright_dir(test) else {
-        println!("{test}: skipped: playwright-core is not installed (npm install playwright-core)");
+    let Some((browser, modules)) = browser_tools(test) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
