@@ -10,7 +10,8 @@
 #
 # usage: bench/files_small.sh [REPS (5)]
 # env:   N=5000 (files), SIZE=4096 (bytes each), OUT=DIR (raw results; default a temp dir),
-#        SOCKIT=/path/to/sockit (measure that build instead of building one).
+#        SOCKIT=/path/to/sockit (measure that build instead of building one),
+#        BEFORE=/path/to/older/sockit (also measure that build, interleaved, as sockit-before).
 # output: a markdown table on stdout; raw lines in $OUT/raw.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,8 +37,10 @@ fi
 
 T=$(mktemp -d /tmp/sfs.XXXXXX)
 server_pid=""
+before_pid=""
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  [ -n "$before_pid" ] && kill "$before_pid" 2>/dev/null || true
   rm -rf "$T"
 }
 trap cleanup EXIT
@@ -56,10 +59,19 @@ sync
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$SOCKIT" files serve --dir "$T/recv" --listen "127.0.0.1:$port" -q 2>"$OUT/server.log" &
 server_pid=$!
-for _ in $(seq 1 500); do
-  [ -n "$(ss -Hltn "sport = :$port")" ] && break
-  sleep 0.01
-done
+wait_port() {
+  for _ in $(seq 1 500); do
+    [ -n "$(ss -Hltn "sport = :$1")" ] && return
+    sleep 0.01
+  done
+}
+wait_port "$port"
+if [ -n "${BEFORE:-}" ]; then
+  before_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$BEFORE" files serve --dir "$T/before" --listen "127.0.0.1:$before_port" -q 2>"$OUT/before.log" &
+  before_pid=$!
+  wait_port "$before_port"
+fi
 
 now() { date +%s.%N; }
 # cell KIND REP CMD...: times CMD, records seconds, checks the copy, then settles.
@@ -80,6 +92,11 @@ for rep in $(seq 1 "$REPS"); do
   cmp -s "$T/src/f00042" "$T/recv/run$rep/src/f00042" || { log "sockit copy differs"; exit 1; }
   [ "$(ls "$T/recv/run$rep/src" | wc -l)" -eq "$N" ] || { log "sockit copy incomplete"; exit 1; }
   rm -rf "$T/recv/run$rep"
+  if [ -n "$before_pid" ]; then
+    cell sockit-before "$rep" "$BEFORE" put -q "127.0.0.1:$before_port" "$T/src" --to "run$rep"
+    [ "$(ls "$T/before/run$rep/src" | wc -l)" -eq "$N" ] || { log "before copy incomplete"; exit 1; }
+    rm -rf "$T/before/run$rep"
+  fi
   mkdir -p "$T/rsync"
   cell rsync-a "$rep" rsync -a "$T/src/" "$T/rsync/"
   [ "$(ls "$T/rsync" | wc -l)" -eq "$N" ] || { log "rsync copy incomplete"; exit 1; }
@@ -102,7 +119,9 @@ med = {k: statistics.median(v) for k, v in vals.items()}
 print(f"{n} files of {size} bytes, median of {len(vals['sockit-put'])} interleaved runs\n")
 print("| copy | median s | runs (s) | files/s | sockit put × faster |")
 print("|---|---:|---|---:|---:|")
-for kind in ("sockit-put", "rsync-a", "tar-pipe"):
+for kind in ("sockit-put", "sockit-before", "rsync-a", "tar-pipe"):
+    if kind not in vals:
+        continue
     runs = " ".join(f"{x:.2f}" for x in vals[kind])
     print(f"| {kind} | {med[kind]:.2f} | {runs} | {n/med[kind]:.0f} | "
           f"{med[kind]/med['sockit-put']:.2f} |")

@@ -152,6 +152,49 @@ async fn five_hundred_small_files_go_over_one_connection() {
 }
 
 #[tokio::test]
+async fn small_files_over_several_batches_and_between_large_ones_all_land_in_order() {
+    // More small files than three server batches, read ahead by the client, with a large
+    // (streamed) file and directories between them: every answer matches its request.
+    let (src, root) = (tempdir(), tempdir());
+    let tree = src.path().join("tree");
+    for i in 0..600 {
+        write_file(
+            &tree.join(format!("a/f{i:03}")),
+            &pattern(i, i as u8),
+            0o644,
+            1,
+        );
+    }
+    write_file(&tree.join("b/large.bin"), &pattern(300_000, 9), 0o600, 2);
+    for i in 0..700 {
+        write_file(
+            &tree.join(format!("c/g{i:03}")),
+            &pattern(64, i as u8),
+            0o640,
+            3,
+        );
+    }
+    let server = start_files(FilesConfig::new(root.path()), None).await;
+    let report = put_all(&server.addr, std::slice::from_ref(&tree), None).await;
+    assert_eq!(
+        report.failures(),
+        0,
+        "{:?}",
+        report.files.iter().find(|f| f.result.is_err())
+    );
+    assert_eq!(report.files.len(), 600 + 700 + 1 + 4);
+    for file in &report.files {
+        assert_eq!(file.result.as_deref(), Ok(file.remote.as_str()), "{file:?}");
+    }
+    assert_eq!(snapshot(&root.path().join("tree")), snapshot(&tree));
+    assert_same_file(
+        &tree.join("b/large.bin"),
+        &root.path().join("tree/b/large.bin"),
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn two_clients_putting_one_name_leave_one_whole_file() {
     let (a, b, root) = (tempdir(), tempdir(), tempdir());
     let size = 3 * 1024 * 1024;

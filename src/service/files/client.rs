@@ -1,6 +1,7 @@
 //! The client half: [`put`] files and trees, [`get`] them back, [`list`] a directory. Each
 //! command is one authenticated connection over which requests are pipelined.
 
+mod ahead;
 mod get;
 mod put;
 mod walk;
@@ -26,7 +27,7 @@ pub const RESUME_PROBE_MIN_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Most requests sent and not yet answered: the server's answers are read concurrently, so
 /// they never back up against the client's writes, and this bounds the bookkeeping.
-pub(crate) const WINDOW_REQUESTS: usize = 1024;
+pub(crate) const WINDOW_REQUESTS: usize = 2048;
 
 /// A client connection that makes no progress for this long is given up.
 pub(crate) const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);

@@ -56,6 +56,8 @@ pub(super) struct Session<'a, S> {
     probed: Option<(RelPath, Partial)>,
     /// Small `put`s received and not yet stored or answered.
     batch: batch::Batch,
+    /// The batch before it, being stored on a disk thread, its answers not yet sent.
+    storing: Option<batch::Storing>,
     summary: SessionSummary,
     /// Whether shutdown found the session in the middle of a request (then it drains).
     idle_at_shutdown_checked: bool,
@@ -69,6 +71,7 @@ impl<'a, S: Stream> Session<'a, S> {
             info,
             probed: None,
             batch: batch::Batch::default(),
+            storing: None,
             summary: SessionSummary::default(),
             idle_at_shutdown_checked: false,
         }

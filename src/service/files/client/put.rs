@@ -13,6 +13,7 @@ use super::super::messages::{ClientMessage, FileHeader, Kind, ServerMessage};
 use super::super::progress::Progress;
 use super::super::transfer::send_file;
 use super::super::{FilesError, Rejection};
+use super::ahead::{self, Prepared, ReadAhead, SmallFile};
 use super::walk::{plan, shown_path, Item};
 use super::{
     shown, unexpected, ConnStream, FileReport, Remote, RESUME_PROBE_MIN_BYTES, WINDOW_REQUESTS,
@@ -116,8 +117,14 @@ pub async fn put(
         hash: options.hash,
         bytes_sent: 0,
         progress: options.progress.clone(),
+        queued: Vec::new(),
+        queued_bytes: 0,
     };
     let sent = sender.send_all(&plan.items, &mut files).await;
+    let sent = match sent {
+        Ok(()) => sender.send_queued().await,
+        Err(e) => Err(e),
+    };
     let _ = tokio::io::AsyncWriteExt::shutdown(sender.writer.get_mut()).await;
     let bytes_sent = sender.bytes_sent;
     drop(sender);
@@ -181,7 +188,14 @@ struct Sender {
     hash: HashAlg,
     bytes_sent: u64,
     progress: Progress,
+    /// Frames of small files waiting to go out together, and their bytes.
+    queued: Vec<(ClientMessage, Vec<u8>)>,
+    queued_bytes: usize,
 }
+
+/// Frames of small files are written together once this many bytes are queued (or when the
+/// next file is not read yet, or before any other request).
+const QUEUED_MAX_BYTES: usize = 256 * 1024;
 
 impl Sender {
     async fn send_all(
@@ -189,7 +203,40 @@ impl Sender {
         items: &[Item],
         files: &mut [FileReport],
     ) -> Result<(), FilesError> {
+        let mut ahead = ReadAhead::start(items, self.hash);
         for (index, item) in items.iter().enumerate() {
+            if ahead::is_small(item) {
+                if let (
+                    Item::File {
+                        local,
+                        remote,
+                        size,
+                    },
+                    Some(report),
+                ) = (item, files.get_mut(index))
+                {
+                    self.progress.start_file(remote);
+                    match ahead.take(index).await {
+                        Prepared::Read(file) => {
+                            self.queue_small(index, remote, *size, file, report).await?
+                        }
+                        Prepared::Grown => {
+                            self.send_queued().await?;
+                            self.send_file(index, local, remote, *size, report).await?;
+                        }
+                        Prepared::Failed(e) => {
+                            self.progress.remove_total(*size);
+                            let message = format!("cannot read {}: {e}", shown_path(local));
+                            report.result = Err(Rejection::new("local_io", message));
+                        }
+                    }
+                }
+                if !ahead.next_ready() || self.queued_bytes >= QUEUED_MAX_BYTES {
+                    self.send_queued().await?;
+                }
+                continue;
+            }
+            self.send_queued().await?;
             match item {
                 Item::Dir { remote, mode, .. } => {
                     self.expect(Pending::Stored(index)).await?;
@@ -212,6 +259,54 @@ impl Sender {
                 Item::Failed { .. } => {}
             }
         }
+        Ok(())
+    }
+
+    /// Queues a small file read whole as its `put` and `end` frames.
+    async fn queue_small(
+        &mut self,
+        index: usize,
+        remote: &str,
+        planned: u64,
+        file: SmallFile,
+        report: &mut FileReport,
+    ) -> Result<(), FilesError> {
+        let SmallFile { meta, data, digest } = file;
+        if meta.size != planned {
+            self.progress.remove_total(planned);
+            self.progress.add_total(meta.size);
+        }
+        report.size = meta.size;
+        report.transferred = meta.size;
+        self.progress.file_size(meta.size);
+        self.expect(Pending::Stored(index)).await?;
+        let header = ClientMessage::Put(FileHeader {
+            path: remote.to_owned(),
+            size: meta.size,
+            offset: 0,
+            mode: meta.mode,
+            mtime: meta.mtime,
+            mtime_nsec: meta.mtime_nsec,
+            hash: self.hash,
+        });
+        self.queued_bytes += data.len() + remote.len() + digest.len();
+        self.queued.push((header, data));
+        self.queued
+            .push((ClientMessage::End { hash: digest }, Vec::new()));
+        self.bytes_sent += meta.size;
+        self.progress.advance(meta.size);
+        Ok(())
+    }
+
+    /// Writes the queued frames, in one write.
+    async fn send_queued(&mut self) -> Result<(), FilesError> {
+        if self.queued.is_empty() {
+            return Ok(());
+        }
+        let frames = self.queued.iter().map(|(msg, body)| (msg, body.as_slice()));
+        self.writer.write_frames(frames).await?;
+        self.queued.clear();
+        self.queued_bytes = 0;
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::super::messages::{ClientMessage, FileHeader, ServerMessage};
-use super::super::store::{BatchFile, FileMeta, Stored};
+use super::super::store::{BatchFile, FileMeta, StoreError, Stored};
 use super::super::transfer::{read_end, sender_failed, ReceiveError, ABORTED_HASH};
 use super::super::Rejection;
 use super::{FileLog, Session, Stop, Stream};
@@ -25,7 +25,7 @@ pub(super) const BATCH_FILE_MAX_BYTES: u64 = 256 * 1024;
 /// loaded disk makes slow: fewer, larger batches are what makes many small files fast. Each
 /// file holds a file descriptor while the batch is stored; a store short of descriptors
 /// stores what it holds and goes on (`Store::store_batch`).
-pub(super) const BATCH_MAX_FILES: usize = 1024;
+pub(super) const BATCH_MAX_FILES: usize = 512;
 
 /// How long a session holding a batch waits for the client's next request before storing
 /// the batch and answering (as a group commit delay does): long enough that a client sending
@@ -42,6 +42,14 @@ struct Held {
     /// `Err`: refused before its body was read; it is only answered in its turn.
     file: Result<BatchFile, Rejection>,
     started: Instant,
+}
+
+/// A batch handed to a disk thread, with what its answers need.
+pub(super) struct Storing {
+    /// Each held `put` in request order, with its refusal if it was refused on arrival.
+    order: Vec<(FileHeader, Instant, Option<Rejection>)>,
+    /// The store's results for the files not refused, in order.
+    task: tokio::task::JoinHandle<Vec<Result<Stored, StoreError>>>,
 }
 
 /// The `put`s held back, in request order.
@@ -109,7 +117,7 @@ impl<S: Stream> Session<'_, S> {
             started,
         });
         if self.batch.is_full() {
-            self.flush_batch(true).await?;
+            self.store_in_background().await?;
         }
         Ok(())
     }
@@ -139,7 +147,7 @@ impl<S: Stream> Session<'_, S> {
     pub(super) async fn next_if_sent(
         &mut self,
     ) -> Result<Option<Result<Option<ClientMessage>, WireError>>, Stop> {
-        if self.batch.is_empty() {
+        if self.batch.is_empty() && self.storing.is_none() {
             return Ok(None);
         }
         let next = tokio::time::timeout(BATCH_LINGER, self.conn.read_frame::<ClientMessage>());
@@ -152,11 +160,28 @@ impl<S: Stream> Session<'_, S> {
         }
     }
 
-    /// Stores the batch and, with `answer`, sends each held `put` its answer in order.
+    /// Stores what is held: first the batch already being stored, then the one held now,
+    /// and, with `answer`, sends each `put` its answer in order.
     pub(super) async fn flush_batch(&mut self, answer: bool) -> Result<(), Stop> {
-        if self.batch.is_empty() {
-            return Ok(());
+        self.finish_store(answer).await?;
+        if !self.batch.is_empty() {
+            self.start_store();
+            self.finish_store(answer).await?;
         }
+        Ok(())
+    }
+
+    /// Hands the batch held now to a disk thread and goes on receiving the next one: the
+    /// disk's work overlaps the network's. The batch before it is answered first, so at most
+    /// one batch is being stored and answers keep request order.
+    async fn store_in_background(&mut self) -> Result<(), Stop> {
+        self.finish_store(true).await?;
+        self.start_store();
+        Ok(())
+    }
+
+    /// Starts storing the batch held now on a disk thread (none may be being stored).
+    fn start_store(&mut self) {
         let batch = std::mem::take(&mut self.batch);
         let mut order = Vec::with_capacity(batch.held.len());
         let mut files = Vec::new();
@@ -170,21 +195,35 @@ impl<S: Stream> Session<'_, S> {
             };
             order.push((held.header, held.started, outcome));
         }
-        let count = files.len();
         let store = Arc::clone(&self.server.store);
-        let stored: Vec<Result<Stored, Rejection>> =
-            match tokio::task::spawn_blocking(move || store.store_batch(files)).await {
-                Ok(results) => results
-                    .into_iter()
-                    .map(|r| r.map_err(Rejection::from))
-                    .collect(),
-                Err(e) => (0..count)
-                    .map(|_| Err(Rejection::new("internal", format!("disk task failed: {e}"))))
-                    .collect(),
-            };
+        let task = tokio::task::spawn_blocking(move || store.store_batch(files));
+        debug_assert!(self.storing.is_none(), "one batch is stored at a time");
+        self.storing = Some(Storing { order, task });
+    }
+
+    /// Waits for the batch being stored, if any, logs each file and, with `answer`, sends
+    /// their answers in order, in one write.
+    async fn finish_store(&mut self, answer: bool) -> Result<(), Stop> {
+        let Some(Storing { order, task }) = self.storing.take() else {
+            return Ok(());
+        };
+        let count = order
+            .iter()
+            .filter(|(_, _, refused)| refused.is_none())
+            .count();
+        let stored: Vec<Result<Stored, Rejection>> = match task.await {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map_err(Rejection::from))
+                .collect(),
+            Err(e) => (0..count)
+                .map(|_| Err(Rejection::new("internal", format!("disk task failed: {e}"))))
+                .collect(),
+        };
         let mut stored = stored.into_iter();
         let progress = self.server.config.progress.clone();
         progress.finish_and_clear();
+        let mut replies = Vec::with_capacity(order.len());
         for (header, started, refused) in order {
             let result: Result<Stored, Rejection> = match refused {
                 Some(rejection) => Err(rejection),
@@ -205,7 +244,7 @@ impl<S: Stream> Session<'_, S> {
             };
             self.log_line(&log, shown);
             self.summary.bytes = self.summary.bytes.saturating_add(header.size);
-            let reply = match result {
+            replies.push(match result {
                 Ok(stored) => {
                     self.summary.done += 1;
                     progress.print_stored(&stored, header.size, started.elapsed(), header.hash);
@@ -224,10 +263,13 @@ impl<S: Stream> Session<'_, S> {
                         message: rejection.message,
                     }
                 }
-            };
-            if answer {
-                self.reply(reply).await?;
-            }
+            });
+        }
+        if answer && !replies.is_empty() {
+            self.conn
+                .write_frames(replies.iter().map(|reply| (reply, &[][..])))
+                .await
+                .map_err(|_| Stop::Broken)?;
         }
         Ok(())
     }
