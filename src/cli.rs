@@ -32,6 +32,7 @@ use http::{HttpCommand, HttpServeArgs};
 use launch::Limit;
 use launch::{EngineArgs, Note};
 use netcat::{ConnectArgs, ListenArgs};
+use peer::Peer;
 use serve::ServeArgs;
 
 use sockit::net::tls::{Fingerprint, ServerIdentity, ServerTrust, TlsAcceptor, TlsConnector};
@@ -313,8 +314,9 @@ pub struct ClientTlsArgs {
 }
 
 impl ClientTlsArgs {
-    /// The TLS connector these flags ask for; `None` for plaintext.
-    fn connector(&self) -> Result<Option<TlsConnector>, Failure> {
+    /// The TLS connector these flags ask for, checking the server as `peer` was typed (its
+    /// host name, or else its address); `None` for plaintext.
+    fn connector(&self, peer: &Peer) -> Result<Option<TlsConnector>, Failure> {
         // A pin or a CA can only mean TLS: either implies --tls (as curl's --cacert does not,
         // but a flag that would otherwise be an error should do the one thing it can mean).
         let trust = match (self.tls, self.tls_pin, &self.tls_ca) {
@@ -328,7 +330,12 @@ impl ClientTlsArgs {
                 )))
             }
         };
-        let connector = TlsConnector::new(&trust).map_err(|e| Failure::Usage(e.into()))?;
+        let mut connector = TlsConnector::new(&trust).map_err(|e| Failure::Usage(e.into()))?;
+        if let Some(host) = peer.host_name() {
+            connector = connector
+                .for_host(host)
+                .map_err(|e| Failure::Usage(e.into()))?;
+        }
         Ok(Some(connector))
     }
 }

@@ -270,3 +270,59 @@ fn exec_run_tls_without_a_pin_or_ca_is_a_usage_error_that_says_where_the_pin_com
     );
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn exec_run_tls_ca_checks_the_name_typed_not_the_address_it_resolved_to() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    // Valid for the name `localhost` only: not for 127.0.0.1.
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("ca.pem"),
+    );
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    std::fs::write(&ca, ca_cert.pem()).unwrap();
+
+    let token = token_file(Token::generate().unwrap().reveal());
+    let mut cmd = sockit();
+    cmd.args(["exec", "serve", "--tls", "--listen", "127.0.0.1:0"])
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .arg("--token-file")
+        .arg(token.path());
+    let mut server = Proc::spawn(cmd);
+    let addr = server.listening_addr();
+    let port = addr.rsplit_once(':').unwrap().1;
+    let ca_flag = ["--tls-ca", ca.to_str().unwrap()];
+
+    let by_name = format!("localhost:{port}");
+    let (code, out, err) = run_with_input(
+        exec_run(&by_name, token.path(), &ca_flag, &["echo", "hi"]),
+        b"",
+    );
+    assert_eq!((code, out.as_slice()), (0, &b"hi\n"[..]), "{err}");
+
+    let (code, out, err) = run_with_input(
+        exec_run(&addr, token.path(), &ca_flag, &["echo", "hi"]),
+        b"",
+    );
+    assert_eq!(
+        code, 255,
+        "a certificate for the name is not one for the address: {err}"
+    );
+    assert!(out.is_empty());
+}

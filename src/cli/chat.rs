@@ -342,7 +342,7 @@ struct Framed {
 }
 
 async fn run_join(args: ChatJoinArgs, color: ColorWhen) -> Result<(), Failure> {
-    let tls = args.tls.connector()?;
+    let tls = args.tls.connector(&args.addr)?;
     let token = load_token(args.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
     let opts = JoinOptions {
         nick: args.nick,

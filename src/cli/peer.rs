@@ -10,7 +10,7 @@ use sockit::net::{Addr, BarePort, Target, TargetError};
 
 /// A peer to connect to, before name resolution.
 #[derive(Debug, Clone)]
-pub struct Peer(Target);
+pub struct Peer(Target, Option<String>);
 
 impl FromStr for Peer {
     type Err = TargetError;
@@ -18,7 +18,14 @@ impl FromStr for Peer {
     /// `HOST:PORT`, `[IPv6]:PORT` or `unix:/path`; a bare port is refused, naming the host
     /// it lacks (a client has no sensible default peer).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Target::parse(s, None, BarePort::Refused).map(Peer)
+        let target = Target::parse(s, None, BarePort::Refused)?;
+        // `localhost:PORT` parses straight to loopback, but it was typed as a name.
+        let host = match &target {
+            Target::Name { host, .. } => Some(host.clone()),
+            Target::Addr(_) if s.starts_with("localhost:") => Some("localhost".to_owned()),
+            Target::Addr(_) => None,
+        };
+        Ok(Peer(target, host))
     }
 }
 
@@ -29,6 +36,11 @@ impl fmt::Display for Peer {
 }
 
 impl Peer {
+    /// The host name as typed, for a peer given by name (`None` for an address).
+    pub fn host_name(&self) -> Option<&str> {
+        self.1.as_deref()
+    }
+
     /// The address to connect to: the address itself, or the first one the resolver gives
     /// for the name (within [`sockit::net::RESOLVE_TIMEOUT`]).
     ///
@@ -57,6 +69,19 @@ mod tests {
             peer.resolve().await.unwrap().to_string(),
             "unix:/tmp/x.sock"
         );
+    }
+
+    #[test]
+    fn the_host_name_is_kept_as_typed_and_an_address_has_none() {
+        let name = |s: &str| s.parse::<Peer>().unwrap().host_name().map(str::to_owned);
+        assert_eq!(
+            name("files.example.org:7010").as_deref(),
+            Some("files.example.org")
+        );
+        assert_eq!(name("localhost:7010").as_deref(), Some("localhost"));
+        assert_eq!(name("127.0.0.1:7010"), None);
+        assert_eq!(name("[::1]:7010"), None);
+        assert_eq!(name("unix:/tmp/x.sock"), None);
     }
 
     #[test]

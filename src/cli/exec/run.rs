@@ -23,7 +23,7 @@ pub(in crate::cli) async fn run_exec_run(args: ExecRunArgs) -> Result<(), Failur
     if let Some(dialect) = args.compat {
         return run_compat_client(args, dialect).await;
     }
-    let tls = args.tls.connector()?;
+    let tls = args.tls.connector(&args.addr)?;
     let token = required_token(args.token_file.as_deref())?;
     let addr = args.addr.resolve().await.map_err(fail)?;
     let stdin_is_tty = std::io::stdin().is_terminal();

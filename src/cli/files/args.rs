@@ -279,7 +279,7 @@ impl ServerArgs {
 
 impl ClientArgs {
     pub(super) async fn remote(&self, peer: &Peer) -> Result<Remote, Failure> {
-        let tls = self.tls.connector()?;
+        let tls = self.tls.connector(peer)?;
         let token = load_token(self.token_file.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
         Ok(Remote {
             addr: peer.resolve().await?,

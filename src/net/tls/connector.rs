@@ -33,6 +33,9 @@ pub enum ServerTrust {
 #[derive(Clone)]
 pub struct TlsConnector {
     inner: tokio_rustls::TlsConnector,
+    /// The name the server's certificate must be valid for, when the user typed one (see
+    /// [`TlsConnector::for_host`]); otherwise the connected address is checked.
+    server_name: Option<ServerName<'static>>,
     /// Deadline for one handshake (default [`TLS_HANDSHAKE_TIMEOUT`]).
     pub handshake_timeout: Duration,
 }
@@ -69,12 +72,29 @@ impl TlsConnector {
         };
         Ok(TlsConnector {
             inner: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            server_name: None,
             handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
         })
     }
 
-    /// Runs the client handshake on `stream`, checking the server as the name in `addr`
-    /// (its IP; `localhost` for a Unix socket). Never falls back to plaintext.
+    /// Checks the server as `host` (and sends it as SNI) rather than as the address
+    /// connected to: for a peer typed as a name (`files.example.org:7010`), a CA-issued
+    /// certificate is valid for that name, not for whichever address the resolver gave, as
+    /// curl and ssh check what the user typed.
+    ///
+    /// # Errors
+    /// [`TlsError::Config`]-like [`TlsError::Handshake`] if `host` is not a valid DNS name
+    /// or IP address.
+    pub fn for_host(mut self, host: &str) -> Result<TlsConnector, TlsError> {
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| TlsError::Handshake(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        self.server_name = Some(name);
+        Ok(self)
+    }
+
+    /// Runs the client handshake on `stream`, checking the server as the host name given to
+    /// [`TlsConnector::for_host`], or else as the name in `addr` (its IP; `localhost` for a
+    /// Unix socket). Never falls back to plaintext.
     ///
     /// # Errors
     /// [`TlsError::PinMismatch`], [`TlsError::ServerNotTls`] when the server answers in
@@ -87,9 +107,10 @@ impl TlsConnector {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let name = match addr.ip() {
-            Some(ip) => ServerName::IpAddress(ip.into()),
-            None => ServerName::try_from("localhost")
+        let name = match (&self.server_name, addr.ip()) {
+            (Some(name), _) => name.clone(),
+            (None, Some(ip)) => ServerName::IpAddress(ip.into()),
+            (None, None) => ServerName::try_from("localhost")
                 .map_err(|e| TlsError::Handshake(io::Error::new(io::ErrorKind::InvalidInput, e)))?,
         };
         let connecting = self

@@ -179,6 +179,55 @@ async fn a_certificate_issued_by_a_trusted_ca_file_is_accepted_and_others_are_no
     assert!(matches!(client, Err(TlsError::Handshake(_))), "{client:?}");
 }
 
+#[tokio::test]
+async fn a_ca_issued_certificate_is_checked_for_the_host_name_the_user_typed() {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    // Valid for the name only, not for the loopback address connected to.
+    let leaf = CertificateParams::new(vec!["files.sockit.test".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("ca.pem"),
+    );
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    std::fs::write(&ca, ca_cert.pem()).unwrap();
+    let acceptor = TlsAcceptor::new(ServerIdentity::from_pem_files(&cert, &key).unwrap()).unwrap();
+    let trust = ServerTrust::CaFile(ca);
+
+    let by_name = TlsConnector::new(&trust)
+        .unwrap()
+        .for_host("files.sockit.test")
+        .unwrap();
+    let (client, server) = handshake(&acceptor, &by_name).await;
+    client.unwrap();
+    server.unwrap();
+
+    let by_address = TlsConnector::new(&trust).unwrap();
+    let (client, _) = handshake(&acceptor, &by_address).await;
+    assert!(matches!(client, Err(TlsError::Handshake(_))), "{client:?}");
+
+    let other_name = TlsConnector::new(&trust)
+        .unwrap()
+        .for_host("other.sockit.test")
+        .unwrap();
+    let (client, _) = handshake(&acceptor, &other_name).await;
+    assert!(matches!(client, Err(TlsError::Handshake(_))), "{client:?}");
+    assert!(TlsConnector::new(&trust)
+        .unwrap()
+        .for_host("not a name")
+        .is_err());
+}
+
 #[test]
 fn unreadable_or_empty_pem_files_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
