@@ -645,6 +645,23 @@ async fn a_slow_request_head_is_closed_at_its_deadline_while_others_are_served()
 }
 
 #[tokio::test]
+async fn a_client_silent_or_stalled_in_its_first_bytes_is_closed_at_the_head_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path());
+    let mut config = HttpConfig::new(dir.path());
+    config.header_read_timeout = std::time::Duration::from_millis(300);
+    // Before the server can tell HTTP/1 from the h2 preface: closed at the head deadline,
+    // long before the engine's idle timeout (300 s).
+    for start in [&b""[..], b"PRI * HT", b"GE"] {
+        let (_server, text) = stalled_client(config.clone(), start).await;
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn obs_fold_is_400_and_a_bare_lf_request_gets_one_response() {
     let (_dir, server) = serve_tree().await;
     let folded = exchange(

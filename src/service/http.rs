@@ -214,9 +214,15 @@ impl HttpServer {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let opening = tokio::select! {
-            opening = Opening::read(&mut io) => opening?,
-            () = info.shutdown.cancelled() => return Ok(()),
+        // The first bytes are part of the first head, under its deadline (hyper's own starts
+        // after them). Boxed, so the timer is freed once they are in.
+        let opening = {
+            let deadline = Box::pin(tokio::time::sleep(self.inner.config.header_read_timeout));
+            tokio::select! {
+                opening = Opening::read(&mut io) => opening?,
+                () = deadline => return Ok(()),
+                () = info.shutdown.cancelled() => return Ok(()),
+            }
         };
         if opening.is_empty() {
             return Ok(());
