@@ -497,6 +497,71 @@ async fn keep_alive_serves_pipelined_requests_in_order() {
     assert!(first < second);
 }
 
+/// Waits (bounded) until `path` last changed at least `age` ago, as a small file must have
+/// before the server keeps its contents.
+async fn settled(path: &Path, age: std::time::Duration) {
+    use std::os::unix::fs::MetadataExt;
+    let deadline = tokio::time::Instant::now() + age + TEST_TIMEOUT;
+    loop {
+        let meta = fs::metadata(path).unwrap();
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::new(meta.ctime() as u64, meta.ctime_nsec() as u32);
+        if changed.elapsed().is_ok_and(|a| a >= age) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the clock stands still"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn set_mtime(path: &Path, mtime: std::time::SystemTime) {
+    let file = fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(mtime).unwrap();
+}
+
+#[tokio::test]
+async fn a_kept_small_file_changed_with_the_same_size_and_mtime_is_served_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.txt");
+    fs::write(&path, "old!").unwrap();
+    let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+    settled(&path, sockit::service::http::CACHE_SETTLE).await;
+    let server = serve(HttpConfig::new(dir.path())).await;
+    // Read twice: kept by the first, served from memory by the second.
+    for _ in 0..2 {
+        assert_eq!(get(&server, "/k.txt", "").await.text(), "old!");
+    }
+    let range = get(&server, "/k.txt", "Range: bytes=1-2\r\n").await;
+    assert_eq!((range.status, range.text().as_str()), (206, "ld"));
+    // Rewritten in place: same size, same modification time, same inode.
+    fs::write(&path, "new!").unwrap();
+    set_mtime(&path, mtime);
+    assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+    assert_eq!(get(&server, "/k.txt", "").await.text(), "new!");
+    // Replaced by a rename, as an upload does: same size and time again.
+    settled(&path, sockit::service::http::CACHE_SETTLE).await;
+    assert_eq!(get(&server, "/k.txt", "").await.text(), "new!");
+    let other = dir.path().join("other");
+    fs::write(&other, "NEW!").unwrap();
+    set_mtime(&other, mtime);
+    fs::rename(&other, &path).unwrap();
+    assert_eq!(get(&server, "/k.txt", "").await.text(), "NEW!");
+    // Kept again, then swapped for a symlink out of the root: 404, as it is uncached.
+    settled(&path, sockit::service::http::CACHE_SETTLE).await;
+    assert_eq!(get(&server, "/k.txt", "").await.text(), "NEW!");
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("s"), "NEW!").unwrap();
+    fs::rename(&path, dir.path().join("moved")).unwrap();
+    symlink(outside.path().join("s"), &path).unwrap();
+    assert_eq!(get(&server, "/k.txt", "").await.status, 404);
+    // Gone: 404, not the kept contents.
+    fs::remove_file(&path).unwrap();
+    assert_eq!(get(&server, "/k.txt", "").await.status, 404);
+}
+
 #[test]
 fn curl_gets_a_file_and_uploads_with_a_digest() {
     if !have("curl", "curl_gets_a_file_and_uploads_with_a_digest") {
@@ -577,6 +642,23 @@ async fn a_slow_request_head_is_closed_at_its_deadline_while_others_are_served()
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_client_silent_or_stalled_in_its_first_bytes_is_closed_at_the_head_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path());
+    let mut config = HttpConfig::new(dir.path());
+    config.header_read_timeout = std::time::Duration::from_millis(300);
+    // Before the server can tell HTTP/1 from the h2 preface: closed at the head deadline,
+    // long before the engine's idle timeout (300 s).
+    for start in [&b""[..], b"PRI * HT", b"GE"] {
+        let (_server, text) = stalled_client(config.clone(), start).await;
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{text}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,11 +1,12 @@
 //! `sockit http serve`: a directory over HTTP/1.1 and HTTP/2 on hyper, every file opened
 //! relative to the root's handle, text compressed on the fly by tower-http.
 //!
-//! The engine accepts each connection (limits, access lists, idle timeout) and hands the
-//! stream to hyper; a request goes:
+//! The engine accepts each connection (limits, access lists, idle timeout); its first bytes
+//! choose hyper's HTTP/2 or HTTP/1 connection (conn.rs); a request goes:
 //!
 //! ```text
-//! method  GET/HEAD -> path decoded once (path.rs) -> opened below the root (open.rs), in
+//! method  GET/HEAD -> path decoded once (path.rs) -> a small file kept in memory and
+//!                     unchanged since (cache.rs), or opened below the root (open.rs), in
 //!                     one blocking call with -> a file or a directory's index.html (file.rs)
 //!                                              a directory: listing (listing.rs) or 404
 //!         PUT, POST form (--upload, token beyond loopback) -> upload.rs -> files Store
@@ -14,6 +15,8 @@
 //! ```
 
 mod body;
+mod cache;
+mod conn;
 mod file;
 mod listing;
 mod open;
@@ -47,6 +50,9 @@ use crate::net::PeerAddr;
 use crate::service::files::{Store, StoreError, StoreOptions};
 use crate::session::Token;
 pub use body::CHUNK_BYTES;
+use cache::SmallFiles;
+pub use cache::{CACHE_SETTLE, MAX_CACHED_BYTES, MAX_CACHED_FILES, MAX_CACHED_FILE_BYTES};
+use conn::{Builders, Opening};
 use file::Precompressed;
 pub use listing::{MAX_LISTING_ENTRIES, MAX_LISTING_SCANNED};
 use open::Root;
@@ -159,6 +165,10 @@ struct Inner {
     /// The root's handle: every file is opened relative to it.
     root: Arc<Root>,
     store: Arc<Store>,
+    /// hyper's HTTP/1 and HTTP/2 settings, for every connection.
+    builders: Builders,
+    /// Small files' contents, checked against the file system at each use.
+    cache: SmallFiles,
 }
 
 /// A response body before compression: ours (`Full`, `Empty`) or a file's chunks.
@@ -182,8 +192,15 @@ impl HttpServer {
                 path: crate::text::escape_one_line(&config.root.to_string_lossy(), 256),
                 source,
             })?;
+        let builders = Builders::new(HeadLimits {
+            max_header_bytes: config.max_header_bytes,
+            max_headers: config.max_headers,
+            header_read_timeout: config.header_read_timeout,
+        });
         Ok(HttpServer {
             inner: Arc::new(Inner {
+                builders,
+                cache: SmallFiles::default(),
                 config,
                 root: Arc::new(root),
                 store: Arc::new(store),
@@ -193,16 +210,25 @@ impl HttpServer {
 
     /// Serves HTTP on one stream until the client is done or `info.shutdown` fires (then
     /// in-flight requests finish and the connection closes).
-    async fn serve_stream<I>(&self, io: I, info: &ConnInfo) -> io::Result<()>
+    async fn serve_stream<I>(&self, mut io: I, info: &ConnInfo) -> io::Result<()>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let config = &self.inner.config;
-        let builder = connection_builder(HeadLimits {
-            max_header_bytes: config.max_header_bytes,
-            max_headers: config.max_headers,
-            header_read_timeout: config.header_read_timeout,
-        });
+        // The first bytes are part of the first head, under its deadline (hyper's own starts
+        // after them). Boxed, so the timer is freed once they are in.
+        let opening = {
+            let deadline = Box::pin(tokio::time::sleep(self.inner.config.header_read_timeout));
+            tokio::select! {
+                opening = Opening::read(&mut io) => opening?,
+                () = deadline => return Ok(()),
+                () = info.shutdown.cancelled() => return Ok(()),
+            }
+        };
+        if opening.is_empty() {
+            return Ok(());
+        }
+        let h2 = opening.is_h2();
+        let io = TokioIo::new(opening.rewind(io));
         let routes: Compressed = Compression::new(Routes(self.inner.clone()))
             .compress_when(compressible as fn(_, _, &_, &_) -> bool);
         let peer = info.peer.clone();
@@ -211,13 +237,14 @@ impl HttpServer {
             let peer = peer.clone();
             respond(routes, req, peer)
         });
-        let conn = builder.serve_connection(TokioIo::new(io), service);
-        tokio::pin!(conn);
-        tokio::select! {
-            res = conn.as_mut() => return res.map_err(io::Error::other),
-            () = info.shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+        let builders = &self.inner.builders;
+        if h2 {
+            let conn = Box::pin(builders.h2.serve_connection(io, service));
+            conn::drive(conn, &info.shutdown, |c| c.graceful_shutdown()).await
+        } else {
+            let conn = Box::pin(builders.h1.serve_connection(io, service));
+            conn::drive(conn, &info.shutdown, |c| c.graceful_shutdown()).await
         }
-        conn.await.map_err(io::Error::other)
     }
 }
 
@@ -262,9 +289,14 @@ pub(crate) fn connection_builder(limits: HeadLimits) -> auto::Builder<TokioExecu
 impl Handler for HttpServer {
     async fn handle(&self, conn: Conn, info: ConnInfo) -> io::Result<()> {
         match &self.inner.config.tls {
+            // Boxed: a TLS connection's state would otherwise make every connection's task
+            // that size, TLS or not.
             Some(tls) => {
-                let stream = tls.accept(conn).await.map_err(io::Error::other)?;
-                self.serve_stream(stream, &info).await
+                Box::pin(async {
+                    let stream = tls.accept(conn).await.map_err(io::Error::other)?;
+                    self.serve_stream(stream, &info).await
+                })
+                .await
             }
             None => self.serve_stream(conn, &info).await,
         }
@@ -392,7 +424,9 @@ impl Inner {
         };
         match *req.method() {
             Method::GET | Method::HEAD => self.read(req, parts).await,
-            Method::PUT | Method::POST if config.upload => self.upload(req, parts).await,
+            // Boxed: hyper keeps room for this future in every connection, and an upload's
+            // is the largest.
+            Method::PUT | Method::POST if config.upload => Box::pin(self.upload(req, parts)).await,
             _ => {
                 let allow = if config.upload {
                     "GET, HEAD, PUT, POST"

@@ -14,6 +14,7 @@ use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use nix::sys::stat::FileStat;
 
 use super::body::{read_chunk, FileBody};
+use super::cache::SmallFiles;
 use super::open::{Node, Root};
 
 use super::body::CHUNK_BYTES;
@@ -168,13 +169,34 @@ fn modified_of(st: &FileStat) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
-/// Answers the request `ask` for the regular file `file` found at `parts` (blocking).
-pub(crate) fn answer(root: &Root, parts: &[&str], file: File, st: FileStat, ask: &Ask) -> Answer {
+/// A file's contents: opened, or kept in memory (`cache.rs`).
+#[derive(Debug)]
+pub(crate) enum Source {
+    Open(File),
+    Kept(Bytes),
+}
+
+/// Where a file opened at a path without any symlink may be kept, and under which path.
+pub(crate) type Keep<'a> = Option<(&'a SmallFiles, &'a str)>;
+
+/// Answers the request `ask` for the regular file `source` with status `st` found at `parts`
+/// (blocking, briefly); an opened small file's contents are kept in `keep` when read whole.
+pub(crate) fn answer(
+    root: &Root,
+    parts: &[&str],
+    source: Source,
+    st: FileStat,
+    ask: &Ask,
+    keep: Keep<'_>,
+) -> Answer {
     let name = parts.last().copied().unwrap_or("");
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, content_type(name));
-    let (file, st, encoding) =
-        sibling(root, parts, ask).map_or((file, st, None), |(f, s, e)| (f, s, Some(e)));
+    let (source, st, encoding) = sibling(root, parts, ask)
+        .map_or((source, st, None), |(f, s, e)| {
+            (Source::Open(f), s, Some(e))
+        });
+    let keep = keep.filter(|_| encoding.is_none());
     if let Some(encoding) = encoding {
         headers.insert(
             header::CONTENT_ENCODING,
@@ -226,13 +248,23 @@ pub(crate) fn answer(root: &Root, parts: &[&str], file: File, st: FileStat, ask:
     if ask.head || len == 0 {
         return answer(status, headers, Payload::Empty);
     }
-    let first = match read_chunk(&file, start, len.min(CHUNK_BYTES)) {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-            return answer(StatusCode::INTERNAL_SERVER_ERROR, headers, Payload::Empty);
+    let file = match source {
+        Source::Open(file) => match keep.filter(|_| SmallFiles::wants(&st)) {
+            Some((cache, rel)) => match read_chunk(&file, 0, size) {
+                Ok(whole) => {
+                    cache.put(rel, &st, whole.clone());
+                    return answer(status, headers, Payload::Whole(part(&whole, start, len)));
+                }
+                Err(_) => return failed(answer),
+            },
+            None => file,
+        },
+        Source::Kept(whole) => {
+            return answer(status, headers, Payload::Whole(part(&whole, start, len)));
         }
+    };
+    let Ok(first) = read_chunk(&file, start, len.min(CHUNK_BYTES)) else {
+        return failed(answer);
     };
     let payload = if first.len() as u64 == len {
         Payload::Whole(first)
@@ -240,6 +272,25 @@ pub(crate) fn answer(root: &Root, parts: &[&str], file: File, st: FileStat, ask:
         Payload::Stream(FileBody::new(file, first, start, len))
     };
     answer(status, headers, payload)
+}
+
+/// `len` bytes of kept contents from `start` (both inside them: the range was checked
+/// against the size they were read with).
+fn part(whole: &Bytes, start: u64, len: u64) -> Bytes {
+    let start = usize::try_from(start)
+        .unwrap_or(usize::MAX)
+        .min(whole.len());
+    let end = usize::try_from(len)
+        .map_or(whole.len(), |len| start.saturating_add(len))
+        .min(whole.len());
+    whole.slice(start..end)
+}
+
+/// A 500 for a file that could not be read.
+fn failed(answer: impl FnOnce(StatusCode, HeaderMap, Payload) -> Answer) -> Answer {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    answer(StatusCode::INTERNAL_SERVER_ERROR, headers, Payload::Empty)
 }
 
 /// The first sibling (`name.br`, `.zst`, `.gz`) the client accepts, if the request is not

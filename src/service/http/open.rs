@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::{fstat, FileStat, Mode, SFlag};
+use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
 
 use super::path::is_hidden;
 
@@ -33,6 +34,15 @@ pub(crate) struct Root {
     show_hidden: bool,
     /// Set once `openat2` answered `ENOSYS` (an old kernel or a sandbox refusing it).
     no_openat2: AtomicBool,
+}
+
+/// The components joined into one path relative to the root (`.` for the root itself).
+pub(crate) fn rel_path(parts: &[&str]) -> String {
+    if parts.is_empty() {
+        ".".to_string()
+    } else {
+        parts.join("/")
+    }
 }
 
 /// Flags of every open: read only, and a fifo must not wait for a writer.
@@ -64,50 +74,59 @@ impl Root {
     /// neither a file nor a directory, or reached through a symlink leading out of the root
     /// or onto a hidden name.
     pub(crate) fn open_at(&self, parts: &[&str]) -> Option<Node> {
-        let rel = if parts.is_empty() {
-            ".".to_string()
-        } else {
-            parts.join("/")
-        };
-        let fd = self.open_fd(&rel, parts)?;
-        let st = fstat(&fd).ok()?;
-        match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
-            SFlag::S_IFREG => Some(Node::File(File::from(fd), st)),
-            SFlag::S_IFDIR => Some(Node::Dir(fd)),
-            _ => None,
-        }
+        self.open_rel(&rel_path(parts), parts).map(|(node, _)| node)
     }
 
+    /// [`Root::open_at`] with `rel` the components joined; also says whether the path was
+    /// resolved without following any symlink.
+    pub(crate) fn open_rel(&self, rel: &str, parts: &[&str]) -> Option<(Node, bool)> {
+        let (fd, direct) = self.open_fd(rel, parts)?;
+        let st = fstat(&fd).ok()?;
+        let node = match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFREG => Node::File(File::from(fd), st),
+            SFlag::S_IFDIR => Node::Dir(fd),
+            _ => return None,
+        };
+        Some((node, direct))
+    }
+
+    /// The status of what `rel` names below the root, the last component not followed if
+    /// it is a symlink (for checking a kept file, see `cache.rs`).
+    pub(crate) fn stat_rel(&self, rel: &str) -> Option<FileStat> {
+        fstatat(&self.fd, rel, AtFlags::AT_SYMLINK_NOFOLLOW).ok()
+    }
+
+    /// The opened descriptor, and whether no symlink was followed to it.
     #[cfg(target_os = "linux")]
-    fn open_fd(&self, rel: &str, parts: &[&str]) -> Option<OwnedFd> {
+    fn open_fd(&self, rel: &str, parts: &[&str]) -> Option<(OwnedFd, bool)> {
         use nix::fcntl::{openat2, OpenHow, ResolveFlag};
         if self.no_openat2.load(Ordering::Relaxed) {
-            return self.walk(parts);
+            return self.walk(parts).map(|fd| (fd, true));
         }
         // Most paths hold no symlink: the first try follows none, and needs no check after.
         let how = OpenHow::new()
             .flags(read_flags())
             .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
         match openat2(&self.fd, rel, how) {
-            Ok(fd) => Some(fd),
+            Ok(fd) => Some((fd, true)),
             Err(Errno::ELOOP) => {
                 let how = OpenHow::new()
                     .flags(read_flags())
                     .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
                 let fd = openat2(&self.fd, rel, how).ok()?;
-                self.lands_visible(&fd).then_some(fd)
+                self.lands_visible(&fd).then_some((fd, false))
             }
             Err(Errno::ENOSYS) => {
                 self.no_openat2.store(true, Ordering::Relaxed);
-                self.walk(parts)
+                self.walk(parts).map(|fd| (fd, true))
             }
             Err(_) => None,
         }
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn open_fd(&self, _rel: &str, parts: &[&str]) -> Option<OwnedFd> {
-        self.walk(parts)
+    fn open_fd(&self, _rel: &str, parts: &[&str]) -> Option<(OwnedFd, bool)> {
+        self.walk(parts).map(|fd| (fd, true))
     }
 
     /// One component at a time with `O_NOFOLLOW`: no symlink is followed at all.

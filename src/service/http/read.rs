@@ -13,9 +13,10 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use super::file::{self, Answer, Ask, Payload, Precompressed};
+use super::cache::SmallFiles;
+use super::file::{self, Answer, Ask, Payload, Precompressed, Source};
 use super::listing::{self, Listing, Sort};
-use super::open::{Node, Root};
+use super::open::{rel_path, Node, Root};
 use super::{empty, full, redirect, text, Body, Inner};
 
 /// What a GET or HEAD found.
@@ -33,7 +34,14 @@ impl Inner {
     pub(super) async fn read(&self, req: Request<Incoming>, parts: Vec<String>) -> Response<Body> {
         let ask = Ask::new(req.method(), req.headers());
         let slash = req.uri().path().ends_with('/');
-        match find(&self.root, &parts, slash, &ask, self.config.listing) {
+        match find(
+            &self.root,
+            &self.cache,
+            &parts,
+            slash,
+            &ask,
+            self.config.listing,
+        ) {
             Outcome::File(answer) => file_response(answer),
             Outcome::Listing(dir, parts) => {
                 let (root, show_hidden) = (self.root.clone(), self.config.show_hidden);
@@ -90,17 +98,36 @@ impl Inner {
 }
 
 /// Finds what `parts` names below the root and answers for a file (blocking, briefly).
-fn find(root: &Root, parts: &[String], slash: bool, ask: &Ask, listing: bool) -> Outcome {
+fn find(
+    root: &Root,
+    cache: &SmallFiles,
+    parts: &[String],
+    slash: bool,
+    ask: &Ask,
+    listing: bool,
+) -> Outcome {
     let mut parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-    match root.open_at(&parts) {
+    let rel = rel_path(&parts);
+    if !slash {
+        if let Some((bytes, st)) = cache.get(&rel, || root.stat_rel(&rel)) {
+            let answer = file::answer(root, &parts, Source::Kept(bytes), st, ask, None);
+            return Outcome::File(answer);
+        }
+    }
+    match root.open_rel(&rel, &parts) {
         // A file named with a trailing slash is not that file (as nginx answers).
-        Some(Node::File(..)) if slash => Outcome::NotFound,
-        Some(Node::File(file, st)) => Outcome::File(file::answer(root, &parts, file, st, ask)),
-        Some(Node::Dir(_)) if !slash => Outcome::Redirect,
-        Some(Node::Dir(dir)) => {
+        Some((Node::File(..), _)) if slash => Outcome::NotFound,
+        Some((Node::File(file, st), direct)) => {
+            let keep = direct.then_some((cache, rel.as_str()));
+            let answer = file::answer(root, &parts, Source::Open(file), st, ask, keep);
+            Outcome::File(answer)
+        }
+        Some((Node::Dir(_), _)) if !slash => Outcome::Redirect,
+        Some((Node::Dir(dir), _)) => {
             parts.push("index.html");
             if let Some(Node::File(file, st)) = root.open_at(&parts) {
-                return Outcome::File(file::answer(root, &parts, file, st, ask));
+                let answer = file::answer(root, &parts, Source::Open(file), st, ask, None);
+                return Outcome::File(answer);
             }
             parts.pop();
             if !listing {
