@@ -29,12 +29,24 @@ pub(crate) struct HistoryLimits {
     pub(crate) bytes: usize,
 }
 
+/// The (node, sequence) naming a message across a cluster.
+pub(crate) type Origin = (Arc<str>, u64);
+
+/// Keep a broadcast in its room's history: within these limits, under this name.
+#[derive(Debug, Clone)]
+pub(crate) struct Keep {
+    /// The room's history limits.
+    pub(crate) limits: HistoryLimits,
+    /// The message's name in the cluster, if the node is in one.
+    pub(crate) origin: Option<Origin>,
+}
+
 /// The last messages of one room. A message is counted as three times its text plus
 /// [`DELIVERY_OVERHEAD_BYTES`]: a kept delivery holds its text, and once sent its line and
 /// frame encodings too, so the count follows the memory it keeps.
 #[derive(Debug, Default)]
 pub(super) struct History {
-    entries: VecDeque<Arc<Delivery>>,
+    entries: VecDeque<(Option<Origin>, Arc<Delivery>)>,
     bytes: usize,
 }
 
@@ -50,24 +62,57 @@ impl History {
 
     /// Keeps `delivery`, dropping the oldest entries until both limits hold. A message larger
     /// than the byte limit on its own is not kept.
+    #[cfg(test)]
     pub(super) fn push(&mut self, delivery: Arc<Delivery>, limits: HistoryLimits) {
+        self.push_from(delivery, None, limits);
+    }
+
+    /// [`History::push`] with the message's name in the cluster.
+    pub(super) fn push_from(
+        &mut self,
+        delivery: Arc<Delivery>,
+        origin: Option<Origin>,
+        limits: HistoryLimits,
+    ) {
         let cost = Self::cost(&delivery);
         if limits.messages == 0 || cost > limits.bytes {
             return;
         }
         while self.entries.len() >= limits.messages || self.bytes + cost > limits.bytes {
-            let Some(old) = self.entries.pop_front() else {
+            let Some((_, old)) = self.entries.pop_front() else {
                 break;
             };
             self.bytes -= Self::cost(&old);
         }
         self.bytes += cost;
-        self.entries.push_back(delivery);
+        self.entries.push_back((origin, delivery));
+    }
+
+    /// Replaces the history with the cluster's copy (`kept`, oldest first), followed by any
+    /// message kept here since that copy was read (one not in it).
+    pub(crate) fn seed(
+        &mut self,
+        kept: Vec<crate::service::chat::cluster::remote::Kept>,
+        limits: HistoryLimits,
+    ) {
+        let named: std::collections::HashSet<(Arc<str>, u64)> =
+            kept.iter().map(|k| (k.node.clone(), k.seq)).collect();
+        let newer: Vec<_> = std::mem::take(&mut self.entries)
+            .into_iter()
+            .filter(|(origin, _)| origin.as_ref().is_none_or(|o| !named.contains(o)))
+            .collect();
+        self.bytes = 0;
+        for k in kept {
+            self.push_from(k.delivery, Some((k.node, k.seq)), limits);
+        }
+        for (origin, delivery) in newer {
+            self.push_from(delivery, origin, limits);
+        }
     }
 
     /// The kept messages, oldest first.
     pub(super) fn replay(&self) -> Vec<Arc<Delivery>> {
-        self.entries.iter().cloned().collect()
+        self.entries.iter().map(|(_, d)| d.clone()).collect()
     }
 
     /// Releases everything (the room emptied), the buffer included; a large history's
