@@ -102,6 +102,7 @@ impl Redis {
             thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
+        let _ = child.wait();
         None
     }
 

@@ -27,7 +27,7 @@ use sockit::session::{load_token, GateConfig};
 #[derive(Debug, Subcommand)]
 pub enum ChatCommand {
     /// Run a chat server: framed clients on --listen, plain-text (nc) clients on --line-listen.
-    Serve(ChatServeArgs),
+    Serve(Box<ChatServeArgs>),
     /// Join a chat server interactively (/help lists the commands; /quit or Ctrl-D leaves).
     Join(ChatJoinArgs),
 }
@@ -134,7 +134,7 @@ pub struct ChatJoinArgs {
 /// A [`Failure`] carrying the exit-code class.
 pub async fn run_chat(cmd: ChatCommand, color: ColorWhen) -> Result<(), Failure> {
     match cmd {
-        ChatCommand::Serve(args) => run_serve(args).await,
+        ChatCommand::Serve(args) => run_serve(*args).await,
         ChatCommand::Join(args) => run_join(args, color).await,
     }
 }

@@ -111,14 +111,14 @@ impl Event {
                 reason,
             } => nick(n) && room(r) && text(reason) && reason.len() <= 64,
             Event::Nick { old, new, room: r } => {
-                nick(old) && nick(new) && r.as_deref().is_none_or(room)
+                nick(old) && nick(new) && r.as_deref().map_or(true, room)
             }
             Event::Quit { nick: n } => nick(n),
             Event::Presence { members } => {
                 members.len() <= MAX_PRESENCE_MEMBERS
                     && members
                         .iter()
-                        .all(|(n, r)| nick(n) && r.as_deref().is_none_or(room))
+                        .all(|(n, r)| nick(n) && r.as_deref().map_or(true, room))
             }
         }
     }
