@@ -182,6 +182,50 @@ impl Node {
         }
     }
 
+    /// A node run by `sockit serve --config` with one chat entry whose `redis` key is `url`.
+    fn serve(url: &str, dir: &Path) -> Node {
+        let config = dir.join(format!("serve-{}.toml", free_port()));
+        let text = format!(
+            "[[service]]\nkind = \"chat\"\nlisten = \"127.0.0.1:0\"\n\
+             line-listen = \"127.0.0.1:0\"\nredis = \"{url}\"\n"
+        );
+        std::fs::write(&config, text).expect("write config");
+        let mut child = common::sockit()
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sockit serve");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().expect("stderr");
+        thread::spawn(move || {
+            for text in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&text);
+            }
+        });
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut seen = String::new();
+        let mut line = None;
+        for text in stdout.lines().map_while(Result::ok) {
+            seen.push_str(&text);
+            let words: Vec<&str> = text.split_whitespace().collect();
+            if let ["chat", "line", addr] = words[..] {
+                line = Some(addr.to_owned());
+                break;
+            }
+        }
+        let line = line.unwrap_or_else(|| panic!("no chat line port in the banner: {seen}"));
+        Node {
+            child,
+            line,
+            stderr: log,
+        }
+    }
+
     fn pid(&self) -> Pid {
         Pid::from_raw(self.child.id() as i32)
     }
@@ -354,6 +398,22 @@ fn users_on_three_nodes_share_rooms_private_messages_who_and_history() {
         .position(|l| l == "<bob> hello from node two");
     assert!(first < second && first.is_some(), "{history:#?}");
     assert!(!history.iter().any(|l| l.contains("only in dev")));
+}
+
+#[test]
+fn a_serve_config_chat_entry_joins_the_cluster_with_its_redis_key() {
+    if !have_redis("a_serve_config_chat_entry_joins_the_cluster_with_its_redis_key") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start(dir.path(), &[]);
+    let served = Node::serve(&redis.url(), dir.path());
+    let alone = Node::start(&redis.url(), &[]);
+    let mut alice = served.join("alice");
+    let bob = alone.join("bob");
+    alice.who_until(|w| w.contains("bob"), DEADLINE);
+    alice.send("from a serve set");
+    bob.wait_for("<alice> from a serve set");
 }
 
 #[test]
@@ -532,6 +592,37 @@ fn a_killed_node_leaves_who_and_frees_its_nicks_within_the_timeout() {
         }
     }
     assert!(killed.elapsed() <= limit, "took {:?}", killed.elapsed());
+}
+
+#[test]
+fn a_node_stopped_cleanly_frees_its_nicks_at_once() {
+    if !have_redis("a_node_stopped_cleanly_frees_its_nicks_at_once") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start(dir.path(), &[]);
+    // The default 15 s node timeout: only a clean leave frees the nick this soon.
+    let mut stopping = Node::start(&redis.url(), &[]);
+    let staying = Node::start(&redis.url(), &[]);
+    let _bob = stopping.join("bob");
+    let mut alice = staying.join("alice");
+    alice.who_until(|w| w.contains("bob"), DEADLINE);
+    kill(stopping.pid(), Signal::SIGTERM).expect("SIGTERM");
+    let _ = stopping.child.wait();
+    let stopped = Instant::now();
+    let limit = Duration::from_secs(5);
+    loop {
+        match Client::join(&staying.line, "bob") {
+            Ok(_) => break,
+            Err(refusal) => {
+                assert!(
+                    stopped.elapsed() < limit,
+                    "bob's nick still held: {refusal}"
+                );
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
 }
 
 #[test]

@@ -184,6 +184,32 @@ mod tests {
     }
 
     #[test]
+    fn seeding_puts_the_cluster_copy_first_and_keeps_what_arrived_meanwhile_once() {
+        use crate::service::chat::cluster::remote::Kept;
+        let limits = HistoryLimits {
+            messages: 10,
+            bytes: 100_000,
+        };
+        let node: Arc<str> = Arc::from("n1");
+        let kept = |seq: u64, text: &str| Kept {
+            node: node.clone(),
+            seq,
+            delivery: said(text),
+        };
+        let mut history = History::default();
+        // Arrived while the copy was being read: one it has, one it does not.
+        history.push_from(said("b"), Some((node.clone(), 2)), limits);
+        history.push_from(said("c"), Some((node.clone(), 3)), limits);
+        history.seed(vec![kept(1, "a"), kept(2, "b")], limits);
+        let lines: Vec<String> = history
+            .replay()
+            .iter()
+            .map(|d| d.message().to_line())
+            .collect();
+        assert_eq!(lines, ["<> a", "<> b", "<> c"]);
+    }
+
+    #[test]
     fn a_message_over_the_byte_limit_is_not_kept_and_clear_releases_all() {
         let limits = HistoryLimits {
             messages: 10,

@@ -177,7 +177,7 @@ pub(super) fn send_ready(state: &State, id: u64) {
     }
 }
 
-pub(super) fn notify(state: &State, id: u64, room: Option<&str>, text: String) {
+pub(crate) fn notify(state: &State, id: u64, room: Option<&str>, text: String) {
     let msg = ServerMessage::Notice {
         time: now_ms(),
         room: room.map(str::to_owned),

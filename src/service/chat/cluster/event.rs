@@ -13,6 +13,9 @@ use super::super::MAX_MESSAGE_BYTES;
 pub(super) const MAX_EVENT_BYTES: usize = 8 * MAX_MESSAGE_BYTES;
 /// Most members one `presence` event may carry.
 pub(super) const MAX_PRESENCE_MEMBERS: usize = 100_000;
+/// Longest `ev` field parsed: a `presence` event of [`MAX_PRESENCE_MEMBERS`] members with the
+/// longest nicks and rooms.
+const MAX_ENTRY_BYTES: usize = MAX_PRESENCE_MEMBERS * 96;
 
 /// One change on a node that the other nodes act on. Text is already escaped by the node
 /// whose client sent it.
@@ -129,7 +132,7 @@ impl Event {
             redis::from_redis_value_ref::<String>(fields.get(name)?).ok()
         };
         let ev = text("ev")?;
-        if ev.len() > MAX_EVENT_BYTES.saturating_mul(4) {
+        if ev.len() > MAX_ENTRY_BYTES {
             return None;
         }
         let event: Event = serde_json::from_str(&ev).ok()?;

@@ -258,6 +258,14 @@ impl Broker {
         }
     }
 
+    /// Tells the local client holding the nick skeleton `key` a notice.
+    pub(crate) fn notify_holder(&self, key: &str, text: &str) {
+        let state = self.lock();
+        if let Some(id) = state.nicks.get(key) {
+            crate::service::chat::replies::notify(&state, *id, None, text.to_owned());
+        }
+    }
+
     /// The skeletons of the nicks local clients hold.
     pub(crate) fn local_nick_keys(&self) -> Vec<String> {
         self.lock().nicks.keys().cloned().collect()

@@ -41,14 +41,17 @@ const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0";
 /// Extends this node's nick keys, taking back any that expired (Redis restarted without
-/// them, or the node was paused past the timeout) unless another node took it meanwhile.
+/// them, or the node was paused past the timeout); returns the keys another node took
+/// meanwhile.
 const REFRESH: &str = r"
+local lost = {}
 for _, k in ipairs(KEYS) do
   local v = redis.call('GET', k)
   if v == ARGV[1] then redis.call('PEXPIRE', k, ARGV[2])
-  elseif v == false then redis.call('SET', k, ARGV[1], 'PX', ARGV[2]) end
+  elseif v == false then redis.call('SET', k, ARGV[1], 'PX', ARGV[2])
+  else table.insert(lost, k) end
 end
-return 0";
+return lost";
 
 /// Key names.
 pub(super) fn events_key() -> String {
@@ -253,13 +256,14 @@ impl Store {
     }
 
     /// The node's heartbeat: its key, its place in the node set, and its nick keys
-    /// refreshed. Returns whether the node's key had expired (others took it for dead).
+    /// refreshed. Returns whether the node's key had expired (others took it for dead), and
+    /// the nicks (skeletons) another node holds now.
     pub(super) async fn heartbeat(
         &self,
         node: &str,
         ttl: Duration,
         nicks: &[String],
-    ) -> Result<bool, RedisError> {
+    ) -> Result<(bool, Vec<String>), RedisError> {
         let mut conn = self.shared().await?;
         let done = async {
             let (existed,): (bool,) = redis::pipe()
@@ -278,24 +282,51 @@ impl Store {
                 .query_async(&mut conn)
                 .await?;
             let refresh = Script::new(REFRESH);
+            let mut lost = Vec::new();
             for chunk in nicks.chunks(REFRESH_CHUNK) {
                 let mut script = refresh.prepare_invoke();
                 for nick in chunk {
                     script.key(nick_key(nick));
                 }
-                script
+                let keys: Vec<String> = script
                     .arg(node)
                     .arg(millis(ttl))
-                    .invoke_async::<i64>(&mut conn)
+                    .invoke_async(&mut conn)
                     .await?;
+                let prefix = nick_key("");
+                lost.extend(
+                    keys.iter()
+                        .filter_map(|k| k.strip_prefix(&prefix))
+                        .map(str::to_owned),
+                );
             }
-            Ok(!existed)
+            Ok((!existed, lost))
         };
         let done = done.await;
         if done.is_err() {
             self.reset().await;
         }
         done
+    }
+
+    /// A clean stop: the node's key, set entry and member hash go, and the nicks it holds are
+    /// freed, so the others drop its users at their next heartbeat and the nicks are free at
+    /// once.
+    pub(super) async fn leave(&self, node: &str, nicks: &[String]) -> Result<(), RedisError> {
+        let mut conn = self.shared().await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL").arg(node_key(node)).ignore();
+        pipe.cmd("SREM").arg(nodes_key()).arg(node).ignore();
+        pipe.cmd("DEL").arg(members_key(node)).ignore();
+        for nick in nicks {
+            pipe.cmd("EVAL")
+                .arg(RELEASE)
+                .arg(1)
+                .arg(nick_key(nick))
+                .arg(node)
+                .ignore();
+        }
+        pipe.query_async(&mut conn).await
     }
 
     /// The nodes alive now (their heartbeat key exists), other than `me`; the dead ones are

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::{sleep, timeout, MissedTickBehavior};
+use tokio::time::{sleep, timeout, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -33,6 +33,11 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 pub(crate) const LINK_DOWN: &str = "the link to the other chat nodes is down: you can still \
      talk with the users of this node, and what you say reaches the others once it is back";
 pub(crate) const LINK_BACK: &str = "the link to the other chat nodes is back";
+/// What a user is told whose nick another node gave away while this node was cut off.
+pub(crate) const NICK_LOST: &str = "while this chat node was cut off from the others, your \
+     nick was given to someone on another node; take another with /nick NEW";
+/// Most users told [`NICK_LOST`] at once (each is told once).
+const MAX_TOLD: usize = 10_000;
 /// What they are told when events from other nodes were lost for good.
 pub(crate) const LINK_GAP: &str = "some messages from the other chat nodes were lost while \
      the link was down (the cluster's Redis no longer had them)";
@@ -251,13 +256,22 @@ async fn load_presence(link: &Link, broker: &Broker) -> Result<(), String> {
 }
 
 async fn heartbeat(link: Arc<Link>, broker: Arc<Broker>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(link.config.heartbeat());
+    let interval = link.config.heartbeat();
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut first = true;
+    let mut told = std::collections::HashSet::new();
+    // Since when this node's beats have succeeded: after an outage the others need a beat
+    // of their own before their keys say anything, or they would all be taken for dead.
+    let mut healthy_since = Some(Instant::now());
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => {
+                let nicks = broker.local_nick_keys();
+                let _ = timeout(REDIS_TIMEOUT, link.store.leave(&link.node, &nicks)).await;
+                return;
+            }
         }
         let nicks = broker.local_nick_keys();
         let beat = link
@@ -266,11 +280,27 @@ async fn heartbeat(link: Arc<Link>, broker: Arc<Broker>, shutdown: CancellationT
         match timeout(REDIS_TIMEOUT, beat).await {
             // The node's key had expired: others took it for dead (it was paused, or Redis
             // lost it), so they are told again who is here.
-            Ok(Ok(true)) if !first => broker.publish_presence(),
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) | Err(_) => continue,
+            Ok(Ok((expired, lost))) => {
+                if expired && !first {
+                    broker.publish_presence();
+                }
+                told.retain(|key| lost.contains(key));
+                for key in lost {
+                    if told.len() < MAX_TOLD && told.insert(key.clone()) {
+                        broker.notify_holder(&key, NICK_LOST);
+                    }
+                }
+            }
+            Ok(Err(_)) | Err(_) => {
+                healthy_since = None;
+                continue;
+            }
         }
         first = false;
+        let since = *healthy_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < interval * 2 {
+            continue;
+        }
         if let Ok(Ok(live)) = timeout(REDIS_TIMEOUT, link.store.live_nodes(&link.node)).await {
             for node in broker.remote_nodes() {
                 if !live.contains(&node) {
