@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -610,6 +611,7 @@ fn a_node_stopped_cleanly_frees_its_nicks_at_once() {
     kill(stopping.pid(), Signal::SIGTERM).expect("SIGTERM");
     let _ = stopping.child.wait();
     let stopped = Instant::now();
+    alice.wait_line(|l| l.starts_with("*** bob left #lobby ("));
     let limit = Duration::from_secs(5);
     loop {
         match Client::join(&staying.line, "bob") {
@@ -667,7 +669,16 @@ fn a_redis_password_works_from_a_file_and_a_wrong_one_is_a_clear_error() {
     let redis = Redis::start(dir.path(), &["--requirepass", "right-horse-battery"]);
     let file = dir.path().join("redis.pass");
     std::fs::write(&file, "right-horse-battery\n").expect("write");
+    let open_to_all = std::fs::Permissions::from_mode(0o644);
+    std::fs::set_permissions(&file, open_to_all).expect("chmod");
     let file = file.to_str().expect("utf-8");
+    let refused = node_command(&redis.url(), &["--redis-password-file", file])
+        .output()
+        .expect("run");
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{why}");
+    assert!(why.contains("chmod 600"), "{why}");
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let one = Node::start(&redis.url(), &["--redis-password-file", file]);
     let url = format!("redis://:right-horse-battery@127.0.0.1:{}/", redis.port);
     let two = Node::start(&url, &[]);

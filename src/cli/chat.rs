@@ -91,6 +91,29 @@ pub struct ChatServeArgs {
     pub engine: EngineArgs,
 }
 
+/// The first line of a Redis password file, refused (as token files are) when group or
+/// others may read it.
+fn read_password_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the Redis password file {shown}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "the Redis password file {shown} has mode {mode:04o}: it is accessible by group or \
+             others, so it is not used; run `chmod 600 {shown}`"
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the Redis password file {shown}"))?;
+    let password = text.lines().next().unwrap_or("");
+    if password.is_empty() {
+        anyhow::bail!("the Redis password file {shown} is empty");
+    }
+    Ok(password.to_owned())
+}
+
 /// A node timeout: from 1 s to an hour.
 fn parse_node_timeout(s: &str) -> Result<std::time::Duration, String> {
     let d = super::parse_duration(s)?;
@@ -253,12 +276,7 @@ impl ChatServeArgs {
             return Ok(Broker::new(config));
         };
         let password = match &self.redis_password_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| {
-                    format!("cannot read the Redis password file {}", path.display())
-                })?;
-                Some(text.lines().next().unwrap_or("").to_owned())
-            }
+            Some(path) => Some(read_password_file(path).map_err(Failure::Usage)?),
             None => None,
         };
         let target =

@@ -57,6 +57,8 @@ pub(crate) enum Event {
     Presence {
         members: Vec<(String, Option<String>)>,
     },
+    /// The node is stopping: its clients leave, their nicks are already free.
+    Stop,
 }
 
 /// An event as read back from a stream, with where it came from.
@@ -117,6 +119,7 @@ impl Event {
                 nick(old) && nick(new) && r.as_deref().map_or(true, room)
             }
             Event::Quit { nick: n } => nick(n),
+            Event::Stop => true,
             Event::Presence { members } => {
                 members.len() <= MAX_PRESENCE_MEMBERS
                     && members

@@ -222,15 +222,20 @@ impl Broker {
             }
             Event::Quit { nick } => state.remote.remove(node, &nick),
             Event::Presence { members } => state.remote.replace(node, members),
+            Event::Stop => {
+                drop(state);
+                self.drop_node(node, "server stopped");
+            }
         }
     }
 
-    /// Forgets a node taken for dead: its clients leave their rooms here.
-    pub(crate) fn drop_node(&self, node: &str) {
+    /// Forgets a node that stopped or was taken for dead (`why`): its clients leave their
+    /// rooms here.
+    pub(crate) fn drop_node(&self, node: &str, why: &str) {
         let mut state = self.lock();
         for member in state.remote.drop_node(node) {
             if let Some(room) = member.room {
-                left(&mut state, &member.nick, &room, "node lost");
+                left(&mut state, &member.nick, &room, why);
             }
         }
     }

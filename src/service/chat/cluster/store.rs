@@ -309,15 +309,15 @@ impl Store {
         done
     }
 
-    /// A clean stop: the node's key, set entry and member hash go, and the nicks it holds are
-    /// freed, so the others drop its users at their next heartbeat and the nicks are free at
-    /// once.
+    /// A clean stop, after the node's last events: the node's key and set entry go and the
+    /// nicks it holds are freed (its `stop` event, published with them, drops its member hash
+    /// and tells the others its users left).
     pub(super) async fn leave(&self, node: &str, nicks: &[String]) -> Result<(), RedisError> {
         let mut conn = self.shared().await?;
         let mut pipe = redis::pipe();
+        pipe.atomic();
         pipe.cmd("DEL").arg(node_key(node)).ignore();
         pipe.cmd("SREM").arg(nodes_key()).arg(node).ignore();
-        pipe.cmd("DEL").arg(members_key(node)).ignore();
         for nick in nicks {
             pipe.cmd("EVAL")
                 .arg(RELEASE)
@@ -468,6 +468,9 @@ fn add_presence(pipe: &mut redis::Pipeline, members: &str, event: &Event) {
                 let room = room.as_deref().unwrap_or("");
                 pipe.cmd("HSET").arg(members).arg(nick).arg(room).ignore();
             }
+        }
+        Event::Stop => {
+            pipe.cmd("DEL").arg(members).ignore();
         }
         Event::Say { .. } | Event::Private { .. } => {}
     }

@@ -98,12 +98,7 @@ async fn publisher(
             tokio::select! {
                 n = ops.recv_many(&mut batch, PUBLISH_BATCH) => if n == 0 { return },
                 () = shutdown.cancelled() => {
-                    // What is still queued gets one try, so clean leaves reach the others.
-                    while batch.len() < PUBLISH_BATCH {
-                        let Ok(op) = ops.try_recv() else { break };
-                        batch.push(op);
-                    }
-                    let _ = timeout(REDIS_TIMEOUT, link.store.publish(&link.node, &batch, broker.history_size())).await;
+                    stop(&link, &broker, ops, batch).await;
                     return;
                 }
             }
@@ -138,6 +133,33 @@ async fn publisher(
                 }
             }
         }
+    }
+}
+
+/// A clean stop: what is still queued gets one try, then the node's `stop` event, then its
+/// key and nicks go, so the others drop its users and its nicks are free at once.
+async fn stop(link: &Link, broker: &Broker, mut ops: mpsc::Receiver<Op>, mut batch: Vec<Op>) {
+    ops.close();
+    while batch.len() < PUBLISH_BATCH {
+        let Ok(op) = ops.try_recv() else { break };
+        batch.push(op);
+    }
+    let seq = link.seq.fetch_add(1, Ordering::Relaxed);
+    batch.push(Op::Event {
+        seq,
+        event: super::Event::Stop,
+    });
+    let history = broker.history_size();
+    let nicks = broker.local_nick_keys();
+    let last = async {
+        link.store.publish(&link.node, &batch, history).await?;
+        link.store.leave(&link.node, &nicks).await
+    };
+    if let Err(e) = timeout(REDIS_TIMEOUT, last)
+        .await
+        .unwrap_or_else(|_| Ok(()))
+    {
+        warn!(error = %e, "chat node: could not say goodbye to the cluster");
     }
 }
 
@@ -267,11 +289,7 @@ async fn heartbeat(link: Arc<Link>, broker: Arc<Broker>, shutdown: CancellationT
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            () = shutdown.cancelled() => {
-                let nicks = broker.local_nick_keys();
-                let _ = timeout(REDIS_TIMEOUT, link.store.leave(&link.node, &nicks)).await;
-                return;
-            }
+            () = shutdown.cancelled() => return,
         }
         let nicks = broker.local_nick_keys();
         let beat = link
@@ -305,7 +323,7 @@ async fn heartbeat(link: Arc<Link>, broker: Arc<Broker>, shutdown: CancellationT
             for node in broker.remote_nodes() {
                 if !live.contains(&node) {
                     info!(%node, "chat node lost: its users leave");
-                    broker.drop_node(&node);
+                    broker.drop_node(&node, "node lost");
                 }
             }
         }
