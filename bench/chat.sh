@@ -18,18 +18,27 @@
 # allows (the issue's "1,000 clients in one room, one sender at 1,000 msg/s"); it runs for
 # PACED_DURATION and its latency is delivery latency, not queueing behind the window.
 #
+# Then the browser's way in (issue 15): one `sockit chat serve --line-listen --web-listen`, the
+# same WS_SHAPE (1 sender × 100 receivers) once over the line protocol and once over the chat
+# page's WebSocket protocol (`bench chat --ws`: JSON messages in WebSocket frames), alternating
+# line/ws WS_RUNS times so both see the same machine load; each run's ws ÷ line ratio and the
+# medians. The target is ws ≥ 0.5× line.
+#
 # usage: bench/chat.sh [DURATION (5s)]
-# env:   SHAPES="1x100 10x100 1x999@1000" (SENDERSxRECEIVERS[@RATE]), WINDOW=100 (senders ×
-#        WINDOW must stay under sockit's 4,096-message client queue), PACED_DURATION=10s,
-#        OUT=DIR for raw JSON.
-# output: a markdown table on stdout.
+# env:   SHAPES="1x100 10x100 1x999@1000" (SENDERSxRECEIVERS[@RATE]; empty skips the three-broker
+#        table), WINDOW=100 (senders × WINDOW must stay under sockit's 4,096-message client
+#        queue), PACED_DURATION=10s, WS_SHAPE=1x100, WS_RUNS=5 (0 skips the WebSocket
+#        comparison), OUT=DIR for raw JSON.
+# output: markdown tables on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${1:-5s}
-SHAPES=${SHAPES:-"1x100 10x100 1x999@1000"}
+SHAPES=${SHAPES-"1x100 10x100 1x999@1000"}
 PACED_DURATION=${PACED_DURATION:-10s}
 WINDOW=${WINDOW:-100}
+WS_SHAPE=${WS_SHAPE:-1x100}
+WS_RUNS=${WS_RUNS:-5}
 OUT=${OUT:-$(mktemp -d /tmp/sockit-chat-bench.XXXXXX)}
 mkdir -p "$OUT"
 log() { echo "# $*" >&2; }
@@ -46,7 +55,7 @@ fi
 # SOCKIT=/path/to/sockit measures that build instead (e.g. the one before a change).
 if [ -z "${SOCKIT:-}" ]; then
   cargo build --release --quiet --bin sockit
-  SOCKIT=$PWD/target/release/sockit
+  SOCKIT=${CARGO_TARGET_DIR:-$PWD/target}/release/sockit
 fi
 
 pids=()
@@ -78,8 +87,10 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
 pids+=($!); REDIS_PID=$!
 for p in "$SOCKIT_PORT" "$NCAT_PORT" "$REDIS_PORT"; do wait_port "$p"; done
 
-echo "| shape (senders×receivers[@msg/s]) | broker | deliveries/s | p50 µs | p99 µs | delivered/expected | out of order | server RSS KiB |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|"
+if [ -n "$SHAPES" ]; then
+  echo "| shape (senders×receivers[@msg/s]) | broker | deliveries/s | p50 µs | p99 µs | delivered/expected | out of order | server RSS KiB |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|"
+fi
 for shape in $SHAPES; do
   clients=${shape%@*}
   S=${clients%x*}; R=${clients#*x}
@@ -108,4 +119,68 @@ if r.get("failure"):
 EOF
   done
 done
+# The browser's protocol against the line protocol, on one server, runs interleaved.
+if [ "$WS_RUNS" -gt 0 ]; then
+  LINE_PORT=$(free_port); WEB_PORT=$(free_port)
+  "$SOCKIT" -q chat serve --listen 127.0.0.1:0 --line-listen "127.0.0.1:$LINE_PORT" \
+    --web-listen "127.0.0.1:$WEB_PORT" --rate 1000000 --burst 1000000 2>"$OUT/sockit-web.err" &
+  pids+=($!); WEB_PID=$!
+  for p in "$LINE_PORT" "$WEB_PORT"; do wait_port "$p"; done
+  S=${WS_SHAPE%x*}; R=${WS_SHAPE#*x}
+  for run in $(seq "$WS_RUNS"); do
+    for proto in line ws; do
+      case $proto in
+        line) target=("127.0.0.1:$LINE_PORT") ;;
+        ws) target=(--ws "127.0.0.1:$WEB_PORT") ;;
+      esac
+      "$SOCKIT" -q bench chat "${target[@]}" --senders "$S" --receivers "$R" \
+        --duration "$DURATION" --window "$WINDOW" --json >"$OUT/web-$proto-$run.json" || true
+      rss_kib "$WEB_PID" >"$OUT/web-$proto-$run.rss"
+    done
+  done
+  python3 - "$OUT" "$WS_RUNS" "$WS_SHAPE" <<'EOF'
+import json, statistics, sys
+out, runs, shape = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def load(proto, run):
+    r = json.load(open(f"{out}/web-{proto}-{run}.json"))
+    r["rss"] = open(f"{out}/web-{proto}-{run}.rss").read().strip()
+    return r
+print()
+print(f"WebSocket vs line protocol, {shape}, one `sockit chat serve`, runs interleaved:")
+print()
+print("| run | protocol | deliveries/s | p50 µs | p99 µs | delivered/expected | out of order | server RSS KiB | ws ÷ line |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+ratios = []
+rates = {"line": [], "ws": []}
+p99s = {"line": [], "ws": []}
+for run in range(1, runs + 1):
+    rows = {p: load(p, run) for p in ("line", "ws")}
+    ok = all(not r.get("failure") for r in rows.values()) and rows["line"]["deliveries_per_sec"] > 0
+    ratio = rows["ws"]["deliveries_per_sec"] / rows["line"]["deliveries_per_sec"] if ok else None
+    if ratio is not None:
+        ratios.append(ratio)
+    for p, r in rows.items():
+        expected = r["sent"] * r["receivers"]
+        failed = bool(r.get("failure"))
+        rate = "FAILED" if failed else f"{r['deliveries_per_sec']:,.0f}"
+        if not failed:
+            rates[p].append(r["deliveries_per_sec"])
+            p99s[p].append(r["p99_us"])
+        last = f"{ratio:.2f}" if p == "ws" and ratio is not None else ""
+        print(f"| {run} | {p} | {rate} | {r['p50_us']} | {r['p99_us']} | {r['deliveries']}/{expected} "
+              f"| {r['out_of_order']} | {r['rss']} | {last} |")
+        if failed:
+            print(f"  {p} run {run} failed: {r['failure']}", file=sys.stderr)
+print()
+if ratios:
+    med = statistics.median(ratios)
+    print(f"median deliveries/s: line {statistics.median(rates['line']):,.0f}, "
+          f"ws {statistics.median(rates['ws']):,.0f}; median ws ÷ line {med:.2f} "
+          f"(runs: {', '.join(f'{x:.2f}' for x in ratios)}); median p99 µs: "
+          f"line {statistics.median(p99s['line'])}, ws {statistics.median(p99s['ws'])}; "
+          f"target ws >= 0.5x line: {'met' if med >= 0.5 else 'NOT met'}")
+else:
+    print("no run where both loads completed: no ratio")
+EOF
+fi
 log "raw JSON in $OUT"

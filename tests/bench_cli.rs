@@ -146,23 +146,32 @@ fn bench_hold_against_a_server_that_stops_echoing_fails_with_the_reason_in_the_t
 
 /// `sockit chat serve` with its default flood control; returns it and its line port.
 fn chat_server() -> (Proc, String) {
+    chat_server_with(
+        &["--line-listen", "127.0.0.1:0"],
+        "line protocol listening on ",
+    )
+}
+
+/// `sockit chat serve --web-listen` with `extra` flags; returns it and its web address.
+fn web_chat_server(extra: &[&str]) -> (Proc, String) {
+    let mut args = vec!["--web-listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    chat_server_with(&args, "chat web page listening on ")
+}
+
+/// `sockit chat serve ARGS`; returns it and the address its stderr names after `banner`.
+fn chat_server_with(args: &[&str], banner: &str) -> (Proc, String) {
     let mut cmd = sockit();
-    cmd.args([
-        "chat",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--line-listen",
-        "127.0.0.1:0",
-    ])
-    .stdout(Stdio::null());
+    cmd.args(["chat", "serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::null());
     let mut proc = Proc::spawn(cmd);
-    let line = proc.wait_for_stderr("line protocol listening on ");
+    let line = proc.wait_for_stderr(banner);
     let addr = line
-        .split("line protocol listening on ")
+        .split(banner)
         .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
         .expect("address")
-        .trim()
         .to_owned();
     (proc, addr)
 }
@@ -221,4 +230,73 @@ fn bench_chat_against_a_broker_that_never_confirms_says_so_not_unreachable() {
     assert!(err.contains(&format!("connected to {addr}")), "{err}");
     assert!(!err.contains("unreachable"), "{err}");
     assert!(err.contains("--raw"), "{err}");
+}
+
+#[test]
+fn bench_chat_ws_speaks_the_browser_protocol_and_every_receiver_gets_every_message() {
+    let (_server, addr) = web_chat_server(&["--rate", "1000000", "--burst", "1000000"]);
+    let (code, out, err, _) = run(bench(&[
+        "chat",
+        "--ws",
+        &addr,
+        "--receivers",
+        "3",
+        "--duration",
+        "300ms",
+        "--json",
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(report["proto"], "websocket", "{out}");
+    let sent = report["sent"].as_u64().expect("sent");
+    assert!(sent > 0, "{out}");
+    assert_eq!(report["deliveries"].as_u64(), Some(sent * 3), "{out}");
+    assert_eq!(report["out_of_order"], 0, "{out}");
+    assert!(report["failure"].is_null(), "{out}");
+}
+
+#[test]
+fn bench_chat_ws_against_default_flood_control_fails_and_names_it() {
+    let (_server, addr) = web_chat_server(&[]);
+    let (code, out, err, took) = run(bench(&[
+        "chat",
+        "--ws",
+        &addr,
+        "--receivers",
+        "2",
+        "--duration",
+        "1s",
+    ]));
+    assert_failed_with(code, &out, &err, "slow down");
+    assert!(out.contains("did not arrive"), "{out}");
+    assert!(took < BENCH_IO_TIMEOUT, "ran {took:?}");
+}
+
+#[test]
+fn bench_chat_ws_at_a_line_port_names_the_web_listener() {
+    let (_server, addr) = chat_server();
+    let (code, _, err, _) = run(bench(&["chat", "--ws", &addr, "--duration", "1s"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--web-listen"), "{err}");
+}
+
+#[test]
+fn bench_chat_over_two_unlinked_servers_reports_the_deliveries_that_never_crossed() {
+    // Receivers and senders alternate between the two; neither server hears the other.
+    let (_a, a) = chat_server();
+    let (_b, b) = chat_server();
+    let (code, out, err, _) = run(bench(&[
+        "chat",
+        &a,
+        &b,
+        "--receivers",
+        "2",
+        "--senders",
+        "2",
+        "--rate",
+        "10",
+        "--duration",
+        "300ms",
+    ]));
+    assert_failed_with(code, &out, &err, "did not arrive");
 }

@@ -1,15 +1,16 @@
 //! The chat's web listener end to end: a WebSocket client (tokio-tungstenite) and a line
 //! client on one broker, and every bad input the issue names for the browser way in. Every
-//! wait is on a received message, bounded by TEST_TIMEOUT.
+//! wait is on a received message or a polled count, bounded by TEST_TIMEOUT.
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::{start_at, TestServer, TEST_TIMEOUT};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use sockit::engine::Config;
+use sockit::engine::{Config, Conn, ConnInfo, Handler};
 use sockit::net::{Addr, Stream};
 use sockit::service::chat::{
     self, Broker, BrokerConfig, LineConfig, LineServer, RateLimit, WebConfig, WebServer,
@@ -574,4 +575,134 @@ async fn the_cli_page_needs_no_token_on_loopback_and_the_token_beyond_it() {
         return;
     };
     assert!(cli_token_required(&format!("{ip}:0")).await);
+}
+
+/// A handler that counts the connections it is serving now (a WebSocket's connection is
+/// served until its socket ends).
+#[derive(Clone)]
+struct Live<H> {
+    inner: H,
+    serving: Arc<AtomicUsize>,
+}
+
+/// Decrements the count when a connection's handling ends, however it ends.
+struct Serving(Arc<AtomicUsize>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl<H: Handler> Handler for Live<H> {
+    async fn handle(&self, conn: Conn, info: ConnInfo) -> std::io::Result<()> {
+        self.serving.fetch_add(1, Ordering::SeqCst);
+        let _serving = Serving(self.serving.clone());
+        self.inner.handle(conn, info).await
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE towards the hard one; returns how many sockets this test
+/// may hold at once (both ends are in this process), at most `want`.
+fn sockets_allowed(want: usize) -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return want.min(100);
+    };
+    let soft = match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => hard,
+        Err(_) => soft,
+    };
+    // Two descriptors per socket, and room for the runtime, the listener and other tests.
+    let fit = usize::try_from(soft.saturating_sub(256) / 2).unwrap_or(usize::MAX);
+    want.min(fit).max(1)
+}
+
+/// Polls `done` until it holds or TEST_TIMEOUT passes; returns whether it held.
+async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+    while !done() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_sockets_that_vanish_without_a_close_frame_are_all_released() {
+    const VANISHING: usize = 500;
+    let batch = sockets_allowed(VANISHING);
+    let broker = Broker::new(BrokerConfig::default());
+    let serving = Arc::new(AtomicUsize::new(0));
+    let live = Live {
+        inner: WebServer::new(broker.clone(), WebConfig::default()),
+        serving: serving.clone(),
+    };
+    let web = common::start(live, engine("chat-web")).await;
+    let mut watcher = join(&web.addr, "watcher").await;
+    let mut opened = 0;
+    while opened < VANISHING {
+        let n = batch.min(VANISHING - opened);
+        let mut sockets = Vec::with_capacity(n);
+        for i in opened..opened + n {
+            let mut ws = open(&web.addr, None).await.expect("handshake");
+            next_json(&mut ws).await;
+            // Every fourth vanishes before it has a nick, the rest once in the room.
+            if i % 4 != 0 {
+                send_json(
+                    &mut ws,
+                    json!({"type": "register", "nick": format!("v{i}")}),
+                )
+                .await;
+                expect_json(&mut ws, "type", "ready").await;
+            }
+            sockets.push(ws);
+        }
+        opened += n;
+        let registered = 1 + (0..opened).filter(|i| i % 4 != 0).count();
+        assert_eq!(broker.client_count(), registered);
+        assert_eq!(serving.load(Ordering::SeqCst), 1 + n);
+        // Gone without a close frame: half with a FIN, half with a RST (SO_LINGER 0).
+        for (i, ws) in sockets.into_iter().enumerate() {
+            if i % 2 == 0 {
+                if let Stream::Tcp(tcp) = ws.get_ref() {
+                    socket2::SockRef::from(tcp)
+                        .set_linger(Some(std::time::Duration::ZERO))
+                        .expect("SO_LINGER");
+                }
+            }
+            drop(ws);
+        }
+        let released =
+            eventually(|| serving.load(Ordering::SeqCst) == 1 && broker.client_count() == 1).await;
+        assert!(
+            released,
+            "after {opened} vanished: {} connections still served, {} nicks registered",
+            serving.load(Ordering::SeqCst),
+            broker.client_count()
+        );
+    }
+    // The survivor and a newcomer chat as usual.
+    let mut fresh = join(&web.addr, "fresh").await;
+    send_json(
+        &mut fresh,
+        json!({"type": "line", "text": "after the vanishing"}),
+    )
+    .await;
+    let msg = expect_json(&mut watcher, "type", "message").await;
+    assert_eq!(msg["nick"], "fresh");
+    assert_eq!(msg["text"], "after the vanishing");
+    send_json(&mut watcher, json!({"type": "line", "text": "/who"})).await;
+    let who = loop {
+        let note = expect_json(&mut watcher, "type", "notice").await;
+        if note["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("in #lobby"))
+        {
+            break note;
+        }
+    };
+    assert_eq!(who["text"], "in #lobby: watcher, fresh");
 }

@@ -1,12 +1,14 @@
 //! The load generators: `bench echo`, `bench hold`, `bench chat`.
 
 use crate::cli::peer::Peer;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::{parse_duration, Failure};
+use sockit::session::load_token;
 use sockit::tools::bench::{self, BenchError, EchoLoad, HoldLoad};
 
 /// `sockit bench ...`.
@@ -16,15 +18,19 @@ pub enum BenchCommand {
     Echo(BenchEchoArgs),
     /// Hold many idle connections open and probe that the server still answers.
     Hold(BenchHoldArgs),
-    /// Chat fan-out: receivers and senders in one room of a line-protocol chat broker.
+    /// Chat fan-out: receivers and senders in one room of a chat broker (line protocol,
+    /// the browser's WebSocket, ncat --chat or Redis), over one or more nodes.
     Chat(BenchChatArgs),
 }
 
 /// `sockit bench chat`.
 #[derive(Debug, Args)]
 pub struct BenchChatArgs {
-    /// The broker's line-protocol address (`sockit chat serve --line-listen`, `ncat --chat`).
-    pub addr: Peer,
+    /// The broker's address: its line port (`sockit chat serve --line-listen`, `ncat --chat`,
+    /// a redis-server) or, with --ws, its web listener (`--web-listen`). Several addresses
+    /// (the nodes of one chat) spread receivers and senders over them round-robin.
+    #[arg(required = true, num_args = 1..)]
+    pub addrs: Vec<Peer>,
     /// Clients that only receive.
     #[arg(long, default_value_t = 100)]
     pub receivers: usize,
@@ -46,11 +52,19 @@ pub struct BenchChatArgs {
     #[arg(long)]
     pub rate: Option<u32>,
     /// No nick handshake: for brokers like `ncat --chat`.
-    #[arg(long, conflicts_with = "redis")]
+    #[arg(long, conflicts_with_all = ["redis", "ws"])]
     pub raw: bool,
     /// Speak Redis pub/sub (RESP): receivers SUBSCRIBE, senders PUBLISH, to a redis-server.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ws")]
     pub redis: bool,
+    /// Speak the chat page's protocol: a WebSocket to ws://ADDR/chat/ws with the page's
+    /// Origin and its JSON messages (`sockit chat serve --web-listen`).
+    #[arg(long)]
+    pub ws: bool,
+    /// With --ws, the server's token if it asks for one: a file (mode 0600); else
+    /// SOCKIT_TOKEN.
+    #[arg(long, requires = "ws")]
+    pub token_file: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -135,11 +149,21 @@ pub(super) async fn run_bench(cmd: BenchCommand) -> Result<(), Failure> {
             (report.table(), json.context("report")?, report.failure())
         }
         BenchCommand::Chat(a) => {
+            let mut addrs = Vec::with_capacity(a.addrs.len());
+            for peer in &a.addrs {
+                addrs.push(peer.resolve().await?);
+            }
+            let token = match a.ws {
+                true => load_token(a.token_file.as_deref()).context("cannot read the token")?,
+                false => None,
+            };
             let load = bench::ChatLoad {
-                addr: a.addr.resolve().await?,
-                proto: match (a.raw, a.redis) {
-                    (true, _) => bench::ChatProto::Raw,
-                    (_, true) => bench::ChatProto::Redis,
+                addrs,
+                token,
+                proto: match (a.raw, a.redis, a.ws) {
+                    (true, _, _) => bench::ChatProto::Raw,
+                    (_, true, _) => bench::ChatProto::Redis,
+                    (_, _, true) => bench::ChatProto::WebSocket,
                     _ => bench::ChatProto::Sockit,
                 },
                 receivers: a.receivers,

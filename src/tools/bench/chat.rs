@@ -1,17 +1,18 @@
-//! Chat fan-out load: K receivers and S senders in one room of a line-protocol broker
-//! (`sockit chat --line-listen`, `ncat --chat` with `raw`, or Redis pub/sub), each sender at
-//! most a window of messages ahead of the slowest receiver. Reports deliveries/s and delivery
-//! latency.
+//! Chat fan-out load: K receivers and S senders in one room of a chat broker (sockit's line
+//! port or its browser WebSocket, `ncat --chat` with `raw`, or Redis pub/sub), spread
+//! round-robin over one or more node addresses, each sender at most a window of messages
+//! ahead of the slowest receiver. Reports deliveries/s and delivery latency.
 //!
 //! A message is one line, `~S SEQ MICROS` padded with `x` to `size` bytes: the sender, its
 //! sequence number, and when it was sent (µs since the load started). A receiver finds the
-//! `~` in whatever the broker wrapped around it (`<nick> `, `<user5> `), so both brokers are
-//! measured by the same client.
+//! `~` in whatever the broker wrapped around it (`<nick> `, `<user5> `, a JSON message), so
+//! every broker is measured by the same client.
 //!
-//! `client` is what each connection does (join, receive, send); this file shapes the load and
-//! runs it.
+//! `client` is what each connection does (join, receive, send), `websocket` the browser
+//! protocol's side of it; this file shapes the load and runs it.
 
 mod client;
+mod websocket;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::Addr;
+use crate::session::Token;
 use crate::tools::bench::{ensure_fd_limit, keep_first, result_rows, table_row, BenchError};
 use client::{join, receive, send, BrokerSaid, Progress, Received, Writer};
 
@@ -38,6 +40,10 @@ pub enum ChatProto {
     Raw,
     /// Redis pub/sub: receivers `SUBSCRIBE chat`, senders `PUBLISH chat PAYLOAD`.
     Redis,
+    /// The chat page's protocol (`sockit chat serve --web-listen`): a WebSocket to
+    /// `/chat/ws` with the page's Origin, `register`, then `{"type":"line"}` messages.
+    #[serde(rename = "websocket")]
+    WebSocket,
 }
 
 /// The Redis channel used by [`ChatProto::Redis`].
@@ -46,8 +52,12 @@ const REDIS_CHANNEL: &str = "chat";
 /// A chat fan-out load.
 #[derive(Debug, Clone)]
 pub struct ChatLoad {
-    /// The broker's line-protocol address.
-    pub addr: Addr,
+    /// The broker's addresses (its nodes): client `i` of each kind connects to
+    /// `addrs[i % addrs.len()]`. Line-protocol ports, or web listeners for
+    /// [`ChatProto::WebSocket`].
+    pub addrs: Vec<Addr>,
+    /// Sent first when a WebSocket server asks for a token.
+    pub token: Option<Token>,
     /// How clients join.
     pub proto: ChatProto,
     /// Clients that only read.
@@ -70,6 +80,8 @@ pub struct ChatLoad {
 pub struct ChatReport {
     /// The load's shape.
     pub proto: ChatProto,
+    /// Node addresses the clients were spread over.
+    pub nodes: usize,
     /// Receivers.
     pub receivers: usize,
     /// Senders.
@@ -165,6 +177,11 @@ impl ChatLoad {
     /// Checks the load before anything is opened.
     fn validate(&self) -> Result<(), BenchError> {
         let clients = self.receivers + self.senders;
+        if self.addrs.is_empty() {
+            return Err(BenchError::InvalidLoad(
+                "at least one broker address".to_owned(),
+            ));
+        }
         if self.receivers == 0
             || self.senders == 0
             || clients > MAX_CHAT_CLIENTS
@@ -232,7 +249,8 @@ async fn join_receivers(
 ) -> Result<Vec<JoinHandle<Received>>, BenchError> {
     let mut readers = Vec::with_capacity(load.receivers);
     for r in 0..load.receivers {
-        let (lines, _writer) = join(load, &format!("{tag}r{r}"), true).await?;
+        let addr = &load.addrs[r % load.addrs.len()];
+        let (lines, _writer) = join(load, addr, &format!("{tag}r{r}"), true).await?;
         let (progress, stop, said) = (progress.clone(), stop.clone(), said.clone());
         readers.push(tokio::spawn(receive(lines, r, progress, base, stop, said)));
     }
@@ -250,7 +268,8 @@ async fn join_senders(
 ) -> Result<Vec<Writer>, BenchError> {
     let mut senders = Vec::with_capacity(load.senders);
     for i in 0..load.senders {
-        let (mut lines, writer) = join(load, &format!("{tag}s{i}"), false).await?;
+        let addr = &load.addrs[i % load.addrs.len()];
+        let (mut lines, writer) = join(load, addr, &format!("{tag}s{i}"), false).await?;
         let drain_stop = stop.clone();
         let said = said.clone();
         tokio::spawn(async move {
@@ -334,6 +353,7 @@ fn report(
     let summary = received.latency.summary();
     ChatReport {
         proto: load.proto,
+        nodes: load.addrs.len(),
         receivers: load.receivers,
         senders: load.senders,
         size: load.size,
@@ -356,43 +376,87 @@ fn report(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::engine::{serve, Config};
-    use crate::net::{BindOptions, Listener};
-    use crate::service::chat::{Broker, BrokerConfig, LineConfig, LineServer, RateLimit};
+    use std::sync::atomic::AtomicUsize;
 
-    #[tokio::test]
-    async fn every_receiver_gets_every_message_from_a_sockit_broker() {
+    use super::*;
+    use crate::engine::{serve, Config, Conn, ConnInfo, Handler};
+    use crate::net::{BindOptions, Listener};
+    use crate::service::chat::{
+        Broker, BrokerConfig, LineConfig, LineServer, RateLimit, WebConfig, WebServer,
+    };
+
+    const UNLIMITED: RateLimit = RateLimit {
+        per_sec: 1_000_000,
+        burst: 1_000_000,
+    };
+
+    /// A handler that counts the connections it is given.
+    #[derive(Clone)]
+    struct Counted<H> {
+        inner: H,
+        conns: Arc<AtomicUsize>,
+    }
+
+    impl<H: Handler> Handler for Counted<H> {
+        async fn handle(&self, conn: Conn, info: ConnInfo) -> std::io::Result<()> {
+            self.conns.fetch_add(1, Ordering::Relaxed);
+            self.inner.handle(conn, info).await
+        }
+    }
+
+    /// Serves `handler` on a loopback port until `shutdown`; returns the port and how many
+    /// connections it was given.
+    async fn start<H: Handler + Clone>(
+        handler: H,
+        shutdown: &CancellationToken,
+    ) -> (Addr, Arc<AtomicUsize>) {
         let addr: Addr = "127.0.0.1:0".parse().expect("addr");
         let listener = Listener::bind(&addr, &BindOptions::default())
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let line = LineConfig {
-            rate: RateLimit {
-                per_sec: 1_000_000,
-                burst: 1_000_000,
-            },
-            ..LineConfig::default()
+        let conns = Arc::new(AtomicUsize::new(0));
+        let counted = Counted {
+            inner: handler,
+            conns: conns.clone(),
         };
-        let handler = LineServer::new(Broker::new(BrokerConfig::default()), line);
-        let shutdown = CancellationToken::new();
         tokio::spawn(serve(
             listener,
-            handler,
+            counted,
             Config::default(),
             shutdown.clone(),
         ));
-        let load = ChatLoad {
-            addr,
-            proto: ChatProto::Sockit,
+        (addr, conns)
+    }
+
+    fn line_server(broker: &Arc<Broker>) -> LineServer {
+        let line = LineConfig {
+            rate: UNLIMITED,
+            ..LineConfig::default()
+        };
+        LineServer::new(broker.clone(), line)
+    }
+
+    fn load(addrs: Vec<Addr>, proto: ChatProto) -> ChatLoad {
+        ChatLoad {
+            addrs,
+            token: None,
+            proto,
             receivers: 3,
             senders: 2,
             size: 32,
             duration: Duration::from_millis(200),
             window: 10,
             rate: None,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn every_receiver_gets_every_message_from_a_sockit_broker() {
+        let shutdown = CancellationToken::new();
+        let broker = Broker::new(BrokerConfig::default());
+        let (addr, _) = start(line_server(&broker), &shutdown).await;
+        let load = load(vec![addr], ChatProto::Sockit);
         let report = run_chat(&load).await.expect("runs");
         assert!(report.sent > 0);
         assert_eq!(report.deliveries, report.sent * 3, "{report:?}");
@@ -411,5 +475,84 @@ mod tests {
         assert_eq!(report.deliveries, 60 * 3, "{report:?}");
         assert_eq!(report.out_of_order, 0, "{report:?}");
         shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn websocket_receivers_get_every_message_the_browser_protocol_carries() {
+        let shutdown = CancellationToken::new();
+        let broker = Broker::new(BrokerConfig::default());
+        let web = WebConfig {
+            rate: UNLIMITED,
+            ..WebConfig::default()
+        };
+        let (addr, conns) = start(WebServer::new(broker.clone(), web), &shutdown).await;
+        let report = run_chat(&load(vec![addr], ChatProto::WebSocket))
+            .await
+            .expect("runs");
+        assert!(report.sent > 0, "{report:?}");
+        assert_eq!(report.deliveries, report.sent * 3, "{report:?}");
+        assert_eq!(report.out_of_order, 0, "{report:?}");
+        assert_eq!(report.failure(), None, "{report:?}");
+        assert!(report.p99_us > 0, "{report:?}");
+        assert_eq!(conns.load(Ordering::Relaxed), 5);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_websocket_load_against_a_line_port_says_what_to_point_it_at() {
+        let shutdown = CancellationToken::new();
+        let broker = Broker::new(BrokerConfig::default());
+        let (addr, _) = start(line_server(&broker), &shutdown).await;
+        let err = run_chat(&load(vec![addr], ChatProto::WebSocket))
+            .await
+            .expect_err("no WebSocket there");
+        let err = err.to_string();
+        assert!(err.contains("--web-listen"), "{err}");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn clients_are_spread_round_robin_over_the_nodes_of_one_chat() {
+        // Two ports on one broker: every receiver still gets every sender's messages.
+        let shutdown = CancellationToken::new();
+        let broker = Broker::new(BrokerConfig::default());
+        let (a, a_conns) = start(line_server(&broker), &shutdown).await;
+        let (b, b_conns) = start(line_server(&broker), &shutdown).await;
+        let report = run_chat(&load(vec![a, b], ChatProto::Sockit))
+            .await
+            .expect("runs");
+        assert_eq!(report.nodes, 2);
+        assert_eq!(report.deliveries, report.sent * 3, "{report:?}");
+        assert_eq!(report.failure(), None, "{report:?}");
+        // Receivers 0, 2 and sender 0 on the first; receiver 1 and sender 1 on the second.
+        assert_eq!(a_conns.load(Ordering::Relaxed), 3);
+        assert_eq!(b_conns.load(Ordering::Relaxed), 2);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn two_unlinked_brokers_are_reported_as_lost_deliveries() {
+        // Each receiver hears only the sender on its own broker: half of each sender's
+        // deliveries never come, and the load says so.
+        let shutdown = CancellationToken::new();
+        let (a, _) = start(
+            line_server(&Broker::new(BrokerConfig::default())),
+            &shutdown,
+        )
+        .await;
+        let (b, _) = start(
+            line_server(&Broker::new(BrokerConfig::default())),
+            &shutdown,
+        )
+        .await;
+        let load = ChatLoad {
+            receivers: 2,
+            ..load(vec![a, b], ChatProto::Sockit)
+        };
+        let report = run_chat(&load).await.expect("runs");
+        assert!(report.sent > 0, "{report:?}");
+        assert!(report.deliveries < report.sent * 2, "{report:?}");
+        let failure = report.failure().expect("a failed load");
+        assert!(failure.contains("did not arrive"), "{failure}");
     }
 }

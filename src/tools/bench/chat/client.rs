@@ -10,8 +10,9 @@ use tokio::sync::Notify;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
+use super::websocket::{self, WsReader, WsWriter};
 use super::{ChatLoad, ChatProto, REDIS_CHANNEL};
-use crate::net::Stream;
+use crate::net::{Addr, Stream};
 use crate::tools::bench::{BenchError, Latency, FINISH_GRACE, IO_TIMEOUT};
 
 /// Per sender: the highest sequence number each receiver has seen, and a wakeup.
@@ -40,8 +41,62 @@ impl Progress {
     }
 }
 
-pub(super) type Lines = tokio::io::Lines<BufReader<tokio::io::ReadHalf<Stream>>>;
-pub(super) type Writer = tokio::io::WriteHalf<Stream>;
+type Lines = tokio::io::Lines<BufReader<tokio::io::ReadHalf<Stream>>>;
+
+/// What a client of the load reads: broker lines, or the browser protocol's messages.
+pub(super) enum Reader {
+    /// A line protocol (sockit's line port, `ncat --chat`, Redis' RESP lines).
+    Lines(Lines),
+    /// The chat page's WebSocket.
+    Ws(WsReader),
+}
+
+impl Reader {
+    /// The next line (for a WebSocket, the next message as [`websocket::next_line`] gives
+    /// it); `None` at the end.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a partial line stays buffered, a message is only taken when this returns.
+    pub(super) async fn next_line(&mut self) -> std::io::Result<Option<String>> {
+        match self {
+            Reader::Lines(lines) => lines.next_line().await,
+            Reader::Ws(ws) => websocket::next_line(ws).await,
+        }
+    }
+}
+
+/// What a client of the load writes, each in its protocol's framing.
+pub(super) enum Writer {
+    /// The payload and a newline.
+    Line(tokio::io::WriteHalf<Stream>),
+    /// `PUBLISH chat PAYLOAD` in RESP.
+    Redis(tokio::io::WriteHalf<Stream>),
+    /// A `{"type":"line"}` text message.
+    Ws(WsWriter),
+}
+
+impl Writer {
+    /// Sends one message; `buf` is scratch space for the framing.
+    async fn send_payload(&mut self, payload: &str, buf: &mut String) -> std::io::Result<()> {
+        buf.clear();
+        match self {
+            Writer::Line(wr) => {
+                buf.push_str(payload);
+                buf.push('\n');
+                wr.write_all(buf.as_bytes()).await
+            }
+            Writer::Redis(wr) => {
+                buf.push_str(&format!(
+                    "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{REDIS_CHANNEL}\r\n${}\r\n{payload}\r\n",
+                    REDIS_CHANNEL.len(),
+                    payload.len()
+                ));
+                wr.write_all(buf.as_bytes()).await
+            }
+            Writer::Ws(ws) => websocket::send_line(ws, payload).await,
+        }
+    }
+}
 
 /// Longest broker line quoted in a report.
 const QUOTED_LINE_CHARS: usize = 200;
@@ -68,35 +123,44 @@ impl BrokerSaid {
     }
 }
 
-fn quote(line: &str) -> String {
+/// `line` escaped and cut for a report.
+pub(super) fn quote(line: &str) -> String {
     crate::text::escape_one_line(line, QUOTED_LINE_CHARS)
 }
 
-/// Connects one client and, for sockit, registers `nick` and waits until it is in; for
-/// Redis, a receiver subscribes and waits for the confirmation.
+/// Connects one client to `addr` and, for sockit (line protocol or WebSocket), registers
+/// `nick` and waits until it is in; for Redis, a receiver subscribes and waits for the
+/// confirmation.
 pub(super) async fn join(
     load: &ChatLoad,
+    addr: &Addr,
     nick: &str,
     receiver: bool,
-) -> Result<(Lines, Writer), BenchError> {
+) -> Result<(Reader, Writer), BenchError> {
+    if load.proto == ChatProto::WebSocket {
+        let (rd, wr) = websocket::join(addr, load.token.as_ref(), nick).await?;
+        return Ok((Reader::Ws(rd), Writer::Ws(wr)));
+    }
     let connect_err = |source| BenchError::Connect {
-        addr: load.addr.clone(),
+        addr: addr.clone(),
         source,
     };
-    let stream = timeout(IO_TIMEOUT, Stream::connect(&load.addr))
+    let stream = timeout(IO_TIMEOUT, Stream::connect(addr))
         .await
         .map_err(|_| connect_err(std::io::ErrorKind::TimedOut.into()))?
         .map_err(connect_err)?;
     let (rd, mut wr) = tokio::io::split(stream);
     let mut lines = BufReader::new(rd).lines();
     let hello = match load.proto {
-        ChatProto::Raw => return Ok((lines, wr)),
-        ChatProto::Redis if !receiver => return Ok((lines, wr)),
+        ChatProto::Raw | ChatProto::WebSocket => {
+            return Ok((Reader::Lines(lines), Writer::Line(wr)))
+        }
+        ChatProto::Redis if !receiver => return Ok((Reader::Lines(lines), Writer::Redis(wr))),
         ChatProto::Redis => format!("SUBSCRIBE {REDIS_CHANNEL}\r\n"),
         ChatProto::Sockit => format!("{nick}\n"),
     };
     let handshake = |detail: String| BenchError::Handshake {
-        addr: load.addr.clone(),
+        addr: addr.clone(),
         detail,
     };
     wr.write_all(hello.as_bytes()).await.map_err(connect_err)?;
@@ -118,7 +182,13 @@ pub(super) async fn join(
         _ => "it does not speak sockit chat's line protocol (for `ncat --chat` use --raw, for Redis --redis)",
     };
     match timeout(IO_TIMEOUT, wait).await {
-        Ok(Ok(None)) => Ok((lines, wr)),
+        Ok(Ok(None)) => {
+            let writer = match load.proto {
+                ChatProto::Redis => Writer::Redis(wr),
+                _ => Writer::Line(wr),
+            };
+            Ok((Reader::Lines(lines), writer))
+        }
         Ok(Ok(Some(refusal))) => Err(handshake(format!("it refused the join: {refusal}"))),
         Ok(Err(e)) => Err(handshake(format!(
             "it closed the connection during the join ({e}){}",
@@ -186,7 +256,7 @@ impl Received {
 /// Reads the room until `stop`, recording every message of the load and telling its sender
 /// how far this receiver has got.
 pub(super) async fn receive(
-    mut lines: Lines,
+    mut lines: Reader,
     r: usize,
     progress: Arc<Progress>,
     base: Instant,
@@ -262,7 +332,8 @@ async fn send_until(
 ) -> std::io::Result<()> {
     let begin = base + start;
     let end = begin + load.duration;
-    let mut line = String::with_capacity(load.size + 1);
+    let mut payload = String::with_capacity(load.size);
+    let mut framed = String::with_capacity(load.size + 64);
     let interval = load.rate.map(|rate| Duration::from_secs(1) / rate.max(1));
     'sending: loop {
         let next = *seq + 1;
@@ -291,23 +362,13 @@ async fn send_until(
                 break 'sending;
             }
         }
-        line.clear();
+        payload.clear();
         let now = u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX);
-        line.push_str(&format!("~{s} {next} {now} "));
-        while line.len() < load.size {
-            line.push('x');
+        payload.push_str(&format!("~{s} {next} {now} "));
+        while payload.len() < load.size {
+            payload.push('x');
         }
-        if load.proto == ChatProto::Redis {
-            let payload = std::mem::take(&mut line);
-            line = format!(
-                "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{REDIS_CHANNEL}\r\n${}\r\n{payload}\r\n",
-                REDIS_CHANNEL.len(),
-                payload.len()
-            );
-        } else {
-            line.push('\n');
-        }
-        writer.write_all(line.as_bytes()).await?;
+        writer.send_payload(&payload, &mut framed).await?;
         *seq = next;
     }
     // Wait until every receiver has the last message, at most FINISH_GRACE past the end.
