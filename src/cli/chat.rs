@@ -336,7 +336,9 @@ impl ChatServeArgs {
             rate: self.rate_limit(),
             ..FramedConfig::default()
         };
+        let link = broker.link().cloned();
         let handler = ChatServer::new(framed.gate, ChatService::new(broker, config));
+        let served = serve(framed.listener, handler, engine, shutdown.clone());
         Bound {
             service: "chat",
             transport: stream_transport(&framed.addr, self.tls.tls),
@@ -344,7 +346,14 @@ impl ChatServeArgs {
             detail: None,
             addr: framed.addr,
             notes: framed.notes,
-            run: Box::pin(serve(framed.listener, handler, engine, shutdown.clone())),
+            run: Box::pin(async move {
+                let result = served.await;
+                // A cluster node's goodbye (its users leave, its nicks go) before it exits.
+                if let Some(link) = link {
+                    link.stopped().await;
+                }
+                result
+            }),
         }
     }
 

@@ -180,6 +180,8 @@ pub struct Link {
     down: AtomicBool,
     /// The publisher's last try failed.
     publish_failed: AtomicBool,
+    /// The publisher has ended (after its goodbye on a clean stop).
+    done: CancellationToken,
     store: Store,
     config: ClusterConfig,
 }
@@ -229,6 +231,7 @@ impl Link {
             presence_dirty: AtomicBool::new(false),
             down: AtomicBool::new(false),
             publish_failed: AtomicBool::new(false),
+            done: CancellationToken::new(),
             store,
             config,
         }))
@@ -241,6 +244,12 @@ impl Link {
         if let Some(rx) = rx {
             tasks::spawn(self.clone(), broker.clone(), rx, shutdown.clone());
         }
+    }
+
+    /// Waits (at most twice [`REDIS_TIMEOUT`]) for the publisher to have said goodbye after
+    /// shutdown, so a server does not exit before the others learn that its users left.
+    pub async fn stopped(&self) {
+        let _ = tokio::time::timeout(REDIS_TIMEOUT * 2, self.done.cancelled()).await;
     }
 
     /// This node's id in the cluster.

@@ -48,12 +48,12 @@ pub(super) fn spawn(
     ops: mpsc::Receiver<Op>,
     shutdown: CancellationToken,
 ) {
-    tokio::spawn(publisher(
-        link.clone(),
-        broker.clone(),
-        ops,
-        shutdown.clone(),
-    ));
+    let publishing = link.clone();
+    let (b, s) = (broker.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        publisher(publishing.clone(), b, ops, s).await;
+        publishing.done.cancel();
+    });
     tokio::spawn(reader(link.clone(), broker.clone(), shutdown.clone()));
     tokio::spawn(heartbeat(link, broker, shutdown));
 }
