@@ -17,9 +17,9 @@ use super::{Failure, Note};
 use sockit::engine::{self, serve, Config, Mode};
 use sockit::net::{Addr, Listener};
 use sockit::service::chat::{
-    self, Broker, BrokerConfig, ChatServer, ChatService, FramedConfig, JoinOptions, LineConfig,
-    LineServer, RateLimit, WebConfig, WebServer, DEFAULT_HISTORY, DEFAULT_HISTORY_BYTES,
-    MAX_HISTORY, MAX_HISTORY_BYTES,
+    self, Broker, BrokerConfig, ChatServer, ChatService, ClusterConfig, FramedConfig, JoinOptions,
+    LineConfig, LineServer, Link, RateLimit, RedisTarget, WebConfig, WebServer, DEFAULT_HISTORY,
+    DEFAULT_HISTORY_BYTES, MAX_HISTORY, MAX_HISTORY_BYTES,
 };
 use sockit::session::{load_token, GateConfig};
 
@@ -27,7 +27,7 @@ use sockit::session::{load_token, GateConfig};
 #[derive(Debug, Subcommand)]
 pub enum ChatCommand {
     /// Run a chat server: framed clients on --listen, plain-text (nc) clients on --line-listen.
-    Serve(ChatServeArgs),
+    Serve(Box<ChatServeArgs>),
     /// Join a chat server interactively (/help lists the commands; /quit or Ctrl-D leaves).
     Join(ChatJoinArgs),
 }
@@ -72,10 +72,55 @@ pub struct ChatServeArgs {
     /// Lines a quiet connection may send at once.
     #[arg(long, default_value_t = chat::DEFAULT_BURST, value_parser = clap::value_parser!(u32).range(1..))]
     pub burst: u32,
+    /// Join a cluster of chat nodes that share this Redis (redis://[:PASSWORD@]HOST:PORT/[DB]):
+    /// users of every node share rooms, nicks, /who, private messages and history. Give a
+    /// password with --redis-password-file rather than in the URL, which `ps` shows.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// File holding the Redis password (its first line); it replaces any password in --redis.
+    #[arg(long, requires = "redis")]
+    pub redis_password_file: Option<PathBuf>,
+    /// Time after which a node that stopped its heartbeat (killed, cut off, paused) is taken
+    /// for dead by the others: its users leave /who and their nicks become free (within this
+    /// plus a third of it).
+    #[arg(long, default_value = "15s", value_parser = parse_node_timeout, requires = "redis")]
+    pub redis_node_timeout: std::time::Duration,
     /// Applied to both ports (--max-conns per listener); quiet connections are normal in a
     /// chat, so --idle-timeout defaults to never and keepalive finds vanished peers.
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+/// The first line of a Redis password file, refused (as token files are) when group or
+/// others may read it.
+fn read_password_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the Redis password file {shown}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "the Redis password file {shown} has mode {mode:04o}: it is accessible by group or \
+             others, so it is not used; run `chmod 600 {shown}`"
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the Redis password file {shown}"))?;
+    let password = text.lines().next().unwrap_or("");
+    if password.is_empty() {
+        anyhow::bail!("the Redis password file {shown} is empty");
+    }
+    Ok(password.to_owned())
+}
+
+/// A node timeout: from 1 s to an hour.
+fn parse_node_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = super::parse_duration(s)?;
+    if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600)).contains(&d) {
+        return Err(format!("{s:?}: give a time from 1s to 1h"));
+    }
+    Ok(d)
 }
 
 /// A size such as `512K` up to [`MAX_HISTORY_BYTES`].
@@ -112,7 +157,7 @@ pub struct ChatJoinArgs {
 /// A [`Failure`] carrying the exit-code class.
 pub async fn run_chat(cmd: ChatCommand, color: ColorWhen) -> Result<(), Failure> {
     match cmd {
-        ChatCommand::Serve(args) => run_serve(args).await,
+        ChatCommand::Serve(args) => run_serve(*args).await,
         ChatCommand::Join(args) => run_join(args, color).await,
     }
 }
@@ -170,11 +215,7 @@ impl ChatServeArgs {
             _ => None,
         };
         let tls = self.tls.acceptor(&addr, &mut notes)?;
-        let broker = Broker::new(BrokerConfig {
-            history: self.history,
-            history_bytes: self.history_bytes,
-            ..BrokerConfig::default()
-        });
+        let broker = self.broker(shutdown, &mut notes).await?;
         let defaults = ServiceDefaults {
             idle_timeout: None,
             ..ServiceDefaults::default()
@@ -219,6 +260,49 @@ impl ChatServeArgs {
         Ok(bound)
     }
 
+    /// The broker: alone, or a node of the cluster on --redis (connected, and its password
+    /// checked, before anything is served).
+    async fn broker(
+        &self,
+        shutdown: &CancellationToken,
+        notes: &mut Vec<Note>,
+    ) -> Result<Arc<Broker>, Failure> {
+        let config = BrokerConfig {
+            history: self.history,
+            history_bytes: self.history_bytes,
+            ..BrokerConfig::default()
+        };
+        let Some(url) = &self.redis else {
+            return Ok(Broker::new(config));
+        };
+        let password = match &self.redis_password_file {
+            Some(path) => Some(read_password_file(path).map_err(Failure::Usage)?),
+            None => None,
+        };
+        let target =
+            RedisTarget::parse(url, password.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
+        if password.is_none() && RedisTarget::url_has_password(url) {
+            tracing::warn!(
+                "the Redis password is on the command line, where other local users can read it; \
+                 use --redis-password-file"
+            );
+        }
+        let cluster = ClusterConfig {
+            node_timeout: self.redis_node_timeout,
+            ..ClusterConfig::new(target.clone())
+        };
+        let link = Link::connect(cluster)
+            .await
+            .map_err(|e| Failure::Runtime(e.into()))?;
+        notes.push(Note::Text(format!(
+            "chat cluster node {} on {target}",
+            link.node()
+        )));
+        let broker = Broker::clustered(config, link.clone());
+        link.start(&broker, shutdown);
+        Ok(broker)
+    }
+
     /// Refuses a line port beyond loopback unless --line-public says so.
     fn check_line_listen(&self) -> Result<(), Failure> {
         if let Some(line) = &self.line_listen {
@@ -252,7 +336,9 @@ impl ChatServeArgs {
             rate: self.rate_limit(),
             ..FramedConfig::default()
         };
+        let link = broker.link().cloned();
         let handler = ChatServer::new(framed.gate, ChatService::new(broker, config));
+        let served = serve(framed.listener, handler, engine, shutdown.clone());
         Bound {
             service: "chat",
             transport: stream_transport(&framed.addr, self.tls.tls),
@@ -260,7 +346,14 @@ impl ChatServeArgs {
             detail: None,
             addr: framed.addr,
             notes: framed.notes,
-            run: Box::pin(serve(framed.listener, handler, engine, shutdown.clone())),
+            run: Box::pin(async move {
+                let result = served.await;
+                // A cluster node's goodbye (its users leave, its nicks go) before it exits.
+                if let Some(link) = link {
+                    link.stopped().await;
+                }
+                result
+            }),
         }
     }
 

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  broker   nicks (confusable-aware), rooms, commands; no I/O
+//!  cluster  many nodes, one chat: the broker's link to a shared Redis (`--redis`)
 //!  history  a room's last messages, bounded in count and bytes, freed when it empties
 //!  outbox   each client's bounded queue of shared deliveries, drained one write per wakeup
 //!  line     the plain-text protocol: first line the nick, then one message per line
@@ -20,6 +21,7 @@
 
 mod broker;
 mod client;
+pub mod cluster;
 mod command;
 mod framed;
 mod history;
@@ -42,6 +44,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::net::{BindOptions, Keepalive};
 
 pub use broker::{Broker, BrokerConfig, Control, Member, DEFAULT_HISTORY, MAX_HISTORY};
+pub use cluster::{ClusterConfig, ClusterError, Link, RedisTarget, DEFAULT_NODE_TIMEOUT};
 pub use history::{DEFAULT_HISTORY_BYTES, MAX_HISTORY_BYTES};
 
 pub(crate) use broker::MAX_LISTED_NAMES;

@@ -131,7 +131,11 @@ impl ChatService {
         for _ in 0..MAX_NICK_ATTEMPTS {
             let refusal = match timeout_at(deadline, framed.read_frame::<ClientMessage>()).await {
                 Ok(Ok(Some(ClientMessage::Register { nick, room }))) => {
-                    match self.broker.register(&nick, room.as_deref(), outbox.clone()) {
+                    match self
+                        .broker
+                        .admit(&nick, room.as_deref(), outbox.clone())
+                        .await
+                    {
                         Ok(member) => return Some(member),
                         Err(refusal) => refusal,
                     }
@@ -179,7 +183,7 @@ async fn read_frames<S: AsyncRead + AsyncWrite + Unpin>(
                 return Ending::Protocol;
             }
         };
-        if dispatcher.input(input) == Control::Quit {
+        if dispatcher.input(input).await == Control::Quit {
             return Ending::Quit;
         }
     }

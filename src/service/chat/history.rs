@@ -29,12 +29,24 @@ pub(crate) struct HistoryLimits {
     pub(crate) bytes: usize,
 }
 
+/// The (node, sequence) naming a message across a cluster.
+pub(crate) type Origin = (Arc<str>, u64);
+
+/// Keep a broadcast in its room's history: within these limits, under this name.
+#[derive(Debug, Clone)]
+pub(crate) struct Keep {
+    /// The room's history limits.
+    pub(crate) limits: HistoryLimits,
+    /// The message's name in the cluster, if the node is in one.
+    pub(crate) origin: Option<Origin>,
+}
+
 /// The last messages of one room. A message is counted as three times its text plus
 /// [`DELIVERY_OVERHEAD_BYTES`]: a kept delivery holds its text, and once sent its line and
 /// frame encodings too, so the count follows the memory it keeps.
 #[derive(Debug, Default)]
 pub(super) struct History {
-    entries: VecDeque<Arc<Delivery>>,
+    entries: VecDeque<(Option<Origin>, Arc<Delivery>)>,
     bytes: usize,
 }
 
@@ -50,24 +62,57 @@ impl History {
 
     /// Keeps `delivery`, dropping the oldest entries until both limits hold. A message larger
     /// than the byte limit on its own is not kept.
+    #[cfg(test)]
     pub(super) fn push(&mut self, delivery: Arc<Delivery>, limits: HistoryLimits) {
+        self.push_from(delivery, None, limits);
+    }
+
+    /// [`History::push`] with the message's name in the cluster.
+    pub(super) fn push_from(
+        &mut self,
+        delivery: Arc<Delivery>,
+        origin: Option<Origin>,
+        limits: HistoryLimits,
+    ) {
         let cost = Self::cost(&delivery);
         if limits.messages == 0 || cost > limits.bytes {
             return;
         }
         while self.entries.len() >= limits.messages || self.bytes + cost > limits.bytes {
-            let Some(old) = self.entries.pop_front() else {
+            let Some((_, old)) = self.entries.pop_front() else {
                 break;
             };
             self.bytes -= Self::cost(&old);
         }
         self.bytes += cost;
-        self.entries.push_back(delivery);
+        self.entries.push_back((origin, delivery));
+    }
+
+    /// Replaces the history with the cluster's copy (`kept`, oldest first), followed by any
+    /// message kept here since that copy was read (one not in it).
+    pub(crate) fn seed(
+        &mut self,
+        kept: Vec<crate::service::chat::cluster::remote::Kept>,
+        limits: HistoryLimits,
+    ) {
+        let named: std::collections::HashSet<(Arc<str>, u64)> =
+            kept.iter().map(|k| (k.node.clone(), k.seq)).collect();
+        let newer: Vec<_> = std::mem::take(&mut self.entries)
+            .into_iter()
+            .filter(|(origin, _)| origin.as_ref().map_or(true, |o| !named.contains(o)))
+            .collect();
+        self.bytes = 0;
+        for k in kept {
+            self.push_from(k.delivery, Some((k.node, k.seq)), limits);
+        }
+        for (origin, delivery) in newer {
+            self.push_from(delivery, origin, limits);
+        }
     }
 
     /// The kept messages, oldest first.
     pub(super) fn replay(&self) -> Vec<Arc<Delivery>> {
-        self.entries.iter().cloned().collect()
+        self.entries.iter().map(|(_, d)| d.clone()).collect()
     }
 
     /// Releases everything (the room emptied), the buffer included; a large history's
@@ -136,6 +181,32 @@ mod tests {
         let one = 3 * 1000 + DELIVERY_OVERHEAD_BYTES;
         assert_eq!(history.replay().len(), 10_000 / one);
         assert!(history.bytes() <= limits.bytes);
+    }
+
+    #[test]
+    fn seeding_puts_the_cluster_copy_first_and_keeps_what_arrived_meanwhile_once() {
+        use crate::service::chat::cluster::remote::Kept;
+        let limits = HistoryLimits {
+            messages: 10,
+            bytes: 100_000,
+        };
+        let node: Arc<str> = Arc::from("n1");
+        let kept = |seq: u64, text: &str| Kept {
+            node: node.clone(),
+            seq,
+            delivery: said(text),
+        };
+        let mut history = History::default();
+        // Arrived while the copy was being read: one it has, one it does not.
+        history.push_from(said("b"), Some((node.clone(), 2)), limits);
+        history.push_from(said("c"), Some((node.clone(), 3)), limits);
+        history.seed(vec![kept(1, "a"), kept(2, "b")], limits);
+        let lines: Vec<String> = history
+            .replay()
+            .iter()
+            .map(|d| d.message().to_line())
+            .collect();
+        assert_eq!(lines, ["<> a", "<> b", "<> c"]);
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl Handler for LineServer {
                     return Ok(());
                 }
             };
-            match self.broker.register(nick.trim(), None, outbox.clone()) {
+            match self.broker.admit(nick.trim(), None, outbox.clone()).await {
                 Ok(m) => {
                     member = Some(m);
                     break;
@@ -147,7 +147,7 @@ async fn read_commands<R: AsyncRead + Unpin>(
             )),
             Ok(None) | Err(_) => return Ending::Closed,
         };
-        if dispatcher.input(input) == Control::Quit {
+        if dispatcher.input(input).await == Control::Quit {
             return Ending::Quit;
         }
     }

@@ -46,7 +46,7 @@ impl Dispatcher {
 
     /// Handles one line or frame of input (or the refusal it turned into), after the rate
     /// limit: a line over it is dropped, with a notice the first time in a while.
-    pub fn input(&mut self, input: Result<ClientMessage, ErrorFrame>) -> Control {
+    pub async fn input(&mut self, input: Result<ClientMessage, ErrorFrame>) -> Control {
         match self.bucket.check(Instant::now()) {
             Verdict::Allow => {}
             Verdict::Drop => return Control::Continue,
@@ -58,7 +58,7 @@ impl Dispatcher {
             }
         }
         match input {
-            Ok(msg) => self.member.handle(msg),
+            Ok(msg) => self.member.dispatch(msg).await,
             Err(refusal) => {
                 self.outbox
                     .push(Delivery::new(ServerMessage::from(&refusal)));

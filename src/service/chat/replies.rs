@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::broker::State;
-use super::history::HistoryLimits;
+use super::history::Keep;
 use super::messages::ServerMessage;
 use super::nick::{skeleton, suggest, validate_nick, RoomName};
 use super::outbox::Delivery;
@@ -35,18 +35,27 @@ pub(super) fn taken_check(
     nick: &str,
     me: Option<u64>,
 ) -> Result<(), ErrorFrame> {
-    let Some(holder) = state.nicks.get(key).filter(|h| Some(**h) != me) else {
-        return Ok(());
+    let held = match state.nicks.get(key).filter(|h| Some(**h) != me) {
+        Some(holder) => state.clients.get(holder).map_or("", |c| c.nick.as_str()),
+        None => match state.remote.holder(key) {
+            Some(member) => member.nick.as_str(),
+            None => return Ok(()),
+        },
     };
-    let held = state.clients.get(holder).map_or("", |c| c.nick.as_str());
-    let hint = match suggest(nick, |s| state.nicks.contains_key(s)) {
+    Err(taken(state, nick, held))
+}
+
+/// The `nick_taken` refusal for `nick`, which is too close to `held`, with a free suggestion.
+pub(super) fn taken(state: &State, nick: &str, held: &str) -> ErrorFrame {
+    let is_taken = |s: &str| state.nicks.contains_key(s) || state.remote.holder(s).is_some();
+    let hint = match suggest(nick, is_taken) {
         Some(free) => format!("; try {free}"),
         None => String::new(),
     };
-    Err(ErrorFrame::new(
+    ErrorFrame::new(
         "nick_taken",
         format!("nick {nick} is taken (too close to {held}){hint}"),
-    ))
+    )
 }
 
 pub(super) fn change_nick(state: &mut State, id: u64, nick: &str) -> Result<(), ErrorFrame> {
@@ -110,20 +119,24 @@ pub(super) fn who(state: &State, id: u64) -> Result<(), ErrorFrame> {
         ));
     };
     let members = state.rooms.get(&room).map_or(&[][..], |r| &r.members[..]);
-    let names: Vec<&str> = members
+    let mut names: Vec<&str> = members
         .iter()
         .filter_map(|m| state.clients.get(m).map(|c| c.nick.as_str()))
         .collect();
+    names.extend(state.remote.in_room(&room));
     let text = format!("in {}: {}", RoomName(&room), listing(&names));
     notify(state, id, Some(&room), text);
     Ok(())
 }
 
 pub(super) fn list_rooms(state: &State, id: u64) {
-    let names: Vec<String> = state
-        .rooms
+    let mut counts = state.remote.rooms();
+    for (name, room) in &state.rooms {
+        *counts.entry(name.as_str()).or_default() += room.members.len();
+    }
+    let names: Vec<String> = counts
         .iter()
-        .map(|(name, room)| format!("{} ({})", RoomName(name), room.members.len()))
+        .map(|(name, n)| format!("{} ({n})", RoomName(name)))
         .collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     notify(state, id, None, format!("rooms: {}", listing(&names)));
@@ -146,7 +159,7 @@ pub(super) fn listing(names: &[&str]) -> String {
     text
 }
 
-pub(super) fn room_notice(room: &str, text: String) -> Arc<Delivery> {
+pub(crate) fn room_notice(room: &str, text: String) -> Arc<Delivery> {
     Delivery::new(ServerMessage::Notice {
         time: now_ms(),
         room: Some(room.to_owned()),
@@ -164,7 +177,7 @@ pub(super) fn send_ready(state: &State, id: u64) {
     }
 }
 
-pub(super) fn notify(state: &State, id: u64, room: Option<&str>, text: String) {
+pub(crate) fn notify(state: &State, id: u64, room: Option<&str>, text: String) {
     let msg = ServerMessage::Notice {
         time: now_ms(),
         room: room.map(str::to_owned),
@@ -182,17 +195,19 @@ pub(super) fn send(state: &State, id: u64, delivery: Arc<Delivery>) {
 
 /// Queues one shared delivery for every member of `room`, and keeps it in the room's
 /// history within `keep`'s limits when given.
-pub(super) fn broadcast(
+pub(crate) fn broadcast(
     state: &mut State,
     room: &str,
     delivery: Arc<Delivery>,
-    keep: Option<HistoryLimits>,
+    keep: Option<Keep>,
 ) {
     let Some(entry) = state.rooms.get_mut(room) else {
         return;
     };
-    if let Some(limits) = keep {
-        entry.history.push(delivery.clone(), limits);
+    if let Some(keep) = keep {
+        entry
+            .history
+            .push_from(delivery.clone(), keep.origin, keep.limits);
     }
     for member in &entry.members {
         if let Some(client) = state.clients.get(member) {

@@ -240,7 +240,10 @@ where
         };
         let refusal = match serde_json::from_str::<ClientMessage>(&text) {
             Ok(ClientMessage::Register { nick, room }) => {
-                match broker.register(nick.trim(), room.as_deref(), outbox.clone()) {
+                match broker
+                    .admit(nick.trim(), room.as_deref(), outbox.clone())
+                    .await
+                {
                     Ok(member) => return Ok(member),
                     Err(refusal) => refusal,
                 }
@@ -292,7 +295,7 @@ where
             }
             Incoming::Gone => return Ending::Closed,
         };
-        if dispatcher.input(parse_input(&text)) == Control::Quit {
+        if dispatcher.input(parse_input(&text)).await == Control::Quit {
             return Ending::Quit;
         }
     }
