@@ -454,7 +454,7 @@ async fn content_length_with_transfer_encoding_gets_one_response() {
 async fn a_one_mib_header_is_431_and_the_server_keeps_serving() {
     let (_dir, server) = serve_tree().await;
     let mut request = b"GET /a.txt HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
-    request.extend(std::iter::repeat(b'a').take(1 << 20));
+    request.extend(std::iter::repeat_n(b'a', 1 << 20));
     request.extend_from_slice(b"\r\n\r\n");
     let reply = exchange(&server, &request).await;
     assert_eq!(

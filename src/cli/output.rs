@@ -42,7 +42,7 @@ impl ColorWhen {
         match self {
             ColorWhen::Always => true,
             ColorWhen::Never => false,
-            ColorWhen::Auto => is_terminal && no_color.map_or(true, OsStr::is_empty),
+            ColorWhen::Auto => is_terminal && no_color.is_none_or(OsStr::is_empty),
         }
     }
 

@@ -99,7 +99,7 @@ impl History {
             kept.iter().map(|k| (k.node.clone(), k.seq)).collect();
         let newer: Vec<_> = std::mem::take(&mut self.entries)
             .into_iter()
-            .filter(|(origin, _)| origin.as_ref().map_or(true, |o| !named.contains(o)))
+            .filter(|(origin, _)| origin.as_ref().is_none_or(|o| !named.contains(o)))
             .collect();
         self.bytes = 0;
         for k in kept {

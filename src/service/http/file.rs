@@ -223,9 +223,9 @@ pub(crate) fn answer(
     }
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let wanted = ask.range.as_deref().filter(|_| {
-        ask.if_range.as_ref().map_or(true, |r| {
-            !r.is_modified(etag.as_ref(), Some(&last_modified))
-        })
+        ask.if_range
+            .as_ref()
+            .is_none_or(|r| !r.is_modified(etag.as_ref(), Some(&last_modified)))
     });
     let (status, start, len) = match wanted.map(|r| one_range(r, size)) {
         None | Some(RangeAsk::Ignored) => (StatusCode::OK, 0, size),
@@ -315,7 +315,7 @@ fn sibling(root: &Root, parts: &[&str], ask: &Ask) -> Option<(File, FileStat, En
 /// `If-None-Match`, else `If-Modified-Since` (304).
 fn precondition(ask: &Ask, etag: Option<&ETag>, modified: SystemTime) -> Option<StatusCode> {
     let failed = match (&ask.if_match, &ask.if_unmodified_since) {
-        (Some(m), _) => etag.map_or(true, |e| !m.precondition_passes(e)),
+        (Some(m), _) => etag.is_none_or(|e| !m.precondition_passes(e)),
         (None, Some(since)) => !since.precondition_passes(modified),
         (None, None) => false,
     };

@@ -116,7 +116,7 @@ impl Event {
                 reason,
             } => nick(n) && room(r) && text(reason) && reason.len() <= 64,
             Event::Nick { old, new, room: r } => {
-                nick(old) && nick(new) && r.as_deref().map_or(true, room)
+                nick(old) && nick(new) && r.as_deref().is_none_or(room)
             }
             Event::Quit { nick: n } => nick(n),
             Event::Stop => true,
@@ -124,7 +124,7 @@ impl Event {
                 members.len() <= MAX_PRESENCE_MEMBERS
                     && members
                         .iter()
-                        .all(|(n, r)| nick(n) && r.as_deref().map_or(true, room))
+                        .all(|(n, r)| nick(n) && r.as_deref().is_none_or(room))
             }
         }
     }
