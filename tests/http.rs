@@ -331,6 +331,30 @@ async fn if_none_match_with_the_etag_is_304() {
     assert!(again.body.is_empty());
 }
 
+#[tokio::test]
+async fn a_file_rewritten_in_place_with_its_mtime_put_back_gets_a_new_etag() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.txt");
+    fs::write(&path, "old!").unwrap();
+    let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+    let server = serve(HttpConfig::new(dir.path())).await;
+    let first = get(&server, "/e.txt", "").await;
+    let etag = first.header("etag").expect("an ETag");
+    // Same inode, same size, same modification time: only the bytes (and the change time).
+    fs::write(&path, "new!").unwrap();
+    set_mtime(&path, mtime);
+    let again = get(&server, "/e.txt", &format!("If-None-Match: {etag}\r\n")).await;
+    assert_eq!((again.status, again.text().as_str()), (200, "new!"));
+    assert_ne!(again.header("etag"), Some(etag.clone()));
+    let range = get(
+        &server,
+        "/e.txt",
+        &format!("Range: bytes=0-1\r\nIf-Range: {etag}\r\n"),
+    )
+    .await;
+    assert_eq!((range.status, range.text().as_str()), (200, "new!"));
+}
+
 fn sha256_b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(bytes))
 }

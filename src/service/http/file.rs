@@ -153,12 +153,14 @@ pub(crate) fn content_type(name: &str) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
 }
 
-/// A file's strong validator: inode, modification time to the nanosecond, size. A file
-/// replaced by an upload's rename gets a new one even with the same size and time.
+/// A file's strong validator: inode, modification and change times to the nanosecond, size.
+/// A file replaced by an upload's rename gets a new one even with the same size and time,
+/// and so does one rewritten in place with its modification time put back (the change time
+/// cannot be set back), so a client never gets a 304 or a range for other bytes.
 fn etag_of(st: &FileStat) -> Option<ETag> {
     format!(
-        "\"{:x}-{:x}.{:x}-{:x}\"",
-        st.st_ino, st.st_mtime, st.st_mtime_nsec, st.st_size
+        "\"{:x}-{:x}.{:x}-{:x}.{:x}-{:x}\"",
+        st.st_ino, st.st_mtime, st.st_mtime_nsec, st.st_ctime, st.st_ctime_nsec, st.st_size
     )
     .parse()
     .ok()
