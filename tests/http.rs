@@ -395,6 +395,33 @@ async fn put_stores_a_file_and_a_second_put_of_the_name_is_409() {
 }
 
 #[tokio::test]
+async fn an_uploaded_page_is_served_sandboxed_and_a_server_without_uploads_adds_nothing() {
+    let (_dir, server) = upload_server().await;
+    let page = b"<script>fetch('/in/x', {method: 'PUT'})</script>";
+    let reply = exchange(&server, &put_request("/in/evil.html", page, "")).await;
+    assert_eq!(reply.status, 201, "{}", reply.raw);
+    let served = get(&server, "/in/evil.html", "").await;
+    assert_eq!(served.body, page);
+    assert_eq!(
+        served.header("content-security-policy").as_deref(),
+        Some("sandbox")
+    );
+    assert_eq!(
+        served.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    // The server's own pages (the listing with its form) are not sandboxed.
+    let listing = get(&server, "/in/", "").await;
+    assert_eq!(listing.status, 200);
+    assert_eq!(listing.header("content-security-policy"), None);
+
+    let (_plain_dir, plain) = serve_tree().await;
+    let file = get(&plain, "/a.txt", "").await;
+    assert_eq!(file.status, 200);
+    assert_eq!(file.header("content-security-policy"), None);
+}
+
+#[tokio::test]
 async fn a_put_with_a_wrong_digest_is_400_and_stores_nothing() {
     let (dir, server) = upload_server().await;
     let wrong = format!(

@@ -42,7 +42,13 @@ impl Inner {
             &ask,
             self.config.listing,
         ) {
-            Outcome::File(answer) => file_response(answer),
+            Outcome::File(answer) => {
+                let mut response = file_response(answer);
+                if self.config.upload {
+                    sandbox(response.headers_mut());
+                }
+                response
+            }
             Outcome::Listing(dir, parts) => {
                 let (root, show_hidden) = (self.root.clone(), self.config.show_hidden);
                 let read = tokio::task::spawn_blocking(move || {
@@ -153,4 +159,19 @@ fn file_response(answer: Answer) -> Response<Body> {
         response.extensions_mut().insert(Precompressed);
     }
     response
+}
+
+/// What a directory that takes uploads adds to every file it serves: whoever may upload can
+/// put an HTML page there, and a page served on this origin could script the upload form.
+/// `sandbox` gives such a page an origin of its own and no scripts; `nosniff` keeps a
+/// browser from taking a text file for HTML.
+fn sandbox(headers: &mut http::HeaderMap) {
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
 }
