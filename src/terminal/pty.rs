@@ -43,6 +43,12 @@ impl Pty {
         Ok(Pty { master, slave })
     }
 
+    /// The master end (a copy of it held open keeps the pair, and so the terminal's number,
+    /// from being reused).
+    pub fn master(&self) -> BorrowedFd<'_> {
+        self.master.as_fd()
+    }
+
     /// The slave end, as the command will hold it.
     pub fn slave(&self) -> BorrowedFd<'_> {
         self.slave.as_fd()

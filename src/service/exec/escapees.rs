@@ -9,7 +9,7 @@
 //! ancestors are gone) is not found: only a cgroup could track it.
 
 use std::io::Read;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -46,10 +46,13 @@ type FileId = (u64, u64);
 pub(super) struct Escapees {
     mark: String,
     files: Vec<FileId>,
-    /// Cleared once the session lets go of its files: a terminal's number (and so its inode)
-    /// is then free for another session's, and a sweep still running must not take that
-    /// session's processes for this one's.
+    /// Cleared once the session lets go of its files: a sweep still running must not take
+    /// another session's processes for this one's.
     files_held: Arc<AtomicBool>,
+    /// Copies of the terminal's master, open for as long as this or a sweep's clone lives:
+    /// the terminal's number (and so the slave's inode) cannot go to another session, in
+    /// this server or any other process, while a sweep may still match processes by it.
+    held: Vec<Arc<OwnedFd>>,
 }
 
 impl Escapees {
@@ -60,6 +63,7 @@ impl Escapees {
             mark: format!("{}.{n}", std::process::id()),
             files: Vec::new(),
             files_held: Arc::new(AtomicBool::new(true)),
+            held: Vec::new(),
         }
     }
 
@@ -74,6 +78,14 @@ impl Escapees {
             #[allow(clippy::useless_conversion)] // the field types differ between targets
             self.files
                 .push((u64::from(st.st_dev), u64::from(st.st_ino)));
+        }
+    }
+
+    /// Keeps a copy of `fd` open until this and every sweep started from it are done (see
+    /// the `held` field). A copy that cannot be made (no descriptors left) is skipped.
+    pub(super) fn hold_open(&mut self, fd: impl AsFd) {
+        if let Ok(copy) = fd.as_fd().try_clone_to_owned() {
+            self.held.push(Arc::new(copy));
         }
     }
 
@@ -124,13 +136,19 @@ impl Escapees {
             .filter(|pid| *pid != own)
             .filter_map(|pid| Some((pid, live_parent(pid)?)))
             .collect();
+        // A child of this server that does not carry the mark is never this session's: it
+        // is another session's command, or one being spawned, which between its fork and
+        // its exec holds a copy of every descriptor this server has open, this session's
+        // pipes among them. Only the mark counts for those.
         let mut found: Vec<i32> = live
             .iter()
-            .map(|(pid, _)| *pid)
-            .filter(|pid| {
+            .filter(|(pid, ppid)| {
                 carries(*pid, entry)
-                    || (self.files_held.load(Ordering::SeqCst) && holds_any(*pid, &self.files))
+                    || (*ppid != own
+                        && self.files_held.load(Ordering::SeqCst)
+                        && holds_any(*pid, &self.files))
             })
+            .map(|(pid, _)| *pid)
             .collect();
         // Descendants, breadth first: a child that cleared its environment is still found
         // through a parent that did not.

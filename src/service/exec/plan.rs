@@ -132,6 +132,7 @@ pub(super) fn spawn(
             cmd.env("TERM", term);
         }
         escapees.watch_file(pty.slave());
+        escapees.hold_open(pty.master());
         let (child, master) = pty.spawn(cmd)?;
         return Ok((child, CommandIo::Pty(master)));
     }
