@@ -14,6 +14,32 @@ fn acceptor() -> TlsAcceptor {
     TlsAcceptor::new(ServerIdentity::self_signed(&local()).unwrap()).unwrap()
 }
 
+/// A server identity issued by a fresh CA for `name` alone, loaded from PEM files as a user's
+/// would be; the temp dir holding them, the acceptor, and the CA file for clients.
+fn ca_issued(name: &str) -> (tempfile::TempDir, TlsAcceptor, std::path::PathBuf) {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec![name.to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("ca.pem"),
+    );
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    std::fs::write(&ca, ca_cert.pem()).unwrap();
+    let acceptor = TlsAcceptor::new(ServerIdentity::from_pem_files(&cert, &key).unwrap()).unwrap();
+    (dir, acceptor, ca)
+}
+
 /// Runs both handshakes over an in-memory pipe, then echoes one message through.
 async fn handshake(
     acceptor: &TlsAcceptor,
@@ -147,29 +173,8 @@ async fn a_plaintext_server_is_named_whether_it_answers_or_just_closes() {
 
 #[tokio::test]
 async fn a_certificate_issued_by_a_trusted_ca_file_is_accepted_and_others_are_not() {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key, ca) = (
-        dir.path().join("cert.pem"),
-        dir.path().join("key.pem"),
-        dir.path().join("ca.pem"),
-    );
-    std::fs::write(&cert, leaf.pem()).unwrap();
-    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
-    std::fs::write(&ca, ca_cert.pem()).unwrap();
-
-    let acceptor = TlsAcceptor::new(ServerIdentity::from_pem_files(&cert, &key).unwrap()).unwrap();
-    let connector = TlsConnector::new(&ServerTrust::CaFile(ca.clone())).unwrap();
+    let (_dir, acceptor, ca) = ca_issued("127.0.0.1");
+    let connector = TlsConnector::new(&ServerTrust::CaFile(ca)).unwrap();
     let (client, server) = handshake(&acceptor, &connector).await;
     client.unwrap();
     server.unwrap();
@@ -181,27 +186,8 @@ async fn a_certificate_issued_by_a_trusted_ca_file_is_accepted_and_others_are_no
 
 #[tokio::test]
 async fn a_ca_issued_certificate_is_checked_for_the_host_name_the_user_typed() {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
     // Valid for the name only, not for the loopback address connected to.
-    let leaf = CertificateParams::new(vec!["files.sockit.test".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key, ca) = (
-        dir.path().join("cert.pem"),
-        dir.path().join("key.pem"),
-        dir.path().join("ca.pem"),
-    );
-    std::fs::write(&cert, leaf.pem()).unwrap();
-    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
-    std::fs::write(&ca, ca_cert.pem()).unwrap();
-    let acceptor = TlsAcceptor::new(ServerIdentity::from_pem_files(&cert, &key).unwrap()).unwrap();
+    let (_dir, acceptor, ca) = ca_issued("files.sockit.test");
     let trust = ServerTrust::CaFile(ca);
 
     let by_name = TlsConnector::new(&trust)
