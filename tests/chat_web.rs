@@ -15,6 +15,7 @@ use sockit::net::{Addr, Stream};
 use sockit::service::chat::{
     self, Broker, BrokerConfig, LineConfig, LineServer, RateLimit, WebConfig, WebServer,
 };
+use sockit::service::http::{HttpConfig, HttpServer};
 use sockit::session::Token;
 use tokio::io::{
     AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines, ReadHalf, WriteHalf,
@@ -705,4 +706,128 @@ async fn five_hundred_sockets_that_vanish_without_a_close_frame_are_all_released
         }
     };
     assert_eq!(who["text"], "in #lobby: watcher, fresh");
+}
+
+#[tokio::test]
+async fn an_http_server_carrying_the_chat_serves_its_files_the_page_and_the_socket() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("notes.txt"), b"a file\n").expect("write");
+    std::fs::create_dir(dir.path().join("chat")).expect("mkdir");
+    std::fs::write(dir.path().join("chat/secret.txt"), b"shadowed\n").expect("write");
+    let broker = Broker::new(BrokerConfig::default());
+    let mut config = HttpConfig::new(dir.path());
+    config.chat = Some(WebServer::new(broker.clone(), WebConfig::default()));
+    let serving = Arc::new(AtomicUsize::new(0));
+    let handler = Live {
+        inner: HttpServer::new(config).expect("server"),
+        serving: serving.clone(),
+    };
+    let http = start_at("127.0.0.1:0", handler, engine("http")).await;
+    let line = start_at(
+        "127.0.0.1:0",
+        LineServer::new(broker.clone(), LineConfig::default()),
+        engine("chat-line"),
+    )
+    .await;
+
+    // The directory's files, and the chat in place of the directory's chat/.
+    let file = http_get(&http.addr, "/notes.txt", "GET").await;
+    assert!(
+        file.starts_with("HTTP/1.1 200") && file.ends_with("\r\n\r\na file\n"),
+        "{file}"
+    );
+    let page = http_get(&http.addr, "/chat/", "GET").await;
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("<script src=\"chat.js\""),
+        "{page}"
+    );
+    let shadowed = http_get(&http.addr, "/chat/secret.txt", "GET").await;
+    assert!(shadowed.starts_with("HTTP/1.1 404"), "{shadowed}");
+    assert!(
+        open(&http.addr, Some("http://elsewhere.example"))
+            .await
+            .is_err(),
+        "a page from another origin opened the socket"
+    );
+    let own = format!("http://{}", http.addr);
+    drop(
+        open(&http.addr, Some(&own))
+            .await
+            .expect("the page's own origin"),
+    );
+
+    // The socket is a way into the same broker as the line port.
+    let mut nc = LineClient::join(&line.addr, "carol").await;
+    let mut web = join(&http.addr, "webby").await;
+    nc.expect("* webby joined #lobby").await;
+    send_json(
+        &mut web,
+        json!({"type": "line", "text": "through the file server"}),
+    )
+    .await;
+    nc.expect("<webby> through the file server").await;
+    nc.send("heard you").await;
+    let msg = expect_json(&mut web, "text", "heard you").await;
+    assert_eq!(msg["nick"], "carol");
+    // The upgraded connection is served (counted by the engine) until its socket ends (the
+    // earlier connections are released meanwhile).
+    assert!(
+        eventually(|| serving.load(Ordering::SeqCst) == 1).await,
+        "the open socket's connection is not counted"
+    );
+    drop(web);
+    nc.expect("* webby left #lobby").await;
+    assert!(
+        eventually(|| serving.load(Ordering::SeqCst) == 0).await,
+        "the connection was not released"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_sockit_serve_the_http_entry_carries_the_chat_entrys_rooms() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[service]]\nkind = \"http\"\nlisten = \"127.0.0.1:0\"\ndir = {:?}\nchat = true\n\n\
+             [[service]]\nkind = \"chat\"\nlisten = \"127.0.0.1:0\"\nline-listen = \"127.0.0.1:0\"\n",
+            dir.path().display().to_string()
+        ),
+    )
+    .expect("config");
+    let mut cmd = common::sockit();
+    cmd.args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("SOCKIT_TOKEN")
+        .stdout(std::process::Stdio::piped());
+    let (mut server, banner) = tokio::task::spawn_blocking(move || {
+        let mut server = common::Proc::spawn(cmd);
+        let stdout = server.child.stdout.take().expect("stdout");
+        let banner = common::read_banner(&mut std::io::BufReader::new(stdout));
+        (server, banner)
+    })
+    .await
+    .expect("started");
+    let http: Addr = common::address_of(&banner, "http", "tcp")
+        .parse()
+        .expect("address");
+    let line: Addr = common::address_of(&banner, "chat", "line")
+        .parse()
+        .expect("address");
+    assert!(
+        banner
+            .iter()
+            .any(|l| l.contains(&format!("chat: open http://{http}/chat/"))),
+        "{banner:?}"
+    );
+    let mut nc = LineClient::join(&line, "carol").await;
+    let mut web = join(&http, "webby").await;
+    nc.expect("* webby joined #lobby").await;
+    send_json(&mut web, json!({"type": "line", "text": "one chat"})).await;
+    nc.expect("<webby> one chat").await;
+    nc.send("/who").await;
+    nc.expect("carol, webby").await;
+    drop(web);
+    server.terminate();
 }

@@ -5,36 +5,9 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{ChildStdout, Stdio};
+use std::process::Stdio;
 
-use common::{run_with_input, sockit, token_file, Proc};
-
-/// Reads `sockit serve`'s banner from its stdout up to the `serving N services` line.
-fn read_banner(stdout: &mut BufReader<ChildStdout>) -> Vec<String> {
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        let n = stdout.read_line(&mut line).unwrap();
-        assert!(n > 0, "banner ended early: {lines:?}");
-        let done = line.starts_with("serving ");
-        lines.push(line.trim_end().to_owned());
-        if done {
-            return lines;
-        }
-    }
-}
-
-/// The address on the banner line of `service` (`exec     tcp      127.0.0.1:PORT`).
-fn address_of(banner: &[String], service: &str, transport: &str) -> String {
-    banner
-        .iter()
-        .find_map(|line| {
-            let words: Vec<_> = line.split_whitespace().collect();
-            (words.len() == 3 && words[0] == service && words[1] == transport)
-                .then(|| words[2].to_owned())
-        })
-        .unwrap_or_else(|| panic!("no {service} {transport} line in {banner:?}"))
-}
+use common::{address_of, read_banner, run_with_input, sockit, token_file, Proc};
 
 #[test]
 fn the_readme_serve_flow_reaches_every_service_with_the_printed_token() {

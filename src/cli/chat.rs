@@ -162,6 +162,16 @@ pub async fn run_chat(cmd: ChatCommand, color: ColorWhen) -> Result<(), Failure>
     }
 }
 
+/// What the chat entry of a `sockit serve` set lends an `http` entry with `chat = true`, so
+/// that the page it carries is a way into the same chat.
+#[derive(Debug, Clone)]
+pub struct LentChat {
+    /// The entry's broker: its rooms, nicks and history.
+    pub broker: Arc<Broker>,
+    /// The entry's per-connection rate limit.
+    pub rate: RateLimit,
+}
+
 async fn run_serve(args: ChatServeArgs) -> Result<(), Failure> {
     let shutdown = engine::shutdown_on_signals().context("cannot install signal handlers")?;
     let bound = args.bind(&shutdown, &Tokens::single()).await?;
@@ -180,6 +190,20 @@ impl ChatServeArgs {
         shutdown: &CancellationToken,
         tokens: &Tokens,
     ) -> Result<Vec<Bound>, Failure> {
+        self.bind_lending(shutdown, tokens)
+            .await
+            .map(|(bound, _)| bound)
+    }
+
+    /// As [`ChatServeArgs::bind`], and lends the broker for another listener to carry.
+    ///
+    /// # Errors
+    /// As [`ChatServeArgs::bind`].
+    pub async fn bind_lending(
+        self,
+        shutdown: &CancellationToken,
+        tokens: &Tokens,
+    ) -> Result<(Vec<Bound>, LentChat), Failure> {
         self.check_line_listen()?;
         let opts = self.engine.bind_options();
         let fail = |e| bind_failure("chat", e);
@@ -254,10 +278,14 @@ impl ChatServeArgs {
                 shutdown,
             ));
         }
+        let lent = LentChat {
+            broker: broker.clone(),
+            rate: self.rate_limit(),
+        };
         if let Some((listener, line_addr)) = line {
             bound.push(self.line_bound(listener, line_addr, broker, engine, shutdown));
         }
-        Ok(bound)
+        Ok((bound, lent))
     }
 
     /// The broker: alone, or a node of the cluster on --redis (connected, and its password

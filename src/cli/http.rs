@@ -6,12 +6,14 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use super::chat::LentChat;
 use super::launch::{
     bind_failure, run_command, stream_transport, Bound, EngineArgs, ServiceDefaults, Tokens,
 };
 use super::{Failure, Note, ServerTlsArgs};
 use sockit::engine::{self, serve, Mode};
 use sockit::net::{Addr, Listener};
+use sockit::service::chat::{self, Broker, BrokerConfig, RateLimit, WebConfig, WebServer};
 use sockit::service::files::parse_size;
 use sockit::service::files::Policy;
 use sockit::service::http::{self, HttpConfig, HttpServer};
@@ -52,6 +54,12 @@ pub struct HttpServeArgs {
     /// loopback allows (a token is generated beyond loopback).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// Also carry a chat: its page at /chat/ and its WebSocket at /chat/ws, in place of
+    /// anything under chat/ in the directory. In `sockit serve` it is the set's chat entry
+    /// (same rooms and nicks as its other ports); alone, a chat of this server's own. Beyond
+    /// loopback the page asks for the token.
+    #[arg(long)]
+    pub chat: bool,
     /// --tls, --cert, --key.
     #[command(flatten)]
     pub tls: ServerTlsArgs,
@@ -63,17 +71,18 @@ pub struct HttpServeArgs {
 /// `sockit http serve`.
 pub(super) async fn run_http_serve(args: HttpServeArgs) -> Result<(), Failure> {
     let shutdown = engine::shutdown_on_signals().context("cannot install signal handlers")?;
-    let bound = args.bind(&shutdown, &Tokens::single()).await?;
+    let bound = args.bind(&shutdown, &Tokens::single(), None).await?;
     run_command(vec![bound], shutdown).await
 }
 
 impl HttpServeArgs {
-    /// Whether this service takes a token: uploads beyond loopback.
+    /// Whether this service takes a token: uploads or a chat beyond loopback.
     pub fn needs_token(&self) -> bool {
-        self.upload && !self.listen.is_local()
+        (self.upload || self.chat) && !self.listen.is_local()
     }
 
-    /// Binds the HTTP service; it serves until `shutdown` fires.
+    /// Binds the HTTP service, carrying `chat` (else a chat of its own) if `--chat`; it
+    /// serves until `shutdown` fires.
     ///
     /// # Errors
     /// A usage error for a bad directory, token file or certificate, or the bind error.
@@ -81,6 +90,7 @@ impl HttpServeArgs {
         self,
         shutdown: &CancellationToken,
         tokens: &Tokens,
+        chat: Option<&LentChat>,
     ) -> Result<Bound, Failure> {
         let fail = |e| bind_failure(http::SERVICE, e);
         let listener = Listener::bind(&self.listen, &self.engine.bind_options())
@@ -92,8 +102,34 @@ impl HttpServeArgs {
         config.listing = !self.no_listing;
         config.show_hidden = self.show_hidden;
         config.upload = self.upload;
+        let token = if self.upload || (self.chat && !addr.is_local()) {
+            tokens.resolve(self.token_file.as_deref(), &addr, &mut notes)?
+        } else {
+            None
+        };
+        if self.chat {
+            let lent = chat.cloned().unwrap_or_else(|| LentChat {
+                broker: Broker::new(BrokerConfig::default()),
+                rate: RateLimit::default(),
+            });
+            // As the chat's own web listener: on loopback no token (a page elsewhere is
+            // kept out by the Origin check), beyond it the same token as uploads.
+            let web = WebConfig {
+                rate: lent.rate,
+                token: token.clone().filter(|_| !addr.is_local()),
+                ..WebConfig::default()
+            };
+            config.chat = Some(WebServer::new(lent.broker, web));
+            if let Addr::Inet(sa) = &addr {
+                let scheme = if self.tls.tls { "https" } else { "http" };
+                notes.push(Note::Text(format!(
+                    "chat: open {scheme}://{sa}{} in a browser",
+                    chat::CHAT_PATH
+                )));
+            }
+        }
         if self.upload {
-            config.token = tokens.resolve(self.token_file.as_deref(), &addr, &mut notes)?;
+            config.token = token;
         }
         if self.overwrite {
             config.store.policy = Policy::Overwrite;

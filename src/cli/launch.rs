@@ -154,8 +154,9 @@ pub fn parse_limit(s: &str) -> Result<Limit, String> {
 ///
 /// A set (`sockit serve`) has one token for all its services: the first service that needs
 /// one generates it and every later service without a token of its own takes it, so a client
-/// given `SOCKIT_TOKEN` reaches every service of the set. Entries are bound in order, so the
-/// set's token is settled before any service is bound: see [`Tokens::for_set`].
+/// given `SOCKIT_TOKEN` reaches every service of the set. The set's token is settled before
+/// any service is bound (see [`Tokens::for_set`]), so the order entries are bound in does not
+/// matter.
 #[derive(Debug)]
 pub struct Tokens {
     /// The set's token, once settled.
@@ -258,11 +259,14 @@ impl Tokens {
             // Shown once, to the operator; never logged.
             notes.push(Note::Token(shared.reveal().to_owned()));
         } else if self.generated {
-            notes.push(Note::Text("token: the same as above".into()));
+            notes.push(Note::Text(SAME_TOKEN.into()));
         }
         Ok(Some(shared.clone()))
     }
 }
+
+/// The note of a service of a set that takes the token printed for an earlier one.
+pub const SAME_TOKEN: &str = "token: the same as above";
 
 /// Refuses a token shorter than [`MIN_PUBLIC_TOKEN_BYTES`] for a service beyond loopback,
 /// where anyone who can reach the port can guess at it.

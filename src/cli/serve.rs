@@ -11,7 +11,8 @@ use anyhow::Context;
 use clap::{Args, FromArgMatches};
 use tokio_util::sync::CancellationToken;
 
-use super::launch::{run_all, Bound, Note, Tokens};
+use super::chat::LentChat;
+use super::launch::{run_all, Bound, Note, Tokens, SAME_TOKEN};
 use super::output::{print_text, say};
 use super::{ChatServeArgs, EchoArgs, ExecServeArgs, Failure, FilesServeArgs, HttpServeArgs};
 use sockit::engine;
@@ -48,12 +49,12 @@ dir = "sockit-files"     # created if missing
 kind = "chat"            # chat: `sockit chat join` on listen,
 listen = "127.0.0.1:7010" # plain text for nc/telnet on line-listen (no auth: loopback)
 line-listen = "127.0.0.1:7011"
-web-listen = "127.0.0.1:7013" # the chat page: http://127.0.0.1:7013/chat/
 
 [[service]]
-kind = "http"            # the files directory for browsers and curl (read-only)
-listen = "127.0.0.1:7012"
+kind = "http"            # the files directory for browsers and curl (read-only),
+listen = "127.0.0.1:7012" # and the chat's page: http://127.0.0.1:7012/chat/
 dir = "sockit-files"
+chat = true
 "#;
 
 /// `sockit serve`.
@@ -166,6 +167,7 @@ impl Entry {
             Entry::Http(a) => vec![(a.listen.clone(), false)],
             Entry::Chat(a) => std::iter::once(a.listen.clone())
                 .chain(a.line_listen.clone())
+                .chain(a.web_listen.clone())
                 .map(|addr| (addr, false))
                 .collect(),
         }
@@ -183,18 +185,24 @@ impl Entry {
         }
     }
 
-    /// Binds the entry's services; they serve until `shutdown` fires.
+    /// Binds the entry's services; they serve until `shutdown` fires. An `http` entry with
+    /// `chat = true` carries `chat`, which a chat entry returns.
     async fn bind(
         self,
         shutdown: &CancellationToken,
         tokens: &Tokens,
-    ) -> Result<Vec<Bound>, Failure> {
+        chat: Option<&LentChat>,
+    ) -> Result<(Vec<Bound>, Option<LentChat>), Failure> {
+        let one = |b| (vec![b], None);
         match self {
-            Entry::Echo(a) => a.bind(shutdown).await.map(|b| vec![b]),
-            Entry::Exec(a) => a.bind(shutdown, tokens).await.map(|b| vec![b]),
-            Entry::Files(a) => a.bind(shutdown, tokens).await.map(|b| vec![b]),
-            Entry::Chat(a) => a.bind(shutdown, tokens).await,
-            Entry::Http(a) => a.bind(shutdown, tokens).await.map(|b| vec![b]),
+            Entry::Echo(a) => a.bind(shutdown).await.map(one),
+            Entry::Exec(a) => a.bind(shutdown, tokens).await.map(one),
+            Entry::Files(a) => a.bind(shutdown, tokens).await.map(one),
+            Entry::Chat(a) => {
+                let (bound, lent) = a.bind_lending(shutdown, tokens).await?;
+                Ok((bound, Some(lent)))
+            }
+            Entry::Http(a) => a.bind(shutdown, tokens, chat).await.map(one),
         }
     }
 }
@@ -270,7 +278,28 @@ pub fn parse_config(text: &str) -> Result<Vec<Entry>, Failure> {
         entries.push(Entry::parse(i + 1, table)?);
     }
     check_no_shared_address(&entries)?;
+    check_one_chat_to_carry(&entries)?;
     Ok(entries)
+}
+
+/// An `http` entry with `chat = true` carries the set's chat entry (or, with none, a chat of
+/// its own); with two chat entries it could not say which.
+fn check_one_chat_to_carry(entries: &[Entry]) -> Result<(), Failure> {
+    let chats = entries
+        .iter()
+        .filter(|e| matches!(e, Entry::Chat(_)))
+        .count();
+    let carrier = entries
+        .iter()
+        .position(|e| matches!(e, Entry::Http(a) if a.chat));
+    match carrier {
+        Some(i) if chats > 1 => Err(invalid(format!(
+            "entry {} (kind = \"http\"): chat = true carries the set's chat entry, but the set \
+             has {chats}; keep one, or give each chat a web-listen of its own instead",
+            i + 1
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Two entries on one address (port 0 aside) could never both bind; say which.
@@ -351,10 +380,21 @@ pub(super) async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     // One token for the whole set, so a client given SOCKIT_TOKEN reaches every service.
     let tokens = Tokens::for_set(entries.iter().any(Entry::needs_token))?;
     let shutdown = engine::shutdown_on_signals().context("cannot install signal handlers")?;
-    let mut bound = Vec::new();
-    for entry in entries {
-        bound.extend(entry.bind(&shutdown, &tokens).await?);
+    // The chat entry first, so that an http entry can carry it; banners in the file's order.
+    let (chats, others): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .enumerate()
+        .partition(|(_, e)| matches!(e, Entry::Chat(_)));
+    let mut lent = None;
+    let mut in_order = Vec::new();
+    for (i, entry) in chats.into_iter().chain(others) {
+        let (bound, chat) = entry.bind(&shutdown, &tokens, lent.as_ref()).await?;
+        lent = lent.or(chat);
+        in_order.push((i, bound));
     }
+    in_order.sort_by_key(|(i, _)| *i);
+    let mut bound: Vec<Bound> = in_order.into_iter().flat_map(|(_, b)| b).collect();
+    announce_token_first(&mut bound);
     for b in &bound {
         say(&banner_line(b));
     }
@@ -366,6 +406,35 @@ pub(super) async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     run_all(bound, shutdown)
         .await
         .map_err(|e| Failure::Runtime(anyhow::Error::from(e).context("a service failed")))
+}
+
+/// Shows a generated token on the first banner line that takes it, and "the same as above"
+/// on the later ones, whichever entry was bound first (the chat entry is bound before the
+/// others).
+fn announce_token_first(bound: &mut [Bound]) {
+    let mut generated = bound.iter().flat_map(|b| &b.notes).filter_map(|n| match n {
+        Note::Token(token) => Some(token.clone()),
+        _ => None,
+    });
+    let (Some(token), None) = (generated.next(), generated.next()) else {
+        return;
+    };
+    let mut first = true;
+    for note in bound.iter_mut().flat_map(|b| b.notes.iter_mut()) {
+        let takes = match note {
+            Note::Token(_) => true,
+            Note::Text(text) => text == SAME_TOKEN,
+            Note::Fingerprint(_) => false,
+        };
+        if takes {
+            *note = if first {
+                Note::Token(token.clone())
+            } else {
+                Note::Text(SAME_TOKEN.into())
+            };
+            first = false;
+        }
+    }
 }
 
 /// One service's banner: what runs where, and what a client needs to know.
@@ -403,6 +472,28 @@ mod tests {
                 assert!(addr.is_local(), "{addr}");
             }
         }
+        // The http entry carries the chat's page (issue 15), and nothing else serves it.
+        assert!(entries
+            .iter()
+            .any(|e| matches!(e, Entry::Http(a) if a.chat)));
+        assert!(entries
+            .iter()
+            .all(|e| !matches!(e, Entry::Chat(a) if a.web_listen.is_some())));
+    }
+
+    #[test]
+    fn an_http_entry_carrying_the_chat_needs_no_more_than_one_chat_entry() {
+        let http = "[[service]]\nkind = \"http\"\nlisten = \"127.0.0.1:0\"\nchat = true\n";
+        let chat = "[[service]]\nkind = \"chat\"\nlisten = \"127.0.0.1:0\"\n";
+        parse_config(http).unwrap();
+        parse_config(&format!("{http}\n{chat}")).unwrap();
+        let two = refusal(&format!("{http}\n{chat}\n{chat}"));
+        assert!(
+            two.contains("entry 1") && two.contains("has 2") && two.contains("web-listen"),
+            "{two}"
+        );
+        // Without an http entry carrying it, two chats are fine.
+        parse_config(&format!("{chat}\n{chat}")).unwrap();
     }
 
     #[test]
@@ -462,6 +553,15 @@ mod tests {
         assert!(
             shared.contains("entries 1 and 2") && shared.contains("127.0.0.1:7107"),
             "{shared}"
+        );
+        let web = refusal(
+            "[[service]]\nkind = \"chat\"\nlisten = \"127.0.0.1:7110\"\n\
+             web-listen = \"127.0.0.1:7112\"\n\n\
+             [[service]]\nkind = \"http\"\nlisten = \"127.0.0.1:7112\"\n",
+        );
+        assert!(
+            web.contains("entries 1 and 2") && web.contains("127.0.0.1:7112"),
+            "{web}"
         );
         // TCP and UDP on one port are two sockets, not a clash.
         parse_config(&format!(

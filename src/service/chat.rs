@@ -64,6 +64,7 @@ pub use outbox::{
 pub use rate::{RateLimit, DEFAULT_BURST, DEFAULT_RATE_PER_SEC};
 #[cfg(feature = "cli")]
 pub use terminal::{render, run_terminal};
+pub(crate) use web::{is_chat_path, upgraded_done, Upgraded};
 pub use web::{WebServer, CHAT_PATH, CHAT_WS_PATH};
 pub use websocket::{WebConfig, MAX_WS_MESSAGE_BYTES, PING_INTERVAL, SILENCE_TIMEOUT};
 

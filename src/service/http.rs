@@ -13,6 +13,10 @@
 //!         anything else -> 405
 //! then tower-http's compression for text above MIN_COMPRESS_BYTES, then one log line.
 //! ```
+//!
+//! With a chat carried (`--chat`), `/chat` and everything below `/chat/` go to the chat's
+//! page and WebSocket (`chat::web`) instead, and HTTP/1 connections are served with hyper's
+//! upgrades on.
 
 mod body;
 mod cache;
@@ -47,6 +51,7 @@ use tower_service::Service;
 use crate::engine::{Conn, ConnInfo, Handler};
 use crate::net::tls::TlsAcceptor;
 use crate::net::PeerAddr;
+use crate::service::chat::{self, WebServer};
 use crate::service::files::{Store, StoreError, StoreOptions};
 use crate::session::Token;
 pub use body::CHUNK_BYTES;
@@ -125,6 +130,9 @@ pub struct HttpConfig {
     /// How long an upload's body may take: [`DEFAULT_BODY_IDLE_TIMEOUT`],
     /// [`DEFAULT_BODY_GRACE`], [`DEFAULT_BODY_MIN_BYTES_PER_SEC`].
     pub body_pace: BodyPace,
+    /// A chat whose page (`/chat/`) and WebSocket (`/chat/ws`) this server carries, in
+    /// place of anything under `/chat/` in the directory.
+    pub chat: Option<WebServer>,
 }
 
 impl HttpConfig {
@@ -149,6 +157,7 @@ impl HttpConfig {
                 grace: DEFAULT_BODY_GRACE,
                 min_bytes_per_sec: DEFAULT_BODY_MIN_BYTES_PER_SEC,
             },
+            chat: None,
         }
     }
 }
@@ -232,20 +241,43 @@ impl HttpServer {
         let routes: Compressed = Compression::new(Routes(self.inner.clone()))
             .compress_when(compressible as fn(_, _, &_, &_) -> bool);
         let peer = info.peer.clone();
+        let chat = self.inner.config.chat.as_ref().map(|web| Chat {
+            web: web.clone(),
+            info: info.clone(),
+            upgraded: chat::Upgraded::default(),
+        });
+        let upgraded = chat.as_ref().map(|c| c.upgraded.clone());
         let service = hyper::service::service_fn(move |req| {
             let routes = routes.clone();
             let peer = peer.clone();
-            respond(routes, req, peer)
+            let chat = chat.clone();
+            respond(routes, req, peer, chat)
         });
         let builders = &self.inner.builders;
         if h2 {
             let conn = Box::pin(builders.h2.serve_connection(io, service));
             conn::drive(conn, &info.shutdown, |c| c.graceful_shutdown()).await
+        } else if let Some(upgraded) = upgraded {
+            let conn = Box::pin(builders.h1.serve_connection(io, service).with_upgrades());
+            let served = conn::drive(conn, &info.shutdown, |c| c.graceful_shutdown()).await;
+            // The connection is the WebSocket's now: done (for the engine's limits and
+            // shutdown) only when the socket is.
+            chat::upgraded_done(&upgraded).await;
+            served
         } else {
             let conn = Box::pin(builders.h1.serve_connection(io, service));
             conn::drive(conn, &info.shutdown, |c| c.graceful_shutdown()).await
         }
     }
+}
+
+/// A carried chat, as one connection hands it requests for its paths.
+#[derive(Debug, Clone)]
+struct Chat {
+    web: WebServer,
+    info: ConnInfo,
+    /// The WebSocket this connection was upgraded to, if it was.
+    upgraded: chat::Upgraded,
 }
 
 /// hyper's limits on a request head, as every sockit HTTP listener sets them.
@@ -355,11 +387,12 @@ fn compressible(status: StatusCode, _: http::Version, headers: &HeaderMap, _: &E
     status == StatusCode::OK && long && text
 }
 
-/// Answers one request through the compression layer, and logs it.
+/// Answers one request through the compression layer (or a carried chat's), and logs it.
 async fn respond(
     mut routes: Compressed,
     req: Request<Incoming>,
     peer: PeerAddr,
+    chat: Option<Chat>,
 ) -> Result<Response<SentBody>, Infallible> {
     let started = Instant::now();
     // Decoded, so a log reads as the names on disk; escaped, so no byte of it is a control.
@@ -371,7 +404,11 @@ async fn respond(
     });
     // A client that takes no encoding skips the compression layer: its body type holds the
     // encoders' state inline, kilobytes moved with every response (profiled as memcpy).
-    let mut response = if req.headers().contains_key(header::ACCEPT_ENCODING) {
+    let chat = chat.filter(|_| chat::is_chat_path(req.uri().path()));
+    let mut response = if let Some(chat) = chat {
+        let response = chat.web.route(req, &chat.info, &chat.upgraded);
+        response.map(|b| b.map_err(|e| match e {}).boxed_unsync())
+    } else if req.headers().contains_key(header::ACCEPT_ENCODING) {
         let response = routes.call(req).await?;
         response.map(|b| b.boxed_unsync())
     } else {

@@ -158,6 +158,33 @@ impl Proc {
     }
 }
 
+/// Reads `sockit serve`'s banner from its stdout up to the `serving N services` line.
+pub fn read_banner(stdout: &mut BufReader<std::process::ChildStdout>) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = stdout.read_line(&mut line).unwrap();
+        assert!(n > 0, "banner ended early: {lines:?}");
+        let done = line.starts_with("serving ");
+        lines.push(line.trim_end().to_owned());
+        if done {
+            return lines;
+        }
+    }
+}
+
+/// The address on the banner line of `service` (`exec     tcp      127.0.0.1:PORT`).
+pub fn address_of(banner: &[String], service: &str, transport: &str) -> String {
+    banner
+        .iter()
+        .find_map(|line| {
+            let words: Vec<_> = line.split_whitespace().collect();
+            (words.len() == 3 && words[0] == service && words[1] == transport)
+                .then(|| words[2].to_owned())
+        })
+        .unwrap_or_else(|| panic!("no {service} {transport} line in {banner:?}"))
+}
+
 /// Whether an external program is installed; prints why a test is skipped if not.
 pub fn have(program: &str, test: &str) -> bool {
     let found = Command::new("sh")

@@ -1,5 +1,8 @@
-//! `sockit chat serve --web-listen`: the chat page (embedded, no CDN) at `/chat/` and its
-//! WebSocket at `/chat/ws`, on the HTTP service's hyper stack, bridged by `websocket.rs`.
+//! The chat page (embedded, no CDN) at `/chat/` and its WebSocket at `/chat/ws`, bridged by
+//! `websocket.rs`: on a listener of its own (`sockit chat serve --web-listen`, this module's
+//! [`Handler`]), or carried by an HTTP server next to its files (`sockit http serve --chat`,
+//! the `http` entry of `sockit serve`'s default set), which hands it the requests whose path
+//! [`is_chat_path`] claims.
 //!
 //! ```text
 //! GET /chat          -> 308 /chat/
@@ -59,9 +62,23 @@ struct Inner {
 
 /// The WebSocket an HTTP/1.1 connection was upgraded to: the connection is only done (for
 /// the engine's limits and shutdown) when it is.
-type Upgraded = Arc<Mutex<Option<JoinHandle<()>>>>;
+pub(crate) type Upgraded = Arc<Mutex<Option<JoinHandle<()>>>>;
 
 type Body = Full<Bytes>;
+
+/// Whether a request for `path` is the chat's: `/chat` and everything below `/chat/` (which
+/// a server carrying the chat therefore never looks for on disk).
+pub(crate) fn is_chat_path(path: &str) -> bool {
+    path == "/chat" || path.starts_with(CHAT_PATH)
+}
+
+/// Waits for the WebSocket a connection was upgraded to, if any, to end.
+pub(crate) async fn upgraded_done(upgraded: &Upgraded) {
+    let socket = upgraded.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(socket) = socket {
+        let _ = socket.await;
+    }
+}
 
 impl WebServer {
     /// A web listener bridged to `broker`.
@@ -94,11 +111,23 @@ impl Handler for WebServer {
                 conn.await
             }
         };
-        let socket = upgraded.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(socket) = socket {
-            let _ = socket.await;
-        }
+        upgraded_done(&upgraded).await;
         served.map_err(io::Error::other)
+    }
+}
+
+impl WebServer {
+    /// Answers one request for a [chat path](is_chat_path) that another HTTP server took; a
+    /// WebSocket it opens is put in `upgraded`, which that server waits for before its
+    /// connection counts as done ([`upgraded_done`]). The connection must be served with
+    /// hyper's upgrades on.
+    pub(crate) fn route(
+        &self,
+        req: Request<Incoming>,
+        info: &ConnInfo,
+        upgraded: &Upgraded,
+    ) -> Response<Body> {
+        self.inner.route(req, info, upgraded)
     }
 }
 
