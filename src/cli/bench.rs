@@ -27,7 +27,8 @@ pub enum BenchCommand {
 #[derive(Debug, Args)]
 pub struct BenchChatArgs {
     /// The broker's address: its line port (`sockit chat serve --line-listen`, `ncat --chat`,
-    /// a redis-server) or, with --ws, its web listener (`--web-listen`). Several addresses
+    /// a redis-server) or, with --ws, its web page's server (`--web-listen`, or `sockit http
+    /// serve --chat`: the default `sockit serve` set's http port). Several addresses
     /// (the nodes of one chat) spread receivers and senders over them round-robin.
     #[arg(required = true, num_args = 1..)]
     pub addrs: Vec<Peer>,
@@ -58,7 +59,8 @@ pub struct BenchChatArgs {
     #[arg(long, conflicts_with = "ws")]
     pub redis: bool,
     /// Speak the chat page's protocol: a WebSocket to ws://ADDR/chat/ws with the page's
-    /// Origin and its JSON messages (`sockit chat serve --web-listen`).
+    /// Origin and its JSON messages (`sockit chat serve --web-listen`, `sockit http serve
+    /// --chat`).
     #[arg(long)]
     pub ws: bool,
     /// With --ws, the server's token if it asks for one: a file (mode 0600); else

@@ -79,20 +79,20 @@ pub(super) async fn join(
         Err(_) => {
             return Err(handshake(format!(
                 "it did not answer the WebSocket handshake within {IO_TIMEOUT:?}: is it \
-                 `sockit chat serve --web-listen`?"
+                 `sockit chat serve --web-listen` or `sockit http serve --chat`?"
             )))
         }
         Ok(Err(WsError::Http(response))) => {
             return Err(handshake(format!(
                 "it refused the WebSocket at {CHAT_WS_PATH} with HTTP {}: is it `sockit chat \
-                 serve --web-listen`?",
+                 serve --web-listen` or `sockit http serve --chat`?",
                 response.status()
             )))
         }
         Ok(Err(e)) => {
             return Err(handshake(format!(
                 "the WebSocket handshake at {CHAT_WS_PATH} failed ({e}): is it `sockit chat \
-                 serve --web-listen`?"
+                 serve --web-listen` or `sockit http serve --chat`?"
             )))
         }
         Ok(Ok((socket, _))) => socket,
