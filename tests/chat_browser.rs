@@ -1,7 +1,9 @@
-//! `sockit chat serve --web-listen` in a real browser: two headless Chromium pages, a plain
+//! The chat in a real browser, as `sockit serve`'s default set offers it (the chat page on the
+//! `http` entry, which carries the chat entry's rooms): two headless Chromium pages, a plain
 //! TCP line client (as `nc`) and `sockit chat join` (stdin a pipe) in one room. Every message
 //! reaches everyone, markup sent as a message shows as text, a taken nick is refused with a
-//! suggestion, and after the server restarts the pages reconnect on their own.
+//! suggestion, and after the server restarts the pages reconnect on their own. (The chat's
+//! own `--web-listen` serves the same routes; tests/chat_web.rs covers it.)
 //!
 //! Needs `node`, `chromium` and `playwright-core` (see `common::browser`); says plainly that
 //! it was skipped otherwise. Takes a screenshot, `chat.png`, in its temp dir, copied to
@@ -167,37 +169,48 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// The three addresses `sockit chat serve` printed: framed, web, line.
+/// The three addresses `sockit serve` printed: the chat's framed and line ports, and the
+/// http entry carrying the page.
 struct Ports {
     framed: String,
     web: String,
     line: String,
 }
 
-fn start_server(ports: Option<&Ports>) -> (Proc, Ports) {
+/// `sockit serve` with the default set's chat and http entries, on `ports` (else free ones),
+/// its config in `dir`.
+fn start_server(dir: &std::path::Path, ports: Option<&Ports>) -> (Proc, Ports) {
     let (framed, web, line) = match ports {
         Some(p) => (p.framed.as_str(), p.web.as_str(), p.line.as_str()),
         None => ("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"),
     };
+    let config = dir.join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[service]]\nkind = \"chat\"\nlisten = \"{framed}\"\nline-listen = \"{line}\"\n\n\
+             [[service]]\nkind = \"http\"\nlisten = \"{web}\"\ndir = {:?}\nchat = true\n",
+            dir.display().to_string()
+        ),
+    )
+    .expect("config");
     let mut cmd = sockit();
-    cmd.args(["chat", "serve", "--listen", framed, "--web-listen", web])
-        .args(["--line-listen", line])
+    cmd.args(["serve", "--config"])
+        .arg(&config)
         .env_remove("SOCKIT_TOKEN")
         .stdin(Stdio::null())
-        .stdout(Stdio::null());
+        .stdout(Stdio::piped());
     let mut server = Proc::spawn(cmd);
-    let addr_of = |line: String| {
-        let rest = line.split("listening on ").nth(1).expect("an address");
-        rest.split_whitespace()
-            .next()
-            .expect("an address")
-            .to_owned()
+    let mut stdout = BufReader::new(server.child.stdout.take().expect("stdout"));
+    let banner = common::read_banner(&mut stdout);
+    // Whatever else it prints is read, so it never meets a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let ports = Ports {
+        framed: common::address_of(&banner, "chat", "tcp"),
+        web: common::address_of(&banner, "http", "tcp"),
+        line: common::address_of(&banner, "chat", "line"),
     };
-    // Printed in this order.
-    let framed = addr_of(server.wait_for_stderr("chat listening on "));
-    let web = addr_of(server.wait_for_stderr("chat web page listening on "));
-    let line = addr_of(server.wait_for_stderr("chat line protocol listening on "));
-    (server, Ports { framed, web, line })
+    (server, ports)
 }
 
 /// The `nc` of the test: a TCP line client.
@@ -228,7 +241,7 @@ fn two_pages_a_line_client_and_chat_join_share_a_room_and_the_pages_survive_a_re
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut server, ports) = start_server(None);
+    let (mut server, ports) = start_server(dir.path(), None);
     let (mut nc, nc_lines) = line_client(&ports.line);
     nc.write_all(b"nc\n").expect("nick");
     wait_line(&nc_lines, "*** you are nc in #lobby", "nc");
@@ -274,7 +287,7 @@ fn two_pages_a_line_client_and_chat_join_share_a_room_and_the_pages_survive_a_re
     // A restart: the pages reconnect by themselves; the line client and chat join end.
     assert!(server.terminate().success(), "the server stops cleanly");
     drop(server);
-    let (server, _) = start_server(Some(&ports));
+    let (server, _) = start_server(dir.path(), Some(&ports));
     node_in.write_all(b"RESTARTED\n").expect("tell node");
     let result = wait_line(&node_out, "{", "node");
     drop(node_in);
