@@ -339,6 +339,11 @@ fn send_only_and_recv_only_move_one_direction() {
         .spawn()
         .unwrap();
     assert!(wait(&mut c, "connect --send-only", started).success());
+    // The sender is done once its bytes are in the socket; the listener writes them out in
+    // its own time, and is stopped only after.
+    while std::fs::read(&got).unwrap() != b"one way\n" && started.elapsed() < EXCHANGE_DEADLINE {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _ = l.kill();
     let _ = l.wait();
     assert_eq!(std::fs::read(&got).unwrap(), b"one way\n");
