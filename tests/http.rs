@@ -1162,8 +1162,15 @@ fn the_binary_logs_one_line_per_request_with_the_path_escaped() {
     tree(dir.path());
     let mut server = common::Proc::spawn({
         let mut cmd = common::sockit();
-        cmd.args(["http", "serve", "--listen", "127.0.0.1:0", "--dir"])
-            .arg(dir.path());
+        cmd.args([
+            "http",
+            "serve",
+            "--chat",
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(dir.path());
         cmd
     });
     let addr = server.listening_addr();
@@ -1183,4 +1190,10 @@ fn the_binary_logs_one_line_per_request_with_the_path_escaped() {
     assert_eq!(ok.status, 200);
     let line = server.wait_for_stderr("/a.txt");
     assert!(line.contains("GET /a.txt 200 12 "), "{line}");
+    // A carried chat's page (`--chat`, a chat of the server's own) is logged with its size.
+    let page = get("/chat/");
+    assert_eq!(page.status, 200);
+    let line = server.wait_for_stderr("/chat/");
+    let size = format!("GET /chat/ 200 {} ", page.body.len());
+    assert!(line.contains(&size), "{line}");
 }

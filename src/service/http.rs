@@ -421,11 +421,13 @@ async fn respond(
         weaken_etag(response.headers_mut());
     }
     if let Some((method, shown)) = logged {
-        let bytes = response
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
+        // The header when set, else the body's own exact size (the chat's pages), else "-".
+        let bytes = match response.headers().get(header::CONTENT_LENGTH) {
+            Some(len) => len.to_str().unwrap_or("-").to_owned(),
+            None => hyper::body::Body::size_hint(response.body())
+                .exact()
+                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+        };
         // The peer is named here too: HTTP/2 streams run in tasks outside the connection's
         // span.
         tracing::info!(
