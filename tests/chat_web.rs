@@ -831,3 +831,33 @@ async fn in_sockit_serve_the_http_entry_carries_the_chat_entrys_rooms() {
     drop(web);
     server.terminate();
 }
+
+#[tokio::test]
+async fn a_carried_chats_socket_outlives_the_http_head_deadline() {
+    // The head deadline bounds the wait for a request head; once a connection is a
+    // WebSocket there are no more heads, and a quiet socket is the chat's to keep (pings).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = Broker::new(BrokerConfig::default());
+    let mut config = HttpConfig::new(dir.path());
+    config.header_read_timeout = std::time::Duration::from_millis(200);
+    config.chat = Some(WebServer::new(broker.clone(), WebConfig::default()));
+    let http = start_at(
+        "127.0.0.1:0",
+        HttpServer::new(config).expect("server"),
+        engine("http"),
+    )
+    .await;
+    let line = start_at(
+        "127.0.0.1:0",
+        LineServer::new(broker, LineConfig::default()),
+        engine("chat-line"),
+    )
+    .await;
+    let mut web = join(&http.addr, "quiet").await;
+    let mut nc = LineClient::join(&line.addr, "carol").await;
+    // Five head deadlines of silence: the time passing is what is tested here.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    nc.send("still there?").await;
+    let msg = expect_json(&mut web, "text", "still there?").await;
+    assert_eq!(msg["nick"], "carol");
+}
