@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -107,11 +107,12 @@ impl Store {
         alg: HashAlg,
         resume: Option<Partial>,
     ) -> Result<Incoming, StoreError> {
-        self.create_in(path, size, meta, alg, resume, &mut DirHandles::default())
+        self.create_in(path, size, meta, alg, resume, &DirHandles::default())
     }
 
     /// [`Store::create`] reusing the directory handles `dirs` holds (and adding to them): many
-    /// files received together hold one handle per directory, not two per file.
+    /// files received together, on one thread or several, hold one handle per directory, not
+    /// two per file.
     pub(super) fn create_in(
         &self,
         path: &RelPath,
@@ -119,33 +120,45 @@ impl Store {
         meta: FileMeta,
         alg: HashAlg,
         resume: Option<Partial>,
-        dirs: &mut DirHandles,
+        dirs: &DirHandles,
     ) -> Result<Incoming, StoreError> {
         super::path::check_writable(path, &self.options)?;
         let start = self.admit(path, size, alg, resume.as_ref())?;
         let (parents, name) = path.split_last();
-        let parent = match dirs.parents.iter().find(|(p, _)| p.as_slice() == parents) {
-            Some((_, dir)) => Arc::clone(dir),
-            None => {
-                let dir = Arc::new(self.open_dirs(parents, Some(0o755))?);
-                dirs.parents.push((parents.to_vec(), Arc::clone(&dir)));
-                dir
+        let parent = {
+            // Held while a missing one is opened, so threads sharing `dirs` open it once.
+            let mut known = dirs.parents.lock().unwrap_or_else(PoisonError::into_inner);
+            match known.iter().find(|(p, _)| p.as_slice() == parents) {
+                Some((_, dir)) => Arc::clone(dir),
+                None => {
+                    let dir = Arc::new(self.open_dirs(parents, Some(0o755))?);
+                    known.push((parents.to_vec(), Arc::clone(&dir)));
+                    dir
+                }
             }
         };
         self.check_final(parent.as_fd(), name, path, Some(size))?;
-        let partials = match &dirs.partials {
-            Some(dir) => Arc::clone(dir),
-            None => {
-                let Some(dir) = self.partial_dir_for_transfer(true)? else {
-                    return Err(StoreError::NotFound(PARTIAL_DIR.to_string()));
-                };
-                let dir = Arc::new(dir);
-                dirs.partials = Some(Arc::clone(&dir));
-                dir
+        let partials = {
+            let mut known = dirs.partials.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*known {
+                Some(dir) => Arc::clone(dir),
+                None => {
+                    let Some(dir) = self.partial_dir_for_transfer(true)? else {
+                        return Err(StoreError::NotFound(PARTIAL_DIR.to_string()));
+                    };
+                    Arc::clone(known.insert(Arc::new(dir)))
+                }
             }
         };
         let partial_name = partial_name(path);
-        let (file, st) = open_partial(partials.as_fd(), &partial_name, resume.is_none(), path)?;
+        let fresh = match resume {
+            None => new_partial(partials.as_fd(), &partial_name),
+            Some(_) => None,
+        };
+        let (file, st) = match fresh {
+            Some(fresh) => fresh,
+            None => open_partial(partials.as_fd(), &partial_name, resume.is_none(), path)?,
+        };
         let hasher = start_hasher(&file, &st, resume, alg, path)?;
         Ok(Incoming {
             path: path.clone(),
@@ -216,8 +229,8 @@ impl Store {
 /// Directory handles shared by the files of one batch (see [`Store::create_in`]).
 #[derive(Debug, Default)]
 pub(super) struct DirHandles {
-    partials: Option<Arc<OwnedFd>>,
-    parents: Vec<(Vec<String>, Arc<OwnedFd>)>,
+    partials: Mutex<Option<Arc<OwnedFd>>>,
+    parents: Mutex<Vec<(Vec<String>, Arc<OwnedFd>)>>,
 }
 
 /// The partial file's name for `path`: fixed length whatever the path, so any valid path
@@ -260,6 +273,42 @@ pub(super) fn lock_waiting(
             Err((_, e)) => return Err(e),
         }
     }
+}
+
+/// Set once linking an unnamed file through `/proc/self/fd` failed for want of `/proc`.
+#[cfg(target_os = "linux")]
+static NO_PROC_LINKS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A new, empty partial file `name` in `dir`, locked before it has a name: made unnamed
+/// (`O_TMPFILE`), locked, then linked under `name`. Making a file is where a file system
+/// spends its time (finding a free inode); done unnamed it does not hold the directory's lock,
+/// so the files of a batch are made side by side (`Store::store_batch`). `None` if the name
+/// is taken or this file system or kernel cannot (then [`open_partial`] does it by name).
+#[cfg(target_os = "linux")]
+fn new_partial(dir: BorrowedFd<'_>, name: &str) -> Option<(Flock<File>, FileStat)> {
+    if NO_PROC_LINKS.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    let flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
+    let file = File::from(openat(dir, ".", flags, Mode::from_bits_truncate(0o600)).ok()?);
+    let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()?;
+    let st = fstat(&*file).ok()?;
+    let unnamed = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&*file));
+    let follow = nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW;
+    match nix::unistd::linkat(nix::fcntl::AT_FDCWD, unnamed.as_str(), dir, name, follow) {
+        Ok(()) => Some((file, st)),
+        Err(Errno::ENOENT) => {
+            // No /proc to link through: every file would be made twice.
+            NO_PROC_LINKS.store(true, std::sync::atomic::Ordering::Relaxed);
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn new_partial(_dir: BorrowedFd<'_>, _name: &str) -> Option<(Flock<File>, FileStat)> {
+    None
 }
 
 /// Opens and locks the partial file `name` in `dir` for writing (creating it with `create`).
@@ -323,7 +372,9 @@ fn start_hasher(
     let shown_err = |e| io_error(partial_shown(path), e);
     match resume {
         None => {
-            file.set_len(0).map_err(shown_err)?;
+            if st.st_size != 0 {
+                file.set_len(0).map_err(shown_err)?;
+            }
             Ok(Hasher::new(alg))
         }
         Some(p) => {
