@@ -18,7 +18,7 @@ use super::{FileMeta, Incoming, RelPath, Store, StoreError, Stored};
 /// Most threads that make and seal the files of one batch together. Making a file is the
 /// file system's slow part for small files (finding a free inode: on ext4 without a journal,
 /// kernel CPU time that grows with the files deleted in the last minute; on a journaled file
-/// system, waits for its commits), and files made unnamed (see `receive::new_partial`) are
+/// system, waits for its commits), and files made unnamed (see `at::new_locked_file`) are
 /// made side by side; a few threads keep the cores and the disk busy.
 pub(crate) const STORE_THREADS: usize = 8;
 

@@ -152,7 +152,7 @@ impl Store {
         };
         let partial_name = partial_name(path);
         let fresh = match resume {
-            None => new_partial(partials.as_fd(), &partial_name),
+            None => at::new_locked_file(partials.as_fd(), &partial_name),
             Some(_) => None,
         };
         let (file, st) = match fresh {
@@ -273,42 +273,6 @@ pub(super) fn lock_waiting(
             Err((_, e)) => return Err(e),
         }
     }
-}
-
-/// Set once linking an unnamed file through `/proc/self/fd` failed for want of `/proc`.
-#[cfg(target_os = "linux")]
-static NO_PROC_LINKS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// A new, empty partial file `name` in `dir`, locked before it has a name: made unnamed
-/// (`O_TMPFILE`), locked, then linked under `name`. Making a file is where a file system
-/// spends its time (finding a free inode); done unnamed it does not hold the directory's lock,
-/// so the files of a batch are made side by side (`Store::store_batch`). `None` if the name
-/// is taken or this file system or kernel cannot (then [`open_partial`] does it by name).
-#[cfg(target_os = "linux")]
-fn new_partial(dir: BorrowedFd<'_>, name: &str) -> Option<(Flock<File>, FileStat)> {
-    if NO_PROC_LINKS.load(std::sync::atomic::Ordering::Relaxed) {
-        return None;
-    }
-    let flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
-    let file = File::from(openat(dir, ".", flags, Mode::from_bits_truncate(0o600)).ok()?);
-    let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()?;
-    let st = fstat(&*file).ok()?;
-    let unnamed = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&*file));
-    let follow = nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW;
-    match nix::unistd::linkat(nix::fcntl::AT_FDCWD, unnamed.as_str(), dir, name, follow) {
-        Ok(()) => Some((file, st)),
-        Err(Errno::ENOENT) => {
-            // No /proc to link through: every file would be made twice.
-            NO_PROC_LINKS.store(true, std::sync::atomic::Ordering::Relaxed);
-            None
-        }
-        Err(_) => None,
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn new_partial(_dir: BorrowedFd<'_>, _name: &str) -> Option<(Flock<File>, FileStat)> {
-    None
 }
 
 /// Opens and locks the partial file `name` in `dir` for writing (creating it with `create`).
