@@ -1,10 +1,11 @@
 //! The openat-style primitives the store is built on: one name at a time relative to a
 //! directory handle, never following a symlink, with errors that say what was found.
 
+use std::fs::File;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::fcntl::{openat, AtFlags, Flock, OFlag};
 use nix::sys::stat::{fstatat, mkdirat, FileStat, Mode};
 
 use super::super::messages::{Entry, Kind};
@@ -151,4 +152,46 @@ pub(super) fn rename_replace(
     to: &str,
 ) -> nix::Result<()> {
     nix::fcntl::renameat(from_dir, from, to_dir, to)
+}
+
+/// Set once linking an unnamed file through `/proc/self/fd` failed for want of `/proc`.
+#[cfg(target_os = "linux")]
+static NO_PROC_LINKS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A new, empty file `name` in `dir`, exclusively locked before it has a name: made unnamed
+/// (`O_TMPFILE`), locked, then linked under `name`. Making a file is where a file system
+/// spends its time (finding a free inode); done unnamed it does not hold the directory's lock,
+/// so the files of a batch are made side by side (`Store::store_batch`). `None` if the name
+/// is taken or this file system or kernel cannot (then the caller opens it by name).
+#[cfg(target_os = "linux")]
+pub(super) fn new_locked_file(dir: BorrowedFd<'_>, name: &str) -> Option<(Flock<File>, FileStat)> {
+    if NO_PROC_LINKS.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    let flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
+    let file = File::from(openat(dir, ".", flags, Mode::from_bits_truncate(0o600)).ok()?);
+    let file = Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).ok()?;
+    let st = nix::sys::stat::fstat(&*file).ok()?;
+    let unnamed = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&*file));
+    let follow = AtFlags::AT_SYMLINK_FOLLOW;
+    match nix::unistd::linkat(nix::fcntl::AT_FDCWD, unnamed.as_str(), dir, name, follow) {
+        Ok(()) => Some((file, st)),
+        Err(Errno::ENOENT) => {
+            // No /proc to link through (not merely `dir` removed meanwhile): every file would
+            // be made twice.
+            if !std::path::Path::new("/proc/self/fd").is_dir() {
+                NO_PROC_LINKS.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) fn new_locked_file(
+    _dir: BorrowedFd<'_>,
+    _name: &str,
+) -> Option<(Flock<File>, FileStat)> {
+    None
 }

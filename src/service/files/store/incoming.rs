@@ -254,11 +254,6 @@ impl Incoming {
         self.file.as_fd()
     }
 
-    /// The directory the file lands in.
-    pub(super) fn parent(&self) -> BorrowedFd<'_> {
-        self.parent.as_fd()
-    }
-
     /// Whether the final name already holds a regular file with exactly the bytes received
     /// (same size, same digest): then there is nothing to store, and under the refuse and
     /// rename policies no conflict either. Any doubt (an error, a symlink) is a no.

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -107,11 +107,12 @@ impl Store {
         alg: HashAlg,
         resume: Option<Partial>,
     ) -> Result<Incoming, StoreError> {
-        self.create_in(path, size, meta, alg, resume, &mut DirHandles::default())
+        self.create_in(path, size, meta, alg, resume, &DirHandles::default())
     }
 
     /// [`Store::create`] reusing the directory handles `dirs` holds (and adding to them): many
-    /// files received together hold one handle per directory, not two per file.
+    /// files received together, on one thread or several, hold one handle per directory, not
+    /// two per file.
     pub(super) fn create_in(
         &self,
         path: &RelPath,
@@ -119,33 +120,45 @@ impl Store {
         meta: FileMeta,
         alg: HashAlg,
         resume: Option<Partial>,
-        dirs: &mut DirHandles,
+        dirs: &DirHandles,
     ) -> Result<Incoming, StoreError> {
         super::path::check_writable(path, &self.options)?;
         let start = self.admit(path, size, alg, resume.as_ref())?;
         let (parents, name) = path.split_last();
-        let parent = match dirs.parents.iter().find(|(p, _)| p.as_slice() == parents) {
-            Some((_, dir)) => Arc::clone(dir),
-            None => {
-                let dir = Arc::new(self.open_dirs(parents, Some(0o755))?);
-                dirs.parents.push((parents.to_vec(), Arc::clone(&dir)));
-                dir
+        let parent = {
+            // Held while a missing one is opened, so threads sharing `dirs` open it once.
+            let mut known = dirs.parents.lock().unwrap_or_else(PoisonError::into_inner);
+            match known.iter().find(|(p, _)| p.as_slice() == parents) {
+                Some((_, dir)) => Arc::clone(dir),
+                None => {
+                    let dir = Arc::new(self.open_dirs(parents, Some(0o755))?);
+                    known.push((parents.to_vec(), Arc::clone(&dir)));
+                    dir
+                }
             }
         };
         self.check_final(parent.as_fd(), name, path, Some(size))?;
-        let partials = match &dirs.partials {
-            Some(dir) => Arc::clone(dir),
-            None => {
-                let Some(dir) = self.partial_dir_for_transfer(true)? else {
-                    return Err(StoreError::NotFound(PARTIAL_DIR.to_string()));
-                };
-                let dir = Arc::new(dir);
-                dirs.partials = Some(Arc::clone(&dir));
-                dir
+        let partials = {
+            let mut known = dirs.partials.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*known {
+                Some(dir) => Arc::clone(dir),
+                None => {
+                    let Some(dir) = self.partial_dir_for_transfer(true)? else {
+                        return Err(StoreError::NotFound(PARTIAL_DIR.to_string()));
+                    };
+                    Arc::clone(known.insert(Arc::new(dir)))
+                }
             }
         };
         let partial_name = partial_name(path);
-        let (file, st) = open_partial(partials.as_fd(), &partial_name, resume.is_none(), path)?;
+        let fresh = match resume {
+            None => at::new_locked_file(partials.as_fd(), &partial_name),
+            Some(_) => None,
+        };
+        let (file, st) = match fresh {
+            Some(fresh) => fresh,
+            None => open_partial(partials.as_fd(), &partial_name, resume.is_none(), path)?,
+        };
         let hasher = start_hasher(&file, &st, resume, alg, path)?;
         Ok(Incoming {
             path: path.clone(),
@@ -216,8 +229,8 @@ impl Store {
 /// Directory handles shared by the files of one batch (see [`Store::create_in`]).
 #[derive(Debug, Default)]
 pub(super) struct DirHandles {
-    partials: Option<Arc<OwnedFd>>,
-    parents: Vec<(Vec<String>, Arc<OwnedFd>)>,
+    partials: Mutex<Option<Arc<OwnedFd>>>,
+    parents: Mutex<Vec<(Vec<String>, Arc<OwnedFd>)>>,
 }
 
 /// The partial file's name for `path`: fixed length whatever the path, so any valid path
@@ -323,7 +336,9 @@ fn start_hasher(
     let shown_err = |e| io_error(partial_shown(path), e);
     match resume {
         None => {
-            file.set_len(0).map_err(shown_err)?;
+            if st.st_size != 0 {
+                file.set_len(0).map_err(shown_err)?;
+            }
             Ok(Hasher::new(alg))
         }
         Some(p) => {

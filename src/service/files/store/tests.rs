@@ -12,6 +12,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use tempfile::TempDir;
 
+use super::batch::STORE_THREADS;
 use super::incoming::numbered;
 use super::*;
 
@@ -1052,4 +1053,81 @@ fn a_batch_stores_each_file_as_a_commit_would_and_answers_in_order() {
     let mode = fs::metadata(fx.root().join("d/a.txt")).unwrap().mode();
     assert_eq!(mode & 0o777, 0o644);
     assert_eq!(fx.partials(), 0, "nothing is left behind");
+}
+
+#[test]
+fn a_large_batch_made_on_several_threads_fails_only_its_bad_files_and_answers_in_order() {
+    let fx = Fixture::new(Policy::Refuse);
+    fx.put("d1/taken.txt", b"mine").unwrap();
+    let count = 4 * STORE_THREADS * 10;
+    let body = |i: usize| format!("file {i}").into_bytes();
+    let mut files: Vec<BatchFile> = (0..count)
+        .map(|i| batch_file(&format!("d{}/f{i}.txt", i % 3), &body(i)))
+        .collect();
+    files[37].hash = digest(b"other bytes");
+    files[120] = batch_file("d1/taken.txt", b"theirs");
+    files[200] = batch_file("d1/f10.txt", b"again");
+    files[count - 1].hash = digest(b"other bytes");
+    let results = fx.store.store_batch(files);
+    assert_eq!(results.len(), count);
+    for (i, result) in results.iter().enumerate() {
+        let expected = match i {
+            37 => Some("hash_mismatch"),
+            120 => Some("exists"),
+            200 => Some("busy"),
+            i if i == count - 1 => Some("hash_mismatch"),
+            _ => None,
+        };
+        match (result, expected) {
+            (Ok(stored), None) => {
+                let name = format!("d{}/f{i}.txt", i % 3);
+                assert_eq!(stored.name, name, "answer {i} is its own file's");
+                assert_eq!(fs::read(fx.root().join(&name)).unwrap(), body(i), "{name}");
+            }
+            (Err(e), Some(code)) => assert_eq!(e.code(), code, "file {i}: {e}"),
+            (result, expected) => panic!("file {i}: {result:?}, expected {expected:?}"),
+        }
+    }
+    assert!(!fx.root().join("d1/f37.txt").exists());
+    assert_eq!(fs::read(fx.root().join("d1/taken.txt")).unwrap(), b"mine");
+    assert_eq!(fs::read(fx.root().join("d1/f10.txt")).unwrap(), body(10));
+    assert_eq!(fx.partials(), 0, "nothing is left behind");
+}
+
+#[test]
+fn a_batch_file_takes_over_the_partial_left_by_an_interrupted_transfer_of_its_name() {
+    let fx = Fixture::new(Policy::Refuse);
+    let mut cut = fx.create("a.txt", 100).unwrap();
+    cut.write(&[b'x'; 60]).unwrap();
+    drop(cut);
+    assert_eq!(fx.partials(), 1);
+    let results = fx.store.store_batch(vec![
+        batch_file("a.txt", b"whole"),
+        batch_file("b.txt", b"other"),
+    ]);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(fs::read(fx.root().join("a.txt")).unwrap(), b"whole");
+    assert_eq!(
+        fx.partials(),
+        0,
+        "the old partial was reused, then renamed into place"
+    );
+}
+
+#[test]
+fn a_batch_file_whose_partial_another_transfer_holds_is_busy_and_the_others_are_stored() {
+    let fx = Fixture::new(Policy::Refuse);
+    let held = fx.create("a.txt", 100).unwrap();
+    let results = fx.store.store_batch(vec![
+        batch_file("b.txt", b"bee"),
+        batch_file("a.txt", b"whole"),
+        batch_file("c.txt", b"sea"),
+    ]);
+    let codes: Vec<_> = results
+        .iter()
+        .map(|r| r.as_ref().map_or_else(|e| e.code(), |_| "stored"))
+        .collect();
+    assert_eq!(codes, ["stored", "busy", "stored"]);
+    assert!(!fx.root().join("a.txt").exists());
+    drop(held);
 }
