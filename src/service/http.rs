@@ -18,6 +18,7 @@ mod body;
 mod cache;
 mod conn;
 mod file;
+mod head;
 mod listing;
 mod open;
 mod path;

@@ -34,7 +34,13 @@ impl Builders {
     /// [`super::connection_builder`].
     pub(super) fn new(limits: HeadLimits) -> Builders {
         let mut h1 = http1::Builder::new();
-        h1.timer(TokioTimer::new())
+        // A client may shut its sending side once its request is out (`nc -N`, `curl
+        // --http1.1` over a half-closed pipe) and still get the answer, as from nginx. It
+        // also spares hyper a read for the end of the stream while each request is in
+        // flight, which, with the request still holding its head's bytes, copied hyper's
+        // 8 KiB read buffer into a new one every time (profiled: 3% of a small file's CPU).
+        h1.half_close(true)
+            .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .max_buf_size(limits.max_header_bytes.max(8192))
             .max_headers(limits.max_headers);
