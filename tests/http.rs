@@ -1126,6 +1126,21 @@ async fn a_head_or_body_trickled_a_byte_at_a_time_is_cut_off_at_its_deadline() {
         head.is_empty() || head.starts_with("HTTP/1.1 408"),
         "{head}"
     );
+    // The next head on a kept-alive connection has its own deadline, from the response's end.
+    let second = trickle(
+        &server,
+        b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\nX-Slow: ",
+        b'a',
+    )
+    .await;
+    let second = second.expect("a trickled second head was never cut off");
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert!(second.contains("hello world\n"), "{second}");
+    let after = &second[second.find("hello world\n").unwrap() + 12..];
+    assert!(
+        after.is_empty() || after.starts_with("HTTP/1.1 408"),
+        "{second}"
+    );
     let body = trickle(
         &server,
         b"PUT /trickle.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n",
@@ -1137,6 +1152,41 @@ async fn a_head_or_body_trickled_a_byte_at_a_time_is_cut_off_at_its_deadline() {
     assert!(body.contains("slower than"), "{body}");
     assert!(!dir.path().join("trickle.txt").exists());
     still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn a_download_slower_than_the_head_deadline_is_not_cut_off_by_it() {
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path());
+    // Far more than the socket buffers hold, so the response is still being written while
+    // the client reads slowly, long after the head deadline.
+    let size = 32 << 20;
+    fs::write(dir.path().join("big.bin"), vec![7u8; size]).unwrap();
+    let mut config = HttpConfig::new(dir.path());
+    config.header_read_timeout = std::time::Duration::from_millis(300);
+    let server = serve(config).await;
+    let mut stream = TcpStream::connect(server.addr.to_string()).await.unwrap();
+    stream
+        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pace = tokio::time::interval(std::time::Duration::from_millis(40));
+    loop {
+        pace.tick().await;
+        let read = tokio::time::timeout(TEST_TIMEOUT, stream.read(&mut buf))
+            .await
+            .expect("the download stalled");
+        match read {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => panic!("cut off after {got} bytes: {e}"),
+        }
+    }
+    assert!(started.elapsed() > std::time::Duration::from_millis(600));
+    assert!(got > size, "only {got} of {size} bytes");
 }
 
 #[tokio::test]
