@@ -14,7 +14,7 @@
 # processes and threads over the cell, from /proc): on a machine shared with other work
 # that figure moves much less than req/s does.
 # Then IDLE_CONNS (10000) idle keep-alive connections (each has made one request) are held
-# to sockit and to nginx in turn and their RSS growth per connection is reported.
+# to sockit (and the BEFORE build) and to nginx in turn and their RSS growth per connection is reported.
 #
 # usage: bench/http.sh [SECONDS_PER_CELL (5)] [REPETITIONS (3)]
 # output: markdown tables on stdout; raw wrk output in $OUT (default a temp dir).
@@ -266,8 +266,8 @@ PY
 echo
 echo "| $IDLE_CONNS idle keep-alive connections | still alive after | RSS before (KiB) | RSS with them (KiB) | per connection (bytes) |"
 echo "|---|---|---|---|---|"
-for name in sockit nginx; do
-  case $name in sockit) port=$SOCKIT_PORT ;; nginx) port=$NGINX_PORT ;; esac
+for name in sockit ${BEFORE:+before} nginx; do
+  case $name in sockit) port=$SOCKIT_PORT ;; before) port=$BEFORE_PORT ;; nginx) port=$NGINX_PORT ;; esac
   read -r alive b a <<<"$(idle "$name" "$port")"
   echo "| $name | $alive | $b | $a | $(( (a - b) * 1024 / IDLE_CONNS )) |"
   sleep 2  # let the closed connections go before the next server's

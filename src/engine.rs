@@ -42,7 +42,7 @@ use crate::net::{Acl, Addr, Listener, PeerAddr, Stream};
 pub use child::{is_child, serve_if_child, serve_if_child_blocking, CHILD_ENV};
 
 pub use datagram::{serve_datagram, DatagramHandler};
-pub use idle::IdleTimeout;
+pub use idle::{IdleTimeout, WaitDeadline};
 pub(crate) use process::set_command_env;
 pub use process::{run as run_process, ProcessCommand};
 pub(crate) use process::{with_default_signals, ProcessGroup};

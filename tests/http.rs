@@ -548,6 +548,38 @@ async fn keep_alive_serves_pipelined_requests_in_order() {
     assert!(first < second);
 }
 
+#[tokio::test]
+async fn a_client_that_shuts_its_sending_side_after_the_request_still_gets_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path());
+    // A listing is read on the blocking pool: the request is still in flight when the
+    // client's end of stream arrives.
+    for i in 0..500 {
+        fs::write(dir.path().join(format!("plain/{i}.txt")), "x").unwrap();
+    }
+    let server = serve(HttpConfig::new(dir.path())).await;
+    for path in ["/a.txt", "/plain/"] {
+        let mut stream = TcpStream::connect(server.addr.to_string()).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        // `nc -N` and a request piped into a socket end like this.
+        stream.shutdown().await.unwrap();
+        let mut bytes = Vec::new();
+        tokio::time::timeout(TEST_TIMEOUT, stream.read_to_end(&mut bytes))
+            .await
+            .expect("the server did not answer and close")
+            .unwrap();
+        let raw = String::from_utf8_lossy(&bytes);
+        assert!(raw.starts_with("HTTP/1.1 200"), "{path}: {raw}");
+        let end = if path == "/a.txt" {
+            "hello world\n"
+        } else {
+            "</html>\n"
+        };
+        assert!(raw.ends_with(end), "{path}: {raw}");
+    }
+}
+
 /// Waits (bounded) until `path` last changed at least `age` ago, as a small file must have
 /// before the server keeps its contents.
 async fn settled(path: &Path, age: std::time::Duration) {
@@ -578,15 +610,30 @@ async fn a_kept_small_file_changed_with_the_same_size_and_mtime_is_served_new() 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.txt");
     fs::write(&path, "old!").unwrap();
+    fs::write(dir.path().join("k.txt.gz"), "GZ").unwrap();
     let mtime = fs::metadata(&path).unwrap().modified().unwrap();
     settled(&path, sockit::service::http::CACHE_SETTLE).await;
     let server = serve(HttpConfig::new(dir.path())).await;
-    // Read twice: kept by the first, served from memory by the second.
-    for _ in 0..2 {
-        assert_eq!(get(&server, "/k.txt", "").await.text(), "old!");
+    // Read twice: kept by the first, served from memory by the second, with the same head
+    // (made once, when kept).
+    let read = get(&server, "/k.txt", "").await;
+    let kept = get(&server, "/k.txt", "").await;
+    assert_eq!((read.text(), kept.text()), ("old!".into(), "old!".into()));
+    for name in ["content-type", "content-length", "etag", "last-modified"] {
+        assert!(read.header(name).is_some(), "{name}: {}", read.raw);
+        assert_eq!(kept.header(name), read.header(name), "{name}");
     }
+    let etag = kept.header("etag").unwrap();
+    let fresh = get(&server, "/k.txt", &format!("If-None-Match: {etag}\r\n")).await;
+    assert_eq!(fresh.status, 304, "{}", fresh.raw);
     let range = get(&server, "/k.txt", "Range: bytes=1-2\r\n").await;
     assert_eq!((range.status, range.text().as_str()), (206, "ld"));
+    // A kept file's precompressed sibling: the kept file's type, the sibling's validators.
+    let gz = get(&server, "/k.txt", "Accept-Encoding: gzip\r\n").await;
+    assert_eq!((gz.status, gz.text().as_str()), (200, "GZ"));
+    assert_eq!(gz.header("content-type"), kept.header("content-type"));
+    assert_eq!(gz.header("content-length").as_deref(), Some("2"));
+    assert_ne!(gz.header("etag"), kept.header("etag"));
     // Rewritten in place: same size, same modification time, same inode.
     fs::write(&path, "new!").unwrap();
     set_mtime(&path, mtime);
@@ -1079,6 +1126,21 @@ async fn a_head_or_body_trickled_a_byte_at_a_time_is_cut_off_at_its_deadline() {
         head.is_empty() || head.starts_with("HTTP/1.1 408"),
         "{head}"
     );
+    // The next head on a kept-alive connection has its own deadline, from the response's end.
+    let second = trickle(
+        &server,
+        b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\nX-Slow: ",
+        b'a',
+    )
+    .await;
+    let second = second.expect("a trickled second head was never cut off");
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert!(second.contains("hello world\n"), "{second}");
+    let after = &second[second.find("hello world\n").unwrap() + 12..];
+    assert!(
+        after.is_empty() || after.starts_with("HTTP/1.1 408"),
+        "{second}"
+    );
     let body = trickle(
         &server,
         b"PUT /trickle.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n",
@@ -1090,6 +1152,41 @@ async fn a_head_or_body_trickled_a_byte_at_a_time_is_cut_off_at_its_deadline() {
     assert!(body.contains("slower than"), "{body}");
     assert!(!dir.path().join("trickle.txt").exists());
     still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn a_download_slower_than_the_head_deadline_is_not_cut_off_by_it() {
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path());
+    // Far more than the socket buffers hold, so the response is still being written while
+    // the client reads slowly, long after the head deadline.
+    let size = 32 << 20;
+    fs::write(dir.path().join("big.bin"), vec![7u8; size]).unwrap();
+    let mut config = HttpConfig::new(dir.path());
+    config.header_read_timeout = std::time::Duration::from_millis(300);
+    let server = serve(config).await;
+    let mut stream = TcpStream::connect(server.addr.to_string()).await.unwrap();
+    stream
+        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pace = tokio::time::interval(std::time::Duration::from_millis(40));
+    loop {
+        pace.tick().await;
+        let read = tokio::time::timeout(TEST_TIMEOUT, stream.read(&mut buf))
+            .await
+            .expect("the download stalled");
+        match read {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => panic!("cut off after {got} bytes: {e}"),
+        }
+    }
+    assert!(started.elapsed() > std::time::Duration::from_millis(600));
+    assert!(got > size, "only {got} of {size} bytes");
 }
 
 #[tokio::test]

@@ -1,8 +1,10 @@
 //! The idle timeout: a stream wrapper that fails a read or write that has waited longer than
-//! the timeout since the connection last made progress.
+//! the timeout since the connection last made progress, or past a deadline its server set.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -11,16 +13,66 @@ use tokio::time::{Instant, Sleep};
 
 use crate::net::splice::{SpliceRead, SpliceWrite};
 
-/// A stream whose reads and writes fail with `TimedOut` after `timeout` without progress.
+/// A stream whose reads and writes fail with `TimedOut` after `timeout` without progress,
+/// or once its [`WaitDeadline`] has passed.
 ///
-/// Progress only records an `Instant`; the timer is re-armed lazily when it fires, so the hot
+/// Progress only sets a flag; the clock is read when the stream next waits, and the timer is
+/// moved lazily (later deadlines only extend it; it is re-armed when it fires), so the hot
 /// path never touches the timer wheel.
 #[derive(Debug)]
 pub struct IdleTimeout<S> {
     inner: S,
     timeout: Duration,
     last_progress: Instant,
+    /// Progress made since `last_progress` was read off the clock.
+    progressed: bool,
     timer: Pin<Box<Sleep>>,
+    deadline: Option<WaitDeadline>,
+}
+
+/// A deadline for a stream's waits, set from outside the stream by whoever serves it (HTTP's
+/// request-head deadline, say): once it has passed, a read or write that waits fails with
+/// `TimedOut`, as after the idle timeout. Checked only while the stream waits, on the idle
+/// timer, so setting it costs a store.
+#[derive(Debug, Clone)]
+pub struct WaitDeadline(Arc<DeadlineCell>);
+
+#[derive(Debug)]
+struct DeadlineCell {
+    /// What `at` counts from.
+    base: Instant,
+    /// Nanoseconds after `base`; [`NO_DEADLINE`] for none.
+    at: AtomicU64,
+}
+
+const NO_DEADLINE: u64 = u64::MAX;
+
+impl WaitDeadline {
+    fn new() -> WaitDeadline {
+        WaitDeadline(Arc::new(DeadlineCell {
+            base: Instant::now(),
+            at: AtomicU64::new(NO_DEADLINE),
+        }))
+    }
+
+    /// From now on, a wait that reaches `at` fails.
+    pub fn set(&self, at: Instant) {
+        let nanos = at.saturating_duration_since(self.0.base).as_nanos();
+        let nanos = u64::try_from(nanos).unwrap_or(NO_DEADLINE - 1);
+        self.0.at.store(nanos, Ordering::Relaxed);
+    }
+
+    /// No deadline (only the idle timeout) from now on.
+    pub fn clear(&self) {
+        self.0.at.store(NO_DEADLINE, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Option<Instant> {
+        match self.0.at.load(Ordering::Relaxed) {
+            NO_DEADLINE => None,
+            nanos => Some(self.0.base + Duration::from_nanos(nanos)),
+        }
+    }
 }
 
 /// Stand-in for "no idle timeout": far enough away never to fire, near enough not to overflow.
@@ -39,8 +91,15 @@ impl<S> IdleTimeout<S> {
             inner,
             timeout,
             last_progress: now,
+            progressed: false,
             timer: Box::pin(tokio::time::sleep_until(now + timeout)),
+            deadline: None,
         }
+    }
+
+    /// The stream's [`WaitDeadline`], shared with the caller (none is set until it says).
+    pub fn wait_deadline(&mut self) -> WaitDeadline {
+        self.deadline.get_or_insert_with(WaitDeadline::new).clone()
     }
 
     /// The wrapped stream.
@@ -58,19 +117,28 @@ impl<S> IdleTimeout<S> {
         self.inner
     }
 
-    /// Called when the inner stream is pending: errors if the idle deadline has passed.
+    /// Called when the inner stream is pending: errors if the idle deadline or the set
+    /// deadline has passed.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        // Progress counts from this wait's start: the same instant, or later when the caller
+        // was busy elsewhere in between, which is not the peer being idle.
+        if std::mem::take(&mut self.progressed) {
+            self.last_progress = Instant::now();
+        }
         loop {
-            let deadline = self.last_progress + self.timeout;
+            let idle_at = self.last_progress + self.timeout;
+            let set_at = self.deadline.as_ref().and_then(WaitDeadline::get);
+            let deadline = set_at.map_or(idle_at, |at| at.min(idle_at));
             if self.timer.deadline() != deadline {
                 self.timer.as_mut().reset(deadline);
             }
             ready!(self.timer.as_mut().poll(cx));
             if Instant::now() >= deadline {
-                return Poll::Ready(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("idle for {:?}", self.timeout),
-                ));
+                let reason = match set_at {
+                    Some(at) if at <= idle_at => "its deadline passed".to_owned(),
+                    _ => format!("idle for {:?}", self.timeout),
+                };
+                return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, reason));
             }
         }
     }
@@ -82,7 +150,7 @@ impl<S> IdleTimeout<S> {
     ) -> Poll<io::Result<T>> {
         match res {
             Poll::Ready(r) => {
-                self.last_progress = Instant::now();
+                self.progressed = true;
                 Poll::Ready(r)
             }
             Poll::Pending => self.poll_idle(cx).map(Err),
@@ -204,5 +272,41 @@ mod tests {
         let _b = writer.await.unwrap();
         let err = idle.read_u8().await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_set_deadline_fails_a_wait_despite_progress_and_a_cleared_one_does_not() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut idle = IdleTimeout::new(a, Duration::from_secs(300));
+        let deadline = idle.wait_deadline();
+        let start = Instant::now();
+        deadline.set(start + Duration::from_secs(5));
+        // A byte every 2 s is progress enough for the idle timeout, not for the deadline.
+        let writer = tokio::spawn(async move {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if b.write_all(b"x").await.is_err() {
+                    break;
+                }
+            }
+            b
+        });
+        let err = loop {
+            match idle.read_u8().await {
+                Ok(_) => continue,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(err.to_string().contains("deadline"), "{err}");
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(5) && waited < Duration::from_secs(6),
+            "{waited:?}"
+        );
+        // Cleared: the next wait has only the idle timeout.
+        deadline.clear();
+        assert_eq!(idle.read_u8().await.unwrap(), b'x');
+        writer.abort();
     }
 }

@@ -22,6 +22,7 @@ mod body;
 mod cache;
 mod conn;
 mod file;
+mod head;
 mod listing;
 mod open;
 mod path;
@@ -36,6 +37,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use crate::engine::WaitDeadline;
 
 use bytes::Bytes;
 use http::{header, Extensions, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -54,10 +57,11 @@ use crate::net::PeerAddr;
 use crate::service::chat::{self, WebServer};
 use crate::service::files::{Store, StoreError, StoreOptions};
 use crate::session::Token;
+use body::SentBody;
 pub use body::CHUNK_BYTES;
 use cache::SmallFiles;
 pub use cache::{CACHE_SETTLE, MAX_CACHED_BYTES, MAX_CACHED_FILES, MAX_CACHED_FILE_BYTES};
-use conn::{Builders, Opening};
+use conn::{Builders, HeadDeadline, Opening};
 use file::Precompressed;
 pub use listing::{MAX_LISTING_ENTRIES, MAX_LISTING_SCANNED};
 use open::Root;
@@ -183,9 +187,6 @@ struct Inner {
 /// A response body before compression: ours (`Full`, `Empty`) or a file's chunks.
 type Body = UnsyncBoxBody<Bytes, io::Error>;
 
-/// A response body as sent: compressed or not, boxed.
-type SentBody = UnsyncBoxBody<Bytes, BoxError>;
-
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl HttpServer {
@@ -218,25 +219,38 @@ impl HttpServer {
     }
 
     /// Serves HTTP on one stream until the client is done or `info.shutdown` fires (then
-    /// in-flight requests finish and the connection closes).
-    async fn serve_stream<I>(&self, mut io: I, info: &ConnInfo) -> io::Result<()>
+    /// in-flight requests finish and the connection closes). `deadline` is the connection's
+    /// (below any TLS), for the request heads' deadline.
+    async fn serve_stream<I>(
+        &self,
+        mut io: I,
+        info: &ConnInfo,
+        deadline: WaitDeadline,
+    ) -> io::Result<()>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        // The first bytes are part of the first head, under its deadline (hyper's own starts
-        // after them). Boxed, so the timer is freed once they are in.
-        let opening = {
-            let deadline = Box::pin(tokio::time::sleep(self.inner.config.header_read_timeout));
-            tokio::select! {
-                opening = Opening::read(&mut io) => opening?,
-                () = deadline => return Ok(()),
-                () = info.shutdown.cancelled() => return Ok(()),
-            }
+        // The first bytes are part of the first head, under its deadline.
+        let head = HeadDeadline::start(deadline, self.inner.config.header_read_timeout);
+        let opening = tokio::select! {
+            opening = Opening::read(&mut io) => match opening {
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(()),
+                opening => opening?,
+            },
+            () = info.shutdown.cancelled() => return Ok(()),
         };
         if opening.is_empty() {
             return Ok(());
         }
         let h2 = opening.is_h2();
+        // HTTP/2 has no head deadline of its own: its streams share the connection, which
+        // the idle timeout bounds.
+        let next_head = if h2 {
+            head.head_read();
+            None
+        } else {
+            Some(head)
+        };
         let io = TokioIo::new(opening.rewind(io));
         let routes: Compressed = Compression::new(Routes(self.inner.clone()))
             .compress_when(compressible as fn(_, _, &_, &_) -> bool);
@@ -251,7 +265,7 @@ impl HttpServer {
             let routes = routes.clone();
             let peer = peer.clone();
             let chat = chat.clone();
-            respond(routes, req, peer, chat)
+            respond(routes, req, peer, next_head.clone(), chat)
         });
         let builders = &self.inner.builders;
         if h2 {
@@ -319,18 +333,19 @@ pub(crate) fn connection_builder(limits: HeadLimits) -> auto::Builder<TokioExecu
 }
 
 impl Handler for HttpServer {
-    async fn handle(&self, conn: Conn, info: ConnInfo) -> io::Result<()> {
+    async fn handle(&self, mut conn: Conn, info: ConnInfo) -> io::Result<()> {
+        let deadline = conn.wait_deadline();
         match &self.inner.config.tls {
             // Boxed: a TLS connection's state would otherwise make every connection's task
             // that size, TLS or not.
             Some(tls) => {
                 Box::pin(async {
                     let stream = tls.accept(conn).await.map_err(io::Error::other)?;
-                    self.serve_stream(stream, &info).await
+                    self.serve_stream(stream, &info, deadline).await
                 })
                 .await
             }
-            None => self.serve_stream(conn, &info).await,
+            None => self.serve_stream(conn, &info, deadline).await,
         }
     }
 }
@@ -387,40 +402,47 @@ fn compressible(status: StatusCode, _: http::Version, headers: &HeaderMap, _: &E
     status == StatusCode::OK && long && text
 }
 
-/// Answers one request through the compression layer (or a carried chat's), and logs it.
+/// Answers one request through the compression layer (or a carried chat's), and logs it;
+/// `next_head` (HTTP/1) is the connection's head deadline, off while the request is served
+/// and for good once the connection is a WebSocket.
 async fn respond(
     mut routes: Compressed,
     req: Request<Incoming>,
     peer: PeerAddr,
+    next_head: Option<HeadDeadline>,
     chat: Option<Chat>,
 ) -> Result<Response<SentBody>, Infallible> {
-    let started = Instant::now();
+    if let Some(head) = &next_head {
+        head.head_read();
+    }
     // Decoded, so a log reads as the names on disk; escaped, so no byte of it is a control.
-    // Only made when the line is written (`-q` spares every request this).
+    // Only made when the line is written (`-q` spares every request this, the clock too).
     let logged = tracing::enabled!(tracing::Level::INFO).then(|| {
         let decoded = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy();
         let shown = crate::text::escape_one_line(&decoded, LOGGED_PATH_CHARS);
-        (req.method().clone(), shown)
+        (Instant::now(), req.method().clone(), shown)
     });
     // A client that takes no encoding skips the compression layer: its body type holds the
     // encoders' state inline, kilobytes moved with every response (profiled as memcpy).
     let chat = chat.filter(|_| chat::is_chat_path(req.uri().path()));
     let mut response = if let Some(chat) = chat {
         let response = chat.web.route(req, &chat.info, &chat.upgraded);
-        response.map(|b| b.map_err(|e| match e {}).boxed_unsync())
+        // A WebSocket sends no more heads: its quiet is the chat's to judge (pings).
+        let next_head = next_head.filter(|_| response.status() != StatusCode::SWITCHING_PROTOCOLS);
+        response.map(|b| SentBody::plain(b.map_err(|e| match e {}).boxed_unsync(), next_head))
     } else if req.headers().contains_key(header::ACCEPT_ENCODING) {
         let response = routes.call(req).await?;
-        response.map(|b| b.boxed_unsync())
+        response.map(|b| SentBody::compressed(b.boxed_unsync(), next_head))
     } else {
         let response = routes.get_mut().0.route(req).await;
-        response.map(|b| b.map_err(Into::into).boxed_unsync())
+        response.map(|b| SentBody::plain(b, next_head))
     };
     let encoded_here = response.headers().contains_key(header::CONTENT_ENCODING)
         && response.extensions().get::<Precompressed>().is_none();
     if encoded_here {
         weaken_etag(response.headers_mut());
     }
-    if let Some((method, shown)) = logged {
+    if let Some((started, method, shown)) = logged {
         // The header when set, else the body's own exact size (the chat's pages), else "-".
         let bytes = match response.headers().get(header::CONTENT_LENGTH) {
             Some(len) => len.to_str().unwrap_or("-").to_owned(),

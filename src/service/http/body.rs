@@ -1,4 +1,5 @@
-//! A file's body: chunks read at an offset as hyper asks for them, one chunk held at a time.
+//! A file's body: chunks read at an offset as hyper asks for them, one chunk held at a time;
+//! and a response's body as hyper sends it.
 
 use std::fs::File;
 use std::io;
@@ -7,7 +8,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, SizeHint};
+
+use super::conn::HeadDeadline;
+use super::BoxError;
 
 /// A body is read in chunks of this size, one chunk in memory per response; the first in
 /// the blocking call that opened the file, so a body up to this size costs one such call.
@@ -114,6 +119,82 @@ impl Body for FileBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// A response's body as hyper sends it: ours as made, or tower-http's compression of it; once
+/// hyper is done with it (sent, or dropped with the connection), the deadline for the
+/// connection's next request head starts.
+#[derive(Debug)]
+pub(crate) struct SentBody {
+    body: Sent,
+    next_head: Option<HeadDeadline>,
+}
+
+#[derive(Debug)]
+enum Sent {
+    /// Ours, unboxed again: a request without `Accept-Encoding` gets no second box.
+    Plain(super::Body),
+    Compressed(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl SentBody {
+    /// `body` as made, for the connection with `next_head` (HTTP/1; none for HTTP/2).
+    pub(crate) fn plain(body: super::Body, next_head: Option<HeadDeadline>) -> SentBody {
+        SentBody {
+            body: Sent::Plain(body),
+            next_head,
+        }
+    }
+
+    /// `body` compressed (or left alone) by tower-http.
+    pub(crate) fn compressed(
+        body: UnsyncBoxBody<Bytes, BoxError>,
+        next_head: Option<HeadDeadline>,
+    ) -> SentBody {
+        SentBody {
+            body: Sent::Compressed(body),
+            next_head,
+        }
+    }
+}
+
+impl Drop for SentBody {
+    fn drop(&mut self) {
+        if let Some(next_head) = &self.next_head {
+            next_head.restart();
+        }
+    }
+}
+
+impl Body for SentBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().body {
+            Sent::Plain(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|r| r.map_err(Into::into))),
+            Sent::Compressed(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.body {
+            Sent::Plain(body) => body.is_end_stream(),
+            Sent::Compressed(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.body {
+            Sent::Plain(body) => body.size_hint(),
+            Sent::Compressed(body) => body.size_hint(),
+        }
     }
 }
 

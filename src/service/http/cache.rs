@@ -8,11 +8,13 @@
 //! than [`CACHE_SETTLE`] ago is never kept (git's "racy clean" rule).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use nix::sys::stat::FileStat;
+
+use super::head::FileHead;
 
 /// Largest file whose contents are kept.
 pub const MAX_CACHED_FILE_BYTES: u64 = 64 * 1024;
@@ -52,9 +54,18 @@ impl Version {
     }
 }
 
+/// A kept file: its contents and the head its responses carry, both made from the same
+/// version.
+#[derive(Debug, Clone)]
+struct Kept {
+    version: Version,
+    bytes: Bytes,
+    head: Arc<FileHead>,
+}
+
 #[derive(Debug, Default)]
 struct Entries {
-    by_path: HashMap<String, (Version, Bytes)>,
+    by_path: HashMap<String, Kept>,
     bytes: usize,
 }
 
@@ -65,23 +76,28 @@ pub(crate) struct SmallFiles {
 }
 
 impl SmallFiles {
-    /// The kept contents of `rel` and its status, if `stat` (taken only when something is
-    /// kept) shows it unchanged; a changed or vanished file is forgotten.
+    /// The kept contents of `rel`, the head made with them, and its status, if `stat` (taken
+    /// only when something is kept) shows it unchanged; a changed or vanished file is
+    /// forgotten.
     pub(crate) fn get(
         &self,
         rel: &str,
         stat: impl FnOnce() -> Option<FileStat>,
-    ) -> Option<(Bytes, FileStat)> {
+    ) -> Option<(Bytes, Arc<FileHead>, FileStat)> {
         // A read lock: the two workers look up side by side (a mutex here showed as futex
         // waits under load).
-        let (version, bytes) = self.entries.read().ok()?.by_path.get(rel).cloned()?;
-        if let Some(now) = stat().filter(|now| Version::of(now) == version) {
-            return Some((bytes, now));
+        let kept = self.entries.read().ok()?.by_path.get(rel).cloned()?;
+        if let Some(now) = stat().filter(|now| Version::of(now) == kept.version) {
+            return Some((kept.bytes, kept.head, now));
         }
         if let Ok(mut entries) = self.entries.write() {
-            if entries.by_path.get(rel).is_some_and(|(v, _)| *v == version) {
+            if entries
+                .by_path
+                .get(rel)
+                .is_some_and(|k| k.version == kept.version)
+            {
                 entries.by_path.remove(rel);
-                entries.bytes -= bytes.len();
+                entries.bytes -= kept.bytes.len();
             }
         }
         None
@@ -102,16 +118,17 @@ impl SmallFiles {
     }
 
     /// Keeps `bytes`, read from `rel` after its status `st` was taken (a change after that
-    /// shows in the next status, so it is never served). Others are forgotten to make room.
-    pub(crate) fn put(&self, rel: &str, st: &FileStat, bytes: Bytes) {
+    /// shows in the next status, so it is never served), with `head`, made from `st`.
+    /// Others are forgotten to make room.
+    pub(crate) fn put(&self, rel: &str, st: &FileStat, bytes: Bytes, head: Arc<FileHead>) {
         if !SmallFiles::wants(st) || bytes.len() > MAX_CACHED_BYTES {
             return;
         }
         let Ok(mut entries) = self.entries.write() else {
             return;
         };
-        if let Some((_, old)) = entries.by_path.remove(rel) {
-            entries.bytes -= old.len();
+        if let Some(old) = entries.by_path.remove(rel) {
+            entries.bytes -= old.bytes.len();
         }
         while entries.by_path.len() >= MAX_CACHED_FILES
             || entries.bytes + bytes.len() > MAX_CACHED_BYTES
@@ -120,14 +137,17 @@ impl SmallFiles {
             let Some(victim) = entries.by_path.keys().next().cloned() else {
                 break;
             };
-            if let Some((_, old)) = entries.by_path.remove(&victim) {
-                entries.bytes -= old.len();
+            if let Some(old) = entries.by_path.remove(&victim) {
+                entries.bytes -= old.bytes.len();
             }
         }
         entries.bytes += bytes.len();
-        entries
-            .by_path
-            .insert(rel.to_owned(), (Version::of(st), bytes));
+        let kept = Kept {
+            version: Version::of(st),
+            bytes,
+            head,
+        };
+        entries.by_path.insert(rel.to_owned(), kept);
     }
 }
 
@@ -135,6 +155,13 @@ impl SmallFiles {
 mod tests {
     use super::*;
     use nix::sys::stat::stat;
+
+    fn head(st: &FileStat) -> Arc<FileHead> {
+        Arc::new(FileHead::new(
+            http::HeaderValue::from_static("text/plain"),
+            st,
+        ))
+    }
 
     fn aged(path: &std::path::Path) {
         let old = SystemTime::now() - Duration::from_secs(60);
@@ -154,7 +181,7 @@ mod tests {
         let cache = SmallFiles::default();
         let st = stat(&path).unwrap();
         // Just written: not settled, not kept.
-        cache.put("a", &st, Bytes::from_static(b"one"));
+        cache.put("a", &st, Bytes::from_static(b"one"), head(&st));
         assert!(
             cache.get("a", || Some(st)).is_none(),
             "kept before it settled"
@@ -163,8 +190,8 @@ mod tests {
         // by backdating what the cache believes, then rewrite it in place.
         let mut old = st;
         old.st_ctime -= 60;
-        cache.put("a", &old, Bytes::from_static(b"one"));
-        let kept = cache.get("a", || Some(old)).map(|(bytes, _)| bytes);
+        cache.put("a", &old, Bytes::from_static(b"one"), head(&old));
+        let kept = cache.get("a", || Some(old)).map(|(bytes, _, _)| bytes);
         assert_eq!(kept.as_deref(), Some(&b"one"[..]));
         std::fs::write(&path, "two").unwrap();
         aged(&path);
@@ -182,7 +209,7 @@ mod tests {
         st.st_size = 1;
         for i in 0..MAX_CACHED_FILES + 10 {
             st.st_ino = i as _;
-            cache.put(&i.to_string(), &st, Bytes::from_static(b"x"));
+            cache.put(&i.to_string(), &st, Bytes::from_static(b"x"), head(&st));
         }
         let entries = cache.entries.read().unwrap();
         assert_eq!(entries.by_path.len(), MAX_CACHED_FILES);

@@ -115,8 +115,8 @@ fn find(
     let mut parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     let rel = rel_path(&parts);
     if !slash {
-        if let Some((bytes, st)) = cache.get(&rel, || root.stat_rel(&rel)) {
-            let answer = file::answer(root, &parts, Source::Kept(bytes), st, ask, None);
+        if let Some((bytes, head, st)) = cache.get(&rel, || root.stat_rel(&rel)) {
+            let answer = file::answer(root, &parts, Source::Kept(bytes, head), st, ask, None);
             return Outcome::File(answer);
         }
     }
