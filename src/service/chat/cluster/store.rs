@@ -145,6 +145,15 @@ impl Store {
         *self.shared.lock().await = None;
     }
 
+    /// `result`, after dropping the shared connection if it failed (the next call opens a
+    /// new one).
+    async fn checked<T>(&self, result: Result<T, RedisError>) -> Result<T, RedisError> {
+        if result.is_err() {
+            self.reset().await;
+        }
+        result
+    }
+
     /// A connection of its own for the reader, whose `XREAD` blocks.
     pub(super) async fn reader(&self) -> Result<MultiplexedConnection, RedisError> {
         self.open(READ_BLOCK + REDIS_TIMEOUT).await
@@ -164,10 +173,7 @@ impl Store {
             .arg(millis(ttl))
             .invoke_async::<i64>(&mut conn)
             .await;
-        if got.is_err() {
-            self.reset().await;
-        }
-        Ok(got? == 1)
+        Ok(self.checked(got).await? == 1)
     }
 
     /// A room's kept messages, oldest first, at most `count`, without repeats.
@@ -184,9 +190,7 @@ impl Store {
             .arg(count)
             .query_async(&mut conn)
             .await;
-        if reply.is_err() {
-            self.reset().await;
-        }
+        let reply = self.checked(reply).await;
         let mut kept: Vec<Kept> = reply?
             .ids
             .iter()
@@ -249,10 +253,7 @@ impl Store {
         }
         let mut conn = self.shared().await?;
         let done = pipe.query_async::<()>(&mut conn).await;
-        if done.is_err() {
-            self.reset().await;
-        }
-        done
+        self.checked(done).await
     }
 
     /// The node's heartbeat: its key, its place in the node set, and its nick keys
@@ -302,11 +303,7 @@ impl Store {
             }
             Ok((!existed, lost))
         };
-        let done = done.await;
-        if done.is_err() {
-            self.reset().await;
-        }
-        done
+        self.checked(done.await).await
     }
 
     /// A clean stop, after the node's last events: the node's key and set entry go and the
@@ -359,11 +356,7 @@ impl Store {
             }
             Ok(live.into_iter().map(|(n, _)| n).collect())
         };
-        let done = done.await;
-        if done.is_err() {
-            self.reset().await;
-        }
-        done
+        self.checked(done.await).await
     }
 
     /// A node's clients as its hash says: nick → room.
@@ -376,9 +369,7 @@ impl Store {
             .arg(members_key(node))
             .query_async(&mut conn)
             .await;
-        if map.is_err() {
-            self.reset().await;
-        }
+        let map = self.checked(map).await;
         Ok(map?
             .into_iter()
             .map(|(nick, room)| (nick, (!room.is_empty()).then_some(room)))
