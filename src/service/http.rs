@@ -255,16 +255,22 @@ impl HttpServer {
         let routes: Compressed = Compression::new(Routes(self.inner.clone()))
             .compress_when(compressible as fn(_, _, &_, &_) -> bool);
         let peer = info.peer.clone();
-        let chat = self.inner.config.chat.as_ref().map(|web| Chat {
-            web: web.clone(),
-            info: info.clone(),
-            upgraded: chat::Upgraded::default(),
+        let chat = self.inner.config.chat.as_ref().map(|web| {
+            Arc::new(Chat {
+                web: web.clone(),
+                info: info.clone(),
+                upgraded: chat::Upgraded::default(),
+            })
         });
         let upgraded = chat.as_ref().map(|c| c.upgraded.clone());
         let service = hyper::service::service_fn(move |req| {
             let routes = routes.clone();
             let peer = peer.clone();
-            let chat = chat.clone();
+            // Handed over only for the chat's own paths.
+            let chat = chat
+                .as_ref()
+                .filter(|_| chat::is_chat_path(req.uri().path()))
+                .cloned();
             respond(routes, req, peer, next_head.clone(), chat)
         });
         let builders = &self.inner.builders;
@@ -286,7 +292,7 @@ impl HttpServer {
 }
 
 /// A carried chat, as one connection hands it requests for its paths.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Chat {
     web: WebServer,
     info: ConnInfo,
@@ -402,15 +408,16 @@ fn compressible(status: StatusCode, _: http::Version, headers: &HeaderMap, _: &E
     status == StatusCode::OK && long && text
 }
 
-/// Answers one request through the compression layer (or a carried chat's), and logs it;
-/// `next_head` (HTTP/1) is the connection's head deadline, off while the request is served
-/// and for good once the connection is a WebSocket.
+/// Answers one request through the compression layer, or through `chat` when the request
+/// is for a carried chat's path, and logs it; `next_head` (HTTP/1) is the connection's head
+/// deadline, off while the request is served and for good once the connection is a
+/// WebSocket.
 async fn respond(
     mut routes: Compressed,
     req: Request<Incoming>,
     peer: PeerAddr,
     next_head: Option<HeadDeadline>,
-    chat: Option<Chat>,
+    chat: Option<Arc<Chat>>,
 ) -> Result<Response<SentBody>, Infallible> {
     if let Some(head) = &next_head {
         head.head_read();
@@ -424,7 +431,6 @@ async fn respond(
     });
     // A client that takes no encoding skips the compression layer: its body type holds the
     // encoders' state inline, kilobytes moved with every response (profiled as memcpy).
-    let chat = chat.filter(|_| chat::is_chat_path(req.uri().path()));
     let mut response = if let Some(chat) = chat {
         let response = chat.web.route(req, &chat.info, &chat.upgraded);
         // A WebSocket sends no more heads: its quiet is the chat's to judge (pings).
