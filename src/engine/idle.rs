@@ -143,6 +143,23 @@ impl<S> IdleTimeout<S> {
         }
     }
 
+    /// Arms the timer for a [`WaitDeadline`] set earlier than it is armed for. A server sets
+    /// its deadline as a response ends, perhaps after its stream's read began waiting under
+    /// the old one; without this, that wait would go on to the old time. Called on a flush
+    /// (the end of each response's writes): a load and a compare when nothing moved.
+    fn arm_earlier(&mut self, cx: &mut Context<'_>) {
+        let Some(at) = self.deadline.as_ref().and_then(WaitDeadline::get) else {
+            return;
+        };
+        if at < self.timer.deadline() {
+            self.timer.as_mut().reset(at);
+            if self.timer.as_mut().poll(cx).is_ready() {
+                // Already passed: the next wait is to meet it.
+                cx.waker().wake_by_ref();
+            }
+        }
+    }
+
     fn progress<T>(
         &mut self,
         cx: &mut Context<'_>,
@@ -200,6 +217,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let res = Pin::new(&mut this.inner).poll_flush(cx);
+        if res.is_ready() {
+            this.arm_earlier(cx);
+        }
         this.progress(cx, res)
     }
 
@@ -308,5 +328,40 @@ mod tests {
         deadline.clear();
         assert_eq!(idle.read_u8().await.unwrap(), b'x');
         writer.abort();
+    }
+
+    /// Counts its wakes.
+    struct Counted(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counted {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_set_while_a_read_waits_is_armed_by_the_next_flush() {
+        let (a, _b) = tokio::io::duplex(64);
+        let mut idle = IdleTimeout::new(a, Duration::from_secs(300));
+        let deadline = idle.wait_deadline();
+        let counted = Arc::new(Counted(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(counted.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        assert!(Pin::new(&mut idle)
+            .poll_read(&mut cx, &mut buf)
+            .is_pending());
+        // The server sets its deadline after the read began to wait, then flushes.
+        deadline.set(Instant::now() + Duration::from_secs(5));
+        assert!(Pin::new(&mut idle).poll_flush(&mut cx).is_ready());
+        tokio::time::advance(Duration::from_secs(6)).await;
+        tokio::task::yield_now().await;
+        assert!(
+            counted.0.load(Ordering::Relaxed) > 0,
+            "the waiting read was not woken at the deadline"
+        );
+        let err = Pin::new(&mut idle).poll_read(&mut cx, &mut buf);
+        assert!(matches!(err, Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::TimedOut));
     }
 }
