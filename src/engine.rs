@@ -292,11 +292,8 @@ impl<H: Handler> Engine<H> {
             };
             // Sequential mode is the same path with one permit: the next accept waits until
             // this connection is done, and shutdown drains it like any other.
-            let task = self.connection_task(stream, peer);
-            self.tracker.spawn(async move {
-                task.await;
-                drop((source, permit));
-            });
+            let task = self.connection_task(stream, peer, (source, permit));
+            self.tracker.spawn(task);
         }
     }
 
@@ -324,8 +321,18 @@ impl<H: Handler> Engine<H> {
         }
     }
 
-    /// The future that serves one accepted connection, catching errors and panics.
-    fn connection_task(&self, stream: Stream, peer: PeerAddr) -> impl Future<Output = ()> {
+    /// The future that serves one accepted connection, catching errors and panics; `held`
+    /// (its permit and its source's count) is let go when it ends.
+    ///
+    /// It is the task itself, not awaited inside another: a wrapping `async` block kept
+    /// room for this future twice (once as its capture, once as what it awaits), which made
+    /// an HTTP connection's task 3.8 KB (heaptrack) where it is now under 2 KB.
+    fn connection_task(
+        &self,
+        stream: Stream,
+        peer: PeerAddr,
+        held: impl Send + 'static,
+    ) -> impl Future<Output = ()> {
         let span = info_span!("conn", service = %self.config.service, peer = %peer);
         let info = ConnInfo::new(peer, self.local.clone(), self.shutdown.clone());
         let handler = self.handler.clone();
@@ -333,6 +340,7 @@ impl<H: Handler> Engine<H> {
         let idle = self.config.idle_timeout;
         let force = self.force.clone();
         async move {
+            let _held = held;
             debug!("accepted");
             let work = async {
                 match process {
