@@ -1294,3 +1294,98 @@ fn the_binary_logs_one_line_per_request_with_the_path_escaped() {
     let size = format!("GET /chat/ 200 {} ", page.body.len());
     assert!(line.contains(&size), "{line}");
 }
+
+/// Reads one response to `GET /a.txt` (its body is "hello world\n") off `stream`.
+async fn read_hello(stream: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    while !got.ends_with(b"hello world\n") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(TEST_TIMEOUT, stream.read(&mut buf))
+            .await
+            .expect("no response")
+            .unwrap();
+        assert!(n > 0, "closed after {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_is_served_after_a_pause_and_closed_at_the_head_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path());
+    let mut config = HttpConfig::new(dir.path());
+    config.header_read_timeout = std::time::Duration::from_millis(800);
+    let server = serve(config).await;
+    let request = b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut stream = TcpStream::connect(server.addr.to_string()).await.unwrap();
+    for _ in 0..3 {
+        stream.write_all(request).await.unwrap();
+        assert!(read_hello(&mut stream).await.starts_with("HTTP/1.1 200"));
+        // Longer than the connection waits before it parks, well within the deadline.
+        tokio::time::sleep(sockit::service::http::PARK_AFTER * 4).await;
+    }
+    // A request's start, then nothing: the rest comes after the connection parked.
+    stream.write_all(&request[..10]).await.unwrap();
+    tokio::time::sleep(sockit::service::http::PARK_AFTER * 4).await;
+    stream.write_all(&request[10..]).await.unwrap();
+    assert!(read_hello(&mut stream).await.starts_with("HTTP/1.1 200"));
+    // Then idle: closed at the head deadline, long before the engine's idle timeout.
+    let mut rest = Vec::new();
+    tokio::time::timeout(TEST_TIMEOUT, stream.read_to_end(&mut rest))
+        .await
+        .expect("an idle keep-alive connection was not closed at the head deadline")
+        .unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.is_empty() || rest.starts_with("HTTP/1.1 408"),
+        "{rest}"
+    );
+}
+
+#[tokio::test]
+async fn a_kept_large_file_is_sent_whole_and_in_ranges_from_its_memory_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.bin");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(&path, &data).unwrap();
+    settled(&path, sockit::service::http::CACHE_SETTLE).await;
+    let server = serve(HttpConfig::new(dir.path())).await;
+    // Read from disk and kept by the first, sent from the kept copy after.
+    for _ in 0..3 {
+        let reply = get(&server, "/big.bin", "").await;
+        assert_eq!(reply.status, 200, "{}", reply.raw);
+        assert!(reply.body == data, "a kept file came back changed");
+    }
+    let range = get(&server, "/big.bin", "Range: bytes=100000-249999\r\n").await;
+    assert_eq!(range.status, 206, "{}", range.raw);
+    assert!(
+        range.body == data[100_000..250_000],
+        "a range came back changed"
+    );
+    let tail = get(&server, "/big.bin", "Range: bytes=-70000\r\n").await;
+    assert!(
+        tail.body == data[data.len() - 70_000..],
+        "a suffix came back changed"
+    );
+    // Two in one write, on one connection: each whole, in order.
+    let request = b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut stream = TcpStream::connect(server.addr.to_string()).await.unwrap();
+    stream
+        .write_all(&[&request[..], &request[..]].concat())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(stream.read_u8().await.unwrap());
+        }
+        assert!(head.starts_with(b"HTTP/1.1 200"));
+        let mut body = vec![0u8; data.len()];
+        tokio::time::timeout(TEST_TIMEOUT, stream.read_exact(&mut body))
+            .await
+            .expect("the body stalled")
+            .unwrap();
+        assert!(body == data, "a pipelined response came back changed");
+    }
+}

@@ -242,6 +242,21 @@ impl<S: SpliceWrite> SpliceWrite for IdleTimeout<S> {
         let res = self.inner.poll_splice_from(cx, pipe, len);
         self.progress(cx, res)
     }
+
+    fn poll_send_file(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: std::os::fd::BorrowedFd<'_>,
+        offset: u64,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        let res = self.inner.poll_send_file(cx, file, offset, len);
+        self.progress(cx, res)
+    }
+
+    fn set_cork(&mut self, on: bool) -> io::Result<()> {
+        self.inner.set_cork(on)
+    }
 }
 
 impl<S: SpliceRead> SpliceRead for IdleTimeout<S> {

@@ -2,7 +2,7 @@
 //! command's stdout) crosses the network without a copy through user space on either end.
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::task::{Context, Poll};
 
 use super::Stream;
@@ -36,6 +36,36 @@ pub(crate) trait SpliceWrite {
     ) -> Poll<io::Result<usize>> {
         Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
     }
+
+    /// Sends up to `len` bytes of `file` from `offset` into the stream with sendfile(2),
+    /// waiting until the stream is writable; returns how many were sent.
+    ///
+    /// `file` must hold at least `offset + len` bytes that do not change meanwhile (a
+    /// sealed memory file): the wait is for the stream alone.
+    ///
+    /// # Errors
+    ///
+    /// `Unsupported` unless [`can_splice`](Self::can_splice); `UnexpectedEof` if the file
+    /// ends before `offset + len`; the stream's write errors.
+    fn poll_send_file(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _file: BorrowedFd<'_>,
+        _offset: u64,
+        _len: usize,
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
+    }
+
+    /// Holds (`true`) or lets go (`false`) partial segments of what is written, as nginx's
+    /// `tcp_nopush` corks a response's head and file so that they leave in full segments.
+    ///
+    /// # Errors
+    ///
+    /// `Unsupported` unless [`can_splice`](Self::can_splice); the socket option's errors.
+    fn set_cork(&mut self, _on: bool) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 impl SpliceWrite for Stream {
@@ -53,17 +83,59 @@ impl SpliceWrite for Stream {
         if len == 0 {
             return Poll::Ready(Ok(0));
         }
+        // The pipe holds `len` bytes: EAGAIN can only come from a full socket buffer.
+        self.poll_write_with(cx, |socket| splice_once(pipe, &socket, len))
+    }
+
+    #[cfg(target_os = "linux")]
+    fn poll_send_file(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: BorrowedFd<'_>,
+        offset: u64,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        if len == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let offset = i64::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        // The file holds the bytes: EAGAIN can only come from a full socket buffer.
+        self.poll_write_with(cx, |socket| {
+            let mut at = offset;
+            nix::sys::sendfile::sendfile64(socket, file, Some(&mut at), len)
+                .map_err(io::Error::from)
+        })
+    }
+
+    fn set_cork(&mut self, on: bool) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => socket2::SockRef::from(&*s).set_cork(on),
+            // No segments on a Unix socket.
+            Stream::Unix(_) => Ok(()),
+        }
+    }
+}
+
+impl Stream {
+    /// Runs `op` (a splice or sendfile into the socket) once the socket is writable, and
+    /// again after EAGAIN (`try_io` then clears the write readiness, so the next wait is a
+    /// real one) or EINTR; returns how many bytes it moved. Its source must hold the bytes
+    /// asked for: `0` moved is `UnexpectedEof`.
+    #[cfg(target_os = "linux")]
+    fn poll_write_with(
+        &self,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
         loop {
-            // try_io clears the write readiness when the splice reports EAGAIN, which (the
-            // pipe holding `len` bytes) can only come from a full socket buffer.
             let res = match self {
                 Stream::Tcp(s) => {
                     std::task::ready!(s.poll_write_ready(cx))?;
-                    s.try_io(tokio::io::Interest::WRITABLE, || splice_once(pipe, s, len))
+                    s.try_io(tokio::io::Interest::WRITABLE, || op(s.as_fd()))
                 }
                 Stream::Unix(s) => {
                     std::task::ready!(s.poll_write_ready(cx))?;
-                    s.try_io(tokio::io::Interest::WRITABLE, || splice_once(pipe, s, len))
+                    s.try_io(tokio::io::Interest::WRITABLE, || op(s.as_fd()))
                 }
             };
             match res {
@@ -351,3 +423,7 @@ mod tests {
         assert_eq!(drain(rx.as_fd()), b"waiting");
     }
 }
+
+/// In-memory test streams: no splicing, as TLS.
+#[cfg(test)]
+impl SpliceWrite for tokio::io::DuplexStream {}

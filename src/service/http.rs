@@ -24,6 +24,7 @@ mod conn;
 mod file;
 mod head;
 mod listing;
+mod mapped;
 mod open;
 mod path;
 mod read;
@@ -52,6 +53,7 @@ use tower_http::compression::Compression;
 use tower_service::Service;
 
 use crate::engine::{Conn, ConnInfo, Handler};
+use crate::net::splice::SpliceWrite;
 use crate::net::tls::TlsAcceptor;
 use crate::net::PeerAddr;
 use crate::service::chat::{self, WebServer};
@@ -61,7 +63,8 @@ use body::SentBody;
 pub use body::CHUNK_BYTES;
 use cache::SmallFiles;
 pub use cache::{CACHE_SETTLE, MAX_CACHED_BYTES, MAX_CACHED_FILES, MAX_CACHED_FILE_BYTES};
-use conn::{Builders, HeadDeadline, Opening};
+pub use conn::PARK_AFTER;
+use conn::{Builders, Driven, HeadDeadline, Opening, Parkable, Rewound};
 use file::Precompressed;
 pub use listing::{MAX_LISTING_ENTRIES, MAX_LISTING_SCANNED};
 use open::Root;
@@ -228,33 +231,13 @@ impl HttpServer {
         deadline: WaitDeadline,
     ) -> io::Result<()>
     where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        I: AsyncRead + AsyncWrite + SpliceWrite + Unpin + Send + 'static,
     {
         // The first bytes are part of the first head, under its deadline.
         let head = HeadDeadline::start(deadline, self.inner.config.header_read_timeout);
-        let opening = tokio::select! {
-            opening = Opening::read(&mut io) => match opening {
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(()),
-                opening => opening?,
-            },
-            () = info.shutdown.cancelled() => return Ok(()),
-        };
-        if opening.is_empty() {
+        let Some(opening) = Opening::next(&mut io, &info.shutdown).await? else {
             return Ok(());
-        }
-        let h2 = opening.is_h2();
-        // HTTP/2 has no head deadline of its own: its streams share the connection, which
-        // the idle timeout bounds.
-        let next_head = if h2 {
-            head.head_read();
-            None
-        } else {
-            Some(head)
         };
-        let io = TokioIo::new(opening.rewind(io));
-        let routes: Compressed = Compression::new(Routes(self.inner.clone()))
-            .compress_when(compressible as fn(_, _, &_, &_) -> bool);
-        let peer = info.peer.clone();
         let chat = self.inner.config.chat.as_ref().map(|web| {
             Arc::new(Chat {
                 web: web.clone(),
@@ -262,33 +245,94 @@ impl HttpServer {
                 upgraded: chat::Upgraded::default(),
             })
         });
-        let upgraded = chat.as_ref().map(|c| c.upgraded.clone());
-        let service = hyper::service::service_fn(move |req| {
-            let routes = routes.clone();
-            let peer = peer.clone();
-            // Handed over only for the chat's own paths.
-            let chat = chat
-                .as_ref()
-                .filter(|_| chat::is_chat_path(req.uri().path()))
-                .cloned();
-            respond(routes, req, peer, next_head.clone(), chat)
-        });
-        let builders = &self.inner.builders;
-        if h2 {
-            let conn = Box::pin(builders.h2.serve_connection(io, service));
-            conn::drive(conn, &info.shutdown, |c| c.graceful_shutdown()).await
-        } else if let Some(upgraded) = upgraded {
-            let conn = Box::pin(builders.h1.serve_connection(io, service).with_upgrades());
-            let served = conn::drive(conn, &info.shutdown, |c| c.graceful_shutdown()).await;
-            // The connection is the WebSocket's now: done (for the engine's limits and
-            // shutdown) only when the socket is.
-            chat::upgraded_done(&upgraded).await;
-            served
-        } else {
-            let conn = Box::pin(builders.h1.serve_connection(io, service));
-            conn::drive(conn, &info.shutdown, |c| c.graceful_shutdown()).await
+        if opening.is_h2() {
+            // HTTP/2 has no head deadline of its own: its streams share the connection,
+            // which the idle timeout bounds.
+            head.head_read();
+            let service = connection_service(self.routes(), info.peer.clone(), None, chat);
+            let io = TokioIo::new(opening.rewind(io));
+            let conn = Box::pin(self.inner.builders.h2.serve_connection(io, service));
+            return conn::drive(conn, &info.shutdown, |c| c.graceful_shutdown()).await;
+        }
+        let mut io = opening.rewind(io);
+        loop {
+            // Boxed: all that serving needs goes with the box when the connection parks,
+            // and its task keeps only what waiting for the client needs.
+            let driven = Box::pin(self.serve_h1(io, info, &head, chat.as_ref())).await;
+            let (prefix, mut stream) = match driven {
+                Driven::Done(res) => return res,
+                Driven::Parked(parked, unread) => conn::unpark(parked, unread),
+            };
+            io = if !prefix.is_empty() {
+                Rewound::new(prefix, stream)
+            } else {
+                match Opening::next(&mut stream, &info.shutdown).await? {
+                    Some(opening) => opening.rewind(stream),
+                    None => return Ok(()),
+                }
+            };
         }
     }
+
+    /// Serves HTTP/1 on `io` until the connection ends or parks.
+    async fn serve_h1<I>(
+        &self,
+        io: Rewound<I>,
+        info: &ConnInfo,
+        head: &HeadDeadline,
+        chat: Option<&Arc<Chat>>,
+    ) -> Driven<TokioIo<Parkable<Rewound<I>>>>
+    where
+        I: AsyncRead + AsyncWrite + SpliceWrite + Unpin + Send + 'static,
+    {
+        let peer = info.peer.clone();
+        let service = connection_service(self.routes(), peer, Some(head.clone()), chat.cloned());
+        let io = TokioIo::new(Parkable::new(io, head.clone()));
+        let h1 = &self.inner.builders.h1;
+        let Some(chat) = chat else {
+            let conn = h1.serve_connection(io, service);
+            return conn::drive_h1(Box::pin(conn), &info.shutdown, head).await;
+        };
+        let conn = h1.serve_connection(io, service).with_upgrades();
+        let driven = conn::drive_h1(Box::pin(conn), &info.shutdown, head).await;
+        if let Driven::Done(_) = &driven {
+            // The connection may be the WebSocket's now: done (for the engine's limits and
+            // shutdown) only when the socket is.
+            chat::upgraded_done(&chat.upgraded).await;
+        }
+        driven
+    }
+
+    /// The routes under the compression layer, as a connection serves them.
+    fn routes(&self) -> Compressed {
+        Compression::new(Routes(self.inner.clone()))
+            .compress_when(compressible as fn(_, _, &_, &_) -> bool)
+    }
+}
+
+/// The hyper service one connection's requests are answered by.
+fn connection_service(
+    routes: Compressed,
+    peer: PeerAddr,
+    next_head: Option<HeadDeadline>,
+    chat: Option<Arc<Chat>>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<SentBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<SentBody>, Infallible>> + Send,
+> + Clone
+       + Send {
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        let routes = routes.clone();
+        let peer = peer.clone();
+        // Handed over only for the chat's own paths.
+        let chat = chat
+            .as_ref()
+            .filter(|_| chat::is_chat_path(req.uri().path()))
+            .cloned();
+        respond(routes, req, peer, next_head.clone(), chat)
+    })
 }
 
 /// A carried chat, as one connection hands it requests for its paths.

@@ -15,15 +15,16 @@ use bytes::Bytes;
 use nix::sys::stat::FileStat;
 
 use super::head::FileHead;
+use super::mapped::{self, MIN_MAPPED_BYTES};
 
 /// Largest file whose contents are kept.
-pub const MAX_CACHED_FILE_BYTES: u64 = 64 * 1024;
+pub const MAX_CACHED_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Most files kept at once.
 pub const MAX_CACHED_FILES: usize = 1024;
 
 /// Most bytes of contents kept at once.
-pub const MAX_CACHED_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_CACHED_BYTES: usize = 64 * 1024 * 1024;
 
 /// A file changed less than this long ago is served from disk, not kept: well beyond any
 /// file system's timestamp granularity.
@@ -119,13 +120,20 @@ impl SmallFiles {
 
     /// Keeps `bytes`, read from `rel` after its status `st` was taken (a change after that
     /// shows in the next status, so it is never served), with `head`, made from `st`.
-    /// Others are forgotten to make room.
-    pub(crate) fn put(&self, rel: &str, st: &FileStat, bytes: Bytes, head: Arc<FileHead>) {
+    /// Others are forgotten to make room. Returns the bytes to serve: those kept, which for
+    /// a file of [`MIN_MAPPED_BYTES`] or more are in a sealed memory file, sent with
+    /// sendfile ([`mapped`]).
+    pub(crate) fn put(&self, rel: &str, st: &FileStat, bytes: Bytes, head: Arc<FileHead>) -> Bytes {
         if !SmallFiles::wants(st) || bytes.len() > MAX_CACHED_BYTES {
-            return;
+            return bytes;
         }
+        let bytes = if bytes.len() >= MIN_MAPPED_BYTES {
+            mapped::map(&bytes).unwrap_or(bytes)
+        } else {
+            bytes
+        };
         let Ok(mut entries) = self.entries.write() else {
-            return;
+            return bytes;
         };
         if let Some(old) = entries.by_path.remove(rel) {
             entries.bytes -= old.bytes.len();
@@ -144,10 +152,11 @@ impl SmallFiles {
         entries.bytes += bytes.len();
         let kept = Kept {
             version: Version::of(st),
-            bytes,
+            bytes: bytes.clone(),
             head,
         };
         entries.by_path.insert(rel.to_owned(), kept);
+        bytes
     }
 }
 

@@ -251,7 +251,7 @@ pub(crate) fn answer(
         Source::Open(file) => match keep.filter(|_| SmallFiles::wants(&st)) {
             Some((cache, rel)) => match read_chunk(&file, 0, size) {
                 Ok(whole) => {
-                    cache.put(rel, &st, whole.clone(), head);
+                    let whole = cache.put(rel, &st, whole, head);
                     return answer(status, headers, Payload::Whole(part(&whole, start, len)));
                 }
                 Err(_) => return failed(answer),
