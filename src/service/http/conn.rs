@@ -376,12 +376,15 @@ pub(super) async fn drive_h1<C: H1Conn + Unpin>(
             if let Poll::Ready(res) = conn.as_mut().poll(cx) {
                 return Poll::Ready(res);
             }
-            if finishing || !head.take_parking() {
+            if !head.take_parking() {
                 return Poll::Pending;
             }
             let head_at = head.head_at();
-            if Instant::now() >= head_at {
-                // Past the head deadline: the next wait fails, and the connection closes.
+            if finishing || Instant::now() >= head_at {
+                // No parking when hyper is ending anyway (at shutdown), nor past the head
+                // deadline: the waits go on under it (they fail once it has passed, and the
+                // connection closes). Left at the time to park, they would meet it again at
+                // once, and spin.
                 head.wait_for_head(head_at);
                 return Poll::Pending;
             }
@@ -690,6 +693,58 @@ mod park_tests {
         let io = TokioIo::new(Parkable::new(Rewound::new(unread, server), head.clone()));
         let conn = http1::Builder::new().serve_connection(io, service);
         drive_h1(Box::pin(conn), &CancellationToken::new(), &head).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_shutdown_a_slow_reader_still_gets_its_response_and_the_connection_ends() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut server = IdleTimeout::new(server, Duration::from_secs(300));
+        let head = HeadDeadline::start(server.wait_deadline(), Duration::from_secs(10));
+        let mut body = vec![b'x'; 64 * 1024];
+        body.extend_from_slice(b"END");
+        let body = Bytes::from(body);
+        let service_head = head.clone();
+        let served = body.clone();
+        let service = hyper::service::service_fn(move |_req| {
+            service_head.head_read();
+            let body = Full::new(served.clone())
+                .map_err(|e| match e {})
+                .boxed_unsync();
+            let sent = SentBody::plain(body, Some(service_head.clone()));
+            async move { Ok::<_, std::convert::Infallible>(http::Response::new(sent)) }
+        });
+        let io = TokioIo::new(Parkable::new(
+            Rewound::new(Bytes::new(), server),
+            head.clone(),
+        ));
+        let conn = http1::Builder::new().serve_connection(io, service);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let mut driving = Box::pin(async move { drive_h1(Box::pin(conn), &shutdown, &head).await });
+        // A spinning server would keep the runtime from idling (so paused time from passing):
+        // counted, it fails instead of hanging.
+        let mut polls = 0u32;
+        let serving = tokio::spawn(std::future::poll_fn(move |cx| {
+            polls += 1;
+            assert!(polls < 10_000, "the connection spins");
+            driving.as_mut().poll(cx)
+        }));
+        client.write_all(REQUEST).await.unwrap();
+        // The response is mostly in hyper's buffer when shutdown comes; time passes.
+        tokio::time::sleep(PARK_AFTER).await;
+        stop.cancel();
+        tokio::time::sleep(PARK_AFTER * 10).await;
+        assert!(!serving.is_finished(), "ended with a response unsent");
+        let response = read_response(&mut client, b"END").await;
+        let body_at = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(
+            response[body_at..] == body[..],
+            "the body came back changed"
+        );
+        let Driven::Done(res) = serving.await.unwrap() else {
+            panic!("parked at shutdown");
+        };
+        res.unwrap();
     }
 
     /// Reads one response whose body ends with `end`.
