@@ -677,8 +677,18 @@ mod park_tests {
     /// parks or ends, as `serve_stream` does.
     async fn serve_until_parked(
         unread: Bytes,
+        server: IdleTimeout<DuplexStream>,
+        body: Bytes,
+    ) -> Driven<Io> {
+        serve_until(unread, server, body, CancellationToken::new()).await
+    }
+
+    /// As [`serve_until_parked`], with `shutdown`.
+    async fn serve_until(
+        unread: Bytes,
         mut server: IdleTimeout<DuplexStream>,
         body: Bytes,
+        shutdown: CancellationToken,
     ) -> Driven<Io> {
         let head = HeadDeadline::start(server.wait_deadline(), Duration::from_secs(10));
         let service_head = head.clone();
@@ -692,35 +702,24 @@ mod park_tests {
         });
         let io = TokioIo::new(Parkable::new(Rewound::new(unread, server), head.clone()));
         let conn = http1::Builder::new().serve_connection(io, service);
-        drive_h1(Box::pin(conn), &CancellationToken::new(), &head).await
+        drive_h1(Box::pin(conn), &shutdown, &head).await
+    }
+
+    /// A body far larger than the test pipes hold, ending in "END".
+    fn long_body() -> Bytes {
+        let mut body = vec![b'x'; 64 * 1024];
+        body.extend_from_slice(b"END");
+        Bytes::from(body)
     }
 
     #[tokio::test(start_paused = true)]
     async fn at_shutdown_a_slow_reader_still_gets_its_response_and_the_connection_ends() {
         let (mut client, server) = tokio::io::duplex(1024);
-        let mut server = IdleTimeout::new(server, Duration::from_secs(300));
-        let head = HeadDeadline::start(server.wait_deadline(), Duration::from_secs(10));
-        let mut body = vec![b'x'; 64 * 1024];
-        body.extend_from_slice(b"END");
-        let body = Bytes::from(body);
-        let service_head = head.clone();
-        let served = body.clone();
-        let service = hyper::service::service_fn(move |_req| {
-            service_head.head_read();
-            let body = Full::new(served.clone())
-                .map_err(|e| match e {})
-                .boxed_unsync();
-            let sent = SentBody::plain(body, Some(service_head.clone()));
-            async move { Ok::<_, std::convert::Infallible>(http::Response::new(sent)) }
-        });
-        let io = TokioIo::new(Parkable::new(
-            Rewound::new(Bytes::new(), server),
-            head.clone(),
-        ));
-        let conn = http1::Builder::new().serve_connection(io, service);
+        let server = IdleTimeout::new(server, Duration::from_secs(300));
+        let body = long_body();
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
-        let mut driving = Box::pin(async move { drive_h1(Box::pin(conn), &shutdown, &head).await });
+        let mut driving = Box::pin(serve_until(Bytes::new(), server, body.clone(), shutdown));
         // A spinning server would keep the runtime from idling (so paused time from passing):
         // counted, it fails instead of hanging.
         let mut polls = 0u32;
@@ -804,9 +803,7 @@ mod park_tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_slow_to_read_its_response_gets_all_of_it_before_the_connection_parks() {
         let (mut client, server) = tokio::io::duplex(1024);
-        let mut body = vec![b'x'; 64 * 1024];
-        body.extend_from_slice(b"END");
-        let body = Bytes::from(body);
+        let body = long_body();
         let serving = tokio::spawn(serve_until_parked(
             Bytes::new(),
             IdleTimeout::new(server, Duration::from_secs(300)),

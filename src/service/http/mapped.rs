@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::RwLock;
 
@@ -108,15 +108,10 @@ pub(crate) fn map(bytes: &[u8]) -> Option<Bytes> {
     };
     mappings.insert(
         mapping.ptr.as_ptr() as usize,
-        (mapping.len, raw(mapping.file.as_fd())),
+        (mapping.len, mapping.file.as_raw_fd()),
     );
     drop(mappings);
     Some(Bytes::from_owner(mapping))
-}
-
-fn raw(fd: BorrowedFd<'_>) -> i32 {
-    use std::os::fd::AsRawFd;
-    fd.as_raw_fd()
 }
 
 /// The memory file and offset holding `slice`, if it lies within one mapping.
