@@ -19,6 +19,7 @@
 mod child;
 mod datagram;
 mod idle;
+mod lot;
 pub(crate) mod process;
 #[cfg(test)]
 mod tests;
@@ -27,17 +28,19 @@ use std::future::Future;
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::net::source::SourceCounts;
+use crate::net::source::{SourceCounts, SourceSlot};
 use crate::net::{Acl, Addr, Listener, PeerAddr, Stream};
+use lot::Lot;
 
 pub use child::{is_child, serve_if_child, serve_if_child_blocking, CHILD_ENV};
 
@@ -164,10 +167,32 @@ impl From<Stream> for Conn {
     }
 }
 
+/// How a handler's turn with a connection ended ([`Handler::handle_parkable`]).
+#[derive(Debug)]
+pub enum Handled {
+    /// The connection is done: closed by either side, or failed.
+    Done(io::Result<()>),
+    /// The connection is idle, waiting for its peer to speak, and nothing it sent is held
+    /// unserved. The engine keeps it without a task until the peer sends (or closes): then
+    /// it is handed to [`Handler::handle_parkable`] again, like a new connection but with
+    /// its [`WaitDeadline`] already set to this deadline. It is closed when the deadline
+    /// (or the idle timeout) passes first, or when the server shuts down.
+    Park(Conn, Instant),
+}
+
 /// Serves one connection (`BaseRequestHandler.handle()`).
 pub trait Handler: Send + Sync + 'static {
     /// Handles one connection. An error ends only this connection and is logged with the peer.
     fn handle(&self, conn: Conn, info: ConnInfo) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Handles one connection, or one turn of it, as the engine calls it: a handler whose
+    /// connections sit idle between requests (HTTP keep-alive) can hand an idle one back with
+    /// [`Handled::Park`], so that it holds no task, buffers or timers while it waits. The
+    /// default serves the whole connection with [`Handler::handle`].
+    fn handle_parkable(&self, conn: Conn, info: ConnInfo) -> impl Future<Output = Handled> + Send {
+        let handled = self.handle(conn, info);
+        async move { Handled::Done(handled.await) }
+    }
 
     /// The command that serves one connection in [`Mode::Process`], with the socket as its
     /// stdin and stdout; `None` (the default) if this handler cannot run as a process.
@@ -186,6 +211,10 @@ pub trait Handler: Send + Sync + 'static {
 impl<H: Handler> Handler for Arc<H> {
     fn handle(&self, conn: Conn, info: ConnInfo) -> impl Future<Output = io::Result<()>> + Send {
         (**self).handle(conn, info)
+    }
+
+    fn handle_parkable(&self, conn: Conn, info: ConnInfo) -> impl Future<Output = Handled> + Send {
+        (**self).handle_parkable(conn, info)
     }
 
     fn process_command(&self) -> Option<ProcessCommand> {
@@ -217,15 +246,17 @@ pub async fn serve<H: Handler>(
         _ => None,
     };
     let local = listener.local_addr()?;
-    let engine = Engine {
-        handler: Arc::new(handler),
+    let engine = Arc::new(Engine {
+        handler,
         process,
-        config: Arc::new(config),
+        config,
         local,
         shutdown: shutdown.clone(),
         force: CancellationToken::new(),
         tracker: TaskTracker::new(),
-    };
+        lot: OnceLock::new(),
+        watching: std::sync::Mutex::new(None),
+    });
     engine.accept_loop(&listener).await;
     drop(listener);
     engine.drain().await;
@@ -233,18 +264,29 @@ pub async fn serve<H: Handler>(
 }
 
 struct Engine<H> {
-    handler: Arc<H>,
+    handler: H,
     process: Option<Arc<ProcessCommand>>,
-    config: Arc<Config>,
+    config: Config,
     local: Addr,
     shutdown: CancellationToken,
     /// Cancelled when the drain deadline passes: handlers still running are dropped.
     force: CancellationToken,
+    /// The connections' tasks.
     tracker: TaskTracker,
+    /// Where idle connections the handler hands back wait ([`Handled::Park`]): made, and
+    /// its watch started, when the first one parks; none if it could not be made.
+    lot: OnceLock<Option<Lot<Held>>>,
+    /// The lot's watch, awaited by the drain.
+    watching: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+/// What a connection holds while it lives, parked or not: its source's place and its
+/// permit. (A parked one's peer address is asked of its socket again: the lot keeps as
+/// little as it can.)
+type Held = (Option<SourceSlot>, OwnedSemaphorePermit);
+
 impl<H: Handler> Engine<H> {
-    async fn accept_loop(&self, listener: &Listener) {
+    async fn accept_loop(self: &Arc<Self>, listener: &Listener) {
         let limit = match self.config.mode {
             Mode::Sequential => 1,
             _ => self.config.max_conns.max(1),
@@ -292,7 +334,7 @@ impl<H: Handler> Engine<H> {
             };
             // Sequential mode is the same path with one permit: the next accept waits until
             // this connection is done, and shutdown drains it like any other.
-            let task = self.connection_task(stream, peer, (source, permit));
+            let task = self.connection_task(stream, peer, (source, permit), None);
             self.tracker.spawn(task);
         }
     }
@@ -321,54 +363,134 @@ impl<H: Handler> Engine<H> {
         }
     }
 
-    /// The future that serves one accepted connection, catching errors and panics; `held`
-    /// (its permit and its source's count) is let go when it ends.
+    /// The future that serves one accepted connection, or a parked one again (`resumed`:
+    /// its deadline), catching errors and panics; `held` (its permit and its source's
+    /// place) is let go when it ends, or goes with it when it parks.
     ///
     /// It is the task itself, not awaited inside another: a wrapping `async` block kept
     /// room for this future twice (once as its capture, once as what it awaits), which made
     /// an HTTP connection's task 3.8 KB (heaptrack) where it is now under 2 KB.
     fn connection_task(
-        &self,
+        self: &Arc<Self>,
         stream: Stream,
         peer: PeerAddr,
-        held: impl Send + 'static,
+        held: Held,
+        resumed: Option<Instant>,
     ) -> impl Future<Output = ()> {
         let span = info_span!("conn", service = %self.config.service, peer = %peer);
         let info = ConnInfo::new(peer, self.local.clone(), self.shutdown.clone());
-        let handler = self.handler.clone();
-        let process = self.process.clone();
-        let idle = self.config.idle_timeout;
-        let force = self.force.clone();
+        let engine = Arc::clone(self);
         async move {
-            let _held = held;
-            debug!("accepted");
+            if resumed.is_none() {
+                debug!("accepted");
+            }
+            let idle = engine.config.idle_timeout;
             let work = async {
-                match process {
+                match &engine.process {
                     // Boxed: the process future is large, and inlining it would make every
                     // connection's task that size, process mode or not.
-                    Some(cmd) => Box::pin(process::run(&cmd, stream, &info, idle)).await,
+                    Some(cmd) => {
+                        Handled::Done(Box::pin(process::run(cmd, stream, &info, idle)).await)
+                    }
                     None => {
-                        let conn = IdleTimeout::optional(stream, idle);
-                        handler.handle(conn, info).await
+                        let mut conn = IdleTimeout::optional(stream, idle);
+                        if let Some(until) = resumed {
+                            conn.wait_deadline().set(until);
+                        }
+                        engine.handler.handle_parkable(conn, info).await
                     }
                 }
             };
             let outcome = tokio::select! {
                 res = CatchUnwind(AssertUnwindSafe(work)) => res,
-                _ = force.cancelled() => {
+                () = engine.force.cancelled() => {
                     warn!("cancelled at the drain deadline");
                     return;
                 }
             };
             match outcome {
-                Ok(served) => log_outcome(&served),
+                Ok(Handled::Done(served)) => log_outcome(&served),
+                Ok(Handled::Park(conn, until)) => engine.park(conn.into_inner(), until, held),
                 Err(panic) => warn!(panic = panic_message(&panic), "handler panicked"),
             }
         }
         .instrument(span)
     }
 
+    /// Parks an idle connection its handler handed back until its peer sends (then a new
+    /// task serves it) or `until`, at the latest the idle timeout from now (then it is
+    /// closed). At shutdown it is closed at once: it is idle.
+    fn park(self: &Arc<Self>, stream: Stream, until: Instant, held: Held) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let until = match self.config.idle_timeout {
+            Some(idle) => until.min(Instant::now() + idle),
+            None => until,
+        };
+        let back = match self.lot() {
+            Some(lot) => lot.park(stream, until, held),
+            None => Some((stream, held)),
+        };
+        // Not parked: it waits for its peer in a task, as without a lot.
+        if let Some((stream, held)) = back {
+            self.resume(stream, held, until);
+        }
+    }
+
+    /// Serves a parked connection again, in a new task, under its deadline `until`.
+    fn resume(self: &Arc<Self>, stream: Stream, held: Held, until: Instant) {
+        // Gone already (reset) if its peer is unknown: nothing to serve.
+        let Ok(peer) = stream.peer_addr() else {
+            return;
+        };
+        let task = self.connection_task(stream, peer, held, Some(until));
+        self.tracker.spawn(task);
+    }
+
+    /// The lot, made and its watch started at the first call; none if it cannot be made.
+    fn lot(self: &Arc<Self>) -> Option<&Lot<Held>> {
+        let mut made = false;
+        let lot = self.lot.get_or_init(|| {
+            made = true;
+            Lot::new()
+                .inspect_err(|e| warn!(service = %self.config.service, error = %e, "idle connections cannot be parked; each waits in its task"))
+                .ok()
+        });
+        if made && lot.is_some() {
+            // Not among the connections' tasks (it is not one): it ends at shutdown, and
+            // the drain waits for it.
+            let watch = tokio::spawn(Arc::clone(self).watch_lot());
+            *self.watching.lock().unwrap_or_else(PoisonError::into_inner) = Some(watch);
+        }
+        lot.as_ref()
+    }
+
+    /// Watches the lot until shutdown, serving again each parked connection whose peer sends.
+    async fn watch_lot(self: Arc<Self>) {
+        let Some(Some(lot)) = self.lot.get() else {
+            return;
+        };
+        lot.run(&self.shutdown, |stream, until, held| {
+            self.resume(stream, held, until);
+        })
+        .await;
+    }
+
     async fn drain(&self) {
+        // Parked connections are idle: closed now, and nothing parks from here on.
+        if let Some(Some(lot)) = self.lot.get() {
+            lot.close();
+        }
+        let watch = self
+            .watching
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(watch) = watch {
+            // It ends at shutdown, which has fired.
+            let _ = watch.await;
+        }
         self.tracker.close();
         if self.tracker.is_empty() {
             return;

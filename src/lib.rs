@@ -64,7 +64,7 @@
 
 pub use engine::{
     serve, serve_datagram, serve_if_child, serve_if_child_blocking, shutdown_on_signals, Config,
-    Conn, ConnInfo, DatagramHandler, Handler, Mode, ProcessCommand,
+    Conn, ConnInfo, DatagramHandler, Handled, Handler, Mode, ProcessCommand,
 };
 pub use net::{Addr, BindOptions, Datagram, Listener, Stream};
 pub use session::{

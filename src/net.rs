@@ -19,5 +19,6 @@ pub use addr::{Addr, AddrParseError, PeerAddr};
 pub use bind::{AcceptOptions, BindOptions, UnixSocketFile, DEFAULT_BACKLOG};
 pub use datagram::Datagram;
 pub use keepalive::{Keepalive, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_RETRIES};
+pub(crate) use stream::StdStream;
 pub use stream::{Listener, Stream};
 pub use target::{BarePort, Target, TargetError, RESOLVE_TIMEOUT};

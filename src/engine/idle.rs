@@ -67,7 +67,8 @@ impl WaitDeadline {
         self.0.at.store(NO_DEADLINE, Ordering::Relaxed);
     }
 
-    fn get(&self) -> Option<Instant> {
+    /// The deadline set, if any.
+    pub fn get(&self) -> Option<Instant> {
         match self.0.at.load(Ordering::Relaxed) {
             NO_DEADLINE => None,
             nanos => Some(self.0.base + Duration::from_nanos(nanos)),

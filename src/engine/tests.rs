@@ -164,3 +164,140 @@ async fn both_ends_of_a_stream_pair_are_unix_streams_that_see_each_others_close(
     let read = tokio::time::timeout(TEST_TIMEOUT, b.read(&mut buf)).await;
     assert_eq!(read.unwrap().unwrap(), 0);
 }
+
+/// Answers one line per turn, then parks the connection for `park_for`; keeps each turn's
+/// wait deadline as it was handed over, and tells each park.
+struct Parking {
+    park_for: Duration,
+    turns: std::sync::Mutex<Vec<Option<Instant>>>,
+    parked: tokio::sync::mpsc::UnboundedSender<Instant>,
+}
+
+impl Parking {
+    fn new(park_for: Duration) -> (Arc<Parking>, tokio::sync::mpsc::UnboundedReceiver<Instant>) {
+        let (parked, parks) = tokio::sync::mpsc::unbounded_channel();
+        let handler = Parking {
+            park_for,
+            turns: std::sync::Mutex::default(),
+            parked,
+        };
+        (Arc::new(handler), parks)
+    }
+
+    fn turns(&self) -> Vec<Option<Instant>> {
+        self.turns.lock().unwrap().clone()
+    }
+}
+
+impl Handler for Parking {
+    async fn handle(&self, _conn: Conn, _info: ConnInfo) -> io::Result<()> {
+        unreachable!("the engine calls handle_parkable")
+    }
+
+    async fn handle_parkable(&self, mut conn: Conn, _info: ConnInfo) -> Handled {
+        self.turns.lock().unwrap().push(conn.wait_deadline().get());
+        // A byte at a time: nothing past the line is read, so nothing is held at the park.
+        let mut line = Vec::new();
+        while !line.ends_with(b"\n") {
+            match conn.read_u8().await {
+                Ok(byte) => line.push(byte),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Handled::Done(Ok(())),
+                Err(e) => return Handled::Done(Err(e)),
+            }
+        }
+        if let Err(e) = conn.write_all(&line).await {
+            return Handled::Done(Err(e));
+        }
+        let until = Instant::now() + self.park_for;
+        let _ = self.parked.send(until);
+        Handled::Park(conn, until)
+    }
+}
+
+/// Serves `handler` on a loopback port with `config`; the server's task and its address.
+async fn serve_on_loopback<H: Handler>(
+    handler: H,
+    config: Config,
+    shutdown: &CancellationToken,
+) -> (tokio::task::JoinHandle<io::Result<()>>, Addr) {
+    let addr: Addr = "127.0.0.1:0".parse().unwrap();
+    let listener = Listener::bind(&addr, &BindOptions::default())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(serve(listener, handler, config, shutdown.clone()));
+    (server, addr)
+}
+
+/// Sends `line` and reads it back.
+async fn echo_line(client: &mut Stream, line: &[u8]) {
+    client.write_all(line).await.unwrap();
+    let mut reply = vec![0u8; line.len()];
+    tokio::time::timeout(TEST_TIMEOUT, client.read_exact(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, line);
+}
+
+/// Whether the server closes `client` within the test's bound.
+async fn is_closed(client: &mut Stream) -> bool {
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(TEST_TIMEOUT, client.read(&mut byte)).await;
+    matches!(read, Ok(Ok(0)))
+}
+
+#[tokio::test]
+async fn a_parked_connection_is_served_again_under_its_deadline_and_closed_at_shutdown() {
+    let (handler, mut parks) = Parking::new(Duration::from_secs(60));
+    let shutdown = CancellationToken::new();
+    let (server, addr) =
+        serve_on_loopback(Arc::clone(&handler), Config::default(), &shutdown).await;
+    let mut client = Stream::connect(&addr).await.unwrap();
+    echo_line(&mut client, b"one\n").await;
+    let until = parks.recv().await.unwrap();
+    echo_line(&mut client, b"two\n").await;
+    parks.recv().await.unwrap();
+    // The second turn began with the deadline the connection parked with.
+    assert_eq!(handler.turns(), vec![None, Some(until)]);
+    shutdown.cancel();
+    assert!(
+        is_closed(&mut client).await,
+        "a parked connection outlived shutdown"
+    );
+    tokio::time::timeout(TEST_TIMEOUT, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_parked_connection_keeps_its_place_under_the_connection_limit_until_its_deadline() {
+    let (handler, mut parks) = Parking::new(Duration::from_millis(300));
+    let config = Config {
+        max_conns: 1,
+        ..Config::default()
+    };
+    let shutdown = CancellationToken::new();
+    let (_server, addr) = serve_on_loopback(Arc::clone(&handler), config, &shutdown).await;
+    let mut first = Stream::connect(&addr).await.unwrap();
+    echo_line(&mut first, b"first\n").await;
+    let until = parks.recv().await.unwrap();
+    // Beyond the limit: it waits in the backlog while the first is parked.
+    let mut second = Stream::connect(&addr).await.unwrap();
+    second.write_all(b"second\n").await.unwrap();
+    let mut reply = [0u8; 7];
+    tokio::time::timeout(TEST_TIMEOUT, second.read_exact(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        Instant::now() >= until,
+        "the second connection was served while the first held the only place"
+    );
+    assert!(is_closed(&mut first).await, "not closed at its deadline");
+    assert_eq!(handler.turns().len(), 2);
+    assert_eq!(&reply, b"second\n");
+    shutdown.cancel();
+}

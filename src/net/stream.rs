@@ -112,6 +112,16 @@ impl Stream {
         Ok(socket.into())
     }
 
+    /// The stream off the runtime (its registration with the reactor dropped), still
+    /// non-blocking: to be watched by other means and made a [`Stream`] again with
+    /// [`StdStream::into_stream`].
+    pub(crate) fn into_std(self) -> io::Result<StdStream> {
+        Ok(match self {
+            Stream::Tcp(s) => StdStream::Tcp(s.into_std()?),
+            Stream::Unix(s) => StdStream::Unix(s.into_std()?),
+        })
+    }
+
     /// The local address of this stream.
     pub fn local_addr(&self) -> io::Result<Addr> {
         match self {
@@ -125,6 +135,36 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.peer_addr().map(PeerAddr::Inet),
             Stream::Unix(s) => Ok(PeerAddr::Unix(unix_path(&s.peer_addr()?))),
+        }
+    }
+}
+
+/// A [`Stream`] off the runtime ([`Stream::into_std`]): a non-blocking socket that no task
+/// waits on.
+#[derive(Debug)]
+pub(crate) enum StdStream {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl StdStream {
+    /// The stream on the current runtime again.
+    ///
+    /// # Errors
+    /// If it cannot be registered with the reactor.
+    pub(crate) fn into_stream(self) -> io::Result<Stream> {
+        Ok(match self {
+            StdStream::Tcp(s) => Stream::Tcp(TcpStream::from_std(s)?),
+            StdStream::Unix(s) => Stream::Unix(UnixStream::from_std(s)?),
+        })
+    }
+}
+
+impl std::os::fd::AsFd for StdStream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            StdStream::Tcp(s) => s.as_fd(),
+            StdStream::Unix(s) => s.as_fd(),
         }
     }
 }

@@ -52,7 +52,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tower_http::compression::Compression;
 use tower_service::Service;
 
-use crate::engine::{Conn, ConnInfo, Handler};
+use crate::engine::{Conn, ConnInfo, Handled, Handler};
 use crate::net::splice::SpliceWrite;
 use crate::net::tls::TlsAcceptor;
 use crate::net::PeerAddr;
@@ -223,20 +223,26 @@ impl HttpServer {
 
     /// Serves HTTP on one stream until the client is done or `info.shutdown` fires (then
     /// in-flight requests finish and the connection closes). `deadline` is the connection's
-    /// (below any TLS), for the request heads' deadline.
+    /// (below any TLS), for the request heads' deadline; a deadline already set on it is
+    /// kept (a parked connection's, served again).
+    ///
+    /// With `parks`, an HTTP/1 connection idle after its response, with nothing of the next
+    /// request read, is given back with its next head's deadline, to wait in the engine's
+    /// lot ([`Handled::Park`]); without, it waits here.
     async fn serve_stream<I>(
         &self,
         mut io: I,
         info: &ConnInfo,
         deadline: WaitDeadline,
-    ) -> io::Result<()>
+        parks: bool,
+    ) -> io::Result<Option<(I, tokio::time::Instant)>>
     where
         I: AsyncRead + AsyncWrite + SpliceWrite + Unpin + Send + 'static,
     {
         // The first bytes are part of the first head, under its deadline.
         let head = HeadDeadline::start(deadline, self.inner.config.header_read_timeout);
         let Some(opening) = Opening::next(&mut io, &info.shutdown).await? else {
-            return Ok(());
+            return Ok(None);
         };
         let chat = self.inner.config.chat.as_ref().map(|web| {
             Arc::new(Chat {
@@ -252,7 +258,9 @@ impl HttpServer {
             let service = connection_service(self.routes(), info.peer.clone(), None, chat);
             let io = TokioIo::new(opening.rewind(io));
             let conn = Box::pin(self.inner.builders.h2.serve_connection(io, service));
-            return conn::drive(conn, &info.shutdown, |c| c.graceful_shutdown()).await;
+            return conn::drive(conn, &info.shutdown, |c| c.graceful_shutdown())
+                .await
+                .map(|()| None);
         }
         let mut io = opening.rewind(io);
         loop {
@@ -260,15 +268,17 @@ impl HttpServer {
             // and its task keeps only what waiting for the client needs.
             let driven = Box::pin(self.serve_h1(io, info, &head, chat.as_ref())).await;
             let (prefix, mut stream) = match driven {
-                Driven::Done(res) => return res,
+                Driven::Done(res) => return res.map(|()| None),
                 Driven::Parked(parked, unread) => conn::unpark(parked, unread),
             };
             io = if !prefix.is_empty() {
                 Rewound::new(prefix, stream)
+            } else if parks {
+                return Ok(Some((stream, head.head_at())));
             } else {
                 match Opening::next(&mut stream, &info.shutdown).await? {
                     Some(opening) => opening.rewind(stream),
-                    None => return Ok(()),
+                    None => return Ok(None),
                 }
             };
         }
@@ -382,21 +392,42 @@ pub(crate) fn connection_builder(limits: HeadLimits) -> auto::Builder<TokioExecu
     builder
 }
 
-impl Handler for HttpServer {
-    async fn handle(&self, mut conn: Conn, info: ConnInfo) -> io::Result<()> {
+impl HttpServer {
+    /// Serves a connection; with `parks`, a plain one may be given back idle.
+    async fn serve_conn(&self, mut conn: Conn, info: ConnInfo, parks: bool) -> Handled {
         let deadline = conn.wait_deadline();
         match &self.inner.config.tls {
             // Boxed: a TLS connection's state would otherwise make every connection's task
-            // that size, TLS or not.
-            Some(tls) => {
+            // that size, TLS or not. Its connections wait in their tasks: the TLS session
+            // is theirs.
+            Some(tls) => Handled::Done(
                 Box::pin(async {
                     let stream = tls.accept(conn).await.map_err(io::Error::other)?;
-                    self.serve_stream(stream, &info, deadline).await
+                    self.serve_stream(stream, &info, deadline, false).await
                 })
                 .await
-            }
-            None => self.serve_stream(conn, &info, deadline).await,
+                .map(|_| ()),
+            ),
+            None => match self.serve_stream(conn, &info, deadline, parks).await {
+                Ok(Some((conn, until))) => Handled::Park(conn, until),
+                served => Handled::Done(served.map(|_| ())),
+            },
         }
+    }
+}
+
+/// Served by the engine, an idle keep-alive connection parks in the engine's lot between
+/// requests ([`Handled::Park`]); called directly, [`Handler::handle`] keeps it in its task.
+impl Handler for HttpServer {
+    async fn handle(&self, conn: Conn, info: ConnInfo) -> io::Result<()> {
+        match self.serve_conn(conn, info, false).await {
+            Handled::Done(res) => res,
+            Handled::Park(..) => Ok(()),
+        }
+    }
+
+    async fn handle_parkable(&self, conn: Conn, info: ConnInfo) -> Handled {
+        self.serve_conn(conn, info, true).await
     }
 }
 

@@ -109,8 +109,13 @@ const PARKING: u8 = 3;
 const PARKED: u8 = 4;
 
 impl HeadDeadline {
-    /// Starts the first head's deadline on `deadline`, now.
+    /// Starts the first head's deadline on `deadline`, now, or keeps the one already set
+    /// there if sooner (a parked connection's, served again).
     pub(super) fn start(deadline: WaitDeadline, limit: Duration) -> HeadDeadline {
+        let now = Instant::now();
+        let at = deadline
+            .get()
+            .map_or(now + limit, |set| set.min(now + limit));
         let head = HeadDeadline(Arc::new(Rest {
             deadline,
             limit,
@@ -119,7 +124,7 @@ impl HeadDeadline {
             state: AtomicU8::new(HEAD),
             flushed: AtomicBool::new(true),
         }));
-        head.wait_for_head(Instant::now() + limit);
+        head.wait_for_head(at);
         head
     }
 
@@ -154,7 +159,7 @@ impl HeadDeadline {
     }
 
     /// The deadline [`HeadDeadline::restart`] set for the next head.
-    fn head_at(&self) -> Instant {
+    pub(super) fn head_at(&self) -> Instant {
         let nanos = self.0.head_at.load(Ordering::Relaxed);
         self.0.base + Duration::from_nanos(nanos)
     }
