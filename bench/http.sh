@@ -14,7 +14,8 @@
 # processes and threads over the cell, from /proc): on a machine shared with other work
 # that figure moves much less than req/s does.
 # Then IDLE_CONNS (10000) idle keep-alive connections (each has made one request) are held
-# to sockit (and the BEFORE build) and to nginx in turn and their RSS growth per connection is reported.
+# to sockit (and the BEFORE build) and to nginx in turn and their RSS growth per connection is
+# reported, against a baseline read with one such connection held for 2 s (as the rest are).
 #
 # usage: bench/http.sh [SECONDS_PER_CELL (5)] [REPETITIONS (3)]
 # output: markdown tables on stdout; raw wrk output in $OUT (default a temp dir).
@@ -224,8 +225,23 @@ rss_kib() {
 # idle NAME PORT: holds IDLE_CONNS keep-alive connections (each has made one request) and
 # prints "connections_alive rss_before_kib rss_after_kib".
 idle() {
+  # The baseline is read with one keep-alive connection held idle for 2 s, as the rest will
+  # be: sockit gives its allocator's free pages back (malloc_trim) within 1 s of connections
+  # parking, which would otherwise also return what the wrk cells left and hide the cost.
   local before
+  python3 - "$2" "$OUT/idle-$1.warm" <<'PY' &
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.sendall(b"GET /13.txt HTTP/1.1\r\nHost: b\r\n\r\n")
+s.recv(4096)
+open(sys.argv[2], "w").close()
+time.sleep(4)
+PY
+  local warm=$!
+  for _ in $(seq 1 100); do [ -e "$OUT/idle-$1.warm" ] && break; sleep 0.1; done
+  sleep 2
   before=$(rss_kib "$1")
+  wait "$warm" || true
   rm -f "$OUT/idle-$1"
   python3 - "$2" "$IDLE_CONNS" "$OUT/idle-$1" >"$OUT/idle-$1.alive" <<'PY' &
 import os, socket, sys, time
@@ -243,7 +259,7 @@ for _ in range(n):
         got += chunk
     conns.append(s)
 open(ready, "w").close()
-time.sleep(3)  # the RSS is read now
+time.sleep(4)  # the RSS is read now
 alive = 0
 for s in conns:
     try:
@@ -256,7 +272,7 @@ print(alive)
 PY
   local client=$!
   for _ in $(seq 1 1200); do [ -e "$OUT/idle-$1" ] && break; sleep 0.1; done
-  sleep 1
+  sleep 2
   local after
   after=$(rss_kib "$1")
   wait "$client" || true
