@@ -7,6 +7,7 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::{have, start, TestServer, TEST_TIMEOUT};
@@ -1311,11 +1312,11 @@ async fn read_hello(stream: &mut TcpStream) -> String {
 }
 
 #[tokio::test]
-async fn a_kept_alive_connection_is_served_after_a_pause_and_closed_at_the_head_deadline() {
+async fn a_kept_alive_connection_is_served_after_a_pause_and_closed_at_the_keep_alive_timeout() {
     let dir = tempfile::tempdir().unwrap();
     tree(dir.path());
     let mut config = HttpConfig::new(dir.path());
-    config.header_read_timeout = std::time::Duration::from_millis(800);
+    config.keep_alive_timeout = std::time::Duration::from_millis(800);
     let server = serve(config).await;
     let request = b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n";
     let mut stream = TcpStream::connect(server.addr.to_string()).await.unwrap();
@@ -1330,16 +1331,91 @@ async fn a_kept_alive_connection_is_served_after_a_pause_and_closed_at_the_head_
     tokio::time::sleep(sockit::service::http::PARK_AFTER * 4).await;
     stream.write_all(&request[10..]).await.unwrap();
     assert!(read_hello(&mut stream).await.starts_with("HTTP/1.1 200"));
-    // Then idle: closed at the head deadline, long before the engine's idle timeout.
+    // Then idle: closed at the keep-alive timeout, long before the engine's idle timeout.
     let mut rest = Vec::new();
     tokio::time::timeout(TEST_TIMEOUT, stream.read_to_end(&mut rest))
         .await
-        .expect("an idle keep-alive connection was not closed at the head deadline")
+        .expect("an idle keep-alive connection was not closed at the keep-alive timeout")
         .unwrap();
     let rest = String::from_utf8_lossy(&rest);
     assert!(
         rest.is_empty() || rest.starts_with("HTTP/1.1 408"),
         "{rest}"
+    );
+}
+
+/// Serves the test tree with the head's time `head` and the keep-alive time `keep_alive`,
+/// and makes one request on a new connection: the server, the connection, and the time its
+/// response was in.
+async fn kept_alive_once(
+    head: Duration,
+    keep_alive: Duration,
+) -> (tempfile::TempDir, TestServer, TcpStream, Instant) {
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path());
+    let mut config = HttpConfig::new(dir.path());
+    config.header_read_timeout = head;
+    config.keep_alive_timeout = keep_alive;
+    let server = serve(config).await;
+    let mut stream = TcpStream::connect(server.addr.to_string()).await.unwrap();
+    stream.write_all(HELLO_REQUEST).await.unwrap();
+    assert!(read_hello(&mut stream).await.starts_with("HTTP/1.1 200"));
+    (dir, server, stream, Instant::now())
+}
+
+const HELLO_REQUEST: &[u8] = b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n";
+
+/// Waits (bounded) for the server to close `stream`; what it sent before.
+async fn closed_by_server(stream: &mut TcpStream) -> String {
+    let mut rest = Vec::new();
+    tokio::time::timeout(TEST_TIMEOUT, stream.read_to_end(&mut rest))
+        .await
+        .expect("not closed")
+        .unwrap();
+    String::from_utf8_lossy(&rest).into_owned()
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_outlives_the_head_time_and_closes_at_the_keep_alive_time() {
+    let head = Duration::from_millis(300);
+    let keep_alive = Duration::from_millis(1500);
+    let (_dir, _server, mut stream, answered) = kept_alive_once(head, keep_alive).await;
+    // Idle past the head's time (the scenario, not a wait for the server): still open.
+    tokio::time::sleep(head * 2).await;
+    stream.write_all(HELLO_REQUEST).await.unwrap();
+    assert!(read_hello(&mut stream).await.starts_with("HTTP/1.1 200"));
+    let answered_again = Instant::now();
+    let rest = closed_by_server(&mut stream).await;
+    assert!(
+        rest.is_empty() || rest.starts_with("HTTP/1.1 408"),
+        "{rest}"
+    );
+    let idle = answered_again.elapsed();
+    assert!(
+        idle >= keep_alive - Duration::from_millis(100),
+        "closed after {idle:?} idle, before the keep-alive time ({keep_alive:?}); first answer {:?} before",
+        answered.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_head_begun_after_a_keep_alive_wait_gets_the_head_time_from_its_first_bytes() {
+    let head = Duration::from_millis(300);
+    let keep_alive = Duration::from_secs(8);
+    let (_dir, _server, mut stream, _) = kept_alive_once(head, keep_alive).await;
+    // Parked by now; then a head begun and left unfinished, as a slowloris does.
+    tokio::time::sleep(head).await;
+    stream.write_all(&HELLO_REQUEST[..10]).await.unwrap();
+    let begun = Instant::now();
+    let rest = closed_by_server(&mut stream).await;
+    assert!(
+        rest.is_empty() || rest.starts_with("HTTP/1.1 408"),
+        "{rest}"
+    );
+    let took = begun.elapsed();
+    assert!(
+        took < keep_alive / 2,
+        "an unfinished head was kept {took:?}, its time is {head:?}"
     );
 }
 

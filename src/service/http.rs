@@ -87,8 +87,14 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Most header fields one request may carry; more is 431.
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 
-/// Time a client gets to send a whole request head; a slowloris is closed at it.
+/// Time a client gets to send a whole request head, from the connection's start or, on a
+/// kept-alive connection, from the head's first bytes; a slowloris is closed at it
+/// (nginx's `client_header_timeout`, 60 s).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time an HTTP/1.1 client gets after a response to begin its next request on the same
+/// connection, which waits parked meanwhile (nginx's `keepalive_timeout`, likewise 75 s).
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// Longest wait for the next byte of a request body (an upload): a client stopping half way
 /// is answered 408 and closed then (nginx's `client_body_timeout`, 60 s, likewise).
@@ -134,6 +140,8 @@ pub struct HttpConfig {
     pub max_headers: usize,
     /// See [`DEFAULT_HEADER_READ_TIMEOUT`].
     pub header_read_timeout: Duration,
+    /// See [`DEFAULT_KEEP_ALIVE_TIMEOUT`].
+    pub keep_alive_timeout: Duration,
     /// How long an upload's body may take: [`DEFAULT_BODY_IDLE_TIMEOUT`],
     /// [`DEFAULT_BODY_GRACE`], [`DEFAULT_BODY_MIN_BYTES_PER_SEC`].
     pub body_pace: BodyPace,
@@ -159,6 +167,7 @@ impl HttpConfig {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
             body_pace: BodyPace {
                 idle: DEFAULT_BODY_IDLE_TIMEOUT,
                 grace: DEFAULT_BODY_GRACE,
@@ -239,11 +248,22 @@ impl HttpServer {
     where
         I: AsyncRead + AsyncWrite + SpliceWrite + Unpin + Send + 'static,
     {
-        // The first bytes are part of the first head, under its deadline.
-        let head = HeadDeadline::start(deadline, self.inner.config.header_read_timeout);
+        // The first bytes are part of the first head, under its deadline; on a parked
+        // connection served again, under the keep-alive deadline it parked with, and the
+        // head's time starts with them.
+        let config = &self.inner.config;
+        let resumed = deadline.get().is_some();
+        let head = HeadDeadline::start(
+            deadline,
+            config.header_read_timeout,
+            config.keep_alive_timeout,
+        );
         let Some(opening) = Opening::next(&mut io, &info.shutdown).await? else {
             return Ok(None);
         };
+        if resumed {
+            head.begun();
+        }
         let chat = self.inner.config.chat.as_ref().map(|web| {
             Arc::new(Chat {
                 web: web.clone(),
@@ -272,12 +292,16 @@ impl HttpServer {
                 Driven::Parked(parked, unread) => conn::unpark(parked, unread),
             };
             io = if !prefix.is_empty() {
+                head.begun();
                 Rewound::new(prefix, stream)
             } else if parks {
                 return Ok(Some((stream, head.head_at())));
             } else {
                 match Opening::next(&mut stream, &info.shutdown).await? {
-                    Some(opening) => opening.rewind(stream),
+                    Some(opening) => {
+                        head.begun();
+                        opening.rewind(stream)
+                    }
                     None => return Ok(None),
                 }
             };

@@ -85,7 +85,10 @@ pub(super) struct HeadDeadline(Arc<Rest>);
 #[derive(Debug)]
 struct Rest {
     deadline: WaitDeadline,
+    /// The time to send a head, from its first bytes (a connection's first: from its start).
     limit: Duration,
+    /// The time to begin the next request after a response.
+    keep_alive: Duration,
     /// What `head_at` counts from.
     base: Instant,
     /// The next head's deadline, in nanoseconds after `base`, while `state` is `RESTING`.
@@ -109,16 +112,20 @@ const PARKING: u8 = 3;
 const PARKED: u8 = 4;
 
 impl HeadDeadline {
-    /// Starts the first head's deadline on `deadline`, now, or keeps the one already set
-    /// there if sooner (a parked connection's, served again).
-    pub(super) fn start(deadline: WaitDeadline, limit: Duration) -> HeadDeadline {
-        let now = Instant::now();
-        let at = deadline
-            .get()
-            .map_or(now + limit, |set| set.min(now + limit));
+    /// Starts the first head's deadline on `deadline`: `limit` from now, or, on a parked
+    /// connection served again, the keep-alive deadline already set there (its head then
+    /// gets `limit` once it has [`begun`](HeadDeadline::begun)). `keep_alive` is the time a
+    /// client gets after each response to begin its next request.
+    pub(super) fn start(
+        deadline: WaitDeadline,
+        limit: Duration,
+        keep_alive: Duration,
+    ) -> HeadDeadline {
+        let at = deadline.get().unwrap_or_else(|| Instant::now() + limit);
         let head = HeadDeadline(Arc::new(Rest {
             deadline,
             limit,
+            keep_alive,
             base: Instant::now(),
             head_at: AtomicU64::new(0),
             state: AtomicU8::new(HEAD),
@@ -134,15 +141,28 @@ impl HeadDeadline {
         self.0.deadline.clear();
     }
 
-    /// A response is done with: the next head's time starts, and the time to park.
+    /// A response is done with: the keep-alive time for the next request starts, and the
+    /// time to park.
     pub(super) fn restart(&self) {
         let now = Instant::now();
-        let head_at = now + self.0.limit;
+        let head_at = now + self.0.keep_alive;
+        self.set_head_at(head_at);
+        self.rest(now, head_at);
+    }
+
+    /// The next head's first bytes are in, after a keep-alive wait: the rest of it has the
+    /// head's time from now.
+    pub(super) fn begun(&self) {
+        let head_at = Instant::now() + self.0.limit;
+        self.set_head_at(head_at);
+        self.wait_for_head(head_at);
+    }
+
+    fn set_head_at(&self, head_at: Instant) {
         let nanos = head_at.saturating_duration_since(self.0.base).as_nanos();
         self.0
             .head_at
             .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
-        self.rest(now, head_at);
     }
 
     /// Resting from `now`: the time to park is [`PARK_AFTER`] ahead, unless the next head's
@@ -695,7 +715,11 @@ mod park_tests {
         body: Bytes,
         shutdown: CancellationToken,
     ) -> Driven<Io> {
-        let head = HeadDeadline::start(server.wait_deadline(), Duration::from_secs(10));
+        let head = HeadDeadline::start(
+            server.wait_deadline(),
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+        );
         let service_head = head.clone();
         let service = hyper::service::service_fn(move |_req| {
             service_head.head_read();
