@@ -71,9 +71,9 @@ impl Builders {
 pub const PARK_AFTER: Duration = Duration::from_millis(10);
 
 /// The time a client gets to send a whole HTTP/1 request head, counted from the connection's
-/// start and then from the end of each response (so it bounds an idle keep-alive connection
-/// too, as hyper's own head timeout did): a slowloris sending a byte a second is closed at
-/// it. Kept on the engine's idle timer ([`WaitDeadline`]), checked only while the
+/// start and, on a kept-alive connection, from the head's first bytes, and before those the
+/// keep-alive time from the end of the last response: a slowloris sending a byte a second is
+/// closed at it, an idle connection at the keep-alive time. Kept on the engine's idle timer ([`WaitDeadline`]), checked only while the
 /// connection waits: per request, a few stores and a clock read.
 ///
 /// It also tells when the connection may park ([`PARK_AFTER`]): once a response is done, the
