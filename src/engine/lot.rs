@@ -137,6 +137,12 @@ impl<T> Spaces<T> {
         // Explicitly, not by the close: a copy of the descriptor in a child process that
         // has not yet exec'd would keep it in the set, and its key may be reused.
         let _ = epoll.delete(&parked.stream);
+        // Emptied after a burst: what the burst grew is given back (any deadlines left are
+        // stale).
+        if self.parked.is_empty() && self.parked.capacity() > MIN_GROWTH {
+            self.parked = Slab::new();
+            self.deadlines = BinaryHeap::new();
+        }
         Some(parked)
     }
 }
@@ -442,6 +448,34 @@ mod tests {
                 lot.len()
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lot_emptied_after_a_burst_gives_back_what_it_grew() {
+        let shutdown = CancellationToken::new();
+        let (lot, mut resumed, _run) = watched(&shutdown);
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut clients = Vec::new();
+        for i in 0..2 * MIN_GROWTH as u32 {
+            let (server, client) = Stream::pair().unwrap();
+            assert!(lot.park(server, until, i).is_none());
+            clients.push(client);
+        }
+        assert!(lot.lock().parked.capacity() > MIN_GROWTH);
+        for client in &mut clients {
+            client.write_all(b"x").await.unwrap();
+        }
+        for _ in 0..clients.len() {
+            resumed.recv().await.unwrap();
+        }
+        let spaces = lot.lock();
+        assert_eq!(spaces.parked.len(), 0);
+        assert_eq!(spaces.parked.capacity(), 0, "the burst's slab was kept");
+        assert_eq!(
+            spaces.deadlines.capacity(),
+            0,
+            "the burst's deadlines were kept"
+        );
     }
 
     #[tokio::test(start_paused = true)]
