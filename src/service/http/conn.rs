@@ -66,8 +66,11 @@ impl Builders {
 /// How long an HTTP/1 connection waits for its next request with hyper's state kept before
 /// it parks: hyper's connection (its 8 KiB read buffer and 8 KiB head buffer among it) is
 /// dropped, and the connection waits for the client's next bytes in a 24-byte buffer of its
-/// own, as nginx frees a keep-alive connection's buffers between requests. Long enough that
-/// a client sending request after request (a page's assets, a load generator) never parks.
+/// own, as nginx frees a keep-alive connection's buffers between requests. A client whose
+/// next request comes sooner (a page's assets, a load generator on small files) never parks;
+/// one that comes later parks and is served again, a few system calls more per request (a
+/// load generator taking 1 MiB responses on 64 connections, 16 ms apart each, parks on
+/// every one, with no loss of requests per second measured: docs/benchmarks.md).
 pub const PARK_AFTER: Duration = Duration::from_millis(10);
 
 /// The time a client gets to send a whole HTTP/1 request head, counted from the connection's
