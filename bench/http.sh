@@ -18,7 +18,8 @@
 # reported, against a baseline read with one such connection held for 2 s (as the rest are).
 #
 # usage: bench/http.sh [SECONDS_PER_CELL (5)] [REPETITIONS (3)]
-# output: markdown tables on stdout; raw wrk output in $OUT (default a temp dir).
+# output: markdown tables on stdout (medians, then each repetition's sockit/nginx req/s ratio);
+# raw wrk output in $OUT (default a temp dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -200,6 +201,24 @@ for cell in "${CELLS[@]}"; do
   st=$(median sockit "$1" 3); nt=$(median nginx "$1" 3)
   sc=$(median sockit "$1" 4); nc=$(median nginx "$1" 4)
   echo "| $1, -c$2 | $s | $n | $p | $(ratio "$s" "$n") | $sp / $np | $st / $nt | $sc / $nc | $(ratio "$sc" "$nc") |"
+done
+# Per repetition, sockit's req/s over nginx's in the same repetition: on a shared machine the
+# medians of the two columns can come from different moments, these ratios cannot.
+echo
+echo "| file, conns | sockit/nginx req/s per repetition, sorted | median | reps ≥ 1.0 |"
+echo "|---|---|---|---|"
+for cell in "${CELLS[@]}"; do
+  set -- $cell
+  for rep in $(seq 1 "$REPS"); do
+    s=$(echo "${RES["sockit $1 $rep"]}" | cut -d' ' -f1)
+    n=$(echo "${RES["nginx $1 $rep"]}" | cut -d' ' -f1)
+    ratio "$s" "$n"
+  done | sort -g | awk -v cell="$1, -c$2" '
+    { a[NR] = $1; list = list (NR > 1 ? " " : "") $1; if ($1 >= 1.0) met++ }
+    END {
+      med = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+      printf "| %s | %s | %.2f | %d of %d |\n", cell, list, med, met, NR
+    }'
 done
 if [ -n "${BEFORE:-}" ]; then
   echo
