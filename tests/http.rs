@@ -1296,6 +1296,72 @@ fn the_binary_logs_one_line_per_request_with_the_path_escaped() {
     assert!(line.contains(&size), "{line}");
 }
 
+/// The log line is written when the response is done with, and says what the client got: a
+/// download it left part way logs the bytes sent of those announced, a HEAD none.
+#[test]
+fn the_log_line_gives_the_bytes_sent_a_left_download_fewer_than_announced() {
+    let dir = tempfile::tempdir().unwrap();
+    // Far more than the sockets on both sides can hold (sparse: no disk is used).
+    let total: u64 = 256 * 1024 * 1024;
+    fs::File::create(dir.path().join("big.bin"))
+        .unwrap()
+        .set_len(total)
+        .unwrap();
+    fs::write(dir.path().join("a.txt"), "hello world\n").unwrap();
+    let mut server = common::Proc::spawn({
+        let mut cmd = common::sockit();
+        cmd.args(["http", "serve", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(dir.path());
+        cmd
+    });
+    let addr = server.listening_addr();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // Takes the head and a little of the body, then leaves with the rest unread (the
+        // close resets the connection).
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        while got.len() < 256 * 1024 {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the server closed first");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    });
+    let line = server.wait_for_stderr("GET /big.bin");
+    let fields: Vec<&str> = line
+        .split("GET /big.bin ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .collect();
+    assert_eq!(fields[0], "200", "{line}");
+    let (sent, announced) = fields[1].split_once('/').expect("sent/announced");
+    let sent: u64 = sent.parse().unwrap();
+    assert_eq!(announced, total.to_string(), "{line}");
+    assert!(sent < total, "{line}");
+    // HEAD sends no body; a whole response logs its length.
+    let head = runtime.block_on(exchange_at(
+        &addr,
+        b"HEAD /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    ));
+    assert_eq!(head.status, 200);
+    let line = server.wait_for_stderr("HEAD /big.bin");
+    assert!(line.contains("HEAD /big.bin 200 0 "), "{line}");
+    let whole = runtime.block_on(exchange_at(
+        &addr,
+        b"GET /a.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    ));
+    assert_eq!(whole.body, b"hello world\n");
+    let line = server.wait_for_stderr("GET /a.txt");
+    assert!(line.contains("GET /a.txt 200 12 "), "{line}");
+}
+
 /// Reads one response to `GET /a.txt` (its body is "hello world\n") off `stream`.
 async fn read_hello(stream: &mut TcpStream) -> String {
     let mut got = Vec::new();

@@ -11,7 +11,8 @@
 //!                                              a directory: listing (listing.rs) or 404
 //!         PUT, POST form (--upload, token beyond loopback) -> upload.rs -> files Store
 //!         anything else -> 405
-//! then tower-http's compression for text above MIN_COMPRESS_BYTES, then one log line.
+//! then tower-http's compression for text above MIN_COMPRESS_BYTES, then one log line once the
+//! body is sent (body.rs).
 //! ```
 //!
 //! With a chat carried (`--chat`), `/chat` and everything below `/chat/` go to the chat's
@@ -59,8 +60,8 @@ use crate::net::PeerAddr;
 use crate::service::chat::{self, WebServer};
 use crate::service::files::{Store, StoreError, StoreOptions};
 use crate::session::Token;
-use body::SentBody;
 pub use body::CHUNK_BYTES;
+use body::{LogLine, SentBody};
 use cache::SmallFiles;
 pub use cache::{CACHE_SETTLE, MAX_CACHED_BYTES, MAX_CACHED_FILES, MAX_CACHED_FILE_BYTES};
 pub use conn::PARK_AFTER;
@@ -508,9 +509,9 @@ fn compressible(status: StatusCode, _: http::Version, headers: &HeaderMap, _: &E
 }
 
 /// Answers one request through the compression layer, or through `chat` when the request
-/// is for a carried chat's path, and logs it; `next_head` (HTTP/1) is the connection's head
-/// deadline, off while the request is served and for good once the connection is a
-/// WebSocket.
+/// is for a carried chat's path, with its log line written once its body is done with
+/// ([`LogLine`]); `next_head` (HTTP/1) is the connection's head deadline, off while the
+/// request is served and for good once the connection is a WebSocket.
 async fn respond(
     mut routes: Compressed,
     req: Request<Incoming>,
@@ -548,21 +549,25 @@ async fn respond(
         weaken_etag(response.headers_mut());
     }
     if let Some((started, method, shown)) = logged {
-        // The header when set, else the body's own exact size (the chat's pages), else "-".
-        let bytes = match response.headers().get(header::CONTENT_LENGTH) {
-            Some(len) => len.to_str().unwrap_or("-").to_owned(),
-            None => hyper::body::Body::size_hint(response.body())
-                .exact()
-                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
-        };
-        // The peer is named here too: HTTP/2 streams run in tasks outside the connection's
-        // span.
-        tracing::info!(
-            %peer,
-            "{method} {shown} {} {bytes} {:.1}ms",
-            response.status().as_u16(),
-            started.elapsed().as_secs_f64() * 1000.0
-        );
+        let status = response.status();
+        let bodiless = method == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        // The header when set, else the body's own exact size (the chat's pages).
+        let announced = match response.headers().get(header::CONTENT_LENGTH) {
+            Some(len) => len.to_str().ok().and_then(|len| len.parse().ok()),
+            None => hyper::body::Body::size_hint(response.body()).exact(),
+        }
+        .filter(|_| !bodiless);
+        response.body_mut().log_when_done(LogLine {
+            started,
+            request: format!("{method} {shown}"),
+            status: status.as_u16(),
+            peer,
+            announced,
+            sent: 0,
+        });
     }
     Ok(response)
 }

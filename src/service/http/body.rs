@@ -1,11 +1,13 @@
 //! A file's body: chunks read at an offset as hyper asks for them, one chunk held at a time;
-//! and a response's body as hyper sends it.
+//! and a response's body as hyper sends it, which writes the request's log line when hyper
+//! is done with it.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -13,6 +15,7 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use super::conn::HeadDeadline;
 use super::BoxError;
+use crate::net::PeerAddr;
 
 /// A body is read in chunks of this size, one chunk in memory per response; the first in
 /// the blocking call that opened the file, so a body up to this size costs one such call.
@@ -124,11 +127,41 @@ impl Body for FileBody {
 
 /// A response's body as hyper sends it: ours as made, or tower-http's compression of it; once
 /// hyper is done with it (sent, or dropped with the connection), the deadline for the
-/// connection's next request head starts.
+/// connection's next request head starts, and the request's log line is written.
 #[derive(Debug)]
 pub(crate) struct SentBody {
     body: Sent,
     next_head: Option<HeadDeadline>,
+    log: Option<Box<LogLine>>,
+}
+
+/// A request's log line, written when its response's body is done with: the bytes are those
+/// of the body handed to the connection (none for `HEAD`, fewer than announced for a
+/// download the client left), and the time runs to then, as nginx's `$body_bytes_sent` and
+/// `$request_time` do.
+#[derive(Debug)]
+pub(crate) struct LogLine {
+    /// When the request's head was read.
+    pub started: Instant,
+    /// Method and path (escaped), as the line shows them.
+    pub request: String,
+    pub status: u16,
+    pub peer: PeerAddr,
+    /// The body's length as the response announced it; none when it sends no body (`HEAD`,
+    /// 204, 304) or does not know it (compressed on the fly).
+    pub announced: Option<u64>,
+    /// Body bytes handed to the connection so far.
+    pub sent: u64,
+}
+
+impl LogLine {
+    /// The bytes shown: those sent, then `/` and the length announced when fewer went.
+    fn bytes(&self) -> String {
+        match self.announced {
+            Some(announced) if self.sent < announced => format!("{}/{announced}", self.sent),
+            _ => self.sent.to_string(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -144,6 +177,7 @@ impl SentBody {
         SentBody {
             body: Sent::Plain(body),
             next_head,
+            log: None,
         }
     }
 
@@ -155,7 +189,13 @@ impl SentBody {
         SentBody {
             body: Sent::Compressed(body),
             next_head,
+            log: None,
         }
+    }
+
+    /// Writes `line` once hyper is done with the body.
+    pub(crate) fn log_when_done(&mut self, line: LogLine) {
+        self.log = Some(Box::new(line));
     }
 }
 
@@ -163,6 +203,19 @@ impl Drop for SentBody {
     fn drop(&mut self) {
         if let Some(next_head) = &self.next_head {
             next_head.restart();
+        }
+        if let Some(line) = self.log.take() {
+            // The peer is named in the line too: HTTP/2 streams run in tasks outside the
+            // connection's span.
+            tracing::info!(
+                target: "sockit::service::http",
+                peer = %line.peer,
+                "{} {} {} {:.1}ms",
+                line.request,
+                line.status,
+                line.bytes(),
+                line.started.elapsed().as_secs_f64() * 1000.0
+            );
         }
     }
 }
@@ -175,12 +228,19 @@ impl Body for SentBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.get_mut().body {
+        let this = self.get_mut();
+        let polled = match &mut this.body {
             Sent::Plain(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map(|frame| frame.map(|r| r.map_err(Into::into))),
             Sent::Compressed(body) => Pin::new(body).poll_frame(cx),
+        };
+        if let (Poll::Ready(Some(Ok(frame))), Some(line)) = (&polled, &mut this.log) {
+            if let Some(data) = frame.data_ref() {
+                line.sent += data.len() as u64;
+            }
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
